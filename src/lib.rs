@@ -1,0 +1,11 @@
+//! outage — the outage incident communication pipeline as a library.
+//!
+//! The binaries in `src/bin/` are thin: they parse flags and call into here.
+//! The modules mirror the operator's picture (see ARCHITECTURE.md):
+//! `sources` bring alarms in, `transforms` turn them into incidents and
+//! plans, `sinks` carry actions out, `topology` wires them together.
+
+pub mod geodesy;
+pub mod model;
+pub mod refdata;
+pub mod simulate;

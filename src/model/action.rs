@@ -1,0 +1,130 @@
+//! Per-customer actions (the records of the actions topic, keyed by
+//! customer), the credit record for billing, and the IVR upsert.
+//!
+//! Every action carries `action_id`, its idempotency key: deterministic from
+//! (incident, customer, channel, kind, version), so a replayed plan produces
+//! the same ids and sinks drop what they already did.
+
+use super::incident::IncidentId;
+use super::money::Money;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Sms,
+    Email,
+    DataGrant,
+    Credit,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 4] = [Channel::Sms, Channel::Email, Channel::DataGrant, Channel::Credit];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Sms => "sms",
+            Channel::Email => "email",
+            Channel::DataGrant => "data_grant",
+            Channel::Credit => "credit",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// "There is an outage in your area" notice.
+    Down,
+    /// "Service is back" notice, only to those told `down`.
+    Restored,
+    /// Start temporary unlimited data.
+    Grant,
+    /// End it after restoration + grace.
+    Revoke,
+    /// Queue a compensation credit.
+    Credit,
+}
+
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Down => "down",
+            ActionKind::Restored => "restored",
+            ActionKind::Grant => "grant",
+            ActionKind::Revoke => "revoke",
+            ActionKind::Credit => "credit",
+        }
+    }
+}
+
+/// A rendered customer message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    /// Idempotency key: `{incident}/{customer}/{channel}/{kind}`.
+    pub action_id: String,
+    pub incident_id: IncidentId,
+    pub customer_id: String,
+    pub channel: Channel,
+    pub kind: ActionKind,
+    /// MSISDN or e-mail address: personal data, never logged in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    pub language: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<Message>,
+    /// For data grants: when the grant ends (restoration + grace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit: Option<Credit>,
+    /// When the planner made the action.
+    pub planned_at: DateTime<Utc>,
+}
+
+impl Action {
+    pub fn key(incident: &IncidentId, customer: &str, channel: Channel, kind: ActionKind) -> String {
+        format!("{incident}/{customer}/{}/{}", channel.as_str(), kind.as_str())
+    }
+}
+
+/// A compensation credit as billing consumes it from `billing.credits`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Credit {
+    /// UUID v5 of (incident, customer, service, rule): stable across replays.
+    pub credit_id: uuid::Uuid,
+    pub customer_id: String,
+    pub incident_id: IncidentId,
+    pub service: String,
+    pub amount: Money,
+    pub rule_id: String,
+    pub outage_start: DateTime<Utc>,
+    pub outage_end: DateTime<Utc>,
+    pub outage_seconds: i64,
+    /// How the amount was computed, in words and numbers a person can redo.
+    pub calculation: String,
+}
+
+impl Credit {
+    pub fn id_for(incident: &IncidentId, customer: &str, service: &str, rule: &str) -> uuid::Uuid {
+        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("credit\u{1f}{incident}\u{1f}{customer}\u{1f}{service}\u{1f}{rule}").as_bytes())
+    }
+}
+
+/// Desired IVR state for one region (the published upsert contract).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IvrUpsert {
+    pub region: String,
+    pub active: bool,
+    pub message: String,
+    pub language: String,
+    pub incident_id: IncidentId,
+    pub valid_until: DateTime<Utc>,
+}

@@ -1,0 +1,318 @@
+//! Incidents as an event-sourced log: [`IncidentEvent`] is one record on the
+//! incident log topic (keyed by incident id), and [`Incident`] is the state
+//! folded from an incident's events. Rebuilding the daemon after a restart is
+//! nothing more than folding the log again.
+//!
+//! Invariant: events of one incident carry consecutive `seq` numbers from 1;
+//! [`Incident::apply`] ignores an event it has already applied, so a record
+//! written twice (producer retry, crash between produce and commit) is
+//! harmless.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// Stable incident id, e.g. `INC-20261123-3f9a1c2e`: the date and a hash of
+/// the alarm that opened it, so a replay of the same alarms names its
+/// incidents the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IncidentId(pub String);
+
+impl IncidentId {
+    pub fn derive(site_id: &str, alarm_id: &str, at: DateTime<Utc>) -> Self {
+        let u = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("{site_id}\u{1f}{alarm_id}\u{1f}{}", at.timestamp_millis()).as_bytes());
+        IncidentId(format!("INC-{}-{}", at.format("%Y%m%d"), &u.simple().to_string()[..8]))
+    }
+}
+
+impl fmt::Display for IncidentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentState {
+    /// Sites are down together but not (yet) enough, or not for long enough,
+    /// to tell customers.
+    Probable,
+    /// Confirmed: customers, IVR and billing are acted on.
+    Declared,
+    /// Every site cleared and stayed clear for the hold-down.
+    Resolved,
+    /// Declared by mistake; customers already told get a correction.
+    Cancelled,
+    /// A probable incident whose sites all cleared before declaration.
+    Dismissed,
+}
+
+impl IncidentState {
+    pub fn is_open(self) -> bool {
+        matches!(self, IncidentState::Probable | IncidentState::Declared)
+    }
+}
+
+/// One alarm's effect on an incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmRef {
+    pub alarm_id: String,
+    pub site_id: String,
+    /// Event time of the raise or clear.
+    pub at: DateTime<Utc>,
+}
+
+/// Which stage of customer actions a `planned` event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Down,
+    Restored,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// First event of every incident.
+    Opened { cause: String },
+    /// Service-affecting alarms raised on sites of this incident.
+    AlarmsRaised { alarms: Vec<AlarmRef> },
+    /// Alarms of this incident cleared; a site is up when none is left.
+    AlarmsCleared { alarms: Vec<AlarmRef> },
+    Declared { reason: String },
+    /// NOC update of what customers are told.
+    Updated {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        etr: Option<DateTime<Utc>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// All sites up since `restored_at` and the hold-down passed.
+    Resolved { restored_at: DateTime<Utc> },
+    Cancelled { reason: String },
+    Dismissed {},
+    /// Became connected to another open incident; they stay separate.
+    Linked { other: IncidentId },
+    /// Customer actions for these postcodes were put on the actions topic.
+    Planned { phase: Phase, postcodes: Vec<String>, actions: u64 },
+}
+
+/// One record of the incident log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentEvent {
+    pub incident_id: IncidentId,
+    /// Position in this incident's history, from 1.
+    pub seq: u64,
+    /// When it happened (event time for alarm effects, wall time for commands).
+    pub at: DateTime<Utc>,
+    /// Who caused it: `correlator`, `planner`, or `noc:<user>`.
+    pub actor: String,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// Down interval of one site within an incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteWindow {
+    pub down_since: DateTime<Utc>,
+    /// Set when the last active alarm of the site cleared.
+    pub up_at: Option<DateTime<Utc>>,
+    /// Active (uncleared) alarm ids on the site.
+    pub active: BTreeSet<String>,
+}
+
+/// The folded state of one incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: IncidentId,
+    pub state: IncidentState,
+    pub seq: u64,
+    pub cause: String,
+    pub opened_at: DateTime<Utc>,
+    pub declared_at: Option<DateTime<Utc>>,
+    pub restored_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub etr: Option<DateTime<Utc>>,
+    pub message: Option<String>,
+    pub sites: BTreeMap<String, SiteWindow>,
+    pub links: BTreeSet<IncidentId>,
+    /// Postcodes whose customers were given "down" actions.
+    pub notified_postcodes: BTreeSet<String>,
+    pub restored_planned: bool,
+    /// Last time the incident changed (for hold-downs and display).
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ApplyError {
+    #[error("incident {id}: event seq {got} after seq {have}: a gap in the log")]
+    Gap { id: IncidentId, have: u64, got: u64 },
+    #[error("incident {0}: first event is not `opened`")]
+    NotOpened(IncidentId),
+}
+
+impl Incident {
+    /// Start an incident from its `opened` event.
+    pub fn open(ev: &IncidentEvent) -> Result<Self, ApplyError> {
+        let EventKind::Opened { cause } = &ev.kind else {
+            return Err(ApplyError::NotOpened(ev.incident_id.clone()));
+        };
+        if ev.seq != 1 {
+            return Err(ApplyError::Gap { id: ev.incident_id.clone(), have: 0, got: ev.seq });
+        }
+        Ok(Incident {
+            id: ev.incident_id.clone(),
+            state: IncidentState::Probable,
+            seq: 1,
+            cause: cause.clone(),
+            opened_at: ev.at,
+            declared_at: None,
+            restored_at: None,
+            closed_at: None,
+            etr: None,
+            message: None,
+            sites: BTreeMap::new(),
+            links: BTreeSet::new(),
+            notified_postcodes: BTreeSet::new(),
+            restored_planned: false,
+            updated_at: ev.at,
+        })
+    }
+
+    /// Fold one event. Returns `Ok(false)` for an event already applied.
+    pub fn apply(&mut self, ev: &IncidentEvent) -> Result<bool, ApplyError> {
+        if ev.seq <= self.seq {
+            return Ok(false);
+        }
+        if ev.seq != self.seq + 1 {
+            return Err(ApplyError::Gap { id: self.id.clone(), have: self.seq, got: ev.seq });
+        }
+        self.seq = ev.seq;
+        self.updated_at = self.updated_at.max(ev.at);
+        match &ev.kind {
+            EventKind::Opened { .. } => {}
+            EventKind::AlarmsRaised { alarms } => {
+                for a in alarms {
+                    let w = self.sites.entry(a.site_id.clone()).or_insert_with(|| SiteWindow {
+                        down_since: a.at,
+                        up_at: None,
+                        active: BTreeSet::new(),
+                    });
+                    if w.up_at.is_some() {
+                        // Down again after a clear: a new window from now.
+                        w.down_since = a.at;
+                        w.up_at = None;
+                    }
+                    w.active.insert(a.alarm_id.clone());
+                }
+            }
+            EventKind::AlarmsCleared { alarms } => {
+                for a in alarms {
+                    if let Some(w) = self.sites.get_mut(&a.site_id) {
+                        w.active.remove(&a.alarm_id);
+                        if w.active.is_empty() && w.up_at.is_none() {
+                            w.up_at = Some(a.at.max(w.down_since));
+                        }
+                    }
+                }
+            }
+            EventKind::Declared { .. } => {
+                self.state = IncidentState::Declared;
+                self.declared_at = Some(ev.at);
+            }
+            EventKind::Updated { cause, etr, message } => {
+                if let Some(c) = cause {
+                    self.cause = c.clone();
+                }
+                if etr.is_some() {
+                    self.etr = *etr;
+                }
+                if message.is_some() {
+                    self.message = message.clone();
+                }
+            }
+            EventKind::Resolved { restored_at } => {
+                self.state = IncidentState::Resolved;
+                self.restored_at = Some(*restored_at);
+                self.closed_at = Some(ev.at);
+            }
+            EventKind::Cancelled { .. } => {
+                self.state = IncidentState::Cancelled;
+                self.closed_at = Some(ev.at);
+            }
+            EventKind::Dismissed {} => {
+                self.state = IncidentState::Dismissed;
+                self.closed_at = Some(ev.at);
+            }
+            EventKind::Linked { other } => {
+                self.links.insert(other.clone());
+            }
+            EventKind::Planned { phase: Phase::Down, postcodes, .. } => {
+                self.notified_postcodes.extend(postcodes.iter().cloned());
+            }
+            EventKind::Planned { phase: Phase::Restored, .. } => self.restored_planned = true,
+        }
+        Ok(true)
+    }
+
+    /// Sites with at least one active alarm.
+    pub fn down_sites(&self) -> impl Iterator<Item = &str> {
+        self.sites.iter().filter(|(_, w)| w.up_at.is_none()).map(|(s, _)| s.as_str())
+    }
+
+    pub fn down_count(&self) -> usize {
+        self.sites.values().filter(|w| w.up_at.is_none()).count()
+    }
+
+    /// When the last site came back, if every site is up.
+    pub fn all_up_since(&self) -> Option<DateTime<Utc>> {
+        if self.sites.is_empty() {
+            return None;
+        }
+        self.sites.values().map(|w| w.up_at).collect::<Option<Vec<_>>>()?.into_iter().max()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_790_000_000 + s, 0).unwrap()
+    }
+    fn ev(seq: u64, at: i64, kind: EventKind) -> IncidentEvent {
+        IncidentEvent { incident_id: IncidentId("INC-1".into()), seq, at: t(at), actor: "correlator".into(), kind }
+    }
+    fn a(id: &str, site: &str, at: i64) -> AlarmRef {
+        AlarmRef { alarm_id: id.into(), site_id: site.into(), at: t(at) }
+    }
+
+    #[test]
+    fn folding_tracks_sites_and_ignores_replayed_events() {
+        let mut inc = Incident::open(&ev(1, 0, EventKind::Opened { cause: "power".into() })).unwrap();
+        let raised = ev(2, 0, EventKind::AlarmsRaised { alarms: vec![a("a1", "S1", 0), a("a2", "S1", 5), a("a3", "S2", 9)] });
+        assert!(inc.apply(&raised).unwrap());
+        assert!(!inc.apply(&raised).unwrap(), "a replayed event is a no-op");
+        assert_eq!(inc.down_count(), 2);
+        inc.apply(&ev(3, 60, EventKind::AlarmsCleared { alarms: vec![a("a1", "S1", 60), a("a3", "S2", 70)] })).unwrap();
+        assert_eq!(inc.down_sites().collect::<Vec<_>>(), vec!["S1"], "S1 still has a2 active");
+        assert_eq!(inc.all_up_since(), None);
+        inc.apply(&ev(4, 90, EventKind::AlarmsCleared { alarms: vec![a("a2", "S1", 90)] })).unwrap();
+        assert_eq!(inc.all_up_since(), Some(t(90)));
+        assert!(matches!(inc.apply(&ev(6, 99, EventKind::Dismissed {})), Err(ApplyError::Gap { .. })));
+    }
+
+    #[test]
+    fn event_json_is_flat_with_a_type_tag() {
+        let e = ev(1, 0, EventKind::Opened { cause: "power".into() });
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], "opened");
+        assert_eq!(v["incident_id"], "INC-1");
+        let back: IncidentEvent = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+    }
+}

@@ -1,0 +1,18 @@
+//! The domain vocabulary shared by every stage: alarms, reference data,
+//! incidents (as events and as folded state), actions and credits.
+//!
+//! Everything here is plain data with serde derives; nothing does I/O. The
+//! JSON shapes are the published contracts in `schemas/`, and
+//! `tests/contracts.rs` checks the two agree.
+
+pub mod action;
+pub mod alarm;
+pub mod incident;
+pub mod money;
+pub mod refdata;
+
+pub use action::{Action, ActionKind, Channel, Credit, IvrUpsert, Message};
+pub use alarm::{Alarm, AlarmState, Severity};
+pub use incident::{AlarmRef, EventKind, Incident, IncidentEvent, IncidentId, IncidentState, Phase};
+pub use money::Money;
+pub use refdata::{Customer, Postcode, Services, Site};

@@ -1,0 +1,621 @@
+//! The published JSON contracts in `schemas/` and the serde types in
+//! `outage::model` must describe the same records. These tests check it from
+//! both sides:
+//!
+//! - every schema is a valid Draft 2020-12 schema, and `schemas/` holds
+//!   exactly the schemas listed in [`SCHEMAS`];
+//! - every example in `schemas/examples/` validates against its schema (chosen
+//!   by file-name prefix: `alarm.v1.raised.json` -> `alarm.v1.schema.json`),
+//!   deserializes into the Rust type, and serializes back to the same JSON;
+//! - every example in `schemas/examples/invalid/` is rejected by its schema;
+//! - Rust values built here (every enum variant, every event kind) serialize
+//!   to JSON that validates against the *closed* schema (see [`closed`]), so a
+//!   field added or renamed in Rust without updating the schema fails here.
+//!
+//! Schemas are open (`additionalProperties: true`: consumers ignore unknown
+//! fields, so additive changes stay v1). That alone would let an undocumented
+//! Rust field through, hence the closed variant for what Rust produces.
+
+use chrono::{DateTime, Utc};
+use outage::model::money::{Currency, Money};
+use outage::model::{
+    Action, ActionKind, Alarm, AlarmRef, AlarmState, Channel, Credit, EventKind, IncidentEvent, IncidentId, IvrUpsert,
+    Message, Phase, Severity,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Every schema, by file stem (`<stem>.schema.json`), with the Rust type its
+/// records deserialize into (`None`: no Rust type yet).
+const SCHEMAS: &[(&str, Option<RoundTrip>)] = &[
+    ("alarm.v1", Some(round_trip::<Alarm>)),
+    ("incident-event.v1", Some(round_trip::<IncidentEvent>)),
+    ("action.v1", Some(round_trip::<Action>)),
+    ("credit.v1", Some(round_trip::<Credit>)),
+    ("ivr-upsert.v1", Some(round_trip::<IvrUpsert>)),
+    // The DLQ record is written by the alarm source; no model type exists.
+    ("dlq.v1", None),
+];
+
+/// Deserialize into the Rust type and serialize back.
+type RoundTrip = fn(&Value) -> Result<Value, String>;
+
+fn round_trip<T: Serialize + DeserializeOwned>(v: &Value) -> Result<Value, String> {
+    let t: T = serde_json::from_value(v.clone()).map_err(|e| format!("does not deserialize: {e}"))?;
+    serde_json::to_value(&t).map_err(|e| format!("does not serialize: {e}"))
+}
+
+fn schemas_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas")
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()))
+}
+
+fn schema(stem: &str) -> Value {
+    read_json(&schemas_dir().join(format!("{stem}.schema.json")))
+}
+
+/// Draft 2020-12 with `format` asserted (date-time, uuid, email), as every
+/// consumer validating these records should configure it.
+fn validator(schema: &Value) -> jsonschema::Validator {
+    jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(schema)
+        .unwrap_or_else(|e| panic!("schema does not compile: {e}"))
+}
+
+/// Validation errors of `instance`, one line each. A failed `oneOf` on the
+/// event type only says "not valid under any of the schemas", so for a
+/// record with a `type` the errors of the matching branch are added.
+fn errors(schema: &Value, instance: &Value) -> Vec<String> {
+    let fmt = |v: &jsonschema::Validator| -> Vec<String> {
+        v.iter_errors(instance).map(|e| format!("at {:?}: {e}", e.instance_path().to_string())).collect()
+    };
+    let mut out = fmt(&validator(schema));
+    if let (false, Some(branches), Some(ty)) = (out.is_empty(), schema["oneOf"].as_array(), instance["type"].as_str()) {
+        if let Some(branch) = branches.iter().find(|b| b["properties"]["type"]["const"] == ty) {
+            let mut one = schema.clone();
+            let m = one.as_object_mut().unwrap();
+            m.remove("oneOf");
+            m.insert("allOf".into(), json!([branch]));
+            out.extend(fmt(&validator(&one)).into_iter().map(|e| format!("(branch {ty:?}) {e}")));
+        }
+    }
+    out
+}
+
+/// The schema with every property that is not documented rejected: drops
+/// `additionalProperties: true` and adds
+/// `unevaluatedProperties: false` to the root and to every subschema in a
+/// value position (`properties/*`, `items`, `$defs/*`), but not to branches
+/// of `oneOf`/`allOf`/`if`/`then`/`else`, which describe only part of their
+/// object (the envelope's fields are evaluated by the root, the event's by a
+/// `oneOf` branch; `unevaluatedProperties` at the root sees both). On a
+/// non-object value the keyword has no effect.
+fn closed(schema: &Value) -> Value {
+    fn walk(s: &mut Value, value_position: bool) {
+        let Value::Object(m) = s else { return };
+        // `additionalProperties: true` marks every property as evaluated,
+        // which would switch `unevaluatedProperties` off: drop it.
+        if m.get("additionalProperties") == Some(&Value::Bool(true)) {
+            m.remove("additionalProperties");
+        }
+        if value_position && m.get("additionalProperties") != Some(&Value::Bool(false)) {
+            m.insert("unevaluatedProperties".into(), Value::Bool(false));
+        }
+        for (k, child) in m.iter_mut() {
+            match k.as_str() {
+                "properties" | "$defs" | "patternProperties" => {
+                    if let Value::Object(children) = child {
+                        children.values_mut().for_each(|c| walk(c, true));
+                    }
+                }
+                "items" | "additionalProperties" => walk(child, true),
+                "oneOf" | "anyOf" | "allOf" | "prefixItems" => {
+                    if let Value::Array(branches) = child {
+                        branches.iter_mut().for_each(|b| walk(b, false));
+                    }
+                }
+                "if" | "then" | "else" | "not" => walk(child, false),
+                _ => {}
+            }
+        }
+    }
+    let mut s = schema.clone();
+    walk(&mut s, true);
+    s
+}
+
+/// `<stem>` of the schema an example belongs to: the longest schema stem the
+/// file name starts with, followed by a dot.
+fn stem_of(file_name: &str) -> &'static str {
+    SCHEMAS
+        .iter()
+        .map(|(s, _)| *s)
+        .filter(|s| file_name.strip_prefix(s).is_some_and(|rest| rest.starts_with('.')))
+        .max_by_key(|s| s.len())
+        .unwrap_or_else(|| panic!("example {file_name}: no schema for its prefix (expected <stem>.<case>.json)"))
+}
+
+fn json_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn file_name(p: &Path) -> &str {
+    p.file_name().unwrap().to_str().unwrap()
+}
+
+#[test]
+fn schemas_are_draft_2020_12_and_all_registered() {
+    let on_disk: BTreeSet<String> = json_files(&schemas_dir())
+        .iter()
+        .map(|p| {
+            file_name(p)
+                .strip_suffix(".schema.json")
+                .unwrap_or_else(|| panic!("{}: not a *.schema.json", p.display()))
+                .to_string()
+        })
+        .collect();
+    let listed: BTreeSet<String> = SCHEMAS.iter().map(|(s, _)| s.to_string()).collect();
+    assert_eq!(on_disk, listed, "schemas/ and SCHEMAS in tests/contracts.rs disagree");
+    for (stem, _) in SCHEMAS {
+        let s = schema(stem);
+        assert_eq!(s["$schema"], "https://json-schema.org/draft/2020-12/schema", "{stem}");
+        assert_eq!(s["$id"], format!("https://schemas.outage.invalid/{stem}.schema.json"), "{stem}");
+        if let Err(e) = jsonschema::draft202012::meta::validate(&s) {
+            panic!("{stem}: not a valid 2020-12 schema: {e}");
+        }
+        validator(&s);
+        validator(&closed(&s));
+    }
+}
+
+#[test]
+fn valid_examples_validate_and_round_trip_through_rust() {
+    let mut failures = Vec::new();
+    let mut covered = BTreeSet::new();
+    for path in json_files(&schemas_dir().join("examples")) {
+        let name = file_name(&path);
+        let stem = stem_of(name);
+        covered.insert(stem);
+        let example = read_json(&path);
+        let s = schema(stem);
+        let strict = validator(&closed(&s));
+        let errs = errors(&s, &example);
+        if !errs.is_empty() {
+            failures.push(format!("{name}: invalid against {stem}.schema.json: {errs:#?}"));
+            continue;
+        }
+        // `*.extra-fields.json` shows that undocumented fields are tolerated;
+        // every other example uses only documented fields.
+        let extra = name.contains("extra-fields");
+        if extra == strict.is_valid(&example) {
+            failures.push(format!(
+                "{name}: {}",
+                if extra { "named extra-fields but has no undocumented field" } else { "has undocumented fields" }
+            ));
+        }
+        let Some(rt) = SCHEMAS.iter().find(|(s, _)| *s == stem).unwrap().1 else { continue };
+        match rt(&example) {
+            Err(e) => failures.push(format!("{name}: {e}")),
+            Ok(back) => {
+                let errs = errors(&closed(&s), &back);
+                if !errs.is_empty() {
+                    failures.push(format!("{name}: Rust re-serialization breaks the closed schema: {errs:#?}"));
+                }
+                // Examples are written in the canonical form (timestamps as
+                // chrono writes them, `...Z`), so a field the schema documents
+                // but Rust drops or renames shows up here.
+                if !extra && back != example {
+                    failures
+                        .push(format!("{name}: Rust does not round-trip it\n  example: {example}\n  rust:    {back}"));
+                }
+            }
+        }
+    }
+    for (stem, _) in SCHEMAS {
+        if !covered.contains(stem) {
+            failures.push(format!("{stem}: no example in schemas/examples/"));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn invalid_examples_are_rejected() {
+    let dir = schemas_dir().join("examples").join("invalid");
+    let files = json_files(&dir);
+    assert!(!files.is_empty());
+    let mut failures = Vec::new();
+    for path in files {
+        let name = file_name(&path);
+        let stem = stem_of(name);
+        let example = read_json(&path);
+        let errs = errors(&schema(stem), &example);
+        if errs.is_empty() {
+            failures.push(format!("{name}: accepted by {stem}.schema.json"));
+            continue;
+        }
+        // Informational: where the Rust reader is more lenient than the contract.
+        let rust = match SCHEMAS.iter().find(|(s, _)| *s == stem).unwrap().1 {
+            Some(rt) if rt(&example).is_ok() => "Rust accepts it",
+            Some(_) => "Rust rejects it",
+            None => "no Rust type",
+        };
+        eprintln!("{name}: rejected ({rust}): {}", errs.last().unwrap());
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+// ---------------------------------------------------------------------------
+// Rust values -> schema
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn usd(minor: i64) -> Money {
+    Money::new(minor, Currency::parse("USD").unwrap())
+}
+
+fn inc() -> IncidentId {
+    IncidentId::derive("S-RI-000241", "NMS-7781342", t("2026-11-23T04:12:09Z"))
+}
+
+/// Validate `value`'s JSON against the closed schema `stem`.
+fn assert_conforms<T: Serialize>(stem: &str, what: &str, value: &T) -> Value {
+    let v = serde_json::to_value(value).unwrap();
+    let errs = errors(&closed(&schema(stem)), &v);
+    assert!(errs.is_empty(), "{what} does not conform to {stem}.schema.json: {errs:#?}\n{v:#}");
+    v
+}
+
+fn alarm(state: AlarmState, severity: Severity) -> Alarm {
+    Alarm {
+        alarm_id: "NMS-7781342".into(),
+        site_id: "S-RI-000241".into(),
+        state,
+        severity,
+        probable_cause: "mains power failure".into(),
+        event_time: t("2026-11-23T04:12:09Z"),
+        lat: None,
+        lon: None,
+    }
+}
+
+fn credit() -> Credit {
+    let incident = inc();
+    Credit {
+        credit_id: Credit::id_for(&incident, "C00021237", "mobile", "pro-rata-daily"),
+        customer_id: "C00021237".into(),
+        incident_id: incident,
+        service: "mobile".into(),
+        amount: usd(133),
+        rule_id: "pro-rata-daily".into(),
+        outage_start: t("2026-11-23T04:12:09Z"),
+        outage_end: t("2026-11-23T09:47:31Z"),
+        outage_seconds: 20_122,
+        calculation: "1 day of 40.00 USD / 30 days = 1.33 USD".into(),
+    }
+}
+
+fn action(channel: Channel, kind: ActionKind) -> Action {
+    let customer = "C00021237";
+    let (to, message) = match channel {
+        Channel::Sms => {
+            (Some("+14015438361".into()), Some(Message { subject: None, text: "Outage in your area.".into() }))
+        }
+        Channel::Email => (
+            Some("john.evans.377@example.net".into()),
+            Some(Message { subject: Some("Outage in your area".into()), text: "We are on it.".into() }),
+        ),
+        Channel::DataGrant | Channel::Credit => (None, None),
+    };
+    Action {
+        action_id: Action::key(&inc(), customer, channel, kind),
+        incident_id: inc(),
+        customer_id: customer.into(),
+        channel,
+        kind,
+        to,
+        language: "en".into(),
+        message,
+        until: (kind == ActionKind::Grant).then(|| t("2026-11-24T10:00:00Z")),
+        credit: (channel == Channel::Credit).then(credit),
+        planned_at: t("2026-11-23T04:17:45Z"),
+    }
+}
+
+/// The `type` tag of an event kind. No wildcard: a new variant does not
+/// compile until it is added here, to [`every_event_kind`] and to the schema.
+fn type_name(k: &EventKind) -> &'static str {
+    match k {
+        EventKind::Opened { .. } => "opened",
+        EventKind::AlarmsRaised { .. } => "alarms_raised",
+        EventKind::AlarmsCleared { .. } => "alarms_cleared",
+        EventKind::Declared { .. } => "declared",
+        EventKind::Updated { .. } => "updated",
+        EventKind::Resolved { .. } => "resolved",
+        EventKind::Cancelled { .. } => "cancelled",
+        EventKind::Dismissed {} => "dismissed",
+        EventKind::Linked { .. } => "linked",
+        EventKind::Planned { .. } => "planned",
+    }
+}
+
+fn every_event_kind() -> Vec<EventKind> {
+    let a = |id: &str, site: &str, at: &str| AlarmRef { alarm_id: id.into(), site_id: site.into(), at: t(at) };
+    vec![
+        EventKind::Opened { cause: "mains power failure".into() },
+        EventKind::AlarmsRaised {
+            alarms: vec![
+                a("NMS-7781342", "S-RI-000241", "2026-11-23T04:12:09Z"),
+                a("NMS-7781345", "S-RI-000242", "2026-11-23T04:12:17.5Z"),
+            ],
+        },
+        EventKind::AlarmsCleared { alarms: vec![a("NMS-7781342", "S-RI-000241", "2026-11-23T09:47:31Z")] },
+        EventKind::Declared { reason: "3 sites down for 300 s".into() },
+        EventKind::Updated {
+            cause: Some("utility power".into()),
+            etr: Some(t("2026-11-23T10:00:00Z")),
+            message: Some("Generators on site.".into()),
+        },
+        EventKind::Updated { cause: None, etr: Some(t("2026-11-23T11:00:00Z")), message: None },
+        EventKind::Resolved { restored_at: t("2026-11-23T09:47:31Z") },
+        EventKind::Cancelled { reason: "maintenance window".into() },
+        EventKind::Dismissed {},
+        EventKind::Linked { other: IncidentId("INC-20261123-1e956900".into()) },
+        EventKind::Planned { phase: Phase::Down, postcodes: vec!["02903".into(), "02904".into()], actions: 4127 },
+        EventKind::Planned { phase: Phase::Restored, postcodes: vec!["02903".into()], actions: 0 },
+    ]
+}
+
+#[test]
+fn rust_alarms_conform() {
+    for state in all_alarm_states() {
+        for severity in all_severities() {
+            assert_conforms("alarm.v1", &format!("{state:?}/{severity:?} alarm"), &alarm(state, severity));
+        }
+    }
+    let with_coords = Alarm { lat: Some(41.82118), lon: Some(-71.40377), ..alarm(AlarmState::Raised, Severity::Major) };
+    assert_conforms("alarm.v1", "alarm with coordinates", &with_coords);
+    let millis = Alarm { event_time: t("2026-11-23T04:12:09.123Z"), ..alarm(AlarmState::Raised, Severity::Major) };
+    assert_conforms("alarm.v1", "alarm with sub-second event time", &millis);
+}
+
+#[test]
+fn rust_incident_events_conform_and_cover_every_type() {
+    let mut seen = BTreeSet::new();
+    for (i, kind) in every_event_kind().into_iter().enumerate() {
+        let name = type_name(&kind);
+        seen.insert(name.to_string());
+        let ev = IncidentEvent {
+            incident_id: inc(),
+            seq: i as u64 + 1,
+            at: t("2026-11-23T04:12:09Z"),
+            actor: if name == "updated" { "noc:jdoe".into() } else { "correlator".into() },
+            kind,
+        };
+        let v = assert_conforms("incident-event.v1", name, &ev);
+        assert_eq!(v["type"], name);
+    }
+    let s = schema("incident-event.v1");
+    let in_enum: BTreeSet<String> = strings(&s["properties"]["type"]["enum"]);
+    let in_one_of: BTreeSet<String> = s["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["properties"]["type"]["const"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(seen, in_enum, "Rust event kinds vs the schema's `type` enum");
+    assert_eq!(seen, in_one_of, "Rust event kinds vs the schema's oneOf branches");
+}
+
+#[test]
+fn rust_actions_conform() {
+    let pairs = [
+        (Channel::Sms, ActionKind::Down),
+        (Channel::Sms, ActionKind::Restored),
+        (Channel::Email, ActionKind::Down),
+        (Channel::Email, ActionKind::Restored),
+        (Channel::DataGrant, ActionKind::Grant),
+        (Channel::DataGrant, ActionKind::Revoke),
+        (Channel::Credit, ActionKind::Credit),
+    ];
+    let channels: BTreeSet<Channel> = pairs.iter().map(|p| p.0).collect();
+    assert_eq!(channels, Channel::ALL.into_iter().collect(), "a channel has no action here");
+    for kind in all_action_kinds() {
+        assert!(pairs.iter().any(|p| p.1 == kind), "{kind:?} has no action here");
+    }
+    for (channel, kind) in pairs {
+        let v = assert_conforms("action.v1", &format!("{channel:?}/{kind:?} action"), &action(channel, kind));
+        assert_eq!(v["action_id"], format!("{}/C00021237/{}/{}", inc(), channel.as_str(), kind.as_str()));
+    }
+    // Combinations the planner must not produce are rejected.
+    let strict = validator(&closed(&schema("action.v1")));
+    for (channel, kind) in [
+        (Channel::Sms, ActionKind::Grant),
+        (Channel::DataGrant, ActionKind::Down),
+        (Channel::Email, ActionKind::Credit),
+    ] {
+        let v = serde_json::to_value(action(channel, kind)).unwrap();
+        assert!(!strict.is_valid(&v), "{channel:?}/{kind:?} should be rejected");
+    }
+}
+
+#[test]
+fn rust_credit_and_ivr_conform() {
+    assert_conforms("credit.v1", "credit", &credit());
+    let jpy = Credit { amount: Money::new(180, Currency::parse("JPY").unwrap()), ..credit() };
+    assert_conforms("credit.v1", "JPY credit", &jpy);
+    let ivr = IvrUpsert {
+        region: "RI-PROVIDENCE".into(),
+        active: true,
+        message: "We are aware of an outage in Providence.".into(),
+        language: "en".into(),
+        incident_id: inc(),
+        valid_until: t("2026-11-23T10:00:00Z"),
+    };
+    assert_conforms("ivr-upsert.v1", "active IVR upsert", &ivr);
+    assert_conforms(
+        "ivr-upsert.v1",
+        "inactive IVR upsert",
+        &IvrUpsert { active: false, message: String::new(), ..ivr },
+    );
+}
+
+/// The closed schema really catches a field Rust would add without telling
+/// the schema (guards the mechanism the other tests rely on).
+#[test]
+fn closed_schemas_reject_undocumented_fields() {
+    let cases: [(&str, Value, &[&str]); 4] = [
+        ("alarm.v1", serde_json::to_value(alarm(AlarmState::Raised, Severity::Major)).unwrap(), &[""]),
+        (
+            "incident-event.v1",
+            serde_json::to_value(IncidentEvent {
+                incident_id: inc(),
+                seq: 1,
+                at: t("2026-11-23T04:12:09Z"),
+                actor: "correlator".into(),
+                kind: EventKind::Opened { cause: "x".into() },
+            })
+            .unwrap(),
+            &[""],
+        ),
+        (
+            "action.v1",
+            serde_json::to_value(action(Channel::Credit, ActionKind::Credit)).unwrap(),
+            &["", "/credit", "/credit/amount"],
+        ),
+        ("credit.v1", serde_json::to_value(credit()).unwrap(), &["", "/amount"]),
+    ];
+    for (stem, v, pointers) in cases {
+        let s = schema(stem);
+        let (open, strict) = (validator(&s), validator(&closed(&s)));
+        assert!(strict.is_valid(&v), "{stem}: baseline");
+        for ptr in pointers {
+            let mut w = v.clone();
+            w.pointer_mut(ptr).unwrap().as_object_mut().unwrap().insert("undocumented".into(), json!(1));
+            assert!(open.is_valid(&w), "{stem}{ptr}: the open schema must tolerate unknown fields");
+            assert!(!strict.is_valid(&w), "{stem}{ptr}: the closed schema must reject unknown fields");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Enums: every Rust variant is in the schema, every schema value parses.
+// The helpers list variants with an exhaustive match, so a new variant does
+// not compile until it is listed (and then checked against the schema).
+
+fn all_alarm_states() -> Vec<AlarmState> {
+    let v = vec![AlarmState::Raised, AlarmState::Cleared];
+    v.iter().for_each(|x| match x {
+        AlarmState::Raised | AlarmState::Cleared => {}
+    });
+    v
+}
+
+fn all_severities() -> Vec<Severity> {
+    let v = vec![Severity::Critical, Severity::Major, Severity::Minor, Severity::Warning, Severity::Cleared];
+    v.iter().for_each(|x| match x {
+        Severity::Critical | Severity::Major | Severity::Minor | Severity::Warning | Severity::Cleared => {}
+    });
+    v
+}
+
+fn all_action_kinds() -> Vec<ActionKind> {
+    let v = vec![ActionKind::Down, ActionKind::Restored, ActionKind::Grant, ActionKind::Revoke, ActionKind::Credit];
+    v.iter().for_each(|x| match x {
+        ActionKind::Down | ActionKind::Restored | ActionKind::Grant | ActionKind::Revoke | ActionKind::Credit => {}
+    });
+    v
+}
+
+fn all_phases() -> Vec<Phase> {
+    let v = vec![Phase::Down, Phase::Restored];
+    v.iter().for_each(|x| match x {
+        Phase::Down | Phase::Restored => {}
+    });
+    v
+}
+
+fn strings(v: &Value) -> BTreeSet<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn check_enum<T: Serialize + DeserializeOwned + std::fmt::Debug>(stem: &str, pointer: &str, variants: &[T]) {
+    let s = schema(stem);
+    let values = strings(s.pointer(pointer).unwrap_or_else(|| panic!("{stem}#{pointer} missing")));
+    let rust: BTreeSet<String> =
+        variants.iter().map(|x| serde_json::to_value(x).unwrap().as_str().unwrap().to_string()).collect();
+    assert_eq!(rust, values, "{stem}#{pointer}: Rust variants vs schema enum");
+    for value in &values {
+        serde_json::from_value::<T>(json!(value))
+            .unwrap_or_else(|e| panic!("{stem}#{pointer}: {value:?} does not parse: {e}"));
+    }
+}
+
+#[test]
+fn enums_agree() {
+    check_enum("alarm.v1", "/properties/state/enum", &all_alarm_states());
+    check_enum("alarm.v1", "/properties/severity/enum", &all_severities());
+    check_enum("action.v1", "/properties/channel/enum", &Channel::ALL);
+    check_enum("action.v1", "/properties/kind/enum", &all_action_kinds());
+    let s = schema("incident-event.v1");
+    let planned =
+        s["oneOf"].as_array().unwrap().iter().find(|b| b["properties"]["type"]["const"] == "planned").unwrap();
+    let phases: BTreeSet<String> = strings(&planned["properties"]["phase"]["enum"]);
+    let rust: BTreeSet<String> =
+        all_phases().iter().map(|p| serde_json::to_value(p).unwrap().as_str().unwrap().to_string()).collect();
+    assert_eq!(rust, phases, "planned.phase");
+}
+
+// ---------------------------------------------------------------------------
+// Consistency between files
+
+/// action.v1 embeds a copy of credit.v1's definitions (no remote `$ref`
+/// resolution in validators); the copies must not drift.
+#[test]
+fn embedded_credit_definitions_are_identical_copies() {
+    let (action, credit) = (schema("action.v1"), schema("credit.v1"));
+    for def in ["Credit", "Money"] {
+        assert_eq!(action["$defs"][def], credit["$defs"][def], "$defs/{def} differs between action.v1 and credit.v1");
+    }
+}
+
+/// The ids in the examples are derived the way the schemas document.
+#[test]
+fn example_ids_are_derived_as_documented() {
+    let ex = schemas_dir().join("examples");
+    let alarm = read_json(&ex.join("alarm.v1.raised.json"));
+    let opened = read_json(&ex.join("incident-event.v1.opened.json"));
+    let id = IncidentId::derive(
+        alarm["site_id"].as_str().unwrap(),
+        alarm["alarm_id"].as_str().unwrap(),
+        t(alarm["event_time"].as_str().unwrap()),
+    );
+    assert_eq!(opened["incident_id"], id.0);
+    let credit = read_json(&ex.join("credit.v1.json"));
+    let field = |k: &str| credit[k].as_str().unwrap().to_string();
+    let cid =
+        Credit::id_for(&IncidentId(field("incident_id")), &field("customer_id"), &field("service"), &field("rule_id"));
+    assert_eq!(credit["credit_id"], cid.to_string());
+    let action = read_json(&ex.join("action.v1.credit.json"));
+    assert_eq!(action["credit"], credit, "action.v1.credit.json embeds credit.v1.json");
+}
