@@ -5,7 +5,10 @@
 //! `sources` bring alarms in, `transforms` turn them into incidents and
 //! plans, `sinks` carry actions out, `topology` wires them together.
 
+pub mod config;
 pub mod geodesy;
+pub mod kafka;
 pub mod model;
 pub mod refdata;
 pub mod simulate;
+pub mod transforms;

@@ -1,0 +1,313 @@
+//! The daemon's configuration: one TOML file plus `OUTAGE_*` environment
+//! overrides (`OUTAGE_KAFKA__BOOTSTRAP=host:9092` sets `kafka.bootstrap`).
+//!
+//! Every section denies unknown keys and names its defaults, so a typo is an
+//! error that names the key instead of a silently ignored setting. The
+//! documented example is `deploy/outage.example.toml`; a test keeps the two
+//! in step.
+
+use crate::model::Severity;
+use crate::refdata::RefDataPaths;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[derive(Default)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub refdata: RefDataPaths,
+    pub correlator: CorrelatorConfig,
+    pub plan: PlanConfig,
+    pub sinks: SinksConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `host:port,...` of the cluster. Empty: start librdkafka's in-process
+    /// mock cluster (the embedded default) and log its address.
+    pub bootstrap: Option<String>,
+    /// Partitions for topics we create. Actions are keyed by customer, so
+    /// this bounds how many dispatchers share the work. Default 8.
+    pub partitions: i32,
+    /// Replication factor for topics we create on a real cluster. Default 1.
+    pub replication_factor: i32,
+    /// Consumer group of the daemon. Default `outaged`.
+    pub group_id: String,
+    pub topics: Topics,
+    /// Extra librdkafka properties for every client (security, tuning).
+    pub client: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap: None,
+            partitions: 8,
+            replication_factor: 1,
+            group_id: "outaged".into(),
+            topics: Topics::default(),
+            client: BTreeMap::new(),
+        }
+    }
+}
+
+/// Topic names; the defaults are the names DESIGN.md uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topics {
+    /// Alarm feed in (`noc.alarms`).
+    pub alarms: String,
+    /// Undecodable alarms with their reason (`noc.alarms.dlq`).
+    pub dlq: String,
+    /// The incident log, keyed by incident id (`outage.incidents`).
+    pub incidents: String,
+    /// Per-customer actions, keyed by customer id (`outage.actions`).
+    pub actions: String,
+    /// Credits for billing (`billing.credits`).
+    pub credits: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            alarms: "noc.alarms".into(),
+            dlq: "noc.alarms.dlq".into(),
+            incidents: "outage.incidents".into(),
+            actions: "outage.actions".into(),
+            credits: "billing.credits".into(),
+        }
+    }
+}
+
+impl Topics {
+    pub fn all(&self) -> [&str; 5] {
+        [&self.alarms, &self.dlq, &self.incidents, &self.actions, &self.credits]
+    }
+}
+
+impl Default for RefDataPaths {
+    fn default() -> Self {
+        RefDataPaths {
+            sites: "data/demo/sites.csv".into(),
+            postcodes: "data/demo/postcodes.csv".into(),
+            customers: "data/demo/customers.csv".into(),
+        }
+    }
+}
+
+/// When sites down together become an incident, and when it ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorrelatorConfig {
+    /// Two down sites join one incident when their coverage circles are at
+    /// most this far apart. Default 5 km.
+    pub neighbour_gap_km: f64,
+    /// Sites down together before an incident may be declared. Default 3.
+    pub min_sites: usize,
+    /// ...and for how long, so a blip is not announced. Default 2m.
+    #[serde(with = "humantime_serde")]
+    pub min_duration: Duration,
+    /// Declare at once when this many sites are down. Default 10.
+    pub declare_sites: usize,
+    /// All sites must stay up this long before "restored". Default 10m.
+    #[serde(with = "humantime_serde")]
+    pub hold_down: Duration,
+    /// Alarms below this severity are not service-affecting. Default major.
+    pub min_severity: Severity,
+    /// Probable causes (case-insensitive) that take service down.
+    pub service_affecting_causes: Vec<String>,
+    /// Radius for sites the inventory lacks but the alarm locates. Default 2 km.
+    pub default_radius_km: f64,
+}
+
+impl Default for CorrelatorConfig {
+    fn default() -> Self {
+        CorrelatorConfig {
+            neighbour_gap_km: 5.0,
+            min_sites: 3,
+            min_duration: Duration::from_secs(120),
+            declare_sites: 10,
+            hold_down: Duration::from_secs(600),
+            min_severity: Severity::Major,
+            service_affecting_causes: crate::simulate::SERVICE_AFFECTING_CAUSES.iter().map(|s| s.to_string()).collect(),
+            default_radius_km: 2.0,
+        }
+    }
+}
+
+/// Who is told what, and what they are given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlanConfig {
+    /// IVR regions are postcode prefixes of this length (3: US SCF). Default 3.
+    pub ivr_region_prefix: usize,
+    /// Language of IVR prompts and of customers whose language has no
+    /// template. Default `en`.
+    pub default_language: String,
+    /// Unlimited data lasts until restoration plus this grace. Default 24h.
+    #[serde(with = "humantime_serde")]
+    pub data_grant_grace: Duration,
+    /// Outages shorter than this earn no credit. Default 1h.
+    #[serde(with = "humantime_serde")]
+    pub credit_min_outage: Duration,
+    /// Operator name used in messages. Default `Example Telecom`.
+    pub operator_name: String,
+    /// Where customers read updates, quoted in messages.
+    pub status_url: String,
+}
+
+impl Default for PlanConfig {
+    fn default() -> Self {
+        PlanConfig {
+            ivr_region_prefix: 3,
+            default_language: "en".into(),
+            data_grant_grace: Duration::from_secs(24 * 3600),
+            credit_min_outage: Duration::from_secs(3600),
+            operator_name: "Example Telecom".into(),
+            status_url: "https://status.example.net".into(),
+        }
+    }
+}
+
+/// Local sinks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinksConfig {
+    /// Directory of the JSONL outboxes (sms, email, ivr, data_grant,
+    /// credits). Default `out`.
+    pub outbox_dir: PathBuf,
+}
+
+impl Default for SinksConfig {
+    fn default() -> Self {
+        SinksConfig { outbox_dir: "out".into() }
+    }
+}
+
+/// A configuration that could not be loaded; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {0}")]
+    Load(String),
+    #[error("config: `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if given), then `OUTAGE_*` variables.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::figment(path, Env::prefixed("OUTAGE_").split("__"))
+    }
+
+    fn figment(path: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(p) = path {
+            if !p.exists() {
+                return Err(ConfigError::Load(format!("{}: no such file", p.display())));
+            }
+            fig = fig.merge(Toml::file_exact(p));
+        }
+        let cfg: Config = fig.merge(env).extract().map_err(|e| ConfigError::Load(describe(e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, message: &str| Err(ConfigError::Invalid { key, message: message.into() });
+        if self.kafka.bootstrap.as_deref().is_some_and(|b| b.trim().is_empty()) {
+            return bad("kafka.bootstrap", "empty; leave it out to use the embedded broker");
+        }
+        if self.kafka.partitions < 1 {
+            return bad("kafka.partitions", "must be at least 1");
+        }
+        if self.kafka.replication_factor < 1 {
+            return bad("kafka.replication_factor", "must be at least 1");
+        }
+        if self.kafka.group_id.is_empty() {
+            return bad("kafka.group_id", "must not be empty");
+        }
+        let c = &self.correlator;
+        if !(c.neighbour_gap_km.is_finite() && c.neighbour_gap_km >= 0.0) {
+            return bad("correlator.neighbour_gap_km", "must be a finite distance >= 0");
+        }
+        if !(c.default_radius_km.is_finite() && c.default_radius_km > 0.0) {
+            return bad("correlator.default_radius_km", "must be a finite distance > 0");
+        }
+        if c.min_sites < 1 {
+            return bad("correlator.min_sites", "must be at least 1");
+        }
+        if c.declare_sites < c.min_sites {
+            return bad("correlator.declare_sites", "must be at least correlator.min_sites");
+        }
+        if c.service_affecting_causes.is_empty() {
+            return bad("correlator.service_affecting_causes", "must list at least one cause");
+        }
+        if self.plan.ivr_region_prefix == 0 {
+            return bad("plan.ivr_region_prefix", "must be at least 1");
+        }
+        if self.plan.default_language.is_empty() {
+            return bad("plan.default_language", "must not be empty");
+        }
+        Ok(())
+    }
+}
+
+/// figment's errors name the key (`for key "kafka.partitions"`); keep every
+/// error of a chain so all bad keys are reported at once.
+fn describe(e: figment::Error) -> String {
+    e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_toml(body: &str) -> Result<Config, ConfigError> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("outage.toml");
+        std::fs::write(&p, body).unwrap();
+        Config::figment(Some(&p), Env::prefixed("OUTAGE_TEST_NOTHING_"))
+    }
+
+    #[test]
+    fn the_documented_example_is_the_defaults() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/outage.example.toml");
+        let cfg = Config::figment(Some(&p), Env::prefixed("OUTAGE_TEST_NOTHING_")).unwrap();
+        assert_eq!(cfg, Config::default(), "deploy/outage.example.toml and Config::default() disagree");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let err = from_toml("[kafka]\npartitons = 3\n").unwrap_err().to_string();
+        assert!(err.contains("partitons") && err.contains("kafka"), "{err}");
+        let err = from_toml("[correlator]\nhold_down = \"ten minutes\"\n").unwrap_err().to_string();
+        assert!(err.contains("correlator.hold_down"), "{err}");
+        let err = from_toml("[correlator]\nmin_sites = 5\ndeclare_sites = 2\n").unwrap_err().to_string();
+        assert!(err.contains("correlator.declare_sites"), "{err}");
+        let err = from_toml("[correlator]\nmin_severity = \"loud\"\n").unwrap_err().to_string();
+        assert!(err.contains("correlator.min_severity"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("outage.toml");
+        std::fs::write(&p, "[kafka]\nbootstrap = \"file:9092\"\npartitions = 4\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("OUTAGE_KAFKA__BOOTSTRAP", "env:9092");
+            jail.set_env("OUTAGE_CORRELATOR__HOLD_DOWN", "90s");
+            let cfg = Config::load(Some(&p)).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.kafka.bootstrap.as_deref(), Some("env:9092"));
+            assert_eq!(cfg.kafka.partitions, 4);
+            assert_eq!(cfg.correlator.hold_down, Duration::from_secs(90));
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,285 @@
+//! The Kafka edge: which cluster we talk to, the topics we need on it, and
+//! the client settings every producer and consumer shares.
+//!
+//! With no `kafka.bootstrap` configured, [`Broker::connect`] starts
+//! librdkafka's in-process mock cluster (bundled in `rdkafka`), sets its
+//! group initial rebalance delay to 0 and creates the topics through the mock
+//! API (the mock has no CreateTopics). With a bootstrap, missing topics are
+//! created through the admin API and existing ones are left alone.
+//!
+//! Facts this module relies on (DESIGN.md, scripts/kafka_smoke.py): the mock
+//! drops the oldest batches beyond ~5 MiB per partition, and Tansu reports a
+//! wrong LATEST offset after multi-record batches, so readers never trust a
+//! high watermark alone (see [`read_to_end`]).
+
+use crate::config::KafkaConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, FutureProducer, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use std::ffi::{CStr, CString};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("kafka: {context}: {source}")]
+    Kafka { context: String, source: KafkaError },
+    #[error("kafka: could not start the embedded mock cluster")]
+    Embedded,
+    #[error("kafka: creating topic {topic}: {message}")]
+    CreateTopic { topic: String, message: String },
+}
+
+fn ctx(context: impl Into<String>) -> impl FnOnce(KafkaError) -> BrokerError {
+    let context = context.into();
+    move |source| BrokerError::Kafka { context, source }
+}
+
+/// librdkafka's mock cluster, alive as long as this value.
+pub struct EmbeddedCluster {
+    /// The client whose handle owns the cluster's threads; dropped last.
+    handle: BaseProducer,
+    mock: *mut rdkafka_sys::rd_kafka_mock_cluster_t,
+    bootstrap: String,
+}
+
+// SAFETY: librdkafka's mock cluster API is thread-safe (every call goes
+// through the cluster's own ops queue), and the pointer is only destroyed in
+// Drop, when no other reference can exist.
+unsafe impl Send for EmbeddedCluster {}
+unsafe impl Sync for EmbeddedCluster {}
+
+impl EmbeddedCluster {
+    pub fn start(brokers: i32) -> Result<Self, BrokerError> {
+        let handle: BaseProducer = ClientConfig::new()
+            // No bootstrap: this client only hosts the mock cluster.
+            .set("log_level", "3")
+            .create()
+            .map_err(ctx("creating the mock cluster's host client"))?;
+        // SAFETY: `handle` outlives `mock` (Drop destroys `mock` first).
+        let mock = unsafe { rdkafka_sys::rd_kafka_mock_cluster_new(handle.client().native_ptr(), brokers) };
+        if mock.is_null() {
+            return Err(BrokerError::Embedded);
+        }
+        // SAFETY: `mock` is a live cluster; the returned string is owned by it.
+        let bootstrap = unsafe {
+            rdkafka_sys::rd_kafka_mock_group_initial_rebalance_delay_ms(mock, 0);
+            CStr::from_ptr(rdkafka_sys::rd_kafka_mock_cluster_bootstraps(mock)).to_string_lossy().into_owned()
+        };
+        Ok(EmbeddedCluster { handle, mock, bootstrap })
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), BrokerError> {
+        let name = CString::new(topic)
+            .map_err(|_| BrokerError::CreateTopic { topic: topic.into(), message: "contains NUL".into() })?;
+        // SAFETY: `mock` is live; librdkafka copies the name.
+        let err = unsafe { rdkafka_sys::rd_kafka_mock_topic_create(self.mock, name.as_ptr(), partitions, 1) };
+        if err != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return Err(BrokerError::CreateTopic {
+                topic: topic.into(),
+                message: RDKafkaErrorCode::from(err).to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for EmbeddedCluster {
+    fn drop(&mut self) {
+        // SAFETY: created by rd_kafka_mock_cluster_new, destroyed once, and
+        // before `handle` (field drop order runs after this body).
+        unsafe { rdkafka_sys::rd_kafka_mock_cluster_destroy(self.mock) };
+        let _ = &self.handle;
+    }
+}
+
+/// The cluster the daemon talks to, with the shared client settings.
+pub struct Broker {
+    bootstrap: String,
+    /// Extra librdkafka properties from `kafka.client`.
+    client: Vec<(String, String)>,
+    /// Set when we run the embedded mock; keeps it alive.
+    embedded: Option<EmbeddedCluster>,
+}
+
+impl Broker {
+    /// Connect to `cfg.bootstrap`, or start the embedded cluster; then make
+    /// sure every configured topic exists.
+    pub async fn connect(cfg: &KafkaConfig) -> Result<Self, BrokerError> {
+        let client = cfg.client.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let broker = match &cfg.bootstrap {
+            None => {
+                let embedded = EmbeddedCluster::start(1)?;
+                for t in cfg.topics.all() {
+                    embedded.create_topic(t, cfg.partitions)?;
+                }
+                tracing::info!(bootstrap = embedded.bootstrap(), "embedded Kafka (librdkafka mock cluster) started");
+                Broker { bootstrap: embedded.bootstrap().to_string(), client, embedded: Some(embedded) }
+            }
+            Some(b) => {
+                let broker = Broker { bootstrap: b.clone(), client, embedded: None };
+                broker.ensure_topics(&cfg.topics.all(), cfg.partitions, cfg.replication_factor).await?;
+                broker
+            }
+        };
+        Ok(broker)
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        self.embedded.is_some()
+    }
+
+    /// Create the topics that do not exist yet; existing ones are kept as
+    /// they are (partitions included).
+    pub async fn ensure_topics(&self, topics: &[&str], partitions: i32, replication: i32) -> Result<(), BrokerError> {
+        if let Some(e) = &self.embedded {
+            for t in topics {
+                e.create_topic(t, partitions)?;
+            }
+            return Ok(());
+        }
+        let admin: AdminClient<DefaultClientContext> =
+            self.base_config().create().map_err(ctx("creating the admin client"))?;
+        let new: Vec<NewTopic> =
+            topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication))).collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        for r in admin.create_topics(&new, &opts).await.map_err(ctx("CreateTopics"))? {
+            match r {
+                Ok(t) => tracing::info!(topic = t, partitions, "created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, e)) => return Err(BrokerError::CreateTopic { topic: t, message: e.to_string() }),
+            }
+        }
+        Ok(())
+    }
+
+    /// bootstrap.servers plus the operator's `kafka.client` properties.
+    pub fn base_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in &self.client {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// An idempotent, acks=all producer: a retry never duplicates a record
+    /// within a partition.
+    pub fn producer(&self) -> Result<FutureProducer, BrokerError> {
+        let mut c = ClientConfig::new();
+        c.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5");
+        c.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in &self.client {
+            c.set(k, v);
+        }
+        c.create().map_err(ctx("creating a producer"))
+    }
+
+    /// Settings for a group consumer that commits only offsets it stored
+    /// itself, after their effect is durable. `session.timeout.ms` 6000 keeps
+    /// group joins at ~3 s on Tansu (20 s with the default).
+    pub fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.commit.interval.ms", "1000")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000");
+        for (k, v) in &self.client {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// Read every record of `topic` from the beginning, without a consumer
+/// group, and return the payloads in per-partition order (partitions in
+/// order). Stops once every partition reached its high watermark and no
+/// record arrived for `settle`: the watermark alone is not trusted (Tansu
+/// under-reports it), but everything fetched is drained.
+pub fn read_to_end(
+    broker: &Broker,
+    topic: &str,
+    settle: Duration,
+    mut f: impl FnMut(i32, i64, &[u8]),
+) -> Result<u64, BrokerError> {
+    let consumer: BaseConsumer = broker
+        .base_config()
+        .set("group.id", "outage-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .map_err(ctx("creating a reader"))?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(ctx("metadata"))?;
+    let parts: Vec<i32> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    let mut tpl = TopicPartitionList::new();
+    let mut high = std::collections::HashMap::new();
+    for &p in &parts {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).map_err(ctx("assign"))?;
+        let (_, h) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).map_err(ctx("watermarks"))?;
+        high.insert(p, h);
+    }
+    consumer.assign(&tpl).map_err(ctx("assign"))?;
+    let mut pos: std::collections::HashMap<i32, i64> = parts.iter().map(|&p| (p, 0)).collect();
+    let mut n = 0;
+    let mut last = Instant::now();
+    loop {
+        let reached = pos.iter().all(|(p, o)| *o >= high[p]);
+        if reached && last.elapsed() >= settle {
+            break;
+        }
+        match consumer.poll(Duration::from_millis(50)) {
+            Some(Ok(m)) => {
+                pos.insert(m.partition(), m.offset() + 1);
+                f(m.partition(), m.offset(), m.payload().unwrap_or_default());
+                n += 1;
+                last = Instant::now();
+            }
+            Some(Err(e)) => return Err(ctx("reading")(e)),
+            None => {}
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn embedded_cluster_creates_topics_and_round_trips() {
+        let cfg = KafkaConfig { partitions: 3, ..Default::default() };
+        let broker = Broker::connect(&cfg).await.unwrap();
+        assert!(broker.is_embedded());
+        assert!(broker.bootstrap().contains(':'), "{}", broker.bootstrap());
+        let p = broker.producer().unwrap();
+        for i in 0..10 {
+            let body = format!("r{i}");
+            let rec = rdkafka::producer::FutureRecord::to("outage.incidents").key("k").payload(&body);
+            p.send(rec, Duration::from_secs(5)).await.unwrap();
+        }
+        let mut got = vec![];
+        let n = read_to_end(&broker, "outage.incidents", Duration::from_millis(100), |_, _, b| {
+            got.push(String::from_utf8(b.to_vec()).unwrap())
+        })
+        .unwrap();
+        assert_eq!(n, 10);
+        assert_eq!(got, (0..10).map(|i| format!("r{i}")).collect::<Vec<_>>(), "one key keeps its order");
+        let md = p.client().fetch_metadata(Some("noc.alarms"), Duration::from_secs(5)).unwrap();
+        assert_eq!(md.topics()[0].partitions().len(), 3);
+    }
+}

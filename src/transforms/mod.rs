@@ -1,0 +1,8 @@
+//! The pure core: alarms → incidents → plans. Nothing in here does I/O or
+//! reads the clock; time comes in as a parameter, so every rule is tested
+//! without Kafka, files or sleeping.
+
+pub mod compensate;
+pub mod correlate;
+pub mod plan;
+pub mod templates;
