@@ -1,0 +1,189 @@
+//! JSONL outbox files, one per channel: `sms.jsonl`, `email.jsonl`,
+//! `data_grant.jsonl` (action records, `schemas/action.v1`), `credits.jsonl`
+//! (credit records, `schemas/credit.v1`) and `ivr.jsonl` (IVR upserts,
+//! `schemas/ivr-upsert.v1`). The local stand-in for the gateways, and what
+//! the demo and the tests read.
+//!
+//! Idempotent across restarts: opening an outbox reads back the keys already
+//! written, and a record whose key is there is not written again.
+
+use super::{ActionSink, Delivery, IvrSink, SinkError};
+use crate::model::{Action, Channel, IvrUpsert};
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// One JSONL file and the keys it holds.
+struct KeyedFile {
+    path: PathBuf,
+    out: BufWriter<File>,
+    keys: HashSet<String>,
+}
+
+impl KeyedFile {
+    fn open(path: PathBuf, key_of: fn(&serde_json::Value) -> Option<String>) -> Result<Self, SinkError> {
+        let io = |source| SinkError::Io { path: path.clone(), source };
+        let mut keys = HashSet::new();
+        if path.exists() {
+            for line in BufReader::new(File::open(&path).map_err(io)?).lines() {
+                let line = line.map_err(io)?;
+                // A torn last line (crash mid-write) has no key: it is
+                // written again, which is what at-least-once wants.
+                if let Some(k) = serde_json::from_str(&line).ok().as_ref().and_then(key_of) {
+                    keys.insert(k);
+                }
+            }
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
+        Ok(KeyedFile { out: BufWriter::new(file), keys, path })
+    }
+
+    fn write(&mut self, key: String, record: &impl serde::Serialize) -> Result<Delivery, SinkError> {
+        if self.keys.contains(&key) {
+            return Ok(Delivery::Duplicate);
+        }
+        let io = |source| SinkError::Io { path: self.path.clone(), source };
+        serde_json::to_writer(&mut self.out, record).map_err(|e| io(e.into()))?;
+        self.out.write_all(b"\n").map_err(io)?;
+        self.keys.insert(key);
+        Ok(Delivery::Done)
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.out.flush().map_err(|source| SinkError::Io { path: self.path.clone(), source })
+    }
+}
+
+fn str_field(v: &serde_json::Value, f: &str) -> Option<String> {
+    v.get(f)?.as_str().map(str::to_string)
+}
+
+fn ivr_key(u: &IvrUpsert) -> String {
+    format!("{}/{}/{}", u.region, u.incident_id, u.active)
+}
+
+pub struct Outbox {
+    dir: PathBuf,
+    sms: KeyedFile,
+    email: KeyedFile,
+    data_grant: KeyedFile,
+    credits: KeyedFile,
+    ivr: KeyedFile,
+}
+
+impl Outbox {
+    pub const FILES: [&'static str; 5] = ["sms.jsonl", "email.jsonl", "data_grant.jsonl", "credits.jsonl", "ivr.jsonl"];
+
+    pub fn open(dir: &Path) -> Result<Self, SinkError> {
+        std::fs::create_dir_all(dir).map_err(|source| SinkError::Io { path: dir.into(), source })?;
+        let action = |v: &serde_json::Value| str_field(v, "action_id");
+        Ok(Outbox {
+            dir: dir.into(),
+            sms: KeyedFile::open(dir.join("sms.jsonl"), action)?,
+            email: KeyedFile::open(dir.join("email.jsonl"), action)?,
+            data_grant: KeyedFile::open(dir.join("data_grant.jsonl"), action)?,
+            credits: KeyedFile::open(dir.join("credits.jsonl"), |v| str_field(v, "credit_id"))?,
+            ivr: KeyedFile::open(dir.join("ivr.jsonl"), |v| {
+                let u: IvrUpsert = serde_json::from_value(v.clone()).ok()?;
+                Some(ivr_key(&u))
+            })?,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Remove the outbox files of `dir` (for a fresh demo run).
+    pub fn reset(dir: &Path) -> std::io::Result<()> {
+        for f in Self::FILES {
+            match std::fs::remove_file(dir.join(f)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver_now(&mut self, a: &Action) -> Result<Delivery, SinkError> {
+        let invalid = |m: &str| SinkError::Invalid { action_id: a.action_id.clone(), message: m.into() };
+        match a.channel {
+            Channel::Sms => self.sms.write(a.action_id.clone(), a),
+            Channel::Email => self.email.write(a.action_id.clone(), a),
+            Channel::DataGrant => self.data_grant.write(a.action_id.clone(), a),
+            Channel::Credit => {
+                let c = a.credit.as_ref().ok_or_else(|| invalid("credit action without a credit"))?;
+                self.credits.write(c.credit_id.to_string(), c)
+            }
+        }
+    }
+
+    fn flush_now(&mut self) -> Result<(), SinkError> {
+        for f in [&mut self.sms, &mut self.email, &mut self.data_grant, &mut self.credits, &mut self.ivr] {
+            f.flush()?;
+        }
+        Ok(())
+    }
+}
+
+impl ActionSink for Outbox {
+    async fn deliver(&mut self, action: &Action) -> Result<Delivery, SinkError> {
+        self.deliver_now(action)
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        self.flush_now()
+    }
+}
+
+impl IvrSink for Outbox {
+    async fn upsert(&mut self, u: &IvrUpsert) -> Result<Delivery, SinkError> {
+        let d = self.ivr.write(ivr_key(u), u)?;
+        self.ivr.flush()?;
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ActionKind, IncidentId, Message};
+    use chrono::{TimeZone, Utc};
+
+    fn sms(customer: &str) -> Action {
+        let inc = IncidentId("INC-20261123-00000001".into());
+        Action {
+            action_id: Action::key(&inc, customer, Channel::Sms, ActionKind::Down),
+            incident_id: inc,
+            customer_id: customer.into(),
+            channel: Channel::Sms,
+            kind: ActionKind::Down,
+            to: Some("+15550000001".into()),
+            language: "en".into(),
+            message: Some(Message { subject: None, text: "outage".into() }),
+            until: None,
+            credit: None,
+            planned_at: Utc.with_ymd_and_hms(2026, 11, 23, 6, 0, 0).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reopened_outbox_does_not_write_a_key_twice() {
+        let d = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(d.path()).unwrap();
+        assert_eq!(o.deliver(&sms("C1")).await.unwrap(), Delivery::Done);
+        assert_eq!(o.deliver(&sms("C1")).await.unwrap(), Delivery::Duplicate);
+        o.flush().await.unwrap();
+        drop(o);
+        let mut o = Outbox::open(d.path()).unwrap();
+        assert_eq!(o.deliver(&sms("C1")).await.unwrap(), Delivery::Duplicate);
+        assert_eq!(o.deliver(&sms("C2")).await.unwrap(), Delivery::Done);
+        o.flush().await.unwrap();
+        let body = std::fs::read_to_string(d.path().join("sms.jsonl")).unwrap();
+        assert_eq!(body.lines().count(), 2);
+        let mut credit = sms("C3");
+        credit.channel = Channel::Credit;
+        assert!(matches!(o.deliver(&credit).await, Err(SinkError::Invalid { .. })));
+    }
+}

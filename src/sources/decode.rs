@@ -1,0 +1,157 @@
+//! bytes → [`Alarm`]: the native v1 contract (`schemas/alarm.v1.schema.json`).
+//! Every way a record can be unusable is a [`DecodeError`] whose text is the
+//! dead-letter reason, so an operator reading `noc.alarms.dlq` sees what to
+//! fix. Decoding never panics on input.
+//!
+//! ONAP VES 7.x and TMF642 feeds are accepted by the correlation issue; their
+//! records currently dead-letter with a reason that says so.
+
+use crate::model::Alarm;
+#[cfg(test)]
+use crate::model::Severity;
+use crate::sources::SourceRecord;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DecodeError {
+    #[error("empty record")]
+    Empty,
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("not an alarm object: {0}")]
+    Shape(String),
+    #[error("{format} alarms are not accepted yet")]
+    Unsupported { format: &'static str },
+    #[error("field `{field}`: {message}")]
+    Field { field: &'static str, message: String },
+}
+
+/// Decode one record value.
+pub fn decode(payload: &[u8]) -> Result<Alarm, DecodeError> {
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Err(DecodeError::Empty);
+    }
+    let v: serde_json::Value = serde_json::from_slice(payload).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    let serde_json::Value::Object(obj) = &v else {
+        return Err(DecodeError::Shape(format!("a JSON {}", kind(&v))));
+    };
+    if obj.contains_key("event") || obj.contains_key("eventList") {
+        return Err(DecodeError::Unsupported { format: "ONAP VES" });
+    }
+    if obj.contains_key("perceivedSeverity") {
+        return Err(DecodeError::Unsupported { format: "TMF642" });
+    }
+    let alarm: Alarm = serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        DecodeError::Shape(if path == "." { e.into_inner().to_string() } else { format!("{path}: {}", e.into_inner()) })
+    })?;
+    validate(&alarm)?;
+    Ok(alarm)
+}
+
+fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+fn validate(a: &Alarm) -> Result<(), DecodeError> {
+    let field = |field, message: &str| Err(DecodeError::Field { field, message: message.into() });
+    if a.alarm_id.trim().is_empty() {
+        return field("alarm_id", "empty");
+    }
+    if a.site_id.trim().is_empty() {
+        return field("site_id", "empty");
+    }
+    match (a.lat, a.lon) {
+        (Some(lat), Some(lon)) => {
+            if !(-90.0..=90.0).contains(&lat) {
+                return field("lat", "out of range -90..90");
+            }
+            if !(-180.0..=180.0).contains(&lon) {
+                return field("lon", "out of range -180..180");
+            }
+        }
+        (None, None) => {}
+        _ => return field("lat", "lat and lon come together"),
+    }
+    Ok(())
+}
+
+/// A record the alarm source could not use (`schemas/dlq.v1.schema.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DlqRecord {
+    pub reason: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The original value as text (lossy for non-UTF-8 bytes).
+    pub payload: String,
+    pub received_at: DateTime<Utc>,
+}
+
+impl DlqRecord {
+    pub fn new(rec: &SourceRecord, reason: String, now: DateTime<Utc>) -> Self {
+        DlqRecord {
+            reason,
+            topic: rec.topic.clone(),
+            partition: rec.partition,
+            offset: rec.offset,
+            payload: String::from_utf8_lossy(&rec.payload).into_owned(),
+            received_at: now,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"alarm_id":"A1","site_id":"S1","state":"raised","severity":"critical",
+        "probable_cause":"mains power failure","event_time":"2026-11-23T06:00:00Z"}"#;
+
+    #[test]
+    fn native_v1_decodes() {
+        let a = decode(GOOD.as_bytes()).unwrap();
+        assert_eq!(a.site_id, "S1");
+        assert_eq!(a.severity, Severity::Critical);
+        assert!(!a.is_clear());
+    }
+
+    #[test]
+    fn every_bad_record_has_a_reason_naming_the_problem() {
+        let cases: [(&[u8], &str); 8] = [
+            (b"", "empty"),
+            (b"\xff\xfe", "not JSON"),
+            (b"{\"alarm_id\":", "not JSON"),
+            (b"[1,2]", "JSON array"),
+            (br#"{"event":{"commonEventHeader":{}}}"#, "ONAP VES"),
+            (
+                br#"{"alarm_id":"A1","site_id":"S1","state":"raised","severity":"loud","probable_cause":"x","event_time":"2026-11-23T06:00:00Z"}"#,
+                "loud",
+            ),
+            (
+                br#"{"alarm_id":"A1","site_id":"S1","state":"raised","severity":"major","probable_cause":"x","event_time":"yesterday"}"#,
+                "event_time",
+            ),
+            (
+                br#"{"alarm_id":" ","site_id":"S1","state":"raised","severity":"major","probable_cause":"x","event_time":"2026-11-23T06:00:00Z"}"#,
+                "alarm_id",
+            ),
+        ];
+        for (input, needle) in cases {
+            let err = decode(input).unwrap_err().to_string();
+            assert!(err.contains(needle), "{:?}: {err}", String::from_utf8_lossy(input));
+        }
+        let missing = r#"{"alarm_id":"A1","state":"raised","severity":"major","probable_cause":"x","event_time":"2026-11-23T06:00:00Z"}"#;
+        assert!(decode(missing.as_bytes()).unwrap_err().to_string().contains("site_id"));
+        let half = GOOD.replace("\"state\"", "\"lat\":41.0,\"state\"");
+        assert!(decode(half.as_bytes()).unwrap_err().to_string().contains("lat and lon"));
+    }
+}

@@ -1,0 +1,89 @@
+//! The production [`AlarmSource`]: a group consumer on `noc.alarms` that
+//! commits only offsets the topology acknowledged (auto-commit of stored
+//! offsets, `enable.auto.offset.store=false`), and warns when a partition's
+//! offsets jump (the mock cluster silently drops old batches beyond its
+//! size limit; DESIGN.md).
+
+use super::{AlarmSource, SourceError, SourceRecord};
+use crate::kafka::Broker;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::Message;
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub struct KafkaAlarms {
+    consumer: StreamConsumer,
+    pub positions: Positions,
+}
+
+/// Next offset we expect per partition, to detect jumps.
+#[derive(Debug, Default)]
+pub struct Positions {
+    next: HashMap<i32, i64>,
+    /// Offset jumps seen (records lost before we read them).
+    pub gaps: u64,
+}
+
+impl KafkaAlarms {
+    pub fn subscribe(broker: &Broker, group: &str, topic: &str) -> Result<Self, SourceError> {
+        let consumer: StreamConsumer = broker.consumer_config(group).create()?;
+        consumer.subscribe(&[topic])?;
+        Ok(KafkaAlarms { consumer, positions: Positions::default() })
+    }
+}
+
+impl Positions {
+    fn take(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) -> SourceRecord {
+        let (p, o) = (m.partition(), m.offset());
+        if let Some(&want) = self.next.get(&p) {
+            if o > want {
+                self.gaps += 1;
+                tracing::warn!(partition = p, expected = want, got = o, "alarm offsets jumped: records were lost");
+            }
+        }
+        self.next.insert(p, o + 1);
+        SourceRecord {
+            topic: m.topic().to_string(),
+            partition: p,
+            offset: o,
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        }
+    }
+}
+
+impl AlarmSource for KafkaAlarms {
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<SourceRecord>, SourceError> {
+        let mut out = Vec::new();
+        let first = match tokio::time::timeout(wait, self.consumer.recv()).await {
+            Err(_) => return Ok(out),
+            Ok(r) => r?,
+        };
+        let rec = self.positions.take(&first);
+        drop(first);
+        out.push(rec);
+        while out.len() < max {
+            match tokio::time::timeout(Duration::from_millis(2), self.consumer.recv()).await {
+                Ok(Ok(m)) => {
+                    let rec = self.positions.take(&m);
+                    out.push(rec);
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => break,
+            }
+        }
+        Ok(out)
+    }
+
+    fn ack(&mut self, records: &[SourceRecord]) -> Result<(), SourceError> {
+        let mut last: HashMap<(&str, i32), i64> = HashMap::new();
+        for r in records {
+            let e = last.entry((r.topic.as_str(), r.partition)).or_insert(r.offset);
+            *e = (*e).max(r.offset);
+        }
+        for ((t, p), o) in last {
+            self.consumer.store_offset(t, p, o)?;
+        }
+        Ok(())
+    }
+}

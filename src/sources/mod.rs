@@ -1,0 +1,42 @@
+//! Sources bring alarms in. Owns the bytes → alarm step ([`decode`]), the
+//! dead-letter record for what cannot be decoded, and the [`AlarmSource`]
+//! boundary the topology reads from ([`kafka::KafkaAlarms`] in production,
+//! a vector in unit tests).
+
+pub mod decode;
+pub mod kafka;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// One raw record as the feed delivered it, with its position so it can be
+/// acknowledged, and dead-lettered by reference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("alarm source: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+/// Where alarms come from. `ack` is called only after the effect of every
+/// record up to and including the acknowledged ones is durable downstream.
+pub trait AlarmSource: Send {
+    /// Up to `max` records; waits at most `wait` for the first one and
+    /// returns an empty batch when the feed is idle.
+    fn next_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> impl Future<Output = Result<Vec<SourceRecord>, SourceError>> + Send;
+
+    /// Mark these records done (their offsets may be committed).
+    fn ack(&mut self, records: &[SourceRecord]) -> Result<(), SourceError>;
+}
