@@ -101,12 +101,14 @@ impl Drop for EmbeddedCluster {
 }
 
 /// The cluster the daemon talks to, with the shared client settings.
+/// Cheap to clone; the embedded cluster lives until the last clone drops.
+#[derive(Clone)]
 pub struct Broker {
     bootstrap: String,
     /// Extra librdkafka properties from `kafka.client`.
     client: Vec<(String, String)>,
     /// Set when we run the embedded mock; keeps it alive.
-    embedded: Option<EmbeddedCluster>,
+    embedded: Option<std::sync::Arc<EmbeddedCluster>>,
 }
 
 impl Broker {
@@ -121,7 +123,7 @@ impl Broker {
                     embedded.create_topic(t, cfg.partitions)?;
                 }
                 tracing::info!(bootstrap = embedded.bootstrap(), "embedded Kafka (librdkafka mock cluster) started");
-                Broker { bootstrap: embedded.bootstrap().to_string(), client, embedded: Some(embedded) }
+                Broker { bootstrap: embedded.bootstrap().to_string(), client, embedded: Some(std::sync::Arc::new(embedded)) }
             }
             Some(b) => {
                 let broker = Broker { bootstrap: b.clone(), client, embedded: None };

@@ -1,1 +1,101 @@
-fn main() {}
+//! `outaged`: the daemon, and `outaged demo`, the whole pipeline on a laptop.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use outage::config::Config;
+use outage::kafka::Broker;
+use outage::refdata::RefData;
+use outage::topology::{self, Shutdown, Stats, SystemClock};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Outage incident communication daemon: alarms in, incidents, notices,
+/// remedies and credits out.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// TOML configuration (see deploy/outage.example.toml). Every key can be
+    /// overridden by OUTAGE_<SECTION>__<KEY> environment variables.
+    #[arg(long, short, global = true, env = "OUTAGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Check the configuration and reference data, then exit.
+    #[arg(long)]
+    check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Embedded Kafka + demo data + a simulated storm through the whole
+    /// pipeline, then a summary.
+    Demo {
+        /// Directory for the outbox files, the alarms and the ground truth.
+        #[arg(long, default_value = "out/demo")]
+        out: PathBuf,
+        /// Exit after the summary instead of running until Ctrl-C.
+        #[arg(long)]
+        exit_when_done: bool,
+        /// Seed of the simulated storm.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let cfg = Config::load(cli.config.as_deref())?;
+    let (trigger, shutdown) = Shutdown::new();
+    match cli.command {
+        Some(Command::Demo { out, exit_when_done, seed }) => {
+            init_tracing("warn");
+            let trigger_on_signal = trigger.clone();
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                trigger_on_signal.trigger();
+            });
+            let progress = std::io::stderr().is_terminal();
+            let opts = outage::demo::DemoOptions { out, exit_when_done, seed, progress };
+            let summary = outage::demo::run(cfg, opts, shutdown, trigger).await?;
+            if exit_when_done {
+                outage::demo::print_summary(&summary);
+            }
+            if summary.declared == 0 {
+                anyhow::bail!("the demo declared no incident");
+            }
+            Ok(())
+        }
+        None => {
+            init_tracing("info");
+            let refdata = Arc::new(RefData::load(&cfg.refdata).context("loading reference data")?);
+            tracing::info!(
+                sites = refdata.sites.len(),
+                postcodes = refdata.postcodes.len(),
+                customers = refdata.customers.len(),
+                "reference data loaded"
+            );
+            if cli.check {
+                println!("configuration and reference data OK");
+                return Ok(());
+            }
+            let broker = Broker::connect(&cfg.kafka).await?;
+            tracing::info!(bootstrap = broker.bootstrap(), embedded = broker.is_embedded(), "kafka ready");
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                tracing::info!("shutting down");
+                trigger.trigger();
+            });
+            let stats = Arc::new(Stats::default());
+            topology::run(&cfg, &broker, refdata, Arc::new(SystemClock), stats, shutdown).await?;
+            Ok(())
+        }
+    }
+}

@@ -8,7 +8,7 @@
 //! written, and a record whose key is there is not written again.
 
 use super::{ActionSink, Delivery, IvrSink, SinkError};
-use crate::model::{Action, Channel, IvrUpsert};
+use crate::model::{Action, Channel, Credit, IvrUpsert, Money};
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -63,13 +63,30 @@ fn ivr_key(u: &IvrUpsert) -> String {
     format!("{}/{}/{}", u.region, u.incident_id, u.active)
 }
 
+/// The per-customer action outboxes.
 pub struct Outbox {
     dir: PathBuf,
     sms: KeyedFile,
     email: KeyedFile,
     data_grant: KeyedFile,
     credits: KeyedFile,
+}
+
+/// The IVR outbox (`ivr.jsonl`), written by the pipeline stage.
+pub struct IvrOutbox {
     ivr: KeyedFile,
+}
+
+impl IvrOutbox {
+    pub fn open(dir: &Path) -> Result<Self, SinkError> {
+        std::fs::create_dir_all(dir).map_err(|source| SinkError::Io { path: dir.into(), source })?;
+        Ok(IvrOutbox {
+            ivr: KeyedFile::open(dir.join("ivr.jsonl"), |v| {
+                let u: IvrUpsert = serde_json::from_value(v.clone()).ok()?;
+                Some(ivr_key(&u))
+            })?,
+        })
+    }
 }
 
 impl Outbox {
@@ -84,10 +101,6 @@ impl Outbox {
             email: KeyedFile::open(dir.join("email.jsonl"), action)?,
             data_grant: KeyedFile::open(dir.join("data_grant.jsonl"), action)?,
             credits: KeyedFile::open(dir.join("credits.jsonl"), |v| str_field(v, "credit_id"))?,
-            ivr: KeyedFile::open(dir.join("ivr.jsonl"), |v| {
-                let u: IvrUpsert = serde_json::from_value(v.clone()).ok()?;
-                Some(ivr_key(&u))
-            })?,
         })
     }
 
@@ -120,7 +133,7 @@ impl Outbox {
     }
 
     fn flush_now(&mut self) -> Result<(), SinkError> {
-        for f in [&mut self.sms, &mut self.email, &mut self.data_grant, &mut self.credits, &mut self.ivr] {
+        for f in [&mut self.sms, &mut self.email, &mut self.data_grant, &mut self.credits] {
             f.flush()?;
         }
         Ok(())
@@ -137,12 +150,28 @@ impl ActionSink for Outbox {
     }
 }
 
-impl IvrSink for Outbox {
+impl IvrSink for IvrOutbox {
     async fn upsert(&mut self, u: &IvrUpsert) -> Result<Delivery, SinkError> {
         let d = self.ivr.write(ivr_key(u), u)?;
         self.ivr.flush()?;
         Ok(d)
     }
+}
+
+/// Totals of the credits in `dir/credits.jsonl`, one per currency.
+pub fn credit_totals(dir: &Path) -> std::io::Result<Vec<Money>> {
+    let path = dir.join("credits.jsonl");
+    let mut totals: std::collections::BTreeMap<String, Money> = Default::default();
+    if !path.exists() {
+        return Ok(vec![]);
+    }
+    for line in BufReader::new(File::open(path)?).lines() {
+        if let Ok(c) = serde_json::from_str::<Credit>(&line?) {
+            let t = totals.entry(c.amount.currency.to_string()).or_insert(Money { minor: 0, currency: c.amount.currency });
+            t.minor += c.amount.minor;
+        }
+    }
+    Ok(totals.into_values().collect())
 }
 
 #[cfg(test)]

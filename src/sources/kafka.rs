@@ -1,4 +1,5 @@
-//! The production [`AlarmSource`]: a group consumer on `noc.alarms` that
+//! The production [`AlarmSource`] (and the dispatchers' reader of
+//! `outage.actions`): a group consumer on one topic that
 //! commits only offsets the topology acknowledged (auto-commit of stored
 //! offsets, `enable.auto.offset.store=false`), and warns when a partition's
 //! offsets jump (the mock cluster silently drops old batches beyond its
@@ -11,7 +12,7 @@ use rdkafka::Message;
 use std::collections::HashMap;
 use std::time::Duration;
 
-pub struct KafkaAlarms {
+pub struct KafkaSource {
     consumer: StreamConsumer,
     pub positions: Positions,
 }
@@ -24,11 +25,11 @@ pub struct Positions {
     pub gaps: u64,
 }
 
-impl KafkaAlarms {
+impl KafkaSource {
     pub fn subscribe(broker: &Broker, group: &str, topic: &str) -> Result<Self, SourceError> {
         let consumer: StreamConsumer = broker.consumer_config(group).create()?;
         consumer.subscribe(&[topic])?;
-        Ok(KafkaAlarms { consumer, positions: Positions::default() })
+        Ok(KafkaSource { consumer, positions: Positions::default() })
     }
 }
 
@@ -52,8 +53,9 @@ impl Positions {
     }
 }
 
-impl AlarmSource for KafkaAlarms {
-    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<SourceRecord>, SourceError> {
+impl KafkaSource {
+    /// See [`AlarmSource::next_batch`].
+    pub async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<SourceRecord>, SourceError> {
         let mut out = Vec::new();
         let first = match tokio::time::timeout(wait, self.consumer.recv()).await {
             Err(_) => return Ok(out),
@@ -75,7 +77,8 @@ impl AlarmSource for KafkaAlarms {
         Ok(out)
     }
 
-    fn ack(&mut self, records: &[SourceRecord]) -> Result<(), SourceError> {
+    /// Store the offsets of `records` for the next auto-commit.
+    pub fn ack(&mut self, records: &[SourceRecord]) -> Result<(), SourceError> {
         let mut last: HashMap<(&str, i32), i64> = HashMap::new();
         for r in records {
             let e = last.entry((r.topic.as_str(), r.partition)).or_insert(r.offset);
@@ -85,5 +88,30 @@ impl AlarmSource for KafkaAlarms {
             self.consumer.store_offset(t, p, o)?;
         }
         Ok(())
+    }
+}
+
+impl KafkaSource {
+    /// Commit the stored offsets synchronously (shutdown); nothing stored
+    /// since the last commit is not an error.
+    pub fn commit(&mut self) -> Result<(), SourceError> {
+        match self.consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+            Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) | Ok(()) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl AlarmSource for KafkaSource {
+    fn commit(&mut self) -> Result<(), SourceError> {
+        KafkaSource::commit(self)
+    }
+
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<SourceRecord>, SourceError> {
+        KafkaSource::next_batch(self, max, wait).await
+    }
+
+    fn ack(&mut self, records: &[SourceRecord]) -> Result<(), SourceError> {
+        KafkaSource::ack(self, records)
     }
 }

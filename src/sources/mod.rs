@@ -1,6 +1,6 @@
 //! Sources bring alarms in. Owns the bytes → alarm step ([`decode`]), the
 //! dead-letter record for what cannot be decoded, and the [`AlarmSource`]
-//! boundary the topology reads from ([`kafka::KafkaAlarms`] in production,
+//! boundary the topology reads from ([`kafka::KafkaSource`] in production,
 //! a vector in unit tests).
 
 pub mod decode;
@@ -39,4 +39,7 @@ pub trait AlarmSource: Send {
 
     /// Mark these records done (their offsets may be committed).
     fn ack(&mut self, records: &[SourceRecord]) -> Result<(), SourceError>;
+
+    /// Commit what was acknowledged now (on shutdown).
+    fn commit(&mut self) -> Result<(), SourceError>;
 }

@@ -1,0 +1,426 @@
+//! Wires the stages into running tasks (Vector's "topology"):
+//!
+//! ```text
+//! noc.alarms ─► [pipeline: decode → correlate → log → plan] ─► outage.incidents
+//!                    │ bad records                 │ actions (keyed by customer)
+//!                    ▼                             ▼
+//!              noc.alarms.dlq               outage.actions ─► [dispatcher] ─► ActionSink
+//!                                      IVR desired state ─► IvrSink
+//! ```
+//!
+//! Owns the ordering rules that make restarts safe:
+//! 1. incident events are acknowledged by the broker before the alarms that
+//!    caused them are acknowledged (offsets committed only after the effect
+//!    is in the incident log);
+//! 2. a plan's actions are acknowledged on `outage.actions` before the
+//!    `planned` event that records them is appended, so a crash in between
+//!    re-plans the same deterministic action ids and the sinks drop them;
+//! 3. on start, incidents are rebuilt by folding the incident log, and every
+//!    incident whose effects may be unfinished is re-planned.
+//!
+//! Time and shutdown are parameters ([`Clock`], [`Shutdown`]).
+
+use crate::config::Config;
+use crate::kafka::{read_to_end, Broker, BrokerError};
+use crate::model::{Action, Channel, EventKind, IncidentEvent, IncidentId, IncidentState, Phase};
+use crate::refdata::RefData;
+use crate::sinks::{ActionSink, Delivery, IvrSink, SinkError};
+use crate::sources::decode::{decode, DlqRecord};
+use crate::sources::kafka::KafkaSource;
+use crate::sources::{AlarmSource, SourceError, SourceRecord};
+use crate::transforms::correlate::{CorrelateError, Correlator};
+use crate::transforms::plan::Planner;
+use chrono::{DateTime, Utc};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// The wall clock, injectable so tests control time.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Resolves when shutdown is requested; cloned into every task.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+/// Requests shutdown of every [`Shutdown`] cloned from its pair.
+#[derive(Clone)]
+pub struct ShutdownTrigger(Arc<watch::Sender<bool>>);
+
+impl Shutdown {
+    pub fn new() -> (ShutdownTrigger, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (ShutdownTrigger(Arc::new(tx)), Shutdown(rx))
+    }
+
+    pub fn is_requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    pub async fn requested(&mut self) {
+        let _ = self.0.wait_for(|v| *v).await;
+    }
+}
+
+impl ShutdownTrigger {
+
+    pub fn trigger(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// Counters the demo, the tests and (later) the metrics endpoint read.
+#[derive(Default)]
+pub struct Stats {
+    pub alarms_read: AtomicU64,
+    pub alarms_dead_lettered: AtomicU64,
+    pub events_appended: AtomicU64,
+    pub actions_planned: AtomicU64,
+    /// Actions the dispatcher took off the topic (delivered or duplicate).
+    pub actions_dispatched: AtomicU64,
+    /// Delivered per channel, in [`Channel::ALL`] order.
+    pub delivered: [AtomicU64; 4],
+    pub duplicates: AtomicU64,
+    pub ivr_upserts: AtomicU64,
+    pub incidents_open: AtomicU64,
+    pub incidents_declared: AtomicU64,
+    pub incidents_total: AtomicU64,
+    pub first_ivr_flip: OnceLock<Instant>,
+    /// Event time of the earliest `declared` event appended.
+    pub first_declared_at: std::sync::Mutex<Option<DateTime<Utc>>>,
+    pub first_sms: OnceLock<Instant>,
+}
+
+impl Stats {
+    pub fn delivered(&self, c: Channel) -> u64 {
+        let i = Channel::ALL.iter().position(|x| *x == c).unwrap_or(0);
+        self.delivered[i].load(Relaxed)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("producing to {topic}: {source}")]
+    Produce { topic: String, source: rdkafka::error::KafkaError },
+    #[error("incident log: {0}")]
+    Log(#[from] CorrelateError),
+    #[error("incident log record at {partition}/{offset} is not an incident event: {message}")]
+    BadLogRecord { partition: i32, offset: i64, message: String },
+    #[error("task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Produce `(key, value)` records and wait until the broker acknowledged
+/// every one. Records of one key keep their order (enqueued in order, one
+/// chunk at a time, well below the producer queue's capacity).
+async fn produce_all(producer: &FutureProducer, topic: &str, records: &[(String, String)]) -> Result<(), TopologyError> {
+    for chunk in records.chunks(10_000) {
+        let sends = chunk.iter().map(|(k, v)| producer.send(FutureRecord::to(topic).key(k).payload(v), Duration::from_secs(60)));
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|(source, _)| TopologyError::Produce { topic: topic.into(), source })?;
+        }
+    }
+    Ok(())
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    // Our own model types always serialize.
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// The alarm → incident → plan stage.
+pub struct Pipeline<S: AlarmSource, I: IvrSink> {
+    source: S,
+    ivr: I,
+    correlator: Correlator,
+    planner: Planner,
+    producer: FutureProducer,
+    cfg: Config,
+    clock: Arc<dyn Clock>,
+    stats: Arc<Stats>,
+}
+
+impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
+    pub fn new(
+        cfg: &Config,
+        broker: &Broker,
+        refdata: Arc<RefData>,
+        source: S,
+        ivr: I,
+        clock: Arc<dyn Clock>,
+        stats: Arc<Stats>,
+    ) -> Result<Self, TopologyError> {
+        Ok(Pipeline {
+            source,
+            ivr,
+            correlator: Correlator::new(cfg.correlator.clone(), refdata.clone()),
+            planner: Planner::new(cfg.plan.clone(), refdata),
+            producer: broker.producer()?,
+            cfg: cfg.clone(),
+            clock,
+            stats,
+        })
+    }
+
+    /// Fold the incident log into the correlator. Returns the records read.
+    pub async fn restore(&mut self, broker: &Broker) -> Result<u64, TopologyError> {
+        let mut events = Vec::new();
+        let mut bad = None;
+        let topic = self.cfg.kafka.topics.incidents.clone();
+        let n = read_to_end(broker, &topic, Duration::from_millis(300), |partition, offset, bytes| {
+            match serde_json::from_slice::<IncidentEvent>(bytes) {
+                Ok(ev) => events.push(ev),
+                Err(e) => {
+                    bad.get_or_insert(TopologyError::BadLogRecord { partition, offset, message: e.to_string() });
+                }
+            }
+        })?;
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        for ev in &events {
+            self.correlator.restore(ev)?;
+        }
+        let ids: BTreeSet<IncidentId> = self.correlator.incidents().map(|i| i.id.clone()).collect();
+        tracing::info!(records = n, incidents = ids.len(), "incident log folded");
+        for id in &ids {
+            self.effects(id).await?;
+        }
+        self.publish_counts();
+        Ok(n)
+    }
+
+    /// Run until shutdown.
+    pub async fn run(mut self, mut shutdown: Shutdown) -> Result<(), TopologyError> {
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.requested() => return Ok(self.source.commit()?),
+                b = self.source.next_batch(1000, Duration::from_millis(200)) => b?,
+            };
+            self.step(batch).await?;
+        }
+    }
+
+    /// One batch: decode, correlate, append to the log, plan, acknowledge.
+    /// An empty batch means the feed is idle: timers run on wall time.
+    pub async fn step(&mut self, batch: Vec<SourceRecord>) -> Result<(), TopologyError> {
+        let mut events = Vec::new();
+        let mut dlq = Vec::new();
+        if batch.is_empty() {
+            let now = self.clock.now().max(self.correlator.watermark());
+            events = self.correlator.tick(now);
+        }
+        for rec in &batch {
+            let result = decode(&rec.payload).map_err(|e| e.to_string()).and_then(|alarm| {
+                self.correlator.on_alarm(&alarm).map_err(|e| match e {
+                    CorrelateError::UnknownSite(_) => e.to_string(),
+                    other => format!("internal: {other}"),
+                })
+            });
+            match result {
+                Ok(evs) => events.extend(evs),
+                Err(reason) => {
+                    tracing::warn!(partition = rec.partition, offset = rec.offset, %reason, "alarm dead-lettered");
+                    let key = rec.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+                    dlq.push((key, json(&DlqRecord::new(rec, reason, self.clock.now()))));
+                }
+            }
+        }
+        self.stats.alarms_read.fetch_add(batch.len() as u64, Relaxed);
+        self.stats.alarms_dead_lettered.fetch_add(dlq.len() as u64, Relaxed);
+        produce_all(&self.producer, &self.cfg.kafka.topics.dlq, &dlq).await?;
+        self.append(&events).await?;
+        let touched: BTreeSet<IncidentId> = events.iter().map(|e| e.incident_id.clone()).collect();
+        for id in &touched {
+            self.effects(id).await?;
+        }
+        self.source.ack(&batch)?;
+        if !touched.is_empty() {
+            self.publish_counts();
+        }
+        Ok(())
+    }
+
+    async fn append(&mut self, events: &[IncidentEvent]) -> Result<(), TopologyError> {
+        for e in events {
+            tracing::info!(incident = %e.incident_id, seq = e.seq, kind = kind_name(&e.kind), "incident event");
+            if matches!(e.kind, EventKind::Declared { .. }) {
+                let mut first = self.stats.first_declared_at.lock().unwrap_or_else(|p| p.into_inner());
+                *first = Some(first.map_or(e.at, |f| f.min(e.at)));
+            }
+        }
+        let records: Vec<_> = events.iter().map(|e| (e.incident_id.0.clone(), json(e))).collect();
+        produce_all(&self.producer, &self.cfg.kafka.topics.incidents, &records).await?;
+        self.stats.events_appended.fetch_add(events.len() as u64, Relaxed);
+        Ok(())
+    }
+
+    /// Bring one incident's outside effects up to date with its state.
+    async fn effects(&mut self, id: &IncidentId) -> Result<(), TopologyError> {
+        let Some(inc) = self.correlator.incident(id) else { return Ok(()) };
+        let now = self.clock.now();
+        let (state, restored_planned, told) = (inc.state, inc.restored_planned, !inc.notified_postcodes.is_empty());
+        let plan = match state {
+            IncidentState::Declared => Some((Phase::Down, self.planner.plan_down(inc, now))),
+            IncidentState::Resolved if told && !restored_planned => {
+                Some((Phase::Restored, self.planner.plan_restored(inc, now)))
+            }
+            _ => None,
+        };
+        let ivr = match state {
+            IncidentState::Declared | IncidentState::Resolved | IncidentState::Cancelled => self.planner.ivr(inc, now),
+            _ => vec![],
+        };
+        for u in &ivr {
+            if self.ivr.upsert(u).await? == Delivery::Done {
+                self.stats.ivr_upserts.fetch_add(1, Relaxed);
+                if u.active {
+                    let _ = self.stats.first_ivr_flip.set(Instant::now());
+                }
+                tracing::info!(incident = %id, region = %u.region, active = u.active, "IVR announcement set");
+            }
+        }
+        let Some((phase, plan)) = plan else { return Ok(()) };
+        if plan.postcodes.is_empty() && phase == Phase::Down {
+            return Ok(());
+        }
+        let records: Vec<_> = plan.actions.iter().map(|a: &Action| (a.customer_id.clone(), json(a))).collect();
+        produce_all(&self.producer, &self.cfg.kafka.topics.actions, &records).await?;
+        self.stats.actions_planned.fetch_add(records.len() as u64, Relaxed);
+        let kind = EventKind::Planned { phase, postcodes: plan.postcodes, actions: records.len() as u64 };
+        let ev = self.correlator.append(id, now, "planner", kind)?;
+        tracing::info!(incident = %id, ?phase, actions = records.len(), "actions planned");
+        self.append(std::slice::from_ref(&ev)).await
+    }
+
+    fn publish_counts(&self) {
+        let (mut open, mut declared, mut total) = (0, 0, 0);
+        for i in self.correlator.incidents() {
+            total += 1;
+            open += i.state.is_open() as u64;
+            declared += (i.declared_at.is_some()) as u64;
+        }
+        self.stats.incidents_open.store(open, Relaxed);
+        self.stats.incidents_declared.store(declared, Relaxed);
+        self.stats.incidents_total.store(total, Relaxed);
+    }
+
+    pub fn correlator(&self) -> &Correlator {
+        &self.correlator
+    }
+}
+
+fn kind_name(k: &EventKind) -> &'static str {
+    match k {
+        EventKind::Opened { .. } => "opened",
+        EventKind::AlarmsRaised { .. } => "alarms_raised",
+        EventKind::AlarmsCleared { .. } => "alarms_cleared",
+        EventKind::Declared { .. } => "declared",
+        EventKind::Updated { .. } => "updated",
+        EventKind::Resolved { .. } => "resolved",
+        EventKind::Cancelled { .. } => "cancelled",
+        EventKind::Dismissed {} => "dismissed",
+        EventKind::Linked { .. } => "linked",
+        EventKind::Planned { .. } => "planned",
+    }
+}
+
+/// The actions topic → sinks stage. Any number of these may run in one
+/// consumer group; actions are keyed by customer.
+pub struct Dispatcher<A: ActionSink> {
+    source: KafkaSource,
+    sink: A,
+    stats: Arc<Stats>,
+}
+
+impl<A: ActionSink> Dispatcher<A> {
+    pub fn new(broker: &Broker, cfg: &Config, sink: A, stats: Arc<Stats>) -> Result<Self, TopologyError> {
+        let group = format!("{}-dispatch", cfg.kafka.group_id);
+        Ok(Dispatcher { source: KafkaSource::subscribe(broker, &group, &cfg.kafka.topics.actions)?, sink, stats })
+    }
+
+    pub async fn run(mut self, mut shutdown: Shutdown) -> Result<(), TopologyError> {
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.requested() => return Ok(self.source.commit()?),
+                b = self.source.next_batch(2000, Duration::from_millis(200)) => b?,
+            };
+            for rec in &batch {
+                let action: Action = match serde_json::from_slice(&rec.payload) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // The payload holds contacts: log the position, not the bytes.
+                        tracing::error!(partition = rec.partition, offset = rec.offset, error = %e, "undecodable action skipped");
+                        continue;
+                    }
+                };
+                match self.sink.deliver(&action).await {
+                    Ok(Delivery::Done) => {
+                        let i = Channel::ALL.iter().position(|c| *c == action.channel).unwrap_or(0);
+                        self.stats.delivered[i].fetch_add(1, Relaxed);
+                        if action.channel == Channel::Sms {
+                            let _ = self.stats.first_sms.set(Instant::now());
+                        }
+                    }
+                    Ok(Delivery::Duplicate) => {
+                        self.stats.duplicates.fetch_add(1, Relaxed);
+                    }
+                    Err(SinkError::Invalid { action_id, message }) => {
+                        tracing::error!(%action_id, %message, "invalid action skipped");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            self.sink.flush().await?;
+            self.source.ack(&batch)?;
+            self.stats.actions_dispatched.fetch_add(batch.len() as u64, Relaxed);
+        }
+    }
+}
+
+/// Start the whole daemon on `broker` with local outbox sinks, and run until
+/// shutdown or the first task error.
+pub async fn run(
+    cfg: &Config,
+    broker: &Broker,
+    refdata: Arc<RefData>,
+    clock: Arc<dyn Clock>,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
+) -> Result<(), TopologyError> {
+    use crate::sinks::outbox::{IvrOutbox, Outbox};
+    let source = KafkaSource::subscribe(broker, &cfg.kafka.group_id, &cfg.kafka.topics.alarms)?;
+    let mut pipeline =
+        Pipeline::new(cfg, broker, refdata, source, IvrOutbox::open(&cfg.sinks.outbox_dir)?, clock, stats.clone())?;
+    pipeline.restore(broker).await?;
+    let dispatcher = Dispatcher::new(broker, cfg, Outbox::open(&cfg.sinks.outbox_dir)?, stats)?;
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(pipeline.run(shutdown.clone()));
+    tasks.spawn(dispatcher.run(shutdown));
+    // Both end on shutdown; the first error ends the daemon.
+    while let Some(r) = tasks.join_next().await {
+        if let Err(e) = r.map_err(TopologyError::from).and_then(|r| r) {
+            tasks.abort_all();
+            return Err(e);
+        }
+    }
+    Ok(())
+}

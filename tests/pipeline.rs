@@ -1,0 +1,278 @@
+//! Integration tests of the running pipeline against a Kafka-protocol
+//! broker: librdkafka's embedded mock cluster by default, or the broker at
+//! `OUTAGE_TEST_BOOTSTRAP` (`make e2e` starts Tansu and sets it). Every test
+//! uses its own topics and groups, so they can share one broker.
+
+use chrono::{DateTime, Duration as Cd, Utc};
+use outage::config::Config;
+use outage::kafka::{read_to_end, Broker};
+use outage::model::{
+    Action, ActionKind, Alarm, AlarmState, Channel, Customer, EventKind, IncidentEvent, Money, Postcode, Services,
+    Severity, Site,
+};
+use outage::refdata::RefData;
+use outage::sources::decode::DlqRecord;
+use outage::topology::{self, Shutdown, Stats, SystemClock};
+use rdkafka::producer::FutureRecord;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn config(tag: &str, outbox: &Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.kafka.bootstrap = std::env::var("OUTAGE_TEST_BOOTSTRAP").ok().filter(|s| !s.is_empty());
+    cfg.kafka.partitions = 3;
+    // Unique names: tests may share one real broker, and reruns must not
+    // see an earlier run's records.
+    let run = format!("{tag}-{}-{}", std::process::id(), Utc::now().timestamp_micros());
+    let t = &mut cfg.kafka.topics;
+    for name in [&mut t.alarms, &mut t.dlq, &mut t.incidents, &mut t.actions, &mut t.credits] {
+        *name = format!("{name}.{run}");
+    }
+    cfg.kafka.group_id = format!("outaged-{run}");
+    cfg.correlator.min_sites = 3;
+    cfg.correlator.declare_sites = 3;
+    cfg.correlator.hold_down = Duration::ZERO;
+    cfg.plan.credit_min_outage = Duration::from_secs(3600);
+    cfg.sinks.outbox_dir = outbox.to_path_buf();
+    cfg
+}
+
+/// Four sites a kilometre apart in Providence, one 80 km away; postcodes
+/// under them and far away; customers with and without contacts.
+fn refdata() -> Arc<RefData> {
+    let site = |id: &str, lat, lon| Site { site_id: id.into(), lat, lon, radius_km: 2.0, group_id: None };
+    let pc = |p: &str, lat, lon| Postcode { postcode: p.into(), lat, lon, population: Some(1000), timezone: None };
+    let usd = |minor| Money { minor, currency: outage::model::money::Currency::parse("USD").unwrap() };
+    let cust = |id: &str, msisdn: Option<&str>, email: Option<&str>, postcode: &str, lang: &str, services: &str| Customer {
+        customer_id: id.into(),
+        msisdn: msisdn.map(Into::into),
+        email: email.map(Into::into),
+        postcode: postcode.into(),
+        language: lang.into(),
+        services: Services::parse(services).unwrap(),
+        monthly_fee: usd(6000),
+        avg_bill_3m: usd(6500),
+    };
+    Arc::new(
+        RefData::build(
+            vec![
+                site("S1", 41.820, -71.410),
+                site("S2", 41.829, -71.410),
+                site("S3", 41.820, -71.398),
+                site("S4", 41.829, -71.398),
+                site("FAR", 42.500, -71.400),
+            ],
+            vec![pc("02901", 41.822, -71.408), pc("02902", 41.828, -71.400), pc("01001", 42.5, -71.4)],
+            vec![
+                cust("C1", Some("+14015550101"), Some("c1@example.com"), "02901", "en", "mobile;voice"),
+                cust("C2", Some("+14015550102"), None, "02902", "es", "broadband"),
+                cust("C3", None, None, "02901", "en", "voice"),
+                cust("CFAR", Some("+14015550199"), Some("far@example.com"), "01001", "en", "mobile"),
+            ],
+        )
+        .unwrap(),
+    )
+}
+
+fn alarm(id: &str, site: &str, state: AlarmState, at: DateTime<Utc>) -> String {
+    let a = Alarm {
+        alarm_id: id.into(),
+        site_id: site.into(),
+        state,
+        severity: if state == AlarmState::Raised { Severity::Critical } else { Severity::Cleared },
+        probable_cause: "mains power failure".into(),
+        event_time: at,
+        lat: None,
+        lon: None,
+    };
+    serde_json::to_string(&a).unwrap()
+}
+
+async fn publish(broker: &Broker, topic: &str, records: &[(&str, String)]) {
+    let p = broker.producer().unwrap();
+    for (k, v) in records {
+        p.send(FutureRecord::to(topic).key(*k).payload(v), Duration::from_secs(10)).await.unwrap();
+    }
+}
+
+async fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !ok() {
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Wait until the pipeline has read `alarms`, planned something, and the
+/// dispatcher delivered all of it; then a little longer for stragglers.
+async fn settle(stats: &Stats, alarms: u64, mut extra: impl FnMut(&Stats) -> bool) {
+    wait_for("the pipeline to settle", Duration::from_secs(90), || {
+        stats.alarms_read.load(Relaxed) >= alarms
+            && stats.actions_planned.load(Relaxed) > 0
+            && stats.actions_dispatched.load(Relaxed) >= stats.actions_planned.load(Relaxed)
+            && extra(stats)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+fn lines(dir: &Path, file: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn topic_records(broker: &Broker, topic: &str) -> Vec<Vec<u8>> {
+    let mut out = vec![];
+    read_to_end(broker, topic, Duration::from_millis(500), |_, _, b| out.push(b.to_vec())).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_rebuilds_incidents_and_repeats_no_action() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config("restart", dir.path());
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    let rd = refdata();
+    let t0 = Utc::now() - Cd::hours(4);
+    let topic = cfg.kafka.topics.alarms.clone();
+
+    // Run 1: three neighbouring sites lose power (one raise repeated).
+    publish(
+        &broker,
+        &topic,
+        &[
+            ("S1", alarm("A1", "S1", AlarmState::Raised, t0)),
+            ("S2", alarm("A2", "S2", AlarmState::Raised, t0 + Cd::seconds(20))),
+            ("S1", alarm("A1", "S1", AlarmState::Raised, t0 + Cd::seconds(30))),
+            ("S3", alarm("A3", "S3", AlarmState::Raised, t0 + Cd::seconds(40))),
+        ],
+    )
+    .await;
+    let stats1 = Arc::new(Stats::default());
+    let (trigger, shutdown) = Shutdown::new();
+    let task = {
+        let (cfg, rd, stats) = (cfg.clone(), rd.clone(), stats1.clone());
+        let broker = broker.clone();
+        tokio::spawn(async move { topology::run(&cfg, &broker, rd, Arc::new(SystemClock), stats, shutdown).await })
+    };
+    settle(&stats1, 4, |s| s.incidents_declared.load(Relaxed) == 1).await;
+    trigger.trigger();
+    task.await.unwrap().unwrap();
+
+    let sms1 = lines(dir.path(), "sms.jsonl");
+    let to: BTreeSet<String> = sms1.iter().map(|a| a["customer_id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(to, BTreeSet::from(["C1".to_string(), "C2".to_string()]), "SMS to customers in the zone with a number");
+    assert!(lines(dir.path(), "ivr.jsonl").iter().any(|u| u["active"] == true), "the IVR announces the outage");
+    let actions1 = topic_records(&broker, &cfg.kafka.topics.actions).len();
+    assert!(actions1 > 0);
+
+    // Run 2, a new daemon on the same broker: the sites come back.
+    publish(
+        &broker,
+        &topic,
+        &[
+            ("S1", alarm("A1", "S1", AlarmState::Cleared, t0 + Cd::hours(3))),
+            ("S2", alarm("A2", "S2", AlarmState::Cleared, t0 + Cd::hours(3))),
+            ("S3", alarm("A3", "S3", AlarmState::Cleared, t0 + Cd::hours(3) + Cd::seconds(5))),
+        ],
+    )
+    .await;
+    let stats2 = Arc::new(Stats::default());
+    let (trigger, shutdown) = Shutdown::new();
+    let task = {
+        let (cfg, rd, stats) = (cfg.clone(), rd.clone(), stats2.clone());
+        let broker = broker.clone();
+        tokio::spawn(async move { topology::run(&cfg, &broker, rd, Arc::new(SystemClock), stats, shutdown).await })
+    };
+    settle(&stats2, 3, |s| s.incidents_open.load(Relaxed) == 0 && s.delivered(Channel::Credit) > 0).await;
+    trigger.trigger();
+    task.await.unwrap().unwrap();
+    assert_eq!(stats2.alarms_read.load(Relaxed), 3, "the restarted daemon resumes after the committed offsets");
+    assert_eq!(stats2.duplicates.load(Relaxed), 0, "no action was put on the topic twice");
+
+    // No action id twice, on the topic or in any outbox.
+    let actions: Vec<Action> =
+        topic_records(&broker, &cfg.kafka.topics.actions).iter().map(|b| serde_json::from_slice(b).unwrap()).collect();
+    let ids: BTreeSet<&str> = actions.iter().map(|a| a.action_id.as_str()).collect();
+    assert_eq!(ids.len(), actions.len(), "an action was planned twice");
+    assert!(actions.len() > actions1, "restored notices and credits were planned after the restart");
+    for f in ["sms.jsonl", "email.jsonl", "data_grant.jsonl"] {
+        let rows = lines(dir.path(), f);
+        let ids: BTreeSet<&str> = rows.iter().map(|a| a["action_id"].as_str().unwrap()).collect();
+        assert_eq!(ids.len(), rows.len(), "{f} repeats an action");
+    }
+    // Everyone told "down" is told "restored", on the same channel.
+    let sms = lines(dir.path(), "sms.jsonl");
+    let by_kind = |k: &str| -> BTreeSet<String> {
+        sms.iter().filter(|a| a["kind"] == k).map(|a| a["customer_id"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(by_kind("down"), by_kind("restored"));
+    assert!(actions.iter().all(|a| a.customer_id != "CFAR"), "a customer outside the zone was acted on");
+    assert!(actions.iter().any(|a| a.kind == ActionKind::Revoke), "unlimited data is revoked after restoration");
+    let credits = lines(dir.path(), "credits.jsonl");
+    let credited: BTreeSet<&str> = credits.iter().map(|c| c["customer_id"].as_str().unwrap()).collect();
+    assert!(credited.contains("C3"), "credits do not depend on having a contact");
+    assert!(lines(dir.path(), "ivr.jsonl").iter().any(|u| u["active"] == false), "the IVR announcement is withdrawn");
+
+    // The incident log is one gap-free history.
+    let events: Vec<IncidentEvent> =
+        topic_records(&broker, &cfg.kafka.topics.incidents).iter().map(|b| serde_json::from_slice(b).unwrap()).collect();
+    let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for e in &events {
+        seqs.entry(e.incident_id.0.clone()).or_default().push(e.seq);
+    }
+    assert_eq!(seqs.len(), 1, "three neighbouring sites are one incident");
+    for (id, s) in seqs {
+        assert_eq!(s, (1..=s.len() as u64).collect::<Vec<_>>(), "{id}: seqs not consecutive");
+    }
+    assert!(events.iter().any(|e| matches!(e.kind, EventKind::Resolved { .. })));
+    assert_eq!(events.iter().filter(|e| matches!(e.kind, EventKind::Planned { .. })).count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_alarms_go_to_the_dead_letter_topic_and_the_rest_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config("dlq", dir.path());
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    let t0 = Utc::now() - Cd::minutes(30);
+    publish(
+        &broker,
+        &cfg.kafka.topics.alarms,
+        &[
+            ("junk", "this is not json".to_string()),
+            ("S9", alarm("A9", "NOWHERE", AlarmState::Raised, t0)),
+            ("S1", alarm("A1", "S1", AlarmState::Raised, t0)),
+            ("S2", alarm("A2", "S2", AlarmState::Raised, t0)),
+            ("S4", alarm("A4", "S4", AlarmState::Raised, t0)),
+        ],
+    )
+    .await;
+    let stats = Arc::new(Stats::default());
+    let (trigger, shutdown) = Shutdown::new();
+    let task = {
+        let (cfg, stats) = (cfg.clone(), stats.clone());
+        let broker = broker.clone();
+        tokio::spawn(async move { topology::run(&cfg, &broker, refdata(), Arc::new(SystemClock), stats, shutdown).await })
+    };
+    settle(&stats, 5, |s| s.incidents_declared.load(Relaxed) == 1).await;
+    trigger.trigger();
+    task.await.unwrap().unwrap();
+
+    assert_eq!(stats.alarms_dead_lettered.load(Relaxed), 2);
+    let dlq: Vec<DlqRecord> =
+        topic_records(&broker, &cfg.kafka.topics.dlq).iter().map(|b| serde_json::from_slice(b).unwrap()).collect();
+    assert_eq!(dlq.len(), 2);
+    let junk = dlq.iter().find(|d| d.payload == "this is not json").expect("the junk record is kept as text");
+    assert!(junk.reason.contains("not JSON"), "{}", junk.reason);
+    assert_eq!(junk.topic, cfg.kafka.topics.alarms);
+    let unknown = dlq.iter().find(|d| d.payload.contains("NOWHERE")).unwrap();
+    assert!(unknown.reason.contains("NOWHERE"), "{}", unknown.reason);
+    assert!(!lines(dir.path(), "sms.jsonl").is_empty(), "good alarms after bad ones still reach customers");
+}
+
