@@ -296,6 +296,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
     fn environment_overrides_the_file() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("outage.toml");

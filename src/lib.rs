@@ -6,7 +6,7 @@
 //! plans, `sinks` carry actions out, `topology` wires them together.
 
 pub mod config;
-// pub mod demo;
+pub mod demo;
 pub mod geodesy;
 pub mod kafka;
 pub mod model;
@@ -15,5 +15,5 @@ pub mod refdata;
 pub mod sinks;
 pub mod simulate;
 pub mod sources;
-// pub mod topology; (re-enabled once the correlator lands)
+pub mod topology;
 pub mod transforms;
