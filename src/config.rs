@@ -106,7 +106,7 @@ impl Default for RefDataPaths {
 #[serde(deny_unknown_fields, default)]
 pub struct CorrelatorConfig {
     /// Two down sites join one incident when their coverage circles are at
-    /// most this far apart. Default 5 km.
+    /// most this far apart. Default 10 km.
     pub neighbour_gap_km: f64,
     /// Sites down together before an incident may be declared. Default 3.
     pub min_sites: usize,
@@ -129,7 +129,7 @@ pub struct CorrelatorConfig {
 impl Default for CorrelatorConfig {
     fn default() -> Self {
         CorrelatorConfig {
-            neighbour_gap_km: 5.0,
+            neighbour_gap_km: 10.0,
             min_sites: 3,
             min_duration: Duration::from_secs(120),
             declare_sites: 10,

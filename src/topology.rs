@@ -146,6 +146,15 @@ fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
+/// What one step writes, in write order.
+#[derive(Default)]
+struct Pending {
+    dlq: Vec<(String, String)>,
+    actions: Vec<(String, String)>,
+    events: Vec<IncidentEvent>,
+    ivr: Vec<crate::model::IvrUpsert>,
+}
+
 /// The alarm → incident → plan stage.
 pub struct Pipeline<S: AlarmSource, I: IvrSink> {
     source: S,
@@ -201,9 +210,11 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         }
         let ids: BTreeSet<IncidentId> = self.correlator.incidents().map(|i| i.id.clone()).collect();
         tracing::info!(records = n, incidents = ids.len(), "incident log folded");
+        let mut out = Pending::default();
         for id in &ids {
-            self.effects(id).await?;
+            self.plan_effects(id, &mut out)?;
         }
+        self.write(out).await?;
         self.publish_counts();
         Ok(n)
     }
@@ -219,14 +230,15 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         }
     }
 
-    /// One batch: decode, correlate, append to the log, plan, acknowledge.
-    /// An empty batch means the feed is idle: timers run on wall time.
+    /// One batch: decode, correlate, plan, then write (dead letters,
+    /// actions, incident events, IVR), then acknowledge. An empty batch
+    /// means the feed is idle: timers run on wall time.
     pub async fn step(&mut self, batch: Vec<SourceRecord>) -> Result<(), TopologyError> {
-        let mut events = Vec::new();
-        let mut dlq = Vec::new();
+        let mut out = Pending::default();
         if batch.is_empty() {
             let now = self.clock.now().max(self.correlator.watermark());
-            events = self.correlator.tick(now);
+            let events = self.correlator.tick(now);
+            self.apply_effects(events, &mut out)?;
         }
         for rec in &batch {
             let result = decode(&rec.payload).map_err(|e| e.to_string()).and_then(|alarm| {
@@ -236,79 +248,93 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
                 })
             });
             match result {
-                Ok(evs) => events.extend(evs),
+                Ok(events) => self.apply_effects(events, &mut out)?,
                 Err(reason) => {
                     tracing::warn!(partition = rec.partition, offset = rec.offset, %reason, "alarm dead-lettered");
                     let key = rec.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-                    dlq.push((key, json(&DlqRecord::new(rec, reason, self.clock.now()))));
+                    out.dlq.push((key, json(&DlqRecord::new(rec, reason, self.clock.now()))));
                 }
             }
         }
         self.stats.alarms_read.fetch_add(batch.len() as u64, Relaxed);
-        self.stats.alarms_dead_lettered.fetch_add(dlq.len() as u64, Relaxed);
-        produce_all(&self.producer, &self.cfg.kafka.topics.dlq, &dlq).await?;
-        self.append(&events).await?;
-        let touched: BTreeSet<IncidentId> = events.iter().map(|e| e.incident_id.clone()).collect();
-        for id in &touched {
-            self.effects(id).await?;
-        }
+        self.stats.alarms_dead_lettered.fetch_add(out.dlq.len() as u64, Relaxed);
+        let changed = !out.events.is_empty();
+        self.write(out).await?;
         self.source.ack(&batch)?;
-        if !touched.is_empty() {
+        if changed {
             self.publish_counts();
         }
         Ok(())
     }
 
-    async fn append(&mut self, events: &[IncidentEvent]) -> Result<(), TopologyError> {
-        for e in events {
+    /// Record `events` and plan what they call for, in order, so an
+    /// incident declared and resolved within one batch still gets both its
+    /// "down" and its "restored" effects.
+    fn apply_effects(&mut self, events: Vec<IncidentEvent>, out: &mut Pending) -> Result<(), TopologyError> {
+        let touched: BTreeSet<IncidentId> = events.iter().map(|e| e.incident_id.clone()).collect();
+        out.events.extend(events);
+        for id in &touched {
+            self.plan_effects(id, out)?;
+        }
+        Ok(())
+    }
+
+    /// Plan one incident's outside effects from its current state; the
+    /// `planned` event is applied at once so the next alarm sees it.
+    fn plan_effects(&mut self, id: &IncidentId, out: &mut Pending) -> Result<(), TopologyError> {
+        let Some(inc) = self.correlator.incident(id) else { return Ok(()) };
+        let now = self.clock.now();
+        let told = !inc.notified_postcodes.is_empty();
+        let plan = match inc.state {
+            IncidentState::Declared => Some((Phase::Down, self.planner.plan_down(inc, now))),
+            IncidentState::Resolved if told && !inc.restored_planned => {
+                Some((Phase::Restored, self.planner.plan_restored(inc, now)))
+            }
+            _ => None,
+        };
+        if matches!(inc.state, IncidentState::Declared | IncidentState::Resolved | IncidentState::Cancelled) {
+            out.ivr.extend(self.planner.ivr(inc, now));
+        }
+        let Some((phase, plan)) = plan else { return Ok(()) };
+        if plan.postcodes.is_empty() && phase == Phase::Down {
+            return Ok(());
+        }
+        let n = plan.actions.len() as u64;
+        out.actions.extend(plan.actions.iter().map(|a: &Action| (a.customer_id.clone(), json(a))));
+        let kind = EventKind::Planned { phase, postcodes: plan.postcodes, actions: n };
+        out.events.push(self.correlator.append(id, now, "planner", kind)?);
+        tracing::info!(incident = %id, ?phase, actions = n, "actions planned");
+        Ok(())
+    }
+
+    /// Write a step's output in the order the restart rules need: dead
+    /// letters and actions, then the incident events (whose `planned`
+    /// records those actions), then the IVR state.
+    async fn write(&mut self, out: Pending) -> Result<(), TopologyError> {
+        let topics = &self.cfg.kafka.topics;
+        produce_all(&self.producer, &topics.dlq, &out.dlq).await?;
+        produce_all(&self.producer, &topics.actions, &out.actions).await?;
+        self.stats.actions_planned.fetch_add(out.actions.len() as u64, Relaxed);
+        for e in &out.events {
             tracing::info!(incident = %e.incident_id, seq = e.seq, kind = kind_name(&e.kind), "incident event");
             if matches!(e.kind, EventKind::Declared { .. }) {
                 let mut first = self.stats.first_declared_at.lock().unwrap_or_else(|p| p.into_inner());
                 *first = Some(first.map_or(e.at, |f| f.min(e.at)));
             }
         }
-        let records: Vec<_> = events.iter().map(|e| (e.incident_id.0.clone(), json(e))).collect();
-        produce_all(&self.producer, &self.cfg.kafka.topics.incidents, &records).await?;
-        self.stats.events_appended.fetch_add(events.len() as u64, Relaxed);
-        Ok(())
-    }
-
-    /// Bring one incident's outside effects up to date with its state.
-    async fn effects(&mut self, id: &IncidentId) -> Result<(), TopologyError> {
-        let Some(inc) = self.correlator.incident(id) else { return Ok(()) };
-        let now = self.clock.now();
-        let (state, restored_planned, told) = (inc.state, inc.restored_planned, !inc.notified_postcodes.is_empty());
-        let plan = match state {
-            IncidentState::Declared => Some((Phase::Down, self.planner.plan_down(inc, now))),
-            IncidentState::Resolved if told && !restored_planned => {
-                Some((Phase::Restored, self.planner.plan_restored(inc, now)))
-            }
-            _ => None,
-        };
-        let ivr = match state {
-            IncidentState::Declared | IncidentState::Resolved | IncidentState::Cancelled => self.planner.ivr(inc, now),
-            _ => vec![],
-        };
-        for u in &ivr {
+        let records: Vec<_> = out.events.iter().map(|e| (e.incident_id.0.clone(), json(e))).collect();
+        produce_all(&self.producer, &topics.incidents, &records).await?;
+        self.stats.events_appended.fetch_add(records.len() as u64, Relaxed);
+        for u in &out.ivr {
             if self.ivr.upsert(u).await? == Delivery::Done {
                 self.stats.ivr_upserts.fetch_add(1, Relaxed);
                 if u.active {
                     let _ = self.stats.first_ivr_flip.set(Instant::now());
                 }
-                tracing::info!(incident = %id, region = %u.region, active = u.active, "IVR announcement set");
+                tracing::info!(incident = %u.incident_id, region = %u.region, active = u.active, "IVR announcement set");
             }
         }
-        let Some((phase, plan)) = plan else { return Ok(()) };
-        if plan.postcodes.is_empty() && phase == Phase::Down {
-            return Ok(());
-        }
-        let records: Vec<_> = plan.actions.iter().map(|a: &Action| (a.customer_id.clone(), json(a))).collect();
-        produce_all(&self.producer, &self.cfg.kafka.topics.actions, &records).await?;
-        self.stats.actions_planned.fetch_add(records.len() as u64, Relaxed);
-        let kind = EventKind::Planned { phase, postcodes: plan.postcodes, actions: records.len() as u64 };
-        let ev = self.correlator.append(id, now, "planner", kind)?;
-        tracing::info!(incident = %id, ?phase, actions = records.len(), "actions planned");
-        self.append(std::slice::from_ref(&ev)).await
+        Ok(())
     }
 
     fn publish_counts(&self) {
