@@ -76,7 +76,12 @@ pub struct Summary {
     pub bootstrap: String,
 }
 
-pub async fn run(mut cfg: Config, opts: DemoOptions, shutdown: Shutdown, trigger: ShutdownTrigger) -> Result<Summary, DemoError> {
+pub async fn run(
+    mut cfg: Config,
+    opts: DemoOptions,
+    shutdown: Shutdown,
+    trigger: ShutdownTrigger,
+) -> Result<Summary, DemoError> {
     let t0 = Instant::now();
     let io = |path: &PathBuf| {
         let path = path.clone();
@@ -94,7 +99,11 @@ pub async fn run(mut cfg: Config, opts: DemoOptions, shutdown: Shutdown, trigger
         "reference data loaded"
     );
     let broker = Broker::connect(&cfg.kafka).await?;
-    eprintln!("Kafka (embedded mock cluster) at {} — attach with: kcat -b {} -L", broker.bootstrap(), broker.bootstrap());
+    eprintln!(
+        "Kafka (embedded mock cluster) at {} — attach with: kcat -b {} -L",
+        broker.bootstrap(),
+        broker.bootstrap()
+    );
 
     // A storm whose events all lie in the past: start 5 h 30 min ago.
     let scenario_cfg =

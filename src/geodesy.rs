@@ -77,16 +77,15 @@ pub fn union_of_circles(circles: impl IntoIterator<Item = (GeoPoint, f64)>) -> M
 /// GeoJSON geometry object for a multipolygon.
 pub fn to_geojson(mp: &MultiPolygon<f64>) -> serde_json::Value {
     let round = |v: f64| (v * 1e5).round() / 1e5;
-    let polys: Vec<_> = mp
-        .0
-        .iter()
-        .map(|p| {
-            std::iter::once(p.exterior())
-                .chain(p.interiors())
-                .map(|ring| ring.0.iter().map(|c| vec![round(c.x), round(c.y)]).collect::<Vec<_>>())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let polys: Vec<_> =
+        mp.0.iter()
+            .map(|p| {
+                std::iter::once(p.exterior())
+                    .chain(p.interiors())
+                    .map(|ring| ring.0.iter().map(|c| vec![round(c.x), round(c.y)]).collect::<Vec<_>>())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
     serde_json::json!({ "type": "MultiPolygon", "coordinates": polys })
 }
 

@@ -123,7 +123,11 @@ impl Broker {
                     embedded.create_topic(t, cfg.partitions)?;
                 }
                 tracing::info!(bootstrap = embedded.bootstrap(), "embedded Kafka (librdkafka mock cluster) started");
-                Broker { bootstrap: embedded.bootstrap().to_string(), client, embedded: Some(std::sync::Arc::new(embedded)) }
+                Broker {
+                    bootstrap: embedded.bootstrap().to_string(),
+                    client,
+                    embedded: Some(std::sync::Arc::new(embedded)),
+                }
             }
             Some(b) => {
                 let broker = Broker { bootstrap: b.clone(), client, embedded: None };

@@ -65,29 +65,18 @@ struct CustomerRow {
 
 /// Read every row of a CSV file with a header into `T`, converting each with
 /// `check`; the first bad row stops the load with its file and line.
-fn read_csv<R, T>(
-    path: &Path,
-    mut check: impl FnMut(R) -> Result<T, String>,
-) -> Result<Vec<T>, RefDataError>
+fn read_csv<R, T>(path: &Path, mut check: impl FnMut(R) -> Result<T, String>) -> Result<Vec<T>, RefDataError>
 where
     R: for<'de> Deserialize<'de>,
 {
-    let file = std::fs::File::open(path).map_err(|source| RefDataError::Io {
-        file: path.to_path_buf(),
-        source,
-    })?;
-    let mut rdr = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(std::io::BufReader::with_capacity(1 << 20, file));
+    let file = std::fs::File::open(path).map_err(|source| RefDataError::Io { file: path.to_path_buf(), source })?;
+    let mut rdr =
+        csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(std::io::BufReader::with_capacity(1 << 20, file));
     let mut out = Vec::new();
     let mut rec = csv::StringRecord::new();
     let headers = rdr
         .headers()
-        .map_err(|e| RefDataError::Row {
-            file: path.to_path_buf(),
-            line: 1,
-            message: e.to_string(),
-        })?
+        .map_err(|e| RefDataError::Row { file: path.to_path_buf(), line: 1, message: e.to_string() })?
         .clone();
     loop {
         let line = rdr.position().line();
@@ -239,11 +228,7 @@ impl RefData {
             }
         }
         let site_tree = RTree::bulk_load(
-            sites
-                .iter()
-                .enumerate()
-                .map(|(i, s)| Indexed::new(GeoPoint::new(s.lat, s.lon).xyz(), i as u32))
-                .collect(),
+            sites.iter().enumerate().map(|(i, s)| Indexed::new(GeoPoint::new(s.lat, s.lon).xyz(), i as u32)).collect(),
         );
         let mut seen = std::collections::HashSet::with_capacity(postcodes.len());
         for p in &postcodes {
@@ -289,16 +274,12 @@ impl RefData {
 
     /// Sites whose centre is within `km` of `p` (great-circle).
     pub fn sites_within(&self, p: GeoPoint, km: f64) -> impl Iterator<Item = u32> + '_ {
-        self.site_tree
-            .locate_within_distance(p.xyz(), geodesy::chord2_for_km(km))
-            .map(|e| e.data)
+        self.site_tree.locate_within_distance(p.xyz(), geodesy::chord2_for_km(km)).map(|e| e.data)
     }
 
     /// Postcodes whose centroid is within `km` of `p`.
     pub fn postcodes_within(&self, p: GeoPoint, km: f64) -> impl Iterator<Item = u32> + '_ {
-        self.postcode_tree
-            .locate_within_distance(p.xyz(), geodesy::chord2_for_km(km))
-            .map(|e| e.data)
+        self.postcode_tree.locate_within_distance(p.xyz(), geodesy::chord2_for_km(km)).map(|e| e.data)
     }
 
     pub fn customers_in(&self, postcode: &str) -> &[u32] {

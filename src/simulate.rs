@@ -51,12 +51,8 @@ pub const CAUSE_EQUIPMENT: &str = "equipment failure";
 pub const CAUSE_LOSS_OF_SIGNAL: &str = "loss of signal";
 /// Every service-affecting cause the simulator emits; a correlator
 /// configuration must treat these as "site down" for the scenario to work.
-pub const SERVICE_AFFECTING_CAUSES: [&str; 4] = [
-    CAUSE_MAINS_POWER,
-    CAUSE_BACKHAUL,
-    CAUSE_EQUIPMENT,
-    CAUSE_LOSS_OF_SIGNAL,
-];
+pub const SERVICE_AFFECTING_CAUSES: [&str; 4] =
+    [CAUSE_MAINS_POWER, CAUSE_BACKHAUL, CAUSE_EQUIPMENT, CAUSE_LOSS_OF_SIGNAL];
 /// The non-service-affecting causes of the `minor`/`warning` noise alarms.
 pub const NON_SERVICE_AFFECTING_CAUSES: [&str; 2] = ["high temperature", "door open"];
 
@@ -145,9 +141,7 @@ impl Default for ScenarioConfig {
 /// The default t = 0: 2026-11-23T06:00:00Z, fixed so that default runs are
 /// reproducible.
 fn default_start() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 23, 6, 0, 0)
-        .single()
-        .expect("a valid fixed date")
+    Utc.with_ymd_and_hms(2026, 11, 23, 6, 0, 0).single().expect("a valid fixed date")
 }
 
 /// A generated scenario: the feed and the answer.
@@ -240,31 +234,15 @@ pub fn generate(sites: &[Site], cfg: &ScenarioConfig) -> Result<Scenario, Simula
     validate(sites, cfg)?;
     let mut order: Vec<usize> = (0..sites.len()).collect();
     order.sort_unstable_by(|&a, &b| sites[a].site_id.cmp(&sites[b].site_id));
-    let pts: Vec<V3> = sites
-        .iter()
-        .map(|s| GeoPoint::new(s.lat, s.lon).xyz())
-        .collect();
+    let pts: Vec<V3> = sites.iter().map(|s| GeoPoint::new(s.lat, s.lon).xyz()).collect();
 
     let groups = eligible_groups(sites, &order, &pts);
     if cfg.power_failures > groups.len() {
-        return Err(SimulateError::NotEnoughGroups {
-            requested: cfg.power_failures,
-            available: groups.len(),
-        });
+        return Err(SimulateError::NotEnoughGroups { requested: cfg.power_failures, available: groups.len() });
     }
 
-    let tracks = pick_tracks(
-        &mut phase_rng(cfg.seed, STREAM_TRACKS),
-        &order,
-        &pts,
-        cfg.storms,
-    );
-    let chosen = pick_groups(
-        &mut phase_rng(cfg.seed, STREAM_GROUPS),
-        &groups,
-        &tracks,
-        cfg.power_failures,
-    );
+    let tracks = pick_tracks(&mut phase_rng(cfg.seed, STREAM_TRACKS), &order, &pts, cfg.storms);
+    let chosen = pick_groups(&mut phase_rng(cfg.seed, STREAM_GROUPS), &groups, &tracks, cfg.power_failures);
 
     let mut em = Emitter::new(cfg, sites);
     let mut claimed = vec![false; sites.len()];
@@ -279,11 +257,7 @@ pub fn generate(sites: &[Site], cfg: &ScenarioConfig) -> Result<Scenario, Simula
         for &i in &groups[g].members {
             let raise = t0 + rng.random_range(0..=120);
             let clear = restore + rng.random_range(0..=600);
-            let cause = if rng.random_bool(BACKHAUL_SHARE) {
-                CAUSE_BACKHAUL
-            } else {
-                CAUSE_MAINS_POWER
-            };
+            let cause = if rng.random_bool(BACKHAUL_SHARE) { CAUSE_BACKHAUL } else { CAUSE_MAINS_POWER };
             em.condition(i, Severity::Critical, cause, raise, clear);
             claimed[i] = true;
             (first, last) = (first.min(raise), last.max(clear));
@@ -294,11 +268,8 @@ pub fn generate(sites: &[Site], cfg: &ScenarioConfig) -> Result<Scenario, Simula
     // Storms, on the sites no power failure took.
     let mut rng = phase_rng(cfg.seed, STREAM_STORM);
     for track in &tracks {
-        let mut reached: Vec<(i64, usize)> = order
-            .iter()
-            .filter(|&&i| !claimed[i])
-            .filter_map(|&i| track.arrival_s(pts[i]).map(|t| (t, i)))
-            .collect();
+        let mut reached: Vec<(i64, usize)> =
+            order.iter().filter(|&&i| !claimed[i]).filter_map(|&i| track.arrival_s(pts[i]).map(|t| (t, i))).collect();
         let mut down = vec![false; reached.len()];
         for d in down.iter_mut() {
             *d = rng.random_bool(STORM_DOWN_PROBABILITY);
@@ -328,11 +299,7 @@ pub fn generate(sites: &[Site], cfg: &ScenarioConfig) -> Result<Scenario, Simula
         let mut members = Vec::with_capacity(reached.len());
         for &(t, i) in &reached {
             let clear = t + rng.random_range(30 * 60..=180 * 60);
-            let cause = if rng.random_bool(0.5) {
-                CAUSE_EQUIPMENT
-            } else {
-                CAUSE_LOSS_OF_SIGNAL
-            };
+            let cause = if rng.random_bool(0.5) { CAUSE_EQUIPMENT } else { CAUSE_LOSS_OF_SIGNAL };
             em.condition(i, Severity::Major, cause, t, clear);
             claimed[i] = true;
             members.push(i);
@@ -350,15 +317,9 @@ pub fn generate(sites: &[Site], cfg: &ScenarioConfig) -> Result<Scenario, Simula
             let i = order[pick(&mut rng, order.len())];
             let p = pts[i];
             let ok = !claimed[i]
-                && chosen
-                    .iter()
-                    .all(|&g| groups[g].gap_km(p) >= NOISE_SEPARATION_KM)
-                && tracks
-                    .iter()
-                    .all(|t| t.distance_km(p) - t.radius_km >= NOISE_SEPARATION_KM)
-                && flaps
-                    .iter()
-                    .all(|&f| km_between(p, pts[f]) >= NOISE_SEPARATION_KM);
+                && chosen.iter().all(|&g| groups[g].gap_km(p) >= NOISE_SEPARATION_KM)
+                && tracks.iter().all(|t| t.distance_km(p) - t.radius_km >= NOISE_SEPARATION_KM)
+                && flaps.iter().all(|&f| km_between(p, pts[f]) >= NOISE_SEPARATION_KM);
             ok.then_some(i)
         }) else {
             continue; // No room left for an isolated flap.
@@ -384,21 +345,10 @@ pub fn generate(sites: &[Site], cfg: &ScenarioConfig) -> Result<Scenario, Simula
             continue;
         };
         noise.insert(i);
-        let severity = if rng.random_bool(0.5) {
-            Severity::Minor
-        } else {
-            Severity::Warning
-        };
-        let cause =
-            NON_SERVICE_AFFECTING_CAUSES[pick(&mut rng, NON_SERVICE_AFFECTING_CAUSES.len())];
+        let severity = if rng.random_bool(0.5) { Severity::Minor } else { Severity::Warning };
+        let cause = NON_SERVICE_AFFECTING_CAUSES[pick(&mut rng, NON_SERVICE_AFFECTING_CAUSES.len())];
         let raise = rng.random_range(0..NOISE_SPAN_S);
-        em.condition(
-            i,
-            severity,
-            cause,
-            raise,
-            raise + rng.random_range(60..=900),
-        );
+        em.condition(i, severity, cause, raise, raise + rng.random_range(60..=900));
     }
 
     let at = |s: i64| cfg.start + TimeDelta::seconds(s);
@@ -407,33 +357,19 @@ pub fn generate(sites: &[Site], cfg: &ScenarioConfig) -> Result<Scenario, Simula
         .map(|(kind, members, first, last)| {
             let mut ids: Vec<String> = members.iter().map(|&i| sites[i].site_id.clone()).collect();
             ids.sort_unstable();
-            TruthIncident {
-                id: String::new(),
-                kind,
-                sites: ids,
-                start: at(first),
-                end: at(last),
-            }
+            TruthIncident { id: String::new(), kind, sites: ids, start: at(first), end: at(last) }
         })
         .collect();
     truth_incidents.sort_by(|a, b| (a.start, &a.sites).cmp(&(b.start, &b.sites)));
     for (k, inc) in truth_incidents.iter_mut().enumerate() {
         inc.id = format!("T{}", k + 1);
     }
-    let mut noise_sites: Vec<String> = noise
-        .into_iter()
-        .map(|i| sites[i].site_id.clone())
-        .collect();
+    let mut noise_sites: Vec<String> = noise.into_iter().map(|i| sites[i].site_id.clone()).collect();
     noise_sites.sort_unstable();
 
     Ok(Scenario {
         alarms: em.finish(),
-        truth: GroundTruth {
-            seed: cfg.seed,
-            start: cfg.start,
-            incidents: truth_incidents,
-            noise_sites,
-        },
+        truth: GroundTruth { seed: cfg.seed, start: cfg.start, incidents: truth_incidents, noise_sites },
     })
 }
 
@@ -467,27 +403,14 @@ fn validate(sites: &[Site], cfg: &ScenarioConfig) -> Result<(), SimulateError> {
         )));
     }
     if cfg.max_jitter_s < 0 {
-        return Err(SimulateError::InvalidConfig(format!(
-            "max_jitter_s must be ≥ 0, got {}",
-            cfg.max_jitter_s
-        )));
+        return Err(SimulateError::InvalidConfig(format!("max_jitter_s must be ≥ 0, got {}", cfg.max_jitter_s)));
     }
-    if cfg
-        .start
-        .checked_add_signed(TimeDelta::seconds(MAX_OFFSET_S))
-        .is_none()
-    {
-        return Err(SimulateError::InvalidConfig(format!(
-            "start {} is too late",
-            cfg.start
-        )));
+    if cfg.start.checked_add_signed(TimeDelta::seconds(MAX_OFFSET_S)).is_none() {
+        return Err(SimulateError::InvalidConfig(format!("start {} is too late", cfg.start)));
     }
     let mut seen = BTreeSet::new();
     for s in sites {
-        let bad = |reason: &str| SimulateError::InvalidSite {
-            site_id: s.site_id.clone(),
-            reason: reason.into(),
-        };
+        let bad = |reason: &str| SimulateError::InvalidSite { site_id: s.site_id.clone(), reason: reason.into() };
         if !(s.lat.is_finite() && (-90.0..=90.0).contains(&s.lat)) {
             return Err(bad("latitude outside [-90, 90]"));
         }
@@ -524,11 +447,7 @@ fn dot(a: V3, b: V3) -> f64 {
 }
 
 fn cross(a: V3, b: V3) -> V3 {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
+    [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
 }
 
 fn norm(a: V3) -> f64 {
@@ -580,20 +499,9 @@ fn eligible_groups(sites: &[Site], order: &[usize], pts: &[V3]) -> Vec<Group> {
             let sum = members.iter().fold([0.0; 3], |acc, &i| add(acc, pts[i]));
             let n = norm(sum);
             // Members spread over half the globe have no centroid; any member will do.
-            let centroid = if n > 1e-9 {
-                scale(sum, 1.0 / n)
-            } else {
-                pts[members[0]]
-            };
-            let radius_km = members
-                .iter()
-                .map(|&i| km_between(pts[i], centroid))
-                .fold(0.0, f64::max);
-            Group {
-                members,
-                centroid,
-                radius_km,
-            }
+            let centroid = if n > 1e-9 { scale(sum, 1.0 / n) } else { pts[members[0]] };
+            let radius_km = members.iter().map(|&i| km_between(pts[i], centroid)).fold(0.0, f64::max);
+            Group { members, centroid, radius_km }
         })
         .collect()
 }
@@ -605,12 +513,9 @@ fn pick_groups(rng: &mut ChaCha8Rng, groups: &[Group], tracks: &[Track], n: usiz
     let mut chosen: Vec<usize> = Vec::with_capacity(n);
     for _ in 0..n {
         let slack = |g: &Group, chosen: &[usize]| {
-            let to_groups = chosen.iter().map(|&c| {
-                km_between(g.centroid, groups[c].centroid) - g.radius_km - groups[c].radius_km
-            });
-            let to_tracks = tracks
-                .iter()
-                .map(|t| t.distance_km(g.centroid) - t.radius_km - g.radius_km);
+            let to_groups =
+                chosen.iter().map(|&c| km_between(g.centroid, groups[c].centroid) - g.radius_km - groups[c].radius_km);
+            let to_tracks = tracks.iter().map(|t| t.distance_km(g.centroid) - t.radius_km - g.radius_km);
             to_groups.chain(to_tracks).fold(f64::INFINITY, f64::min) - INCIDENT_SEPARATION_KM
         };
         let mut best: Option<(f64, usize)> = None;
@@ -658,15 +563,7 @@ struct Track {
 
 impl Track {
     fn new(a: V3, dir: V3, len_km: f64, radius_km: f64, speed_kmh: f64, start_s: i64) -> Self {
-        Track {
-            a,
-            dir,
-            pole: cross(a, dir),
-            len_km,
-            radius_km,
-            speed_kmh,
-            start_s,
-        }
+        Track { a, dir, pole: cross(a, dir), len_km, radius_km, speed_kmh, start_s }
     }
 
     fn point_at(&self, s_km: f64) -> V3 {
@@ -701,8 +598,7 @@ impl Track {
         let (xt, at) = self.locate(p);
         // On the sphere, cos d = cos(xt) · cos(s − at): solve d = radius.
         let r = self.radius_km / EARTH_RADIUS_KM;
-        let half =
-            ((r.cos() / (xt / EARTH_RADIUS_KM).cos()).clamp(-1.0, 1.0)).acos() * EARTH_RADIUS_KM;
+        let half = ((r.cos() / (xt / EARTH_RADIUS_KM).cos()).clamp(-1.0, 1.0)).acos() * EARTH_RADIUS_KM;
         let s = (at - half).clamp(0.0, self.len_km);
         Some(self.start_s + (s / self.speed_kmh * 3600.0).round() as i64)
     }
@@ -724,11 +620,9 @@ fn pick_tracks(rng: &mut ChaCha8Rng, order: &[usize], pts: &[V3], n: usize) -> V
         let mut best: Option<(f64, Track)> = None;
         for _ in 0..TRACK_ATTEMPTS {
             let t = random_track(rng, order, pts);
-            let slack = tracks
-                .iter()
-                .map(|o| t.path_gap_km(o) - t.radius_km - o.radius_km)
-                .fold(f64::INFINITY, f64::min)
-                - INCIDENT_SEPARATION_KM;
+            let slack =
+                tracks.iter().map(|o| t.path_gap_km(o) - t.radius_km - o.radius_km).fold(f64::INFINITY, f64::min)
+                    - INCIDENT_SEPARATION_KM;
             let done = slack >= 0.0;
             if best.as_ref().is_none_or(|(b, _)| slack > *b) {
                 best = Some((slack, t));
@@ -763,25 +657,14 @@ fn random_track(rng: &mut ChaCha8Rng, order: &[usize], pts: &[V3]) -> Track {
             farthest = (d, i);
         }
     }
-    let b = if far.is_empty() {
-        farthest.1
-    } else {
-        far[pick(rng, far.len())]
-    };
+    let b = if far.is_empty() { farthest.1 } else { far[pick(rng, far.len())] };
     let (b, dist_km) = (pts[b], km_between(a, pts[b]));
 
     let toward = add(b, scale(a, -dot(a, b)));
     let travel_km = speed_kmh * hours;
     if dist_km >= 1.0 && norm(toward) > 1e-9 {
         let dir = scale(toward, 1.0 / norm(toward));
-        Track::new(
-            a,
-            dir,
-            travel_km.min(dist_km),
-            radius_km,
-            speed_kmh,
-            start_s,
-        )
+        Track::new(a, dir, travel_km.min(dist_km), radius_km, speed_kmh, start_s)
     } else {
         // All sites in one spot: any heading will do.
         let bearing = rng.random_range(0.0..std::f64::consts::TAU);
@@ -849,15 +732,7 @@ impl<'a> Emitter<'a> {
         self.push(&id, i, AlarmState::Cleared, severity, cause, clear_s);
     }
 
-    fn push(
-        &mut self,
-        id: &str,
-        i: usize,
-        state: AlarmState,
-        severity: Severity,
-        cause: &str,
-        event_s: i64,
-    ) {
+    fn push(&mut self, id: &str, i: usize, state: AlarmState, severity: Severity, cause: &str, event_s: i64) {
         let alarm = Alarm {
             alarm_id: id.to_string(),
             site_id: self.sites[i].site_id.clone(),
@@ -869,11 +744,7 @@ impl<'a> Emitter<'a> {
             lon: None,
         };
         let seq = self.out.len();
-        self.out.push(Pending {
-            event_s,
-            seq,
-            alarm,
-        });
+        self.out.push(Pending { event_s, seq, alarm });
     }
 
     /// The alarms in publication order: event time plus a jitter in
@@ -883,13 +754,7 @@ impl<'a> Emitter<'a> {
         let mut keyed: Vec<(i64, Pending)> = self
             .out
             .into_iter()
-            .map(|p| {
-                (
-                    p.event_s
-                        .saturating_add(rng.random_range(0..=self.max_jitter_s)),
-                    p,
-                )
-            })
+            .map(|p| (p.event_s.saturating_add(rng.random_range(0..=self.max_jitter_s)), p))
             .collect();
         keyed.sort_unstable_by_key(|(publish_s, p)| (*publish_s, p.event_s, p.seq));
         keyed.into_iter().map(|(_, p)| p.alarm).collect()
@@ -920,10 +785,7 @@ mod tests {
     }
 
     fn cfg(seed: u64) -> ScenarioConfig {
-        ScenarioConfig {
-            seed,
-            ..Default::default()
-        }
+        ScenarioConfig { seed, ..Default::default() }
     }
 
     fn by_alarm_id(alarms: &[Alarm]) -> BTreeMap<&str, Vec<&Alarm>> {
@@ -960,82 +822,41 @@ mod tests {
         for seed in 0..10 {
             let s = generate(&sites, &cfg(seed)).unwrap();
             let kinds: Vec<TruthKind> = s.truth.incidents.iter().map(|i| i.kind).collect();
-            assert_eq!(
-                kinds.iter().filter(|&&k| k == TruthKind::Power).count(),
-                2,
-                "seed {seed}"
-            );
-            assert_eq!(
-                kinds.iter().filter(|&&k| k == TruthKind::Storm).count(),
-                1,
-                "seed {seed}"
-            );
+            assert_eq!(kinds.iter().filter(|&&k| k == TruthKind::Power).count(), 2, "seed {seed}");
+            assert_eq!(kinds.iter().filter(|&&k| k == TruthKind::Storm).count(), 1, "seed {seed}");
             let ids: Vec<&str> = s.truth.incidents.iter().map(|i| i.id.as_str()).collect();
             assert_eq!(ids, ["T1", "T2", "T3"]);
-            assert!(s
-                .truth
-                .incidents
-                .windows(2)
-                .all(|w| w[0].start <= w[1].start));
+            assert!(s.truth.incidents.windows(2).all(|w| w[0].start <= w[1].start));
             assert!(!s.truth.noise_sites.is_empty(), "seed {seed}");
-            let storm = s
-                .truth
-                .incidents
-                .iter()
-                .find(|i| i.kind == TruthKind::Storm)
-                .unwrap();
-            assert!(
-                storm.sites.len() >= MIN_STORM_SITES,
-                "seed {seed}: {}",
-                storm.sites.len()
-            );
+            let storm = s.truth.incidents.iter().find(|i| i.kind == TruthKind::Storm).unwrap();
+            assert!(storm.sites.len() >= MIN_STORM_SITES, "seed {seed}: {}", storm.sites.len());
         }
     }
 
     #[test]
     fn every_condition_is_one_raise_clear_pair() {
         let sites = grid(40);
-        let cfg = ScenarioConfig {
-            seed: 3,
-            repeat_probability: 0.5,
-            ..Default::default()
-        };
+        let cfg = ScenarioConfig { seed: 3, repeat_probability: 0.5, ..Default::default() };
         let s = generate(&sites, &cfg).unwrap();
         let ids = by_alarm_id(&s.alarms);
         let mut repeated = 0;
         for (id, alarms) in &ids {
             assert!(id.starts_with("SIM-3-"), "{id}");
-            let clears: Vec<_> = alarms
-                .iter()
-                .filter(|a| a.state == AlarmState::Cleared)
-                .collect();
-            let raises: Vec<_> = alarms
-                .iter()
-                .filter(|a| a.state == AlarmState::Raised)
-                .collect();
+            let clears: Vec<_> = alarms.iter().filter(|a| a.state == AlarmState::Cleared).collect();
+            let raises: Vec<_> = alarms.iter().filter(|a| a.state == AlarmState::Raised).collect();
             assert_eq!(clears.len(), 1, "{id}");
             assert!((1..=2).contains(&raises.len()), "{id}");
             repeated += usize::from(raises.len() == 2);
-            assert!(alarms
-                .iter()
-                .all(|a| a.site_id == alarms[0].site_id && a.severity == alarms[0].severity));
-            assert!(alarms
-                .iter()
-                .all(|a| a.probable_cause == alarms[0].probable_cause));
-            assert!(
-                raises.iter().all(|r| r.event_time < clears[0].event_time),
-                "{id}"
-            );
+            assert!(alarms.iter().all(|a| a.site_id == alarms[0].site_id && a.severity == alarms[0].severity));
+            assert!(alarms.iter().all(|a| a.probable_cause == alarms[0].probable_cause));
+            assert!(raises.iter().all(|r| r.event_time < clears[0].event_time), "{id}");
             assert!(alarms.iter().all(|a| a.lat.is_none() && a.lon.is_none()));
         }
         assert!(repeated > 0);
         // Every incident site has exactly one condition, service-affecting.
         let mut per_site: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (id, alarms) in &ids {
-            per_site
-                .entry(alarms[0].site_id.as_str())
-                .or_default()
-                .push(id);
+            per_site.entry(alarms[0].site_id.as_str()).or_default().push(id);
         }
         for inc in &s.truth.incidents {
             for site in &inc.sites {
@@ -1043,60 +864,33 @@ mod tests {
                 assert_eq!(conds.len(), 1, "{site}");
                 let a = ids[conds[0]][0];
                 assert!(SERVICE_AFFECTING_CAUSES.contains(&a.probable_cause.as_str()));
-                let want = if inc.kind == TruthKind::Power {
-                    Severity::Critical
-                } else {
-                    Severity::Major
-                };
+                let want = if inc.kind == TruthKind::Power { Severity::Critical } else { Severity::Major };
                 assert_eq!(a.severity, want);
             }
             // Start and end are the first raise and the last clear.
-            let times = inc
-                .sites
-                .iter()
-                .flat_map(|site| &ids[per_site[site.as_str()][0]]);
-            let first = times
-                .clone()
-                .filter(|a| a.state == AlarmState::Raised)
-                .map(|a| a.event_time)
-                .min();
-            let last = times
-                .filter(|a| a.state == AlarmState::Cleared)
-                .map(|a| a.event_time)
-                .max();
+            let times = inc.sites.iter().flat_map(|site| &ids[per_site[site.as_str()][0]]);
+            let first = times.clone().filter(|a| a.state == AlarmState::Raised).map(|a| a.event_time).min();
+            let last = times.filter(|a| a.state == AlarmState::Cleared).map(|a| a.event_time).max();
             assert_eq!((first, last), (Some(inc.start), Some(inc.end)));
         }
         // Every alarmed site is either in an incident or noise.
-        let truth_sites: BTreeSet<&str> = s
-            .truth
-            .incidents
-            .iter()
-            .flat_map(|i| i.sites.iter().map(String::as_str))
-            .collect();
+        let truth_sites: BTreeSet<&str> =
+            s.truth.incidents.iter().flat_map(|i| i.sites.iter().map(String::as_str)).collect();
         for site in per_site.keys() {
-            assert!(
-                truth_sites.contains(site) || s.truth.noise_sites.iter().any(|n| n == site),
-                "{site}"
-            );
+            assert!(truth_sites.contains(site) || s.truth.noise_sites.iter().any(|n| n == site), "{site}");
         }
     }
 
     #[test]
     fn noise_sites_are_never_in_incidents_and_flaps_are_isolated() {
         let sites = grid(40);
-        let pos: BTreeMap<&str, V3> = sites
-            .iter()
-            .map(|s| (s.site_id.as_str(), GeoPoint::new(s.lat, s.lon).xyz()))
-            .collect();
+        let pos: BTreeMap<&str, V3> =
+            sites.iter().map(|s| (s.site_id.as_str(), GeoPoint::new(s.lat, s.lon).xyz())).collect();
         for seed in 0..10 {
             let s = generate(&sites, &cfg(seed)).unwrap();
             assert!(s.truth.noise_sites.windows(2).all(|w| w[0] < w[1]));
-            let truth_sites: Vec<&str> = s
-                .truth
-                .incidents
-                .iter()
-                .flat_map(|i| i.sites.iter().map(String::as_str))
-                .collect();
+            let truth_sites: Vec<&str> =
+                s.truth.incidents.iter().flat_map(|i| i.sites.iter().map(String::as_str)).collect();
             let unique: BTreeSet<&str> = truth_sites.iter().copied().collect();
             assert_eq!(unique.len(), truth_sites.len(), "incidents overlap");
             for n in &s.truth.noise_sites {
@@ -1111,10 +905,7 @@ mod tests {
             assert!(!flap_sites.is_empty());
             for f in &flap_sites {
                 for t in &unique {
-                    assert!(
-                        km_between(pos[f], pos[t]) >= NOISE_SEPARATION_KM,
-                        "seed {seed}: {f} near {t}"
-                    );
+                    assert!(km_between(pos[f], pos[t]) >= NOISE_SEPARATION_KM, "seed {seed}: {f} near {t}");
                 }
                 for g in &flap_sites {
                     assert!(f == g || km_between(pos[f], pos[g]) >= NOISE_SEPARATION_KM);
@@ -1134,36 +925,17 @@ mod tests {
         let sites = grid(40);
         let mut groups: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for s in &sites {
-            groups
-                .entry(s.group_id.as_deref().unwrap())
-                .or_default()
-                .push(s.site_id.clone());
+            groups.entry(s.group_id.as_deref().unwrap()).or_default().push(s.site_id.clone());
         }
         for seed in 0..10 {
             let s = generate(&sites, &cfg(seed)).unwrap();
-            let power: Vec<&TruthIncident> = s
-                .truth
-                .incidents
-                .iter()
-                .filter(|i| i.kind == TruthKind::Power)
-                .collect();
+            let power: Vec<&TruthIncident> = s.truth.incidents.iter().filter(|i| i.kind == TruthKind::Power).collect();
             for inc in &power {
                 assert!(inc.sites.windows(2).all(|w| w[0] < w[1]));
-                assert_eq!(
-                    groups.values().filter(|g| **g == inc.sites).count(),
-                    1,
-                    "seed {seed}"
-                );
+                assert_eq!(groups.values().filter(|g| **g == inc.sites).count(), 1, "seed {seed}");
                 // Raises within 2 min of each other, clears 45–130 min after the start.
-                let mine: Vec<&Alarm> = s
-                    .alarms
-                    .iter()
-                    .filter(|a| inc.sites.contains(&a.site_id))
-                    .collect();
-                let first_raise = mine
-                    .iter()
-                    .filter(|a| a.state == AlarmState::Raised)
-                    .map(|a| a.event_time);
+                let mine: Vec<&Alarm> = s.alarms.iter().filter(|a| inc.sites.contains(&a.site_id)).collect();
+                let first_raise = mine.iter().filter(|a| a.state == AlarmState::Raised).map(|a| a.event_time);
                 let first_raise = first_raise.min().unwrap();
                 for a in &mine {
                     let dt = (a.event_time - first_raise).num_seconds();
@@ -1182,11 +954,7 @@ mod tests {
     fn publication_order_is_within_the_jitter_of_event_order() {
         let sites = grid(40);
         for max_jitter_s in [0, 5, 20, 120] {
-            let cfg = ScenarioConfig {
-                seed: 11,
-                max_jitter_s,
-                ..Default::default()
-            };
+            let cfg = ScenarioConfig { seed: 11, max_jitter_s, ..Default::default() };
             let s = generate(&sites, &cfg).unwrap();
             let mut latest = s.alarms[0].event_time;
             let mut out_of_order = 0;
@@ -1196,33 +964,19 @@ mod tests {
                 out_of_order += usize::from(lag > 0);
                 latest = latest.max(a.event_time);
             }
-            assert_eq!(
-                out_of_order == 0,
-                max_jitter_s == 0,
-                "jitter {max_jitter_s}"
-            );
+            assert_eq!(out_of_order == 0, max_jitter_s == 0, "jitter {max_jitter_s}");
         }
     }
 
     #[test]
     fn write_jsonl_lines_parse_back() {
         let sites = grid(20);
-        let s = generate(
-            &sites,
-            &ScenarioConfig {
-                power_failures: 1,
-                ..cfg(5)
-            },
-        )
-        .unwrap();
+        let s = generate(&sites, &ScenarioConfig { power_failures: 1, ..cfg(5) }).unwrap();
         let mut buf = Vec::new();
         write_jsonl(&s.alarms, &mut buf).unwrap();
         let text = String::from_utf8(buf).unwrap();
         assert!(text.ends_with('\n'));
-        let back: Vec<Alarm> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let back: Vec<Alarm> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(back, s.alarms);
         assert!(!text.contains("\"lat\""));
 
@@ -1239,75 +993,25 @@ mod tests {
         assert_eq!(generate(&[], &cfg(1)), Err(SimulateError::NoSites));
         let sites = grid(8); // 4 groups
         assert_eq!(
-            generate(
-                &sites,
-                &ScenarioConfig {
-                    power_failures: 5,
-                    ..cfg(1)
-                }
-            ),
-            Err(SimulateError::NotEnoughGroups {
-                requested: 5,
-                available: 4
-            })
+            generate(&sites, &ScenarioConfig { power_failures: 5, ..cfg(1) }),
+            Err(SimulateError::NotEnoughGroups { requested: 5, available: 4 })
         );
-        assert!(generate(
-            &sites,
-            &ScenarioConfig {
-                power_failures: 4,
-                ..cfg(1)
-            }
-        )
-        .is_ok());
-        let ungrouped: Vec<Site> = sites
-            .iter()
-            .map(|s| Site {
-                group_id: None,
-                ..s.clone()
-            })
-            .collect();
-        assert!(matches!(
-            generate(&ungrouped, &cfg(1)),
-            Err(SimulateError::NotEnoughGroups { available: 0, .. })
-        ));
-        assert!(generate(
-            &ungrouped,
-            &ScenarioConfig {
-                power_failures: 0,
-                ..cfg(1)
-            }
-        )
-        .is_ok());
+        assert!(generate(&sites, &ScenarioConfig { power_failures: 4, ..cfg(1) }).is_ok());
+        let ungrouped: Vec<Site> = sites.iter().map(|s| Site { group_id: None, ..s.clone() }).collect();
+        assert!(matches!(generate(&ungrouped, &cfg(1)), Err(SimulateError::NotEnoughGroups { available: 0, .. })));
+        assert!(generate(&ungrouped, &ScenarioConfig { power_failures: 0, ..cfg(1) }).is_ok());
         for bad in [-0.1, 1.5, f64::NAN] {
-            let c = ScenarioConfig {
-                repeat_probability: bad,
-                ..cfg(1)
-            };
-            assert!(matches!(
-                generate(&sites, &c),
-                Err(SimulateError::InvalidConfig(_))
-            ));
+            let c = ScenarioConfig { repeat_probability: bad, ..cfg(1) };
+            assert!(matches!(generate(&sites, &c), Err(SimulateError::InvalidConfig(_))));
         }
-        let c = ScenarioConfig {
-            max_jitter_s: -1,
-            ..cfg(1)
-        };
-        assert!(matches!(
-            generate(&sites, &c),
-            Err(SimulateError::InvalidConfig(_))
-        ));
+        let c = ScenarioConfig { max_jitter_s: -1, ..cfg(1) };
+        assert!(matches!(generate(&sites, &c), Err(SimulateError::InvalidConfig(_))));
         let mut dup = sites.clone();
         dup.push(sites[0].clone());
-        assert!(matches!(
-            generate(&dup, &cfg(1)),
-            Err(SimulateError::InvalidSite { .. })
-        ));
+        assert!(matches!(generate(&dup, &cfg(1)), Err(SimulateError::InvalidSite { .. })));
         let mut nan = sites.clone();
         nan[3].lat = f64::NAN;
-        assert!(matches!(
-            generate(&nan, &cfg(1)),
-            Err(SimulateError::InvalidSite { .. })
-        ));
+        assert!(matches!(generate(&nan, &cfg(1)), Err(SimulateError::InvalidSite { .. })));
     }
 
     #[test]
@@ -1322,24 +1026,10 @@ mod tests {
                 group_id: Some("G".into()),
             })
             .collect();
-        let s = generate(
-            &one,
-            &ScenarioConfig {
-                power_failures: 1,
-                ..cfg(9)
-            },
-        )
-        .unwrap();
+        let s = generate(&one, &ScenarioConfig { power_failures: 1, ..cfg(9) }).unwrap();
         assert_eq!(s.truth.incidents.len(), 1);
         assert!(s.truth.noise_sites.is_empty());
-        let s = generate(
-            &one,
-            &ScenarioConfig {
-                power_failures: 0,
-                ..cfg(9)
-            },
-        )
-        .unwrap();
+        let s = generate(&one, &ScenarioConfig { power_failures: 0, ..cfg(9) }).unwrap();
         assert_eq!(s.truth.incidents[0].kind, TruthKind::Storm);
         assert!((MIN_STORM_SITES..=5).contains(&s.truth.incidents[0].sites.len()));
     }
@@ -1348,24 +1038,12 @@ mod tests {
     fn storm_follows_a_track_and_spares_some_sites() {
         let sites = grid(40);
         for seed in 0..5 {
-            let s = generate(
-                &sites,
-                &ScenarioConfig {
-                    power_failures: 0,
-                    flaps: 0,
-                    ..cfg(seed)
-                },
-            )
-            .unwrap();
+            let s = generate(&sites, &ScenarioConfig { power_failures: 0, flaps: 0, ..cfg(seed) }).unwrap();
             assert_eq!(s.truth.incidents.len(), 1);
             assert!(s.truth.noise_sites.is_empty());
             let storm = &s.truth.incidents[0];
             // A 30–50 km swath over a 3 km grid: dozens of sites, not all of them.
-            assert!(
-                storm.sites.len() >= 20,
-                "seed {seed}: {}",
-                storm.sites.len()
-            );
+            assert!(storm.sites.len() >= 20, "seed {seed}: {}", storm.sites.len());
             assert!(storm.sites.len() < sites.len() / 2);
             let offset = (storm.start - s.truth.start).num_seconds();
             assert!((5 * 60..=15 * 60).contains(&offset), "{offset}");
@@ -1392,10 +1070,6 @@ mod tests {
         let t = std::time::Instant::now();
         let s = generate(&sites, &cfg(1)).unwrap();
         assert_eq!(s.truth.incidents.len(), 3);
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(20),
-            "{:?}",
-            t.elapsed()
-        );
+        assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
     }
 }

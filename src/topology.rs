@@ -75,7 +75,6 @@ impl Shutdown {
 }
 
 impl ShutdownTrigger {
-
     pub fn trigger(&self) {
         let _ = self.0.send(true);
     }
@@ -131,9 +130,15 @@ pub enum TopologyError {
 /// Produce `(key, value)` records and wait until the broker acknowledged
 /// every one. Records of one key keep their order (enqueued in order, one
 /// chunk at a time, well below the producer queue's capacity).
-async fn produce_all(producer: &FutureProducer, topic: &str, records: &[(String, String)]) -> Result<(), TopologyError> {
+async fn produce_all(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[(String, String)],
+) -> Result<(), TopologyError> {
     for chunk in records.chunks(10_000) {
-        let sends = chunk.iter().map(|(k, v)| producer.send(FutureRecord::to(topic).key(k).payload(v), Duration::from_secs(60)));
+        let sends = chunk
+            .iter()
+            .map(|(k, v)| producer.send(FutureRecord::to(topic).key(k).payload(v), Duration::from_secs(60)));
         for r in futures::future::join_all(sends).await {
             r.map_err(|(source, _)| TopologyError::Produce { topic: topic.into(), source })?;
         }

@@ -46,16 +46,17 @@ fn refdata() -> Arc<RefData> {
     let site = |id: &str, lat, lon| Site { site_id: id.into(), lat, lon, radius_km: 2.0, group_id: None };
     let pc = |p: &str, lat, lon| Postcode { postcode: p.into(), lat, lon, population: Some(1000), timezone: None };
     let usd = |minor| Money { minor, currency: outage::model::money::Currency::parse("USD").unwrap() };
-    let cust = |id: &str, msisdn: Option<&str>, email: Option<&str>, postcode: &str, lang: &str, services: &str| Customer {
-        customer_id: id.into(),
-        msisdn: msisdn.map(Into::into),
-        email: email.map(Into::into),
-        postcode: postcode.into(),
-        language: lang.into(),
-        services: Services::parse(services).unwrap(),
-        monthly_fee: usd(6000),
-        avg_bill_3m: usd(6500),
-    };
+    let cust =
+        |id: &str, msisdn: Option<&str>, email: Option<&str>, postcode: &str, lang: &str, services: &str| Customer {
+            customer_id: id.into(),
+            msisdn: msisdn.map(Into::into),
+            email: email.map(Into::into),
+            postcode: postcode.into(),
+            language: lang.into(),
+            services: Services::parse(services).unwrap(),
+            monthly_fee: usd(6000),
+            avg_bill_3m: usd(6500),
+        };
     Arc::new(
         RefData::build(
             vec![
@@ -221,8 +222,10 @@ async fn restart_rebuilds_incidents_and_repeats_no_action() {
     assert!(lines(dir.path(), "ivr.jsonl").iter().any(|u| u["active"] == false), "the IVR announcement is withdrawn");
 
     // The incident log is one gap-free history.
-    let events: Vec<IncidentEvent> =
-        topic_records(&broker, &cfg.kafka.topics.incidents).iter().map(|b| serde_json::from_slice(b).unwrap()).collect();
+    let events: Vec<IncidentEvent> = topic_records(&broker, &cfg.kafka.topics.incidents)
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect();
     let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for e in &events {
         seqs.entry(e.incident_id.0.clone()).or_default().push(e.seq);
@@ -258,7 +261,9 @@ async fn malformed_alarms_go_to_the_dead_letter_topic_and_the_rest_flows() {
     let task = {
         let (cfg, stats) = (cfg.clone(), stats.clone());
         let broker = broker.clone();
-        tokio::spawn(async move { topology::run(&cfg, &broker, refdata(), Arc::new(SystemClock), stats, shutdown).await })
+        tokio::spawn(
+            async move { topology::run(&cfg, &broker, refdata(), Arc::new(SystemClock), stats, shutdown).await },
+        )
     };
     settle(&stats, 5, |s| s.incidents_declared.load(Relaxed) == 1).await;
     trigger.trigger();
@@ -275,4 +280,3 @@ async fn malformed_alarms_go_to_the_dead_letter_topic_and_the_rest_flows() {
     assert!(unknown.reason.contains("NOWHERE"), "{}", unknown.reason);
     assert!(!lines(dir.path(), "sms.jsonl").is_empty(), "good alarms after bad ones still reach customers");
 }
-

@@ -91,11 +91,14 @@ async fn simulate_cmd(a: SimulateArgs) -> anyhow::Result<()> {
                 .set("bootstrap.servers", bootstrap)
                 .set("enable.idempotence", "true")
                 .create()?;
-            let records: Vec<(String, String)> =
-                scenario.alarms.iter().map(|x| (x.site_id.clone(), serde_json::to_string(x).unwrap_or_default())).collect();
-            let sends = records.iter().map(|(k, v)| {
-                producer.send(FutureRecord::to(&a.topic).key(k).payload(v), Duration::from_secs(30))
-            });
+            let records: Vec<(String, String)> = scenario
+                .alarms
+                .iter()
+                .map(|x| (x.site_id.clone(), serde_json::to_string(x).unwrap_or_default()))
+                .collect();
+            let sends = records
+                .iter()
+                .map(|(k, v)| producer.send(FutureRecord::to(&a.topic).key(k).payload(v), Duration::from_secs(30)));
             for r in futures::future::join_all(sends).await {
                 r.map_err(|(e, _)| e).context("publishing")?;
             }

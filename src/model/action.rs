@@ -114,7 +114,10 @@ pub struct Credit {
 
 impl Credit {
     pub fn id_for(incident: &IncidentId, customer: &str, service: &str, rule: &str) -> uuid::Uuid {
-        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("credit\u{1f}{incident}\u{1f}{customer}\u{1f}{service}\u{1f}{rule}").as_bytes())
+        uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            format!("credit\u{1f}{incident}\u{1f}{customer}\u{1f}{service}\u{1f}{rule}").as_bytes(),
+        )
     }
 }
 

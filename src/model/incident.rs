@@ -22,7 +22,10 @@ pub struct IncidentId(pub String);
 
 impl IncidentId {
     pub fn derive(site_id: &str, alarm_id: &str, at: DateTime<Utc>) -> Self {
-        let u = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("{site_id}\u{1f}{alarm_id}\u{1f}{}", at.timestamp_millis()).as_bytes());
+        let u = uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            format!("{site_id}\u{1f}{alarm_id}\u{1f}{}", at.timestamp_millis()).as_bytes(),
+        );
         IncidentId(format!("INC-{}-{}", at.format("%Y%m%d"), &u.simple().to_string()[..8]))
     }
 }
@@ -76,12 +79,20 @@ pub enum Phase {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     /// First event of every incident.
-    Opened { cause: String },
+    Opened {
+        cause: String,
+    },
     /// Service-affecting alarms raised on sites of this incident.
-    AlarmsRaised { alarms: Vec<AlarmRef> },
+    AlarmsRaised {
+        alarms: Vec<AlarmRef>,
+    },
     /// Alarms of this incident cleared; a site is up when none is left.
-    AlarmsCleared { alarms: Vec<AlarmRef> },
-    Declared { reason: String },
+    AlarmsCleared {
+        alarms: Vec<AlarmRef>,
+    },
+    Declared {
+        reason: String,
+    },
     /// NOC update of what customers are told.
     Updated {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,13 +103,23 @@ pub enum EventKind {
         message: Option<String>,
     },
     /// All sites up since `restored_at` and the hold-down passed.
-    Resolved { restored_at: DateTime<Utc> },
-    Cancelled { reason: String },
+    Resolved {
+        restored_at: DateTime<Utc>,
+    },
+    Cancelled {
+        reason: String,
+    },
     Dismissed {},
     /// Became connected to another open incident; they stay separate.
-    Linked { other: IncidentId },
+    Linked {
+        other: IncidentId,
+    },
     /// Customer actions for these postcodes were put on the actions topic.
-    Planned { phase: Phase, postcodes: Vec<String>, actions: u64 },
+    Planned {
+        phase: Phase,
+        postcodes: Vec<String>,
+        actions: u64,
+    },
 }
 
 /// One record of the incident log.
@@ -294,7 +315,8 @@ mod tests {
     #[test]
     fn folding_tracks_sites_and_ignores_replayed_events() {
         let mut inc = Incident::open(&ev(1, 0, EventKind::Opened { cause: "power".into() })).unwrap();
-        let raised = ev(2, 0, EventKind::AlarmsRaised { alarms: vec![a("a1", "S1", 0), a("a2", "S1", 5), a("a3", "S2", 9)] });
+        let raised =
+            ev(2, 0, EventKind::AlarmsRaised { alarms: vec![a("a1", "S1", 0), a("a2", "S1", 5), a("a3", "S2", 9)] });
         assert!(inc.apply(&raised).unwrap());
         assert!(!inc.apply(&raised).unwrap(), "a replayed event is a no-op");
         assert_eq!(inc.down_count(), 2);

@@ -71,11 +71,7 @@ pub enum MoneyError {
     #[error("{0:?} is not a decimal amount like 35.00")]
     Amount(String),
     #[error("{amount:?} has more than {exponent} decimal places for {currency}")]
-    Precision {
-        amount: String,
-        exponent: u32,
-        currency: String,
-    },
+    Precision { amount: String, exponent: u32, currency: String },
 }
 
 impl Money {

@@ -167,7 +167,8 @@ pub fn credit_totals(dir: &Path) -> std::io::Result<Vec<Money>> {
     }
     for line in BufReader::new(File::open(path)?).lines() {
         if let Ok(c) = serde_json::from_str::<Credit>(&line?) {
-            let t = totals.entry(c.amount.currency.to_string()).or_insert(Money { minor: 0, currency: c.amount.currency });
+            let t =
+                totals.entry(c.amount.currency.to_string()).or_insert(Money { minor: 0, currency: c.amount.currency });
             t.minor += c.amount.minor;
         }
     }

@@ -96,7 +96,9 @@ impl KafkaSource {
     /// since the last commit is not an error.
     pub fn commit(&mut self) -> Result<(), SourceError> {
         match self.consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
-            Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) | Ok(()) => Ok(()),
+            Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) | Ok(()) => {
+                Ok(())
+            }
             Err(e) => Err(e.into()),
         }
     }

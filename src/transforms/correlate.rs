@@ -173,7 +173,8 @@ impl Correlator {
         let aref = AlarmRef { alarm_id: alarm.alarm_id.clone(), site_id: alarm.site_id.clone(), at: t };
         if alarm.is_clear() {
             let Some(id) = self.open_by_site.get(&alarm.site_id).cloned() else { return Ok(out) };
-            let active = self.incidents[&id].sites.get(&alarm.site_id).is_some_and(|w| w.active.contains(&alarm.alarm_id));
+            let active =
+                self.incidents[&id].sites.get(&alarm.site_id).is_some_and(|w| w.active.contains(&alarm.alarm_id));
             if active {
                 self.emit(&id, t, EventKind::AlarmsCleared { alarms: vec![aref] }, &mut out);
             }

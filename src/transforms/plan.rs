@@ -40,7 +40,10 @@ impl Texts<'_> {
     fn get(&mut self, kind: ActionKind, channel: Channel, tag: &str) -> Message {
         // The template languages are en and es; anything else renders in en.
         let lang: &'static str = if templates::resolve(tag, self.default_language) == "es" { "es" } else { "en" };
-        self.cache.entry((kind, channel, lang)).or_insert_with(|| templates::render(kind, channel, lang, &self.ctx)).clone()
+        self.cache
+            .entry((kind, channel, lang))
+            .or_insert_with(|| templates::render(kind, channel, lang, &self.ctx))
+            .clone()
     }
 }
 
@@ -73,7 +76,9 @@ impl Planner {
             set.extend(self.refdata.postcodes_within(GeoPoint::new(s.lat, s.lon), s.radius_km));
         }
         let mut v: Vec<u32> = set.into_iter().collect();
-        v.sort_by(|a, b| self.refdata.postcodes[*a as usize].postcode.cmp(&self.refdata.postcodes[*b as usize].postcode));
+        v.sort_by(|a, b| {
+            self.refdata.postcodes[*a as usize].postcode.cmp(&self.refdata.postcodes[*b as usize].postcode)
+        });
         v
     }
 
@@ -110,7 +115,8 @@ impl Planner {
             .cloned()
             .collect();
         let mut texts = self.texts(inc);
-        let grant_until = now + chrono::Duration::from_std(self.cfg.data_grant_grace).unwrap_or(chrono::Duration::days(1));
+        let grant_until =
+            now + chrono::Duration::from_std(self.cfg.data_grant_grace).unwrap_or(chrono::Duration::days(1));
         let mut actions = Vec::new();
         for c in self.customers(&postcodes) {
             self.notices(inc, c, ActionKind::Down, now, &mut texts, &mut actions);

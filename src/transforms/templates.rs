@@ -42,16 +42,25 @@ pub fn render(kind: ActionKind, channel: Channel, lang: &str, c: &MessageContext
     let url = c.status_url;
     let text = match (kind, es) {
         (ActionKind::Down, false) => match &etr {
-            Some(t) => format!("{op}: outage in your area ({}). We expect service back by {t}. Updates: {url}", c.cause),
+            Some(t) => {
+                format!("{op}: outage in your area ({}). We expect service back by {t}. Updates: {url}", c.cause)
+            }
             None => format!("{op}: outage in your area ({}). We are working on it. Updates: {url}", c.cause),
         },
         (ActionKind::Down, true) => match &etr {
-            Some(t) => format!("{op}: avería en su zona ({}). Prevemos restablecer el servicio a las {t}. Info: {url}", c.cause),
+            Some(t) => format!(
+                "{op}: avería en su zona ({}). Prevemos restablecer el servicio a las {t}. Info: {url}",
+                c.cause
+            ),
             None => format!("{op}: avería en su zona ({}). Estamos trabajando en ello. Info: {url}", c.cause),
         },
         (ActionKind::Restored, false) => format!("{op}: service in your area is restored. Sorry for the disruption."),
-        (ActionKind::Restored, true) => format!("{op}: el servicio en su zona está restablecido. Disculpe las molestias."),
-        (ActionKind::Grant, false) => format!("{op}: you have unlimited mobile data while we fix the outage in your area."),
+        (ActionKind::Restored, true) => {
+            format!("{op}: el servicio en su zona está restablecido. Disculpe las molestias.")
+        }
+        (ActionKind::Grant, false) => {
+            format!("{op}: you have unlimited mobile data while we fix the outage in your area.")
+        }
         (ActionKind::Grant, true) => format!("{op}: tiene datos móviles ilimitados mientras reparamos la avería."),
         (ActionKind::Revoke, false) => format!("{op}: your free unlimited data ends soon."),
         (ActionKind::Revoke, true) => format!("{op}: sus datos ilimitados gratuitos terminan pronto."),
