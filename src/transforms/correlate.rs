@@ -298,3 +298,161 @@ impl Correlator {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AlarmState, Severity, Site};
+    use std::time::Duration;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_790_000_000 + s, 0).unwrap()
+    }
+
+    /// S1..S4 about a kilometre apart; FAR 80 km north.
+    fn correlator(cfg: CorrelatorConfig) -> Correlator {
+        let site = |id: &str, lat, lon| Site { site_id: id.into(), lat, lon, radius_km: 2.0, group_id: None };
+        let rd = RefData::build(
+            vec![
+                site("S1", 41.820, -71.410),
+                site("S2", 41.829, -71.410),
+                site("S3", 41.820, -71.398),
+                site("S4", 41.829, -71.398),
+                site("FAR", 42.500, -71.400),
+            ],
+            vec![],
+            vec![],
+        )
+        .unwrap();
+        Correlator::new(cfg, Arc::new(rd))
+    }
+
+    fn cfg() -> CorrelatorConfig {
+        CorrelatorConfig {
+            min_sites: 3,
+            declare_sites: 4,
+            min_duration: Duration::from_secs(120),
+            hold_down: Duration::from_secs(600),
+            ..Default::default()
+        }
+    }
+
+    fn raise(id: &str, site: &str, at: i64) -> Alarm {
+        Alarm {
+            alarm_id: id.into(),
+            site_id: site.into(),
+            state: AlarmState::Raised,
+            severity: Severity::Critical,
+            probable_cause: "Mains Power Failure".into(),
+            event_time: t(at),
+            lat: None,
+            lon: None,
+        }
+    }
+
+    fn clear(id: &str, site: &str, at: i64) -> Alarm {
+        Alarm { state: AlarmState::Cleared, severity: Severity::Cleared, ..raise(id, site, at) }
+    }
+
+    fn kinds(evs: &[IncidentEvent]) -> Vec<&'static str> {
+        evs.iter()
+            .map(|e| match e.kind {
+                EventKind::Opened { .. } => "opened",
+                EventKind::AlarmsRaised { .. } => "raised",
+                EventKind::AlarmsCleared { .. } => "cleared",
+                EventKind::Declared { .. } => "declared",
+                EventKind::Resolved { .. } => "resolved",
+                EventKind::Dismissed {} => "dismissed",
+                EventKind::Linked { .. } => "linked",
+                _ => "other",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn neighbours_form_one_incident_declared_after_min_duration_and_resolved_after_hold_down() {
+        let mut c = correlator(cfg());
+        let mut log = vec![];
+        for (i, s) in ["S1", "S2", "S3"].iter().enumerate() {
+            log.extend(c.on_alarm(&raise(&format!("A{i}"), s, i as i64 * 10)).unwrap());
+        }
+        assert_eq!(kinds(&log), ["opened", "raised", "raised", "raised"], "one incident for three neighbours");
+        assert!(c.on_alarm(&raise("A0", "S1", 30)).unwrap().is_empty(), "a repeated raise is not news");
+        assert!(c.tick(t(100)).is_empty(), "not declared before min_duration");
+        let d = c.tick(t(200));
+        assert_eq!(kinds(&d), ["declared"]);
+        assert_eq!(d[0].at, t(20 + 120), "declared when the rule became true, not when the tick ran");
+        log.extend(d);
+        for (i, s) in ["S1", "S2", "S3"].iter().enumerate() {
+            log.extend(c.on_alarm(&clear(&format!("A{i}"), s, 3600 + i as i64)).unwrap());
+        }
+        assert!(c.tick(t(3602 + 599)).is_empty(), "still inside the hold-down");
+        let r = c.tick(t(3602 + 600));
+        assert_eq!(kinds(&r), ["resolved"]);
+        assert!(matches!(r[0].kind, EventKind::Resolved { restored_at } if restored_at == t(3602)));
+        log.extend(r);
+        // The fold of the log is the correlator's state.
+        let mut again = correlator(cfg());
+        for e in &log {
+            again.restore(e).unwrap();
+        }
+        let id = &log[0].incident_id;
+        assert_eq!(again.incident(id), c.incident(id));
+        let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=log.len() as u64).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn many_sites_declare_at_once_and_a_site_down_again_holds_resolution() {
+        let mut c = correlator(cfg());
+        let mut evs = vec![];
+        for (i, s) in ["S1", "S2", "S3", "S4"].iter().enumerate() {
+            evs.extend(c.on_alarm(&raise(&format!("A{i}"), s, 0)).unwrap());
+        }
+        assert_eq!(kinds(&evs).last(), Some(&"declared"), "declare_sites reached");
+        for (i, s) in ["S1", "S2", "S3", "S4"].iter().enumerate() {
+            c.on_alarm(&clear(&format!("A{i}"), s, 1000)).unwrap();
+        }
+        c.on_alarm(&raise("B1", "S2", 1300)).unwrap();
+        assert!(c.tick(t(5000)).is_empty(), "S2 is down again: not resolved");
+        assert_eq!(c.incidents().count(), 1, "the re-raise joined the declared incident");
+    }
+
+    #[test]
+    fn an_isolated_flap_is_dismissed_and_noise_is_ignored() {
+        let mut c = correlator(cfg());
+        c.on_alarm(&raise("F1", "FAR", 0)).unwrap();
+        let mut minor = raise("N1", "S1", 0);
+        minor.severity = Severity::Minor;
+        assert!(c.on_alarm(&minor).unwrap().is_empty());
+        let mut door = raise("N2", "S1", 0);
+        door.probable_cause = "door open".into();
+        assert!(c.on_alarm(&door).unwrap().is_empty());
+        let evs = c.on_alarm(&clear("F1", "FAR", 60)).unwrap();
+        assert_eq!(kinds(&evs), ["cleared"]);
+        assert_eq!(kinds(&c.tick(t(61))), ["dismissed"]);
+        assert!(c.incidents().all(|i| i.state == IncidentState::Dismissed));
+    }
+
+    #[test]
+    fn a_backlog_declares_on_event_time_without_ticks() {
+        let mut c = correlator(cfg());
+        for (i, s) in ["S1", "S2", "S3"].iter().enumerate() {
+            c.on_alarm(&raise(&format!("A{i}"), s, 0)).unwrap();
+        }
+        // 30 minutes later in event time, delivered straight after.
+        let evs = c.on_alarm(&clear("A0", "S1", 1800)).unwrap();
+        assert_eq!(kinds(&evs), ["declared", "cleared"], "timers ran at the alarm's event time first");
+    }
+
+    #[test]
+    fn unknown_sites_need_coordinates() {
+        let mut c = correlator(cfg());
+        assert_eq!(c.on_alarm(&raise("X", "NEW", 0)), Err(CorrelateError::UnknownSite("NEW".into())));
+        let mut located = raise("X", "NEW", 0);
+        (located.lat, located.lon) = (Some(41.821), Some(-71.405));
+        assert_eq!(kinds(&c.on_alarm(&located).unwrap()), ["opened", "raised"]);
+        let evs = c.on_alarm(&raise("Y", "S1", 5)).unwrap();
+        assert_eq!(kinds(&evs), ["raised"], "a known site next to the located one joins its incident");
+    }
+}

@@ -206,3 +206,125 @@ impl Planner {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::money::Currency;
+    use crate::model::{AlarmRef, EventKind, IncidentEvent, IncidentId, Money, Phase, Postcode, Services, Site};
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_790_000_000 + s, 0).unwrap()
+    }
+
+    fn planner() -> Planner {
+        let usd = |minor| Money { minor, currency: Currency::parse("USD").unwrap() };
+        let cust =
+            |id: &str, msisdn: Option<&str>, email: Option<&str>, pc: &str, lang: &str, services: &str| Customer {
+                customer_id: id.into(),
+                msisdn: msisdn.map(Into::into),
+                email: email.map(Into::into),
+                postcode: pc.into(),
+                language: lang.into(),
+                services: Services::parse(services).unwrap(),
+                monthly_fee: usd(3000),
+                avg_bill_3m: usd(3500),
+            };
+        let pc = |p: &str, lat, lon| Postcode { postcode: p.into(), lat, lon, population: None, timezone: None };
+        let rd = RefData::build(
+            vec![Site { site_id: "S1".into(), lat: 41.82, lon: -71.41, radius_km: 2.0, group_id: None }],
+            vec![pc("02901", 41.821, -71.409), pc("02999", 41.9, -71.41)],
+            vec![
+                cust("C1", Some("+14015550101"), Some("c1@example.com"), "02901", "en", "mobile;voice"),
+                cust("C2", None, Some("c2@example.com"), "02901", "es-MX", "broadband"),
+                cust("C3", Some("+14015550103"), None, "02901", "ru", "voice"),
+                cust("FAR", Some("+14015550199"), None, "02999", "en", "mobile"),
+            ],
+        )
+        .unwrap();
+        Planner::new(PlanConfig::default(), Arc::new(rd))
+    }
+
+    fn incident(kinds: Vec<EventKind>) -> Incident {
+        let id = IncidentId("INC-20261123-00000001".into());
+        let ev = |seq, kind| IncidentEvent { incident_id: id.clone(), seq, at: t(0), actor: "test".into(), kind };
+        let mut inc = Incident::open(&ev(1, EventKind::Opened { cause: "mains power failure".into() })).unwrap();
+        let raised = vec![AlarmRef { alarm_id: "A1".into(), site_id: "S1".into(), at: t(0) }];
+        inc.apply(&ev(2, EventKind::AlarmsRaised { alarms: raised })).unwrap();
+        for (i, k) in kinds.into_iter().enumerate() {
+            inc.apply(&ev(3 + i as u64, k)).unwrap();
+        }
+        inc
+    }
+
+    fn declared() -> EventKind {
+        EventKind::Declared { reason: "test".into() }
+    }
+
+    #[test]
+    fn down_plan_covers_the_footprint_once_per_channel_a_customer_has() {
+        let p = planner();
+        assert_eq!(p.plan_down(&incident(vec![]), t(10)), Plan::default(), "nothing while probable");
+        let inc = incident(vec![declared()]);
+        let plan = p.plan_down(&inc, t(10));
+        assert_eq!(plan.postcodes, ["02901"]);
+        let got: Vec<(&str, Channel)> = plan.actions.iter().map(|a| (a.customer_id.as_str(), a.channel)).collect();
+        assert_eq!(
+            got,
+            [
+                ("C1", Channel::Sms),
+                ("C1", Channel::Email),
+                ("C1", Channel::DataGrant),
+                ("C2", Channel::Email),
+                ("C3", Channel::Sms)
+            ]
+        );
+        assert!(plan.actions[4].message.as_ref().unwrap().text.contains("outage"), "ru falls back to en");
+        assert!(plan.actions[3].message.as_ref().unwrap().text.contains("avería"), "es-MX reads Spanish");
+        assert_eq!(plan, p.plan_down(&inc, t(10)), "plans are deterministic");
+        let told = incident(vec![
+            declared(),
+            EventKind::Planned { phase: Phase::Down, postcodes: plan.postcodes.clone(), actions: 5 },
+        ]);
+        assert!(p.plan_down(&told, t(20)).actions.is_empty(), "told postcodes are not told again");
+    }
+
+    #[test]
+    fn restored_plan_tells_the_told_revokes_data_and_credits_long_outages() {
+        let p = planner();
+        let planned = EventKind::Planned { phase: Phase::Down, postcodes: vec!["02901".into()], actions: 5 };
+        let cleared = EventKind::AlarmsCleared {
+            alarms: vec![AlarmRef { alarm_id: "A1".into(), site_id: "S1".into(), at: t(3 * 3600) }],
+        };
+        let resolved = EventKind::Resolved { restored_at: t(3 * 3600) };
+        let inc = incident(vec![declared(), planned.clone(), cleared.clone(), resolved]);
+        let plan = p.plan_restored(&inc, t(4 * 3600));
+        let credits: Vec<&Money> = plan.actions.iter().filter_map(|a| a.credit.as_ref()).map(|c| &c.amount).collect();
+        assert_eq!(credits.len(), 3, "every customer in a told postcode, contacts or not");
+        assert!(credits.iter().all(|m| m.minor == 13), "30.00 × 3 h / 30 d = 0.125 → 0.13");
+        let revoke = plan.actions.iter().find(|a| a.kind == ActionKind::Revoke).unwrap();
+        assert_eq!(revoke.until, Some(t(3 * 3600) + chrono::Duration::days(1)));
+        assert!(plan.actions.iter().all(|a| a.customer_id != "FAR"));
+        let short = incident(vec![
+            declared(),
+            planned,
+            EventKind::AlarmsCleared {
+                alarms: vec![AlarmRef { alarm_id: "A1".into(), site_id: "S1".into(), at: t(600) }],
+            },
+            EventKind::Resolved { restored_at: t(600) },
+        ]);
+        assert!(p.plan_restored(&short, t(700)).actions.iter().all(|a| a.credit.is_none()), "10 min earns no credit");
+    }
+
+    #[test]
+    fn ivr_announces_while_declared_and_withdraws_after() {
+        let p = planner();
+        assert!(p.ivr(&incident(vec![]), t(0)).is_empty());
+        let on = p.ivr(&incident(vec![declared()]), t(0));
+        assert_eq!(on.len(), 1);
+        assert_eq!(on[0].region, "029");
+        assert!(on[0].active && !on[0].message.is_empty());
+        let off = p.ivr(&incident(vec![declared(), EventKind::Resolved { restored_at: t(5) }]), t(9));
+        assert!(!off[0].active);
+    }
+}
