@@ -22,6 +22,8 @@ use outage::model::{
     Action, ActionKind, Alarm, AlarmRef, AlarmState, Channel, Credit, EventKind, IncidentEvent, IncidentId, IvrUpsert,
     Message, Phase, Severity,
 };
+use outage::sources::decode::{decode, DlqRecord};
+use outage::sources::SourceRecord;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -36,8 +38,7 @@ const SCHEMAS: &[(&str, Option<RoundTrip>)] = &[
     ("action.v1", Some(round_trip::<Action>)),
     ("credit.v1", Some(round_trip::<Credit>)),
     ("ivr-upsert.v1", Some(round_trip::<IvrUpsert>)),
-    // The DLQ record is written by the alarm source; no model type exists.
-    ("dlq.v1", None),
+    ("dlq.v1", Some(round_trip::<DlqRecord>)),
 ];
 
 /// Deserialize into the Rust type and serialize back.
@@ -618,4 +619,72 @@ fn example_ids_are_derived_as_documented() {
     assert_eq!(credit["credit_id"], cid.to_string());
     let action = read_json(&ex.join("action.v1.credit.json"));
     assert_eq!(action["credit"], credit, "action.v1.credit.json embeds credit.v1.json");
+}
+
+#[test]
+fn rust_dead_letters_conform() {
+    for payload in [&b"not json"[..], b"", b"\xff\xfe", br#"{"alarm_id":"A1"}"#] {
+        let rec =
+            SourceRecord { topic: "noc.alarms".into(), partition: 2, offset: 41, key: None, payload: payload.to_vec() };
+        let reason = decode(payload).unwrap_err().to_string();
+        let dlq = DlqRecord::new(&rec, reason, t("2026-11-23T06:00:00Z"));
+        assert_conforms("dlq.v1", &format!("dead letter for {payload:?}"), &dlq);
+    }
+}
+
+/// What the planner really emits (not hand-built values) meets the
+/// published contracts, on every channel and kind.
+#[test]
+fn planned_actions_conform() {
+    use outage::config::PlanConfig;
+    use outage::model::{Customer, Incident, Postcode, Services, Site};
+    use outage::refdata::RefData;
+    use outage::transforms::plan::Planner;
+    let usd = |minor| Money::new(minor, Currency::parse("USD").unwrap());
+    let rd = RefData::build(
+        vec![Site { site_id: "S1".into(), lat: 41.82, lon: -71.41, radius_km: 2.0, group_id: None }],
+        vec![Postcode { postcode: "02901".into(), lat: 41.821, lon: -71.409, population: None, timezone: None }],
+        vec![Customer {
+            customer_id: "C1".into(),
+            msisdn: Some("+14015550101".into()),
+            email: Some("c1@example.com".into()),
+            postcode: "02901".into(),
+            language: "es".into(),
+            services: Services::parse("mobile;voice;broadband").unwrap(),
+            monthly_fee: usd(4500),
+            avg_bill_3m: usd(5000),
+        }],
+    )
+    .unwrap();
+    let planner = Planner::new(PlanConfig::default(), std::sync::Arc::new(rd));
+    let ev = |seq, at: &str, kind| IncidentEvent { incident_id: inc(), seq, at: t(at), actor: "test".into(), kind };
+    let a = |at: &str| vec![AlarmRef { alarm_id: "A1".into(), site_id: "S1".into(), at: t(at) }];
+    let mut incident =
+        Incident::open(&ev(1, "2026-11-23T06:00:00Z", EventKind::Opened { cause: "power".into() })).unwrap();
+    incident
+        .apply(&ev(2, "2026-11-23T06:00:00Z", EventKind::AlarmsRaised { alarms: a("2026-11-23T06:00:00Z") }))
+        .unwrap();
+    incident.apply(&ev(3, "2026-11-23T06:02:00Z", EventKind::Declared { reason: "test".into() })).unwrap();
+    let down = planner.plan_down(&incident, t("2026-11-23T06:02:00Z"));
+    let planned = EventKind::Planned { phase: Phase::Down, postcodes: down.postcodes.clone(), actions: 3 };
+    incident.apply(&ev(4, "2026-11-23T06:02:00Z", planned)).unwrap();
+    incident
+        .apply(&ev(5, "2026-11-23T09:00:00Z", EventKind::AlarmsCleared { alarms: a("2026-11-23T09:00:00Z") }))
+        .unwrap();
+    incident
+        .apply(&ev(6, "2026-11-23T09:10:00Z", EventKind::Resolved { restored_at: t("2026-11-23T09:00:00Z") }))
+        .unwrap();
+    let restored = planner.plan_restored(&incident, t("2026-11-23T09:10:00Z"));
+    let mut seen = BTreeSet::new();
+    for action in down.actions.iter().chain(&restored.actions) {
+        seen.insert((action.channel, action.kind as u8));
+        assert_conforms("action.v1", &action.action_id, action);
+        if let Some(c) = &action.credit {
+            assert_conforms("credit.v1", &action.action_id, c);
+        }
+    }
+    assert_eq!(seen.len(), 7, "sms+email down/restored, grant, revoke, credit: {seen:?}");
+    for u in planner.ivr(&incident, t("2026-11-23T09:10:00Z")) {
+        assert_conforms("ivr-upsert.v1", &u.region, &u);
+    }
 }

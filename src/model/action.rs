@@ -2,7 +2,7 @@
 //! customer), the credit record for billing, and the IVR upsert.
 //!
 //! Every action carries `action_id`, its idempotency key: deterministic from
-//! (incident, customer, channel, kind, version), so a replayed plan produces
+//! (incident, customer, channel, kind), so a replayed plan produces
 //! the same ids and sinks drop what they already did.
 
 use super::incident::IncidentId;

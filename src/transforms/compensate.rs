@@ -48,6 +48,17 @@ pub fn credit(rule: Rule, inc: &Incident, customer: &Customer, min_outage: std::
     }
     match rule {
         Rule::GoodwillProrated => {
+            // One credit per customer, booked on their first service line
+            // (billing needs a service); per-service rules come with the
+            // regulated rules.
+            let s = customer.services;
+            let service = if s.mobile {
+                "mobile"
+            } else if s.voice {
+                "voice"
+            } else {
+                "broadband"
+            };
             let fee = customer.monthly_fee;
             let minor = prorate(fee.minor, seconds, MONTH_SECONDS);
             if minor < 1 {
@@ -55,10 +66,10 @@ pub fn credit(rule: Rule, inc: &Incident, customer: &Customer, min_outage: std::
             }
             let amount = Money { minor, currency: fee.currency };
             Some(Credit {
-                credit_id: Credit::id_for(&inc.id, &customer.customer_id, "bundle", rule.id()),
+                credit_id: Credit::id_for(&inc.id, &customer.customer_id, service, rule.id()),
                 customer_id: customer.customer_id.clone(),
                 incident_id: inc.id.clone(),
-                service: "bundle".into(),
+                service: service.into(),
                 amount,
                 rule_id: rule.id().into(),
                 outage_start: start,
