@@ -321,7 +321,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         produce_all(&self.producer, &topics.actions, &out.actions).await?;
         self.stats.actions_planned.fetch_add(out.actions.len() as u64, Relaxed);
         for e in &out.events {
-            tracing::info!(incident = %e.incident_id, seq = e.seq, kind = kind_name(&e.kind), "incident event");
+            tracing::info!(incident = %e.incident_id, seq = e.seq, kind = e.kind.type_name(), "incident event");
             if matches!(e.kind, EventKind::Declared { .. }) {
                 let mut first = self.stats.first_declared_at.lock().unwrap_or_else(|p| p.into_inner());
                 *first = Some(first.map_or(e.at, |f| f.min(e.at)));
@@ -356,21 +356,6 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
 
     pub fn correlator(&self) -> &Correlator {
         &self.correlator
-    }
-}
-
-fn kind_name(k: &EventKind) -> &'static str {
-    match k {
-        EventKind::Opened { .. } => "opened",
-        EventKind::AlarmsRaised { .. } => "alarms_raised",
-        EventKind::AlarmsCleared { .. } => "alarms_cleared",
-        EventKind::Declared { .. } => "declared",
-        EventKind::Updated { .. } => "updated",
-        EventKind::Resolved { .. } => "resolved",
-        EventKind::Cancelled { .. } => "cancelled",
-        EventKind::Dismissed {} => "dismissed",
-        EventKind::Linked { .. } => "linked",
-        EventKind::Planned { .. } => "planned",
     }
 }
 

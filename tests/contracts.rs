@@ -339,23 +339,6 @@ fn action(channel: Channel, kind: ActionKind) -> Action {
     }
 }
 
-/// The `type` tag of an event kind. No wildcard: a new variant does not
-/// compile until it is added here, to [`every_event_kind`] and to the schema.
-fn type_name(k: &EventKind) -> &'static str {
-    match k {
-        EventKind::Opened { .. } => "opened",
-        EventKind::AlarmsRaised { .. } => "alarms_raised",
-        EventKind::AlarmsCleared { .. } => "alarms_cleared",
-        EventKind::Declared { .. } => "declared",
-        EventKind::Updated { .. } => "updated",
-        EventKind::Resolved { .. } => "resolved",
-        EventKind::Cancelled { .. } => "cancelled",
-        EventKind::Dismissed {} => "dismissed",
-        EventKind::Linked { .. } => "linked",
-        EventKind::Planned { .. } => "planned",
-    }
-}
-
 fn every_event_kind() -> Vec<EventKind> {
     let a = |id: &str, site: &str, at: &str| AlarmRef { alarm_id: id.into(), site_id: site.into(), at: t(at) };
     vec![
@@ -400,7 +383,7 @@ fn rust_alarms_conform() {
 fn rust_incident_events_conform_and_cover_every_type() {
     let mut seen = BTreeSet::new();
     for (i, kind) in every_event_kind().into_iter().enumerate() {
-        let name = type_name(&kind);
+        let name = EventKind::type_name(&kind);
         seen.insert(name.to_string());
         let ev = IncidentEvent {
             incident_id: inc(),

@@ -122,6 +122,24 @@ pub enum EventKind {
     },
 }
 
+impl EventKind {
+    /// The `type` tag this kind has in JSON (and in logs).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventKind::Opened { .. } => "opened",
+            EventKind::AlarmsRaised { .. } => "alarms_raised",
+            EventKind::AlarmsCleared { .. } => "alarms_cleared",
+            EventKind::Declared { .. } => "declared",
+            EventKind::Updated { .. } => "updated",
+            EventKind::Resolved { .. } => "resolved",
+            EventKind::Cancelled { .. } => "cancelled",
+            EventKind::Dismissed {} => "dismissed",
+            EventKind::Linked { .. } => "linked",
+            EventKind::Planned { .. } => "planned",
+        }
+    }
+}
+
 /// One record of the incident log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IncidentEvent {

@@ -355,18 +355,7 @@ mod tests {
     }
 
     fn kinds(evs: &[IncidentEvent]) -> Vec<&'static str> {
-        evs.iter()
-            .map(|e| match e.kind {
-                EventKind::Opened { .. } => "opened",
-                EventKind::AlarmsRaised { .. } => "raised",
-                EventKind::AlarmsCleared { .. } => "cleared",
-                EventKind::Declared { .. } => "declared",
-                EventKind::Resolved { .. } => "resolved",
-                EventKind::Dismissed {} => "dismissed",
-                EventKind::Linked { .. } => "linked",
-                _ => "other",
-            })
-            .collect()
+        evs.iter().map(|e| e.kind.type_name()).collect()
     }
 
     #[test]
@@ -376,7 +365,11 @@ mod tests {
         for (i, s) in ["S1", "S2", "S3"].iter().enumerate() {
             log.extend(c.on_alarm(&raise(&format!("A{i}"), s, i as i64 * 10)).unwrap());
         }
-        assert_eq!(kinds(&log), ["opened", "raised", "raised", "raised"], "one incident for three neighbours");
+        assert_eq!(
+            kinds(&log),
+            ["opened", "alarms_raised", "alarms_raised", "alarms_raised"],
+            "one incident for three neighbours"
+        );
         assert!(c.on_alarm(&raise("A0", "S1", 30)).unwrap().is_empty(), "a repeated raise is not news");
         assert!(c.tick(t(100)).is_empty(), "not declared before min_duration");
         let d = c.tick(t(200));
@@ -429,7 +422,7 @@ mod tests {
         door.probable_cause = "door open".into();
         assert!(c.on_alarm(&door).unwrap().is_empty());
         let evs = c.on_alarm(&clear("F1", "FAR", 60)).unwrap();
-        assert_eq!(kinds(&evs), ["cleared"]);
+        assert_eq!(kinds(&evs), ["alarms_cleared"]);
         assert_eq!(kinds(&c.tick(t(61))), ["dismissed"]);
         assert!(c.incidents().all(|i| i.state == IncidentState::Dismissed));
     }
@@ -442,7 +435,7 @@ mod tests {
         }
         // 30 minutes later in event time, delivered straight after.
         let evs = c.on_alarm(&clear("A0", "S1", 1800)).unwrap();
-        assert_eq!(kinds(&evs), ["declared", "cleared"], "timers ran at the alarm's event time first");
+        assert_eq!(kinds(&evs), ["declared", "alarms_cleared"], "timers ran at the alarm's event time first");
     }
 
     #[test]
@@ -451,8 +444,8 @@ mod tests {
         assert_eq!(c.on_alarm(&raise("X", "NEW", 0)), Err(CorrelateError::UnknownSite("NEW".into())));
         let mut located = raise("X", "NEW", 0);
         (located.lat, located.lon) = (Some(41.821), Some(-71.405));
-        assert_eq!(kinds(&c.on_alarm(&located).unwrap()), ["opened", "raised"]);
+        assert_eq!(kinds(&c.on_alarm(&located).unwrap()), ["opened", "alarms_raised"]);
         let evs = c.on_alarm(&raise("Y", "S1", 5)).unwrap();
-        assert_eq!(kinds(&evs), ["raised"], "a known site next to the located one joins its incident");
+        assert_eq!(kinds(&evs), ["alarms_raised"], "a known site next to the located one joins its incident");
     }
 }
