@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod model;
 pub mod redact;
 pub mod refdata;
+pub mod replay;
 pub mod simulate;
 pub mod sinks;
 pub mod sources;

@@ -4,6 +4,7 @@
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
+use outage::refdata::load_sites;
 use outage::simulate::{self, ScenarioConfig};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::path::PathBuf;
@@ -22,6 +23,30 @@ enum Command {
     /// repeated raises, then the clears) to Kafka or a JSONL file, with its
     /// ground truth.
     Simulate(SimulateArgs),
+    /// Run the daemon's correlator offline over an alarm file (JSONL) and
+    /// print each incident: times, sites, postcodes, customers, footprint.
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// Alarms, one JSON record per line (as `simulate --out` writes them).
+    #[arg(long)]
+    alarms: PathBuf,
+    #[arg(long, default_value = "data/demo/sites.csv")]
+    sites: PathBuf,
+    #[arg(long, default_value = "data/demo/postcodes.csv")]
+    postcodes: PathBuf,
+    /// Customers, for customer counts per postcode.
+    #[arg(long)]
+    customers: Option<PathBuf>,
+    /// Thresholds to try (the daemon's TOML; only `[correlator]` and
+    /// `[plan]` matter here).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -63,11 +88,12 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter("warn").init();
     match Cli::parse().command {
         Command::Simulate(a) => simulate_cmd(a).await,
+        Command::Replay(a) => replay_cmd(a),
     }
 }
 
 async fn simulate_cmd(a: SimulateArgs) -> anyhow::Result<()> {
-    let sites = outage::refdata::load_sites(&a.sites)?;
+    let sites = load_sites(&a.sites)?;
     let cfg = ScenarioConfig {
         seed: a.seed,
         start: a.start.unwrap_or_else(Utc::now),
@@ -112,5 +138,46 @@ async fn simulate_cmd(a: SimulateArgs) -> anyhow::Result<()> {
         scenario.truth.noise_sites.len(),
         a.truth.display()
     );
+    Ok(())
+}
+
+fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
+    use outage::refdata::{load_customers, load_postcodes, RefData};
+    use std::io::BufRead;
+    let cfg = outage::config::Config::load(a.config.as_deref())?;
+    let customers = a.customers.as_deref().map(load_customers).transpose()?.unwrap_or_default();
+    let refdata = RefData::build(load_sites(&a.sites)?, load_postcodes(&a.postcodes)?, customers)
+        .map_err(|(file, msg)| anyhow::anyhow!("{file}: {msg}"))?;
+    let file = std::fs::File::open(&a.alarms).with_context(|| a.alarms.display().to_string())?;
+    let lines = std::io::BufReader::new(file).lines().map_while(Result::ok);
+    let report = outage::replay::replay(lines, std::sync::Arc::new(refdata), &cfg);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{} alarms, {} dead-lettered, {} incidents",
+        report.alarms,
+        report.dead_lettered.values().sum::<u64>(),
+        report.incidents.len()
+    );
+    for (reason, n) in &report.dead_lettered {
+        println!("  dead letter ×{n}: {reason}");
+    }
+    let time = |t: Option<chrono::DateTime<Utc>>| t.map_or("-".to_string(), |t| t.format("%H:%M:%S").to_string());
+    for i in &report.incidents {
+        println!(
+            "{} {:?} opened {} declared {} restored {} · {} sites · {} postcodes · {} customers · {}",
+            i.id,
+            i.state,
+            i.opened_at.format("%Y-%m-%d %H:%M:%S"),
+            time(i.declared_at),
+            time(i.restored_at),
+            i.sites.len(),
+            i.postcodes.len(),
+            i.customers,
+            i.cause
+        );
+    }
     Ok(())
 }

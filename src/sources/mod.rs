@@ -5,6 +5,8 @@
 
 pub mod decode;
 pub mod kafka;
+pub mod tmf642;
+pub mod ves;
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,0 +1,1 @@
+//! STUB — being written (ONAP VES 7.x fault events → Alarm).
