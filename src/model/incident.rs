@@ -184,6 +184,12 @@ pub struct Incident {
     pub restored_planned: bool,
     /// Last time the incident changed (for hold-downs and display).
     pub updated_at: DateTime<Utc>,
+    /// Sites currently down (kept by `apply`, so counting is O(1)).
+    #[serde(default)]
+    pub down: usize,
+    /// Latest time a site of the incident came back up.
+    #[serde(default)]
+    pub last_up: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -219,6 +225,8 @@ impl Incident {
             notified_postcodes: BTreeSet::new(),
             restored_planned: false,
             updated_at: ev.at,
+            down: 0,
+            last_up: None,
         })
     }
 
@@ -236,17 +244,19 @@ impl Incident {
             EventKind::Opened { .. } => {}
             EventKind::AlarmsRaised { alarms } => {
                 for a in alarms {
-                    let w = self.sites.entry(a.site_id.clone()).or_insert_with(|| SiteWindow {
-                        down_since: a.at,
-                        up_at: None,
-                        active: BTreeSet::new(),
+                    let mut new = false;
+                    let w = self.sites.entry(a.site_id.clone()).or_insert_with(|| {
+                        new = true;
+                        SiteWindow { down_since: a.at, up_at: None, active: BTreeSet::new() }
                     });
                     if w.up_at.is_some() {
                         // Down again after a clear: a new window from now.
                         w.down_since = a.at;
                         w.up_at = None;
+                        new = true;
                     }
                     w.active.insert(a.alarm_id.clone());
+                    self.down += new as usize;
                 }
             }
             EventKind::AlarmsCleared { alarms } => {
@@ -254,7 +264,10 @@ impl Incident {
                     if let Some(w) = self.sites.get_mut(&a.site_id) {
                         w.active.remove(&a.alarm_id);
                         if w.active.is_empty() && w.up_at.is_none() {
-                            w.up_at = Some(a.at.max(w.down_since));
+                            let up = a.at.max(w.down_since);
+                            w.up_at = Some(up);
+                            self.down -= 1;
+                            self.last_up = Some(self.last_up.map_or(up, |l| l.max(up)));
                         }
                     }
                 }
@@ -303,16 +316,17 @@ impl Incident {
         self.sites.iter().filter(|(_, w)| w.up_at.is_none()).map(|(s, _)| s.as_str())
     }
 
+    /// Sites currently down. O(1).
     pub fn down_count(&self) -> usize {
-        self.sites.values().filter(|w| w.up_at.is_none()).count()
+        self.down
     }
 
-    /// When the last site came back, if every site is up.
+    /// When the last site came back, if every site is up. O(1).
     pub fn all_up_since(&self) -> Option<DateTime<Utc>> {
-        if self.sites.is_empty() {
+        if self.down > 0 {
             return None;
         }
-        self.sites.values().map(|w| w.up_at).collect::<Option<Vec<_>>>()?.into_iter().max()
+        self.last_up
     }
 }
 

@@ -1,18 +1,24 @@
 //! Alarms → incident events. Owns the rules that turn sites going down
 //! together into one geographic incident and decide when it is declared,
-//! resolved or dismissed. Pure: no I/O, time comes from the alarms' event
+//! resolved or dismissed. Pure: no I/O; time comes from the alarms' event
 //! times and from `tick(now)`.
 //!
-//! The rules (a first version; tuned by `outagectl replay` later):
+//! The rules:
 //! - a service-affecting raise (severity ≥ `min_severity`, cause in
 //!   `service_affecting_causes`) on a site joins the open incident that has
-//!   a member site within `r_a + r_b + neighbour_gap_km`, the oldest when
-//!   several (the others are `linked`), or opens a new one;
+//!   a down or recently cleared member site within `r_a + r_b +
+//!   neighbour_gap_km`, the oldest when several (the others are `linked`,
+//!   not merged, so ids stay stable), or opens a new one (linked to the
+//!   site's last resolved incident: a recurrence);
 //! - a Probable incident is declared when `declare_sites` sites are down, or
 //!   when `min_sites` have been down for `min_duration`;
-//! - it is dismissed when all its sites clear before that;
+//! - it is dismissed when all its sites are up again before that;
 //! - a Declared incident is resolved once every site has been up for
-//!   `hold_down`.
+//!   `hold_down` (flap suppression).
+//!
+//! Cost: one alarm costs a hash lookup, an R-tree query over the sites near
+//! it and O(log n) timer work; nothing scans the active alarms or the open
+//! incidents. Timers live in a deadline queue.
 //!
 //! Invariant: every event returned has already been applied to the
 //! correlator's own state, so its state equals the fold of the log.
@@ -21,8 +27,9 @@ use crate::config::CorrelatorConfig;
 use crate::geodesy::GeoPoint;
 use crate::model::incident::ApplyError;
 use crate::model::{Alarm, AlarmRef, EventKind, Incident, IncidentEvent, IncidentId, IncidentState};
-use crate::refdata::RefData;
-use chrono::{DateTime, Utc};
+use crate::refdata::{Indexed, RefData};
+use chrono::{DateTime, Duration, Utc};
+use rstar::RTree;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -36,34 +43,64 @@ pub enum CorrelateError {
 
 const ACTOR: &str = "correlator";
 
+/// What the correlator saw but did not turn into events.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    /// Raises of an alarm already active (feeds re-send).
+    pub repeated_raises: u64,
+    /// Clears of an alarm no open incident holds.
+    pub clears_without_raise: u64,
+    /// Raises below the severity or outside the causes that count.
+    pub not_service_affecting: u64,
+}
+
 pub struct Correlator {
     cfg: CorrelatorConfig,
     refdata: Arc<RefData>,
     /// Lower-cased service-affecting causes.
     causes: Vec<String>,
+    min_duration: Duration,
+    hold_down: Duration,
     incidents: HashMap<IncidentId, Incident>,
     /// Member site → its open incident.
     open_by_site: HashMap<String, IncidentId>,
-    /// Sites not in the inventory, located by their alarms: (point, radius).
-    adhoc: HashMap<String, (GeoPoint, f64)>,
+    /// Site → the last incident it was in that was resolved.
+    resolved_by_site: HashMap<String, IncidentId>,
+    /// Sites not in the inventory, located by their alarms.
+    adhoc: Vec<(String, GeoPoint, f64)>,
+    adhoc_index: HashMap<String, u32>,
+    adhoc_tree: RTree<Indexed>,
     /// When each Probable incident last reached `min_sites` down.
     quorum_since: HashMap<IncidentId, DateTime<Utc>>,
+    /// Pending timer per incident, and the queue of them by deadline.
+    deadline: HashMap<IncidentId, DateTime<Utc>>,
+    timers: BTreeSet<(DateTime<Utc>, IncidentId)>,
     /// Latest event time seen.
     watermark: Option<DateTime<Utc>>,
+    pub counts: Counts,
 }
 
 impl Correlator {
     pub fn new(cfg: CorrelatorConfig, refdata: Arc<RefData>) -> Self {
         let causes = cfg.service_affecting_causes.iter().map(|c| c.trim().to_lowercase()).collect();
+        let dur = |d: std::time::Duration| Duration::from_std(d).unwrap_or(Duration::MAX);
         Correlator {
+            min_duration: dur(cfg.min_duration),
+            hold_down: dur(cfg.hold_down),
             cfg,
             refdata,
             causes,
             incidents: HashMap::new(),
             open_by_site: HashMap::new(),
-            adhoc: HashMap::new(),
+            resolved_by_site: HashMap::new(),
+            adhoc: Vec::new(),
+            adhoc_index: HashMap::new(),
+            adhoc_tree: RTree::new(),
             quorum_since: HashMap::new(),
+            deadline: HashMap::new(),
+            timers: BTreeSet::new(),
             watermark: None,
+            counts: Counts::default(),
         }
     }
 
@@ -75,8 +112,7 @@ impl Correlator {
         self.incidents.values()
     }
 
-    /// The latest event time seen (alarms and restored events); the epoch
-    /// before any.
+    /// The latest alarm event time seen; the epoch before any.
     pub fn watermark(&self) -> DateTime<Utc> {
         self.watermark.unwrap_or(DateTime::UNIX_EPOCH)
     }
@@ -97,10 +133,12 @@ impl Correlator {
                 self.incidents.insert(inc.id.clone(), inc);
             }
             Some(inc) => {
-                inc.apply(ev)?;
+                if !inc.apply(ev)? {
+                    return Ok(());
+                }
             }
         }
-        self.reindex(&ev.incident_id, ev.at);
+        self.index(ev);
         Ok(())
     }
 
@@ -116,7 +154,7 @@ impl Correlator {
         let inc = self.incidents.get_mut(id).ok_or_else(|| ApplyError::NotOpened(id.clone()))?;
         let ev = IncidentEvent { incident_id: id.clone(), seq: inc.seq + 1, at, actor: actor.into(), kind };
         inc.apply(&ev)?;
-        self.reindex(id, at);
+        self.index(&ev);
         Ok(ev)
     }
 
@@ -127,24 +165,48 @@ impl Correlator {
         }
     }
 
-    /// Keep the site index and the quorum clock in step with one incident.
-    fn reindex(&mut self, id: &IncidentId, at: DateTime<Utc>) {
+    /// Keep the site index, the quorum clock and the timer of one incident
+    /// in step with an event just applied to it.
+    fn index(&mut self, ev: &IncidentEvent) {
+        let id = &ev.incident_id;
         let Some(inc) = self.incidents.get(id) else { return };
-        if inc.state.is_open() {
-            for s in inc.sites.keys() {
-                self.open_by_site.insert(s.clone(), id.clone());
-            }
-        } else {
-            for s in inc.sites.keys() {
-                if self.open_by_site.get(s) == Some(id) {
-                    self.open_by_site.remove(s);
+        match &ev.kind {
+            EventKind::AlarmsRaised { alarms } if inc.state.is_open() => {
+                for a in alarms {
+                    self.open_by_site.insert(a.site_id.clone(), id.clone());
                 }
             }
+            EventKind::Resolved { .. } | EventKind::Dismissed {} | EventKind::Cancelled { .. } => {
+                for s in inc.sites.keys() {
+                    if self.open_by_site.get(s) == Some(id) {
+                        self.open_by_site.remove(s);
+                    }
+                    if inc.state == IncidentState::Resolved {
+                        self.resolved_by_site.insert(s.clone(), id.clone());
+                    }
+                }
+            }
+            _ => {}
         }
         if inc.state == IncidentState::Probable && inc.down_count() >= self.cfg.min_sites {
-            self.quorum_since.entry(id.clone()).or_insert(at);
+            self.quorum_since.entry(id.clone()).or_insert(ev.at);
         } else {
             self.quorum_since.remove(id);
+        }
+        let due = match inc.state {
+            IncidentState::Probable => match self.quorum_since.get(id) {
+                Some(q) => Some(*q + self.min_duration),
+                None => inc.all_up_since(),
+            },
+            IncidentState::Declared => inc.all_up_since().map(|u| u + self.hold_down),
+            _ => None,
+        };
+        if let Some(old) = self.deadline.remove(id) {
+            self.timers.remove(&(old, id.clone()));
+        }
+        if let Some(due) = due {
+            self.deadline.insert(id.clone(), due);
+            self.timers.insert((due, id.clone()));
         }
     }
 
@@ -153,77 +215,60 @@ impl Correlator {
             let s = self.refdata.site(i);
             return Ok((GeoPoint::new(s.lat, s.lon), s.radius_km));
         }
-        if let (Some(lat), Some(lon)) = (alarm.lat, alarm.lon) {
-            let at = (GeoPoint::new(lat, lon), self.cfg.default_radius_km);
-            self.adhoc.insert(alarm.site_id.clone(), at);
-            return Ok(at);
+        if let Some(&i) = self.adhoc_index.get(&alarm.site_id) {
+            let (_, p, r) = self.adhoc[i as usize];
+            return Ok((p, r));
         }
-        self.adhoc.get(&alarm.site_id).copied().ok_or_else(|| CorrelateError::UnknownSite(alarm.site_id.clone()))
+        let (Some(lat), Some(lon)) = (alarm.lat, alarm.lon) else {
+            return Err(CorrelateError::UnknownSite(alarm.site_id.clone()));
+        };
+        let (p, r) = (GeoPoint::new(lat, lon), self.cfg.default_radius_km);
+        let i = self.adhoc.len() as u32;
+        self.adhoc.push((alarm.site_id.clone(), p, r));
+        self.adhoc_index.insert(alarm.site_id.clone(), i);
+        self.adhoc_tree.insert(Indexed::new(p.xyz(), i));
+        Ok((p, r))
     }
 
     fn service_affecting(&self, a: &Alarm) -> bool {
         a.severity >= self.cfg.min_severity && self.causes.contains(&a.probable_cause.trim().to_lowercase())
     }
 
-    /// Apply one alarm; returns the events it caused, in order.
+    /// Apply one alarm; returns the events it caused, in order. Timers due
+    /// by the alarm's event time run first, so a replayed backlog gives the
+    /// answer it gave live.
     pub fn on_alarm(&mut self, alarm: &Alarm) -> Result<Vec<IncidentEvent>, CorrelateError> {
         let t = alarm.event_time;
         let mut out = self.tick(self.watermark.map_or(t, |w| w.max(t)));
         self.advance(t);
         let aref = AlarmRef { alarm_id: alarm.alarm_id.clone(), site_id: alarm.site_id.clone(), at: t };
+        let holding = |c: &Self| {
+            let id = c.open_by_site.get(&alarm.site_id)?;
+            let active = c.incidents.get(id)?.sites.get(&alarm.site_id)?.active.contains(&alarm.alarm_id);
+            Some((id.clone(), active))
+        };
         if alarm.is_clear() {
-            let Some(id) = self.open_by_site.get(&alarm.site_id).cloned() else { return Ok(out) };
-            let active =
-                self.incidents[&id].sites.get(&alarm.site_id).is_some_and(|w| w.active.contains(&alarm.alarm_id));
-            if active {
-                self.emit(&id, t, EventKind::AlarmsCleared { alarms: vec![aref] }, &mut out);
+            match holding(self) {
+                Some((id, true)) => self.emit(&id, t, EventKind::AlarmsCleared { alarms: vec![aref] }, &mut out),
+                _ => self.counts.clears_without_raise += 1,
             }
             return Ok(out);
         }
         if !self.service_affecting(alarm) {
+            self.counts.not_service_affecting += 1;
             return Ok(out);
         }
         let (p, r) = self.locate(alarm)?;
-        let id = match self.open_by_site.get(&alarm.site_id).cloned() {
-            Some(id) => {
-                if self.incidents[&id].sites.get(&alarm.site_id).is_some_and(|w| w.active.contains(&alarm.alarm_id)) {
-                    return Ok(out); // a repeated raise
-                }
+        let id = match holding(self) {
+            Some((_, true)) => {
+                self.counts.repeated_raises += 1;
+                return Ok(out);
+            }
+            Some((id, false)) => {
                 self.emit(&id, t, EventKind::AlarmsRaised { alarms: vec![aref] }, &mut out);
                 id
             }
-            None => {
-                let mut candidates: Vec<&Incident> =
-                    self.neighbours(p, r).into_iter().filter_map(|id| self.incidents.get(&id)).collect();
-                candidates.sort_by(|a, b| (a.opened_at, &a.id).cmp(&(b.opened_at, &b.id)));
-                let ids: Vec<(IncidentId, BTreeSet<IncidentId>)> =
-                    candidates.iter().map(|i| (i.id.clone(), i.links.clone())).collect();
-                match ids.split_first() {
-                    None => {
-                        let id = IncidentId::derive(&alarm.site_id, &alarm.alarm_id, t);
-                        let opened = IncidentEvent {
-                            incident_id: id.clone(),
-                            seq: 1,
-                            at: t,
-                            actor: ACTOR.into(),
-                            kind: EventKind::Opened { cause: alarm.probable_cause.clone() },
-                        };
-                        self.incidents.insert(id.clone(), Incident::open(&opened)?);
-                        out.push(opened);
-                        self.emit(&id, t, EventKind::AlarmsRaised { alarms: vec![aref] }, &mut out);
-                        id
-                    }
-                    Some(((first, links), others)) => {
-                        self.emit(first, t, EventKind::AlarmsRaised { alarms: vec![aref] }, &mut out);
-                        for (other, _) in others {
-                            if !links.contains(other) {
-                                self.emit(first, t, EventKind::Linked { other: other.clone() }, &mut out);
-                            }
-                        }
-                        first.clone()
-                    }
-                }
-            }
+            None => self.join_or_open(alarm, aref, p, r, &mut out)?,
         };
         let inc = &self.incidents[&id];
         if inc.state == IncidentState::Probable && inc.down_count() >= self.cfg.declare_sites {
@@ -233,63 +278,95 @@ impl Correlator {
         Ok(out)
     }
 
+    fn join_or_open(
+        &mut self,
+        alarm: &Alarm,
+        aref: AlarmRef,
+        p: GeoPoint,
+        r: f64,
+        out: &mut Vec<IncidentEvent>,
+    ) -> Result<IncidentId, CorrelateError> {
+        let t = alarm.event_time;
+        let mut candidates: Vec<(DateTime<Utc>, IncidentId)> =
+            self.neighbours(p, r).into_iter().map(|id| (self.incidents[&id].opened_at, id)).collect();
+        candidates.sort();
+        if let Some(((_, first), others)) = candidates.split_first() {
+            self.emit(first, t, EventKind::AlarmsRaised { alarms: vec![aref] }, out);
+            for (_, other) in others {
+                if !self.incidents[first].links.contains(other) {
+                    self.emit(first, t, EventKind::Linked { other: other.clone() }, out);
+                }
+            }
+            return Ok(first.clone());
+        }
+        let id = IncidentId::derive(&alarm.site_id, &alarm.alarm_id, t);
+        let opened = IncidentEvent {
+            incident_id: id.clone(),
+            seq: 1,
+            at: t,
+            actor: ACTOR.into(),
+            kind: EventKind::Opened { cause: alarm.probable_cause.clone() },
+        };
+        self.incidents.insert(id.clone(), Incident::open(&opened)?);
+        out.push(opened);
+        self.emit(&id, t, EventKind::AlarmsRaised { alarms: vec![aref] }, out);
+        if let Some(prev) = self.resolved_by_site.get(&alarm.site_id).cloned() {
+            self.emit(&id, t, EventKind::Linked { other: prev }, out);
+        }
+        Ok(id)
+    }
+
     /// Open incidents with a member site whose coverage is within the gap
-    /// of a circle at `p` with radius `r`, sorted, deduplicated.
+    /// of a circle at `p` with radius `r`.
     fn neighbours(&self, p: GeoPoint, r: f64) -> BTreeSet<IncidentId> {
         let gap = self.cfg.neighbour_gap_km;
         let reach = r + self.refdata.max_radius_km().max(self.cfg.default_radius_km) + gap;
         let mut out = BTreeSet::new();
+        let mut consider = |site: &str, q: GeoPoint, rq: f64| {
+            if let Some(id) = self.open_by_site.get(site) {
+                if p.distance_km(q) <= r + rq + gap {
+                    out.insert(id.clone());
+                }
+            }
+        };
         for i in self.refdata.sites_within(p, reach) {
             let s = self.refdata.site(i);
-            if let Some(id) = self.open_by_site.get(&s.site_id) {
-                if p.distance_km(GeoPoint::new(s.lat, s.lon)) <= r + s.radius_km + gap {
-                    out.insert(id.clone());
-                }
-            }
+            consider(&s.site_id, GeoPoint::new(s.lat, s.lon), s.radius_km);
         }
-        for (site, (q, rq)) in &self.adhoc {
-            if let Some(id) = self.open_by_site.get(site) {
-                if p.distance_km(*q) <= r + rq + gap {
-                    out.insert(id.clone());
-                }
-            }
+        let chord2 = crate::geodesy::chord2_for_km(reach);
+        for e in self.adhoc_tree.locate_within_distance(p.xyz(), chord2) {
+            let (site, q, rq) = &self.adhoc[e.data as usize];
+            consider(site, *q, *rq);
         }
         out
     }
 
-    /// Run the timers at `now`: declare, dismiss, resolve.
+    /// Run the timers due by `now`: declare, dismiss, resolve. Deterministic
+    /// order: by deadline, then incident id.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<IncidentEvent> {
         let mut out = Vec::new();
-        let min_duration = chrono::Duration::from_std(self.cfg.min_duration).unwrap_or(chrono::Duration::MAX);
-        let hold_down = chrono::Duration::from_std(self.cfg.hold_down).unwrap_or(chrono::Duration::MAX);
-        let mut open: Vec<IncidentId> =
-            self.incidents.values().filter(|i| i.state.is_open()).map(|i| i.id.clone()).collect();
-        open.sort();
-        for id in open {
-            let inc = &self.incidents[&id];
+        while let Some((due, id)) = self.timers.first().cloned() {
+            if due > now {
+                break;
+            }
+            self.timers.remove(&(due, id.clone()));
+            self.deadline.remove(&id);
+            let Some(inc) = self.incidents.get(&id) else { continue };
             match inc.state {
-                IncidentState::Probable => {
-                    if let Some(since) = self.quorum_since.get(&id) {
-                        if now - *since >= min_duration {
-                            let at = *since + min_duration;
-                            let reason = format!(
-                                "{} sites down for >= {}",
-                                inc.down_count(),
-                                humantime::format_duration(self.cfg.min_duration)
-                            );
-                            self.emit(&id, at, EventKind::Declared { reason }, &mut out);
-                            continue;
-                        }
-                    }
-                    if let Some(up) = inc.all_up_since() {
-                        self.emit(&id, up, EventKind::Dismissed {}, &mut out);
-                    }
+                IncidentState::Probable if self.quorum_since.contains_key(&id) => {
+                    let reason = format!(
+                        "{} sites down for >= {}",
+                        inc.down_count(),
+                        humantime::format_duration(self.cfg.min_duration)
+                    );
+                    self.emit(&id, due, EventKind::Declared { reason }, &mut out);
+                }
+                IncidentState::Probable if inc.all_up_since().is_some() => {
+                    self.emit(&id, due, EventKind::Dismissed {}, &mut out);
                 }
                 IncidentState::Declared => {
                     if let Some(up) = inc.all_up_since() {
-                        if now - up >= hold_down {
-                            self.emit(&id, up + hold_down, EventKind::Resolved { restored_at: up }, &mut out);
-                        }
+                        self.emit(&id, due, EventKind::Resolved { restored_at: up }, &mut out);
                     }
                 }
                 _ => {}
@@ -447,5 +524,35 @@ mod tests {
         assert_eq!(kinds(&c.on_alarm(&located).unwrap()), ["opened", "alarms_raised"]);
         let evs = c.on_alarm(&raise("Y", "S1", 5)).unwrap();
         assert_eq!(kinds(&evs), ["alarms_raised"], "a known site next to the located one joins its incident");
+    }
+
+    #[test]
+    fn a_recurrence_after_resolution_is_a_new_incident_linked_to_the_old() {
+        let mut c = correlator(cfg());
+        for (i, s) in ["S1", "S2", "S3", "S4"].iter().enumerate() {
+            c.on_alarm(&raise(&format!("A{i}"), s, 0)).unwrap();
+        }
+        for (i, s) in ["S1", "S2", "S3", "S4"].iter().enumerate() {
+            c.on_alarm(&clear(&format!("A{i}"), s, 100)).unwrap();
+        }
+        let resolved = c.tick(t(100 + 600));
+        assert_eq!(kinds(&resolved), ["resolved"]);
+        let old = resolved[0].incident_id.clone();
+        let evs = c.on_alarm(&raise("B1", "S1", 2000)).unwrap();
+        assert_eq!(kinds(&evs), ["opened", "alarms_raised", "linked"]);
+        assert_ne!(evs[0].incident_id, old);
+        assert!(matches!(&evs[2].kind, EventKind::Linked { other } if *other == old));
+    }
+
+    #[test]
+    fn what_is_not_news_is_counted() {
+        let mut c = correlator(cfg());
+        c.on_alarm(&clear("Z", "S1", 0)).unwrap();
+        c.on_alarm(&raise("A", "S1", 0)).unwrap();
+        c.on_alarm(&raise("A", "S1", 5)).unwrap();
+        let mut minor = raise("M", "S2", 0);
+        minor.severity = Severity::Minor;
+        c.on_alarm(&minor).unwrap();
+        assert_eq!(c.counts, Counts { repeated_raises: 1, clears_without_raise: 1, not_service_affecting: 1 });
     }
 }
