@@ -20,6 +20,7 @@ use std::time::Duration;
 #[derive(Default)]
 pub struct Config {
     pub kafka: KafkaConfig,
+    pub ingest: IngestConfig,
     pub refdata: RefDataPaths,
     pub correlator: CorrelatorConfig,
     pub plan: PlanConfig,
@@ -97,6 +98,34 @@ impl Default for RefDataPaths {
             sites: "data/demo/sites.csv".into(),
             postcodes: "data/demo/postcodes.csv".into(),
             customers: "data/demo/customers.csv".into(),
+        }
+    }
+}
+
+/// What the alarm source refuses before correlation (to the dead-letter
+/// topic, with the reason).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Larger records are dead-lettered unread. Default 1 MiB.
+    pub max_record_bytes: usize,
+    /// Alarms whose event time is further ahead of the clock are
+    /// dead-lettered. Default 5m.
+    #[serde(with = "humantime_serde")]
+    pub max_future: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig { max_record_bytes: 1 << 20, max_future: Duration::from_secs(300) }
+    }
+}
+
+impl IngestConfig {
+    pub fn limits(&self) -> crate::sources::decode::Limits {
+        crate::sources::decode::Limits {
+            max_bytes: self.max_record_bytes,
+            max_future: chrono::Duration::from_std(self.max_future).unwrap_or(chrono::Duration::MAX),
         }
     }
 }
@@ -232,6 +261,9 @@ impl Config {
         }
         if self.kafka.group_id.is_empty() {
             return bad("kafka.group_id", "must not be empty");
+        }
+        if self.ingest.max_record_bytes < 64 {
+            return bad("ingest.max_record_bytes", "must be at least 64");
         }
         let c = &self.correlator;
         if !(c.neighbour_gap_km.is_finite() && c.neighbour_gap_km >= 0.0) {

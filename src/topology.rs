@@ -25,7 +25,7 @@ use crate::kafka::{read_to_end, Broker, BrokerError};
 use crate::model::{Action, Channel, EventKind, IncidentEvent, IncidentId, IncidentState, Phase};
 use crate::refdata::RefData;
 use crate::sinks::{ActionSink, Delivery, IvrSink, SinkError};
-use crate::sources::decode::{decode, DlqRecord};
+use crate::sources::decode::{decode_checked, DlqRecord, Limits};
 use crate::sources::kafka::KafkaSource;
 use crate::sources::{AlarmSource, SourceError, SourceRecord};
 use crate::transforms::correlate::{CorrelateError, Correlator};
@@ -85,6 +85,8 @@ impl ShutdownTrigger {
 pub struct Stats {
     pub alarms_read: AtomicU64,
     pub alarms_dead_lettered: AtomicU64,
+    /// Dead letters by class (`not_json`, `unknown_site`, …).
+    pub dead_letters: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     pub events_appended: AtomicU64,
     pub actions_planned: AtomicU64,
     /// Actions the dispatcher took off the topic (delivered or duplicate).
@@ -155,9 +157,20 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 #[derive(Default)]
 struct Pending {
     dlq: Vec<(String, String)>,
+    /// The class of each dead letter, for counting.
+    dead_classes: Vec<&'static str>,
     actions: Vec<(String, String)>,
     events: Vec<IncidentEvent>,
     ivr: Vec<crate::model::IvrUpsert>,
+}
+
+impl Pending {
+    fn dead_letter(&mut self, rec: &SourceRecord, class: &'static str, reason: String, now: DateTime<Utc>) {
+        tracing::warn!(partition = rec.partition, offset = rec.offset, class, %reason, "alarm dead-lettered");
+        let key = rec.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+        self.dlq.push((key, json(&DlqRecord::new(rec, reason, now))));
+        self.dead_classes.push(class);
+    }
 }
 
 /// The alarm → incident → plan stage.
@@ -167,6 +180,7 @@ pub struct Pipeline<S: AlarmSource, I: IvrSink> {
     correlator: Correlator,
     planner: Planner,
     producer: FutureProducer,
+    limits: Limits,
     cfg: Config,
     clock: Arc<dyn Clock>,
     stats: Arc<Stats>,
@@ -188,6 +202,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             correlator: Correlator::new(cfg.correlator.clone(), refdata.clone()),
             planner: Planner::new(cfg.plan.clone(), refdata),
             producer: broker.producer()?,
+            limits: cfg.ingest.limits(),
             cfg: cfg.clone(),
             clock,
             stats,
@@ -245,24 +260,32 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             let events = self.correlator.tick(now);
             self.apply_effects(events, &mut out)?;
         }
+        // Decode the whole batch, then apply it in event-time order: a batch
+        // holds several partitions' records, each in its own order.
+        let now = self.clock.now();
+        let mut alarms = Vec::with_capacity(batch.len());
         for rec in &batch {
-            let result = decode(&rec.payload).map_err(|e| e.to_string()).and_then(|alarm| {
-                self.correlator.on_alarm(&alarm).map_err(|e| match e {
-                    CorrelateError::UnknownSite(_) => e.to_string(),
-                    other => format!("internal: {other}"),
-                })
-            });
-            match result {
+            match decode_checked(&rec.payload, now, &self.limits) {
+                Ok(decoded) => alarms.extend(decoded.into_iter().map(|a| (rec, a))),
+                Err(e) => out.dead_letter(rec, e.class(), e.to_string(), now),
+            }
+        }
+        alarms.sort_by_key(|(_, a)| a.event_time);
+        for (rec, alarm) in alarms {
+            match self.correlator.on_alarm(&alarm) {
                 Ok(events) => self.apply_effects(events, &mut out)?,
-                Err(reason) => {
-                    tracing::warn!(partition = rec.partition, offset = rec.offset, %reason, "alarm dead-lettered");
-                    let key = rec.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-                    out.dlq.push((key, json(&DlqRecord::new(rec, reason, self.clock.now()))));
-                }
+                Err(e @ CorrelateError::UnknownSite(_)) => out.dead_letter(rec, "unknown_site", e.to_string(), now),
+                Err(e) => return Err(e.into()),
             }
         }
         self.stats.alarms_read.fetch_add(batch.len() as u64, Relaxed);
         self.stats.alarms_dead_lettered.fetch_add(out.dlq.len() as u64, Relaxed);
+        if !out.dead_classes.is_empty() {
+            let mut by = self.stats.dead_letters.lock().unwrap_or_else(|p| p.into_inner());
+            for c in &out.dead_classes {
+                *by.entry(c).or_default() += 1;
+            }
+        }
         let changed = !out.events.is_empty();
         self.write(out).await?;
         self.source.ack(&batch)?;

@@ -270,6 +270,8 @@ async fn malformed_alarms_go_to_the_dead_letter_topic_and_the_rest_flows() {
     task.await.unwrap().unwrap();
 
     assert_eq!(stats.alarms_dead_lettered.load(Relaxed), 2);
+    let by_class = stats.dead_letters.lock().unwrap().clone();
+    assert_eq!(by_class, BTreeMap::from([("not_json", 1), ("unknown_site", 1)]), "dead letters are counted per reason");
     let dlq: Vec<DlqRecord> =
         topic_records(&broker, &cfg.kafka.topics.dlq).iter().map(|b| serde_json::from_slice(b).unwrap()).collect();
     assert_eq!(dlq.len(), 2);

@@ -25,6 +25,57 @@ pub enum DecodeError {
     Unsupported { format: &'static str },
     #[error("field `{field}`: {message}")]
     Field { field: &'static str, message: String },
+    #[error("record of {size} bytes is over the {limit}-byte limit")]
+    Oversized { size: usize, limit: usize },
+    #[error("event_time {at} is more than {ahead} ahead of the clock ({now})")]
+    Future { at: DateTime<Utc>, now: DateTime<Utc>, ahead: String },
+}
+
+impl DecodeError {
+    /// A stable name for the kind of problem, for counting dead letters.
+    pub fn class(&self) -> &'static str {
+        match self {
+            DecodeError::Empty => "empty",
+            DecodeError::NotJson(_) => "not_json",
+            DecodeError::Shape(_) => "bad_shape",
+            DecodeError::Unsupported { .. } => "unsupported_format",
+            DecodeError::Field { .. } => "bad_field",
+            DecodeError::Oversized { .. } => "oversized",
+            DecodeError::Future { .. } => "future_time",
+        }
+    }
+}
+
+/// What a record may be before it is decoded at all.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Larger records are refused unread.
+    pub max_bytes: usize,
+    /// Event times further ahead of the clock than this are refused: a
+    /// wrong NMS clock would otherwise hold timers hostage.
+    pub max_future: chrono::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_bytes: 1 << 20, max_future: chrono::Duration::minutes(5) }
+    }
+}
+
+/// Decode one record at `now` under `limits`: the record's alarms (a VES
+/// `eventList` carries several).
+pub fn decode_checked(payload: &[u8], now: DateTime<Utc>, limits: &Limits) -> Result<Vec<Alarm>, DecodeError> {
+    if payload.len() > limits.max_bytes {
+        return Err(DecodeError::Oversized { size: payload.len(), limit: limits.max_bytes });
+    }
+    let alarms = vec![decode(payload)?];
+    for a in &alarms {
+        if a.event_time > now + limits.max_future {
+            let ahead = limits.max_future.to_std().map(humantime::format_duration).map(|d| d.to_string());
+            return Err(DecodeError::Future { at: a.event_time, now, ahead: ahead.unwrap_or_default() });
+        }
+    }
+    Ok(alarms)
 }
 
 /// Decode one record value.
@@ -153,5 +204,19 @@ mod tests {
         assert!(decode(missing.as_bytes()).unwrap_err().to_string().contains("site_id"));
         let half = GOOD.replace("\"state\"", "\"lat\":41.0,\"state\"");
         assert!(decode(half.as_bytes()).unwrap_err().to_string().contains("lat and lon"));
+    }
+
+    #[test]
+    fn limits_refuse_oversized_records_and_clocks_from_the_future() {
+        let now: DateTime<Utc> = "2026-11-23T06:00:00Z".parse().unwrap();
+        let limits = Limits { max_bytes: 300, ..Limits::default() };
+        assert_eq!(decode_checked(GOOD.as_bytes(), now, &limits).unwrap().len(), 1);
+        let big = GOOD.replace("mains power failure", &"x".repeat(400));
+        assert_eq!(decode_checked(big.as_bytes(), now, &limits).unwrap_err().class(), "oversized");
+        let later = GOOD.replace("06:00:00Z", "06:06:00Z");
+        let err = decode_checked(later.as_bytes(), now, &limits).unwrap_err();
+        assert_eq!(err.class(), "future_time", "{err}");
+        let soon = GOOD.replace("06:00:00Z", "06:04:00Z");
+        assert!(decode_checked(soon.as_bytes(), now, &limits).is_ok(), "a clock a little ahead is tolerated");
     }
 }
