@@ -219,4 +219,68 @@ mod tests {
         let soon = GOOD.replace("06:00:00Z", "06:04:00Z");
         assert!(decode_checked(soon.as_bytes(), now, &limits).is_ok(), "a clock a little ahead is tolerated");
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn now() -> DateTime<Utc> {
+            "2026-11-23T06:00:00Z".parse().unwrap_or_default()
+        }
+
+        /// JSON values that look like alarms: the right keys with values of
+        /// any type, some keys missing, some extra.
+        fn alarmish() -> impl Strategy<Value = String> {
+            let value = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, Into::into)),
+                any::<i64>().prop_map(serde_json::Value::from),
+                ".{0,40}".prop_map(serde_json::Value::from),
+                Just(serde_json::Value::from("2026-11-23T06:00:00Z")),
+                Just(serde_json::Value::from("raised")),
+                Just(serde_json::Value::from("critical")),
+            ];
+            const KEYS: [&str; 12] = [
+                "alarm_id",
+                "site_id",
+                "state",
+                "severity",
+                "probable_cause",
+                "event_time",
+                "lat",
+                "lon",
+                "event",
+                "eventList",
+                "perceivedSeverity",
+                "extra",
+            ];
+            proptest::collection::vec((proptest::sample::select(&KEYS[..]), value), 0..12).prop_map(|kv| {
+                let obj: serde_json::Map<String, serde_json::Value> =
+                    kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+                serde_json::Value::Object(obj).to_string()
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+                let _ = decode_checked(&bytes, now(), &Limits::default());
+            }
+
+            #[test]
+            fn alarm_shaped_json_decodes_or_says_why(json in alarmish()) {
+                match decode_checked(json.as_bytes(), now(), &Limits::default()) {
+                    Ok(alarms) => {
+                        for a in alarms {
+                            prop_assert!(!a.alarm_id.trim().is_empty() && !a.site_id.trim().is_empty());
+                        }
+                    }
+                    Err(e) => prop_assert!(!e.to_string().is_empty()),
+                }
+            }
+        }
+    }
 }
