@@ -144,6 +144,9 @@ pub struct CorrelatorConfig {
     pub min_duration: Duration,
     /// Declare at once when this many sites are down. Default 10.
     pub declare_sites: usize,
+    /// ... or when at least `min_sites` are down and their coverage holds
+    /// this many customers (billing postcodes). Default 1000.
+    pub declare_customers: u64,
     /// All sites must stay up this long before "restored". Default 10m.
     #[serde(with = "humantime_serde")]
     pub hold_down: Duration,
@@ -162,6 +165,7 @@ impl Default for CorrelatorConfig {
             min_sites: 3,
             min_duration: Duration::from_secs(120),
             declare_sites: 10,
+            declare_customers: 1000,
             hold_down: Duration::from_secs(600),
             min_severity: Severity::Major,
             service_affecting_causes: crate::simulate::SERVICE_AFFECTING_CAUSES.iter().map(|s| s.to_string()).collect(),

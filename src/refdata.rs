@@ -200,6 +200,8 @@ pub struct RefData {
     customers_by_postcode: HashMap<String, Vec<u32>>,
     /// The largest site radius, to bound neighbour searches.
     max_radius_km: f64,
+    /// Per site: the postcodes whose centroid its coverage contains.
+    site_postcodes: Vec<Vec<u32>>,
 }
 
 impl RefData {
@@ -248,6 +250,13 @@ impl RefData {
             customers_by_postcode.entry(c.postcode.clone()).or_default().push(i as u32);
         }
         let max_radius_km = sites.iter().map(|s| s.radius_km).fold(0.0, f64::max);
+        let site_postcodes = sites
+            .iter()
+            .map(|s| {
+                let p = GeoPoint::new(s.lat, s.lon).xyz();
+                postcode_tree.locate_within_distance(p, geodesy::chord2_for_km(s.radius_km)).map(|e| e.data).collect()
+            })
+            .collect();
         Ok(RefData {
             sites,
             postcodes,
@@ -257,6 +266,7 @@ impl RefData {
             postcode_tree,
             customers_by_postcode,
             max_radius_km,
+            site_postcodes,
         })
     }
 
@@ -280,6 +290,12 @@ impl RefData {
     /// Postcodes whose centroid is within `km` of `p`.
     pub fn postcodes_within(&self, p: GeoPoint, km: f64) -> impl Iterator<Item = u32> + '_ {
         self.postcode_tree.locate_within_distance(p.xyz(), geodesy::chord2_for_km(km)).map(|e| e.data)
+    }
+
+    /// Postcodes (indexes into `postcodes`) whose centroid lies in the
+    /// coverage of site `idx`: the footprint's building block.
+    pub fn site_postcodes(&self, idx: u32) -> &[u32] {
+        &self.site_postcodes[idx as usize]
     }
 
     pub fn customers_in(&self, postcode: &str) -> &[u32] {

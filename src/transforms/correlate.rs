@@ -72,6 +72,8 @@ pub struct Correlator {
     adhoc_tree: RTree<Indexed>,
     /// When each Probable incident last reached `min_sites` down.
     quorum_since: HashMap<IncidentId, DateTime<Utc>>,
+    /// Per open incident: postcodes its sites cover, and their customers.
+    coverage: HashMap<IncidentId, (std::collections::HashSet<u32>, u64)>,
     /// Pending timer per incident, and the queue of them by deadline.
     deadline: HashMap<IncidentId, DateTime<Utc>>,
     timers: BTreeSet<(DateTime<Utc>, IncidentId)>,
@@ -97,6 +99,7 @@ impl Correlator {
             adhoc_index: HashMap::new(),
             adhoc_tree: RTree::new(),
             quorum_since: HashMap::new(),
+            coverage: HashMap::new(),
             deadline: HashMap::new(),
             timers: BTreeSet::new(),
             watermark: None,
@@ -110,6 +113,11 @@ impl Correlator {
 
     pub fn incidents(&self) -> impl Iterator<Item = &Incident> {
         self.incidents.values()
+    }
+
+    /// Customers billed in the postcodes an open incident's sites cover.
+    pub fn customers(&self, id: &IncidentId) -> u64 {
+        self.coverage.get(id).map_or(0, |c| c.1)
     }
 
     /// The latest alarm event time seen; the epoch before any.
@@ -172,11 +180,20 @@ impl Correlator {
         let Some(inc) = self.incidents.get(id) else { return };
         match &ev.kind {
             EventKind::AlarmsRaised { alarms } if inc.state.is_open() => {
+                let (covered, customers) = self.coverage.entry(id.clone()).or_default();
                 for a in alarms {
                     self.open_by_site.insert(a.site_id.clone(), id.clone());
+                    let Some(site) = self.refdata.site_index(&a.site_id) else { continue };
+                    for &p in self.refdata.site_postcodes(site) {
+                        if covered.insert(p) {
+                            *customers +=
+                                self.refdata.customers_in(&self.refdata.postcodes[p as usize].postcode).len() as u64;
+                        }
+                    }
                 }
             }
             EventKind::Resolved { .. } | EventKind::Dismissed {} | EventKind::Cancelled { .. } => {
+                self.coverage.remove(id);
                 for s in inc.sites.keys() {
                     if self.open_by_site.get(s) == Some(id) {
                         self.open_by_site.remove(s);
@@ -271,9 +288,18 @@ impl Correlator {
             None => self.join_or_open(alarm, aref, p, r, &mut out)?,
         };
         let inc = &self.incidents[&id];
-        if inc.state == IncidentState::Probable && inc.down_count() >= self.cfg.declare_sites {
-            let reason = format!("{} sites down (>= {})", inc.down_count(), self.cfg.declare_sites);
-            self.emit(&id, t, EventKind::Declared { reason }, &mut out);
+        if inc.state == IncidentState::Probable {
+            let (down, customers) = (inc.down_count(), self.customers(&id));
+            let reason = if down >= self.cfg.declare_sites {
+                Some(format!("{down} sites down (>= {})", self.cfg.declare_sites))
+            } else if down >= self.cfg.min_sites && customers >= self.cfg.declare_customers {
+                Some(format!("{down} sites down covering {customers} customers (>= {})", self.cfg.declare_customers))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                self.emit(&id, t, EventKind::Declared { reason }, &mut out);
+            }
         }
         Ok(out)
     }
@@ -554,5 +580,45 @@ mod tests {
         minor.severity = Severity::Minor;
         c.on_alarm(&minor).unwrap();
         assert_eq!(c.counts, Counts { repeated_raises: 1, clears_without_raise: 1, not_service_affecting: 1 });
+    }
+
+    #[test]
+    fn sites_covering_many_customers_declare_at_once() {
+        use crate::model::money::{Currency, Money};
+        use crate::model::{Customer, Postcode, Services};
+        let site = |id: &str, lat, lon| Site { site_id: id.into(), lat, lon, radius_km: 2.0, group_id: None };
+        let fee = Money::new(3000, Currency::parse("USD").unwrap());
+        let customers = (0..1000)
+            .map(|i| Customer {
+                customer_id: format!("C{i}"),
+                msisdn: None,
+                email: None,
+                postcode: "02901".into(),
+                language: "en".into(),
+                services: Services::parse("voice").unwrap(),
+                monthly_fee: fee,
+                avg_bill_3m: fee,
+            })
+            .collect();
+        let rd = RefData::build(
+            vec![site("S1", 41.820, -71.410), site("S2", 41.829, -71.410), site("S3", 41.820, -71.398)],
+            vec![Postcode { postcode: "02901".into(), lat: 41.821, lon: -71.409, population: None, timezone: None }],
+            customers,
+        )
+        .unwrap();
+        let mut c = Correlator::new(CorrelatorConfig { declare_customers: 1000, ..cfg() }, Arc::new(rd));
+        let mut evs = vec![];
+        for (i, s) in ["S1", "S2", "S3"].iter().enumerate() {
+            evs.extend(c.on_alarm(&raise(&format!("A{i}"), s, 0)).unwrap());
+        }
+        assert_eq!(c.customers(&evs[0].incident_id), 1000);
+        assert_eq!(kinds(&evs).last(), Some(&"declared"), "no min_duration wait for 1000 customers");
+        let mut c2 = correlator(CorrelatorConfig { declare_customers: 1000, ..cfg() });
+        let evs: Vec<_> = ["S1", "S2", "S3"]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| c2.on_alarm(&raise(&format!("A{i}"), s, 0)).unwrap())
+            .collect();
+        assert!(!kinds(&evs).contains(&"declared"), "without customers the rule waits");
     }
 }

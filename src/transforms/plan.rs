@@ -10,7 +10,6 @@
 use super::compensate::{self, Rule};
 use super::templates::{self, MessageContext};
 use crate::config::PlanConfig;
-use crate::geodesy::GeoPoint;
 use crate::model::{Action, ActionKind, Channel, Customer, Incident, IncidentState, IvrUpsert, Message};
 use crate::refdata::RefData;
 use chrono::{DateTime, Utc};
@@ -72,8 +71,7 @@ impl Planner {
         let mut set = BTreeSet::new();
         for site_id in inc.sites.keys() {
             let Some(i) = self.refdata.site_index(site_id) else { continue };
-            let s = self.refdata.site(i);
-            set.extend(self.refdata.postcodes_within(GeoPoint::new(s.lat, s.lon), s.radius_km));
+            set.extend(self.refdata.site_postcodes(i).iter().copied());
         }
         let mut v: Vec<u32> = set.into_iter().collect();
         v.sort_by(|a, b| {
