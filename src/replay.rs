@@ -23,6 +23,10 @@ use std::sync::Arc;
 pub struct PostcodeImpact {
     pub postcode: String,
     pub customers: usize,
+    /// When the first site covering it went down.
+    pub down_since: DateTime<Utc>,
+    /// When the last site covering it came back (absent while one is down).
+    pub restored_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -77,11 +81,11 @@ pub fn replay(lines: impl Iterator<Item = String>, refdata: Arc<RefData>, cfg: &
 
 fn report(inc: &Incident, planner: &Planner, rd: &RefData) -> IncidentReport {
     let postcodes: Vec<PostcodeImpact> = planner
-        .footprint(inc)
+        .postcode_windows(inc)
         .into_iter()
-        .map(|i| {
+        .map(|(i, (down_since, restored_at))| {
             let p = &rd.postcodes[i as usize].postcode;
-            PostcodeImpact { postcode: p.clone(), customers: rd.customers_in(p).len() }
+            PostcodeImpact { postcode: p.clone(), customers: rd.customers_in(p).len(), down_since, restored_at }
         })
         .collect();
     let circles = inc.sites.keys().filter_map(|s| rd.site_index(s)).map(|i| {

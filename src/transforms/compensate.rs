@@ -32,16 +32,16 @@ pub fn prorate(amount_minor: i64, num: i64, den: i64) -> i64 {
     ((2 * a * n + d) / (2 * d)) as i64
 }
 
-/// The outage window of an incident: first site down → restoration.
-pub fn outage_window(inc: &Incident) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-    let start = inc.sites.values().map(|w| w.down_since).min()?;
-    Some((start, inc.restored_at?))
-}
-
-/// The credit a customer gets under `rule` for a resolved incident, if any:
-/// none when the outage is shorter than `min_outage` or rounds to zero.
-pub fn credit(rule: Rule, inc: &Incident, customer: &Customer, min_outage: std::time::Duration) -> Option<Credit> {
-    let (start, end) = outage_window(inc)?;
+/// The credit a customer gets under `rule` for an outage of their area from
+/// `start` to `end` (the window of the sites covering their postcode), if
+/// any: none when the outage is shorter than `min_outage` or rounds to zero.
+pub fn credit(
+    rule: Rule,
+    inc: &Incident,
+    customer: &Customer,
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
+    min_outage: std::time::Duration,
+) -> Option<Credit> {
     let seconds = (end - start).num_seconds();
     if seconds <= 0 || seconds < min_outage.as_secs() as i64 {
         return None;

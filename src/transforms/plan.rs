@@ -13,7 +13,7 @@ use crate::config::PlanConfig;
 use crate::model::{Action, ActionKind, Channel, Customer, Incident, IncidentState, IvrUpsert, Message};
 use crate::refdata::RefData;
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Actions for newly covered postcodes (down) or for everyone told (restored).
@@ -78,6 +78,26 @@ impl Planner {
             self.refdata.postcodes[*a as usize].postcode.cmp(&self.refdata.postcodes[*b as usize].postcode)
         });
         v
+    }
+
+    /// Per footprint postcode (index into `refdata.postcodes`): when the
+    /// sites covering it went down, and when the last of them came back
+    /// (`None` while one is still down). Partially restored areas get their
+    /// own window.
+    pub fn postcode_windows(&self, inc: &Incident) -> BTreeMap<u32, (DateTime<Utc>, Option<DateTime<Utc>>)> {
+        let mut out: BTreeMap<u32, (DateTime<Utc>, Option<DateTime<Utc>>)> = BTreeMap::new();
+        for (site_id, w) in &inc.sites {
+            let Some(i) = self.refdata.site_index(site_id) else { continue };
+            for &p in self.refdata.site_postcodes(i) {
+                out.entry(p)
+                    .and_modify(|(start, end)| {
+                        *start = (*start).min(w.down_since);
+                        *end = end.zip(w.up_at).map(|(a, b)| a.max(b));
+                    })
+                    .or_insert((w.down_since, w.up_at));
+            }
+        }
+        out
     }
 
     fn action(&self, inc: &Incident, c: &Customer, channel: Channel, kind: ActionKind, now: DateTime<Utc>) -> Action {
@@ -155,6 +175,13 @@ impl Planner {
         let postcodes: Vec<String> = inc.notified_postcodes.iter().cloned().collect();
         let mut texts = self.texts(inc);
         let grace = chrono::Duration::from_std(self.cfg.data_grant_grace).unwrap_or(chrono::Duration::days(1));
+        let windows: HashMap<&str, (DateTime<Utc>, DateTime<Utc>)> = self
+            .postcode_windows(inc)
+            .into_iter()
+            .map(|(p, (start, end))| {
+                (self.refdata.postcodes[p as usize].postcode.as_str(), (start, end.unwrap_or(restored_at)))
+            })
+            .collect();
         let mut actions = Vec::new();
         for c in self.customers(&postcodes) {
             self.notices(inc, c, ActionKind::Restored, now, &mut texts, &mut actions);
@@ -164,7 +191,9 @@ impl Planner {
                 a.until = Some(restored_at + grace);
                 actions.push(a);
             }
-            if let Some(credit) = compensate::credit(Rule::GoodwillProrated, inc, c, self.cfg.credit_min_outage) {
+            let Some(&window) = windows.get(c.postcode.as_str()) else { continue };
+            if let Some(credit) = compensate::credit(Rule::GoodwillProrated, inc, c, window, self.cfg.credit_min_outage)
+            {
                 let mut a = self.action(inc, c, Channel::Credit, ActionKind::Credit, now);
                 a.credit = Some(credit);
                 actions.push(a);
@@ -324,5 +353,30 @@ mod tests {
         assert!(on[0].active && !on[0].message.is_empty());
         let off = p.ivr(&incident(vec![declared(), EventKind::Resolved { restored_at: t(5) }]), t(9));
         assert!(!off[0].active);
+    }
+
+    #[test]
+    fn each_postcode_is_compensated_for_its_own_window() {
+        let p = planner();
+        let id = IncidentId("INC-20261123-00000002".into());
+        let ev = |seq, kind| IncidentEvent { incident_id: id.clone(), seq, at: t(0), actor: "test".into(), kind };
+        let a = |site: &str, at| vec![AlarmRef { alarm_id: format!("A-{site}"), site_id: site.into(), at: t(at) }];
+        let mut inc = Incident::open(&ev(1, EventKind::Opened { cause: "power".into() })).unwrap();
+        // S1 covers 02901; S9 is not in the inventory (no postcodes).
+        inc.apply(&ev(2, EventKind::AlarmsRaised { alarms: a("S1", 0) })).unwrap();
+        inc.apply(&ev(3, EventKind::AlarmsRaised { alarms: a("S9", 0) })).unwrap();
+        inc.apply(&ev(4, declared())).unwrap();
+        inc.apply(&ev(5, EventKind::Planned { phase: Phase::Down, postcodes: vec!["02901".into()], actions: 5 }))
+            .unwrap();
+        inc.apply(&ev(6, EventKind::AlarmsCleared { alarms: a("S1", 2 * 3600) })).unwrap();
+        let windows = p.postcode_windows(&inc);
+        assert_eq!(windows.len(), 1);
+        assert_eq!(windows.values().next(), Some(&(t(0), Some(t(2 * 3600)))), "02901 is back while S9 is down");
+        inc.apply(&ev(7, EventKind::AlarmsCleared { alarms: a("S9", 6 * 3600) })).unwrap();
+        inc.apply(&ev(8, EventKind::Resolved { restored_at: t(6 * 3600) })).unwrap();
+        let plan = p.plan_restored(&inc, t(7 * 3600));
+        let credit = plan.actions.iter().find_map(|a| a.credit.as_ref()).unwrap();
+        assert_eq!(credit.outage_seconds, 2 * 3600, "its own two hours, not the incident's six");
+        assert_eq!(credit.amount.minor, 8, "30.00 × 2 h / 30 d = 0.083 → 0.08");
     }
 }
