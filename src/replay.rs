@@ -6,6 +6,8 @@
 //! End of input: timers are run once more at the last event time plus the
 //! longer of `min_duration` and `hold_down`, as a live daemon's clock would
 //! after the feed went quiet.
+//!
+//! The JSON form (`--json`) is `schemas/replay-report.v1.schema.json`.
 
 use crate::config::Config;
 use crate::geodesy::{self, GeoPoint};
@@ -15,11 +17,11 @@ use crate::sources::decode::decode;
 use crate::transforms::correlate::Correlator;
 use crate::transforms::plan::Planner;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PostcodeImpact {
     pub postcode: String,
     pub customers: usize,
@@ -29,7 +31,7 @@ pub struct PostcodeImpact {
     pub restored_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IncidentReport {
     pub id: String,
     pub state: IncidentState,
@@ -45,7 +47,7 @@ pub struct IncidentReport {
     pub footprint: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReplayReport {
     pub alarms: u64,
     /// Dead-letter reasons and how often each occurred.

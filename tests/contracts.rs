@@ -39,6 +39,7 @@ const SCHEMAS: &[(&str, Option<RoundTrip>)] = &[
     ("credit.v1", Some(round_trip::<Credit>)),
     ("ivr-upsert.v1", Some(round_trip::<IvrUpsert>)),
     ("dlq.v1", Some(round_trip::<DlqRecord>)),
+    ("replay-report.v1", Some(round_trip::<outage::replay::ReplayReport>)),
 ];
 
 /// Deserialize into the Rust type and serialize back.
