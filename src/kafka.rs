@@ -41,7 +41,7 @@ fn ctx(context: impl Into<String>) -> impl FnOnce(KafkaError) -> BrokerError {
 /// librdkafka's mock cluster, alive as long as this value.
 pub struct EmbeddedCluster {
     /// The client whose handle owns the cluster's threads; dropped last.
-    handle: BaseProducer,
+    _handle: BaseProducer,
     mock: *mut rdkafka_sys::rd_kafka_mock_cluster_t,
     bootstrap: String,
 }
@@ -69,7 +69,7 @@ impl EmbeddedCluster {
             rdkafka_sys::rd_kafka_mock_group_initial_rebalance_delay_ms(mock, 0);
             CStr::from_ptr(rdkafka_sys::rd_kafka_mock_cluster_bootstraps(mock)).to_string_lossy().into_owned()
         };
-        Ok(EmbeddedCluster { handle, mock, bootstrap })
+        Ok(EmbeddedCluster { _handle: handle, mock, bootstrap })
     }
 
     pub fn bootstrap(&self) -> &str {
@@ -94,9 +94,8 @@ impl EmbeddedCluster {
 impl Drop for EmbeddedCluster {
     fn drop(&mut self) {
         // SAFETY: created by rd_kafka_mock_cluster_new, destroyed once, and
-        // before `handle` (field drop order runs after this body).
+        // before `_handle` (field drop order runs after this body).
         unsafe { rdkafka_sys::rd_kafka_mock_cluster_destroy(self.mock) };
-        let _ = &self.handle;
     }
 }
 

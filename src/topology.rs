@@ -376,10 +376,6 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         self.stats.incidents_declared.store(declared, Relaxed);
         self.stats.incidents_total.store(total, Relaxed);
     }
-
-    pub fn correlator(&self) -> &Correlator {
-        &self.correlator
-    }
 }
 
 /// The actions topic → sinks stage. Any number of these may run in one

@@ -133,19 +133,35 @@ impl Planner {
             .cloned()
             .collect();
         let mut texts = self.texts(inc);
-        let grant_until =
-            now + chrono::Duration::from_std(self.cfg.data_grant_grace).unwrap_or(chrono::Duration::days(1));
+        // Provisional end: the ETR (or now) plus the grace; the revoke at
+        // restoration sets the real one.
+        let until = inc.etr.unwrap_or(now).max(now) + self.grace();
         let mut actions = Vec::new();
         for c in self.customers(&postcodes) {
             self.notices(inc, c, ActionKind::Down, now, &mut texts, &mut actions);
-            if let (true, Some(msisdn)) = (c.services.mobile, &c.msisdn) {
-                let mut a = self.action(inc, c, Channel::DataGrant, ActionKind::Grant, now);
-                a.to = Some(msisdn.clone());
-                a.until = Some(inc.etr.map_or(grant_until, |e| e.max(now) + (grant_until - now)));
-                actions.push(a);
-            }
+            actions.extend(self.data_grant(inc, c, ActionKind::Grant, until, now));
         }
         Plan { postcodes, actions }
+    }
+
+    fn grace(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.cfg.data_grant_grace).unwrap_or(chrono::Duration::days(1))
+    }
+
+    /// Grant or revoke unlimited data, for mobile customers with a number.
+    fn data_grant(
+        &self,
+        inc: &Incident,
+        c: &Customer,
+        kind: ActionKind,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<Action> {
+        let msisdn = c.msisdn.as_ref().filter(|_| c.services.mobile)?;
+        let mut a = self.action(inc, c, Channel::DataGrant, kind, now);
+        a.to = Some(msisdn.clone());
+        a.until = Some(until);
+        Some(a)
     }
 
     fn notices(
@@ -174,7 +190,6 @@ impl Planner {
         };
         let postcodes: Vec<String> = inc.notified_postcodes.iter().cloned().collect();
         let mut texts = self.texts(inc);
-        let grace = chrono::Duration::from_std(self.cfg.data_grant_grace).unwrap_or(chrono::Duration::days(1));
         let windows: HashMap<&str, (DateTime<Utc>, DateTime<Utc>)> = self
             .postcode_windows(inc)
             .into_iter()
@@ -185,12 +200,7 @@ impl Planner {
         let mut actions = Vec::new();
         for c in self.customers(&postcodes) {
             self.notices(inc, c, ActionKind::Restored, now, &mut texts, &mut actions);
-            if let (true, Some(msisdn)) = (c.services.mobile, &c.msisdn) {
-                let mut a = self.action(inc, c, Channel::DataGrant, ActionKind::Revoke, now);
-                a.to = Some(msisdn.clone());
-                a.until = Some(restored_at + grace);
-                actions.push(a);
-            }
+            actions.extend(self.data_grant(inc, c, ActionKind::Revoke, restored_at + self.grace(), now));
             let Some(&window) = windows.get(c.postcode.as_str()) else { continue };
             if let Some(credit) = compensate::credit(Rule::GoodwillProrated, inc, c, window, self.cfg.credit_min_outage)
             {
