@@ -384,6 +384,55 @@ pub fn write_jsonl(alarms: &[Alarm], w: impl Write) -> std::io::Result<()> {
     w.flush()
 }
 
+/// The wire format simulated alarms are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum WireFormat {
+    /// Native v1 (`schemas/alarm.v1.schema.json`).
+    #[default]
+    Native,
+    /// ONAP VES 7.x fault events (`schemas/ves-fault.v7.schema.json`).
+    Ves,
+    /// TMF642 alarm notifications (`schemas/tmf642-alarm.v4.schema.json`).
+    Tmf642,
+}
+
+/// The alarms as records `(key, value)` in `format`, in slice order. VES
+/// records hold up to `ves_batch` consecutive alarms in one `eventList` (a
+/// batch of one is a plain `event`); the key is the first alarm's site.
+pub fn encode(alarms: &[Alarm], format: WireFormat, ves_batch: usize) -> Vec<(String, String)> {
+    match format {
+        WireFormat::Native => {
+            alarms.iter().map(|a| (a.site_id.clone(), serde_json::to_string(a).unwrap_or_default())).collect()
+        }
+        WireFormat::Tmf642 => alarms
+            .iter()
+            .map(|a| (a.site_id.clone(), crate::sources::tmf642::encode_notification(a).to_string()))
+            .collect(),
+        WireFormat::Ves => {
+            let mut seq = 0;
+            alarms
+                .chunks(ves_batch.max(1))
+                .map(|chunk| {
+                    let mut events: Vec<serde_json::Value> = chunk
+                        .iter()
+                        .map(|a| {
+                            seq += 1;
+                            crate::sources::ves::encode_event(a, seq)
+                        })
+                        .collect();
+                    let value = if events.len() == 1 {
+                        serde_json::json!({ "event": events.remove(0) })
+                    } else {
+                        serde_json::json!({ "eventList": events })
+                    };
+                    (chunk[0].site_id.clone(), value.to_string())
+                })
+                .collect()
+        }
+    }
+}
+
 /// Write the ground truth as pretty JSON followed by a newline.
 pub fn write_truth(truth: &GroundTruth, w: impl Write) -> std::io::Result<()> {
     let mut w = std::io::BufWriter::new(w);

@@ -265,9 +265,11 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         let now = self.clock.now();
         let mut alarms = Vec::with_capacity(batch.len());
         for rec in &batch {
-            match decode_checked(&rec.payload, now, &self.limits) {
-                Ok(decoded) => alarms.extend(decoded.into_iter().map(|a| (rec, a))),
-                Err(e) => out.dead_letter(rec, e.class(), e.to_string(), now),
+            for decoded in decode_checked(&rec.payload, now, &self.limits) {
+                match decoded {
+                    Ok(a) => alarms.push((rec, a)),
+                    Err(e) => out.dead_letter(rec, e.class(), e.to_string(), now),
+                }
             }
         }
         alarms.sort_by_key(|(_, a)| a.event_time);

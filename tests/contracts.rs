@@ -40,6 +40,10 @@ const SCHEMAS: &[(&str, Option<RoundTrip>)] = &[
     ("ivr-upsert.v1", Some(round_trip::<IvrUpsert>)),
     ("dlq.v1", Some(round_trip::<DlqRecord>)),
     ("replay-report.v1", Some(round_trip::<outage::replay::ReplayReport>)),
+    // Foreign formats: no Rust type of their own, they decode into `Alarm`
+    // (checked by `foreign_examples_decode_and_encoders_conform`).
+    ("ves-fault.v7", None),
+    ("tmf642-alarm.v4", None),
 ];
 
 /// Deserialize into the Rust type and serialize back.
@@ -603,6 +607,58 @@ fn example_ids_are_derived_as_documented() {
     assert_eq!(credit["credit_id"], cid.to_string());
     let action = read_json(&ex.join("action.v1.credit.json"));
     assert_eq!(action["credit"], credit, "action.v1.credit.json embeds credit.v1.json");
+}
+
+/// The VES and TMF642 examples decode to the alarms they describe, their
+/// invalid examples are refused by the decoder too, and what the encoders
+/// (used by `outagectl simulate --format`) write meets the closed schemas.
+#[test]
+fn foreign_examples_decode_and_encoders_conform() {
+    use outage::sources::decode::decode_all;
+    use outage::sources::{tmf642, ves};
+    let ex = schemas_dir().join("examples");
+    let decoded = |name: &str| -> Vec<Alarm> {
+        let text = std::fs::read(ex.join(name)).unwrap();
+        decode_all(&text).into_iter().map(|r| r.unwrap_or_else(|e| panic!("{name}: {e}"))).collect()
+    };
+    let one = decoded("ves-fault.v7.event.json");
+    assert_eq!(one.len(), 1);
+    let a = &one[0];
+    assert_eq!((a.alarm_id.as_str(), a.site_id.as_str()), ("fault-ne-ri-0241-0001", "S-RI-000241"));
+    assert_eq!((a.state, a.severity, a.lat), (AlarmState::Raised, Severity::Critical, Some(41.82118)));
+    assert_eq!((a.probable_cause.as_str(), a.event_time), ("mains power failure", t("2026-11-23T04:12:09Z")));
+    let list = decoded("ves-fault.v7.event-list.json");
+    assert_eq!(list.len(), 2, "the heartbeat carries no alarm");
+    assert!(list[0].is_clear() && list[0].site_id == "S-RI-000242" && list[0].event_time == t("2026-11-23T06:11:42Z"));
+    assert_eq!((list[1].severity, list[1].event_time), (Severity::Major, t("2026-11-23T06:11:50Z")));
+    let raise = decoded("tmf642-alarm.v4.create-event.json").remove(0);
+    let clear = decoded("tmf642-alarm.v4.cleared-resource.json").remove(0);
+    assert_eq!(raise.alarm_id, clear.alarm_id, "raise and clear pair on the resource id");
+    assert_eq!((raise.probable_cause.as_str(), raise.event_time), ("equipment failure", t("2026-11-23T04:12:09Z")));
+    assert!(clear.is_clear() && clear.event_time == t("2026-11-23T06:40:31Z"));
+    for path in json_files(&ex.join("invalid")) {
+        let name = file_name(&path);
+        if name.starts_with("ves-") || name.starts_with("tmf642-") {
+            let results = decode_all(&std::fs::read(&path).unwrap());
+            assert!(results.iter().any(Result::is_err), "{name}: the decoder accepts it: {results:?}");
+        }
+    }
+    let mut located = alarm(AlarmState::Raised, Severity::Major);
+    (located.lat, located.lon) = (Some(41.82118), Some(-71.40377));
+    for state in all_alarm_states() {
+        for severity in all_severities() {
+            let a = alarm(state, severity);
+            let what = format!("{state:?}/{severity:?}");
+            assert_conforms("ves-fault.v7", &what, &json!({ "event": ves::encode_event(&a, 7) }));
+            assert_conforms("tmf642-alarm.v4", &what, &tmf642::encode_notification(&a));
+            let back = decode_all(tmf642::encode_notification(&a).to_string().as_bytes()).remove(0).unwrap();
+            assert_eq!((back.is_clear(), &back.alarm_id, back.event_time), (a.is_clear(), &a.alarm_id, a.event_time));
+        }
+    }
+    let batch = json!({ "eventList": [ves::encode_event(&located, 1), ves::encode_event(&alarm(AlarmState::Cleared, Severity::Major), 2)] });
+    assert_conforms("ves-fault.v7", "eventList", &batch);
+    let back: Vec<Alarm> = decode_all(batch.to_string().as_bytes()).into_iter().map(Result::unwrap).collect();
+    assert_eq!(back[0], located);
 }
 
 #[test]

@@ -5,8 +5,9 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use outage::refdata::load_sites;
-use outage::simulate::{self, ScenarioConfig};
+use outage::simulate::{self, ScenarioConfig, WireFormat};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -30,7 +31,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ReplayArgs {
-    /// Alarms, one JSON record per line (as `simulate --out` writes them).
+    /// Alarms, one JSON record per line (as `simulate --out` writes them), in
+    /// any accepted format (native v1, VES, TMF642; detected per line).
     #[arg(long)]
     alarms: PathBuf,
     #[arg(long, default_value = "data/demo/sites.csv")]
@@ -78,6 +80,14 @@ struct SimulateArgs {
     /// Topic to publish to.
     #[arg(long, default_value = "noc.alarms")]
     topic: String,
+    /// Wire format of the alarms: native v1, ONAP VES 7.x or TMF642.
+    #[arg(long, value_enum, default_value_t = WireFormat::Native)]
+    format: WireFormat,
+    /// VES only: consecutive alarms per `eventList` record in a file (on
+    /// Kafka every VES record is one `event`, keyed by its site, as ONAP's
+    /// collector publishes them).
+    #[arg(long, default_value_t = 8)]
+    ves_batch: usize,
     /// Where to write the ground truth (JSON).
     #[arg(long, default_value = "truth.json")]
     truth: PathBuf,
@@ -86,9 +96,16 @@ struct SimulateArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter("warn").init();
-    match Cli::parse().command {
+    let result = match Cli::parse().command {
         Command::Simulate(a) => simulate_cmd(a).await,
         Command::Replay(a) => replay_cmd(a),
+    };
+    // A reader that stops early (`| head`) is not an error.
+    match result {
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
+            Ok(())
+        }
+        other => other,
     }
 }
 
@@ -108,27 +125,26 @@ async fn simulate_cmd(a: SimulateArgs) -> anyhow::Result<()> {
     match (&a.out, &a.kafka) {
         (Some(out), _) => {
             let f = std::fs::File::create(out).with_context(|| out.display().to_string())?;
-            simulate::write_jsonl(&scenario.alarms, std::io::BufWriter::new(f))
-                .with_context(|| out.display().to_string())?;
-            eprintln!("wrote {} alarms to {}", scenario.alarms.len(), out.display());
+            let mut w = std::io::BufWriter::new(f);
+            for (_, value) in simulate::encode(&scenario.alarms, a.format, a.ves_batch) {
+                writeln!(w, "{value}").with_context(|| out.display().to_string())?;
+            }
+            w.flush().with_context(|| out.display().to_string())?;
+            eprintln!("wrote {} alarms ({:?}) to {}", scenario.alarms.len(), a.format, out.display());
         }
         (None, Some(bootstrap)) => {
             let producer: FutureProducer = rdkafka::ClientConfig::new()
                 .set("bootstrap.servers", bootstrap)
                 .set("enable.idempotence", "true")
                 .create()?;
-            let records: Vec<(String, String)> = scenario
-                .alarms
-                .iter()
-                .map(|x| (x.site_id.clone(), serde_json::to_string(x).unwrap_or_default()))
-                .collect();
+            let records = simulate::encode(&scenario.alarms, a.format, 1);
             let sends = records
                 .iter()
                 .map(|(k, v)| producer.send(FutureRecord::to(&a.topic).key(k).payload(v), Duration::from_secs(30)));
             for r in futures::future::join_all(sends).await {
                 r.map_err(|(e, _)| e).context("publishing")?;
             }
-            eprintln!("published {} alarms to {} on {bootstrap}", records.len(), a.topic);
+            eprintln!("published {} alarms ({:?}) to {} on {bootstrap}", records.len(), a.format, a.topic);
         }
         (None, None) => anyhow::bail!("give --out FILE or --kafka BOOTSTRAP"),
     }
@@ -149,24 +165,29 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
     let refdata = RefData::build(load_sites(&a.sites)?, load_postcodes(&a.postcodes)?, customers)
         .map_err(|(file, msg)| anyhow::anyhow!("{file}: {msg}"))?;
     let file = std::fs::File::open(&a.alarms).with_context(|| a.alarms.display().to_string())?;
-    let lines = std::io::BufReader::new(file).lines().map_while(Result::ok);
-    let report = outage::replay::replay(lines, std::sync::Arc::new(refdata), &cfg);
+    let lines = std::io::BufReader::new(file).split(b'\n');
+    let report = outage::replay::replay(lines, std::sync::Arc::new(refdata), &cfg)
+        .with_context(|| a.alarms.display().to_string())?;
+    let mut out = std::io::stdout().lock();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        serde_json::to_writer_pretty(&mut out, &report).map_err(std::io::Error::from)?;
+        writeln!(out)?;
         return Ok(());
     }
-    println!(
+    writeln!(
+        out,
         "{} alarms, {} dead-lettered, {} incidents",
         report.alarms,
         report.dead_lettered.values().sum::<u64>(),
         report.incidents.len()
-    );
+    )?;
     for (reason, n) in &report.dead_lettered {
-        println!("  dead letter ×{n}: {reason}");
+        writeln!(out, "  dead letter ×{n}: {reason}")?;
     }
     let time = |t: Option<chrono::DateTime<Utc>>| t.map_or("-".to_string(), |t| t.format("%H:%M:%S").to_string());
     for i in &report.incidents {
-        println!(
+        writeln!(
+            out,
             "{} {:?} opened {} declared {} restored {} · {} sites · {} postcodes · {} customers · {}",
             i.id,
             i.state,
@@ -177,7 +198,7 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
             i.postcodes.len(),
             i.customers,
             i.cause
-        );
+        )?;
     }
     Ok(())
 }

@@ -1,1 +1,189 @@
-//! STUB — being written (TMF642 alarms → Alarm).
+//! TMF642 (Alarm Management API v4) alarms → [`Alarm`] (and back, for the
+//! simulator and tests). Contract: `schemas/tmf642-alarm.v4.schema.json`.
+//!
+//! A record is either an `Alarm` resource or an event notification wrapping
+//! one (`{"eventType": "AlarmCreateEvent", "event": {"alarm": {...}}}`, as a
+//! TMF642 hub pushes them). Mapping:
+//! - `alarm_id` ← `id` (one resource per alarm: its clear is a state change
+//!   of the same id);
+//! - `site_id` ← `alarmedObject.id`; TMF642 carries no coordinates we read,
+//!   so the site must be in the sites reference data;
+//! - state ← `state`: `raised` and `updated` raise (an update is a repeat
+//!   the correlator deduplicates), `cleared` clears; `perceivedSeverity`
+//!   `cleared` is a clear too;
+//! - severity ← `perceivedSeverity` (lower case in the spec; upper case is
+//!   tolerated); `indeterminate` counts as `warning`, below any sensible
+//!   service-affecting threshold;
+//! - `probable_cause` ← `specificProblem`, else `probableCause`;
+//! - `event_time` ← `alarmRaisedTime` for a raise; `alarmChangedTime`, else
+//!   `alarmRaisedTime`, for an update; `alarmClearedTime`, else
+//!   `alarmChangedTime`, for a clear; the notification's `eventTime` when the
+//!   resource has none of these.
+
+use crate::model::{Alarm, AlarmState, Severity};
+use crate::sources::decode::{DecodeError, Fields};
+use serde_json::{json, Map, Value};
+
+/// Whether a JSON object is a TMF642 alarm or alarm notification.
+pub fn detect(obj: &Map<String, Value>) -> bool {
+    obj.contains_key("perceivedSeverity")
+        || obj.contains_key("alarmedObject")
+        || obj.get("event").is_some_and(|e| e.get("alarm").is_some())
+}
+
+/// The alarm of one TMF642 record.
+pub fn decode(obj: &Map<String, Value>) -> Result<Alarm, DecodeError> {
+    let top = Fields::of(obj, "");
+    let (alarm, event_time) = match top.opt_object("event")? {
+        Some(event) => (event.object("alarm")?, top.opt_time("eventTime")?),
+        None => (top, None),
+    };
+    let severity = alarm.str("perceivedSeverity")?;
+    let severity = match severity.to_ascii_lowercase().as_str() {
+        "critical" => Severity::Critical,
+        "major" => Severity::Major,
+        "minor" => Severity::Minor,
+        "warning" | "indeterminate" => Severity::Warning,
+        "cleared" => Severity::Cleared,
+        other => {
+            return Err(DecodeError::field(
+                "perceivedSeverity",
+                format!("{other:?} is not critical, major, minor, warning, indeterminate or cleared"),
+            ))
+        }
+    };
+    let state = alarm.str("state")?;
+    // Where this change's time is, best first; the notification's
+    // `eventTime` comes after the resource's own field for the state.
+    let (state, times): (_, &[&str]) = match state.to_ascii_lowercase().as_str() {
+        "raised" => (AlarmState::Raised, &["alarmRaisedTime"]),
+        "updated" => (AlarmState::Raised, &["alarmChangedTime", "alarmRaisedTime"]),
+        "cleared" => (AlarmState::Cleared, &["alarmClearedTime", "alarmChangedTime"]),
+        other => return Err(DecodeError::field("state", format!("{other:?} is not raised, updated or cleared"))),
+    };
+    let mut event_time = event_time;
+    for field in times.iter().rev() {
+        event_time = alarm.opt_time(field)?.or(event_time);
+    }
+    let Some(event_time) = event_time else {
+        return Err(DecodeError::field(times[0], "missing"));
+    };
+    let probable_cause = match alarm.opt_str("specificProblem")? {
+        Some(s) if !s.trim().is_empty() => s,
+        _ => alarm.str("probableCause")?,
+    };
+    Ok(Alarm {
+        alarm_id: alarm.str("id")?.to_string(),
+        site_id: alarm.object("alarmedObject")?.str("id")?.to_string(),
+        state,
+        severity,
+        probable_cause: probable_cause.to_string(),
+        event_time,
+        lat: None,
+        lon: None,
+    })
+}
+
+/// One alarm as a TMF642 notification (`AlarmCreateEvent` for a raise,
+/// `AlarmStateChangeEvent` for a clear), deterministic.
+pub fn encode_notification(a: &Alarm) -> Value {
+    let time = a.event_time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    let severity = match a.severity {
+        Severity::Critical => "critical",
+        Severity::Major => "major",
+        Severity::Minor => "minor",
+        Severity::Warning => "warning",
+        Severity::Cleared => "cleared",
+    };
+    let mut alarm = json!({
+        "id": a.alarm_id,
+        "@type": "Alarm",
+        "alarmType": "equipmentAlarm",
+        "perceivedSeverity": severity,
+        "probableCause": "other",
+        "specificProblem": a.probable_cause,
+        "state": if a.is_clear() { "cleared" } else { "raised" },
+        "alarmedObjectType": "GeographicSite",
+        "alarmedObject": { "id": a.site_id, "@referredType": "GeographicSite" },
+        "sourceSystemId": "outage-simulator",
+        "alarmReportingTime": time,
+    });
+    let (kind, field) = if a.is_clear() {
+        ("AlarmStateChangeEvent", "alarmClearedTime")
+    } else {
+        ("AlarmCreateEvent", "alarmRaisedTime")
+    };
+    alarm[field] = time.clone().into();
+    json!({
+        "eventId": format!("{}:{}", a.alarm_id, if a.is_clear() { "clear" } else { "raise" }),
+        "eventTime": time,
+        "eventType": kind,
+        "event": { "alarm": alarm }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::decode::decode_all;
+
+    fn alarm(state: AlarmState) -> Alarm {
+        Alarm {
+            alarm_id: "al-1".into(),
+            site_id: "S-1".into(),
+            state,
+            severity: Severity::Major,
+            probable_cause: "loss of signal".into(),
+            event_time: "2026-11-23T06:00:00Z".parse().unwrap(),
+            lat: None,
+            lon: None,
+        }
+    }
+
+    #[test]
+    fn notifications_round_trip() {
+        for state in [AlarmState::Raised, AlarmState::Cleared] {
+            let a = alarm(state);
+            let got = decode_all(encode_notification(&a).to_string().as_bytes());
+            assert_eq!(got, vec![Ok(a)]);
+        }
+    }
+
+    #[test]
+    fn bare_resources_updates_and_indeterminate() {
+        let rec = r#"{"id":"x9","perceivedSeverity":"MAJOR","probableCause":"powerProblem","state":"updated",
+            "alarmedObject":{"id":"S-7"},"alarmRaisedTime":"2026-11-23T05:00:00+01:00",
+            "alarmChangedTime":"2026-11-23T05:10:00+01:00"}"#;
+        let a = decode_all(rec.as_bytes()).remove(0).unwrap();
+        assert_eq!((a.site_id.as_str(), a.state, a.severity), ("S-7", AlarmState::Raised, Severity::Major));
+        assert_eq!(a.probable_cause, "powerProblem", "no specificProblem: probableCause");
+        assert_eq!(a.event_time, "2026-11-23T04:10:00Z".parse::<chrono::DateTime<chrono::Utc>>().unwrap());
+        let ind = rec.replace("MAJOR", "indeterminate");
+        assert_eq!(decode_all(ind.as_bytes()).remove(0).unwrap().severity, Severity::Warning);
+        let cleared = rec.replace(r#""state":"updated""#, r#""state":"cleared""#);
+        let a = decode_all(cleared.as_bytes()).remove(0).unwrap();
+        assert!(a.is_clear() && a.event_time.to_rfc3339().contains("04:10"), "the change that cleared it: {a:?}");
+        let no_time = cleared.replace("alarmChangedTime", "x");
+        let err = decode_all(no_time.as_bytes()).remove(0).unwrap_err().to_string();
+        assert!(err.contains("alarmClearedTime"), "a clear is never dated by its raise: {err}");
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let good = encode_notification(&alarm(AlarmState::Raised));
+        let cases: [(&str, Value, &str); 5] = [
+            ("/event/alarm/perceivedSeverity", json!("loud"), "perceivedSeverity"),
+            ("/event/alarm/state", json!("acknowledged"), "state"),
+            ("/event/alarm/alarmedObject", json!("S-1"), "alarmedObject"),
+            ("/event/alarm/alarmRaisedTime", json!("yesterday"), "alarmRaisedTime"),
+            ("/event/alarm/id", json!(" "), "alarm_id"),
+        ];
+        for (ptr, value, needle) in cases {
+            let mut v = good.clone();
+            *v.pointer_mut(ptr).unwrap() = value.clone();
+            let got = decode_all(v.to_string().as_bytes());
+            let err = got[0].as_ref().map(|a| format!("accepted {a:?}")).unwrap_or_else(|e| e.to_string());
+            assert!(err.contains(needle), "{ptr} = {value}: {err}");
+        }
+    }
+}
