@@ -19,8 +19,8 @@
 use chrono::{DateTime, Utc};
 use outage::model::money::{Currency, Money};
 use outage::model::{
-    Action, ActionKind, Alarm, AlarmRef, AlarmState, Channel, Credit, EventKind, IncidentEvent, IncidentId, IvrUpsert,
-    Message, Phase, Severity,
+    Action, ActionKind, Alarm, AlarmRef, AlarmState, Channel, Credit, EventKind, IncidentEvent, IncidentId,
+    IncidentState, IvrUpsert, Message, Phase, Severity,
 };
 use outage::sources::decode::{decode, DlqRecord};
 use outage::sources::SourceRecord;
@@ -366,6 +366,7 @@ fn every_event_kind() -> Vec<EventKind> {
         EventKind::Cancelled { reason: "maintenance window".into() },
         EventKind::Dismissed {},
         EventKind::Linked { other: IncidentId("INC-20261123-1e956900".into()) },
+        EventKind::Merged { into: IncidentId("INC-20261123-1e956900".into()) },
         EventKind::Planned { phase: Phase::Down, postcodes: vec!["02903".into(), "02904".into()], actions: 4127 },
         EventKind::Planned { phase: Phase::Restored, postcodes: vec!["02903".into()], actions: 0 },
     ]
@@ -540,6 +541,25 @@ fn all_phases() -> Vec<Phase> {
     v
 }
 
+fn all_incident_states() -> Vec<IncidentState> {
+    use IncidentState::*;
+    let v = vec![Probable, Declared, Resolved, Cancelled, Dismissed, Merged];
+    v.iter().for_each(|x| match x {
+        Probable | Declared | Resolved | Cancelled | Dismissed | Merged => {}
+    });
+    v
+}
+
+/// Fails to compile when `EventKind` gains a variant that
+/// [`every_event_kind`] does not yet list.
+fn listed_event_kind(k: &EventKind) {
+    use EventKind::*;
+    match k {
+        Opened { .. } | AlarmsRaised { .. } | AlarmsCleared { .. } | Declared { .. } | Updated { .. } => {}
+        Resolved { .. } | Cancelled { .. } | Dismissed {} | Linked { .. } | Merged { .. } | Planned { .. } => {}
+    }
+}
+
 fn strings(v: &Value) -> BTreeSet<String> {
     v.as_array()
         .unwrap_or_else(|| panic!("not an array: {v}"))
@@ -566,6 +586,8 @@ fn enums_agree() {
     check_enum("alarm.v1", "/properties/severity/enum", &all_severities());
     check_enum("action.v1", "/properties/channel/enum", &Channel::ALL);
     check_enum("action.v1", "/properties/kind/enum", &all_action_kinds());
+    check_enum("replay-report.v1", "/$defs/incident/properties/state/enum", &all_incident_states());
+    every_event_kind().iter().for_each(listed_event_kind);
     let s = schema("incident-event.v1");
     let planned =
         s["oneOf"].as_array().unwrap().iter().find(|b| b["properties"]["type"]["const"] == "planned").unwrap();

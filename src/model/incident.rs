@@ -50,6 +50,9 @@ pub enum IncidentState {
     Cancelled,
     /// A probable incident whose sites all cleared before declaration.
     Dismissed,
+    /// A probable incident that became connected to another one before
+    /// either was announced, and was folded into it (`merged` event).
+    Merged,
 }
 
 impl IncidentState {
@@ -110,9 +113,16 @@ pub enum EventKind {
         reason: String,
     },
     Dismissed {},
-    /// Became connected to another open incident; they stay separate.
+    /// Became connected to another open incident; they stay separate
+    /// (once an incident is declared its id is public and stays).
     Linked {
         other: IncidentId,
+    },
+    /// Folded into `into` before being declared: nobody had been told of
+    /// this incident, so it closes and its down sites continue in `into`
+    /// (an `alarms_raised` there carries them, with their original times).
+    Merged {
+        into: IncidentId,
     },
     /// Customer actions for these postcodes were put on the actions topic.
     Planned {
@@ -135,6 +145,7 @@ impl EventKind {
             EventKind::Cancelled { .. } => "cancelled",
             EventKind::Dismissed {} => "dismissed",
             EventKind::Linked { .. } => "linked",
+            EventKind::Merged { .. } => "merged",
             EventKind::Planned { .. } => "planned",
         }
     }
@@ -302,6 +313,11 @@ impl Incident {
             }
             EventKind::Linked { other } => {
                 self.links.insert(other.clone());
+            }
+            EventKind::Merged { into } => {
+                self.state = IncidentState::Merged;
+                self.closed_at = Some(ev.at);
+                self.links.insert(into.clone());
             }
             EventKind::Planned { phase: Phase::Down, postcodes, .. } => {
                 self.notified_postcodes.extend(postcodes.iter().cloned());

@@ -7,9 +7,11 @@
 //! - a service-affecting raise (severity ≥ `min_severity`, cause in
 //!   `service_affecting_causes`) on a site joins the open incident that has
 //!   a down or recently cleared member site within `r_a + r_b +
-//!   neighbour_gap_km`, the oldest when several (the others are `linked`,
-//!   not merged, so ids stay stable), or opens a new one (linked to the
-//!   site's last resolved incident: a recurrence);
+//!   neighbour_gap_km`, or opens a new one (linked to the site's last
+//!   resolved incident: a recurrence). When it touches several, it joins the
+//!   oldest declared one (else the oldest probable one); the other probable
+//!   ones are `merged` into it (nobody was told of them yet), the other
+//!   declared ones are `linked`, never merged, so public ids stay stable;
 //! - a Probable incident is declared when `declare_sites` sites are down, or
 //!   when `min_sites` have been down for `min_duration`;
 //! - it is dismissed when all its sites are up again before that;
@@ -192,7 +194,10 @@ impl Correlator {
                     }
                 }
             }
-            EventKind::Resolved { .. } | EventKind::Dismissed {} | EventKind::Cancelled { .. } => {
+            EventKind::Resolved { .. }
+            | EventKind::Dismissed {}
+            | EventKind::Cancelled { .. }
+            | EventKind::Merged { .. } => {
                 self.coverage.remove(id);
                 for s in inc.sites.keys() {
                     if self.open_by_site.get(s) == Some(id) {
@@ -313,16 +318,27 @@ impl Correlator {
         out: &mut Vec<IncidentEvent>,
     ) -> Result<IncidentId, CorrelateError> {
         let t = alarm.event_time;
-        let mut candidates: Vec<(DateTime<Utc>, IncidentId)> =
-            self.neighbours(p, r).into_iter().map(|id| (self.incidents[&id].opened_at, id)).collect();
+        // The survivor: the oldest declared incident (its id is public),
+        // else the oldest probable one.
+        let mut candidates: Vec<(bool, DateTime<Utc>, IncidentId)> = self
+            .neighbours(p, r)
+            .into_iter()
+            .map(|id| {
+                let inc = &self.incidents[&id];
+                (inc.state != IncidentState::Declared, inc.opened_at, id)
+            })
+            .collect();
         candidates.sort();
-        if let Some(((_, first), others)) = candidates.split_first() {
-            self.emit(first, t, EventKind::AlarmsRaised { alarms: vec![aref] }, out);
-            for (_, other) in others {
-                if !self.incidents[first].links.contains(other) {
+        if let Some(((_, _, first), others)) = candidates.split_first() {
+            for (probable, _, other) in others {
+                if *probable {
+                    self.merge(other, first, t, out);
+                } else if !self.incidents[first].links.contains(other) {
                     self.emit(first, t, EventKind::Linked { other: other.clone() }, out);
+                    self.emit(other, t, EventKind::Linked { other: first.clone() }, out);
                 }
             }
+            self.emit(first, t, EventKind::AlarmsRaised { alarms: vec![aref] }, out);
             return Ok(first.clone());
         }
         let id = IncidentId::derive(&alarm.site_id, &alarm.alarm_id, t);
@@ -340,6 +356,24 @@ impl Correlator {
             self.emit(&id, t, EventKind::Linked { other: prev }, out);
         }
         Ok(id)
+    }
+
+    /// Fold probable incident `from` into `into`: `from` closes as merged,
+    /// and its down sites' active alarms are raised in `into` with the time
+    /// each site went down (so compensation windows keep their start).
+    fn merge(&mut self, from: &IncidentId, into: &IncidentId, t: DateTime<Utc>, out: &mut Vec<IncidentEvent>) {
+        let alarms: Vec<AlarmRef> = self.incidents[from]
+            .sites
+            .iter()
+            .filter(|(_, w)| w.up_at.is_none())
+            .flat_map(|(site, w)| {
+                w.active.iter().map(|a| AlarmRef { alarm_id: a.clone(), site_id: site.clone(), at: w.down_since })
+            })
+            .collect();
+        self.emit(from, t, EventKind::Merged { into: into.clone() }, out);
+        if !alarms.is_empty() {
+            self.emit(into, t, EventKind::AlarmsRaised { alarms }, out);
+        }
     }
 
     /// Open incidents with a member site whose coverage is within the gap
@@ -620,5 +654,72 @@ mod tests {
             .flat_map(|(i, s)| c2.on_alarm(&raise(&format!("A{i}"), s, 0)).unwrap())
             .collect();
         assert!(!kinds(&evs).contains(&"declared"), "without customers the rule waits");
+    }
+
+    /// West (W1..W3) and east (E1..E3) clusters 25 km apart, too far to
+    /// join; M between them is within reach of both.
+    fn two_clusters(cfg: CorrelatorConfig) -> Correlator {
+        let site = |id: &str, lon| Site { site_id: id.into(), lat: 41.5, lon, radius_km: 2.0, group_id: None };
+        let sites = vec![
+            site("W1", -71.50),
+            site("W2", -71.49),
+            site("W3", -71.48),
+            site("M", -71.335),
+            site("E1", -71.19),
+            site("E2", -71.18),
+            site("E3", -71.17),
+        ];
+        Correlator::new(cfg, Arc::new(RefData::build(sites, vec![], vec![]).unwrap()))
+    }
+
+    fn raise_all(c: &mut Correlator, sites: &[&str], at: i64) -> Vec<IncidentEvent> {
+        sites.iter().flat_map(|s| c.on_alarm(&raise(&format!("A-{s}"), s, at)).unwrap()).collect()
+    }
+
+    fn state(c: &Correlator, id: &IncidentId) -> IncidentState {
+        c.incident(id).unwrap().state
+    }
+
+    #[test]
+    fn probable_incidents_that_meet_are_merged_into_the_oldest() {
+        let mut c = two_clusters(CorrelatorConfig { declare_sites: 5, ..cfg() });
+        let west = raise_all(&mut c, &["W1", "W2"], 0)[0].incident_id.clone();
+        let east = raise_all(&mut c, &["E1", "E2"], 10)[0].incident_id.clone();
+        assert_ne!(west, east, "25 km apart: two incidents");
+        let evs = raise_all(&mut c, &["M"], 30);
+        assert_eq!(kinds(&evs), ["merged", "alarms_raised", "alarms_raised", "declared"]);
+        assert!(matches!(&evs[0].kind, EventKind::Merged { into } if *into == west) && evs[0].incident_id == east);
+        assert_eq!(state(&c, &east), IncidentState::Merged);
+        let w = c.incident(&west).unwrap();
+        assert_eq!(w.down_count(), 5);
+        assert_eq!(w.sites["E1"].down_since, t(10), "merged sites keep the time they went down");
+        let more = c.on_alarm(&clear("A-E1", "E1", 40)).unwrap();
+        assert_eq!(more[0].incident_id, west, "later alarms of merged sites go to the survivor");
+    }
+
+    #[test]
+    fn a_probable_incident_merges_into_a_declared_one_even_a_younger_one() {
+        let mut c = two_clusters(cfg());
+        let west = raise_all(&mut c, &["W1", "W2"], 0)[0].incident_id.clone();
+        let east = raise_all(&mut c, &["E1", "E2", "E3"], 10)[0].incident_id.clone();
+        let evs = c.tick(t(200));
+        assert_eq!((kinds(&evs), &evs[0].incident_id), (vec!["declared"], &east));
+        let evs = raise_all(&mut c, &["M"], 210);
+        assert_eq!(evs[0].incident_id, west);
+        assert!(matches!(&evs[0].kind, EventKind::Merged { into } if *into == east), "its id is public: it stays");
+        assert_eq!(c.incident(&east).unwrap().down_count(), 6);
+    }
+
+    #[test]
+    fn declared_incidents_that_meet_are_linked_both_ways_not_merged() {
+        let mut c = two_clusters(cfg());
+        let west = raise_all(&mut c, &["W1", "W2", "W3"], 0)[0].incident_id.clone();
+        let east = raise_all(&mut c, &["E1", "E2", "E3"], 10)[0].incident_id.clone();
+        assert_eq!(kinds(&c.tick(t(200))), ["declared", "declared"]);
+        let evs = raise_all(&mut c, &["M"], 210);
+        assert_eq!(kinds(&evs), ["linked", "linked", "alarms_raised"]);
+        assert_eq!(evs[2].incident_id, west, "the oldest takes the new site");
+        assert!(c.incident(&west).unwrap().links.contains(&east) && c.incident(&east).unwrap().links.contains(&west));
+        assert_eq!((state(&c, &west), state(&c, &east)), (IncidentState::Declared, IncidentState::Declared));
     }
 }
