@@ -64,7 +64,7 @@ def evaluate(outagectl: str, case: str, seed: int, fmt: str, tmp: Path, config: 
     truth = json.loads(truth_path.read_text())
     declared = [i for i in report["incidents"] if i["declared_at"]]
     s = quality.score(truth, [i["sites"] for i in declared], [i["declared_at"] for i in declared])
-    s.update(case=case, seed=seed, format=fmt, alarms=report["alarms"],
+    s.update(case=case, seed=seed, format=fmt, alarms=report["alarms"], requested=power + storms,
              dead_lettered=sum(report["dead_lettered"].values()),
              dismissed=sum(1 for i in report["incidents"] if i["state"] == "dismissed"))
     return s
@@ -106,11 +106,13 @@ def main() -> int:
     failed = []
     for r in results:
         lat = lambda v: "-" if v is None else f"{v:.0f}s"  # noqa: E731
-        print(f"{r['case']:<11} {r['seed']:>4} {r['format']:<7} {r['alarms']:>6} {r['truth']:>5} "
+        print(f"{r['case']:<11} {r['seed']:>4} {r['format']:<7} {r['alarms']:>6} {str(r['truth']) + '/' + str(r['requested']):>5} "
               f"{r['predicted']:>4} {r['precision']:>6.3f} {r['recall']:>6.3f} {r['ari']:>6.3f} "
               f"{lat(r['latency_s_median']):>7} {lat(r['latency_s_max']):>7} {r['noise_incidents']:>5} "
               f"{r['dismissed']:>9}")
         failed += [f"{r['case']} seed {r['seed']} {r['format']}: {m}" for m in misses(r)]
+    print("truth = incidents placed / requested: the generator leaves out an incident it cannot place")
+    print("at least 20 km from the others (closer, simultaneous outages are one area without service).")
     print()
     for case in CASES:
         rs = [r for r in results if r["case"] == case]

@@ -8,9 +8,9 @@
 use crate::geodesy::{self, GeoPoint};
 use crate::model::money::{Currency, Money};
 use crate::model::{Customer, Postcode, Services, Site};
+use foldhash::HashMap;
 use rstar::RTree;
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// A reference-data error: always names the file and, for row errors, the
@@ -202,6 +202,8 @@ pub struct RefData {
     max_radius_km: f64,
     /// Per site: the postcodes whose centroid its coverage contains.
     site_postcodes: Vec<Vec<u32>>,
+    /// Power/backhaul group → its sites (a failure upstream takes them all).
+    group_members: HashMap<String, Vec<u32>>,
 }
 
 impl RefData {
@@ -223,7 +225,7 @@ impl RefData {
         postcodes: Vec<Postcode>,
         customers: Vec<Customer>,
     ) -> Result<Self, (&'static str, String)> {
-        let mut site_by_id = HashMap::with_capacity(sites.len());
+        let mut site_by_id = HashMap::with_capacity_and_hasher(sites.len(), Default::default());
         for (i, s) in sites.iter().enumerate() {
             if site_by_id.insert(s.site_id.clone(), i as u32).is_some() {
                 return Err(("sites", format!("duplicate site_id {}", s.site_id)));
@@ -245,7 +247,7 @@ impl RefData {
                 .map(|(i, p)| Indexed::new(GeoPoint::new(p.lat, p.lon).xyz(), i as u32))
                 .collect(),
         );
-        let mut customers_by_postcode: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut customers_by_postcode: HashMap<String, Vec<u32>> = HashMap::default();
         for (i, c) in customers.iter().enumerate() {
             customers_by_postcode.entry(c.postcode.clone()).or_default().push(i as u32);
         }
@@ -257,7 +259,14 @@ impl RefData {
                 postcode_tree.locate_within_distance(p, geodesy::chord2_for_km(s.radius_km)).map(|e| e.data).collect()
             })
             .collect();
+        let mut group_members: HashMap<String, Vec<u32>> = HashMap::default();
+        for (i, s) in sites.iter().enumerate() {
+            if let Some(g) = &s.group_id {
+                group_members.entry(g.clone()).or_default().push(i as u32);
+            }
+        }
         Ok(RefData {
+            group_members,
             sites,
             postcodes,
             customers,
@@ -290,6 +299,12 @@ impl RefData {
     /// Postcodes whose centroid is within `km` of `p`.
     pub fn postcodes_within(&self, p: GeoPoint, km: f64) -> impl Iterator<Item = u32> + '_ {
         self.postcode_tree.locate_within_distance(p.xyz(), geodesy::chord2_for_km(km)).map(|e| e.data)
+    }
+
+    /// The other sites of site `idx`'s power/backhaul group.
+    pub fn group_peers(&self, idx: u32) -> impl Iterator<Item = u32> + '_ {
+        let group = self.sites[idx as usize].group_id.as_ref().and_then(|g| self.group_members.get(g));
+        group.into_iter().flatten().copied().filter(move |&i| i != idx)
     }
 
     /// Postcodes (indexes into `postcodes`) whose centroid lies in the

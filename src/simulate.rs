@@ -59,9 +59,18 @@ pub const NON_SERVICE_AFFECTING_CAUSES: [&str; 2] = ["high temperature", "door o
 /// A group needs at least this many sites to be chosen for a power failure:
 /// smaller groups would look like a single-site flap.
 pub const MIN_GROUP_SITES: usize = 3;
-/// Wanted gap between two power groups, and between a power group and the
-/// swath of a storm, so that they are separate incidents (best effort).
+/// Wanted gap between two power groups, between a power group and the swath
+/// of a storm, and between two storm swaths (best of a bounded number of
+/// random tries).
 pub const INCIDENT_SEPARATION_KM: f64 = 30.0;
+/// The gap below which two incidents are not placed at all: an incident
+/// that cannot be placed at least this far from the others is left out (the
+/// ground truth lists what was placed). Closer than this, coverage areas of
+/// simultaneous outages touch and no geographic correlator can, or should,
+/// tell them apart.
+pub const MIN_INCIDENT_SEPARATION_KM: f64 = 20.0;
+/// How much of [`INCIDENT_SEPARATION_KM`] a placement may fall short by.
+const SEPARATION_TOLERANCE_KM: f64 = INCIDENT_SEPARATION_KM - MIN_INCIDENT_SEPARATION_KM;
 /// Minimum distance of a flap site from any incident site and from every
 /// other flap site (flaps that cannot be placed so are skipped).
 pub const NOISE_SEPARATION_KM: f64 = 20.0;
@@ -555,9 +564,10 @@ fn eligible_groups(sites: &[Site], order: &[usize], pts: &[V3]) -> Vec<Group> {
         .collect()
 }
 
-/// Choose `n` distinct groups, each as far as feasible (best of a bounded
-/// number of random tries) from the groups chosen before and from the storm
-/// swaths.
+/// Choose up to `n` distinct groups, each as far as feasible (best of a
+/// bounded number of random tries) from the groups chosen before and from
+/// the storm swaths; one that cannot be placed [`MIN_INCIDENT_SEPARATION_KM`]
+/// away is left out.
 fn pick_groups(rng: &mut ChaCha8Rng, groups: &[Group], tracks: &[Track], n: usize) -> Vec<usize> {
     let mut chosen: Vec<usize> = Vec::with_capacity(n);
     for _ in 0..n {
@@ -581,15 +591,14 @@ fn pick_groups(rng: &mut ChaCha8Rng, groups: &[Group], tracks: &[Track], n: usiz
                 break;
             }
         }
-        let g = match best {
-            Some((_, g)) => g,
-            None => {
-                // Every try hit a chosen group: take a random free one.
-                let free: Vec<usize> = (0..groups.len()).filter(|g| !chosen.contains(g)).collect();
-                free[pick(rng, free.len())]
+        // No group far enough from the others: leave this failure out
+        // rather than generate two true incidents a geographic correlator
+        // could not tell apart.
+        if let Some((s, g)) = best {
+            if s >= -SEPARATION_TOLERANCE_KM {
+                chosen.push(g);
             }
-        };
-        chosen.push(g);
+        }
     }
     chosen
 }
@@ -662,7 +671,9 @@ impl Track {
     }
 }
 
-/// Choose `n` storm tracks, each as far as feasible from the earlier ones.
+/// Choose up to `n` storm tracks, each as far as feasible from the earlier
+/// ones; one that cannot be placed [`MIN_INCIDENT_SEPARATION_KM`] away is
+/// left out.
 fn pick_tracks(rng: &mut ChaCha8Rng, order: &[usize], pts: &[V3], n: usize) -> Vec<Track> {
     let mut tracks: Vec<Track> = Vec::with_capacity(n);
     for _ in 0..n {
@@ -680,7 +691,7 @@ fn pick_tracks(rng: &mut ChaCha8Rng, order: &[usize], pts: &[V3], n: usize) -> V
                 break;
             }
         }
-        tracks.extend(best.map(|(_, t)| t));
+        tracks.extend(best.filter(|(slack, _)| *slack >= -SEPARATION_TOLERANCE_KM).map(|(_, t)| t));
     }
     tracks
 }
@@ -1076,7 +1087,10 @@ mod tests {
             })
             .collect();
         let s = generate(&one, &ScenarioConfig { power_failures: 1, ..cfg(9) }).unwrap();
-        assert_eq!(s.truth.incidents.len(), 1);
+        assert_eq!(s.truth.incidents.len(), 1, "no room to separate the power failure from the storm: left out");
+        assert_eq!(s.truth.incidents[0].kind, TruthKind::Storm);
+        let s = generate(&one, &ScenarioConfig { power_failures: 1, storms: 0, ..cfg(9) }).unwrap();
+        assert_eq!((s.truth.incidents.len(), s.truth.incidents[0].sites.len()), (1, 5));
         assert!(s.truth.noise_sites.is_empty());
         let s = generate(&one, &ScenarioConfig { power_failures: 0, ..cfg(9) }).unwrap();
         assert_eq!(s.truth.incidents[0].kind, TruthKind::Storm);

@@ -315,15 +315,18 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         let Some(inc) = self.correlator.incident(id) else { return Ok(()) };
         let now = self.clock.now();
         let told = !inc.notified_postcodes.is_empty();
+        // Open incidents: the correlator's incremental coverage; closed
+        // ones (once each) from their sites.
+        let footprint = self.correlator.covered(id).unwrap_or_else(|| self.planner.footprint(inc));
         let plan = match inc.state {
-            IncidentState::Declared => Some((Phase::Down, self.planner.plan_down(inc, now))),
+            IncidentState::Declared => Some((Phase::Down, self.planner.plan_down(inc, &footprint, now))),
             IncidentState::Resolved if told && !inc.restored_planned => {
                 Some((Phase::Restored, self.planner.plan_restored(inc, now)))
             }
             _ => None,
         };
         if matches!(inc.state, IncidentState::Declared | IncidentState::Resolved | IncidentState::Cancelled) {
-            out.ivr.extend(self.planner.ivr(inc, now));
+            out.ivr.extend(self.planner.ivr(inc, &footprint, now));
         }
         let Some((phase, plan)) = plan else { return Ok(()) };
         if plan.postcodes.is_empty() && phase == Phase::Down {

@@ -727,7 +727,7 @@ fn planned_actions_conform() {
         .apply(&ev(2, "2026-11-23T06:00:00Z", EventKind::AlarmsRaised { alarms: a("2026-11-23T06:00:00Z") }))
         .unwrap();
     incident.apply(&ev(3, "2026-11-23T06:02:00Z", EventKind::Declared { reason: "test".into() })).unwrap();
-    let down = planner.plan_down(&incident, t("2026-11-23T06:02:00Z"));
+    let down = planner.plan_down(&incident, &planner.footprint(&incident), t("2026-11-23T06:02:00Z"));
     let planned = EventKind::Planned { phase: Phase::Down, postcodes: down.postcodes.clone(), actions: 3 };
     incident.apply(&ev(4, "2026-11-23T06:02:00Z", planned)).unwrap();
     incident
@@ -746,7 +746,7 @@ fn planned_actions_conform() {
         }
     }
     assert_eq!(seen.len(), 7, "sms+email down/restored, grant, revoke, credit: {seen:?}");
-    for u in planner.ivr(&incident, t("2026-11-23T09:10:00Z")) {
+    for u in planner.ivr(&incident, &planner.footprint(&incident), t("2026-11-23T09:10:00Z")) {
         assert_conforms("ivr-upsert.v1", &u.region, &u);
     }
 }

@@ -7,7 +7,7 @@
 //! - a service-affecting raise (severity ≥ `min_severity`, cause in
 //!   `service_affecting_causes`) on a site joins the open incident that has
 //!   a down or recently cleared member site within `r_a + r_b +
-//!   neighbour_gap_km`, or opens a new one (linked to the site's last
+//!   neighbour_gap_km` or in the same power/backhaul group, or opens a new one (linked to the site's last
 //!   resolved incident: a recurrence). When it touches several, it joins the
 //!   oldest declared one (else the oldest probable one); the other probable
 //!   ones are `merged` into it (nobody was told of them yet), the other
@@ -31,8 +31,9 @@ use crate::model::incident::ApplyError;
 use crate::model::{Alarm, AlarmRef, EventKind, Incident, IncidentEvent, IncidentId, IncidentState};
 use crate::refdata::{Indexed, RefData};
 use chrono::{DateTime, Duration, Utc};
+use foldhash::{HashMap, HashSet};
 use rstar::RTree;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -56,6 +57,34 @@ pub struct Counts {
     pub not_service_affecting: u64,
 }
 
+/// Which open incident each site is a member of: a vector by inventory
+/// index (no hashing on the hot path), a map for sites only alarms located.
+struct OpenIndex {
+    by_site: Vec<Option<IncidentId>>,
+    adhoc: HashMap<String, IncidentId>,
+}
+
+impl OpenIndex {
+    fn get(&self, rd: &RefData, site: &str) -> Option<&IncidentId> {
+        match rd.site_index(site) {
+            Some(i) => self.by_site[i as usize].as_ref(),
+            None => self.adhoc.get(site),
+        }
+    }
+
+    fn set(&mut self, rd: &RefData, site: &str, id: Option<IncidentId>) {
+        match (rd.site_index(site), id) {
+            (Some(i), id) => self.by_site[i as usize] = id,
+            (None, Some(id)) => {
+                self.adhoc.insert(site.to_string(), id);
+            }
+            (None, None) => {
+                self.adhoc.remove(site);
+            }
+        }
+    }
+}
+
 pub struct Correlator {
     cfg: CorrelatorConfig,
     refdata: Arc<RefData>,
@@ -65,7 +94,7 @@ pub struct Correlator {
     hold_down: Duration,
     incidents: HashMap<IncidentId, Incident>,
     /// Member site → its open incident.
-    open_by_site: HashMap<String, IncidentId>,
+    open: OpenIndex,
     /// Site → the last incident it was in that was resolved.
     resolved_by_site: HashMap<String, IncidentId>,
     /// Sites not in the inventory, located by their alarms.
@@ -75,7 +104,7 @@ pub struct Correlator {
     /// When each Probable incident last reached `min_sites` down.
     quorum_since: HashMap<IncidentId, DateTime<Utc>>,
     /// Per open incident: postcodes its sites cover, and their customers.
-    coverage: HashMap<IncidentId, (std::collections::HashSet<u32>, u64)>,
+    coverage: HashMap<IncidentId, (HashSet<u32>, u64)>,
     /// Pending timer per incident, and the queue of them by deadline.
     deadline: HashMap<IncidentId, DateTime<Utc>>,
     timers: BTreeSet<(DateTime<Utc>, IncidentId)>,
@@ -88,21 +117,22 @@ impl Correlator {
     pub fn new(cfg: CorrelatorConfig, refdata: Arc<RefData>) -> Self {
         let causes = cfg.service_affecting_causes.iter().map(|c| c.trim().to_lowercase()).collect();
         let dur = |d: std::time::Duration| Duration::from_std(d).unwrap_or(Duration::MAX);
+        let n_sites = refdata.sites.len();
         Correlator {
             min_duration: dur(cfg.min_duration),
             hold_down: dur(cfg.hold_down),
             cfg,
             refdata,
             causes,
-            incidents: HashMap::new(),
-            open_by_site: HashMap::new(),
-            resolved_by_site: HashMap::new(),
+            incidents: HashMap::default(),
+            open: OpenIndex { by_site: vec![None; n_sites], adhoc: HashMap::default() },
+            resolved_by_site: HashMap::default(),
             adhoc: Vec::new(),
-            adhoc_index: HashMap::new(),
+            adhoc_index: HashMap::default(),
             adhoc_tree: RTree::new(),
-            quorum_since: HashMap::new(),
-            coverage: HashMap::new(),
-            deadline: HashMap::new(),
+            quorum_since: HashMap::default(),
+            coverage: HashMap::default(),
+            deadline: HashMap::default(),
             timers: BTreeSet::new(),
             watermark: None,
             counts: Counts::default(),
@@ -115,6 +145,12 @@ impl Correlator {
 
     pub fn incidents(&self) -> impl Iterator<Item = &Incident> {
         self.incidents.values()
+    }
+
+    /// Postcodes (indexes into `refdata.postcodes`) an open incident's sites
+    /// cover, kept as sites join: the planner's footprint without a rescan.
+    pub fn covered(&self, id: &IncidentId) -> Option<Vec<u32>> {
+        self.coverage.get(id).map(|c| c.0.iter().copied().collect())
     }
 
     /// Customers billed in the postcodes an open incident's sites cover.
@@ -182,9 +218,11 @@ impl Correlator {
         let Some(inc) = self.incidents.get(id) else { return };
         match &ev.kind {
             EventKind::AlarmsRaised { alarms } if inc.state.is_open() => {
+                for a in alarms {
+                    self.open.set(&self.refdata, &a.site_id, Some(id.clone()));
+                }
                 let (covered, customers) = self.coverage.entry(id.clone()).or_default();
                 for a in alarms {
-                    self.open_by_site.insert(a.site_id.clone(), id.clone());
                     let Some(site) = self.refdata.site_index(&a.site_id) else { continue };
                     for &p in self.refdata.site_postcodes(site) {
                         if covered.insert(p) {
@@ -200,8 +238,8 @@ impl Correlator {
             | EventKind::Merged { .. } => {
                 self.coverage.remove(id);
                 for s in inc.sites.keys() {
-                    if self.open_by_site.get(s) == Some(id) {
-                        self.open_by_site.remove(s);
+                    if self.open.get(&self.refdata, s) == Some(id) {
+                        self.open.set(&self.refdata, s, None);
                     }
                     if inc.state == IncidentState::Resolved {
                         self.resolved_by_site.insert(s.clone(), id.clone());
@@ -265,7 +303,7 @@ impl Correlator {
         self.advance(t);
         let aref = AlarmRef { alarm_id: alarm.alarm_id.clone(), site_id: alarm.site_id.clone(), at: t };
         let holding = |c: &Self| {
-            let id = c.open_by_site.get(&alarm.site_id)?;
+            let id = c.open.get(&c.refdata, &alarm.site_id)?;
             let active = c.incidents.get(id)?.sites.get(&alarm.site_id)?.active.contains(&alarm.alarm_id);
             Some((id.clone(), active))
         };
@@ -321,7 +359,7 @@ impl Correlator {
         // The survivor: the oldest declared incident (its id is public),
         // else the oldest probable one.
         let mut candidates: Vec<(bool, DateTime<Utc>, IncidentId)> = self
-            .neighbours(p, r)
+            .neighbours(&alarm.site_id, p, r)
             .into_iter()
             .map(|id| {
                 let inc = &self.incidents[&id];
@@ -377,28 +415,45 @@ impl Correlator {
     }
 
     /// Open incidents with a member site whose coverage is within the gap
-    /// of a circle at `p` with radius `r`.
-    fn neighbours(&self, p: GeoPoint, r: f64) -> BTreeSet<IncidentId> {
+    /// of a circle at `p` with radius `r`, or in the same power/backhaul
+    /// group as `site` (shared infrastructure: one failure upstream, however
+    /// far apart the sites are).
+    fn neighbours(&self, site: &str, p: GeoPoint, r: f64) -> Vec<IncidentId> {
         let gap = self.cfg.neighbour_gap_km;
         let reach = r + self.refdata.max_radius_km().max(self.cfg.default_radius_km) + gap;
-        let mut out = BTreeSet::new();
-        let mut consider = |site: &str, q: GeoPoint, rq: f64| {
-            if let Some(id) = self.open_by_site.get(site) {
-                if p.distance_km(q) <= r + rq + gap {
-                    out.insert(id.clone());
+        // Usually one or two distinct incidents among dozens of sites:
+        // dedupe references, clone once at the end.
+        let mut out: Vec<&IncidentId> = Vec::new();
+        fn add<'a>(out: &mut Vec<&'a IncidentId>, id: &'a IncidentId) {
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+        for i in self.refdata.sites_within(p, reach) {
+            if let Some(id) = &self.open.by_site[i as usize] {
+                let s = self.refdata.site(i);
+                if p.distance_km(GeoPoint::new(s.lat, s.lon)) <= r + s.radius_km + gap {
+                    add(&mut out, id);
                 }
             }
-        };
-        for i in self.refdata.sites_within(p, reach) {
-            let s = self.refdata.site(i);
-            consider(&s.site_id, GeoPoint::new(s.lat, s.lon), s.radius_km);
         }
         let chord2 = crate::geodesy::chord2_for_km(reach);
         for e in self.adhoc_tree.locate_within_distance(p.xyz(), chord2) {
-            let (site, q, rq) = &self.adhoc[e.data as usize];
-            consider(site, *q, *rq);
+            let (s, q, rq) = &self.adhoc[e.data as usize];
+            if let Some(id) = self.open.adhoc.get(s) {
+                if p.distance_km(*q) <= r + rq + gap {
+                    add(&mut out, id);
+                }
+            }
         }
-        out
+        if let Some(idx) = self.refdata.site_index(site) {
+            for peer in self.refdata.group_peers(idx) {
+                if let Some(id) = &self.open.by_site[peer as usize] {
+                    add(&mut out, id);
+                }
+            }
+        }
+        out.into_iter().cloned().collect()
     }
 
     /// Run the timers due by `now`: declare, dismiss, resolve. Deterministic

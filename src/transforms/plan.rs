@@ -121,17 +121,20 @@ impl Planner {
     }
 
     /// Notices and data grants for the footprint's postcodes not told yet.
-    pub fn plan_down(&self, inc: &Incident, now: DateTime<Utc>) -> Plan {
+    /// `footprint` is [`Self::footprint`] of the incident, or the
+    /// correlator's incrementally kept coverage (any order): recomputing it
+    /// from every site at each growth step would cost O(n²) over a storm.
+    pub fn plan_down(&self, inc: &Incident, footprint: &[u32], now: DateTime<Utc>) -> Plan {
         if inc.state != IncidentState::Declared {
             return Plan::default();
         }
-        let postcodes: Vec<String> = self
-            .footprint(inc)
-            .into_iter()
-            .map(|i| &self.refdata.postcodes[i as usize].postcode)
+        let mut postcodes: Vec<String> = footprint
+            .iter()
+            .map(|&i| &self.refdata.postcodes[i as usize].postcode)
             .filter(|p| !inc.notified_postcodes.contains(*p))
             .cloned()
             .collect();
+        postcodes.sort_unstable();
         let mut texts = self.texts(inc);
         // Provisional end: the ETR (or now) plus the grace; the revoke at
         // restoration sets the real one.
@@ -214,18 +217,15 @@ impl Planner {
 
     /// Desired IVR state of each region (postcode prefix) of the footprint:
     /// announced while declared, withdrawn once resolved or cancelled.
-    pub fn ivr(&self, inc: &Incident, now: DateTime<Utc>) -> Vec<IvrUpsert> {
+    pub fn ivr(&self, inc: &Incident, footprint: &[u32], now: DateTime<Utc>) -> Vec<IvrUpsert> {
         let active = match inc.state {
             IncidentState::Declared => true,
             IncidentState::Resolved | IncidentState::Cancelled => false,
             _ => return vec![],
         };
         let n = self.cfg.ivr_region_prefix;
-        let regions: BTreeSet<String> = self
-            .footprint(inc)
-            .into_iter()
-            .map(|i| self.refdata.postcodes[i as usize].postcode.chars().take(n).collect())
-            .collect();
+        let regions: BTreeSet<String> =
+            footprint.iter().map(|&i| self.refdata.postcodes[i as usize].postcode.chars().take(n).collect()).collect();
         let lang = templates::resolve(&self.cfg.default_language, "en");
         let texts = self.texts(inc);
         let message = templates::ivr_prompt(active, lang, &texts.ctx);
@@ -301,9 +301,10 @@ mod tests {
     #[test]
     fn down_plan_covers_the_footprint_once_per_channel_a_customer_has() {
         let p = planner();
-        assert_eq!(p.plan_down(&incident(vec![]), t(10)), Plan::default(), "nothing while probable");
+        let probable = incident(vec![]);
+        assert_eq!(p.plan_down(&probable, &p.footprint(&probable), t(10)), Plan::default(), "nothing while probable");
         let inc = incident(vec![declared()]);
-        let plan = p.plan_down(&inc, t(10));
+        let plan = p.plan_down(&inc, &p.footprint(&inc), t(10));
         assert_eq!(plan.postcodes, ["02901"]);
         let got: Vec<(&str, Channel)> = plan.actions.iter().map(|a| (a.customer_id.as_str(), a.channel)).collect();
         assert_eq!(
@@ -318,12 +319,12 @@ mod tests {
         );
         assert!(plan.actions[4].message.as_ref().unwrap().text.contains("outage"), "ru falls back to en");
         assert!(plan.actions[3].message.as_ref().unwrap().text.contains("avería"), "es-MX reads Spanish");
-        assert_eq!(plan, p.plan_down(&inc, t(10)), "plans are deterministic");
+        assert_eq!(plan, p.plan_down(&inc, &p.footprint(&inc), t(10)), "plans are deterministic");
         let told = incident(vec![
             declared(),
             EventKind::Planned { phase: Phase::Down, postcodes: plan.postcodes.clone(), actions: 5 },
         ]);
-        assert!(p.plan_down(&told, t(20)).actions.is_empty(), "told postcodes are not told again");
+        assert!(p.plan_down(&told, &p.footprint(&told), t(20)).actions.is_empty(), "told postcodes are not told again");
     }
 
     #[test]
@@ -356,12 +357,13 @@ mod tests {
     #[test]
     fn ivr_announces_while_declared_and_withdraws_after() {
         let p = planner();
-        assert!(p.ivr(&incident(vec![]), t(0)).is_empty());
-        let on = p.ivr(&incident(vec![declared()]), t(0));
+        assert!(p.ivr(&incident(vec![]), &p.footprint(&incident(vec![])), t(0)).is_empty());
+        let on = p.ivr(&incident(vec![declared()]), &p.footprint(&incident(vec![declared()])), t(0));
         assert_eq!(on.len(), 1);
         assert_eq!(on[0].region, "029");
         assert!(on[0].active && !on[0].message.is_empty());
-        let off = p.ivr(&incident(vec![declared(), EventKind::Resolved { restored_at: t(5) }]), t(9));
+        let resolved = incident(vec![declared(), EventKind::Resolved { restored_at: t(5) }]);
+        let off = p.ivr(&resolved, &p.footprint(&resolved), t(9));
         assert!(!off[0].active);
     }
 

@@ -1,0 +1,278 @@
+//! `make bench`: correlator throughput and memory, printed as JSON.
+//!
+//! Cases (each runs in its own child process, so its peak RSS — `VmHWM` —
+//! is its own):
+//! - `core-10k-active`: the correlator alone, one thread, over `ALARMS`
+//!   alarms (default 1 000 000) while 10 000 alarms are active: each step
+//!   clears the oldest active alarm and raises a new one on a random site;
+//! - `core-1m-active`: the same with 1 000 000 active alarms (built up first,
+//!   timed separately), to show the cost of an alarm does not grow with them;
+//! - `e2e-embedded`: the whole daemon (Kafka consumer → decode → correlate →
+//!   incident log → plan → outboxes) on the embedded broker, over
+//!   `E2E_ALARMS` (default 200 000) native alarms published beforehand,
+//!   timed from the first record read to the last.
+//!
+//! Synthetic world: `SITES` (default 100 000) sites uniformly in a 10° × 10°
+//! box (35–45° N, 90–100° W; ~3 km apart), radius 1.5 km, in groups of 8;
+//! no postcodes or customers, so the planner has no customers to fan out to
+//! (customer fan-out is measured by the notification benchmarks). Event time
+//! advances 1 ms per alarm. Seeded: the same run gives the same alarms.
+//!
+//! Run: `cargo bench --bench correlator` (all cases) or
+//! `cargo bench --bench correlator -- --case core-10k-active`. Under
+//! `cargo test` the same cases run on a few thousand alarms (smoke run).
+
+use chrono::{DateTime, Duration, Utc};
+use outage::config::Config;
+use outage::kafka::Broker;
+use outage::model::{Alarm, AlarmState, Severity, Site};
+use outage::refdata::RefData;
+use outage::topology::{self, Clock, Shutdown, Stats, SystemClock};
+use outage::transforms::correlate::Correlator;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rdkafka::producer::FutureRecord;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+const CASES: [&str; 3] = ["core-10k-active", "core-1m-active", "e2e-embedded"];
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.replace('_', "").parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--case") {
+        let case = args.get(i + 1).map(String::as_str).unwrap_or_default();
+        let figures = match case {
+            "core-10k-active" => core(10_000),
+            "core-1m-active" => core(1_000_000),
+            "e2e-embedded" => e2e(),
+            other => {
+                eprintln!("unknown case {other:?}; cases: {CASES:?}");
+                std::process::exit(2);
+            }
+        };
+        println!("{figures}");
+        return;
+    }
+    // Parent: one child per case, then one JSON document. `cargo bench`
+    // passes `--bench`; `cargo test --all-targets` runs this binary without
+    // it: then a small smoke run checks the cases still work.
+    let smoke = !args.iter().any(|a| a == "--bench");
+    let exe = std::env::current_exe().expect("the bench binary knows its path");
+    let mut results = Vec::new();
+    for case in CASES {
+        eprintln!("bench: {case}{} …", if smoke { " (smoke run)" } else { "" });
+        let mut cmd = std::process::Command::new(&exe);
+        if smoke {
+            for (k, v) in [("ALARMS", "20000"), ("SITES", "5000"), ("E2E_ALARMS", "20000")] {
+                if std::env::var_os(k).is_none() {
+                    cmd.env(k, v);
+                }
+            }
+        }
+        let out =
+            cmd.args(["--case", case]).stderr(std::process::Stdio::inherit()).output().expect("spawn a bench case");
+        let text = String::from_utf8_lossy(&out.stdout);
+        match serde_json::from_str::<Value>(text.trim()) {
+            Ok(v) if out.status.success() => results.push(v),
+            _ => {
+                eprintln!("bench: {case} failed ({}): {text}", out.status);
+                std::process::exit(1);
+            }
+        }
+    }
+    let doc = json!({
+        "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) },
+        "cases": results,
+    });
+    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+}
+
+/// Peak resident set of this process, from /proc (Linux), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some((kb / 1024.0 * 10.0).round() / 10.0)
+}
+
+fn world(n_sites: usize) -> Arc<RefData> {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let sites = (0..n_sites)
+        .map(|i| Site {
+            site_id: format!("S{i:07}"),
+            lat: rng.random_range(35.0..45.0),
+            lon: rng.random_range(-100.0..-90.0),
+            radius_km: 1.5,
+            group_id: Some(format!("G{:06}", i / 8)),
+        })
+        .collect();
+    Arc::new(RefData::build(sites, vec![], vec![]).expect("synthetic sites are valid"))
+}
+
+/// `build_up` raises, then `churn` steps of (clear the oldest, raise a new
+/// one), on random sites: the active set stays at `build_up`.
+fn alarms(rd: &RefData, build_up: usize, churn: usize) -> Vec<Alarm> {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let t0: DateTime<Utc> = "2026-11-23T00:00:00Z".parse().expect("a valid time");
+    let mut active: VecDeque<(String, String)> = VecDeque::with_capacity(build_up);
+    let mut out = Vec::with_capacity(build_up + churn);
+    let mut n = 0usize;
+    let at = |n: usize| t0 + Duration::milliseconds(n as i64);
+    let raise = |rng: &mut ChaCha8Rng, n: &mut usize, active: &mut VecDeque<(String, String)>| {
+        let site = rd.sites[rng.random_range(0..rd.sites.len())].site_id.clone();
+        let id = format!("A{n}");
+        let a = Alarm {
+            alarm_id: id.clone(),
+            site_id: site.clone(),
+            state: AlarmState::Raised,
+            severity: Severity::Critical,
+            probable_cause: "mains power failure".into(),
+            event_time: at(*n),
+            lat: None,
+            lon: None,
+        };
+        active.push_back((id, site));
+        *n += 1;
+        a
+    };
+    for _ in 0..build_up {
+        out.push(raise(&mut rng, &mut n, &mut active));
+    }
+    let mut step = 0;
+    while step < churn {
+        if let Some((id, site)) = active.pop_front() {
+            out.push(Alarm {
+                alarm_id: id,
+                site_id: site,
+                state: AlarmState::Cleared,
+                severity: Severity::Cleared,
+                probable_cause: "mains power failure".into(),
+                event_time: at(n),
+                lat: None,
+                lon: None,
+            });
+            n += 1;
+            step += 1;
+        }
+        if step < churn {
+            out.push(raise(&mut rng, &mut n, &mut active));
+            step += 1;
+        }
+    }
+    out
+}
+
+fn core(active: usize) -> Value {
+    let n_alarms = env_usize("ALARMS", 1_000_000);
+    let rd = world(env_usize("SITES", 100_000));
+    let stream = alarms(&rd, active, n_alarms);
+    let (build_up, churn) = stream.split_at(active);
+    let mut c = Correlator::new(Config::default().correlator, rd.clone());
+    let mut events = 0usize;
+    let t = Instant::now();
+    for a in build_up {
+        events += c.on_alarm(a).map(|e| e.len()).unwrap_or(0);
+    }
+    let build_s = t.elapsed().as_secs_f64();
+    // The churn in quarters: flat figures mean the cost does not drift.
+    let mut quarters = Vec::new();
+    let t = Instant::now();
+    for part in churn.chunks(churn.len().div_ceil(4).max(1)) {
+        let q = Instant::now();
+        for a in part {
+            events += c.on_alarm(a).map(|e| e.len()).unwrap_or(0);
+        }
+        quarters.push((part.len() as f64 / q.elapsed().as_secs_f64()).round());
+    }
+    let churn_s = t.elapsed().as_secs_f64();
+    let open = c.incidents().filter(|i| i.state.is_open()).count();
+    json!({
+        "case": format!("core-{}-active", if active >= 1_000_000 { "1m".to_string() } else { format!("{}k", active / 1000) }),
+        "sites": rd.sites.len(),
+        "active_alarms": active,
+        "build_up": { "alarms": build_up.len(), "seconds": build_s, "alarms_per_s": (build_up.len() as f64 / build_s).round() },
+        "measured": { "alarms": churn.len(), "seconds": churn_s, "alarms_per_s": (churn.len() as f64 / churn_s).round(),
+                      "alarms_per_s_by_quarter": quarters },
+        "incident_events": events,
+        "incidents": c.incidents().count(),
+        "open_incidents": open,
+        "peak_rss_mib": peak_rss_mib(),
+    })
+}
+
+fn e2e() -> Value {
+    let n_alarms = env_usize("E2E_ALARMS", 200_000);
+    let rd = world(env_usize("SITES", 100_000));
+    let stream = alarms(&rd, 10_000, n_alarms.saturating_sub(10_000));
+    let out_dir = tempfile::tempdir().expect("a temp dir");
+    let mut cfg = Config::default();
+    cfg.sinks.outbox_dir = out_dir.path().to_path_buf();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
+    rt.block_on(async move {
+        let broker = Broker::connect(&cfg.kafka).await.expect("embedded broker");
+        let producer = broker.producer().expect("producer");
+        let t = Instant::now();
+        for chunk in stream.chunks(10_000) {
+            let payloads: Vec<(String, String)> =
+                chunk.iter().map(|a| (a.site_id.clone(), serde_json::to_string(a).unwrap_or_default())).collect();
+            let sends = payloads.iter().map(|(k, v)| {
+                producer.send(
+                    FutureRecord::to(&cfg.kafka.topics.alarms).key(k).payload(v),
+                    std::time::Duration::from_secs(60),
+                )
+            });
+            for r in futures::future::join_all(sends).await {
+                r.map_err(|(e, _)| e).expect("publish");
+            }
+        }
+        let publish_s = t.elapsed().as_secs_f64();
+        let stats = Arc::new(Stats::default());
+        let (trigger, shutdown): (_, Shutdown) = Shutdown::new();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let daemon = {
+            let (cfg, broker, stats, rd) = (cfg.clone(), broker.clone(), stats.clone(), rd.clone());
+            tokio::spawn(async move { topology::run(&cfg, &broker, rd, clock, stats, shutdown).await })
+        };
+        let total = stream.len() as u64;
+        let started = Instant::now();
+        let mut first: Option<Instant> = None;
+        while stats.alarms_read.load(Relaxed) < total {
+            if first.is_none() && stats.alarms_read.load(Relaxed) > 0 {
+                first = Some(Instant::now());
+            }
+            if daemon.is_finished() {
+                let why = daemon.await.map(|r| r.err().map(|e| e.to_string()));
+                panic!("the daemon stopped at {} of {total} alarms: {why:?}", stats.alarms_read.load(Relaxed));
+            }
+            if started.elapsed() > std::time::Duration::from_secs(600) {
+                panic!("e2e bench stuck at {} of {total} alarms", stats.alarms_read.load(Relaxed));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let done = Instant::now();
+        let first = first.unwrap_or(started);
+        trigger.trigger();
+        let _ = daemon.await;
+        let secs = done.duration_since(first).as_secs_f64();
+        json!({
+            "case": "e2e-embedded",
+            "sites": rd.sites.len(),
+            "alarms": total,
+            "publish_seconds": publish_s,
+            "seconds_first_to_last_read": secs,
+            "alarms_per_s": (total as f64 / secs).round(),
+            "seconds_including_group_join": done.duration_since(started).as_secs_f64(),
+            "dead_lettered": stats.alarms_dead_lettered.load(Relaxed),
+            "incidents": stats.incidents_total.load(Relaxed),
+            "worker_threads": 2,
+            "peak_rss_mib": peak_rss_mib(),
+        })
+    })
+}
