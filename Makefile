@@ -1,6 +1,6 @@
 # The set-up a newcomer needs: `make demo` runs the whole pipeline on the
 # embedded Kafka and the committed demo data; `make test` runs every test.
-.PHONY: demo test e2e lint bench check-fmt clean
+.PHONY: demo test e2e eval lint bench check-fmt clean
 
 CARGO ?= cargo
 
@@ -22,8 +22,22 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
+# Correlator quality on the shipped scenarios, in all three input formats
+# (native, VES, TMF642): precision, recall, ARI, latency, noise incidents.
+eval:
+	$(CARGO) build --release --bin outagectl
+	python3 scripts/eval.py
+
+# Throughput and memory as JSON (out/bench/correlator.json), then the batch
+# DBSCAN baseline on the same scenarios (out/bench/dbscan.json; scikit-learn
+# in a local venv, .venv-bench). Figures and how to read them: BENCHMARKS.md.
 bench:
-	@echo "benchmarks arrive with the correlation issue (#3)"; exit 1
+	mkdir -p out/bench
+	$(CARGO) bench --bench correlator | tee out/bench/correlator.json
+	$(CARGO) build --release --bin outagectl
+	test -x .venv-bench/bin/python || python3 -m venv .venv-bench
+	.venv-bench/bin/pip install -q -r scripts/requirements-bench.txt
+	.venv-bench/bin/python scripts/bench_dbscan.py --json out/bench/dbscan.json
 
 clean:
 	rm -rf out
