@@ -25,7 +25,6 @@ import csv
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ from sklearn.cluster import DBSCAN
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402
-from eval import CASES, START  # noqa: E402
+from eval import CASES, START, run  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 EARTH_KM = 6371.0088
@@ -47,13 +46,6 @@ EPS_KM = 15.0
 MIN_SAMPLES = 3  # the correlator's min_sites
 SWEEP_KM = (5.0, 10.0, 15.0, 20.0)
 SERVICE_AFFECTING = {"mains power failure", "backhaul link down", "equipment failure", "loss of signal"}
-
-
-def run(cmd: list[str]) -> str:
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"bench_dbscan: {' '.join(cmd)} failed:\n{done.stderr}")
-    return done.stdout
 
 
 def load_sites() -> dict[str, tuple[float, float]]:

@@ -47,7 +47,7 @@ TARGET_RECALL = 0.95
 def run(cmd: list[str]) -> str:
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
-        sys.exit(f"eval: {' '.join(cmd)} failed:\n{done.stderr}")
+        sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr}")
     return done.stdout
 
 

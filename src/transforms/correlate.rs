@@ -7,8 +7,8 @@
 //! - a service-affecting raise (severity ≥ `min_severity`, cause in
 //!   `service_affecting_causes`) on a site joins the open incident that has
 //!   a down or recently cleared member site within `r_a + r_b +
-//!   neighbour_gap_km` or in the same power/backhaul group, or opens a new one (linked to the site's last
-//!   resolved incident: a recurrence). When it touches several, it joins the
+//!   neighbour_gap_km` or in the same power/backhaul group, or opens a new
+//!   one (linked to the site's last resolved incident: a recurrence). When it touches several, it joins the
 //!   oldest declared one (else the oldest probable one); the other probable
 //!   ones are `merged` into it (nobody was told of them yet), the other
 //!   declared ones are `linked`, never merged, so public ids stay stable;
