@@ -37,7 +37,7 @@ bench:
 	$(CARGO) build --release --bin outagectl
 	test -x .venv-bench/bin/python || python3 -m venv .venv-bench
 	.venv-bench/bin/pip install -q -r scripts/requirements-bench.txt
-	.venv-bench/bin/python scripts/bench_dbscan.py --json out/bench/dbscan.json
+	.venv-bench/bin/python scripts/bench_dbscan.py --scale-alarms 100000 --json out/bench/dbscan.json
 
 clean:
 	rm -rf out
