@@ -3,6 +3,8 @@
 .PHONY: demo test e2e eval lint bench check-fmt clean
 
 CARGO ?= cargo
+# Where cargo puts binaries (honours CARGO_TARGET_DIR).
+OUTAGECTL = $(or $(CARGO_TARGET_DIR),target)/release/outagectl
 
 demo:
 	$(CARGO) run --release --bin outaged -- demo --exit-when-done --out out/demo
@@ -26,7 +28,7 @@ lint:
 # (native, VES, TMF642): precision, recall, ARI, latency, noise incidents.
 eval:
 	$(CARGO) build --release --bin outagectl
-	python3 scripts/eval.py
+	python3 scripts/eval.py --outagectl $(OUTAGECTL)
 
 # Throughput and memory as JSON (out/bench/correlator.json), then the batch
 # DBSCAN baseline on the same scenarios (out/bench/dbscan.json; scikit-learn
@@ -37,7 +39,7 @@ bench:
 	$(CARGO) build --release --bin outagectl
 	test -x .venv-bench/bin/python || python3 -m venv .venv-bench
 	.venv-bench/bin/pip install -q -r scripts/requirements-bench.txt
-	.venv-bench/bin/python scripts/bench_dbscan.py --scale-alarms 100000 --json out/bench/dbscan.json
+	.venv-bench/bin/python scripts/bench_dbscan.py --outagectl $(OUTAGECTL) --scale-alarms 100000 --json out/bench/dbscan.json
 
 clean:
 	rm -rf out
