@@ -315,8 +315,11 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         let Some(inc) = self.correlator.incident(id) else { return Ok(()) };
         let now = self.clock.now();
         let told = !inc.notified_postcodes.is_empty();
-        // Open incidents: the correlator's incremental coverage; closed
-        // ones (once each) from their sites.
+        if !matches!(inc.state, IncidentState::Declared | IncidentState::Resolved | IncidentState::Cancelled) {
+            return Ok(()); // Probable, dismissed, merged: nobody is acted on.
+        }
+        // Declared: the correlator's incremental coverage; closed (once
+        // each): from the incident's sites.
         let footprint = self.correlator.covered(id).unwrap_or_else(|| self.planner.footprint(inc));
         let plan = match inc.state {
             IncidentState::Declared => Some((Phase::Down, self.planner.plan_down(inc, &footprint, now))),
@@ -325,9 +328,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             }
             _ => None,
         };
-        if matches!(inc.state, IncidentState::Declared | IncidentState::Resolved | IncidentState::Cancelled) {
-            out.ivr.extend(self.planner.ivr(inc, &footprint, now));
-        }
+        out.ivr.extend(self.planner.ivr(inc, &footprint, now));
         let Some((phase, plan)) = plan else { return Ok(()) };
         if plan.postcodes.is_empty() && phase == Phase::Down {
             return Ok(());

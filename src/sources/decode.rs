@@ -270,6 +270,19 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// Test helper for the adapters: `good` with the value at each JSON
+/// pointer replaced must be refused with an error naming the field.
+#[cfg(test)]
+pub(crate) fn assert_refused_naming(good: &Value, cases: &[(&str, Value, &str)]) {
+    for (ptr, value, needle) in cases {
+        let mut v = good.clone();
+        *v.pointer_mut(ptr).unwrap_or_else(|| panic!("no {ptr} in {good}")) = value.clone();
+        let got = decode_all(v.to_string().as_bytes());
+        let err = got[0].as_ref().map(|a| format!("accepted {a:?}")).unwrap_or_else(|e| e.to_string());
+        assert!(err.contains(needle), "{ptr} = {value}: {err}");
+    }
+}
+
 /// A record the alarm source could not use (`schemas/dlq.v1.schema.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DlqRecord {
