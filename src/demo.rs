@@ -65,6 +65,8 @@ pub struct Summary {
     /// Sum of queued credits per currency.
     pub credits_total: Vec<crate::model::Money>,
     pub ivr_upserts: u64,
+    /// Postcodes told "restored" before their incident resolved.
+    pub restored_early: u64,
     /// Event time: first alarm → first declaration (the IVR flips then).
     pub detect_seconds: Option<i64>,
     /// Wall time: first alarm published → first IVR flip written.
@@ -190,6 +192,7 @@ pub async fn run(
         credits: stats.delivered(Channel::Credit),
         credits_total: crate::sinks::outbox::credit_totals(&opts.out).map_err(io(&opts.out))?,
         ivr_upserts: stats.ivr_upserts.load(Relaxed),
+        restored_early: stats.postcodes_restored_early.load(Relaxed),
         detect_seconds,
         wall_to_ivr_ms: stats.first_ivr_flip.get().map(|t| t.duration_since(published_at).as_millis()),
         wall_to_sms_ms: stats.first_sms.get().map(|t| t.duration_since(published_at).as_millis()),
@@ -240,6 +243,7 @@ pub fn print_summary(s: &Summary) {
     println!("  customers reached      SMS {} · e-mail {} · unlimited data {}", s.sms, s.email, s.data_grant);
     println!("  credits queued         {} totalling {}", s.credits, money(&s.credits_total));
     println!("  IVR announcements      {} region updates", s.ivr_upserts);
+    println!("  restored early         {} postcodes (their own sites back before the incident's)", s.restored_early);
     if let Some(d) = s.detect_seconds {
         println!("  first alarm → declared {d} s of event time (the correlator's rules)");
     }

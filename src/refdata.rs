@@ -194,6 +194,7 @@ pub struct RefData {
     pub postcodes: Vec<Postcode>,
     pub customers: Vec<Customer>,
     site_by_id: HashMap<String, u32>,
+    postcode_by_code: HashMap<String, u32>,
     site_tree: RTree<Indexed>,
     postcode_tree: RTree<Indexed>,
     /// Customers (indexes into `customers`) by billing postcode.
@@ -234,9 +235,9 @@ impl RefData {
         let site_tree = RTree::bulk_load(
             sites.iter().enumerate().map(|(i, s)| Indexed::new(GeoPoint::new(s.lat, s.lon).xyz(), i as u32)).collect(),
         );
-        let mut seen = std::collections::HashSet::with_capacity(postcodes.len());
-        for p in &postcodes {
-            if !seen.insert(p.postcode.as_str()) {
+        let mut postcode_by_code = HashMap::with_capacity_and_hasher(postcodes.len(), Default::default());
+        for (i, p) in postcodes.iter().enumerate() {
+            if postcode_by_code.insert(p.postcode.clone(), i as u32).is_some() {
                 return Err(("postcodes", format!("duplicate postcode {}", p.postcode)));
             }
         }
@@ -271,6 +272,7 @@ impl RefData {
             postcodes,
             customers,
             site_by_id,
+            postcode_by_code,
             site_tree,
             postcode_tree,
             customers_by_postcode,
@@ -281,6 +283,10 @@ impl RefData {
 
     pub fn site_index(&self, site_id: &str) -> Option<u32> {
         self.site_by_id.get(site_id).copied()
+    }
+
+    pub fn postcode_index(&self, postcode: &str) -> Option<u32> {
+        self.postcode_by_code.get(postcode).copied()
     }
 
     pub fn site(&self, idx: u32) -> &Site {
@@ -311,6 +317,14 @@ impl RefData {
     /// coverage of site `idx`: the footprint's building block.
     pub fn site_postcodes(&self, idx: u32) -> &[u32] {
         &self.site_postcodes[idx as usize]
+    }
+
+    /// Sites (indexes into `sites`) whose coverage contains postcode `idx`'s
+    /// centroid: the inverse of [`Self::site_postcodes`].
+    pub fn postcode_sites(&self, idx: u32) -> impl Iterator<Item = u32> + '_ {
+        let p = &self.postcodes[idx as usize];
+        self.sites_within(GeoPoint::new(p.lat, p.lon), self.max_radius_km)
+            .filter(move |&s| self.site_postcodes[s as usize].contains(&idx))
     }
 
     pub fn customers_in(&self, postcode: &str) -> &[u32] {

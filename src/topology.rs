@@ -30,6 +30,7 @@ use crate::sources::kafka::KafkaSource;
 use crate::sources::{AlarmSource, SourceError, SourceRecord};
 use crate::transforms::correlate::{CorrelateError, Correlator};
 use crate::transforms::plan::Planner;
+use crate::transforms::restore::Restorations;
 use chrono::{DateTime, Utc};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::BTreeSet;
@@ -95,6 +96,8 @@ pub struct Stats {
     pub delivered: [AtomicU64; 4],
     pub duplicates: AtomicU64,
     pub ivr_upserts: AtomicU64,
+    /// Postcodes told "restored" while their incident was still declared.
+    pub postcodes_restored_early: AtomicU64,
     pub incidents_open: AtomicU64,
     pub incidents_declared: AtomicU64,
     pub incidents_total: AtomicU64,
@@ -179,6 +182,9 @@ pub struct Pipeline<S: AlarmSource, I: IvrSink> {
     ivr: I,
     correlator: Correlator,
     planner: Planner,
+    /// Notified postcodes of declared incidents waiting to be told
+    /// "restored" before the whole incident is.
+    restorations: Restorations,
     producer: FutureProducer,
     limits: Limits,
     cfg: Config,
@@ -200,7 +206,8 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             source,
             ivr,
             correlator: Correlator::new(cfg.correlator.clone(), refdata.clone()),
-            planner: Planner::new(cfg.plan.clone(), refdata),
+            planner: Planner::new(cfg.plan.clone(), refdata.clone()),
+            restorations: Restorations::new(refdata, cfg.correlator.hold_down),
             producer: broker.producer()?,
             limits: cfg.ingest.limits(),
             cfg: cfg.clone(),
@@ -232,6 +239,9 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         tracing::info!(records = n, incidents = ids.len(), "incident log folded");
         let mut out = Pending::default();
         for id in &ids {
+            if let Some(inc) = self.correlator.incident(id) {
+                self.restorations.rebuild(inc);
+            }
             self.plan_effects(id, &mut out)?;
         }
         self.write(out).await?;
@@ -259,6 +269,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             let now = self.clock.now().max(self.correlator.watermark());
             let events = self.correlator.tick(now);
             self.apply_effects(events, &mut out)?;
+            self.plan_partial_restorations(now, &mut out)?;
         }
         // Decode the whole batch, then apply it in event-time order: a batch
         // holds several partitions' records, each in its own order.
@@ -280,6 +291,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
                 Err(e) => return Err(e.into()),
             }
         }
+        self.plan_partial_restorations(self.correlator.watermark(), &mut out)?;
         self.stats.alarms_read.fetch_add(batch.len() as u64, Relaxed);
         self.stats.alarms_dead_lettered.fetch_add(out.dlq.len() as u64, Relaxed);
         if !out.dead_classes.is_empty() {
@@ -302,6 +314,11 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
     /// "down" and its "restored" effects.
     fn apply_effects(&mut self, events: Vec<IncidentEvent>, out: &mut Pending) -> Result<(), TopologyError> {
         let touched: BTreeSet<IncidentId> = events.iter().map(|e| e.incident_id.clone()).collect();
+        for e in &events {
+            if let Some(inc) = self.correlator.incident(&e.incident_id) {
+                self.restorations.observe(inc, e);
+            }
+        }
         out.events.extend(events);
         for id in &touched {
             self.plan_effects(id, out)?;
@@ -333,11 +350,44 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         if plan.postcodes.is_empty() && phase == Phase::Down {
             return Ok(());
         }
+        self.record_plan(id, phase, plan, now, out)
+    }
+
+    /// Put a plan's actions out and append the `planned` event recording them.
+    fn record_plan(
+        &mut self,
+        id: &IncidentId,
+        phase: Phase,
+        plan: crate::transforms::plan::Plan,
+        now: DateTime<Utc>,
+        out: &mut Pending,
+    ) -> Result<(), TopologyError> {
         let n = plan.actions.len() as u64;
         out.actions.extend(plan.actions.iter().map(|a: &Action| (a.customer_id.clone(), json(a))));
         let kind = EventKind::Planned { phase, postcodes: plan.postcodes, actions: n };
-        out.events.push(self.correlator.append(id, now, "planner", kind)?);
+        let ev = self.correlator.append(id, now, "planner", kind)?;
+        if let Some(inc) = self.correlator.incident(id) {
+            self.restorations.observe(inc, &ev);
+        }
+        out.events.push(ev);
         tracing::info!(incident = %id, ?phase, actions = n, "actions planned");
+        Ok(())
+    }
+
+    /// Tell "restored" to the postcodes of still-declared incidents whose
+    /// own sites have been back for the hold-down by `event_now`.
+    fn plan_partial_restorations(&mut self, event_now: DateTime<Utc>, out: &mut Pending) -> Result<(), TopologyError> {
+        let correlator = &self.correlator;
+        let due = self.restorations.due(event_now, |id| correlator.incident(id));
+        let now = self.clock.now();
+        for (id, postcodes) in due {
+            let Some(inc) = self.correlator.incident(&id) else { continue };
+            let plan = self.planner.plan_partly_restored(inc, &postcodes, now);
+            if !plan.postcodes.is_empty() {
+                self.stats.postcodes_restored_early.fetch_add(plan.postcodes.len() as u64, Relaxed);
+                self.record_plan(&id, Phase::Restored, plan, now, out)?;
+            }
+        }
         Ok(())
     }
 

@@ -40,8 +40,9 @@ fn config(tag: &str, outbox: &Path) -> Config {
     cfg
 }
 
-/// Four sites a kilometre apart in Providence, one 80 km away; postcodes
-/// under them and far away; customers with and without contacts.
+/// Four sites a kilometre apart in Providence, S5 2.3 km east of them, one
+/// 80 km away; postcodes under them (02903 under S5 only) and far away;
+/// customers with and without contacts.
 fn refdata() -> Arc<RefData> {
     let site = |id: &str, lat, lon| Site { site_id: id.into(), lat, lon, radius_km: 2.0, group_id: None };
     let pc = |p: &str, lat, lon| Postcode { postcode: p.into(), lat, lon, population: Some(1000), timezone: None };
@@ -64,13 +65,20 @@ fn refdata() -> Arc<RefData> {
                 site("S2", 41.829, -71.410),
                 site("S3", 41.820, -71.398),
                 site("S4", 41.829, -71.398),
+                site("S5", 41.820, -71.370),
                 site("FAR", 42.500, -71.400),
             ],
-            vec![pc("02901", 41.822, -71.408), pc("02902", 41.828, -71.400), pc("01001", 42.5, -71.4)],
+            vec![
+                pc("02901", 41.822, -71.408),
+                pc("02902", 41.828, -71.400),
+                pc("02903", 41.820, -71.360),
+                pc("01001", 42.5, -71.4),
+            ],
             vec![
                 cust("C1", Some("+14015550101"), Some("c1@example.com"), "02901", "en", "mobile;voice"),
                 cust("C2", Some("+14015550102"), None, "02902", "es", "broadband"),
                 cust("C3", None, None, "02901", "en", "voice"),
+                cust("C5", Some("+14015550105"), None, "02903", "en", "mobile"),
                 cust("CFAR", Some("+14015550199"), Some("far@example.com"), "01001", "en", "mobile"),
             ],
         )
@@ -281,4 +289,69 @@ async fn malformed_alarms_go_to_the_dead_letter_topic_and_the_rest_flows() {
     let unknown = dlq.iter().find(|d| d.payload.contains("NOWHERE")).unwrap();
     assert!(unknown.reason.contains("NOWHERE"), "{}", unknown.reason);
     assert!(!lines(dir.path(), "sms.jsonl").is_empty(), "good alarms after bad ones still reach customers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postcode_whose_sites_came_back_is_told_before_the_incident_resolves() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config("partial", dir.path());
+    cfg.correlator.hold_down = Duration::from_secs(600);
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    let t0 = Utc::now() - Cd::hours(4);
+    // S5 (alone over 02903) is repaired after 90 min; S1–S3 stay down.
+    publish(
+        &broker,
+        &cfg.kafka.topics.alarms,
+        &[
+            ("S1", alarm("A1", "S1", AlarmState::Raised, t0)),
+            ("S2", alarm("A2", "S2", AlarmState::Raised, t0)),
+            ("S3", alarm("A3", "S3", AlarmState::Raised, t0)),
+            ("S5", alarm("A5", "S5", AlarmState::Raised, t0 + Cd::seconds(10))),
+            ("S5", alarm("A5", "S5", AlarmState::Cleared, t0 + Cd::minutes(90))),
+        ],
+    )
+    .await;
+    let stats = Arc::new(Stats::default());
+    let (trigger, shutdown) = Shutdown::new();
+    let task = {
+        let (cfg, stats) = (cfg.clone(), stats.clone());
+        let broker = broker.clone();
+        tokio::spawn(
+            async move { topology::run(&cfg, &broker, refdata(), Arc::new(SystemClock), stats, shutdown).await },
+        )
+    };
+    settle(&stats, 5, |s| s.postcodes_restored_early.load(Relaxed) > 0).await;
+    trigger.trigger();
+    task.await.unwrap().unwrap();
+
+    let sms = lines(dir.path(), "sms.jsonl");
+    let told = |kind: &str| -> BTreeSet<&str> {
+        sms.iter().filter(|a| a["kind"] == kind).map(|a| a["customer_id"].as_str().unwrap()).collect()
+    };
+    assert_eq!(told("down"), BTreeSet::from(["C1", "C2", "C5"]));
+    assert_eq!(told("restored"), BTreeSet::from(["C5"]), "only 02903 is back; the rest is still down");
+    let grants = lines(dir.path(), "data_grant.jsonl");
+    let revoke = grants.iter().find(|a| a["kind"] == "revoke").expect("C5's unlimited data is scheduled to end");
+    assert_eq!(revoke["customer_id"], "C5");
+    let until: DateTime<Utc> = revoke["until"].as_str().unwrap().parse().unwrap();
+    assert_eq!(until, t0 + Cd::minutes(90) + Cd::days(1), "revoked at its own restoration + the grace");
+    let credits = lines(dir.path(), "credits.jsonl");
+    assert_eq!(credits.len(), 1, "{credits:?}");
+    let credit = &credits[0];
+    assert_eq!(credit["customer_id"], "C5");
+    assert_eq!(credit["outage_seconds"], 90 * 60 - 10, "credited for 02903's own window");
+
+    let events: Vec<IncidentEvent> = topic_records(&broker, &cfg.kafka.topics.incidents)
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect();
+    assert!(!events.iter().any(|e| matches!(e.kind, EventKind::Resolved { .. })), "the incident is still declared");
+    let partial: Vec<&Vec<String>> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Planned { phase: outage::model::Phase::Restored, postcodes, .. } => Some(postcodes),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(partial, [&vec!["02903".to_string()]]);
 }

@@ -192,6 +192,13 @@ pub struct Incident {
     pub links: BTreeSet<IncidentId>,
     /// Postcodes whose customers were given "down" actions.
     pub notified_postcodes: BTreeSet<String>,
+    /// Notified postcodes already given "restored" actions: early, while
+    /// the incident was still declared (their own sites came back), or at
+    /// resolution.
+    #[serde(default)]
+    pub restored_postcodes: BTreeSet<String>,
+    /// The closing "restored" plan (for the postcodes not restored early)
+    /// was made.
     pub restored_planned: bool,
     /// Last time the incident changed (for hold-downs and display).
     pub updated_at: DateTime<Utc>,
@@ -234,6 +241,7 @@ impl Incident {
             sites: BTreeMap::new(),
             links: BTreeSet::new(),
             notified_postcodes: BTreeSet::new(),
+            restored_postcodes: BTreeSet::new(),
             restored_planned: false,
             updated_at: ev.at,
             down: 0,
@@ -322,7 +330,11 @@ impl Incident {
             EventKind::Planned { phase: Phase::Down, postcodes, .. } => {
                 self.notified_postcodes.extend(postcodes.iter().cloned());
             }
-            EventKind::Planned { phase: Phase::Restored, .. } => self.restored_planned = true,
+            EventKind::Planned { phase: Phase::Restored, postcodes, .. } => {
+                self.restored_postcodes.extend(postcodes.iter().cloned());
+                // Before resolution a restored plan is a partial one.
+                self.restored_planned |= !self.state.is_open();
+            }
         }
         Ok(true)
     }

@@ -5,4 +5,5 @@
 pub mod compensate;
 pub mod correlate;
 pub mod plan;
+pub mod restore;
 pub mod templates;

@@ -186,25 +186,64 @@ impl Planner {
         }
     }
 
-    /// "Restored" notices, data revokes and credits for everyone told.
+    /// The closing plan at resolution: "restored" notices, data revokes and
+    /// credits for everyone told and not already restored early.
     pub fn plan_restored(&self, inc: &Incident, now: DateTime<Utc>) -> Plan {
         let Some(restored_at) = inc.restored_at.filter(|_| inc.state == IncidentState::Resolved) else {
             return Plan::default();
         };
-        let postcodes: Vec<String> = inc.notified_postcodes.iter().cloned().collect();
-        let mut texts = self.texts(inc);
-        let windows: HashMap<&str, (DateTime<Utc>, DateTime<Utc>)> = self
+        let windows: HashMap<String, (DateTime<Utc>, DateTime<Utc>)> = self
             .postcode_windows(inc)
             .into_iter()
             .map(|(p, (start, end))| {
-                (self.refdata.postcodes[p as usize].postcode.as_str(), (start, end.unwrap_or(restored_at)))
+                (self.refdata.postcodes[p as usize].postcode.clone(), (start, end.unwrap_or(restored_at)))
             })
+            .filter(|(p, _)| inc.notified_postcodes.contains(p) && !inc.restored_postcodes.contains(p))
             .collect();
+        self.restored_actions(inc, windows, now)
+    }
+
+    /// A partial plan while the incident is still declared: the same
+    /// actions for `postcodes` (indexes), whose own sites have all come back
+    /// (see [`super::restore`]); each is credited for its own window.
+    pub fn plan_partly_restored(&self, inc: &Incident, postcodes: &[u32], now: DateTime<Utc>) -> Plan {
+        if inc.state != IncidentState::Declared {
+            return Plan::default();
+        }
+        let windows = postcodes
+            .iter()
+            .filter_map(|&p| {
+                let code = &self.refdata.postcodes[p as usize].postcode;
+                let mut window: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+                for s in self.refdata.postcode_sites(p) {
+                    let Some(w) = inc.sites.get(&self.refdata.site(s).site_id) else { continue };
+                    let up = w.up_at?; // Still down: not restored.
+                    window = Some(window.map_or((w.down_since, up), |(a, b)| (a.min(w.down_since), b.max(up))));
+                }
+                window.map(|w| (code.clone(), w))
+            })
+            .filter(|(code, _)| inc.notified_postcodes.contains(code) && !inc.restored_postcodes.contains(code))
+            .collect();
+        self.restored_actions(inc, windows, now)
+    }
+
+    /// "Restored" notices, data revokes (at the postcode's restoration +
+    /// grace) and credits (for its own outage window) for the customers of
+    /// `windows`' postcodes.
+    fn restored_actions(
+        &self,
+        inc: &Incident,
+        windows: HashMap<String, (DateTime<Utc>, DateTime<Utc>)>,
+        now: DateTime<Utc>,
+    ) -> Plan {
+        let mut postcodes: Vec<String> = windows.keys().cloned().collect();
+        postcodes.sort_unstable();
+        let mut texts = self.texts(inc);
         let mut actions = Vec::new();
         for c in self.customers(&postcodes) {
+            let Some(&window) = windows.get(&c.postcode) else { continue };
             self.notices(inc, c, ActionKind::Restored, now, &mut texts, &mut actions);
-            actions.extend(self.data_grant(inc, c, ActionKind::Revoke, restored_at + self.grace(), now));
-            let Some(&window) = windows.get(c.postcode.as_str()) else { continue };
+            actions.extend(self.data_grant(inc, c, ActionKind::Revoke, window.1 + self.grace(), now));
             if let Some(credit) = compensate::credit(Rule::GoodwillProrated, inc, c, window, self.cfg.credit_min_outage)
             {
                 let mut a = self.action(inc, c, Channel::Credit, ActionKind::Credit, now);
