@@ -193,6 +193,16 @@ pub struct PlanConfig {
     pub operator_name: String,
     /// Where customers read updates, quoted in messages.
     pub status_url: String,
+    /// Notice templates replacing the built-in `templates/notices.toml`.
+    /// Default: none (the built-in set).
+    pub templates: Option<PathBuf>,
+    /// Most SMS segments a notice may take; every template is checked at
+    /// start-up with the longest values. Default 2.
+    pub sms_max_segments: usize,
+    /// IANA zone for customers whose postcode has none. Default `UTC`.
+    pub default_timezone: String,
+    /// Notices promise automatic compensation. Default true.
+    pub compensation_promise: bool,
 }
 
 impl Default for PlanConfig {
@@ -204,6 +214,10 @@ impl Default for PlanConfig {
             credit_min_outage: Duration::from_secs(3600),
             operator_name: "Example Telecom".into(),
             status_url: "https://status.example.net".into(),
+            templates: None,
+            sms_max_segments: 2,
+            default_timezone: "UTC".into(),
+            compensation_promise: true,
         }
     }
 }
@@ -290,6 +304,12 @@ impl Config {
         }
         if self.plan.default_language.is_empty() {
             return bad("plan.default_language", "must not be empty");
+        }
+        if self.plan.sms_max_segments == 0 {
+            return bad("plan.sms_max_segments", "must be at least 1");
+        }
+        if self.plan.default_timezone.parse::<chrono_tz::Tz>().is_err() {
+            return bad("plan.default_timezone", "not an IANA time zone (e.g. Europe/Madrid)");
         }
         Ok(())
     }

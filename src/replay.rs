@@ -64,7 +64,7 @@ pub fn replay(
     cfg: &Config,
 ) -> std::io::Result<ReplayReport> {
     let mut correlator = Correlator::new(cfg.correlator.clone(), refdata.clone());
-    let planner = Planner::new(cfg.plan.clone(), refdata.clone());
+    let planner = Planner::new(cfg.plan.clone(), refdata.clone()).map_err(std::io::Error::other)?;
     let mut alarms = 0;
     let mut dead = BTreeMap::new();
     for line in lines {

@@ -126,6 +126,8 @@ pub enum TopologyError {
     Produce { topic: String, source: rdkafka::error::KafkaError },
     #[error("incident log: {0}")]
     Log(#[from] CorrelateError),
+    #[error(transparent)]
+    Templates(#[from] crate::transforms::templates::TemplateError),
     #[error("incident log record at {partition}/{offset} is not an incident event: {message}")]
     BadLogRecord { partition: i32, offset: i64, message: String },
     #[error("task failed: {0}")]
@@ -206,7 +208,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             source,
             ivr,
             correlator: Correlator::new(cfg.correlator.clone(), refdata.clone()),
-            planner: Planner::new(cfg.plan.clone(), refdata.clone()),
+            planner: Planner::new(cfg.plan.clone(), refdata.clone())?,
             restorations: Restorations::new(refdata, cfg.correlator.hold_down),
             producer: broker.producer()?,
             limits: cfg.ingest.limits(),

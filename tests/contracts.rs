@@ -418,6 +418,8 @@ fn rust_actions_conform() {
     let pairs = [
         (Channel::Sms, ActionKind::Down),
         (Channel::Sms, ActionKind::Restored),
+        (Channel::Sms, ActionKind::EtrUpdate),
+        (Channel::Email, ActionKind::Cancelled),
         (Channel::Email, ActionKind::Down),
         (Channel::Email, ActionKind::Restored),
         (Channel::DataGrant, ActionKind::Grant),
@@ -526,9 +528,10 @@ fn all_severities() -> Vec<Severity> {
 }
 
 fn all_action_kinds() -> Vec<ActionKind> {
-    let v = vec![ActionKind::Down, ActionKind::Restored, ActionKind::Grant, ActionKind::Revoke, ActionKind::Credit];
+    use ActionKind::*;
+    let v = vec![Down, EtrUpdate, Restored, Cancelled, Grant, Revoke, Credit];
     v.iter().for_each(|x| match x {
-        ActionKind::Down | ActionKind::Restored | ActionKind::Grant | ActionKind::Revoke | ActionKind::Credit => {}
+        Down | EtrUpdate | Restored | Cancelled | Grant | Revoke | Credit => {}
     });
     v
 }
@@ -718,7 +721,7 @@ fn planned_actions_conform() {
         }],
     )
     .unwrap();
-    let planner = Planner::new(PlanConfig::default(), std::sync::Arc::new(rd));
+    let planner = Planner::new(PlanConfig::default(), std::sync::Arc::new(rd)).unwrap();
     let ev = |seq, at: &str, kind| IncidentEvent { incident_id: inc(), seq, at: t(at), actor: "test".into(), kind };
     let a = |at: &str| vec![AlarmRef { alarm_id: "A1".into(), site_id: "S1".into(), at: t(at) }];
     let mut incident =

@@ -38,6 +38,11 @@ pub enum ActionKind {
     Down,
     /// "Service is back" notice, only to those told `down`.
     Restored,
+    /// The NOC changed the expected restoration time: to those told `down`.
+    EtrUpdate,
+    /// The incident was a false positive: a short correction to those told
+    /// `down`.
+    Cancelled,
     /// Start temporary unlimited data.
     Grant,
     /// End it after restoration + grace.
@@ -51,6 +56,8 @@ impl ActionKind {
         match self {
             ActionKind::Down => "down",
             ActionKind::Restored => "restored",
+            ActionKind::EtrUpdate => "etr_update",
+            ActionKind::Cancelled => "cancelled",
             ActionKind::Grant => "grant",
             ActionKind::Revoke => "revoke",
             ActionKind::Credit => "credit",

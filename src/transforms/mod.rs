@@ -6,4 +6,5 @@ pub mod compensate;
 pub mod correlate;
 pub mod plan;
 pub mod restore;
+pub mod sms_text;
 pub mod templates;

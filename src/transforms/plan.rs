@@ -8,11 +8,12 @@
 //! unaffected customers over leaving affected ones guessing.
 
 use super::compensate::{self, Rule};
-use super::templates::{self, MessageContext};
+use super::templates::{TemplateError, Templates, Vars};
 use crate::config::PlanConfig;
 use crate::model::{Action, ActionKind, Channel, Customer, Incident, IncidentState, IvrUpsert, Message};
 use crate::refdata::RefData;
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -26,43 +27,87 @@ pub struct Plan {
 pub struct Planner {
     cfg: PlanConfig,
     refdata: Arc<RefData>,
+    templates: Templates,
+    /// `cfg.default_timezone`, parsed (validated with the config).
+    default_tz: Tz,
 }
 
-/// Renders each (kind, channel, language) once per plan.
+/// Renders each notice once per (kind, channel, language, postcode, grant)
+/// within one plan: a storm's customers share a few hundred texts.
 struct Texts<'a> {
-    ctx: MessageContext<'a>,
-    default_language: &'a str,
-    cache: HashMap<(ActionKind, Channel, &'static str), Message>,
+    planner: &'a Planner,
+    inc: &'a Incident,
+    now: DateTime<Utc>,
+    /// Provisional end of unlimited data, quoted in `down` notices.
+    data_until: Option<DateTime<Utc>>,
+    cache: HashMap<(ActionKind, Channel, &'a str, &'a str, bool), Message>,
 }
 
-impl Texts<'_> {
-    fn get(&mut self, kind: ActionKind, channel: Channel, tag: &str) -> Message {
-        // The template languages are en and es; anything else renders in en.
-        let lang: &'static str = if templates::resolve(tag, self.default_language) == "es" { "es" } else { "en" };
-        self.cache
-            .entry((kind, channel, lang))
-            .or_insert_with(|| templates::render(kind, channel, lang, &self.ctx))
-            .clone()
+impl<'a> Texts<'a> {
+    fn get(&mut self, kind: ActionKind, channel: Channel, c: &'a Customer) -> Message {
+        let p = self.planner;
+        let lang = p.templates.resolve(&c.language);
+        let granted = c.services.mobile && c.msisdn.is_some();
+        let key = (kind, channel, lang, c.postcode.as_str(), granted);
+        if let Some(m) = self.cache.get(&key) {
+            return m.clone();
+        }
+        let vars = Vars {
+            data_until: if granted { self.data_until } else { None },
+            ..p.vars(self.inc, &c.postcode, p.timezone(&c.postcode), self.now)
+        };
+        let m = p.templates.render(kind, channel, lang, &vars).unwrap_or_else(|e| {
+            // The set was checked at start-up; should one still fail, the
+            // customer gets a plain fallback, not nothing.
+            tracing::error!(error = %e, "notice template failed");
+            Message {
+                subject: Some(format!("{} — {}", p.cfg.operator_name, self.inc.id)),
+                text: format!("{}: {}", p.cfg.operator_name, p.cfg.status_url),
+            }
+        });
+        self.cache.insert(key, m.clone());
+        m
     }
 }
 
 impl Planner {
-    pub fn new(cfg: PlanConfig, refdata: Arc<RefData>) -> Self {
-        Planner { cfg, refdata }
+    /// Load and check the notice templates (the longest postcode of
+    /// `refdata` is the worst-case area), then build the planner.
+    pub fn new(cfg: PlanConfig, refdata: Arc<RefData>) -> Result<Self, TemplateError> {
+        let templates = Templates::load(cfg.templates.as_deref(), &cfg.default_language)?;
+        let area = refdata.postcodes.iter().map(|p| p.postcode.as_str()).max_by_key(|p| p.chars().count());
+        templates.check(cfg.sms_max_segments, &cfg.operator_name, &cfg.status_url, area.unwrap_or(""))?;
+        let default_tz = cfg.default_timezone.parse().unwrap_or(Tz::UTC);
+        Ok(Planner { cfg, refdata, templates, default_tz })
     }
 
-    fn texts<'a>(&'a self, inc: &'a Incident) -> Texts<'a> {
-        Texts {
-            ctx: MessageContext {
-                operator_name: &self.cfg.operator_name,
-                incident_id: &inc.id.0,
-                cause: &inc.cause,
-                etr: inc.etr,
-                status_url: &self.cfg.status_url,
-            },
-            default_language: &self.cfg.default_language,
-            cache: HashMap::new(),
+    /// The zone notices to a postcode's customers are written in.
+    fn timezone(&self, postcode: &str) -> Tz {
+        self.refdata
+            .postcode_index(postcode)
+            .and_then(|i| self.refdata.postcodes[i as usize].timezone.as_deref())
+            .and_then(|z| z.parse().ok())
+            .unwrap_or(self.default_tz)
+    }
+
+    fn vars<'a>(&'a self, inc: &'a Incident, area: &'a str, tz: Tz, now: DateTime<Utc>) -> Vars<'a> {
+        Vars {
+            operator: &self.cfg.operator_name,
+            area,
+            cause: &inc.cause,
+            start: inc.opened_at,
+            etr: inc.etr,
+            data_until: None,
+            compensation: self.cfg.compensation_promise,
+            incident: &inc.id.0,
+            url: &self.cfg.status_url,
+            tz,
+            now,
         }
+    }
+
+    fn texts<'a>(&'a self, inc: &'a Incident, now: DateTime<Utc>, data_until: Option<DateTime<Utc>>) -> Texts<'a> {
+        Texts { planner: self, inc, now, data_until, cache: HashMap::new() }
     }
 
     /// Postcodes (indexes into `refdata.postcodes`) whose centroid lies in
@@ -135,10 +180,10 @@ impl Planner {
             .cloned()
             .collect();
         postcodes.sort_unstable();
-        let mut texts = self.texts(inc);
         // Provisional end: the ETR (or now) plus the grace; the revoke at
         // restoration sets the real one.
         let until = inc.etr.unwrap_or(now).max(now) + self.grace();
+        let mut texts = self.texts(inc, now, Some(until));
         let mut actions = Vec::new();
         for c in self.customers(&postcodes) {
             self.notices(inc, c, ActionKind::Down, now, &mut texts, &mut actions);
@@ -167,20 +212,20 @@ impl Planner {
         Some(a)
     }
 
-    fn notices(
+    fn notices<'a>(
         &self,
         inc: &Incident,
-        c: &Customer,
+        c: &'a Customer,
         kind: ActionKind,
         now: DateTime<Utc>,
-        texts: &mut Texts<'_>,
+        texts: &mut Texts<'a>,
         out: &mut Vec<Action>,
     ) {
         for (channel, to) in [(Channel::Sms, &c.msisdn), (Channel::Email, &c.email)] {
             if let Some(to) = to {
                 let mut a = self.action(inc, c, channel, kind, now);
                 a.to = Some(to.clone());
-                a.message = Some(texts.get(kind, channel, &c.language));
+                a.message = Some(texts.get(kind, channel, c));
                 out.push(a);
             }
         }
@@ -238,7 +283,7 @@ impl Planner {
     ) -> Plan {
         let mut postcodes: Vec<String> = windows.keys().cloned().collect();
         postcodes.sort_unstable();
-        let mut texts = self.texts(inc);
+        let mut texts = self.texts(inc, now, None);
         let mut actions = Vec::new();
         for c in self.customers(&postcodes) {
             let Some(&window) = windows.get(&c.postcode) else { continue };
@@ -265,9 +310,11 @@ impl Planner {
         let n = self.cfg.ivr_region_prefix;
         let regions: BTreeSet<String> =
             footprint.iter().map(|&i| self.refdata.postcodes[i as usize].postcode.chars().take(n).collect()).collect();
-        let lang = templates::resolve(&self.cfg.default_language, "en");
-        let texts = self.texts(inc);
-        let message = templates::ivr_prompt(active, lang, &texts.ctx);
+        let lang = self.templates.resolve(&self.cfg.default_language);
+        let message = self.templates.ivr(active, lang, &self.vars(inc, "", self.default_tz, now)).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "IVR template failed");
+            String::new()
+        });
         let valid_until = if active { inc.etr.unwrap_or(now + chrono::Duration::hours(4)) } else { now };
         regions
             .into_iter()
@@ -318,7 +365,7 @@ mod tests {
             ],
         )
         .unwrap();
-        Planner::new(PlanConfig::default(), Arc::new(rd))
+        Planner::new(PlanConfig::default(), Arc::new(rd)).unwrap()
     }
 
     fn incident(kinds: Vec<EventKind>) -> Incident {
@@ -356,7 +403,7 @@ mod tests {
                 ("C3", Channel::Sms)
             ]
         );
-        assert!(plan.actions[4].message.as_ref().unwrap().text.contains("outage"), "ru falls back to en");
+        assert!(plan.actions[4].message.as_ref().unwrap().text.contains("авария"), "ru reads Russian");
         assert!(plan.actions[3].message.as_ref().unwrap().text.contains("avería"), "es-MX reads Spanish");
         assert_eq!(plan, p.plan_down(&inc, &p.footprint(&inc), t(10)), "plans are deterministic");
         let told = incident(vec![

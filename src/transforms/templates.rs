@@ -1,145 +1,406 @@
-//! The words customers read and callers hear, per language. Owns language
-//! fallback (`es-MX` → `es` → the default language) and the texts of every
-//! notice. Pure: the caller passes the context, including times.
-//!
-//! English and Spanish today; a language without templates falls back to
-//! the configured default. Times are shown in UTC until quiet hours and
-//! local-time rendering arrive with the SMS/e-mail issue.
+//! The words customers read and callers hear, per language. Owns the
+//! template set (`templates/notices.toml`, compiled in; a copy named by
+//! `plan.templates` replaces it), language fallback (`es-MX` → `es` → the
+//! default language), the cause in words, local-time rendering, and the
+//! start-up check that every SMS fits its segment budget with the longest
+//! values it can be given. Pure: the caller passes the times and the zone.
 
+use super::sms_text;
 use crate::model::{ActionKind, Channel, Message};
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-/// What a notice talks about.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MessageContext<'a> {
-    pub operator_name: &'a str,
-    pub incident_id: &'a str,
-    /// Probable cause as the NOC wants it said, e.g. "power failure".
+/// The shipped templates.
+pub const DEFAULT_TEMPLATES: &str = include_str!("../../templates/notices.toml");
+
+/// Message kinds with customer-facing text, in check order.
+pub const NOTICE_KINDS: [ActionKind; 4] =
+    [ActionKind::Down, ActionKind::EtrUpdate, ActionKind::Restored, ActionKind::Cancelled];
+
+/// Cause keys every language must word, and the words in an alarm's
+/// probable cause (lower case) that select them; the first match wins and a
+/// cause that is already a key (a NOC update) is taken as it is.
+const CAUSES: [(&str, &[&str]); 6] = [
+    ("power", &["power", "mains", "battery", "rectifier"]),
+    ("fibre", &["fibre", "fiber", "cable", "los", "link down"]),
+    ("weather", &["weather", "storm", "flood", "wind", "lightning"]),
+    ("maintenance", &["maintenance", "planned"]),
+    ("equipment", &["equipment", "hardware", "card", "board", "radio"]),
+    ("fault", &[]),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("templates {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("template {lang}.{name}: {message}")]
+    Template { lang: String, name: String, message: String },
+    #[error("templates: {0:?} — language {1:?} has no templates")]
+    NoDefault(String, String),
+    #[error("SMS templates over the {limit}-segment limit with the longest values:\n  {}", .over.join("\n  "))]
+    TooLong { limit: usize, over: Vec<String> },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LanguageFile {
+    /// strftime for a time on the day of the message.
+    time: String,
+    /// strftime for a time on another day.
+    datetime: String,
+    causes: BTreeMap<String, String>,
+    sms: BTreeMap<String, String>,
+    email: BTreeMap<String, String>,
+    ivr: BTreeMap<String, String>,
+}
+
+struct Language {
+    time: String,
+    datetime: String,
+    causes: BTreeMap<String, String>,
+}
+
+/// What a notice is about. Times are UTC; they are shown in `tz`.
+#[derive(Debug, Clone)]
+pub struct Vars<'a> {
+    pub operator: &'a str,
+    pub area: &'a str,
+    /// The incident's cause as recorded (an alarm's probable cause or a
+    /// NOC's cause key).
     pub cause: &'a str,
+    pub start: DateTime<Utc>,
     pub etr: Option<DateTime<Utc>>,
-    pub status_url: &'a str,
+    pub data_until: Option<DateTime<Utc>>,
+    pub compensation: bool,
+    pub incident: &'a str,
+    pub url: &'a str,
+    pub tz: Tz,
+    /// When the message is written (decides "time" vs "date and time").
+    pub now: DateTime<Utc>,
 }
 
-/// Languages with templates.
-pub const LANGUAGES: [&str; 2] = ["en", "es"];
-
-/// The template language for a customer's BCP 47 tag: exact, then primary
-/// subtag, then `default`.
-pub fn resolve<'a>(tag: &str, default: &'a str) -> &'a str {
-    let primary = tag.split(['-', '_']).next().unwrap_or("").to_ascii_lowercase();
-    LANGUAGES.iter().find(|l| **l == primary).copied().unwrap_or(default)
+/// The loaded, compiled, checked template set.
+pub struct Templates {
+    env: minijinja::Environment<'static>,
+    langs: BTreeMap<String, Language>,
+    default_language: String,
 }
 
-fn hhmm(t: DateTime<Utc>) -> String {
-    t.format("%H:%M UTC").to_string()
+fn kind_name(kind: ActionKind) -> &'static str {
+    kind.as_str()
 }
 
-/// Render one customer notice. `lang` must be a resolved template language.
-pub fn render(kind: ActionKind, channel: Channel, lang: &str, c: &MessageContext<'_>) -> Message {
-    let es = lang == "es";
-    let etr = c.etr.map(hhmm);
-    let op = c.operator_name;
-    let url = c.status_url;
-    let text = match (kind, es) {
-        (ActionKind::Down, false) => match &etr {
-            Some(t) => {
-                format!("{op}: outage in your area ({}). We expect service back by {t}. Updates: {url}", c.cause)
-            }
-            None => format!("{op}: outage in your area ({}). We are working on it. Updates: {url}", c.cause),
-        },
-        (ActionKind::Down, true) => match &etr {
-            Some(t) => format!(
-                "{op}: avería en su zona ({}). Prevemos restablecer el servicio a las {t}. Info: {url}",
-                c.cause
-            ),
-            None => format!("{op}: avería en su zona ({}). Estamos trabajando en ello. Info: {url}", c.cause),
-        },
-        (ActionKind::Restored, false) => format!("{op}: service in your area is restored. Sorry for the disruption."),
-        (ActionKind::Restored, true) => {
-            format!("{op}: el servicio en su zona está restablecido. Disculpe las molestias.")
-        }
-        (ActionKind::Grant, false) => {
-            format!("{op}: you have unlimited mobile data while we fix the outage in your area.")
-        }
-        (ActionKind::Grant, true) => format!("{op}: tiene datos móviles ilimitados mientras reparamos la avería."),
-        (ActionKind::Revoke, false) => format!("{op}: your free unlimited data ends soon."),
-        (ActionKind::Revoke, true) => format!("{op}: sus datos ilimitados gratuitos terminan pronto."),
-        (ActionKind::Credit, false) => format!("{op}: a credit for the outage will appear on your next bill."),
-        (ActionKind::Credit, true) => format!("{op}: verá un abono por la avería en su próxima factura."),
-    };
-    let subject = (channel == Channel::Email).then(|| match (kind, es) {
-        (ActionKind::Down, false) => format!("Service outage in your area — {}", c.incident_id),
-        (ActionKind::Down, true) => format!("Avería en su zona — {}", c.incident_id),
-        (ActionKind::Restored, false) => format!("Service restored — {}", c.incident_id),
-        (ActionKind::Restored, true) => format!("Servicio restablecido — {}", c.incident_id),
-        (_, false) => format!("About the outage {}", c.incident_id),
-        (_, true) => format!("Sobre la avería {}", c.incident_id),
-    });
-    let text = if channel == Channel::Email {
-        let sign = if es { "Atentamente" } else { "Kind regards" };
-        format!("{text}\n\nReference: {}\n\n{sign},\n{op}", c.incident_id)
-    } else {
-        text
-    };
-    Message { subject, text }
-}
-
-/// The IVR announcement for a region.
-pub fn ivr_prompt(active: bool, lang: &str, c: &MessageContext<'_>) -> String {
-    match (active, lang == "es") {
-        (true, false) => format!(
-            "We are aware of a service outage in your area caused by {}. {} You do not need to restart your equipment.",
-            c.cause,
-            c.etr.map_or("We are working to restore service.".to_string(), |t| format!(
-                "We expect service back by {}.",
-                hhmm(t)
-            ))
-        ),
-        (true, true) => format!(
-            "Sabemos que hay una avería en su zona causada por {}. {} No necesita reiniciar sus equipos.",
-            c.cause,
-            c.etr.map_or("Estamos trabajando para restablecer el servicio.".to_string(), |t| format!(
-                "Prevemos restablecer el servicio a las {}.",
-                hhmm(t)
-            ))
-        ),
-        (false, false) => "There is no known outage in your area.".into(),
-        (false, true) => "No hay ninguna avería conocida en su zona.".into(),
+/// Which cause key a recorded cause is worded by.
+pub fn cause_key(cause: &str) -> &'static str {
+    let c = cause.trim().to_lowercase();
+    if let Some((k, _)) = CAUSES.iter().find(|(k, _)| *k == c) {
+        return k;
     }
+    CAUSES.iter().find(|(_, words)| words.iter().any(|w| c.contains(w))).map_or("fault", |(k, _)| k)
+}
+
+impl Templates {
+    /// The shipped set, or the file at `path`; every language must have
+    /// every kind on every channel, every cause, and `default_language`.
+    pub fn load(path: Option<&Path>, default_language: &str) -> Result<Self, TemplateError> {
+        let (path, text) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| TemplateError::File { path: p.to_path_buf(), message: e.to_string() })?;
+                (p.to_path_buf(), text)
+            }
+            None => (PathBuf::from("templates/notices.toml (built in)"), DEFAULT_TEMPLATES.to_string()),
+        };
+        Self::parse(&path, &text, default_language)
+    }
+
+    fn parse(path: &Path, text: &str, default_language: &str) -> Result<Self, TemplateError> {
+        let file_err = |message: String| TemplateError::File { path: path.to_path_buf(), message };
+        let files: BTreeMap<String, LanguageFile> = toml_from_str(text).map_err(file_err)?;
+        let mut env = minijinja::Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        let mut langs = BTreeMap::new();
+        for (lang, f) in files {
+            let missing = |what: String| file_err(format!("language {lang:?} has no {what}"));
+            for (key, _) in CAUSES {
+                if !f.causes.contains_key(key) {
+                    return Err(missing(format!("causes.{key}")));
+                }
+            }
+            let mut names = Vec::new();
+            for kind in NOTICE_KINDS {
+                let k = kind_name(kind);
+                names.push(("sms", k.to_string(), f.sms.get(k)));
+                names.push(("email", k.to_string(), f.email.get(k)));
+                names.push(("email", format!("{k}_subject"), f.email.get(&format!("{k}_subject"))));
+            }
+            names.push(("ivr", "active".into(), f.ivr.get("active")));
+            names.push(("ivr", "inactive".into(), f.ivr.get("inactive")));
+            for (channel, name, source) in names {
+                let source = source.ok_or_else(|| missing(format!("{channel}.{name}")))?;
+                let full = format!("{lang}.{channel}.{name}");
+                env.add_template_owned(full.clone(), source.trim().to_string()).map_err(|e| {
+                    TemplateError::Template {
+                        lang: lang.clone(),
+                        name: format!("{channel}.{name}"),
+                        message: e.to_string(),
+                    }
+                })?;
+            }
+            langs.insert(lang, Language { time: f.time, datetime: f.datetime, causes: f.causes });
+        }
+        if !langs.contains_key(default_language) {
+            return Err(TemplateError::NoDefault(path.display().to_string(), default_language.to_string()));
+        }
+        Ok(Templates { env, langs, default_language: default_language.to_string() })
+    }
+
+    /// Languages with templates.
+    pub fn languages(&self) -> impl Iterator<Item = &str> {
+        self.langs.keys().map(String::as_str)
+    }
+
+    /// The template language for a customer's BCP 47 tag: the whole tag,
+    /// then shorter prefixes (`es-MX` → `es`), then the default.
+    pub fn resolve(&self, tag: &str) -> &str {
+        let tag = tag.trim().replace('_', "-").to_ascii_lowercase();
+        let mut t = tag.as_str();
+        loop {
+            if let Some((k, _)) = self.langs.get_key_value(t) {
+                return k;
+            }
+            match t.rfind('-') {
+                Some(i) => t = &t[..i],
+                None => return &self.default_language,
+            }
+        }
+    }
+
+    fn context(&self, lang: &Language, v: &Vars<'_>) -> minijinja::Value {
+        let local = |t: DateTime<Utc>| {
+            let l = t.with_timezone(&v.tz);
+            let f = if l.date_naive() == v.now.with_timezone(&v.tz).date_naive() { &lang.time } else { &lang.datetime };
+            l.format(f).to_string()
+        };
+        let cause = lang.causes.get(cause_key(v.cause)).cloned().unwrap_or_default();
+        minijinja::context! {
+            operator => v.operator,
+            area => v.area,
+            cause => cause,
+            start => local(v.start),
+            etr => v.etr.map(local),
+            data_until => v.data_until.map(local),
+            compensation => v.compensation,
+            incident => v.incident,
+            url => v.url,
+        }
+    }
+
+    fn render_one(&self, lang: &str, name: &str, ctx: &minijinja::Value) -> Result<String, TemplateError> {
+        let err = |e: minijinja::Error| TemplateError::Template {
+            lang: lang.to_string(),
+            name: name.to_string(),
+            message: e.to_string(),
+        };
+        let t = self.env.get_template(&format!("{lang}.{name}")).map_err(err)?;
+        Ok(t.render(ctx).map_err(err)?.trim().to_string())
+    }
+
+    /// Render one customer notice in `lang` (a resolved language).
+    pub fn render(
+        &self,
+        kind: ActionKind,
+        channel: Channel,
+        lang: &str,
+        v: &Vars<'_>,
+    ) -> Result<Message, TemplateError> {
+        let l = self.langs.get(lang).ok_or_else(|| TemplateError::NoDefault("templates".into(), lang.into()))?;
+        let ctx = self.context(l, v);
+        let k = kind_name(kind);
+        match channel {
+            Channel::Email => Ok(Message {
+                subject: Some(self.render_one(lang, &format!("email.{k}_subject"), &ctx)?),
+                text: self.render_one(lang, &format!("email.{k}"), &ctx)?,
+            }),
+            _ => Ok(Message { subject: None, text: self.render_one(lang, &format!("sms.{k}"), &ctx)? }),
+        }
+    }
+
+    /// The IVR announcement for a region.
+    pub fn ivr(&self, active: bool, lang: &str, v: &Vars<'_>) -> Result<String, TemplateError> {
+        let l = self.langs.get(lang).ok_or_else(|| TemplateError::NoDefault("templates".into(), lang.into()))?;
+        self.render_one(lang, if active { "ivr.active" } else { "ivr.inactive" }, &self.context(l, v))
+    }
+
+    /// Render every SMS kind in every language with the longest values it
+    /// can be given — `area` (the longest postcode), every cause, every
+    /// optional part present, times on another day — and refuse the set if
+    /// one needs more than `max_segments` segments. Also renders each with
+    /// no optional part, so a template error surfaces now, not mid-incident.
+    pub fn check(&self, max_segments: usize, operator: &str, url: &str, area: &str) -> Result<(), TemplateError> {
+        let start: DateTime<Utc> = "2026-12-28T23:59:00Z".parse().unwrap_or_default();
+        let mut over = Vec::new();
+        for (lang, l) in &self.langs {
+            for kind in NOTICE_KINDS {
+                for (cause, _) in CAUSES {
+                    for full in [true, false] {
+                        let v = Vars {
+                            operator,
+                            area,
+                            cause,
+                            start,
+                            etr: full.then_some(start + chrono::Duration::hours(10)),
+                            data_until: full.then_some(start + chrono::Duration::days(2)),
+                            compensation: full,
+                            incident: "INC-20261228-ffffffff",
+                            url,
+                            tz: Tz::UTC,
+                            now: start + chrono::Duration::days(30),
+                        };
+                        let m = self.render(kind, Channel::Sms, lang, &v)?;
+                        self.render(kind, Channel::Email, lang, &v)?;
+                        self.ivr(true, lang, &v)?;
+                        let s = sms_text::segments(&m.text);
+                        if s.count > max_segments {
+                            over.push(format!(
+                                "{lang}.sms.{} with cause {:?}: {} segments ({:?}, {} units)",
+                                kind_name(kind),
+                                l.causes[cause],
+                                s.count,
+                                s.coding,
+                                s.units
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        over.dedup();
+        if over.is_empty() {
+            Ok(())
+        } else {
+            Err(TemplateError::TooLong { limit: max_segments, over })
+        }
+    }
+}
+
+/// TOML through figment's parser would lose positions; the `toml` crate is
+/// already in the tree through figment.
+fn toml_from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ctx() -> MessageContext<'static> {
-        MessageContext {
-            operator_name: "Example Telecom",
-            incident_id: "INC-20261123-0000abcd",
-            cause: "mains power failure",
-            etr: None,
-            status_url: "https://status.example.net",
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn shipped() -> Templates {
+        Templates::load(None, "en").unwrap()
+    }
+
+    fn vars(tz: Tz) -> Vars<'static> {
+        Vars {
+            operator: "Example Telecom",
+            area: "28013",
+            cause: "Mains power failure",
+            start: t("2026-11-23T13:05:00Z"),
+            etr: Some(t("2026-11-23T17:30:00Z")),
+            data_until: Some(t("2026-11-24T17:30:00Z")),
+            compensation: true,
+            incident: "INC-20261123-0000abcd",
+            url: "https://status.example.net",
+            tz,
+            now: t("2026-11-23T13:10:00Z"),
         }
     }
 
     #[test]
-    fn languages_fall_back_by_primary_subtag_then_default() {
-        assert_eq!(resolve("es-MX", "en"), "es");
-        assert_eq!(resolve("ES", "en"), "es");
-        assert_eq!(resolve("ru", "en"), "en");
-        assert_eq!(resolve("", "es"), "es");
+    fn languages_fall_back_from_region_to_language_to_default() {
+        let tpl = shipped();
+        assert_eq!(tpl.resolve("es-MX"), "es");
+        assert_eq!(tpl.resolve("ES_es"), "es");
+        assert_eq!(tpl.resolve("nl-BE"), "nl");
+        assert_eq!(tpl.resolve("ru"), "ru");
+        assert_eq!(tpl.resolve("fr-CA"), "en", "no French: the default");
+        assert_eq!(tpl.resolve(""), "en");
+        assert_eq!(tpl.languages().collect::<Vec<_>>(), ["en", "es", "nl", "ru"]);
     }
 
     #[test]
-    fn notices_speak_the_customers_language_and_email_has_a_subject() {
-        let sms = render(ActionKind::Down, Channel::Sms, "es", &ctx());
-        assert!(sms.text.contains("avería") && sms.subject.is_none(), "{sms:?}");
-        let mail = render(ActionKind::Restored, Channel::Email, "en", &ctx());
-        assert!(mail.subject.unwrap().contains("INC-20261123-0000abcd"));
-        assert!(mail.text.contains("restored"));
-        let with_etr = MessageContext { etr: "2026-11-23T09:30:00Z".parse().ok(), ..ctx() };
-        assert!(render(ActionKind::Down, Channel::Sms, "en", &with_etr).text.contains("09:30 UTC"));
-        assert!(ivr_prompt(true, "en", &with_etr).contains("09:30 UTC"));
-        assert!(ivr_prompt(false, "es", &ctx()).contains("No hay"));
+    fn times_are_local_to_the_customer_and_dated_when_not_today() {
+        let tpl = shipped();
+        let madrid = tpl.render(ActionKind::Down, Channel::Email, "es", &vars(chrono_tz::Europe::Madrid)).unwrap();
+        // 13:05Z is 14:05 in Madrid (CET, UTC+1 in November); the ETR is
+        // today (18:30), the data grant ends tomorrow (date and time).
+        assert!(madrid.text.contains("desde las 14:05"), "{}", madrid.text);
+        assert!(madrid.text.contains("a las 18:30."), "{}", madrid.text);
+        assert!(madrid.text.contains("hasta 24/11 18:30"), "{}", madrid.text);
+        assert!(madrid.text.contains("corte eléctrico"), "the cause in words: {}", madrid.text);
+        let ny = tpl.render(ActionKind::Down, Channel::Sms, "en", &vars(chrono_tz::America::New_York)).unwrap();
+        assert!(ny.text.contains("since 08:05"), "13:05Z is 08:05 EST: {}", ny.text);
+    }
+
+    #[test]
+    fn optional_parts_disappear_and_email_has_a_subject() {
+        let tpl = shipped();
+        let v = Vars { etr: None, data_until: None, compensation: false, ..vars(Tz::UTC) };
+        let sms = tpl.render(ActionKind::Down, Channel::Sms, "en", &v).unwrap();
+        assert!(!sms.text.contains("Fix expected") && !sms.text.contains("unlimited"), "{}", sms.text);
+        let mail = tpl.render(ActionKind::Restored, Channel::Email, "ru", &vars(Tz::UTC)).unwrap();
+        assert_eq!(mail.subject.as_deref(), Some("Связь в 28013 восстановлена (INC-20261123-0000abcd)"));
+        assert!(mail.text.contains("Компенсация"), "{}", mail.text);
+        for kind in NOTICE_KINDS {
+            for lang in ["en", "es", "nl", "ru"] {
+                let m = tpl.render(kind, Channel::Sms, lang, &vars(Tz::UTC)).unwrap();
+                assert!(m.text.starts_with("Example Telecom:"), "{lang} {kind:?}: {}", m.text);
+                assert!(!m.text.contains("{{") && !m.text.contains("{%"), "{lang} {kind:?}: {}", m.text);
+            }
+        }
+    }
+
+    #[test]
+    fn causes_are_worded_from_the_alarm_or_a_noc_key() {
+        assert_eq!(cause_key("Mains power failure"), "power");
+        assert_eq!(cause_key("LOS on fibre ring"), "fibre");
+        assert_eq!(cause_key("weather"), "weather");
+        assert_eq!(cause_key("X.733 communicationsAlarm"), "fault");
+    }
+
+    #[test]
+    fn shipped_sms_fit_two_segments_with_the_longest_values() {
+        let tpl = shipped();
+        tpl.check(2, "Example Telecom", "https://status.example.net", "02901").unwrap();
+        // A long operator name pushes them over, and the error lists each.
+        let err = tpl.check(2, &"Very Long Operator Name ".repeat(4), "https://status.example.net", "02901");
+        match err {
+            Err(TemplateError::TooLong { limit: 2, over }) => {
+                assert!(over.iter().any(|o| o.starts_with("ru.sms.down")), "{over:?}");
+            }
+            other => panic!("expected TooLong, got {:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn a_bad_template_file_names_what_is_wrong() {
+        let broken = DEFAULT_TEMPLATES.replace("[ru.ivr]", "[ru.ivrx]");
+        let e = Templates::parse(Path::new("t.toml"), &broken, "en").err().unwrap().to_string();
+        assert!(e.contains("t.toml") && e.contains("ivrx"), "{e}");
+        let missing = DEFAULT_TEMPLATES.replace("cancelled_subject = \"Negeer", "cancelled_subjekt = \"Negeer");
+        let e = Templates::parse(Path::new("t.toml"), &missing, "en").err().unwrap().to_string();
+        assert!(e.contains("\"nl\"") && e.contains("email.cancelled_subject"), "{e}");
+        let syntax = DEFAULT_TEMPLATES.replace("{{ operator }}: storing in", "{{ operator }: storing in");
+        let e = Templates::parse(Path::new("t.toml"), &syntax, "en").err().unwrap().to_string();
+        assert!(e.contains("nl.sms."), "{e}");
+        assert!(matches!(
+            Templates::parse(Path::new("t.toml"), DEFAULT_TEMPLATES, "fr"),
+            Err(TemplateError::NoDefault(..))
+        ));
     }
 }
