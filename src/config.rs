@@ -222,18 +222,164 @@ impl Default for PlanConfig {
     }
 }
 
-/// Local sinks.
+/// Where actions go. Without `sms` providers or `email`, notices go to the
+/// JSONL outboxes only (the demo).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SinksConfig {
     /// Directory of the JSONL outboxes (sms, email, ivr, data_grant,
-    /// credits). Default `out`.
+    /// credits) and of `deliveries.jsonl`, the record of every send.
+    /// Sent notices are journalled here too: it is what makes a restart
+    /// re-send nothing. Default `out`.
     pub outbox_dir: PathBuf,
+    /// SMS providers, tried in order: the next takes over while one keeps
+    /// failing. Default none.
+    pub sms: Vec<SmsProviderConfig>,
+    /// The SMTP relay. Default none.
+    pub email: Option<SmtpConfig>,
+    /// Retries of retriable failures.
+    pub retry: RetryConfig,
 }
 
 impl Default for SinksConfig {
     fn default() -> Self {
-        SinksConfig { outbox_dir: "out".into() }
+        SinksConfig { outbox_dir: "out".into(), sms: vec![], email: None, retry: RetryConfig::default() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmsGatewayKind {
+    /// Kannel smsbox `sendsms` (GET with username/password).
+    #[default]
+    Kannel,
+    /// `POST` JSON `{to, from, text, reference}` with a bearer token
+    /// (`password`).
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsProviderConfig {
+    /// Name in records and metrics. Default `kannel`.
+    pub name: String,
+    pub kind: SmsGatewayKind,
+    /// e.g. `http://127.0.0.1:13013/cgi-bin/sendsms`.
+    pub url: String,
+    pub username: Option<String>,
+    /// Kannel password, or the JSON gateway's bearer token. Never logged.
+    pub password: Option<String>,
+    /// Sender id. Default `ExampleTel`.
+    pub from: String,
+    /// Our delivery-report endpoint, handed to Kannel as `dlr-url`.
+    pub dlr_url: Option<String>,
+    /// Messages per second this provider may be sent. Default 100.
+    pub rate_per_second: u32,
+    #[serde(with = "humantime_serde")]
+    /// Per-request timeout. Default 10s.
+    pub timeout: Duration,
+}
+
+impl Default for SmsProviderConfig {
+    fn default() -> Self {
+        SmsProviderConfig {
+            name: "kannel".into(),
+            kind: SmsGatewayKind::Kannel,
+            url: "http://127.0.0.1:13013/cgi-bin/sendsms".into(),
+            username: None,
+            password: None,
+            from: "ExampleTel".into(),
+            dlr_url: None,
+            rate_per_second: 100,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain SMTP (a relay on loopback or a trusted network).
+    #[default]
+    None,
+    /// STARTTLS on the submission port.
+    Starttls,
+    /// Implicit TLS (port 465).
+    Tls,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Default `127.0.0.1`.
+    pub host: String,
+    /// Default 25.
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    /// Never logged.
+    pub password: Option<String>,
+    /// `From:`. Default `Example Telecom <noreply@example.net>`.
+    pub from: String,
+    /// Pooled SMTP connections. Default 8.
+    pub pool_size: u32,
+    /// Messages per second. Default 50.
+    pub rate_per_second: u32,
+    #[serde(with = "humantime_serde")]
+    /// Default 30s.
+    pub timeout: Duration,
+    /// One-click unsubscribe endpoint (RFC 8058); adds `List-Unsubscribe-Post`.
+    pub unsubscribe_url: Option<String>,
+    pub unsubscribe_mailto: Option<String>,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            host: "127.0.0.1".into(),
+            port: 25,
+            tls: SmtpTls::None,
+            username: None,
+            password: None,
+            from: "Example Telecom <noreply@example.net>".into(),
+            pool_size: 8,
+            rate_per_second: 50,
+            timeout: Duration::from_secs(30),
+            unsubscribe_url: None,
+            unsubscribe_mailto: None,
+        }
+    }
+}
+
+/// Exponential backoff with full jitter, for retriable failures only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts per message across all providers. Default 6.
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    /// First backoff. Default 200ms.
+    pub base: Duration,
+    #[serde(with = "humantime_serde")]
+    /// Longest backoff. Default 30s.
+    pub max: Duration,
+    /// Consecutive failures after which a provider is passed over for
+    /// `cooldown`. Default 5.
+    pub failover_after: u32,
+    #[serde(with = "humantime_serde")]
+    /// Default 30s.
+    pub cooldown: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 6,
+            base: Duration::from_millis(200),
+            max: Duration::from_secs(30),
+            failover_after: 5,
+            cooldown: Duration::from_secs(30),
+        }
     }
 }
 
@@ -304,6 +450,22 @@ impl Config {
         }
         if self.plan.default_language.is_empty() {
             return bad("plan.default_language", "must not be empty");
+        }
+        for p in &self.sinks.sms {
+            if p.url.is_empty() {
+                return bad("sinks.sms.url", "must not be empty");
+            }
+            if p.rate_per_second == 0 {
+                return bad("sinks.sms.rate_per_second", "must be at least 1");
+            }
+        }
+        if let Some(e) = &self.sinks.email {
+            if e.rate_per_second == 0 || e.pool_size == 0 {
+                return bad("sinks.email.rate_per_second", "rate_per_second and pool_size must be at least 1");
+            }
+        }
+        if self.sinks.retry.max_attempts == 0 {
+            return bad("sinks.retry.max_attempts", "must be at least 1");
         }
         if self.plan.sms_max_segments == 0 {
             return bad("plan.sms_max_segments", "must be at least 1");

@@ -96,6 +96,10 @@ pub struct Stats {
     pub delivered: [AtomicU64; 4],
     pub duplicates: AtomicU64,
     pub ivr_upserts: AtomicU64,
+    /// Notices a gateway refused for good or that ran out of retries.
+    pub notices_failed: AtomicU64,
+    /// Notices not sent for a bad or missing contact, by reason.
+    pub notices_skipped: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// Postcodes told "restored" while their incident was still declared.
     pub postcodes_restored_early: AtomicU64,
     pub incidents_open: AtomicU64,
@@ -476,6 +480,13 @@ impl<A: ActionSink> Dispatcher<A> {
                     Ok(Delivery::Duplicate) => {
                         self.stats.duplicates.fetch_add(1, Relaxed);
                     }
+                    Ok(Delivery::Failed) => {
+                        self.stats.notices_failed.fetch_add(1, Relaxed);
+                    }
+                    Ok(Delivery::Skipped(reason)) => {
+                        let mut by = self.stats.notices_skipped.lock().unwrap_or_else(|p| p.into_inner());
+                        *by.entry(reason).or_default() += 1;
+                    }
                     Err(SinkError::Invalid { action_id, message }) => {
                         tracing::error!(%action_id, %message, "invalid action skipped");
                     }
@@ -504,10 +515,13 @@ pub async fn run(
     let mut pipeline =
         Pipeline::new(cfg, broker, refdata, source, IvrOutbox::open(&cfg.sinks.outbox_dir)?, clock, stats.clone())?;
     pipeline.restore(broker).await?;
-    let dispatcher = Dispatcher::new(broker, cfg, Outbox::open(&cfg.sinks.outbox_dir)?, stats)?;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(pipeline.run(shutdown.clone()));
-    tasks.spawn(dispatcher.run(shutdown));
+    // Notices through the configured gateways, or all to the outboxes.
+    match crate::sinks::notify::Notifier::from_config(&cfg.sinks)? {
+        Some(notifier) => tasks.spawn(Dispatcher::new(broker, cfg, notifier, stats)?.run(shutdown)),
+        None => tasks.spawn(Dispatcher::new(broker, cfg, Outbox::open(&cfg.sinks.outbox_dir)?, stats)?.run(shutdown)),
+    };
     // Both end on shutdown; the first error ends the daemon.
     while let Some(r) = tasks.join_next().await {
         if let Err(e) = r.map_err(TopologyError::from).and_then(|r| r) {

@@ -1,13 +1,17 @@
 //! Sinks carry planned effects out of the pipeline. Owns the boundaries
 //! [`ActionSink`] (one per-customer action: SMS, e-mail, data grant, credit)
 //! and [`IvrSink`] (desired IVR state per region), and their local
-//! implementation, the JSONL [`outbox::Outbox`]. Kannel, SMTP, provisioning
-//! and billing adapters implement the same traits.
+//! implementations: the JSONL [`outbox::Outbox`], and [`notify::Notifier`],
+//! which sends notices through SMS gateways ([`sms`]: Kannel, JSON HTTP) and
+//! SMTP ([`email`]). Provisioning and billing adapters come next.
 //!
 //! Invariant: a sink is idempotent by the record's key (`action_id`,
 //! `credit_id`, IVR region/incident/state); delivering twice is a no-op.
 
+pub mod email;
+pub mod notify;
 pub mod outbox;
+pub mod sms;
 
 use crate::model::{Action, IvrUpsert};
 use std::future::Future;
@@ -26,6 +30,10 @@ pub enum Delivery {
     Done,
     /// Already delivered before (same key): nothing was done.
     Duplicate,
+    /// The gateway refused it for good, or retries ran out (recorded).
+    Failed,
+    /// Not sent: the contact is missing or invalid (the reason, recorded).
+    Skipped(&'static str),
 }
 
 pub trait ActionSink: Send {

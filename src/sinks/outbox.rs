@@ -119,7 +119,18 @@ impl Outbox {
         Ok(())
     }
 
-    fn deliver_now(&mut self, a: &Action) -> Result<Delivery, SinkError> {
+    /// Whether this action (or its credit) was delivered before.
+    pub fn contains(&self, a: &Action) -> bool {
+        match (a.channel, &a.credit) {
+            (Channel::Sms, _) => self.sms.keys.contains(&a.action_id),
+            (Channel::Email, _) => self.email.keys.contains(&a.action_id),
+            (Channel::DataGrant, _) => self.data_grant.keys.contains(&a.action_id),
+            (Channel::Credit, Some(c)) => self.credits.keys.contains(&c.credit_id.to_string()),
+            (Channel::Credit, None) => false,
+        }
+    }
+
+    pub(crate) fn deliver_now(&mut self, a: &Action) -> Result<Delivery, SinkError> {
         let invalid = |m: &str| SinkError::Invalid { action_id: a.action_id.clone(), message: m.into() };
         match a.channel {
             Channel::Sms => self.sms.write(a.action_id.clone(), a),
@@ -132,7 +143,7 @@ impl Outbox {
         }
     }
 
-    fn flush_now(&mut self) -> Result<(), SinkError> {
+    pub(crate) fn flush_now(&mut self) -> Result<(), SinkError> {
         for f in [&mut self.sms, &mut self.email, &mut self.data_grant, &mut self.credits] {
             f.flush()?;
         }
