@@ -22,6 +22,8 @@ pub enum SinkError {
     Io { path: std::path::PathBuf, source: std::io::Error },
     #[error("action {action_id}: {message}")]
     Invalid { action_id: String, message: String },
+    #[error(transparent)]
+    Email(#[from] email::EmailError),
 }
 
 /// What a sink did with a record.

@@ -121,11 +121,7 @@ impl Notifier {
             })
             .collect();
         let email = match &cfg.email {
-            Some(e) => Some((
-                Smtp::new(e.clone())
-                    .map_err(|e| SinkError::Invalid { action_id: String::new(), message: e.to_string() })?,
-                limiter(e.rate_per_second),
-            )),
+            Some(e) => Some((Smtp::new(e.clone())?, limiter(e.rate_per_second))),
             None => None,
         };
         Ok(Some(Notifier {

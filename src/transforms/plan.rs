@@ -258,14 +258,8 @@ impl Planner {
         let windows = postcodes
             .iter()
             .filter_map(|&p| {
-                let code = &self.refdata.postcodes[p as usize].postcode;
-                let mut window: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
-                for s in self.refdata.postcode_sites(p) {
-                    let Some(w) = inc.sites.get(&self.refdata.site(s).site_id) else { continue };
-                    let up = w.up_at?; // Still down: not restored.
-                    window = Some(window.map_or((w.down_since, up), |(a, b)| (a.min(w.down_since), b.max(up))));
-                }
-                window.map(|w| (code.clone(), w))
+                let window = super::restore::restored_window(&self.refdata, inc, p)?;
+                Some((self.refdata.postcodes[p as usize].postcode.clone(), window))
             })
             .filter(|(code, _)| inc.notified_postcodes.contains(code) && !inc.restored_postcodes.contains(code))
             .collect();

@@ -18,6 +18,19 @@ use chrono::{DateTime, Duration, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+/// Postcode `p`'s own outage window within `inc`: from the first of the
+/// incident's sites covering it going down to the last of them coming back;
+/// `None` while one of them is down (or none of them is in the incident).
+pub fn restored_window(rd: &RefData, inc: &Incident, p: u32) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let mut window: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+    for s in rd.postcode_sites(p) {
+        let Some(w) = inc.sites.get(&rd.site(s).site_id) else { continue };
+        let up = w.up_at?;
+        window = Some(window.map_or((w.down_since, up), |(a, b)| (a.min(w.down_since), b.max(up))));
+    }
+    window
+}
+
 pub struct Restorations {
     refdata: Arc<RefData>,
     hold_down: Duration,
@@ -36,17 +49,9 @@ impl Restorations {
         self.queue.len()
     }
 
-    /// When postcode `p` came back within `inc`: the latest `up_at` of the
-    /// incident's sites covering it; `None` while one of them is down (or
-    /// none of them is in the incident).
+    /// When postcode `p` came back within `inc` (see [`restored_window`]).
     pub fn up_since(&self, inc: &Incident, p: u32) -> Option<DateTime<Utc>> {
-        let mut up: Option<DateTime<Utc>> = None;
-        for s in self.refdata.postcode_sites(p) {
-            let Some(w) = inc.sites.get(&self.refdata.site(s).site_id) else { continue };
-            let at = w.up_at?;
-            up = Some(up.map_or(at, |u| u.max(at)));
-        }
-        up
+        restored_window(&self.refdata, inc, p).map(|(_, up)| up)
     }
 
     fn waiting(&self, inc: &Incident, p: u32) -> bool {
