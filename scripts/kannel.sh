@@ -1,63 +1,216 @@
 #!/usr/bin/env bash
-# Start or stop a real Kannel (bearerbox + smsbox) with fakesmsc as its
-# SMSC, all on loopback, for `make e2e`.
+# Owns: installing and running a real SMS gateway, Kannel 1.4.5 (Debian's
+# kannel + kannel-extras), on loopback for end-to-end tests: bearerbox, smsbox
+# and fakesmsc (the test SMSC from kannel-extras) as its only SMSC. The config
+# is deploy/kannel/kannel.conf with its @...@ placeholders filled in.
 #
-#   scripts/kannel.sh start DIR    # installs kannel + kannel-extras if missing
-#   scripts/kannel.sh stop DIR
+# Usage: scripts/kannel.sh start DIR | stop DIR | status DIR
+#   start installs kannel + kannel-extras with apt-get if missing, writes
+#   DIR/kannel.conf, starts the three processes (pids in DIR/{bearerbox,
+#   smsbox,fakesmsc}.pid, logs in DIR/*.log, DIR/*.out), waits until the fake
+#   SMSC is online and smsbox is connected, and prints the sendsms URL as the
+#   last line of stdout. stop kills what the pid files name (only if it is
+#   still that Kannel process) and waits for it to exit.
+# Env: KANNEL_ADMIN_PORT (13000), KANNEL_SMSBOX_PORT (13001),
+#   KANNEL_SENDSMS_PORT (13013), KANNEL_FAKE_PORT (10000, bearerbox listens,
+#   fakesmsc connects), KANNEL_PASSWORD (outage-e2e: sendsms user `outage`,
+#   admin and status password), KANNEL_START_TIMEOUT (seconds, 30).
 #
-# sendsms: http://127.0.0.1:$KANNEL_SENDSMS_PORT/cgi-bin/sendsms
-#          username=outage password=$KANNEL_PASSWORD
-# Every message Kannel hands to the fake SMSC is printed by fakesmsc to
-# DIR/fakesmsc.log, one line per SMS part:
-#   ... Got message N: <from> <to> text <url-encoded text>     (GSM-7)
-#   ... Got message N: <from> <to> ucs2 <url-encoded UCS-2>    (coding=2)
-#   ... udh-text / udh-data <url-encoded UDH> <text>           (a concatenated part)
+# sendsms: http://127.0.0.1:$KANNEL_SENDSMS_PORT/cgi-bin/sendsms?username=outage
+#   &password=$KANNEL_PASSWORD&from=..&to=..&text=..(&charset=UTF-8&coding=2)
+#   -> 202 "0: Accepted for delivery" (3 parts: still one "0: Accepted ...").
+#
+# DIR/fakesmsc.log: fakesmsc's own log; each SMS part Kannel hands to the
+# SMSC is one line (N counts parts from 1; "<" and ">" wrap the wire line):
+#   <date> <time> [pid] [0] DEBUG: Got message N: <FROM TO TYPE ...>
+# TYPE, as smsc_fake writes it (gw/smsc/smsc_fake.c sms_to_client):
+#   text TEXT        no UDH, coding 7-bit: TEXT raw, as UTF-8, not encoded;
+#                    characters outside GSM-7 arrive as "?" (send those with
+#                    coding=2). A newline in TEXT ends the log line early.
+#   ucs-2 URLENC     no UDH, coding=2: UTF-16BE, url-encoded with "+" for the
+#                    byte 0x20 (so a space U+0020 is "%00+").
+#                    Decode: unquote_to_bytes(s.replace("+", " ")).decode("utf-16-be")
+#   data URLENC      no UDH, coding 8-bit: the bytes, url-encoded as above.
+#   udh UDH data URLENC
+#                    a part with a UDH, i.e. a concatenated part: UDH is
+#                    %05%00%03<ref><total><seq> (url-encoded, IEI 00, 8-bit
+#                    ref), the payload url-encoded as above, and the coding
+#                    is NOT shown: 7-bit parts hold the UTF-8 text (153 GSM
+#                    chars each), UCS-2 parts UTF-16BE (67 chars each). The
+#                    coding is the 2nd flag of the matching "Sent SMS" line in
+#                    DIR/access.log ([flags:mclass:coding:mwi:compress:dlrmask],
+#                    coding 0 = 7-bit, 2 = UCS-2); check_gateways.sh decodes both.
+# fakesmsc runs with -m 0: it sends no MO messages, it only prints.
+# Delivery reports: smsc_fake answers "delivered" (type 1) for every part that
+# asks for one, and bearerbox adds "SMSC success" (type 8); smsbox then GETs
+# the request's dlr-url (dlr-mask=31) with %d etc. filled in.
 set -euo pipefail
-cmd=${1:?start|stop}
-dir=$(realpath -m "${2:?directory}")
-: "${KANNEL_ADMIN_PORT:=13000}" "${KANNEL_SMSBOX_PORT:=13001}" "${KANNEL_SENDSMS_PORT:=13013}"
-: "${KANNEL_FAKE_PORT:=10000}" "${KANNEL_PASSWORD:=outage-e2e}"
-here=$(cd "$(dirname "$0")/.." && pwd)
-fakesmsc=/usr/lib/kannel/test/fakesmsc
 
-stop() {
-  for p in fakesmsc smsbox bearerbox; do
-    if [ -f "$dir/$p.pid" ]; then kill "$(cat "$dir/$p.pid")" 2>/dev/null || true; rm -f "$dir/$p.pid"; fi
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TEMPLATE="$REPO/deploy/kannel/kannel.conf"
+BEARERBOX=/usr/sbin/bearerbox
+SMSBOX=/usr/sbin/smsbox
+FAKESMSC=/usr/lib/kannel/test/fakesmsc # from kannel-extras
+
+die() { echo "kannel.sh: $*" >&2; exit 1; }
+say() { echo "kannel.sh: $*" >&2; }
+
+port_env() { # NAME DEFAULT -> validated port
+  local p="${!1:-$2}"
+  if ! [[ "$p" =~ ^[0-9]+$ ]] || ((p < 1 || p > 65535)); then die "bad port $1=$p"; fi
+  echo "$p"
+}
+ADMIN_PORT="$(port_env KANNEL_ADMIN_PORT 13000)"
+SMSBOX_PORT="$(port_env KANNEL_SMSBOX_PORT 13001)"
+SENDSMS_PORT="$(port_env KANNEL_SENDSMS_PORT 13013)"
+FAKE_PORT="$(port_env KANNEL_FAKE_PORT 10000)"
+PASSWORD="${KANNEL_PASSWORD:-outage-e2e}"
+[[ "$PASSWORD" =~ ^[A-Za-z0-9._-]+$ ]] || die "KANNEL_PASSWORD may only hold [A-Za-z0-9._-]"
+
+cmd_install() {
+  [[ -x "$BEARERBOX" && -x "$SMSBOX" && -x "$FAKESMSC" ]] && return 0
+  local sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  # apt-get update only when the package lists do not know kannel-extras yet.
+  if ! apt-cache show kannel-extras >/dev/null 2>&1; then
+    say "apt-get update"
+    $sudo apt-get update -qq >&2
+  fi
+  say "installing kannel kannel-extras"
+  $sudo apt-get install -y -qq --no-install-recommends kannel kannel-extras >&2
+  [[ -x "$BEARERBOX" && -x "$SMSBOX" && -x "$FAKESMSC" ]] \
+    || die "kannel installed, but $BEARERBOX, $SMSBOX or $FAKESMSC is missing"
+}
+
+alive() { # pid: running and not a zombie
+  local st
+  st="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  st="${st##*) }"; [[ "${st%% *}" != Z ]]
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# GET http://127.0.0.1:PORT/PATH, the whole response (headers too) on stdout.
+http_get() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1" && printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3 \
+    && timeout 5 cat <&3) 2>/dev/null
+}
+
+# The pid in DIR/NAME.pid if that process is still ours: its command line
+# names NAME and (boxes) our config or (fakesmsc) our fake SMSC port.
+our_pid() { # dir name
+  local pid cmd
+  pid="$(cat "$1/$2.pid" 2>/dev/null)" || return 1
+  [[ "$pid" =~ ^[0-9]+$ ]] && alive "$pid" || return 1
+  cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  case "$2" in
+    fakesmsc) [[ "$cmd" == "$FAKESMSC "* ]] || return 1 ;;
+    *) [[ "$cmd" == *"/$2 "*"$1/kannel.conf"* ]] || return 1 ;;
+  esac
+  echo "$pid"
+}
+
+cmd_stop() { # dir
+  local dir="$1" name pid i
+  for name in smsbox fakesmsc bearerbox; do
+    if pid="$(our_pid "$dir" "$name")"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      # bearerbox shuts down gracefully, which takes a few seconds.
+      for ((i = 0; i < 150; i++)); do alive "$pid" || break; sleep 0.1; done
+      if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
+      say "stopped $name (pid $pid)"
+    fi
+    rm -f "$dir/$name.pid"
   done
 }
 
-wait_port() { # port what
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+cmd_status() { # dir; exit 1 unless all three run
+  local dir="$1" name pid rc=0
+  for name in bearerbox smsbox fakesmsc; do
+    if pid="$(our_pid "$dir" "$name")"; then echo "$name: running, pid $pid"
+    else echo "$name: stopped"; rc=1; fi
+  done
+  ((rc == 0)) && http_get "$ADMIN_PORT" "/status.txt?password=$PASSWORD" | sed -n '/^SMS:/,$p'
+  return "$rc"
+}
+
+START_DIR=""
+fail_start() { # message: show the logs, stop what started, exit 1
+  local f
+  for f in bearerbox.out bearerbox.log fakesmsc.log smsbox.out smsbox.log; do
+    [[ -s "$START_DIR/$f" ]] || continue
+    echo "---- tail of $START_DIR/$f" >&2
+    tail -n 15 "$START_DIR/$f" >&2
+  done
+  cmd_stop "$START_DIR"
+  die "$1"
+}
+
+# Wait until CHECK (a command) succeeds; fail if NAME's process died or time ran out.
+wait_for() { # name pid what check...
+  local name="$1" pid="$2" what="$3"; shift 3
+  until "$@"; do
+    alive "$pid" || fail_start "$name exited before $what"
+    ((SECONDS < DEADLINE)) || fail_start "timed out (KANNEL_START_TIMEOUT=${KANNEL_START_TIMEOUT:-30}s) waiting for $what"
     sleep 0.1
   done
-  echo "kannel.sh: $2 did not listen on port $1; log tail:" >&2
-  tail -n 30 "$dir"/*.log >&2 || true
-  stop
-  exit 1
 }
 
-case "$cmd" in
-  start)
-    if [ ! -x /usr/sbin/bearerbox ] || [ ! -x "$fakesmsc" ]; then
-      export DEBIAN_FRONTEND=noninteractive
-      apt-get install -y --no-install-recommends kannel kannel-extras >/dev/null 2>&1 \
-        || { apt-get update >/dev/null && apt-get install -y --no-install-recommends kannel kannel-extras >/dev/null; }
+smsc_online() { http_get "$ADMIN_PORT" "/status.txt?password=$PASSWORD" | grep -q "FAKE:$FAKE_PORT (online"; }
+smsbox_connected() {
+  port_open "$SENDSMS_PORT" \
+    && http_get "$ADMIN_PORT" "/status.txt?password=$PASSWORD" | grep -q "smsbox:.*(on-line"
+}
+
+cmd_start() { # dir
+  local dir="$1" p pid
+  cmd_install
+  [[ -r "$TEMPLATE" ]] || die "missing $TEMPLATE"
+  mkdir -p "$dir"
+  cmd_stop "$dir"
+  for p in "$ADMIN_PORT" "$SMSBOX_PORT" "$SENDSMS_PORT" "$FAKE_PORT"; do
+    if port_open "$p"; then
+      die "127.0.0.1:$p is already in use (another Kannel? Debian's kannel service: systemctl stop kannel; or set KANNEL_*_PORT)"
     fi
-    mkdir -p "$dir"
-    stop
-    sed -e "s#@DIR@#$dir#g" -e "s#@ADMIN_PORT@#$KANNEL_ADMIN_PORT#" -e "s#@SMSBOX_PORT@#$KANNEL_SMSBOX_PORT#g" \
-        -e "s#@SENDSMS_PORT@#$KANNEL_SENDSMS_PORT#" -e "s#@FAKE_PORT@#$KANNEL_FAKE_PORT#" \
-        -e "s#@PASSWORD@#$KANNEL_PASSWORD#g" "$here/deploy/kannel/kannel.conf" > "$dir/kannel.conf"
-    /usr/sbin/bearerbox -v 1 "$dir/kannel.conf" > "$dir/bearerbox.out" 2>&1 & echo $! > "$dir/bearerbox.pid"
-    wait_port "$KANNEL_FAKE_PORT" bearerbox
-    # -m 0: send no MO messages, just print what arrives.
-    "$fakesmsc" -H 127.0.0.1 -r "$KANNEL_FAKE_PORT" -i 1 -m 0 "0 0 text nop" > "$dir/fakesmsc.log" 2>&1 &
-    echo $! > "$dir/fakesmsc.pid"
-    /usr/sbin/smsbox -v 1 "$dir/kannel.conf" > "$dir/smsbox.out" 2>&1 & echo $! > "$dir/smsbox.pid"
-    wait_port "$KANNEL_SENDSMS_PORT" smsbox
-    echo "kannel: sendsms at http://127.0.0.1:$KANNEL_SENDSMS_PORT/cgi-bin/sendsms, fake SMSC log $dir/fakesmsc.log"
-    ;;
-  stop) stop ;;
-  *) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+  done
+  START_DIR="$dir"
+  DEADLINE=$((SECONDS + ${KANNEL_START_TIMEOUT:-30}))
+  rm -f "$dir"/{bearerbox,smsbox,fakesmsc}.{log,out} "$dir"/{access,smsbox-access}.log
+  sed -e "s#@DIR@#$dir#g" -e "s#@ADMIN_PORT@#$ADMIN_PORT#g" -e "s#@SMSBOX_PORT@#$SMSBOX_PORT#g" \
+    -e "s#@SENDSMS_PORT@#$SENDSMS_PORT#g" -e "s#@FAKE_PORT@#$FAKE_PORT#g" \
+    -e "s#@PASSWORD@#$PASSWORD#g" "$TEMPLATE" >"$dir/kannel.conf"
+  ! grep -q '@[A-Z_]*@' "$dir/kannel.conf" || die "unfilled placeholder in $dir/kannel.conf"
+
+  # 1. bearerbox: admin port and the fake SMSC's listening port.
+  "$BEARERBOX" -v 1 "$dir/kannel.conf" </dev/null >"$dir/bearerbox.out" 2>&1 &
+  pid=$!; echo "$pid" >"$dir/bearerbox.pid"
+  wait_for bearerbox "$pid" "bearerbox on ports $ADMIN_PORT and $FAKE_PORT" \
+    eval 'port_open "$ADMIN_PORT" && port_open "$FAKE_PORT"'
+
+  # 2. fakesmsc connects to it; -m 0: no MO messages (the "0 0 text nop"
+  # template is required but never sent), -i: MO interval (unused).
+  "$FAKESMSC" -H 127.0.0.1 -r "$FAKE_PORT" -i 1 -m 0 "0 0 text nop" </dev/null >"$dir/fakesmsc.log" 2>&1 &
+  pid=$!; echo "$pid" >"$dir/fakesmsc.pid"
+  wait_for fakesmsc "$pid" "the fake SMSC to be online in bearerbox's status" smsc_online
+
+  # 3. smsbox: sendsms HTTP port, connected to bearerbox.
+  "$SMSBOX" -v 1 "$dir/kannel.conf" </dev/null >"$dir/smsbox.out" 2>&1 &
+  pid=$!; echo "$pid" >"$dir/smsbox.pid"
+  wait_for smsbox "$pid" "smsbox on port $SENDSMS_PORT, connected to bearerbox" smsbox_connected
+
+  say "bearerbox, fakesmsc and smsbox running (conf and logs in $dir)"
+  echo "http://127.0.0.1:$SENDSMS_PORT/cgi-bin/sendsms"
+}
+
+dir_arg() {
+  [[ -n "${1:-}" ]] || die "usage: $0 start DIR | stop DIR | status DIR"
+  realpath -m -- "$1"
+}
+
+case "${1:-}" in
+  start) cmd_start "$(dir_arg "${2:-}")" ;;
+  stop) cmd_stop "$(dir_arg "${2:-}")" ;;
+  status) cmd_status "$(dir_arg "${2:-}")" ;;
+  *) die "usage: $0 start DIR | stop DIR | status DIR" ;;
 esac
