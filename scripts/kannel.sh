@@ -18,32 +18,40 @@
 #
 # sendsms: http://127.0.0.1:$KANNEL_SENDSMS_PORT/cgi-bin/sendsms?username=outage
 #   &password=$KANNEL_PASSWORD&from=..&to=..&text=..(&charset=UTF-8&coding=2)
-#   -> 202 "0: Accepted for delivery" (3 parts: still one "0: Accepted ...").
+#   202 "0: Accepted for delivery" (also for a long text, one answer for all
+#   its parts; past max-messages=10 parts the text is cut, still 202);
+#   403 "Authorization failed for sendsms"; 400 "Missing receiver number,
+#   rejected" / "Number(s) has/have been denied by white- and/or black-lists."
 #
-# DIR/fakesmsc.log: fakesmsc's own log; each SMS part Kannel hands to the
-# SMSC is one line (N counts parts from 1; "<" and ">" wrap the wire line):
+# DIR/fakesmsc.log (rewritten by each start): fakesmsc's own log; each SMS
+# part Kannel hands to the SMSC is one line, N counting parts from 1, the
+# wire line between "<" and ">":
 #   <date> <time> [pid] [0] DEBUG: Got message N: <FROM TO TYPE ...>
 # TYPE, as smsc_fake writes it (gw/smsc/smsc_fake.c sms_to_client):
-#   text TEXT        no UDH, coding 7-bit: TEXT raw, as UTF-8, not encoded;
-#                    characters outside GSM-7 arrive as "?" (send those with
-#                    coding=2). A newline in TEXT ends the log line early.
-#   ucs-2 URLENC     no UDH, coding=2: UTF-16BE, url-encoded with "+" for the
-#                    byte 0x20 (so a space U+0020 is "%00+").
-#                    Decode: unquote_to_bytes(s.replace("+", " ")).decode("utf-16-be")
-#   data URLENC      no UDH, coding 8-bit: the bytes, url-encoded as above.
+#   text TEXT        no UDH, 7-bit: TEXT raw UTF-8, not escaped. Characters
+#                    outside GSM-7 arrive as "?" (send them with coding=2);
+#                    a newline in TEXT breaks the log line in two.
+#   ucs-2 URLENC     no UDH, coding=2: UTF-16BE bytes, url-encoded with "+"
+#                    for the byte 0x20 (so a space U+0020 is "%00+"). Decode:
+#                    unquote_to_bytes(s.replace("+", " ")).decode("utf-16-be")
+#   data URLENC      no UDH, 8-bit: the bytes, url-encoded the same way.
 #   udh UDH data URLENC
-#                    a part with a UDH, i.e. a concatenated part: UDH is
-#                    %05%00%03<ref><total><seq> (url-encoded, IEI 00, 8-bit
-#                    ref), the payload url-encoded as above, and the coding
-#                    is NOT shown: 7-bit parts hold the UTF-8 text (153 GSM
-#                    chars each), UCS-2 parts UTF-16BE (67 chars each). The
-#                    coding is the 2nd flag of the matching "Sent SMS" line in
-#                    DIR/access.log ([flags:mclass:coding:mwi:compress:dlrmask],
-#                    coding 0 = 7-bit, 2 = UCS-2); check_gateways.sh decodes both.
+#                    a concatenated part: UDH url-encoded, %05%00%03 + ref,
+#                    total, seq (one byte each); payload url-encoded as above,
+#                    and its coding NOT shown: a 7-bit part holds UTF-8 text
+#                    (153 septets a part; € etc. take 2), a UCS-2 part UTF-16BE (67 chars
+#                    a part). Join the payloads of a ref in seq order, then
+#                    decode: UTF-16BE if it holds a NUL byte (7-bit text never
+#                    does), else UTF-8 (check_gateways.sh does exactly this).
+# DIR/access.log (bearerbox): one "Sent SMS" line per whole message (not per
+# part) with [flags:mclass:coding:mwi:compress:dlrmask] (coding 0 = 7-bit,
+# 2 = UCS-2) and [msg:LEN:TEXT] (hex for UCS-2; 7-bit non-ASCII bytes as "."),
+# and "Receive DLR" lines.
 # fakesmsc runs with -m 0: it sends no MO messages, it only prints.
-# Delivery reports: smsc_fake answers "delivered" (type 1) for every part that
-# asks for one, and bearerbox adds "SMSC success" (type 8); smsbox then GETs
-# the request's dlr-url (dlr-mask=31) with %d etc. filled in.
+# Delivery reports work: with dlr-mask=31 and a dlr-url, smsbox GETs the
+# dlr-url twice per message (also per 3-part message): %d = 8 (SMSC
+# ACK, %A = "ACK/") and %d = 1 (delivered, %A empty; smsc_fake invents it),
+# in either order, within a second.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -136,12 +144,14 @@ cmd_status() { # dir; exit 1 unless all three run
 }
 
 START_DIR=""
-fail_start() { # message: show the logs, stop what started, exit 1
-  local f
-  for f in bearerbox.out bearerbox.log fakesmsc.log smsbox.out smsbox.log; do
-    [[ -s "$START_DIR/$f" ]] || continue
-    echo "---- tail of $START_DIR/$f" >&2
-    tail -n 15 "$START_DIR/$f" >&2
+fail_start() { # message: show the logs (less PANIC backtraces), stop what started, exit 1
+  local name f
+  for name in bearerbox fakesmsc smsbox; do
+    f="$START_DIR/$name.log"
+    [[ -s "$f" ]] || f="$START_DIR/$name.out" # config errors come before the log file opens
+    [[ -s "$f" ]] || continue
+    echo "---- tail of $f" >&2
+    grep -vE 'PANIC: (/|\[)' "$f" | tail -n 12 >&2 || true
   done
   cmd_stop "$START_DIR"
   die "$1"
@@ -151,12 +161,13 @@ fail_start() { # message: show the logs, stop what started, exit 1
 wait_for() { # name pid what check...
   local name="$1" pid="$2" what="$3"; shift 3
   until "$@"; do
-    alive "$pid" || fail_start "$name exited before $what"
+    alive "$pid" || fail_start "$name exited while waiting for $what"
     ((SECONDS < DEADLINE)) || fail_start "timed out (KANNEL_START_TIMEOUT=${KANNEL_START_TIMEOUT:-30}s) waiting for $what"
     sleep 0.1
   done
 }
 
+bearerbox_listening() { port_open "$ADMIN_PORT" && port_open "$FAKE_PORT"; }
 smsc_online() { http_get "$ADMIN_PORT" "/status.txt?password=$PASSWORD" | grep -q "FAKE:$FAKE_PORT (online"; }
 smsbox_connected() {
   port_open "$SENDSMS_PORT" \
@@ -186,7 +197,7 @@ cmd_start() { # dir
   "$BEARERBOX" -v 1 "$dir/kannel.conf" </dev/null >"$dir/bearerbox.out" 2>&1 &
   pid=$!; echo "$pid" >"$dir/bearerbox.pid"
   wait_for bearerbox "$pid" "bearerbox on ports $ADMIN_PORT and $FAKE_PORT" \
-    eval 'port_open "$ADMIN_PORT" && port_open "$FAKE_PORT"'
+    bearerbox_listening
 
   # 2. fakesmsc connects to it; -m 0: no MO messages (the "0 0 text nop"
   # template is required but never sent), -i: MO interval (unused).
