@@ -12,7 +12,7 @@ use outage::model::{
 };
 use outage::refdata::RefData;
 use outage::sources::decode::DlqRecord;
-use outage::topology::{self, Shutdown, Stats, SystemClock};
+use outage::topology::{self, Shutdown, ShutdownTrigger, Stats, SystemClock};
 use rdkafka::producer::FutureRecord;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -107,6 +107,31 @@ async fn publish(broker: &Broker, topic: &str, records: &[(&str, String)]) {
     }
 }
 
+/// The whole daemon running on `broker` until [`Daemon::stop`].
+struct Daemon {
+    stats: Arc<Stats>,
+    trigger: ShutdownTrigger,
+    task: tokio::task::JoinHandle<Result<(), topology::TopologyError>>,
+}
+
+impl Daemon {
+    fn start(cfg: &Config, broker: &Broker, rd: Arc<RefData>) -> Self {
+        let stats = Arc::new(Stats::default());
+        let (trigger, shutdown) = Shutdown::new();
+        let (cfg, broker, s) = (cfg.clone(), broker.clone(), stats.clone());
+        let task =
+            tokio::spawn(async move { topology::run(&cfg, &broker, rd, Arc::new(SystemClock), s, shutdown).await });
+        Daemon { stats, trigger, task }
+    }
+
+    /// Shut down, require a clean exit, and hand back its counters.
+    async fn stop(self) -> Arc<Stats> {
+        self.trigger.trigger();
+        self.task.await.unwrap().unwrap();
+        self.stats
+    }
+}
+
 async fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let t = Instant::now();
     while !ok() {
@@ -163,16 +188,9 @@ async fn restart_rebuilds_incidents_and_repeats_no_action() {
         ],
     )
     .await;
-    let stats1 = Arc::new(Stats::default());
-    let (trigger, shutdown) = Shutdown::new();
-    let task = {
-        let (cfg, rd, stats) = (cfg.clone(), rd.clone(), stats1.clone());
-        let broker = broker.clone();
-        tokio::spawn(async move { topology::run(&cfg, &broker, rd, Arc::new(SystemClock), stats, shutdown).await })
-    };
-    settle(&stats1, 4, |s| s.incidents_declared.load(Relaxed) == 1).await;
-    trigger.trigger();
-    task.await.unwrap().unwrap();
+    let daemon = Daemon::start(&cfg, &broker, rd.clone());
+    settle(&daemon.stats, 4, |s| s.incidents_declared.load(Relaxed) == 1).await;
+    daemon.stop().await;
 
     let sms1 = lines(dir.path(), "sms.jsonl");
     let to: BTreeSet<String> = sms1.iter().map(|a| a["customer_id"].as_str().unwrap().to_string()).collect();
@@ -192,16 +210,9 @@ async fn restart_rebuilds_incidents_and_repeats_no_action() {
         ],
     )
     .await;
-    let stats2 = Arc::new(Stats::default());
-    let (trigger, shutdown) = Shutdown::new();
-    let task = {
-        let (cfg, rd, stats) = (cfg.clone(), rd.clone(), stats2.clone());
-        let broker = broker.clone();
-        tokio::spawn(async move { topology::run(&cfg, &broker, rd, Arc::new(SystemClock), stats, shutdown).await })
-    };
-    settle(&stats2, 3, |s| s.incidents_open.load(Relaxed) == 0 && s.delivered(Channel::Credit) > 0).await;
-    trigger.trigger();
-    task.await.unwrap().unwrap();
+    let daemon = Daemon::start(&cfg, &broker, rd.clone());
+    settle(&daemon.stats, 3, |s| s.incidents_open.load(Relaxed) == 0 && s.delivered(Channel::Credit) > 0).await;
+    let stats2 = daemon.stop().await;
     assert_eq!(stats2.alarms_read.load(Relaxed), 3, "the restarted daemon resumes after the committed offsets");
     assert_eq!(stats2.duplicates.load(Relaxed), 0, "no action was put on the topic twice");
 
@@ -264,18 +275,9 @@ async fn malformed_alarms_go_to_the_dead_letter_topic_and_the_rest_flows() {
         ],
     )
     .await;
-    let stats = Arc::new(Stats::default());
-    let (trigger, shutdown) = Shutdown::new();
-    let task = {
-        let (cfg, stats) = (cfg.clone(), stats.clone());
-        let broker = broker.clone();
-        tokio::spawn(
-            async move { topology::run(&cfg, &broker, refdata(), Arc::new(SystemClock), stats, shutdown).await },
-        )
-    };
-    settle(&stats, 5, |s| s.incidents_declared.load(Relaxed) == 1).await;
-    trigger.trigger();
-    task.await.unwrap().unwrap();
+    let daemon = Daemon::start(&cfg, &broker, refdata());
+    settle(&daemon.stats, 5, |s| s.incidents_declared.load(Relaxed) == 1).await;
+    let stats = daemon.stop().await;
 
     assert_eq!(stats.alarms_dead_lettered.load(Relaxed), 2);
     let by_class = stats.dead_letters.lock().unwrap().clone();
@@ -311,18 +313,9 @@ async fn a_postcode_whose_sites_came_back_is_told_before_the_incident_resolves()
         ],
     )
     .await;
-    let stats = Arc::new(Stats::default());
-    let (trigger, shutdown) = Shutdown::new();
-    let task = {
-        let (cfg, stats) = (cfg.clone(), stats.clone());
-        let broker = broker.clone();
-        tokio::spawn(
-            async move { topology::run(&cfg, &broker, refdata(), Arc::new(SystemClock), stats, shutdown).await },
-        )
-    };
-    settle(&stats, 5, |s| s.postcodes_restored_early.load(Relaxed) > 0).await;
-    trigger.trigger();
-    task.await.unwrap().unwrap();
+    let daemon = Daemon::start(&cfg, &broker, refdata());
+    settle(&daemon.stats, 5, |s| s.postcodes_restored_early.load(Relaxed) > 0).await;
+    daemon.stop().await;
 
     let sms = lines(dir.path(), "sms.jsonl");
     let told = |kind: &str| -> BTreeSet<&str> {
