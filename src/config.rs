@@ -72,6 +72,10 @@ pub struct Topics {
     pub actions: String,
     /// Credits for billing (`billing.credits`).
     pub credits: String,
+    /// Every send attempt, its result and every delivery report, keyed by
+    /// customer (`outage.deliveries`): where "why did customer X not get
+    /// message Y?" is answered.
+    pub deliveries: String,
 }
 
 impl Default for Topics {
@@ -82,13 +86,14 @@ impl Default for Topics {
             incidents: "outage.incidents".into(),
             actions: "outage.actions".into(),
             credits: "billing.credits".into(),
+            deliveries: "outage.deliveries".into(),
         }
     }
 }
 
 impl Topics {
-    pub fn all(&self) -> [&str; 5] {
-        [&self.alarms, &self.dlq, &self.incidents, &self.actions, &self.credits]
+    pub fn all(&self) -> [&str; 6] {
+        [&self.alarms, &self.dlq, &self.incidents, &self.actions, &self.credits, &self.deliveries]
     }
 }
 
@@ -239,11 +244,26 @@ pub struct SinksConfig {
     pub email: Option<SmtpConfig>,
     /// Retries of retriable failures.
     pub retry: RetryConfig,
+    /// Notices the dispatcher has in flight at once, in lanes by customer
+    /// (one customer's notices stay in order). Also the most a crash can
+    /// re-send: each lane has at most one notice sent and not yet
+    /// journalled. Default 64.
+    pub concurrency: usize,
+    /// Where to listen for Kannel's delivery reports (`GET /dlr`); the
+    /// providers' `dlr_url` should point here. Default none (no reports).
+    pub dlr_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for SinksConfig {
     fn default() -> Self {
-        SinksConfig { outbox_dir: "out".into(), sms: vec![], email: None, retry: RetryConfig::default() }
+        SinksConfig {
+            outbox_dir: "out".into(),
+            sms: vec![],
+            email: None,
+            retry: RetryConfig::default(),
+            concurrency: 64,
+            dlr_listen: None,
+        }
     }
 }
 
@@ -275,6 +295,8 @@ pub struct SmsProviderConfig {
     pub dlr_url: Option<String>,
     /// Messages per second this provider may be sent. Default 100.
     pub rate_per_second: u32,
+    /// Requests open at once against this provider. Default 32.
+    pub max_in_flight: u32,
     #[serde(with = "humantime_serde")]
     /// Per-request timeout. Default 10s.
     pub timeout: Duration,
@@ -291,6 +313,7 @@ impl Default for SmsProviderConfig {
             from: "ExampleTel".into(),
             dlr_url: None,
             rate_per_second: 100,
+            max_in_flight: 32,
             timeout: Duration::from_secs(10),
         }
     }
@@ -458,6 +481,12 @@ impl Config {
             if p.rate_per_second == 0 {
                 return bad("sinks.sms.rate_per_second", "must be at least 1");
             }
+            if p.max_in_flight == 0 {
+                return bad("sinks.sms.max_in_flight", "must be at least 1");
+            }
+        }
+        if self.sinks.concurrency == 0 {
+            return bad("sinks.concurrency", "must be at least 1");
         }
         if let Some(e) = &self.sinks.email {
             if e.rate_per_second == 0 || e.pool_size == 0 {

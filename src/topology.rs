@@ -32,7 +32,7 @@ use crate::transforms::correlate::{CorrelateError, Correlator};
 use crate::transforms::plan::Planner;
 use crate::transforms::restore::Restorations;
 use chrono::{DateTime, Utc};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
@@ -134,27 +134,20 @@ pub enum TopologyError {
     Templates(#[from] crate::transforms::templates::TemplateError),
     #[error("incident log record at {partition}/{offset} is not an incident event: {message}")]
     BadLogRecord { partition: i32, offset: i64, message: String },
+    #[error("delivery-report endpoint: {0}")]
+    Dlr(std::io::Error),
     #[error("task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
 
-/// Produce `(key, value)` records and wait until the broker acknowledged
-/// every one. Records of one key keep their order (enqueued in order, one
-/// chunk at a time, well below the producer queue's capacity).
 async fn produce_all(
     producer: &FutureProducer,
     topic: &str,
     records: &[(String, String)],
 ) -> Result<(), TopologyError> {
-    for chunk in records.chunks(10_000) {
-        let sends = chunk
-            .iter()
-            .map(|(k, v)| producer.send(FutureRecord::to(topic).key(k).payload(v), Duration::from_secs(60)));
-        for r in futures::future::join_all(sends).await {
-            r.map_err(|(source, _)| TopologyError::Produce { topic: topic.into(), source })?;
-        }
-    }
-    Ok(())
+    crate::kafka::produce_all(producer, topic, records)
+        .await
+        .map_err(|source| TopologyError::Produce { topic: topic.into(), source })
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -442,62 +435,84 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
 
 /// The actions topic → sinks stage. Any number of these may run in one
 /// consumer group; actions are keyed by customer.
+///
+/// A batch is split into `concurrency` lanes by customer; the lanes run at
+/// once, each delivering its actions in topic order (so one customer's
+/// "down" is settled before their "restored"). The batch is acknowledged
+/// when every lane is done and the sink is flushed.
 pub struct Dispatcher<A: ActionSink> {
     source: KafkaSource,
     sink: A,
+    lanes: usize,
     stats: Arc<Stats>,
 }
 
 impl<A: ActionSink> Dispatcher<A> {
     pub fn new(broker: &Broker, cfg: &Config, sink: A, stats: Arc<Stats>) -> Result<Self, TopologyError> {
         let group = format!("{}-dispatch", cfg.kafka.group_id);
-        Ok(Dispatcher { source: KafkaSource::subscribe(broker, &group, &cfg.kafka.topics.actions)?, sink, stats })
+        let source = KafkaSource::subscribe(broker, &group, &cfg.kafka.topics.actions)?;
+        Ok(Dispatcher { source, sink, lanes: cfg.sinks.concurrency.max(1), stats })
     }
 
     pub async fn run(mut self, mut shutdown: Shutdown) -> Result<(), TopologyError> {
+        use std::hash::BuildHasher;
+        let hasher = foldhash::fast::FixedState::with_seed(0);
         loop {
             let batch = tokio::select! {
                 _ = shutdown.requested() => return Ok(self.source.commit()?),
                 b = self.source.next_batch(2000, Duration::from_millis(200)) => b?,
             };
+            let mut lanes: Vec<Vec<Action>> = (0..self.lanes).map(|_| Vec::new()).collect();
             for rec in &batch {
-                let action: Action = match serde_json::from_slice(&rec.payload) {
-                    Ok(a) => a,
+                match serde_json::from_slice::<Action>(&rec.payload) {
+                    Ok(a) => lanes[(hasher.hash_one(&a.customer_id) % self.lanes as u64) as usize].push(a),
+                    // The payload holds contacts: log the position, not the bytes.
                     Err(e) => {
-                        // The payload holds contacts: log the position, not the bytes.
-                        tracing::error!(partition = rec.partition, offset = rec.offset, error = %e, "undecodable action skipped");
-                        continue;
+                        tracing::error!(partition = rec.partition, offset = rec.offset, error = %e, "undecodable action skipped")
                     }
-                };
-                match self.sink.deliver(&action).await {
-                    Ok(Delivery::Done) => {
-                        let i = Channel::ALL.iter().position(|c| *c == action.channel).unwrap_or(0);
-                        self.stats.delivered[i].fetch_add(1, Relaxed);
-                        if action.channel == Channel::Sms {
-                            let _ = self.stats.first_sms.set(Instant::now());
-                        }
-                    }
-                    Ok(Delivery::Duplicate) => {
-                        self.stats.duplicates.fetch_add(1, Relaxed);
-                    }
-                    Ok(Delivery::Failed) => {
-                        self.stats.notices_failed.fetch_add(1, Relaxed);
-                    }
-                    Ok(Delivery::Skipped(reason)) => {
-                        let mut by = self.stats.notices_skipped.lock().unwrap_or_else(|p| p.into_inner());
-                        *by.entry(reason).or_default() += 1;
-                    }
-                    Err(SinkError::Invalid { action_id, message }) => {
-                        tracing::error!(%action_id, %message, "invalid action skipped");
-                    }
-                    Err(e) => return Err(e.into()),
                 }
             }
+            let (sink, stats) = (&self.sink, &*self.stats);
+            let work = lanes.into_iter().filter(|l| !l.is_empty()).map(|lane| async move {
+                for a in &lane {
+                    count(stats, a, sink.deliver(a).await)?;
+                }
+                Ok::<_, TopologyError>(())
+            });
+            futures::future::try_join_all(work).await?;
             self.sink.flush().await?;
             self.source.ack(&batch)?;
             self.stats.actions_dispatched.fetch_add(batch.len() as u64, Relaxed);
         }
     }
+}
+
+/// Count what the sink did with one action; an invalid action is logged
+/// and skipped, any other sink error stops the dispatcher.
+fn count(stats: &Stats, a: &Action, d: Result<Delivery, SinkError>) -> Result<(), TopologyError> {
+    match d {
+        Ok(Delivery::Done) => {
+            let i = Channel::ALL.iter().position(|c| *c == a.channel).unwrap_or(0);
+            stats.delivered[i].fetch_add(1, Relaxed);
+            if a.channel == Channel::Sms {
+                let _ = stats.first_sms.set(Instant::now());
+            }
+        }
+        Ok(Delivery::Duplicate) => {
+            stats.duplicates.fetch_add(1, Relaxed);
+        }
+        Ok(Delivery::Failed) => {
+            stats.notices_failed.fetch_add(1, Relaxed);
+        }
+        Ok(Delivery::Skipped(reason)) => {
+            *stats.notices_skipped.lock().unwrap_or_else(|p| p.into_inner()).entry(reason).or_default() += 1;
+        }
+        Err(SinkError::Invalid { action_id, message }) => {
+            tracing::error!(%action_id, %message, "invalid action skipped");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
 }
 
 /// Start the whole daemon on `broker` with local outbox sinks, and run until
@@ -510,6 +525,8 @@ pub async fn run(
     stats: Arc<Stats>,
     shutdown: Shutdown,
 ) -> Result<(), TopologyError> {
+    use crate::sinks::deliveries::DeliveryLog;
+    use crate::sinks::notify::Notifier;
     use crate::sinks::outbox::{IvrOutbox, Outbox};
     let source = KafkaSource::subscribe(broker, &cfg.kafka.group_id, &cfg.kafka.topics.alarms)?;
     let mut pipeline =
@@ -518,7 +535,15 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(pipeline.run(shutdown.clone()));
     // Notices through the configured gateways, or all to the outboxes.
-    match crate::sinks::notify::Notifier::from_config(&cfg.sinks)? {
+    let topic = (broker.producer()?, cfg.kafka.topics.deliveries.clone());
+    let log = Arc::new(DeliveryLog::open(&cfg.sinks.outbox_dir, Some(topic))?);
+    if let Some(addr) = cfg.sinks.dlr_listen {
+        use crate::sources::dlr;
+        let listener = dlr::bind(addr).await.map_err(TopologyError::Dlr)?;
+        let (log, shutdown) = (log.clone(), shutdown.clone());
+        tasks.spawn(async move { dlr::serve(listener, log, shutdown).await.map_err(TopologyError::Dlr) });
+    }
+    match Notifier::from_config(&cfg.sinks, log)? {
         Some(notifier) => tasks.spawn(Dispatcher::new(broker, cfg, notifier, stats)?.run(shutdown)),
         None => tasks.spawn(Dispatcher::new(broker, cfg, Outbox::open(&cfg.sinks.outbox_dir)?, stats)?.run(shutdown)),
     };

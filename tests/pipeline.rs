@@ -28,7 +28,7 @@ fn config(tag: &str, outbox: &Path) -> Config {
     // see an earlier run's records.
     let run = format!("{tag}-{}-{}", std::process::id(), Utc::now().timestamp_micros());
     let t = &mut cfg.kafka.topics;
-    for name in [&mut t.alarms, &mut t.dlq, &mut t.incidents, &mut t.actions, &mut t.credits] {
+    for name in [&mut t.alarms, &mut t.dlq, &mut t.incidents, &mut t.actions, &mut t.credits, &mut t.deliveries] {
         *name = format!("{name}.{run}");
     }
     cfg.kafka.group_id = format!("outaged-{run}");

@@ -100,6 +100,18 @@ impl Action {
     pub fn key(incident: &IncidentId, customer: &str, channel: Channel, kind: ActionKind) -> String {
         format!("{incident}/{customer}/{}/{}", channel.as_str(), kind.as_str())
     }
+
+    /// The parts of a [`Action::key`]: (incident, customer, channel, kind).
+    pub fn parse_key(key: &str) -> Option<(String, String, Channel, ActionKind)> {
+        let mut parts = key.split('/');
+        let (incident, customer) = (parts.next()?, parts.next()?);
+        let channel = serde_json::from_value(serde_json::Value::String(parts.next()?.into())).ok()?;
+        let kind = serde_json::from_value(serde_json::Value::String(parts.next()?.into())).ok()?;
+        if parts.next().is_some() || incident.is_empty() || customer.is_empty() {
+            return None;
+        }
+        Some((incident.into(), customer.into(), channel, kind))
+    }
 }
 
 /// A compensation credit as billing consumes it from `billing.credits`.

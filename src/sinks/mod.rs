@@ -8,6 +8,7 @@
 //! Invariant: a sink is idempotent by the record's key (`action_id`,
 //! `credit_id`, IVR region/incident/state); delivering twice is a no-op.
 
+pub mod deliveries;
 pub mod email;
 pub mod notify;
 pub mod outbox;
@@ -24,6 +25,8 @@ pub enum SinkError {
     Invalid { action_id: String, message: String },
     #[error(transparent)]
     Email(#[from] email::EmailError),
+    #[error("producing to {topic}: {source}")]
+    Produce { topic: String, source: rdkafka::error::KafkaError },
 }
 
 /// What a sink did with a record.
@@ -38,10 +41,11 @@ pub enum Delivery {
     Skipped(&'static str),
 }
 
-pub trait ActionSink: Send {
-    fn deliver(&mut self, action: &Action) -> impl Future<Output = Result<Delivery, SinkError>> + Send;
-    /// Make every delivery so far durable.
-    fn flush(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
+/// Shared by the dispatcher's concurrent lanes, hence `&self`.
+pub trait ActionSink: Send + Sync {
+    fn deliver(&self, action: &Action) -> impl Future<Output = Result<Delivery, SinkError>> + Send;
+    /// Make every delivery so far durable (and recorded).
+    fn flush(&self) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
 pub trait IvrSink: Send {

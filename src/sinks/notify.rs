@@ -1,56 +1,38 @@
 //! The delivery engine behind the actions topic. Owns what happens to one
 //! notice: the contact is checked (E.164, e-mail address) and a bad one is
-//! skipped with its reason; each provider is held to its rate
-//! (governor); retriable failures are retried with exponential backoff and
-//! full jitter, moving to the next SMS provider while one keeps failing;
-//! permanent failures are recorded, not retried. Every attempt and result
-//! goes to `deliveries.jsonl` (contacts masked), so "why did customer X not
-//! get message Y?" has an answer.
+//! skipped with its reason; a follow-up (restored, ETR update, cancelled) is
+//! sent only on a channel whose "down" notice a gateway accepted; each
+//! provider is held to its rate (governor) and its concurrent requests
+//! (a semaphore); retriable failures are retried with exponential backoff
+//! and full jitter, moving to the next SMS provider while one keeps
+//! failing; permanent failures are recorded, not retried. Every attempt and
+//! result goes to the [`DeliveryLog`] (contacts masked), so "why did customer
+//! X not get message Y?" has an answer.
 //!
 //! Exactly once, as far as a gateway allows: a notice is journalled in its
 //! outbox file (keyed by `action_id`) as soon as its gateway accepts it, and
-//! a journalled notice is never sent again, across restarts. The window a
-//! crash can re-send is the one notice in flight per dispatcher.
+//! a journalled notice is never sent again, across restarts. What a crash can
+//! re-send is what was in flight: at most one notice per dispatcher lane.
+//!
+//! Shared (`&self`) by the dispatcher's concurrent lanes.
 //!
 //! Data grants and credits still go to their outboxes (their provisioning
 //! and billing adapters come with the remedies issue).
 
+use super::deliveries::{DeliveryLog, DeliveryOutcome, DeliveryRecord};
 use super::email::Smtp;
 use super::outbox::Outbox;
 use super::sms::{Outcome, Provider, Sms, SmsGateway};
 use super::{ActionSink, Delivery, SinkError};
 use crate::config::{RetryConfig, SinksConfig};
 use crate::model::{Action, ActionKind, Channel};
-use chrono::{DateTime, Utc};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
-use serde::Serialize;
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
 use std::num::NonZeroU32;
-use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// One line of `deliveries.jsonl`.
-#[derive(Debug, Serialize)]
-pub struct DeliveryRecord<'a> {
-    pub at: DateTime<Utc>,
-    pub action_id: &'a str,
-    pub incident_id: &'a str,
-    pub customer_id: &'a str,
-    pub channel: Channel,
-    pub kind: ActionKind,
-    /// Masked contact.
-    pub to: String,
-    pub provider: &'a str,
-    pub attempt: u32,
-    /// `accepted`, `retry`, `permanent`, `skipped` or `gave_up`.
-    pub outcome: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reference: Option<String>,
-}
+use tokio::sync::Semaphore;
 
 /// A valid E.164 number: `+`, a non-zero digit, 7 to 15 digits in all.
 pub fn is_e164(s: &str) -> bool {
@@ -74,101 +56,86 @@ pub fn backoff(r: &RetryConfig, n: u32, rng: &mut impl Rng) -> Duration {
     Duration::from_nanos(rng.random_range(0..=cap.as_nanos() as u64))
 }
 
+/// One SMS provider and the limits it is held to.
 struct Route {
     gateway: Provider,
     limiter: DefaultDirectRateLimiter,
+    in_flight: Semaphore,
     /// Consecutive retriable failures.
-    failures: u32,
-    resting_until: Option<Instant>,
+    failures: AtomicU32,
+    resting_until: Mutex<Option<Instant>>,
 }
 
-fn limiter(per_second: u32) -> DefaultDirectRateLimiter {
-    // Burst 1: never above the rate, even right after an idle spell.
+impl Route {
+    fn resting_until(&self) -> Option<Instant> {
+        *self.resting_until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn rest(&self, until: Option<Instant>) {
+        *self.resting_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
+    }
+}
+
+/// A rate limiter that never lets more than `per_second` through in any
+/// second: burst 1, so an idle spell banks nothing.
+pub fn limiter(per_second: u32) -> DefaultDirectRateLimiter {
     let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
     RateLimiter::direct(Quota::per_second(rate).allow_burst(NonZeroU32::MIN))
 }
 
 pub struct Notifier {
     outbox: Outbox,
-    deliveries: BufWriter<File>,
-    deliveries_path: PathBuf,
+    log: Arc<DeliveryLog>,
     sms: Vec<Route>,
-    email: Option<(Smtp, DefaultDirectRateLimiter)>,
+    email: Option<(Smtp, DefaultDirectRateLimiter, Semaphore)>,
     retry: RetryConfig,
+}
+
+/// Whether a notice of this kind follows up on a "down" notice.
+fn follows_up(kind: ActionKind) -> bool {
+    matches!(kind, ActionKind::Restored | ActionKind::EtrUpdate | ActionKind::Cancelled)
 }
 
 impl Notifier {
     /// `None` when no gateway is configured (notices stay in the outboxes).
-    pub fn from_config(cfg: &SinksConfig) -> Result<Option<Self>, SinkError> {
+    pub fn from_config(cfg: &SinksConfig, log: Arc<DeliveryLog>) -> Result<Option<Self>, SinkError> {
         if cfg.sms.is_empty() && cfg.email.is_none() {
             return Ok(None);
         }
-        let outbox = Outbox::open(&cfg.outbox_dir)?;
-        let deliveries_path = cfg.outbox_dir.join("deliveries.jsonl");
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&deliveries_path)
-            .map_err(|source| SinkError::Io { path: deliveries_path.clone(), source })?;
         let sms = cfg
             .sms
             .iter()
             .map(|p| Route {
                 limiter: limiter(p.rate_per_second),
+                in_flight: Semaphore::new(p.max_in_flight.max(1) as usize),
                 gateway: Provider::new(p.clone()),
-                failures: 0,
-                resting_until: None,
+                failures: AtomicU32::new(0),
+                resting_until: Mutex::new(None),
             })
             .collect();
         let email = match &cfg.email {
-            Some(e) => Some((Smtp::new(e.clone())?, limiter(e.rate_per_second))),
+            Some(e) => {
+                Some((Smtp::new(e.clone())?, limiter(e.rate_per_second), Semaphore::new(e.pool_size.max(1) as usize)))
+            }
             None => None,
         };
-        Ok(Some(Notifier {
-            outbox,
-            deliveries: BufWriter::new(file),
-            deliveries_path,
-            sms,
-            email,
-            retry: cfg.retry.clone(),
-        }))
+        Ok(Some(Notifier { outbox: Outbox::open(&cfg.outbox_dir)?, log, sms, email, retry: cfg.retry.clone() }))
     }
 
-    fn record(&mut self, a: &Action, provider: &str, attempt: u32, outcome: &Outcome) -> Result<(), SinkError> {
-        let (outcome, reason, reference) = match outcome {
-            Outcome::Accepted { reference } => ("accepted", None, reference.clone()),
-            Outcome::Retry { reason } => ("retry", Some(reason.clone()), None),
-            Outcome::Permanent { reason } => ("permanent", Some(reason.clone()), None),
+    fn record(&self, a: &Action, provider: &str, attempt: u32, outcome: &Outcome) -> Result<(), SinkError> {
+        let r = match outcome {
+            Outcome::Accepted { reference } => DeliveryRecord {
+                reference: reference.clone(),
+                ..DeliveryRecord::of(a, provider, attempt, DeliveryOutcome::Accepted)
+            },
+            Outcome::Retry { reason } => {
+                DeliveryRecord::of(a, provider, attempt, DeliveryOutcome::Retry).because(reason)
+            }
+            Outcome::Permanent { reason } => {
+                DeliveryRecord::of(a, provider, attempt, DeliveryOutcome::Permanent).because(reason)
+            }
         };
-        self.write_record(a, provider, attempt, outcome, reason, reference)
-    }
-
-    fn write_record(
-        &mut self,
-        a: &Action,
-        provider: &str,
-        attempt: u32,
-        outcome: &'static str,
-        reason: Option<String>,
-        reference: Option<String>,
-    ) -> Result<(), SinkError> {
-        let r = DeliveryRecord {
-            at: Utc::now(),
-            action_id: &a.action_id,
-            incident_id: &a.incident_id.0,
-            customer_id: &a.customer_id,
-            channel: a.channel,
-            kind: a.kind,
-            to: a.to.as_deref().map(crate::redact::contact).unwrap_or_default(),
-            provider,
-            attempt,
-            outcome,
-            reason,
-            reference,
-        };
-        let io = |source| SinkError::Io { path: self.deliveries_path.clone(), source };
-        serde_json::to_writer(&mut self.deliveries, &r).map_err(|e| io(e.into()))?;
-        self.deliveries.write_all(b"\n").map_err(io)
+        self.log.record(&r)
     }
 
     /// The route to try next: the first one not resting, else the one that
@@ -177,26 +144,27 @@ impl Notifier {
         let now = Instant::now();
         self.sms
             .iter()
-            .position(|r| r.resting_until.is_none_or(|t| t <= now))
-            .or_else(|| (0..self.sms.len()).min_by_key(|&i| self.sms[i].resting_until))
+            .position(|r| r.resting_until().is_none_or(|t| t <= now))
+            .or_else(|| (0..self.sms.len()).min_by_key(|&i| self.sms[i].resting_until()))
             .unwrap_or(0)
     }
 
-    async fn send_sms(&mut self, a: &Action) -> Result<Delivery, SinkError> {
+    async fn send_sms(&self, a: &Action) -> Result<Delivery, SinkError> {
         let text = a.message.as_ref().map(|m| m.text.as_str()).unwrap_or_default();
         let to = a.to.as_deref().unwrap_or_default();
         for attempt in 1..=self.retry.max_attempts {
-            let i = self.pick();
-            let route = &self.sms[i];
-            route.limiter.until_ready().await;
-            let outcome = route.gateway.send(&Sms { to, text, action_id: &a.action_id }).await;
-            let name = route.gateway.name().to_string();
-            self.record(a, &name, attempt, &outcome)?;
-            let route = &mut self.sms[i];
+            let route = &self.sms[self.pick()];
+            let outcome = {
+                let _permit = route.in_flight.acquire().await;
+                route.limiter.until_ready().await;
+                route.gateway.send(&Sms { to, text, action_id: &a.action_id }).await
+            };
+            let name = route.gateway.name();
+            self.record(a, name, attempt, &outcome)?;
             match outcome {
                 Outcome::Accepted { .. } => {
-                    route.failures = 0;
-                    route.resting_until = None;
+                    route.failures.store(0, Relaxed);
+                    route.rest(None);
                     return self.journal(a);
                 }
                 Outcome::Permanent { reason } => {
@@ -204,9 +172,8 @@ impl Notifier {
                     return Ok(Delivery::Failed);
                 }
                 Outcome::Retry { reason } => {
-                    route.failures += 1;
-                    if route.failures >= self.retry.failover_after {
-                        route.resting_until = Some(Instant::now() + self.retry.cooldown);
+                    if route.failures.fetch_add(1, Relaxed) + 1 >= self.retry.failover_after {
+                        route.rest(Some(Instant::now() + self.retry.cooldown));
                         tracing::warn!(provider = %name, %reason, "SMS provider keeps failing; passing it over");
                     }
                     if attempt < self.retry.max_attempts {
@@ -216,15 +183,17 @@ impl Notifier {
                 }
             }
         }
-        self.write_record(a, "", self.retry.max_attempts, "gave_up", Some("retries exhausted".into()), None)?;
-        Ok(Delivery::Failed)
+        self.gave_up(a, "")
     }
 
-    async fn send_email(&mut self, a: &Action) -> Result<Delivery, SinkError> {
+    async fn send_email(&self, a: &Action) -> Result<Delivery, SinkError> {
+        let Some((smtp, limiter, in_flight)) = &self.email else { return self.outbox.deliver_now(a) };
         for attempt in 1..=self.retry.max_attempts {
-            let Some((smtp, limiter)) = &self.email else { break };
-            limiter.until_ready().await;
-            let outcome = smtp.send(a).await;
+            let outcome = {
+                let _permit = in_flight.acquire().await;
+                limiter.until_ready().await;
+                smtp.send(a).await
+            };
             self.record(a, "smtp", attempt, &outcome)?;
             match outcome {
                 Outcome::Accepted { .. } => return self.journal(a),
@@ -236,13 +205,23 @@ impl Notifier {
                 Outcome::Retry { .. } => {}
             }
         }
-        self.write_record(a, "smtp", self.retry.max_attempts, "gave_up", Some("retries exhausted".into()), None)?;
+        self.gave_up(a, "smtp")
+    }
+
+    fn gave_up(&self, a: &Action, provider: &str) -> Result<Delivery, SinkError> {
+        let r = DeliveryRecord::of(a, provider, self.retry.max_attempts, DeliveryOutcome::GaveUp);
+        self.log.record(&r.because("retries exhausted"))?;
         Ok(Delivery::Failed)
+    }
+
+    fn skip(&self, a: &Action, reason: &'static str) -> Result<Delivery, SinkError> {
+        self.log.record(&DeliveryRecord::of(a, "", 0, DeliveryOutcome::Skipped).because(reason))?;
+        Ok(Delivery::Skipped(reason))
     }
 
     /// Journal an accepted notice at once: this is what stops a restart
     /// from sending it again.
-    fn journal(&mut self, a: &Action) -> Result<Delivery, SinkError> {
+    fn journal(&self, a: &Action) -> Result<Delivery, SinkError> {
         self.outbox.deliver_now(a)?;
         self.outbox.flush_now()?;
         Ok(Delivery::Done)
@@ -250,7 +229,7 @@ impl Notifier {
 }
 
 impl ActionSink for Notifier {
-    async fn deliver(&mut self, a: &Action) -> Result<Delivery, SinkError> {
+    async fn deliver(&self, a: &Action) -> Result<Delivery, SinkError> {
         if self.outbox.contains(a) {
             return Ok(Delivery::Duplicate);
         }
@@ -263,8 +242,15 @@ impl ActionSink for Notifier {
             return self.outbox.deliver_now(a);
         }
         if let Some(reason) = bad_contact(a) {
-            self.write_record(a, "", 0, "skipped", Some(reason.into()), None)?;
-            return Ok(Delivery::Skipped(reason));
+            return self.skip(a, reason);
+        }
+        // Actions of one customer arrive in order on one lane, so the
+        // "down" notice has been settled by the time its follow-up comes.
+        if follows_up(a.kind) {
+            let down = Action::key(&a.incident_id, &a.customer_id, a.channel, ActionKind::Down);
+            if !self.outbox.holds(a.channel, &down) {
+                return self.skip(a, "not_told_down");
+            }
         }
         match a.channel {
             Channel::Sms => self.send_sms(a).await,
@@ -272,9 +258,9 @@ impl ActionSink for Notifier {
         }
     }
 
-    async fn flush(&mut self) -> Result<(), SinkError> {
+    async fn flush(&self) -> Result<(), SinkError> {
         self.outbox.flush_now()?;
-        self.deliveries.flush().map_err(|source| SinkError::Io { path: self.deliveries_path.clone(), source })
+        self.log.flush().await
     }
 }
 

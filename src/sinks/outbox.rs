@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// One JSONL file and the keys it holds.
 struct KeyedFile {
@@ -63,13 +64,29 @@ fn ivr_key(u: &IvrUpsert) -> String {
     format!("{}/{}/{}", u.region, u.incident_id, u.active)
 }
 
-/// The per-customer action outboxes.
+/// The per-customer action outboxes. Shared by the dispatcher's lanes: each
+/// call holds the lock only for an in-memory write, never across an await.
 pub struct Outbox {
     dir: PathBuf,
+    files: Mutex<Files>,
+}
+
+struct Files {
     sms: KeyedFile,
     email: KeyedFile,
     data_grant: KeyedFile,
     credits: KeyedFile,
+}
+
+impl Files {
+    fn of(&mut self, c: Channel) -> &mut KeyedFile {
+        match c {
+            Channel::Sms => &mut self.sms,
+            Channel::Email => &mut self.email,
+            Channel::DataGrant => &mut self.data_grant,
+            Channel::Credit => &mut self.credits,
+        }
+    }
 }
 
 /// The IVR outbox (`ivr.jsonl`), written by the pipeline stage.
@@ -95,13 +112,18 @@ impl Outbox {
     pub fn open(dir: &Path) -> Result<Self, SinkError> {
         std::fs::create_dir_all(dir).map_err(|source| SinkError::Io { path: dir.into(), source })?;
         let action = |v: &serde_json::Value| str_field(v, "action_id");
-        Ok(Outbox {
-            dir: dir.into(),
+        let files = Files {
             sms: KeyedFile::open(dir.join("sms.jsonl"), action)?,
             email: KeyedFile::open(dir.join("email.jsonl"), action)?,
             data_grant: KeyedFile::open(dir.join("data_grant.jsonl"), action)?,
             credits: KeyedFile::open(dir.join("credits.jsonl"), |v| str_field(v, "credit_id"))?,
-        })
+        };
+        Ok(Outbox { dir: dir.into(), files: Mutex::new(files) })
+    }
+
+    fn files(&self) -> std::sync::MutexGuard<'_, Files> {
+        // A panic mid-write leaves at worst a torn line, which open() skips.
+        self.files.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn dir(&self) -> &Path {
@@ -119,44 +141,53 @@ impl Outbox {
         Ok(())
     }
 
+    /// The key an action is recorded under: its credit's id for credits,
+    /// else its action id.
+    fn key(a: &Action) -> Option<String> {
+        match (a.channel, &a.credit) {
+            (Channel::Credit, Some(c)) => Some(c.credit_id.to_string()),
+            (Channel::Credit, None) => None,
+            _ => Some(a.action_id.clone()),
+        }
+    }
+
     /// Whether this action (or its credit) was delivered before.
     pub fn contains(&self, a: &Action) -> bool {
-        match (a.channel, &a.credit) {
-            (Channel::Sms, _) => self.sms.keys.contains(&a.action_id),
-            (Channel::Email, _) => self.email.keys.contains(&a.action_id),
-            (Channel::DataGrant, _) => self.data_grant.keys.contains(&a.action_id),
-            (Channel::Credit, Some(c)) => self.credits.keys.contains(&c.credit_id.to_string()),
-            (Channel::Credit, None) => false,
+        Self::key(a).is_some_and(|k| self.holds(a.channel, &k))
+    }
+
+    /// Whether `key` was delivered on `channel`.
+    pub fn holds(&self, channel: Channel, key: &str) -> bool {
+        self.files().of(channel).keys.contains(key)
+    }
+
+    pub(crate) fn deliver_now(&self, a: &Action) -> Result<Delivery, SinkError> {
+        let key = Self::key(a).ok_or_else(|| SinkError::Invalid {
+            action_id: a.action_id.clone(),
+            message: "credit action without a credit".into(),
+        })?;
+        let mut files = self.files();
+        match &a.credit {
+            Some(c) if a.channel == Channel::Credit => files.credits.write(key, c),
+            _ => files.of(a.channel).write(key, a),
         }
     }
 
-    pub(crate) fn deliver_now(&mut self, a: &Action) -> Result<Delivery, SinkError> {
-        let invalid = |m: &str| SinkError::Invalid { action_id: a.action_id.clone(), message: m.into() };
-        match a.channel {
-            Channel::Sms => self.sms.write(a.action_id.clone(), a),
-            Channel::Email => self.email.write(a.action_id.clone(), a),
-            Channel::DataGrant => self.data_grant.write(a.action_id.clone(), a),
-            Channel::Credit => {
-                let c = a.credit.as_ref().ok_or_else(|| invalid("credit action without a credit"))?;
-                self.credits.write(c.credit_id.to_string(), c)
-            }
-        }
-    }
-
-    pub(crate) fn flush_now(&mut self) -> Result<(), SinkError> {
-        for f in [&mut self.sms, &mut self.email, &mut self.data_grant, &mut self.credits] {
-            f.flush()?;
+    pub(crate) fn flush_now(&self) -> Result<(), SinkError> {
+        let mut files = self.files();
+        for c in Channel::ALL {
+            files.of(c).flush()?;
         }
         Ok(())
     }
 }
 
 impl ActionSink for Outbox {
-    async fn deliver(&mut self, action: &Action) -> Result<Delivery, SinkError> {
+    async fn deliver(&self, action: &Action) -> Result<Delivery, SinkError> {
         self.deliver_now(action)
     }
 
-    async fn flush(&mut self) -> Result<(), SinkError> {
+    async fn flush(&self) -> Result<(), SinkError> {
         self.flush_now()
     }
 }
@@ -212,12 +243,12 @@ mod tests {
     #[tokio::test]
     async fn a_reopened_outbox_does_not_write_a_key_twice() {
         let d = tempfile::tempdir().unwrap();
-        let mut o = Outbox::open(d.path()).unwrap();
+        let o = Outbox::open(d.path()).unwrap();
         assert_eq!(o.deliver(&sms("C1")).await.unwrap(), Delivery::Done);
         assert_eq!(o.deliver(&sms("C1")).await.unwrap(), Delivery::Duplicate);
         o.flush().await.unwrap();
         drop(o);
-        let mut o = Outbox::open(d.path()).unwrap();
+        let o = Outbox::open(d.path()).unwrap();
         assert_eq!(o.deliver(&sms("C1")).await.unwrap(), Delivery::Duplicate);
         assert_eq!(o.deliver(&sms("C2")).await.unwrap(), Delivery::Done);
         o.flush().await.unwrap();

@@ -4,6 +4,7 @@
 //! a vector in unit tests).
 
 pub mod decode;
+pub mod dlr;
 pub mod kafka;
 pub mod tmf642;
 pub mod ves;

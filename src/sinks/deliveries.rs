@@ -1,0 +1,216 @@
+//! The delivery record: every send attempt, its result, every skip and every
+//! gateway delivery report, as one [`DeliveryRecord`] each. Owns where they
+//! go: `deliveries.jsonl` in the outbox directory at once, and the
+//! deliveries topic (keyed by customer) on [`DeliveryLog::flush`], which the
+//! dispatcher calls before it acknowledges a batch of actions. Contacts are
+//! masked before they are recorded.
+
+use super::SinkError;
+use crate::model::{Action, ActionKind, Channel};
+use chrono::{DateTime, Utc};
+use rdkafka::producer::FutureProducer;
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// What happened, in one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryOutcome {
+    /// The gateway took it.
+    Accepted,
+    /// A retriable failure; another attempt follows unless `gave_up` does.
+    Retry,
+    /// Refused for good.
+    Permanent,
+    /// Retries ran out.
+    GaveUp,
+    /// Never sent: bad or missing contact, or nothing to follow up on.
+    Skipped,
+    /// Delivery report: on the handset.
+    Delivered,
+    /// Delivery report: the SMSC or handset could not deliver it.
+    Undelivered,
+    /// Delivery report: queued at the SMSC.
+    Buffered,
+    /// Delivery report: the SMSC took it.
+    SmscAccepted,
+    /// Delivery report: the SMSC refused it.
+    SmscRejected,
+}
+
+impl DeliveryOutcome {
+    /// Kannel's `%d` delivery-report type (dlr-mask bits).
+    pub fn from_kannel_type(t: u32) -> Option<Self> {
+        Some(match t {
+            1 => Self::Delivered,
+            2 => Self::Undelivered,
+            4 => Self::Buffered,
+            8 => Self::SmscAccepted,
+            16 => Self::SmscRejected,
+            _ => return None,
+        })
+    }
+}
+
+/// One line of `deliveries.jsonl`, one record of the deliveries topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub at: DateTime<Utc>,
+    pub action_id: String,
+    pub incident_id: String,
+    pub customer_id: String,
+    pub channel: Channel,
+    pub kind: ActionKind,
+    /// Masked contact (empty for delivery reports: the gateway echoes only
+    /// the action id).
+    pub to: String,
+    /// Provider name (`smtp` for e-mail), empty when none was tried.
+    pub provider: String,
+    /// 1-based; 0 for skips and delivery reports.
+    pub attempt: u32,
+    pub outcome: DeliveryOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The gateway's id for the message, when it gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+impl DeliveryRecord {
+    pub fn of(a: &Action, provider: &str, attempt: u32, outcome: DeliveryOutcome) -> Self {
+        DeliveryRecord {
+            at: Utc::now(),
+            action_id: a.action_id.clone(),
+            incident_id: a.incident_id.0.clone(),
+            customer_id: a.customer_id.clone(),
+            channel: a.channel,
+            kind: a.kind,
+            to: a.to.as_deref().map(crate::redact::contact).unwrap_or_default(),
+            provider: provider.into(),
+            attempt,
+            outcome,
+            reason: None,
+            reference: None,
+        }
+    }
+
+    pub fn because(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// A delivery report for `action_id` (as [`Action::key`] built it).
+    pub fn report(action_id: &str, outcome: DeliveryOutcome, answer: &str, at: DateTime<Utc>) -> Option<Self> {
+        let (incident, customer, channel, kind) = Action::parse_key(action_id)?;
+        Some(DeliveryRecord {
+            at,
+            action_id: action_id.into(),
+            incident_id: incident,
+            customer_id: customer,
+            channel,
+            kind,
+            to: String::new(),
+            provider: String::new(),
+            attempt: 0,
+            outcome,
+            reason: Some(answer.chars().take(200).collect()).filter(|s: &String| !s.is_empty()),
+            reference: None,
+        })
+    }
+}
+
+/// Where delivery records go: the file at once, the topic on flush.
+pub struct DeliveryLog {
+    path: PathBuf,
+    file: Mutex<BufWriter<File>>,
+    topic: Option<(FutureProducer, String)>,
+    /// `(customer_id, json)` not yet produced.
+    pending: Mutex<Vec<(String, String)>>,
+}
+
+impl DeliveryLog {
+    /// Append to `dir/deliveries.jsonl`; produce to `topic` when given.
+    pub fn open(dir: &Path, topic: Option<(FutureProducer, String)>) -> Result<Self, SinkError> {
+        let path = dir.join("deliveries.jsonl");
+        std::fs::create_dir_all(dir).map_err(|source| SinkError::Io { path: dir.into(), source })?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| SinkError::Io { path: path.clone(), source })?;
+        Ok(DeliveryLog { path, file: Mutex::new(BufWriter::new(file)), topic, pending: Mutex::default() })
+    }
+
+    pub fn record(&self, r: &DeliveryRecord) -> Result<(), SinkError> {
+        let line = serde_json::to_string(r).unwrap_or_default();
+        {
+            let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            f.write_all(line.as_bytes())
+                .and_then(|_| f.write_all(b"\n"))
+                .map_err(|source| SinkError::Io { path: self.path.clone(), source })?;
+        }
+        if self.topic.is_some() {
+            self.pending.lock().unwrap_or_else(|p| p.into_inner()).push((r.customer_id.clone(), line));
+        }
+        Ok(())
+    }
+
+    /// Flush the file and wait until the topic has every record so far.
+    pub async fn flush(&self) -> Result<(), SinkError> {
+        self.file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .flush()
+            .map_err(|source| SinkError::Io { path: self.path.clone(), source })?;
+        if let Some((producer, topic)) = &self.topic {
+            let records = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+            crate::kafka::produce_all(producer, topic, &records)
+                .await
+                .map_err(|source| SinkError::Produce { topic: topic.clone(), source })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_names_its_action_from_the_key() {
+        let at = Utc::now();
+        let r = DeliveryRecord::report(
+            "INC-20261123-00000001/C1/sms/down",
+            DeliveryOutcome::Delivered,
+            "id:1 stat:DELIVRD",
+            at,
+        )
+        .unwrap();
+        assert_eq!((r.incident_id.as_str(), r.customer_id.as_str()), ("INC-20261123-00000001", "C1"));
+        assert_eq!((r.channel, r.kind), (Channel::Sms, ActionKind::Down));
+        assert_eq!(r.reason.as_deref(), Some("id:1 stat:DELIVRD"));
+        assert!(DeliveryRecord::report("nonsense", DeliveryOutcome::Delivered, "", at).is_none());
+        assert!(DeliveryRecord::report("I/C/fax/down", DeliveryOutcome::Delivered, "", at).is_none());
+        assert_eq!(DeliveryOutcome::from_kannel_type(8), Some(DeliveryOutcome::SmscAccepted));
+        assert_eq!(DeliveryOutcome::from_kannel_type(3), None);
+    }
+
+    #[tokio::test]
+    async fn records_are_masked_lines_in_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let log = DeliveryLog::open(d.path(), None).unwrap();
+        let r = DeliveryRecord {
+            to: crate::redact::contact("+34600000001"),
+            ..DeliveryRecord::report("I-1/C1/sms/down", DeliveryOutcome::Accepted, "", Utc::now()).unwrap()
+        };
+        log.record(&r).unwrap();
+        log.flush().await.unwrap();
+        let body = std::fs::read_to_string(d.path().join("deliveries.jsonl")).unwrap();
+        let back: DeliveryRecord = serde_json::from_str(body.trim()).unwrap();
+        assert_eq!(back, r);
+        assert!(!body.contains("600000001"), "the number is masked: {body}");
+    }
+}
