@@ -261,6 +261,26 @@ pub fn read_to_end(
     Ok(n)
 }
 
+/// Produce `(key, value)` records and wait until the broker acknowledged
+/// every one. Records of one key keep their order (enqueued in order, one
+/// chunk at a time, well below the producer queue's capacity).
+pub async fn produce_all(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[(String, String)],
+) -> Result<(), KafkaError> {
+    use rdkafka::producer::FutureRecord;
+    for chunk in records.chunks(10_000) {
+        let sends = chunk
+            .iter()
+            .map(|(k, v)| producer.send(FutureRecord::to(topic).key(k).payload(v), Duration::from_secs(60)));
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|(source, _)| source)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,24 +307,4 @@ mod tests {
         let md = p.client().fetch_metadata(Some("noc.alarms"), Duration::from_secs(5)).unwrap();
         assert_eq!(md.topics()[0].partitions().len(), 3);
     }
-}
-
-/// Produce `(key, value)` records and wait until the broker acknowledged
-/// every one. Records of one key keep their order (enqueued in order, one
-/// chunk at a time, well below the producer queue's capacity).
-pub async fn produce_all(
-    producer: &FutureProducer,
-    topic: &str,
-    records: &[(String, String)],
-) -> Result<(), KafkaError> {
-    use rdkafka::producer::FutureRecord;
-    for chunk in records.chunks(10_000) {
-        let sends = chunk
-            .iter()
-            .map(|(k, v)| producer.send(FutureRecord::to(topic).key(k).payload(v), Duration::from_secs(60)));
-        for r in futures::future::join_all(sends).await {
-            r.map_err(|(source, _)| source)?;
-        }
-    }
-    Ok(())
 }
