@@ -1,10 +1,26 @@
 #!/usr/bin/env bash
-# Owns: the end-to-end pass: start Tansu on loopback, run the Kafka
-# integration tests (tests/pipeline.rs) against it, stop it again.
+# Owns: the end-to-end pass. Starts the real parts on loopback — Tansu (a
+# Kafka-protocol broker), Kannel (bearerbox + smsbox + fakesmsc) and an SMTP
+# server (aiosmtpd) — with their state in out/e2e, then runs
+#   - the Kafka integration tests (tests/pipeline.rs) against Tansu, and
+#   - the gateway test (tests/gateways.rs): the outaged binary through Kannel
+#     and SMTP, killed and restarted mid fan-out;
+# and stops everything again, whatever happened.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PORT="${TANSU_PORT:-19092}"
+DIR="$(pwd)/out/e2e"
+mkdir -p "$DIR"
+cleanup() {
+  bash scripts/smtp.sh stop "$DIR" || true
+  bash scripts/kannel.sh stop "$DIR" || true
+  bash scripts/tansu.sh stop "$PORT" || true
+}
+trap cleanup EXIT
 bootstrap="$(bash scripts/tansu.sh start "$PORT" | tail -n1)"
-trap 'bash scripts/tansu.sh stop "$PORT" || true' EXIT
 echo "e2e: Tansu at $bootstrap"
-OUTAGE_TEST_BOOTSTRAP="$bootstrap" cargo test --test pipeline -- --test-threads=1
+bash scripts/kannel.sh start "$DIR" | tail -n1
+bash scripts/smtp.sh start "$DIR" | tail -n1
+export OUTAGE_TEST_BOOTSTRAP="$bootstrap" OUTAGE_TEST_GATEWAYS="$DIR"
+cargo test --test pipeline -- --test-threads=1
+cargo test --test gateways -- --ignored --nocapture

@@ -1,0 +1,407 @@
+//! End to end through real gateways: the `outaged` binary, a real
+//! Kafka-protocol broker (Tansu), a real Kannel (bearerbox + smsbox +
+//! fakesmsc) and a real SMTP server (aiosmtpd), all started by
+//! `scripts/e2e.sh` (`make e2e`), which sets
+//! - `OUTAGE_TEST_BOOTSTRAP`: the broker;
+//! - `OUTAGE_TEST_GATEWAYS`: the directory holding `fakesmsc.log` (every SMS
+//!   part Kannel handed to its SMSC) and `smtp.jsonl` (every mail received);
+//! - `KANNEL_SENDSMS_PORT`, `KANNEL_PASSWORD`, `SMTP_PORT` (script defaults
+//!   otherwise).
+//!
+//! Ignored under `make test` (nothing to talk to); `make e2e` runs it with
+//! `--ignored`.
+//!
+//! The scenario: four neighbouring sites go down over 120 customers (en, es,
+//! ru, nl, with numbers and addresses; one with a bad number, one far away).
+//! The daemon is killed (SIGKILL) in the middle of the "down" fan-out and
+//! started again; then the sites come back. Asserted: every customer got
+//! exactly one correct "down" and one "restored" per channel, beyond a
+//! stated in-flight window (`sinks.concurrency` notices at the kill); the
+//! Spanish and Russian texts arrive intact, long ones concatenated; e-mails
+//! carry their idempotent `Message-ID`; the bad number is skipped with its
+//! reason; the delivery reports come back onto the delivery record.
+
+use chrono::{Duration as Cd, Utc};
+use outage::config::{Config, SmsProviderConfig, SmtpConfig};
+use outage::kafka::{read_to_end, Broker};
+use outage::model::{Action, ActionKind, Alarm, AlarmState, Channel, Severity};
+use outage::sinks::deliveries::{DeliveryOutcome, DeliveryRecord};
+use rdkafka::producer::FutureRecord;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Notices in flight at once: the most a SIGKILL can re-send.
+const CONCURRENCY: usize = 8;
+const CUSTOMERS: usize = 120;
+const LANGS: [&str; 4] = ["en", "es", "ru", "nl"];
+
+fn env_or(k: &str, d: &str) -> String {
+    std::env::var(k).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| d.into())
+}
+
+/// The reference data: sites S1–S4 a kilometre apart in Providence, postcodes
+/// under them and one far away; customers in the zone with both contacts,
+/// one with a bad number, one far away.
+fn write_refdata(dir: &Path) {
+    std::fs::write(
+        dir.join("sites.csv"),
+        "site_id,lat,lon,radius_km,group_id\n\
+         S1,41.820,-71.410,2.0,\nS2,41.829,-71.410,2.0,\nS3,41.820,-71.398,2.0,\nS4,41.829,-71.398,2.0,\n\
+         FAR,42.500,-71.400,2.0,\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("postcodes.csv"),
+        "postcode,lat,lon,population,timezone\n\
+         02901,41.822,-71.408,1000,America/New_York\n02902,41.828,-71.400,1000,America/New_York\n\
+         01001,42.5,-71.4,1000,America/New_York\n",
+    )
+    .unwrap();
+    let mut c = String::from("customer_id,msisdn,email,postcode,language,services,monthly_fee,avg_bill_3m,currency\n");
+    for i in 0..CUSTOMERS {
+        let pc = if i % 2 == 0 { "02901" } else { "02902" };
+        let lang = LANGS[i % LANGS.len()];
+        c += &format!("C{i:03},+1401555{i:04},c{i:03}@example.com,{pc},{lang},mobile;voice,60.00,65.00,USD\n");
+    }
+    c += "CBAD,12345,bad@example.com,02901,en,mobile,60.00,65.00,USD\n";
+    c += "CFAR,+14015559999,far@example.com,01001,en,mobile,60.00,65.00,USD\n";
+    std::fs::write(dir.join("customers.csv"), c).unwrap();
+}
+
+fn config(dir: &Path, dlr_port: u16) -> Config {
+    let mut cfg = Config::default();
+    cfg.kafka.bootstrap = std::env::var("OUTAGE_TEST_BOOTSTRAP").ok();
+    cfg.kafka.partitions = 3;
+    let run = format!("gw-{}-{}", std::process::id(), Utc::now().timestamp_micros());
+    let t = &mut cfg.kafka.topics;
+    for name in [&mut t.alarms, &mut t.dlq, &mut t.incidents, &mut t.actions, &mut t.credits, &mut t.deliveries] {
+        *name = format!("{name}.{run}");
+    }
+    cfg.kafka.group_id = format!("outaged-{run}");
+    cfg.refdata.sites = dir.join("sites.csv");
+    cfg.refdata.postcodes = dir.join("postcodes.csv");
+    cfg.refdata.customers = dir.join("customers.csv");
+    cfg.correlator.min_sites = 3;
+    cfg.correlator.declare_sites = 3;
+    cfg.correlator.hold_down = Duration::ZERO;
+    cfg.sinks.outbox_dir = dir.join("out");
+    cfg.sinks.concurrency = CONCURRENCY;
+    cfg.sinks.dlr_listen = Some(([127, 0, 0, 1], dlr_port).into());
+    cfg.sinks.retry.base = Duration::from_millis(50);
+    // Slow enough that the kill lands mid fan-out.
+    cfg.sinks.sms = vec![SmsProviderConfig {
+        url: format!("http://127.0.0.1:{}/cgi-bin/sendsms", env_or("KANNEL_SENDSMS_PORT", "13013")),
+        username: Some("outage".into()),
+        password: Some(env_or("KANNEL_PASSWORD", "outage-e2e")),
+        dlr_url: Some(format!("http://127.0.0.1:{dlr_port}/dlr")),
+        rate_per_second: 40,
+        max_in_flight: 4,
+        ..Default::default()
+    }];
+    cfg.sinks.email = Some(SmtpConfig {
+        port: env_or("SMTP_PORT", "2525").parse().unwrap(),
+        rate_per_second: 40,
+        pool_size: 4,
+        ..Default::default()
+    });
+    cfg
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_daemon(config_path: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_outaged"))
+        .arg("--config")
+        .arg(config_path)
+        .env("RUST_LOG", "info")
+        // Every OUTAGE_ variable is configuration to outaged.
+        .env_remove("OUTAGE_TEST_BOOTSTRAP")
+        .env_remove("OUTAGE_TEST_GATEWAYS")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn alarm(site: &str, state: AlarmState, at: chrono::DateTime<Utc>) -> String {
+    serde_json::to_string(&Alarm {
+        alarm_id: format!("A-{site}"),
+        site_id: site.into(),
+        state,
+        severity: if state == AlarmState::Raised { Severity::Critical } else { Severity::Cleared },
+        probable_cause: "mains power failure".into(),
+        event_time: at,
+        lat: None,
+        lon: None,
+    })
+    .unwrap()
+}
+
+async fn publish(broker: &Broker, topic: &str, state: AlarmState, at: chrono::DateTime<Utc>) {
+    let p = broker.producer().unwrap();
+    for (i, site) in ["S1", "S2", "S3", "S4"].iter().enumerate() {
+        let v = alarm(site, state, at + Cd::seconds(i as i64 * 10));
+        p.send(FutureRecord::to(topic).key(*site).payload(&v), Duration::from_secs(10)).await.unwrap();
+    }
+}
+
+fn jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+async fn wait_for(what: &str, limit: Duration, daemon: &mut Child, log: &Path, mut ok: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !ok() {
+        if let Ok(Some(status)) = daemon.try_wait() {
+            panic!("outaged exited ({status}) while waiting for {what}:\n{}", tail(log));
+        }
+        assert!(t.elapsed() < limit, "timed out waiting for {what}:\n{}", tail(log));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn tail(log: &Path) -> String {
+    let s = std::fs::read_to_string(log).unwrap_or_default();
+    s.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// One whole SMS as the SMSC got it.
+#[derive(Debug)]
+struct Received {
+    to: String,
+    parts: usize,
+    text: String,
+}
+
+fn unquote(s: &str) -> Vec<u8> {
+    percent_encoding::percent_decode_str(&s.replace('+', " ")).collect()
+}
+
+fn decode(bytes: &[u8]) -> String {
+    // 7-bit text is UTF-8 and holds no NUL; UCS-2 of Latin/Cyrillic does.
+    if bytes.contains(&0) {
+        let units: Vec<u16> = bytes.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])).collect();
+        String::from_utf16_lossy(&units)
+    } else {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+}
+
+/// `fakesmsc.log` → whole messages, concatenated parts joined (line format:
+/// scripts/kannel.sh).
+fn received_sms(path: &Path) -> Vec<Received> {
+    let body = std::fs::read(path).unwrap_or_default();
+    let body = String::from_utf8_lossy(&body);
+    let mut out = vec![];
+    let mut groups: BTreeMap<(String, u8, u8), BTreeMap<u8, Vec<u8>>> = BTreeMap::new();
+    for line in body.lines() {
+        let Some(i) = line.find("Got message ") else { continue };
+        let Some(lt) = line[i..].find('<') else { continue };
+        let wire = line[i + lt + 1..].trim_end_matches('>');
+        let f: Vec<&str> = wire.splitn(4, ' ').collect();
+        if f.len() < 4 {
+            continue;
+        }
+        let (to, kind, rest) = (f[1].trim_start_matches('+').to_string(), f[2], f[3]);
+        match kind {
+            "text" => out.push(Received { to, parts: 1, text: rest.into() }),
+            "ucs-2" | "data" => out.push(Received { to, parts: 1, text: decode(&unquote(rest)) }),
+            "udh" => {
+                let mut p = rest.splitn(3, ' ');
+                let (udh, _, payload) = (unquote(p.next().unwrap()), p.next(), p.next().unwrap_or_default());
+                assert_eq!(&udh[..3], b"\x05\x00\x03", "concatenation UDH: {line}");
+                let (reference, total, seq) = (udh[3], udh[4], udh[5]);
+                let g = groups.entry((to.clone(), reference, total)).or_default();
+                g.insert(seq, unquote(payload));
+                if g.len() == total as usize {
+                    let whole: Vec<u8> = g.values().flatten().copied().collect();
+                    out.push(Received { to, parts: total as usize, text: decode(&whole) });
+                    groups.remove(&(f[1].trim_start_matches('+').to_string(), reference, total));
+                }
+            }
+            other => panic!("unexpected fakesmsc type {other}: {line}"),
+        }
+    }
+    out
+}
+
+/// One mail as the SMTP server got it.
+#[derive(Debug)]
+struct Mail {
+    to: String,
+    message_id: String,
+    subject: String,
+    text: String,
+}
+
+fn received_mail(path: &Path) -> Vec<Mail> {
+    jsonl::<serde_json::Value>(path)
+        .iter()
+        .map(|r| {
+            let raw = r["data"].as_str().unwrap();
+            let m = mailparse::parse_mail(raw.as_bytes()).unwrap();
+            let header =
+                |k: &str| m.headers.iter().find(|h| h.get_key().eq_ignore_ascii_case(k)).map(|h| h.get_value());
+            let plain = m.subparts.iter().find(|p| p.ctype.mimetype == "text/plain").expect("a text/plain part");
+            Mail {
+                to: r["rcpt_tos"][0].as_str().unwrap().into(),
+                message_id: header("Message-ID").unwrap_or_default(),
+                subject: header("Subject").unwrap_or_default(),
+                text: plain.get_body().unwrap(),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real gateways `make e2e` starts"]
+async fn every_customer_is_told_once_through_real_gateways_even_across_a_kill() {
+    let gateways = PathBuf::from(std::env::var("OUTAGE_TEST_GATEWAYS").expect("OUTAGE_TEST_GATEWAYS (make e2e)"));
+    assert!(std::env::var("OUTAGE_TEST_BOOTSTRAP").is_ok(), "OUTAGE_TEST_BOOTSTRAP (make e2e)");
+    let fakesmsc = gateways.join("fakesmsc.log");
+    let smtp = gateways.join("smtp.jsonl");
+    // Only what this run sends counts: remember how far the logs were.
+    let sms_before = received_sms(&fakesmsc).len();
+    let mail_before = received_mail(&smtp).len();
+
+    let dir = tempfile::tempdir().unwrap();
+    write_refdata(dir.path());
+    let cfg = config(dir.path(), free_port());
+    let config_path = dir.path().join("outage.toml");
+    std::fs::write(&config_path, toml::to_string(&cfg).unwrap()).unwrap();
+    let log = dir.path().join("outaged.log");
+    let out = cfg.sinks.outbox_dir.clone();
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    let topics = cfg.kafka.topics.clone();
+
+    // In-zone customers with a valid number get SMS; all in zone get mail.
+    let sms_customers = CUSTOMERS;
+    let mail_customers = CUSTOMERS + 1;
+
+    let mut daemon = start_daemon(&config_path, &log);
+    let t0 = Utc::now() - Cd::minutes(10);
+    publish(&broker, &topics.alarms, AlarmState::Raised, t0).await;
+
+    // Kill it in the middle of the "down" fan-out.
+    wait_for("the down fan-out to start", Duration::from_secs(60), &mut daemon, &log, || {
+        received_sms(&fakesmsc).len() >= sms_before + 20
+    })
+    .await;
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    let at_kill = received_sms(&fakesmsc).len() - sms_before;
+    assert!(at_kill < sms_customers, "the kill came after the fan-out ended ({at_kill} sent); slow the rate");
+
+    let mut daemon = start_daemon(&config_path, &log);
+    let journal = |kind: ActionKind, channel: Channel| -> Vec<Action> {
+        let file = if channel == Channel::Sms { "sms.jsonl" } else { "email.jsonl" };
+        jsonl::<Action>(&out.join(file)).into_iter().filter(|a| a.kind == kind).collect()
+    };
+    wait_for("every down notice", Duration::from_secs(120), &mut daemon, &log, || {
+        journal(ActionKind::Down, Channel::Sms).len() == sms_customers
+            && journal(ActionKind::Down, Channel::Email).len() == mail_customers
+    })
+    .await;
+
+    // Service comes back.
+    publish(&broker, &topics.alarms, AlarmState::Cleared, Utc::now() - Cd::seconds(60)).await;
+    wait_for("every restored notice", Duration::from_secs(120), &mut daemon, &log, || {
+        journal(ActionKind::Restored, Channel::Sms).len() == sms_customers
+            && journal(ActionKind::Restored, Channel::Email).len() == mail_customers
+    })
+    .await;
+    let records = || jsonl::<DeliveryRecord>(&out.join("deliveries.jsonl"));
+    wait_for("the delivery reports", Duration::from_secs(30), &mut daemon, &log, || {
+        let delivered: BTreeSet<String> =
+            records().into_iter().filter(|r| r.outcome == DeliveryOutcome::Delivered).map(|r| r.action_id).collect();
+        journal(ActionKind::Restored, Channel::Sms).iter().all(|a| delivered.contains(&a.action_id))
+    })
+    .await;
+    // Let stragglers arrive, then stop.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+
+    // SMS: each journalled notice arrived with exactly its text; extra
+    // copies only within the in-flight window of the kill.
+    let sms: Vec<Received> = received_sms(&fakesmsc).into_iter().skip(sms_before).collect();
+    let mut copies: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for r in &sms {
+        *copies.entry((r.to.clone(), r.text.clone())).or_default() += 1;
+    }
+    let mut expected_sms = 0;
+    for kind in [ActionKind::Down, ActionKind::Restored] {
+        for a in journal(kind, Channel::Sms) {
+            let to = a.to.as_deref().unwrap().trim_start_matches('+').to_string();
+            let text = a.message.as_ref().unwrap().text.clone();
+            let n = copies.get(&(to, text.clone())).copied().unwrap_or(0);
+            assert!(n >= 1, "{} ({}) never arrived intact: {text:?}", a.action_id, a.language);
+            expected_sms += 1;
+        }
+    }
+    let extra_sms = sms.len() - expected_sms;
+    assert!(
+        copies.len() == expected_sms,
+        "a text arrived that no journalled notice has (mangled or unexpected): {} distinct, {expected_sms} expected",
+        copies.len()
+    );
+    for lang in ["es", "ru"] {
+        let a = journal(ActionKind::Down, Channel::Sms).into_iter().find(|a| a.language == lang).unwrap();
+        let text = &a.message.as_ref().unwrap().text;
+        assert!(!text.is_ascii(), "the {lang} text has its own letters: {text}");
+        let got = sms.iter().find(|r| &r.text == text).unwrap();
+        assert!(got.parts >= 2, "the {lang} down notice is long: sent in {} parts", got.parts);
+    }
+    assert!(sms.iter().all(|r| r.to != "14015559999"), "the far customer is not told");
+
+    // E-mail: one per notice (Message-ID from its action id), text intact.
+    let mail: Vec<Mail> = received_mail(&smtp).into_iter().skip(mail_before).collect();
+    let mut by_id: BTreeMap<&str, Vec<&Mail>> = BTreeMap::new();
+    for m in &mail {
+        by_id.entry(m.message_id.as_str()).or_default().push(m);
+    }
+    let mut expected_mail = 0;
+    for kind in [ActionKind::Down, ActionKind::Restored] {
+        for a in journal(kind, Channel::Email) {
+            let id = outage::sinks::email::message_id(&a.action_id, "example.net");
+            let got = by_id.get(id.as_str()).unwrap_or_else(|| panic!("{} never arrived", a.action_id));
+            let m = a.message.as_ref().unwrap();
+            assert_eq!(got[0].to, a.to.clone().unwrap());
+            assert_eq!(Some(&got[0].subject), m.subject.as_ref(), "{}", a.action_id);
+            assert_eq!(got[0].text.replace("\r\n", "\n").trim(), m.text.trim(), "{}", a.action_id);
+            expected_mail += 1;
+        }
+    }
+    assert_eq!(by_id.len(), expected_mail, "no mail beyond the journalled notices");
+    let extra_mail = mail.len() - expected_mail;
+    assert!(
+        extra_sms + extra_mail <= CONCURRENCY,
+        "the kill re-sent {extra_sms} SMS and {extra_mail} mails: more than the {CONCURRENCY} in flight"
+    );
+    eprintln!("kill at {at_kill} SMS sent; re-sent after restart: {extra_sms} SMS, {extra_mail} mails");
+
+    // The bad number is skipped with its reason, and said so on the record.
+    let recs = records();
+    assert!(recs.iter().any(|r| r.customer_id == "CBAD"
+        && r.channel == Channel::Sms
+        && r.outcome == DeliveryOutcome::Skipped
+        && r.reason.as_deref() == Some("invalid_msisdn")));
+    // The deliveries topic carries the record too (everything from the
+    // last run was flushed before its batch was acknowledged).
+    let mut on_topic = BTreeSet::new();
+    read_to_end(&broker, &topics.deliveries, Duration::from_millis(500), |_, _, b| {
+        let r: DeliveryRecord = serde_json::from_slice(b).unwrap();
+        if r.outcome == DeliveryOutcome::Accepted {
+            on_topic.insert(r.action_id);
+        }
+    })
+    .unwrap();
+    for a in journal(ActionKind::Restored, Channel::Sms).iter().chain(&journal(ActionKind::Restored, Channel::Email)) {
+        assert!(on_topic.contains(&a.action_id), "{} accepted but not on the deliveries topic", a.action_id);
+    }
+}
