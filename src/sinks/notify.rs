@@ -267,7 +267,150 @@ impl ActionSink for Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{SmsGatewayKind, SmsProviderConfig};
+    use crate::model::{IncidentId, Message};
     use rand::SeedableRng;
+    use std::sync::atomic::AtomicUsize;
+
+    /// An in-process JSON gateway: answers each request with `status(to)`
+    /// after `delay`, and counts what it saw.
+    #[derive(Default)]
+    struct Gateway {
+        requests: AtomicUsize,
+        in_flight: AtomicUsize,
+        most_in_flight: AtomicUsize,
+    }
+
+    async fn gateway(status: fn(&str) -> u16, delay: Duration) -> (String, Arc<Gateway>) {
+        use axum::extract::State;
+        use axum::http::StatusCode;
+        let seen = Arc::new(Gateway::default());
+        let handler = move |State(g): State<Arc<Gateway>>, axum::Json(v): axum::Json<serde_json::Value>| async move {
+            g.requests.fetch_add(1, Relaxed);
+            let now = g.in_flight.fetch_add(1, Relaxed) + 1;
+            g.most_in_flight.fetch_max(now, Relaxed);
+            tokio::time::sleep(delay).await;
+            g.in_flight.fetch_sub(1, Relaxed);
+            let code = status(v["to"].as_str().unwrap_or_default());
+            (StatusCode::from_u16(code).unwrap(), r#"{"id":"m1"}"#)
+        };
+        let app = axum::Router::new().route("/send", axum::routing::post(handler)).with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/send", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    fn provider(name: &str, url: &str, max_in_flight: u32) -> SmsProviderConfig {
+        SmsProviderConfig {
+            name: name.into(),
+            kind: SmsGatewayKind::Json,
+            url: url.into(),
+            rate_per_second: 10_000,
+            max_in_flight,
+            ..Default::default()
+        }
+    }
+
+    fn notifier(dir: &std::path::Path, sms: Vec<SmsProviderConfig>) -> Notifier {
+        let cfg = SinksConfig {
+            outbox_dir: dir.into(),
+            sms,
+            retry: RetryConfig {
+                base: Duration::from_millis(1),
+                max: Duration::from_millis(5),
+                failover_after: 2,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let log = Arc::new(DeliveryLog::open(dir, None).unwrap());
+        Notifier::from_config(&cfg, log).unwrap().unwrap()
+    }
+
+    fn sms(customer: &str, to: &str, kind: ActionKind) -> Action {
+        let inc = IncidentId("INC-20261123-00000001".into());
+        Action {
+            action_id: Action::key(&inc, customer, Channel::Sms, kind),
+            incident_id: inc,
+            customer_id: customer.into(),
+            channel: Channel::Sms,
+            kind,
+            to: Some(to.into()),
+            language: "en".into(),
+            message: Some(Message { subject: None, text: format!("{} notice", kind.as_str()) }),
+            until: None,
+            credit: None,
+            planned_at: chrono::Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn follow_ups_go_only_where_down_was_accepted_and_nothing_goes_twice() {
+        let (url, seen) = gateway(|to| if to.ends_with("02") { 400 } else { 202 }, Duration::ZERO).await;
+        let d = tempfile::tempdir().unwrap();
+        let n = notifier(d.path(), vec![provider("p1", &url, 4)]);
+        let (ok, refused) = ("+14015550101", "+14015550102");
+        assert_eq!(n.deliver(&sms("C1", ok, ActionKind::Down)).await.unwrap(), Delivery::Done);
+        assert_eq!(n.deliver(&sms("C2", refused, ActionKind::Down)).await.unwrap(), Delivery::Failed);
+        assert_eq!(n.deliver(&sms("C1", ok, ActionKind::Restored)).await.unwrap(), Delivery::Done);
+        assert_eq!(
+            n.deliver(&sms("C2", refused, ActionKind::Restored)).await.unwrap(),
+            Delivery::Skipped("not_told_down")
+        );
+        assert_eq!(n.deliver(&sms("C3", "0034", ActionKind::Down)).await.unwrap(), Delivery::Skipped("invalid_msisdn"));
+        assert_eq!(n.deliver(&sms("C1", ok, ActionKind::Down)).await.unwrap(), Delivery::Duplicate);
+        n.flush().await.unwrap();
+        assert_eq!(seen.requests.load(Relaxed), 3, "a 4xx is not retried; skips and duplicates send nothing");
+        // A restart reads the journal back: nothing is sent again.
+        let again = notifier(d.path(), vec![provider("p1", &url, 4)]);
+        assert_eq!(again.deliver(&sms("C1", ok, ActionKind::Restored)).await.unwrap(), Delivery::Duplicate);
+        let records: Vec<DeliveryRecord> = std::fs::read_to_string(d.path().join("deliveries.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let outcomes: Vec<_> = records.iter().map(|r| (r.customer_id.as_str(), r.outcome)).collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("C1", DeliveryOutcome::Accepted),
+                ("C2", DeliveryOutcome::Permanent),
+                ("C1", DeliveryOutcome::Accepted),
+                ("C2", DeliveryOutcome::Skipped),
+                ("C3", DeliveryOutcome::Skipped),
+            ]
+        );
+        assert!(records.iter().all(|r| !r.to.contains("5550101")), "contacts are masked");
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_keeps_failing_is_passed_over() {
+        let (down, down_seen) = gateway(|_| 503, Duration::ZERO).await;
+        let (up, up_seen) = gateway(|_| 202, Duration::ZERO).await;
+        let d = tempfile::tempdir().unwrap();
+        let n = notifier(d.path(), vec![provider("first", &down, 4), provider("second", &up, 4)]);
+        for i in 1..=3 {
+            let a = sms(&format!("C{i}"), &format!("+1401555010{i}"), ActionKind::Down);
+            assert_eq!(n.deliver(&a).await.unwrap(), Delivery::Done);
+        }
+        assert_eq!(down_seen.requests.load(Relaxed), 2, "two failures, then it rests");
+        assert_eq!(up_seen.requests.load(Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn requests_in_flight_stay_within_the_providers_limit() {
+        let (url, seen) = gateway(|_| 202, Duration::from_millis(30)).await;
+        let d = tempfile::tempdir().unwrap();
+        let n = notifier(d.path(), vec![provider("p1", &url, 3)]);
+        let actions: Vec<Action> =
+            (0..12).map(|i| sms(&format!("C{i}"), &format!("+140155501{i:02}"), ActionKind::Down)).collect();
+        let results = futures::future::join_all(actions.iter().map(|a| n.deliver(a))).await;
+        assert!(results.into_iter().all(|r| r.unwrap() == Delivery::Done));
+        assert_eq!(seen.requests.load(Relaxed), 12);
+        let most = seen.most_in_flight.load(Relaxed);
+        assert!((2..=3).contains(&most), "at most 3 at once, and more than one: {most}");
+    }
 
     #[test]
     fn e164_numbers_are_checked() {
