@@ -7,7 +7,7 @@
 
 use crate::geodesy::{self, GeoPoint};
 use crate::model::money::{Currency, Money};
-use crate::model::{Customer, Postcode, Services, Site};
+use crate::model::{Customer, OptOut, Postcode, Services, Site};
 use foldhash::HashMap;
 use rstar::RTree;
 use serde::Deserialize;
@@ -58,6 +58,9 @@ struct CustomerRow {
     postcode: String,
     language: String,
     services: String,
+    /// Optional column: `sms;email`, either, or empty.
+    #[serde(default)]
+    opt_out: Option<String>,
     monthly_fee: String,
     avg_bill_3m: String,
     currency: String,
@@ -122,6 +125,15 @@ fn nonempty(field: &str, v: String) -> Result<String, String> {
     }
 }
 
+/// Customer ids are part of action ids (`incident/customer/channel/kind`),
+/// so they cannot hold a `/`.
+fn customer_id(v: String) -> Result<String, String> {
+    if v.contains('/') {
+        return Err(format!("customer_id {v:?} contains '/'"));
+    }
+    nonempty("customer_id", v)
+}
+
 pub fn load_sites(path: &Path) -> Result<Vec<Site>, RefDataError> {
     read_csv(path, |r: SiteRow| {
         check_coords(r.lat, r.lon)?;
@@ -155,13 +167,14 @@ pub fn load_customers(path: &Path) -> Result<Vec<Customer>, RefDataError> {
     read_csv(path, |r: CustomerRow| {
         let currency = Currency::parse(&r.currency).map_err(|e| format!("currency: {e}"))?;
         let services = Services::parse(&r.services).map_err(|e| format!("services: {e}"))?;
+        let opt_out = OptOut::parse(r.opt_out.as_deref().unwrap_or_default()).map_err(|e| format!("opt_out: {e}"))?;
         let monthly_fee = Money::parse(&r.monthly_fee, currency).map_err(|e| format!("monthly_fee: {e}"))?;
         let avg_bill_3m = Money::parse(&r.avg_bill_3m, currency).map_err(|e| format!("avg_bill_3m: {e}"))?;
         if monthly_fee.minor < 0 || avg_bill_3m.minor < 0 {
             return Err("money fields must not be negative".into());
         }
         Ok(Customer {
-            customer_id: nonempty("customer_id", r.customer_id)?,
+            customer_id: customer_id(r.customer_id)?,
             // Missing contact details are legal (the customer is skipped on
             // that channel with a counted reason), so they stay optional here.
             msisdn: r.msisdn.filter(|m| !m.is_empty()),
@@ -169,6 +182,7 @@ pub fn load_customers(path: &Path) -> Result<Vec<Customer>, RefDataError> {
             postcode: nonempty("postcode", r.postcode)?,
             language: nonempty("language", r.language)?,
             services,
+            opt_out,
             monthly_fee,
             avg_bill_3m,
         })
@@ -380,6 +394,30 @@ mod tests {
         assert_eq!(c.avg_bill_3m.minor, 10);
         assert_eq!(c.msisdn, None);
         assert!(c.services.broadband && !c.services.mobile);
+        assert_eq!(c.opt_out, OptOut::default(), "no opt_out column: no opt-outs");
+    }
+
+    #[test]
+    fn opt_outs_are_an_optional_column_checked_per_row() {
+        let d = tempfile::tempdir().unwrap();
+        let header = "customer_id,msisdn,email,postcode,language,services,opt_out,monthly_fee,avg_bill_3m,currency\n";
+        let p = write(
+            d.path(),
+            "customers.csv",
+            &format!("{header}C1,,,02901,en,voice,sms,1,1,EUR\nC2,,,02901,en,voice,,1,1,EUR\nC3,,,02901,en,voice,email;sms,1,1,EUR\n"),
+        );
+        let opt: Vec<OptOut> = load_customers(&p).unwrap().iter().map(|c| c.opt_out).collect();
+        assert_eq!(opt, [OptOut { sms: true, email: false }, OptOut::default(), OptOut { sms: true, email: true }]);
+        let p = write(
+            d.path(),
+            "bad.csv",
+            &format!("{header}C1,,,02901,en,voice,fax,1,1,EUR\nC/2,,,02901,en,voice,,1,1,EUR\n"),
+        );
+        let err = load_customers(&p).unwrap_err().to_string();
+        assert!(err.contains("bad.csv:2:") && err.contains("opt_out") && err.contains("fax"), "{err}");
+        let p = write(d.path(), "slash.csv", &format!("{header}C/2,,,02901,en,voice,,1,1,EUR\n"));
+        let err = load_customers(&p).unwrap_err().to_string();
+        assert!(err.contains("slash.csv:2:") && err.contains("'/'"), "{err}");
     }
 
     #[test]

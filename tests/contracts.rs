@@ -716,6 +716,7 @@ fn planned_actions_conform() {
             postcode: "02901".into(),
             language: "es".into(),
             services: Services::parse("mobile;voice;broadband").unwrap(),
+            opt_out: Default::default(),
             monthly_fee: usd(4500),
             avg_bill_3m: usd(5000),
         }],

@@ -55,6 +55,7 @@ fn refdata() -> Arc<RefData> {
             postcode: postcode.into(),
             language: lang.into(),
             services: Services::parse(services).unwrap(),
+            opt_out: Default::default(),
             monthly_fee: usd(6000),
             avg_bill_3m: usd(6500),
         };

@@ -15,4 +15,4 @@ pub use action::{Action, ActionKind, Channel, Credit, IvrUpsert, Message};
 pub use alarm::{Alarm, AlarmState, Severity};
 pub use incident::{AlarmRef, EventKind, Incident, IncidentEvent, IncidentId, IncidentState, Phase};
 pub use money::Money;
-pub use refdata::{Customer, Postcode, Services, Site};
+pub use refdata::{Customer, OptOut, Postcode, Services, Site};

@@ -58,6 +58,29 @@ impl Services {
     }
 }
 
+/// Channels a customer asked not to be contacted on (a `;`-list in CSV:
+/// `sms`, `email`). Service notices still reach them on the others.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OptOut {
+    pub sms: bool,
+    pub email: bool,
+}
+
+impl OptOut {
+    /// Parse `sms;email` (any order, any subset, empty for none).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut out = OptOut::default();
+        for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "sms" => out.sms = true,
+                "email" => out.email = true,
+                other => return Err(format!("unknown channel {other:?} (expected sms or email)")),
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// A customer as billing knows them. `msisdn` and `email` are personal data:
 /// log them only through [`crate::redact`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +94,9 @@ pub struct Customer {
     /// BCP 47 tag such as `en`, `es`, `es-MX`.
     pub language: String,
     pub services: Services,
+    /// Channels not to send notices on (the CSV's optional `opt_out`).
+    #[serde(default)]
+    pub opt_out: OptOut,
     pub monthly_fee: Money,
     pub avg_bill_3m: Money,
 }

@@ -685,6 +685,7 @@ mod tests {
                 postcode: "02901".into(),
                 language: "en".into(),
                 services: Services::parse("voice").unwrap(),
+                opt_out: Default::default(),
                 monthly_fee: fee,
                 avg_bill_3m: fee,
             })

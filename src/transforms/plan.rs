@@ -221,8 +221,9 @@ impl Planner {
         texts: &mut Texts<'a>,
         out: &mut Vec<Action>,
     ) {
-        for (channel, to) in [(Channel::Sms, &c.msisdn), (Channel::Email, &c.email)] {
-            if let Some(to) = to {
+        let channels = [(Channel::Sms, &c.msisdn, c.opt_out.sms), (Channel::Email, &c.email, c.opt_out.email)];
+        for (channel, to, opted_out) in channels {
+            if let (Some(to), false) = (to, opted_out) {
                 let mut a = self.action(inc, c, channel, kind, now);
                 a.to = Some(to.clone());
                 a.message = Some(texts.get(kind, channel, c));
@@ -344,6 +345,7 @@ mod tests {
                 postcode: pc.into(),
                 language: lang.into(),
                 services: Services::parse(services).unwrap(),
+                opt_out: Default::default(),
                 monthly_fee: usd(3000),
                 avg_bill_3m: usd(3500),
             };
@@ -356,6 +358,10 @@ mod tests {
                 cust("C2", None, Some("c2@example.com"), "02901", "es-MX", "broadband"),
                 cust("C3", Some("+14015550103"), None, "02901", "ru", "voice"),
                 cust("FAR", Some("+14015550199"), None, "02999", "en", "mobile"),
+                Customer {
+                    opt_out: crate::model::OptOut::parse("sms").unwrap(),
+                    ..cust("C4", Some("+14015550104"), Some("c4@example.com"), "02901", "en", "voice")
+                },
             ],
         )
         .unwrap();
@@ -394,8 +400,10 @@ mod tests {
                 ("C1", Channel::Email),
                 ("C1", Channel::DataGrant),
                 ("C2", Channel::Email),
-                ("C3", Channel::Sms)
-            ]
+                ("C3", Channel::Sms),
+                ("C4", Channel::Email),
+            ],
+            "C4 opted out of SMS"
         );
         assert!(plan.actions[4].message.as_ref().unwrap().text.contains("авария"), "ru reads Russian");
         assert!(plan.actions[3].message.as_ref().unwrap().text.contains("avería"), "es-MX reads Spanish");
@@ -418,7 +426,7 @@ mod tests {
         let inc = incident(vec![declared(), planned.clone(), cleared.clone(), resolved]);
         let plan = p.plan_restored(&inc, t(4 * 3600));
         let credits: Vec<&Money> = plan.actions.iter().filter_map(|a| a.credit.as_ref()).map(|c| &c.amount).collect();
-        assert_eq!(credits.len(), 3, "every customer in a told postcode, contacts or not");
+        assert_eq!(credits.len(), 4, "every customer in a told postcode, contacts or not");
         assert!(credits.iter().all(|m| m.minor == 13), "30.00 × 3 h / 30 d = 0.125 → 0.13");
         let revoke = plan.actions.iter().find(|a| a.kind == ActionKind::Revoke).unwrap();
         assert_eq!(revoke.until, Some(t(3 * 3600) + chrono::Duration::days(1)));
