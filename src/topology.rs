@@ -29,7 +29,7 @@ use crate::sources::decode::{decode_checked, DlqRecord, Limits};
 use crate::sources::kafka::KafkaSource;
 use crate::sources::{AlarmSource, SourceError, SourceRecord};
 use crate::transforms::correlate::{CorrelateError, Correlator};
-use crate::transforms::plan::Planner;
+use crate::transforms::plan::{Plan, Planner};
 use crate::transforms::restore::Restorations;
 use chrono::{DateTime, Utc};
 use rdkafka::producer::FutureProducer;
@@ -161,7 +161,8 @@ struct Pending {
     dlq: Vec<(String, String)>,
     /// The class of each dead letter, for counting.
     dead_classes: Vec<&'static str>,
-    actions: Vec<(String, String)>,
+    /// Plans whose actions are made and produced at write time, page by page.
+    plans: Vec<PlanJob>,
     events: Vec<IncidentEvent>,
     ivr: Vec<crate::model::IvrUpsert>,
 }
@@ -174,6 +175,18 @@ impl Pending {
         self.dead_classes.push(class);
     }
 }
+
+/// A plan waiting to be written, and where its `planned` event is in
+/// [`Pending::events`] (its action count is filled in when they are made).
+struct PlanJob {
+    incident: IncidentId,
+    plan: Plan,
+    event: usize,
+}
+
+/// Customers whose actions are made and produced at once: bounds the
+/// memory a large incident's fan-out takes (a page is a few MB).
+const PAGE_CUSTOMERS: usize = 10_000;
 
 /// The alarm → incident → plan stage.
 pub struct Pipeline<S: AlarmSource, I: IvrSink> {
@@ -357,19 +370,17 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         &mut self,
         id: &IncidentId,
         phase: Phase,
-        plan: crate::transforms::plan::Plan,
+        plan: Plan,
         now: DateTime<Utc>,
         out: &mut Pending,
     ) -> Result<(), TopologyError> {
-        let n = plan.actions.len() as u64;
-        out.actions.extend(plan.actions.iter().map(|a: &Action| (a.customer_id.clone(), json(a))));
-        let kind = EventKind::Planned { phase, postcodes: plan.postcodes, actions: n };
+        let kind = EventKind::Planned { phase, postcodes: plan.postcodes.clone(), actions: 0 };
         let ev = self.correlator.append(id, now, "planner", kind)?;
         if let Some(inc) = self.correlator.incident(id) {
             self.restorations.observe(inc, &ev);
         }
+        out.plans.push(PlanJob { incident: id.clone(), plan, event: out.events.len() });
         out.events.push(ev);
-        tracing::info!(incident = %id, ?phase, actions = n, "actions planned");
         Ok(())
     }
 
@@ -393,11 +404,25 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
     /// Write a step's output in the order the restart rules need: dead
     /// letters and actions, then the incident events (whose `planned`
     /// records those actions), then the IVR state.
-    async fn write(&mut self, out: Pending) -> Result<(), TopologyError> {
+    async fn write(&mut self, mut out: Pending) -> Result<(), TopologyError> {
         let topics = &self.cfg.kafka.topics;
         produce_all(&self.producer, &topics.dlq, &out.dlq).await?;
-        produce_all(&self.producer, &topics.actions, &out.actions).await?;
-        self.stats.actions_planned.fetch_add(out.actions.len() as u64, Relaxed);
+        for job in &out.plans {
+            // The incident as the whole step left it (a later alarm of the
+            // batch may have set its ETR); the audience was fixed at planning.
+            let Some(inc) = self.correlator.incident(&job.incident) else { continue };
+            let mut n = 0;
+            for page in self.planner.pages(inc, &job.plan, PAGE_CUSTOMERS) {
+                let records: Vec<_> = page.iter().map(|a| (a.customer_id.clone(), json(a))).collect();
+                produce_all(&self.producer, &topics.actions, &records).await?;
+                n += records.len() as u64;
+            }
+            self.stats.actions_planned.fetch_add(n, Relaxed);
+            if let EventKind::Planned { actions, phase, .. } = &mut out.events[job.event].kind {
+                *actions = n;
+                tracing::info!(incident = %job.incident, ?phase, actions = n, "actions planned");
+            }
+        }
         for e in &out.events {
             tracing::info!(incident = %e.incident_id, seq = e.seq, kind = e.kind.type_name(), "incident event");
             if matches!(e.kind, EventKind::Declared { .. }) {

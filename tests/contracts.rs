@@ -742,7 +742,8 @@ fn planned_actions_conform() {
         .unwrap();
     let restored = planner.plan_restored(&incident, t("2026-11-23T09:10:00Z"));
     let mut seen = BTreeSet::new();
-    for action in down.actions.iter().chain(&restored.actions) {
+    let actions = [planner.actions(&incident, &down), planner.actions(&incident, &restored)].concat();
+    for action in &actions {
         seen.insert((action.channel, action.kind as u8));
         assert_conforms("action.v1", &action.action_id, action);
         if let Some(c) = &action.credit {

@@ -6,6 +6,11 @@
 //! A postcode is in the footprint when its centroid lies inside the coverage
 //! circle of a site of the incident: DESIGN.md prefers telling a few
 //! unaffected customers over leaving affected ones guessing.
+//!
+//! A [`Plan`] names its postcodes and what each of their customers gets,
+//! not the actions themselves: those are made page by page
+//! ([`Planner::pages`]) as they are produced, so a million-customer
+//! incident never holds a million actions in memory.
 
 use super::compensate::{self, Rule};
 use super::templates::{TemplateError, Templates, Vars};
@@ -17,11 +22,57 @@ use chrono_tz::Tz;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-/// Actions for newly covered postcodes (down) or for everyone told (restored).
-#[derive(Debug, Default, Clone, PartialEq)]
+/// What a plan gives each customer of its postcodes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Audience {
+    /// "Down" notices, and unlimited data until `until` (provisional: the
+    /// revoke at restoration sets the real end).
+    Down { until: DateTime<Utc> },
+    /// "Restored" notices, data revokes and credits, each postcode for its
+    /// own outage window (start, end).
+    Restored { windows: HashMap<String, (DateTime<Utc>, DateTime<Utc>)> },
+}
+
+/// Newly covered postcodes (down) or everyone told (restored), sorted, and
+/// what their customers get; the actions come from [`Planner::pages`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub postcodes: Vec<String>,
-    pub actions: Vec<Action>,
+    pub audience: Audience,
+    /// When it was planned (the actions' `planned_at`).
+    pub now: DateTime<Utc>,
+}
+
+impl Plan {
+    fn nobody(now: DateTime<Utc>) -> Self {
+        Plan { postcodes: vec![], audience: Audience::Down { until: now }, now }
+    }
+}
+
+/// The actions of a plan, a page of customers at a time.
+pub struct Pages<'a> {
+    planner: &'a Planner,
+    inc: &'a Incident,
+    plan: &'a Plan,
+    texts: Texts<'a>,
+    customers: Box<dyn Iterator<Item = &'a Customer> + Send + 'a>,
+    per_page: usize,
+}
+
+impl Iterator for Pages<'_> {
+    type Item = Vec<Action>;
+
+    /// The next page's actions (possibly none: its customers may have no
+    /// contact and nothing owed); `None` once every customer was seen.
+    fn next(&mut self) -> Option<Vec<Action>> {
+        let mut out = Vec::new();
+        let mut seen = 0;
+        for c in self.customers.by_ref().take(self.per_page) {
+            seen += 1;
+            self.planner.customer_actions(self.inc, self.plan, c, &mut self.texts, &mut out);
+        }
+        (seen > 0).then_some(out)
+    }
 }
 
 pub struct Planner {
@@ -171,7 +222,7 @@ impl Planner {
     /// from every site at each growth step would cost O(n²) over a storm.
     pub fn plan_down(&self, inc: &Incident, footprint: &[u32], now: DateTime<Utc>) -> Plan {
         if inc.state != IncidentState::Declared {
-            return Plan::default();
+            return Plan::nobody(now);
         }
         let mut postcodes: Vec<String> = footprint
             .iter()
@@ -183,13 +234,59 @@ impl Planner {
         // Provisional end: the ETR (or now) plus the grace; the revoke at
         // restoration sets the real one.
         let until = inc.etr.unwrap_or(now).max(now) + self.grace();
-        let mut texts = self.texts(inc, now, Some(until));
-        let mut actions = Vec::new();
-        for c in self.customers(&postcodes) {
-            self.notices(inc, c, ActionKind::Down, now, &mut texts, &mut actions);
-            actions.extend(self.data_grant(inc, c, ActionKind::Grant, until, now));
+        Plan { postcodes, audience: Audience::Down { until }, now }
+    }
+
+    /// The plan's actions, `per_page` customers at a time, in postcode then
+    /// customer order (deterministic).
+    pub fn pages<'a>(&'a self, inc: &'a Incident, plan: &'a Plan, per_page: usize) -> Pages<'a> {
+        let data_until = match &plan.audience {
+            Audience::Down { until } => Some(*until),
+            Audience::Restored { .. } => None,
+        };
+        Pages {
+            planner: self,
+            inc,
+            plan,
+            texts: self.texts(inc, plan.now, data_until),
+            customers: Box::new(self.customers(&plan.postcodes)),
+            per_page: per_page.max(1),
         }
-        Plan { postcodes, actions }
+    }
+
+    /// Every action of the plan at once (small plans and tests).
+    pub fn actions(&self, inc: &Incident, plan: &Plan) -> Vec<Action> {
+        self.pages(inc, plan, usize::MAX).flatten().collect()
+    }
+
+    /// What one customer of the plan gets.
+    fn customer_actions<'a>(
+        &self,
+        inc: &Incident,
+        plan: &Plan,
+        c: &'a Customer,
+        texts: &mut Texts<'a>,
+        out: &mut Vec<Action>,
+    ) {
+        let now = plan.now;
+        match &plan.audience {
+            Audience::Down { until } => {
+                self.notices(inc, c, ActionKind::Down, now, texts, out);
+                out.extend(self.data_grant(inc, c, ActionKind::Grant, *until, now));
+            }
+            Audience::Restored { windows } => {
+                let Some(&window) = windows.get(&c.postcode) else { return };
+                self.notices(inc, c, ActionKind::Restored, now, texts, out);
+                out.extend(self.data_grant(inc, c, ActionKind::Revoke, window.1 + self.grace(), now));
+                if let Some(credit) =
+                    compensate::credit(Rule::GoodwillProrated, inc, c, window, self.cfg.credit_min_outage)
+                {
+                    let mut a = self.action(inc, c, Channel::Credit, ActionKind::Credit, now);
+                    a.credit = Some(credit);
+                    out.push(a);
+                }
+            }
+        }
     }
 
     fn grace(&self) -> chrono::Duration {
@@ -236,7 +333,7 @@ impl Planner {
     /// credits for everyone told and not already restored early.
     pub fn plan_restored(&self, inc: &Incident, now: DateTime<Utc>) -> Plan {
         let Some(restored_at) = inc.restored_at.filter(|_| inc.state == IncidentState::Resolved) else {
-            return Plan::default();
+            return Plan::nobody(now);
         };
         let windows: HashMap<String, (DateTime<Utc>, DateTime<Utc>)> = self
             .postcode_windows(inc)
@@ -246,7 +343,7 @@ impl Planner {
             })
             .filter(|(p, _)| inc.notified_postcodes.contains(p) && !inc.restored_postcodes.contains(p))
             .collect();
-        self.restored_actions(inc, windows, now)
+        self.restored_actions(windows, now)
     }
 
     /// A partial plan while the incident is still declared: the same
@@ -254,7 +351,7 @@ impl Planner {
     /// (see [`super::restore`]); each is credited for its own window.
     pub fn plan_partly_restored(&self, inc: &Incident, postcodes: &[u32], now: DateTime<Utc>) -> Plan {
         if inc.state != IncidentState::Declared {
-            return Plan::default();
+            return Plan::nobody(now);
         }
         let windows = postcodes
             .iter()
@@ -264,34 +361,16 @@ impl Planner {
             })
             .filter(|(code, _)| inc.notified_postcodes.contains(code) && !inc.restored_postcodes.contains(code))
             .collect();
-        self.restored_actions(inc, windows, now)
+        self.restored_actions(windows, now)
     }
 
     /// "Restored" notices, data revokes (at the postcode's restoration +
     /// grace) and credits (for its own outage window) for the customers of
     /// `windows`' postcodes.
-    fn restored_actions(
-        &self,
-        inc: &Incident,
-        windows: HashMap<String, (DateTime<Utc>, DateTime<Utc>)>,
-        now: DateTime<Utc>,
-    ) -> Plan {
+    fn restored_actions(&self, windows: HashMap<String, (DateTime<Utc>, DateTime<Utc>)>, now: DateTime<Utc>) -> Plan {
         let mut postcodes: Vec<String> = windows.keys().cloned().collect();
         postcodes.sort_unstable();
-        let mut texts = self.texts(inc, now, None);
-        let mut actions = Vec::new();
-        for c in self.customers(&postcodes) {
-            let Some(&window) = windows.get(&c.postcode) else { continue };
-            self.notices(inc, c, ActionKind::Restored, now, &mut texts, &mut actions);
-            actions.extend(self.data_grant(inc, c, ActionKind::Revoke, window.1 + self.grace(), now));
-            if let Some(credit) = compensate::credit(Rule::GoodwillProrated, inc, c, window, self.cfg.credit_min_outage)
-            {
-                let mut a = self.action(inc, c, Channel::Credit, ActionKind::Credit, now);
-                a.credit = Some(credit);
-                actions.push(a);
-            }
-        }
-        Plan { postcodes, actions }
+        Plan { postcodes, audience: Audience::Restored { windows }, now }
     }
 
     /// Desired IVR state of each region (postcode prefix) of the footprint:
@@ -388,11 +467,13 @@ mod tests {
     fn down_plan_covers_the_footprint_once_per_channel_a_customer_has() {
         let p = planner();
         let probable = incident(vec![]);
-        assert_eq!(p.plan_down(&probable, &p.footprint(&probable), t(10)), Plan::default(), "nothing while probable");
+        let nobody = p.plan_down(&probable, &p.footprint(&probable), t(10));
+        assert!(p.actions(&probable, &nobody).is_empty(), "nothing while probable");
         let inc = incident(vec![declared()]);
         let plan = p.plan_down(&inc, &p.footprint(&inc), t(10));
         assert_eq!(plan.postcodes, ["02901"]);
-        let got: Vec<(&str, Channel)> = plan.actions.iter().map(|a| (a.customer_id.as_str(), a.channel)).collect();
+        let actions = p.actions(&inc, &plan);
+        let got: Vec<(&str, Channel)> = actions.iter().map(|a| (a.customer_id.as_str(), a.channel)).collect();
         assert_eq!(
             got,
             [
@@ -405,14 +486,19 @@ mod tests {
             ],
             "C4 opted out of SMS"
         );
-        assert!(plan.actions[4].message.as_ref().unwrap().text.contains("авария"), "ru reads Russian");
-        assert!(plan.actions[3].message.as_ref().unwrap().text.contains("avería"), "es-MX reads Spanish");
+        assert!(actions[4].message.as_ref().unwrap().text.contains("авария"), "ru reads Russian");
+        assert!(actions[3].message.as_ref().unwrap().text.contains("avería"), "es-MX reads Spanish");
         assert_eq!(plan, p.plan_down(&inc, &p.footprint(&inc), t(10)), "plans are deterministic");
+        assert_eq!(actions, p.actions(&inc, &plan), "and so are their actions");
+        let paged: Vec<Vec<Action>> = p.pages(&inc, &plan, 2).collect();
+        assert_eq!(paged.len(), 2, "4 customers, 2 a page");
+        assert_eq!(paged.concat(), actions, "pages add up to the whole plan, in order");
         let told = incident(vec![
             declared(),
             EventKind::Planned { phase: Phase::Down, postcodes: plan.postcodes.clone(), actions: 5 },
         ]);
-        assert!(p.plan_down(&told, &p.footprint(&told), t(20)).actions.is_empty(), "told postcodes are not told again");
+        let again = p.plan_down(&told, &p.footprint(&told), t(20));
+        assert!(p.actions(&told, &again).is_empty(), "told postcodes are not told again");
     }
 
     #[test]
@@ -424,13 +510,13 @@ mod tests {
         };
         let resolved = EventKind::Resolved { restored_at: t(3 * 3600) };
         let inc = incident(vec![declared(), planned.clone(), cleared.clone(), resolved]);
-        let plan = p.plan_restored(&inc, t(4 * 3600));
-        let credits: Vec<&Money> = plan.actions.iter().filter_map(|a| a.credit.as_ref()).map(|c| &c.amount).collect();
+        let plan = p.actions(&inc, &p.plan_restored(&inc, t(4 * 3600)));
+        let credits: Vec<&Money> = plan.iter().filter_map(|a| a.credit.as_ref()).map(|c| &c.amount).collect();
         assert_eq!(credits.len(), 4, "every customer in a told postcode, contacts or not");
         assert!(credits.iter().all(|m| m.minor == 13), "30.00 × 3 h / 30 d = 0.125 → 0.13");
-        let revoke = plan.actions.iter().find(|a| a.kind == ActionKind::Revoke).unwrap();
+        let revoke = plan.iter().find(|a| a.kind == ActionKind::Revoke).unwrap();
         assert_eq!(revoke.until, Some(t(3 * 3600) + chrono::Duration::days(1)));
-        assert!(plan.actions.iter().all(|a| a.customer_id != "FAR"));
+        assert!(plan.iter().all(|a| a.customer_id != "FAR"));
         let short = incident(vec![
             declared(),
             planned,
@@ -439,7 +525,8 @@ mod tests {
             },
             EventKind::Resolved { restored_at: t(600) },
         ]);
-        assert!(p.plan_restored(&short, t(700)).actions.iter().all(|a| a.credit.is_none()), "10 min earns no credit");
+        let short_plan = p.actions(&short, &p.plan_restored(&short, t(700)));
+        assert!(short_plan.iter().all(|a| a.credit.is_none()), "10 min earns no credit");
     }
 
     #[test]
@@ -474,8 +561,8 @@ mod tests {
         assert_eq!(windows.values().next(), Some(&(t(0), Some(t(2 * 3600)))), "02901 is back while S9 is down");
         inc.apply(&ev(7, EventKind::AlarmsCleared { alarms: a("S9", 6 * 3600) })).unwrap();
         inc.apply(&ev(8, EventKind::Resolved { restored_at: t(6 * 3600) })).unwrap();
-        let plan = p.plan_restored(&inc, t(7 * 3600));
-        let credit = plan.actions.iter().find_map(|a| a.credit.as_ref()).unwrap();
+        let plan = p.actions(&inc, &p.plan_restored(&inc, t(7 * 3600)));
+        let credit = plan.iter().find_map(|a| a.credit.as_ref()).unwrap();
         assert_eq!(credit.outage_seconds, 2 * 3600, "its own two hours, not the incident's six");
         assert_eq!(credit.amount.minor, 8, "30.00 × 2 h / 30 d = 0.083 → 0.08");
     }
