@@ -355,6 +355,10 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             IncidentState::Resolved if told && !inc.restored_planned => {
                 Some((Phase::Restored, self.planner.plan_restored(inc, now)))
             }
+            // A cancellation closes like a restoration (phase `restored`).
+            IncidentState::Cancelled if told && !inc.restored_planned => {
+                Some((Phase::Restored, self.planner.plan_cancelled(inc, now)))
+            }
             _ => None,
         };
         out.ivr.extend(self.planner.ivr(inc, &footprint, now));

@@ -31,6 +31,9 @@ pub enum Audience {
     /// "Restored" notices, data revokes and credits, each postcode for its
     /// own outage window (start, end).
     Restored { windows: HashMap<String, (DateTime<Utc>, DateTime<Utc>)> },
+    /// The incident was called off after customers were told: a short
+    /// correction, and unlimited data ends at `until`. No credit.
+    Cancelled { until: DateTime<Utc> },
 }
 
 /// Newly covered postcodes (down) or everyone told (restored), sorted, and
@@ -242,7 +245,7 @@ impl Planner {
     pub fn pages<'a>(&'a self, inc: &'a Incident, plan: &'a Plan, per_page: usize) -> Pages<'a> {
         let data_until = match &plan.audience {
             Audience::Down { until } => Some(*until),
-            Audience::Restored { .. } => None,
+            Audience::Restored { .. } | Audience::Cancelled { .. } => None,
         };
         Pages {
             planner: self,
@@ -286,7 +289,23 @@ impl Planner {
                     out.push(a);
                 }
             }
+            Audience::Cancelled { until } => {
+                self.notices(inc, c, ActionKind::Cancelled, now, texts, out);
+                out.extend(self.data_grant(inc, c, ActionKind::Revoke, *until, now));
+            }
         }
+    }
+
+    /// The closing plan of an incident cancelled after customers were told:
+    /// everyone told (and not already told "restored") gets the correction,
+    /// and their unlimited data ends a grace after the cancellation.
+    pub fn plan_cancelled(&self, inc: &Incident, now: DateTime<Utc>) -> Plan {
+        if inc.state != IncidentState::Cancelled {
+            return Plan::nobody(now);
+        }
+        let postcodes: Vec<String> = inc.notified_postcodes.difference(&inc.restored_postcodes).cloned().collect();
+        let until = inc.closed_at.unwrap_or(now) + self.grace();
+        Plan { postcodes, audience: Audience::Cancelled { until }, now }
     }
 
     fn grace(&self) -> chrono::Duration {
@@ -527,6 +546,31 @@ mod tests {
         ]);
         let short_plan = p.actions(&short, &p.plan_restored(&short, t(700)));
         assert!(short_plan.iter().all(|a| a.credit.is_none()), "10 min earns no credit");
+    }
+
+    #[test]
+    fn a_cancellation_after_notice_corrects_and_ends_the_data_without_credit() {
+        let p = planner();
+        let planned = EventKind::Planned { phase: Phase::Down, postcodes: vec!["02901".into()], actions: 5 };
+        let declared_only = incident(vec![declared(), planned.clone()]);
+        assert!(p.plan_cancelled(&declared_only, t(60)).postcodes.is_empty(), "nothing while declared");
+        let inc = incident(vec![declared(), planned, EventKind::Cancelled { reason: "false alarm".into() }]);
+        let plan = p.plan_cancelled(&inc, t(60));
+        assert_eq!(plan.postcodes, ["02901"]);
+        let actions = p.actions(&inc, &plan);
+        let kinds: BTreeSet<(Channel, ActionKind)> = actions.iter().map(|a| (a.channel, a.kind)).collect();
+        assert_eq!(
+            kinds,
+            BTreeSet::from([
+                (Channel::Sms, ActionKind::Cancelled),
+                (Channel::Email, ActionKind::Cancelled),
+                (Channel::DataGrant, ActionKind::Revoke)
+            ])
+        );
+        let revoke = actions.iter().find(|a| a.kind == ActionKind::Revoke).unwrap();
+        assert_eq!(revoke.until, Some(t(0) + chrono::Duration::days(1)), "a grace after the cancellation");
+        let sms = actions.iter().find(|a| a.kind == ActionKind::Cancelled && a.customer_id == "C1").unwrap();
+        assert_ne!(sms.message.as_ref().unwrap().text, "", "the correction has a text");
     }
 
     #[test]
