@@ -11,6 +11,14 @@
 //!   incident log → plan → outboxes) on the embedded broker, over
 //!   `E2E_ALARMS` (default 200 000) native alarms published beforehand,
 //!   timed from the first record read to the last.
+//! - `plan-1m-fanout`: the planner's fan-out for one incident over
+//!   `FANOUT_CUSTOMERS` (default 1 000 000) customers in 1 000 postcodes
+//!   under 100 sites (each customer with a number and an address, mobile,
+//!   en/es/ru/nl): `plan_down`, then the actions made page by page
+//!   (`Planner::pages`, 10 000 customers a page, as the pipeline does) and
+//!   serialized to JSON as for the actions topic, each page dropped after.
+//!   Reports the resident set after the reference data is built and the
+//!   peak, so the fan-out's own memory is the difference.
 //!
 //! Synthetic world: `SITES` (default 100 000) sites uniformly in a 10° × 10°
 //! box (35–45° N, 90–100° W; ~3 km apart), radius 1.5 km, in groups of 8;
@@ -38,7 +46,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
-const CASES: [&str; 3] = ["core-10k-active", "core-1m-active", "e2e-embedded"];
+const CASES: [&str; 4] = ["core-10k-active", "core-1m-active", "e2e-embedded", "plan-1m-fanout"];
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.replace('_', "").parse().ok()).unwrap_or(default)
@@ -52,6 +60,7 @@ fn main() {
             "core-10k-active" => core(10_000),
             "core-1m-active" => core(1_000_000),
             "e2e-embedded" => e2e(),
+            "plan-1m-fanout" => fanout(),
             other => {
                 eprintln!("unknown case {other:?}; cases: {CASES:?}");
                 std::process::exit(2);
@@ -70,7 +79,9 @@ fn main() {
         eprintln!("bench: {case}{} …", if smoke { " (smoke run)" } else { "" });
         let mut cmd = std::process::Command::new(&exe);
         if smoke {
-            for (k, v) in [("ALARMS", "20000"), ("SITES", "5000"), ("E2E_ALARMS", "20000")] {
+            for (k, v) in
+                [("ALARMS", "20000"), ("SITES", "5000"), ("E2E_ALARMS", "20000"), ("FANOUT_CUSTOMERS", "20000")]
+            {
                 if std::env::var_os(k).is_none() {
                     cmd.env(k, v);
                 }
@@ -96,10 +107,96 @@ fn main() {
 
 /// Peak resident set of this process, from /proc (Linux), in MiB.
 fn peak_rss_mib() -> Option<f64> {
+    proc_status_mib("VmHWM:")
+}
+
+/// A `/proc/self/status` memory line (`VmHWM:`, `VmRSS:`), in MiB.
+fn proc_status_mib(key: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb: f64 =
-        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+        status.lines().find_map(|l| l.strip_prefix(key))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some((kb / 1024.0 * 10.0).round() / 10.0)
+}
+
+/// One declared incident over every site of a world of `n` customers, and
+/// the planner's paged fan-out to them.
+fn fanout() -> Value {
+    use outage::model::{
+        AlarmRef, Customer, EventKind, Incident, IncidentEvent, IncidentId, Money, Postcode, Services,
+    };
+    let n = env_usize("FANOUT_CUSTOMERS", 1_000_000);
+    let (grid, postcodes_n) = (10usize, 1000usize);
+    let sites: Vec<Site> = (0..grid * grid)
+        .map(|i| Site {
+            site_id: format!("S{i:03}"),
+            lat: 41.80 + (i / grid) as f64 * 0.009,
+            lon: -71.40 + (i % grid) as f64 * 0.012,
+            radius_km: 2.0,
+            group_id: None,
+        })
+        .collect();
+    let postcodes: Vec<Postcode> = (0..postcodes_n)
+        .map(|i| Postcode {
+            postcode: format!("{:05}", 10_000 + i),
+            lat: 41.80 + (i / 32) as f64 * 0.0029,
+            lon: -71.40 + (i % 32) as f64 * 0.0035,
+            population: None,
+            timezone: Some("America/New_York".into()),
+        })
+        .collect();
+    let usd = |minor| Money { minor, currency: outage::model::money::Currency::parse("USD").expect("USD") };
+    let langs = ["en", "es", "ru", "nl"];
+    let customers: Vec<Customer> = (0..n)
+        .map(|i| Customer {
+            customer_id: format!("C{i:08}"),
+            msisdn: Some(format!("+1401{i:07}")),
+            email: Some(format!("c{i}@example.com")),
+            postcode: postcodes[i % postcodes_n].postcode.clone(),
+            language: langs[i % langs.len()].into(),
+            services: Services { mobile: true, voice: true, broadband: false },
+            opt_out: Default::default(),
+            monthly_fee: usd(6000),
+            avg_bill_3m: usd(6500),
+        })
+        .collect();
+    let rd = Arc::new(RefData::build(sites, postcodes, customers).expect("a valid synthetic world"));
+    let rss_refdata = proc_status_mib("VmRSS:");
+    let planner = outage::transforms::plan::Planner::new(Default::default(), rd.clone()).expect("templates");
+    let t0: DateTime<Utc> = "2026-11-23T06:00:00Z".parse().expect("a valid time");
+    let id = IncidentId("INC-20261123-00000001".into());
+    let ev = |seq, kind| IncidentEvent { incident_id: id.clone(), seq, at: t0, actor: "bench".into(), kind };
+    let mut inc = Incident::open(&ev(1, EventKind::Opened { cause: "mains power failure".into() })).expect("open");
+    let alarms = rd.sites.iter().map(|s| AlarmRef { alarm_id: s.site_id.clone(), site_id: s.site_id.clone(), at: t0 });
+    inc.apply(&ev(2, EventKind::AlarmsRaised { alarms: alarms.collect() })).expect("raised");
+    inc.apply(&ev(3, EventKind::Declared { reason: "bench".into() })).expect("declared");
+
+    let start = Instant::now();
+    let plan = planner.plan_down(&inc, &planner.footprint(&inc), t0);
+    let (mut actions, mut bytes, mut pages) = (0usize, 0usize, 0usize);
+    for page in planner.pages(&inc, &plan, 10_000) {
+        let records: Vec<(String, String)> = page
+            .iter()
+            .map(|a| (a.customer_id.clone(), serde_json::to_string(a).expect("actions serialize")))
+            .collect();
+        actions += records.len();
+        bytes += records.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        pages += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let reached: usize = plan.postcodes.iter().map(|p| rd.customers_in(p).len()).sum();
+    assert_eq!(reached, n, "the incident covers every postcode");
+    json!({
+        "case": "plan-1m-fanout",
+        "customers": n,
+        "postcodes": plan.postcodes.len(),
+        "actions": actions,
+        "pages": pages,
+        "json_mb": (bytes as f64 / 1048576.0 * 10.0).round() / 10.0,
+        "seconds": (secs * 1000.0).round() / 1000.0,
+        "actions_per_second": (actions as f64 / secs).round(),
+        "rss_after_refdata_mb": rss_refdata,
+        "peak_rss_mb": peak_rss_mib(),
+    })
 }
 
 fn world(n_sites: usize) -> Arc<RefData> {
