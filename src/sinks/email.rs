@@ -80,8 +80,14 @@ impl Smtp {
             SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&cfg.host).map_err(bad)?,
             SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&cfg.host).map_err(bad)?,
         };
-        let mut builder =
-            builder.port(cfg.port).timeout(Some(cfg.timeout)).pool_config(PoolConfig::new().max_size(cfg.pool_size));
+        let mut builder = builder.port(cfg.port).timeout(Some(cfg.timeout)).pool_config(
+            // The notifier holds sends to `pool_size` at once; lettre hands a
+            // connection back to its pool in a task of its own, after the
+            // next send may have started. Room for twice as many keeps the
+            // returning connection instead of closing it (with exactly
+            // pool_size, 20 000 mails opened 308 connections).
+            PoolConfig::new().max_size(cfg.pool_size.saturating_mul(2)),
+        );
         if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
             builder = builder.credentials(Credentials::new(u.clone(), p.clone()));
         }

@@ -52,7 +52,9 @@ fn by_status(status: reqwest::StatusCode, body: &str) -> Outcome {
 
 fn transport_error(e: reqwest::Error) -> Outcome {
     // Connection refused, reset, timeout: the gateway may be fine later.
-    Outcome::Retry { reason: format!("transport: {e}") }
+    // Without the URL: Kannel's query holds the password, the number and
+    // the text, and this reason goes to the delivery record and the logs.
+    Outcome::Retry { reason: format!("transport: {}", e.without_url()) }
 }
 
 /// A keep-alive HTTP client shared by a provider's requests.
@@ -250,6 +252,19 @@ mod tests {
         let q = kannel(None).query(&plain);
         assert_eq!(get(&q, "coding"), None);
         assert_eq!(get(&q, "dlr-url"), None);
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_does_not_leak_the_query() {
+        let url = "http://127.0.0.1:1/cgi-bin/sendsms?password=s3cret&to=%2B34600000001&text=hola";
+        let e = reqwest::get(url).await.unwrap_err();
+        match transport_error(e) {
+            Outcome::Retry { reason } => {
+                assert!(!reason.contains("s3cret") && !reason.contains("600000001"), "{reason}");
+                assert!(reason.starts_with("transport: "), "{reason}");
+            }
+            o => panic!("{o:?}"),
+        }
     }
 
     #[test]
