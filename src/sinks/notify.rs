@@ -92,7 +92,10 @@ pub struct Pacer {
 
 impl Pacer {
     pub fn new(per_second: u32) -> Self {
-        let n = per_second.max(1);
+        // 1 % headroom (above 100/s): the gate counts when we send, the
+        // gateway when the request arrives, and requests leaving a busy
+        // runtime arrive bunched by a few milliseconds.
+        let n = (per_second - per_second / 100).max(1);
         // Rounded up: pacing alone never exceeds the rate.
         let interval = Duration::from_nanos(1_000_000_000u64.div_ceil(u64::from(n)));
         Pacer {
@@ -440,7 +443,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_pacer_keeps_to_the_rate_without_bursts_or_lost_slots() {
-        let pacer = Pacer::new(100);
+        let pacer = Pacer::new(50);
         let start = tokio::time::Instant::now();
         let mut times = futures::future::join_all((0..50).map(|_| async {
             pacer.ready().await;
@@ -448,18 +451,19 @@ mod tests {
         }))
         .await;
         times.sort();
-        // Slot i at i × 10 ms (the timer wheel rounds up to the millisecond).
+        // Slot i at i × 20 ms (the timer wheel rounds up to the millisecond).
         for (i, t) in times.iter().enumerate() {
-            let slot = Duration::from_millis(10 * i as u64);
+            let slot = Duration::from_millis(20 * i as u64);
             assert!(*t >= slot && *t <= slot + Duration::from_millis(1), "slot {i} at {t:?}");
         }
-        // An idle spell banks nothing: the next two are still 10 ms apart.
+        // An idle spell banks nothing: the next two are still 20 ms apart.
         tokio::time::sleep(Duration::from_secs(5)).await;
         let t0 = tokio::time::Instant::now();
         pacer.ready().await;
         pacer.ready().await;
-        assert_eq!(tokio::time::Instant::now() - t0, Duration::from_millis(10));
+        assert_eq!(tokio::time::Instant::now() - t0, Duration::from_millis(20));
         assert_eq!(Pacer::new(3).interval, Duration::from_nanos(333_333_334), "rounded up: never above");
+        assert_eq!(Pacer::new(2000).interval, Duration::from_nanos(505_051), "1 % headroom from 100/s: 1 980/s");
     }
 
     #[tokio::test(start_paused = true)]
