@@ -30,6 +30,8 @@
 //! `cargo bench --bench correlator -- --case core-10k-active`. Under
 //! `cargo test` the same cases run on a few thousand alarms (smoke run).
 
+mod support;
+
 use chrono::{DateTime, Duration, Utc};
 use outage::config::Config;
 use outage::kafka::Broker;
@@ -45,77 +47,22 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
+use support::{env_usize, peak_rss_mib, proc_status_mib};
 
 const CASES: [&str; 4] = ["core-10k-active", "core-1m-active", "e2e-embedded", "plan-1m-fanout"];
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.replace('_', "").parse().ok()).unwrap_or(default)
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--case") {
-        let case = args.get(i + 1).map(String::as_str).unwrap_or_default();
-        let figures = match case {
-            "core-10k-active" => core(10_000),
-            "core-1m-active" => core(1_000_000),
-            "e2e-embedded" => e2e(),
-            "plan-1m-fanout" => fanout(),
-            other => {
-                eprintln!("unknown case {other:?}; cases: {CASES:?}");
-                std::process::exit(2);
-            }
-        };
-        println!("{figures}");
-        return;
-    }
-    // Parent: one child per case, then one JSON document. `cargo bench`
-    // passes `--bench`; `cargo test --all-targets` runs this binary without
-    // it: then a small smoke run checks the cases still work.
-    let smoke = !args.iter().any(|a| a == "--bench");
-    let exe = std::env::current_exe().expect("the bench binary knows its path");
-    let mut results = Vec::new();
-    for case in CASES {
-        eprintln!("bench: {case}{} …", if smoke { " (smoke run)" } else { "" });
-        let mut cmd = std::process::Command::new(&exe);
-        if smoke {
-            for (k, v) in
-                [("ALARMS", "20000"), ("SITES", "5000"), ("E2E_ALARMS", "20000"), ("FANOUT_CUSTOMERS", "20000")]
-            {
-                if std::env::var_os(k).is_none() {
-                    cmd.env(k, v);
-                }
-            }
-        }
-        let out =
-            cmd.args(["--case", case]).stderr(std::process::Stdio::inherit()).output().expect("spawn a bench case");
-        let text = String::from_utf8_lossy(&out.stdout);
-        match serde_json::from_str::<Value>(text.trim()) {
-            Ok(v) if out.status.success() => results.push(v),
-            _ => {
-                eprintln!("bench: {case} failed ({}): {text}", out.status);
-                std::process::exit(1);
-            }
-        }
-    }
-    let doc = json!({
-        "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) },
-        "cases": results,
-    });
-    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-}
-
-/// Peak resident set of this process, from /proc (Linux), in MiB.
-fn peak_rss_mib() -> Option<f64> {
-    proc_status_mib("VmHWM:")
-}
-
-/// A `/proc/self/status` memory line (`VmHWM:`, `VmRSS:`), in MiB.
-fn proc_status_mib(key: &str) -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 =
-        status.lines().find_map(|l| l.strip_prefix(key))?.trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some((kb / 1024.0 * 10.0).round() / 10.0)
+    support::main(
+        &CASES,
+        &[("ALARMS", "20000"), ("SITES", "5000"), ("E2E_ALARMS", "20000"), ("FANOUT_CUSTOMERS", "20000")],
+        |case| match case {
+            "core-10k-active" => Some(core(10_000)),
+            "core-1m-active" => Some(core(1_000_000)),
+            "e2e-embedded" => Some(e2e()),
+            "plan-1m-fanout" => Some(fanout()),
+            _ => None,
+        },
+    );
 }
 
 /// One declared incident over every site of a world of `n` customers, and

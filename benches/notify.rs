@@ -46,6 +46,8 @@
 //! the same cases run small (smoke run: `SMS` 2 000, `RATE` 500 for 1
 //! second, `EMAILS` 500) unless those variables are set.
 
+mod support;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, StatusCode, Uri};
@@ -64,6 +66,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::{env_usize, peak_rss_mib};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 
 const CASES: [&str; 4] = ["sms-http-dispatch", "sms-kannel-dispatch", "sms-rate-limit", "smtp-dispatch"];
@@ -71,67 +74,16 @@ const CASES: [&str; 4] = ["sms-http-dispatch", "sms-kannel-dispatch", "sms-rate-
 /// Worker threads of the runtime the notifier and the gateway share.
 const WORKER_THREADS: usize = 2;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.replace('_', "").parse().ok()).unwrap_or(default)
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--case") {
-        let case = args.get(i + 1).map(String::as_str).unwrap_or_default();
-        let figures = match case {
-            "sms-http-dispatch" => sms_dispatch(SmsGatewayKind::Json),
-            "sms-kannel-dispatch" => sms_dispatch(SmsGatewayKind::Kannel),
-            "sms-rate-limit" => sms_rate_limit(),
-            "smtp-dispatch" => smtp_dispatch(),
-            other => {
-                eprintln!("unknown case {other:?}; cases: {CASES:?}");
-                std::process::exit(2);
-            }
-        };
-        println!("{figures}");
-        return;
-    }
-    // Parent: one child per case, then one JSON document. `cargo bench`
-    // passes `--bench`; `cargo test --all-targets` runs this binary without
-    // it: then a small smoke run checks the cases still work.
-    let smoke = !args.iter().any(|a| a == "--bench");
-    let exe = std::env::current_exe().expect("the bench binary knows its path");
-    let mut results = Vec::new();
-    for case in CASES {
-        eprintln!("bench: {case}{} …", if smoke { " (smoke run)" } else { "" });
-        let mut cmd = std::process::Command::new(&exe);
-        if smoke {
-            for (k, v) in [("SMS", "2000"), ("RATE", "500"), ("RATE_SECONDS", "1"), ("EMAILS", "500")] {
-                if std::env::var_os(k).is_none() {
-                    cmd.env(k, v);
-                }
-            }
+    support::main(&CASES, &[("SMS", "2000"), ("RATE", "500"), ("RATE_SECONDS", "1"), ("EMAILS", "500")], |case| {
+        match case {
+            "sms-http-dispatch" => Some(sms_dispatch(SmsGatewayKind::Json)),
+            "sms-kannel-dispatch" => Some(sms_dispatch(SmsGatewayKind::Kannel)),
+            "sms-rate-limit" => Some(sms_rate_limit()),
+            "smtp-dispatch" => Some(smtp_dispatch()),
+            _ => None,
         }
-        let out =
-            cmd.args(["--case", case]).stderr(std::process::Stdio::inherit()).output().expect("spawn a bench case");
-        let text = String::from_utf8_lossy(&out.stdout);
-        match serde_json::from_str::<Value>(text.trim()) {
-            Ok(v) if out.status.success() => results.push(v),
-            _ => {
-                eprintln!("bench: {case} failed ({}): {text}", out.status);
-                std::process::exit(1);
-            }
-        }
-    }
-    let doc = json!({
-        "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) },
-        "cases": results,
     });
-    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-}
-
-/// Peak resident set of this process, from /proc (Linux), in MiB.
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 =
-        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some((kb / 1024.0 * 10.0).round() / 10.0)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
