@@ -21,10 +21,12 @@
 //! carry their idempotent `Message-ID`; the bad number is skipped with its
 //! reason; the delivery reports come back onto the delivery record.
 
+mod common;
+
 use chrono::{Duration as Cd, Utc};
 use outage::config::{Config, SmsProviderConfig, SmtpConfig};
 use outage::kafka::{read_to_end, Broker};
-use outage::model::{Action, ActionKind, Alarm, AlarmState, Channel, Severity};
+use outage::model::{Action, ActionKind, AlarmState, Channel};
 use outage::sinks::deliveries::{DeliveryOutcome, DeliveryRecord};
 use rdkafka::producer::FutureRecord;
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,21 +73,10 @@ fn write_refdata(dir: &Path) {
 }
 
 fn config(dir: &Path, dlr_port: u16) -> Config {
-    let mut cfg = Config::default();
-    cfg.kafka.bootstrap = std::env::var("OUTAGE_TEST_BOOTSTRAP").ok();
-    cfg.kafka.partitions = 3;
-    let run = format!("gw-{}-{}", std::process::id(), Utc::now().timestamp_micros());
-    let t = &mut cfg.kafka.topics;
-    for name in [&mut t.alarms, &mut t.dlq, &mut t.incidents, &mut t.actions, &mut t.credits, &mut t.deliveries] {
-        *name = format!("{name}.{run}");
-    }
-    cfg.kafka.group_id = format!("outaged-{run}");
+    let mut cfg = common::config("gw");
     cfg.refdata.sites = dir.join("sites.csv");
     cfg.refdata.postcodes = dir.join("postcodes.csv");
     cfg.refdata.customers = dir.join("customers.csv");
-    cfg.correlator.min_sites = 3;
-    cfg.correlator.declare_sites = 3;
-    cfg.correlator.hold_down = Duration::ZERO;
     cfg.sinks.outbox_dir = dir.join("out");
     cfg.sinks.concurrency = CONCURRENCY;
     cfg.sinks.dlr_listen = Some(([127, 0, 0, 1], dlr_port).into());
@@ -128,24 +119,10 @@ fn start_daemon(config_path: &Path, log: &Path) -> Child {
         .unwrap()
 }
 
-fn alarm(site: &str, state: AlarmState, at: chrono::DateTime<Utc>) -> String {
-    serde_json::to_string(&Alarm {
-        alarm_id: format!("A-{site}"),
-        site_id: site.into(),
-        state,
-        severity: if state == AlarmState::Raised { Severity::Critical } else { Severity::Cleared },
-        probable_cause: "mains power failure".into(),
-        event_time: at,
-        lat: None,
-        lon: None,
-    })
-    .unwrap()
-}
-
 async fn publish(broker: &Broker, topic: &str, state: AlarmState, at: chrono::DateTime<Utc>) {
     let p = broker.producer().unwrap();
     for (i, site) in ["S1", "S2", "S3", "S4"].iter().enumerate() {
-        let v = alarm(site, state, at + Cd::seconds(i as i64 * 10));
+        let v = common::alarm(&format!("A-{site}"), site, state, at + Cd::seconds(i as i64 * 10));
         p.send(FutureRecord::to(topic).key(*site).payload(&v), Duration::from_secs(10)).await.unwrap();
     }
 }

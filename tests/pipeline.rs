@@ -3,12 +3,14 @@
 //! `OUTAGE_TEST_BOOTSTRAP` (`make e2e` starts Tansu and sets it). Every test
 //! uses its own topics and groups, so they can share one broker.
 
+mod common;
+
 use chrono::{DateTime, Duration as Cd, Utc};
+use common::alarm;
 use outage::config::Config;
 use outage::kafka::{read_to_end, Broker};
 use outage::model::{
-    Action, ActionKind, Alarm, AlarmState, Channel, Customer, EventKind, IncidentEvent, Money, Postcode, Services,
-    Severity, Site,
+    Action, ActionKind, AlarmState, Channel, Customer, EventKind, IncidentEvent, Money, Postcode, Services, Site,
 };
 use outage::refdata::RefData;
 use outage::sources::decode::DlqRecord;
@@ -21,20 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn config(tag: &str, outbox: &Path) -> Config {
-    let mut cfg = Config::default();
-    cfg.kafka.bootstrap = std::env::var("OUTAGE_TEST_BOOTSTRAP").ok().filter(|s| !s.is_empty());
-    cfg.kafka.partitions = 3;
-    // Unique names: tests may share one real broker, and reruns must not
-    // see an earlier run's records.
-    let run = format!("{tag}-{}-{}", std::process::id(), Utc::now().timestamp_micros());
-    let t = &mut cfg.kafka.topics;
-    for name in [&mut t.alarms, &mut t.dlq, &mut t.incidents, &mut t.actions, &mut t.credits, &mut t.deliveries] {
-        *name = format!("{name}.{run}");
-    }
-    cfg.kafka.group_id = format!("outaged-{run}");
-    cfg.correlator.min_sites = 3;
-    cfg.correlator.declare_sites = 3;
-    cfg.correlator.hold_down = Duration::ZERO;
+    let mut cfg = common::config(tag);
     cfg.plan.credit_min_outage = Duration::from_secs(3600);
     cfg.sinks.outbox_dir = outbox.to_path_buf();
     cfg
@@ -85,20 +74,6 @@ fn refdata() -> Arc<RefData> {
         )
         .unwrap(),
     )
-}
-
-fn alarm(id: &str, site: &str, state: AlarmState, at: DateTime<Utc>) -> String {
-    let a = Alarm {
-        alarm_id: id.into(),
-        site_id: site.into(),
-        state,
-        severity: if state == AlarmState::Raised { Severity::Critical } else { Severity::Cleared },
-        probable_cause: "mains power failure".into(),
-        event_time: at,
-        lat: None,
-        lon: None,
-    };
-    serde_json::to_string(&a).unwrap()
 }
 
 async fn publish(broker: &Broker, topic: &str, records: &[(&str, String)]) {
