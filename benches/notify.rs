@@ -128,6 +128,7 @@ fn notices(n: usize, channel: Channel) -> Vec<Action> {
                 until: None,
                 credit: None,
                 planned_at: planned_at(),
+                not_before: None,
             }
         })
         .collect()

@@ -208,6 +208,34 @@ pub struct PlanConfig {
     pub default_timezone: String,
     /// Notices promise automatic compensation. Default true.
     pub compensation_promise: bool,
+    /// Hold SMS notices planned at night until the customer's local
+    /// morning. Default: none (send at once).
+    pub quiet_hours: Option<QuietHoursConfig>,
+}
+
+/// When SMS notices must not wake customers, in each customer's local time
+/// (their postcode's zone). E-mail is not held: it wakes nobody.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuietHoursConfig {
+    /// Local time quiet hours begin, `HH:MM`. Default `21:00`.
+    pub start: chrono::NaiveTime,
+    /// Local time they end (the next day's when earlier than `start`),
+    /// `HH:MM`. Default `08:00`.
+    pub end: chrono::NaiveTime,
+    /// A severe incident is told at once, night or not: one whose told
+    /// postcodes hold at least this many customers. Default 100000.
+    pub severe_customers: u64,
+}
+
+impl Default for QuietHoursConfig {
+    fn default() -> Self {
+        QuietHoursConfig {
+            start: chrono::NaiveTime::from_hms_opt(21, 0, 0).unwrap_or_default(),
+            end: chrono::NaiveTime::from_hms_opt(8, 0, 0).unwrap_or_default(),
+            severe_customers: 100_000,
+        }
+    }
 }
 
 impl Default for PlanConfig {
@@ -223,6 +251,7 @@ impl Default for PlanConfig {
             sms_max_segments: 2,
             default_timezone: "UTC".into(),
             compensation_promise: true,
+            quiet_hours: None,
         }
     }
 }
@@ -474,6 +503,9 @@ impl Config {
         if self.plan.default_language.is_empty() {
             return bad("plan.default_language", "must not be empty");
         }
+        if self.plan.quiet_hours.as_ref().is_some_and(|q| q.start == q.end) {
+            return bad("plan.quiet_hours.end", "must differ from plan.quiet_hours.start");
+        }
         for p in &self.sinks.sms {
             if p.url.is_empty() {
                 return bad("sinks.sms.url", "must not be empty");
@@ -540,6 +572,12 @@ mod tests {
         assert!(err.contains("correlator.declare_sites"), "{err}");
         let err = from_toml("[correlator]\nmin_severity = \"loud\"\n").unwrap_err().to_string();
         assert!(err.contains("correlator.min_severity"), "{err}");
+        let err = from_toml("[plan.quiet_hours]\nstart = \"9pm\"\n").unwrap_err().to_string();
+        assert!(err.contains("plan.quiet_hours.start"), "{err}");
+        let err = from_toml("[plan.quiet_hours]\nstart = \"08:00\"\n").unwrap_err().to_string();
+        assert!(err.contains("plan.quiet_hours.end"), "{err}");
+        let q = from_toml("[plan.quiet_hours]\nstart = \"22:30\"\n").unwrap().plan.quiet_hours.unwrap();
+        assert_eq!((q.start.to_string(), q.end.to_string()), ("22:30:00".into(), "08:00:00".into()));
     }
 
     #[test]

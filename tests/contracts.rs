@@ -341,6 +341,7 @@ fn action(channel: Channel, kind: ActionKind) -> Action {
         until: (kind == ActionKind::Grant).then(|| t("2026-11-24T10:00:00Z")),
         credit: (channel == Channel::Credit).then(credit),
         planned_at: t("2026-11-23T04:17:45Z"),
+        not_before: None,
     }
 }
 
@@ -537,9 +538,9 @@ fn all_action_kinds() -> Vec<ActionKind> {
 }
 
 fn all_phases() -> Vec<Phase> {
-    let v = vec![Phase::Down, Phase::Restored];
+    let v = vec![Phase::Down, Phase::Restored, Phase::EtrUpdate];
     v.iter().for_each(|x| match x {
-        Phase::Down | Phase::Restored => {}
+        Phase::Down | Phase::Restored | Phase::EtrUpdate => {}
     });
     v
 }

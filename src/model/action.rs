@@ -75,7 +75,8 @@ pub struct Message {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Action {
-    /// Idempotency key: `{incident}/{customer}/{channel}/{kind}`.
+    /// Idempotency key: `{incident}/{customer}/{channel}/{kind}`, with
+    /// `/{n}` after `etr_update` (the n-th update: each is told once).
     pub action_id: String,
     pub incident_id: IncidentId,
     pub customer_id: String,
@@ -94,11 +95,21 @@ pub struct Action {
     pub credit: Option<Credit>,
     /// When the planner made the action.
     pub planned_at: DateTime<Utc>,
+    /// Quiet hours: an SMS notice planned during the customer's local night
+    /// is held by the dispatcher until this time (their local morning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
 }
 
 impl Action {
     pub fn key(incident: &IncidentId, customer: &str, channel: Channel, kind: ActionKind) -> String {
         format!("{incident}/{customer}/{}/{}", channel.as_str(), kind.as_str())
+    }
+
+    /// The key of the `version`-th ETR update notice: a later update is a
+    /// new notice, a replayed one is not.
+    pub fn etr_update_key(incident: &IncidentId, customer: &str, channel: Channel, version: u64) -> String {
+        format!("{}/{version}", Self::key(incident, customer, channel, ActionKind::EtrUpdate))
     }
 
     /// The parts of a [`Action::key`]: (incident, customer, channel, kind).
@@ -107,7 +118,11 @@ impl Action {
         let (incident, customer) = (parts.next()?, parts.next()?);
         let channel = serde_json::from_value(serde_json::Value::String(parts.next()?.into())).ok()?;
         let kind = serde_json::from_value(serde_json::Value::String(parts.next()?.into())).ok()?;
-        if parts.next().is_some() || incident.is_empty() || customer.is_empty() {
+        let version_ok = match parts.next() {
+            None => kind != ActionKind::EtrUpdate,
+            Some(v) => kind == ActionKind::EtrUpdate && v.parse::<u64>().is_ok(),
+        };
+        if !version_ok || parts.next().is_some() || incident.is_empty() || customer.is_empty() {
             return None;
         }
         Some((incident.into(), customer.into(), channel, kind))
@@ -149,4 +164,29 @@ pub struct IvrUpsert {
     pub language: String,
     pub incident_id: IncidentId,
     pub valid_until: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_back_and_only_etr_updates_carry_a_version() {
+        let inc = IncidentId("INC-20261123-0a1b2c3d".into());
+        let down = Action::key(&inc, "C1", Channel::Sms, ActionKind::Down);
+        assert_eq!(Action::parse_key(&down), Some((inc.0.clone(), "C1".into(), Channel::Sms, ActionKind::Down)));
+        let etr = Action::etr_update_key(&inc, "C1", Channel::Email, 7);
+        assert_eq!(etr, "INC-20261123-0a1b2c3d/C1/email/etr_update/7");
+        assert_eq!(Action::parse_key(&etr), Some((inc.0.clone(), "C1".into(), Channel::Email, ActionKind::EtrUpdate)));
+        for bad in [
+            format!("{down}/7"),
+            format!("{inc}/C1/email/etr_update"),
+            format!("{inc}/C1/email/etr_update/x"),
+            format!("{etr}/1"),
+            "/C1/sms/down".to_string(),
+            format!("{inc}/C1/fax/down"),
+        ] {
+            assert_eq!(Action::parse_key(&bad), None, "{bad}");
+        }
+    }
 }

@@ -76,6 +76,8 @@ pub struct AlarmRef {
 pub enum Phase {
     Down,
     Restored,
+    /// ETR update notices (the incident's latest ETR).
+    EtrUpdate,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,6 +210,12 @@ pub struct Incident {
     /// Latest time a site of the incident came back up.
     #[serde(default)]
     pub last_up: Option<DateTime<Utc>>,
+    /// Seq of the latest `updated` event that set the ETR (0: none).
+    #[serde(default)]
+    pub etr_version: u64,
+    /// `etr_version` when ETR update notices were last planned.
+    #[serde(default)]
+    pub etr_told_version: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -246,6 +254,8 @@ impl Incident {
             updated_at: ev.at,
             down: 0,
             last_up: None,
+            etr_version: 0,
+            etr_told_version: 0,
         })
     }
 
@@ -301,6 +311,7 @@ impl Incident {
                 }
                 if etr.is_some() {
                     self.etr = *etr;
+                    self.etr_version = ev.seq;
                 }
                 if message.is_some() {
                     self.message = message.clone();
@@ -334,6 +345,9 @@ impl Incident {
                 self.restored_postcodes.extend(postcodes.iter().cloned());
                 // Before resolution a restored plan is a partial one.
                 self.restored_planned |= !self.state.is_open();
+            }
+            EventKind::Planned { phase: Phase::EtrUpdate, .. } => {
+                self.etr_told_version = self.etr_version;
             }
         }
         Ok(true)

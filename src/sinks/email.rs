@@ -153,6 +153,7 @@ mod tests {
             until: None,
             credit: None,
             planned_at: chrono::DateTime::UNIX_EPOCH,
+            not_before: None,
         }
     }
 

@@ -385,6 +385,7 @@ mod tests {
             until: None,
             credit: None,
             planned_at: chrono::Utc::now(),
+            not_before: None,
         }
     }
 

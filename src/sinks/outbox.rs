@@ -237,6 +237,7 @@ mod tests {
             until: None,
             credit: None,
             planned_at: Utc.with_ymd_and_hms(2026, 11, 23, 6, 0, 0).unwrap(),
+            not_before: None,
         }
     }
 

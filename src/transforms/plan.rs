@@ -14,10 +14,10 @@
 
 use super::compensate::{self, Rule};
 use super::templates::{TemplateError, Templates, Vars};
-use crate::config::PlanConfig;
+use crate::config::{PlanConfig, QuietHoursConfig};
 use crate::model::{Action, ActionKind, Channel, Customer, Incident, IncidentState, IvrUpsert, Message};
 use crate::refdata::RefData;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -34,6 +34,9 @@ pub enum Audience {
     /// The incident was called off after customers were told: a short
     /// correction, and unlimited data ends at `until`. No credit.
     Cancelled { until: DateTime<Utc> },
+    /// The NOC changed the ETR: the `version`-th update notice (the seq of
+    /// the `updated` event), to everyone told and not yet restored.
+    EtrUpdate { version: u64 },
 }
 
 /// Newly covered postcodes (down) or everyone told (restored), sorted, and
@@ -95,6 +98,10 @@ struct Texts<'a> {
     /// Provisional end of unlimited data, quoted in `down` notices.
     data_until: Option<DateTime<Utc>>,
     cache: HashMap<(ActionKind, Channel, &'a str, &'a str, bool), Message>,
+    /// Quiet hours, unless off or the incident is severe.
+    quiet: Option<&'a QuietHoursConfig>,
+    /// Per postcode: until when its SMS notices are held (quiet hours).
+    held_until: HashMap<&'a str, Option<DateTime<Utc>>>,
 }
 
 impl<'a> Texts<'a> {
@@ -122,6 +129,35 @@ impl<'a> Texts<'a> {
         self.cache.insert(key, m.clone());
         m
     }
+
+    /// When the customer's local morning comes, if it is night for them.
+    fn not_before(&mut self, c: &'a Customer) -> Option<DateTime<Utc>> {
+        let q = self.quiet?;
+        let (p, now) = (self.planner, self.now);
+        *self.held_until.entry(c.postcode.as_str()).or_insert_with(|| quiet_until(q, p.timezone(&c.postcode), now))
+    }
+}
+
+/// The end of quiet hours when `now` falls in them in zone `tz`, else
+/// `None`. Quiet hours wrap midnight when `end` is earlier than `start`.
+pub fn quiet_until(q: &QuietHoursConfig, tz: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let local = now.with_timezone(&tz);
+    let (t, today) = (local.time(), local.date_naive());
+    let morning = if q.start < q.end {
+        (q.start <= t && t < q.end).then_some(today)?
+    } else if t >= q.start {
+        today.succ_opt()?
+    } else if t < q.end {
+        today
+    } else {
+        return None;
+    };
+    let wake = morning.and_time(q.end);
+    // A morning inside a DST gap comes when the clocks have jumped.
+    tz.from_local_datetime(&wake)
+        .earliest()
+        .or_else(|| tz.from_local_datetime(&(wake + chrono::Duration::hours(1))).earliest())
+        .map(|d| d.with_timezone(&Utc))
 }
 
 impl Planner {
@@ -160,8 +196,18 @@ impl Planner {
         }
     }
 
-    fn texts<'a>(&'a self, inc: &'a Incident, now: DateTime<Utc>, data_until: Option<DateTime<Utc>>) -> Texts<'a> {
-        Texts { planner: self, inc, now, data_until, cache: HashMap::new() }
+    /// Whether the incident is severe enough to tell at night: its told
+    /// postcodes (with the plan's) hold `threshold` customers or more.
+    fn severe(&self, inc: &Incident, plan: &Plan, threshold: u64) -> bool {
+        let new = plan.postcodes.iter().filter(|p| !inc.notified_postcodes.contains(*p));
+        let mut n = 0u64;
+        for p in inc.notified_postcodes.iter().chain(new) {
+            n += self.refdata.customers_in(p).len() as u64;
+            if n >= threshold {
+                return true;
+            }
+        }
+        false
     }
 
     /// Postcodes (indexes into `refdata.postcodes`) whose centroid lies in
@@ -212,6 +258,7 @@ impl Planner {
             until: None,
             credit: None,
             planned_at: now,
+            not_before: None,
         }
     }
 
@@ -245,13 +292,22 @@ impl Planner {
     pub fn pages<'a>(&'a self, inc: &'a Incident, plan: &'a Plan, per_page: usize) -> Pages<'a> {
         let data_until = match &plan.audience {
             Audience::Down { until } => Some(*until),
-            Audience::Restored { .. } | Audience::Cancelled { .. } => None,
+            _ => None,
         };
+        let quiet = self.cfg.quiet_hours.as_ref().filter(|q| !self.severe(inc, plan, q.severe_customers));
         Pages {
             planner: self,
             inc,
             plan,
-            texts: self.texts(inc, plan.now, data_until),
+            texts: Texts {
+                planner: self,
+                inc,
+                now: plan.now,
+                data_until,
+                cache: HashMap::new(),
+                quiet,
+                held_until: HashMap::new(),
+            },
             customers: Box::new(self.customers(&plan.postcodes)),
             per_page: per_page.max(1),
         }
@@ -293,6 +349,13 @@ impl Planner {
                 self.notices(inc, c, ActionKind::Cancelled, now, texts, out);
                 out.extend(self.data_grant(inc, c, ActionKind::Revoke, *until, now));
             }
+            Audience::EtrUpdate { version } => {
+                let first = out.len();
+                self.notices(inc, c, ActionKind::EtrUpdate, now, texts, out);
+                for a in &mut out[first..] {
+                    a.action_id = Action::etr_update_key(&inc.id, &c.customer_id, a.channel, *version);
+                }
+            }
         }
     }
 
@@ -306,6 +369,16 @@ impl Planner {
         let postcodes: Vec<String> = inc.notified_postcodes.difference(&inc.restored_postcodes).cloned().collect();
         let until = inc.closed_at.unwrap_or(now) + self.grace();
         Plan { postcodes, audience: Audience::Cancelled { until }, now }
+    }
+
+    /// ETR update notices, when the NOC changed the ETR since the last
+    /// ones were planned: to everyone told "down" and not yet "restored".
+    pub fn plan_etr_update(&self, inc: &Incident, now: DateTime<Utc>) -> Plan {
+        if inc.state != IncidentState::Declared || inc.etr_version <= inc.etr_told_version {
+            return Plan::nobody(now);
+        }
+        let postcodes: Vec<String> = inc.notified_postcodes.difference(&inc.restored_postcodes).cloned().collect();
+        Plan { postcodes, audience: Audience::EtrUpdate { version: inc.etr_version }, now }
     }
 
     fn grace(&self) -> chrono::Duration {
@@ -343,6 +416,9 @@ impl Planner {
                 let mut a = self.action(inc, c, channel, kind, now);
                 a.to = Some(to.clone());
                 a.message = Some(texts.get(kind, channel, c));
+                if channel == Channel::Sms {
+                    a.not_before = texts.not_before(c);
+                }
                 out.push(a);
             }
         }
