@@ -22,8 +22,10 @@
 
 use crate::config::Config;
 use crate::kafka::{read_to_end, Broker, BrokerError};
-use crate::model::{Action, Channel, EventKind, IncidentEvent, IncidentId, IncidentState, Phase};
+use crate::model::{Action, ActionKind, Channel, EventKind, IncidentEvent, IncidentId, IncidentState, Phase};
 use crate::refdata::RefData;
+use crate::sinks::deliveries::DeliveryLog;
+use crate::sinks::held::HeldNotices;
 use crate::sinks::{ActionSink, Delivery, IvrSink, SinkError};
 use crate::sources::decode::{decode_checked, DlqRecord, Limits};
 use crate::sources::kafka::KafkaSource;
@@ -102,6 +104,10 @@ pub struct Stats {
     pub notices_skipped: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// Postcodes told "restored" while their incident was still declared.
     pub postcodes_restored_early: AtomicU64,
+    /// Notices held for quiet hours (each counted once, when held).
+    pub notices_held: AtomicU64,
+    /// Notices waiting for the morning right now.
+    pub notices_waiting: AtomicU64,
     pub incidents_open: AtomicU64,
     pub incidents_declared: AtomicU64,
     pub incidents_total: AtomicU64,
@@ -350,6 +356,16 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         // Declared: the correlator's incremental coverage; closed (once
         // each): from the incident's sites.
         let footprint = self.correlator.covered(id).unwrap_or_else(|| self.planner.footprint(inc));
+        // A changed ETR goes to those already told before the "down" plan
+        // (which carries the new ETR to anyone it adds).
+        let update = self.planner.plan_etr_update(inc, now);
+        let inc = if update.postcodes.is_empty() {
+            inc
+        } else {
+            self.record_plan(id, Phase::EtrUpdate, update, now, out)?;
+            let Some(inc) = self.correlator.incident(id) else { return Ok(()) };
+            inc
+        };
         let plan = match inc.state {
             IncidentState::Declared => Some((Phase::Down, self.planner.plan_down(inc, &footprint, now))),
             IncidentState::Resolved if told && !inc.restored_planned => {
@@ -469,18 +485,39 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
 /// once, each delivering its actions in topic order (so one customer's
 /// "down" is settled before their "restored"). The batch is acknowledged
 /// when every lane is done and the sink is flushed.
+///
+/// Quiet hours: an action whose `not_before` is still ahead is parked in
+/// [`HeldNotices`] (recorded as `held`) and released through the same lanes
+/// when due, ahead of the batch it is released with; a "restored" or
+/// "cancelled" for a thread still held withdraws it (`withdrawn_while_held`).
 pub struct Dispatcher<A: ActionSink> {
     source: KafkaSource,
     sink: A,
     lanes: usize,
+    held: HeldNotices,
+    log: Arc<DeliveryLog>,
+    clock: Arc<dyn Clock>,
     stats: Arc<Stats>,
 }
 
+/// Held notices released per round, so a morning's backlog does not make
+/// one batch wait for all of it.
+const RELEASE_PER_ROUND: usize = 2000;
+
 impl<A: ActionSink> Dispatcher<A> {
-    pub fn new(broker: &Broker, cfg: &Config, sink: A, stats: Arc<Stats>) -> Result<Self, TopologyError> {
+    pub fn new(
+        broker: &Broker,
+        cfg: &Config,
+        sink: A,
+        log: Arc<DeliveryLog>,
+        clock: Arc<dyn Clock>,
+        stats: Arc<Stats>,
+    ) -> Result<Self, TopologyError> {
         let group = format!("{}-dispatch", cfg.kafka.group_id);
         let source = KafkaSource::subscribe(broker, &group, &cfg.kafka.topics.actions)?;
-        Ok(Dispatcher { source, sink, lanes: cfg.sinks.concurrency.max(1), stats })
+        let held = HeldNotices::open(&cfg.sinks.outbox_dir)?;
+        stats.notices_waiting.store(held.len() as u64, Relaxed);
+        Ok(Dispatcher { source, sink, lanes: cfg.sinks.concurrency.max(1), held, log, clock, stats })
     }
 
     pub async fn run(mut self, mut shutdown: Shutdown) -> Result<(), TopologyError> {
@@ -491,10 +528,23 @@ impl<A: ActionSink> Dispatcher<A> {
                 _ = shutdown.requested() => return Ok(self.source.commit()?),
                 b = self.source.next_batch(2000, Duration::from_millis(200)) => b?,
             };
+            let now = self.clock.now();
             let mut lanes: Vec<Vec<Action>> = (0..self.lanes).map(|_| Vec::new()).collect();
+            let n = self.lanes as u64;
+            let lane_of = |a: &Action| (hasher.hash_one(&a.customer_id) % n) as usize;
+            // Due held notices first: they are older than anything in the batch.
+            let released = self.held.take_due(now, RELEASE_PER_ROUND);
+            for a in &released {
+                lanes[lane_of(a)].push(a.clone());
+            }
             for rec in &batch {
                 match serde_json::from_slice::<Action>(&rec.payload) {
-                    Ok(a) => lanes[(hasher.hash_one(&a.customer_id) % self.lanes as u64) as usize].push(a),
+                    Ok(a) => {
+                        if self.park(&a, now)? {
+                            continue;
+                        }
+                        lanes[lane_of(&a)].push(a)
+                    }
                     // The payload holds contacts: log the position, not the bytes.
                     Err(e) => {
                         tracing::error!(partition = rec.partition, offset = rec.offset, error = %e, "undecodable action skipped")
@@ -510,9 +560,43 @@ impl<A: ActionSink> Dispatcher<A> {
             });
             futures::future::try_join_all(work).await?;
             self.sink.flush().await?;
+            self.log.flush().await?;
+            self.held.done(released.iter().map(|a| a.action_id.as_str()))?;
+            self.held.flush()?;
             self.source.ack(&batch)?;
+            self.stats.notices_waiting.store(self.held.len() as u64, Relaxed);
             self.stats.actions_dispatched.fetch_add(batch.len() as u64, Relaxed);
         }
+    }
+
+    /// Hold `a` for quiet hours, or withdraw the held notices it makes
+    /// moot. True when `a` is settled here (held, or skipped with them).
+    fn park(&mut self, a: &Action, now: DateTime<Utc>) -> Result<bool, TopologyError> {
+        use crate::sinks::deliveries::{DeliveryOutcome, DeliveryRecord};
+        if matches!(a.kind, ActionKind::Restored | ActionKind::Cancelled) {
+            let withdrawn = self.held.withdraw(&a.incident_id.0, &a.customer_id, a.channel)?;
+            for w in &withdrawn {
+                self.log
+                    .record(&DeliveryRecord::of(w, "", 0, DeliveryOutcome::Skipped).because("withdrawn_while_held"))?;
+                count(&self.stats, w, Ok(Delivery::Skipped("withdrawn_while_held")))?;
+            }
+            if withdrawn.iter().any(|w| w.kind == ActionKind::Down) {
+                // Nobody woke them for the "down": no follow-up either.
+                self.log.record(&DeliveryRecord::of(a, "", 0, DeliveryOutcome::Skipped).because("not_told_down"))?;
+                count(&self.stats, a, Ok(Delivery::Skipped("not_told_down")))?;
+                return Ok(true);
+            }
+        }
+        if !self.held.must_wait(a, now) {
+            return Ok(false);
+        }
+        if let Some(until) = self.held.hold(a)? {
+            self.log.record(
+                &DeliveryRecord::of(a, "", 0, DeliveryOutcome::Held).because(format!("quiet hours until {until}")),
+            )?;
+            self.stats.notices_held.fetch_add(1, Relaxed);
+        }
+        Ok(true)
     }
 }
 
@@ -554,12 +638,18 @@ pub async fn run(
     stats: Arc<Stats>,
     shutdown: Shutdown,
 ) -> Result<(), TopologyError> {
-    use crate::sinks::deliveries::DeliveryLog;
     use crate::sinks::notify::Notifier;
     use crate::sinks::outbox::{IvrOutbox, Outbox};
     let source = KafkaSource::subscribe(broker, &cfg.kafka.group_id, &cfg.kafka.topics.alarms)?;
-    let mut pipeline =
-        Pipeline::new(cfg, broker, refdata, source, IvrOutbox::open(&cfg.sinks.outbox_dir)?, clock, stats.clone())?;
+    let mut pipeline = Pipeline::new(
+        cfg,
+        broker,
+        refdata,
+        source,
+        IvrOutbox::open(&cfg.sinks.outbox_dir)?,
+        clock.clone(),
+        stats.clone(),
+    )?;
     pipeline.restore(broker).await?;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(pipeline.run(shutdown.clone()));
@@ -572,9 +662,12 @@ pub async fn run(
         let (log, shutdown) = (log.clone(), shutdown.clone());
         tasks.spawn(async move { dlr::serve(listener, log, shutdown).await.map_err(TopologyError::Dlr) });
     }
-    match Notifier::from_config(&cfg.sinks, log)? {
-        Some(notifier) => tasks.spawn(Dispatcher::new(broker, cfg, notifier, stats)?.run(shutdown)),
-        None => tasks.spawn(Dispatcher::new(broker, cfg, Outbox::open(&cfg.sinks.outbox_dir)?, stats)?.run(shutdown)),
+    match Notifier::from_config(&cfg.sinks, log.clone())? {
+        Some(notifier) => tasks.spawn(Dispatcher::new(broker, cfg, notifier, log, clock, stats)?.run(shutdown)),
+        None => {
+            let outbox = Outbox::open(&cfg.sinks.outbox_dir)?;
+            tasks.spawn(Dispatcher::new(broker, cfg, outbox, log, clock, stats)?.run(shutdown))
+        }
     };
     // Both end on shutdown; the first error ends the daemon.
     while let Some(r) = tasks.join_next().await {

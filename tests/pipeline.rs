@@ -14,7 +14,7 @@ use outage::model::{
 };
 use outage::refdata::RefData;
 use outage::sources::decode::DlqRecord;
-use outage::topology::{self, Shutdown, ShutdownTrigger, Stats, SystemClock};
+use outage::topology::{self, Clock, Shutdown, ShutdownTrigger, Stats, SystemClock};
 use rdkafka::producer::FutureRecord;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -92,11 +92,15 @@ struct Daemon {
 
 impl Daemon {
     fn start(cfg: &Config, broker: &Broker, rd: Arc<RefData>) -> Self {
+        Self::start_at(cfg, broker, rd, Arc::new(SystemClock))
+    }
+
+    /// Start with the wall clock at `clock`.
+    fn start_at(cfg: &Config, broker: &Broker, rd: Arc<RefData>, clock: Arc<dyn Clock>) -> Self {
         let stats = Arc::new(Stats::default());
         let (trigger, shutdown) = Shutdown::new();
         let (cfg, broker, s) = (cfg.clone(), broker.clone(), stats.clone());
-        let task =
-            tokio::spawn(async move { topology::run(&cfg, &broker, rd, Arc::new(SystemClock), s, shutdown).await });
+        let task = tokio::spawn(async move { topology::run(&cfg, &broker, rd, clock, s, shutdown).await });
         Daemon { stats, trigger, task }
     }
 
@@ -323,4 +327,70 @@ async fn a_postcode_whose_sites_came_back_is_told_before_the_incident_resolves()
         })
         .collect();
     assert_eq!(partial, [&vec!["02903".to_string()]]);
+}
+
+/// A wall clock stopped at one instant.
+struct FixedClock(DateTime<Utc>);
+
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_night_sms_waits_for_the_morning_across_a_restart_and_a_repair_withdraws_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config("quiet", dir.path());
+    cfg.correlator.hold_down = Duration::from_secs(600);
+    cfg.plan.quiet_hours = Some(Default::default()); // 21:00–08:00, postcodes in UTC
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    let night: DateTime<Utc> = "2026-11-23T23:00:00Z".parse().unwrap();
+    let morning: DateTime<Utc> = "2026-11-24T08:00:00Z".parse().unwrap();
+    let t0 = night - Cd::hours(4);
+    // S1–S3 stay down all night; S5 (alone over 02903, C5) is repaired at
+    // 20:30, but the incident is only seen at 23:00 (say, a late feed).
+    publish(
+        &broker,
+        &cfg.kafka.topics.alarms,
+        &[
+            ("S1", alarm("A1", "S1", AlarmState::Raised, t0)),
+            ("S2", alarm("A2", "S2", AlarmState::Raised, t0)),
+            ("S3", alarm("A3", "S3", AlarmState::Raised, t0)),
+            ("S5", alarm("A5", "S5", AlarmState::Raised, t0 + Cd::seconds(10))),
+            ("S5", alarm("A5", "S5", AlarmState::Cleared, t0 + Cd::minutes(90))),
+        ],
+    )
+    .await;
+    let daemon = Daemon::start_at(&cfg, &broker, refdata(), Arc::new(FixedClock(night)));
+    let withdrawn = |s: &Stats| s.notices_skipped.lock().unwrap().get("withdrawn_while_held").copied().unwrap_or(0);
+    wait_for("the night's notices to be held", Duration::from_secs(90), || {
+        let s = &daemon.stats;
+        s.notices_held.load(Relaxed) >= 3 && withdrawn(s) == 1 && s.delivered(Channel::Email) >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = daemon.stop().await;
+    assert_eq!(stats.notices_waiting.load(Relaxed), 2, "C1's and C2's downs wait; C5's was withdrawn");
+    assert!(lines(dir.path(), "sms.jsonl").is_empty(), "no SMS at night");
+    let email = lines(dir.path(), "email.jsonl");
+    assert!(email.iter().any(|a| a["customer_id"] == "C1" && a["kind"] == "down"), "e-mail is not held");
+    let deliveries = lines(dir.path(), "deliveries.jsonl");
+    let held: BTreeSet<&str> =
+        deliveries.iter().filter(|d| d["outcome"] == "held").map(|d| d["customer_id"].as_str().unwrap()).collect();
+    assert!(held.is_superset(&BTreeSet::from(["C1", "C2", "C5"])), "{deliveries:?}");
+    assert!(deliveries.iter().any(|d| d["customer_id"] == "C5" && d["reason"] == "withdrawn_while_held"));
+
+    // The daemon restarts in the morning: the held notices go, once.
+    let daemon = Daemon::start_at(&cfg, &broker, refdata(), Arc::new(FixedClock(morning + Cd::minutes(1))));
+    wait_for("the morning's release", Duration::from_secs(90), || daemon.stats.delivered(Channel::Sms) >= 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = daemon.stop().await;
+    assert_eq!(stats.notices_waiting.load(Relaxed), 0);
+    let sms = lines(dir.path(), "sms.jsonl");
+    let got: Vec<(&str, &str)> =
+        sms.iter().map(|a| (a["customer_id"].as_str().unwrap(), a["kind"].as_str().unwrap())).collect();
+    assert_eq!(BTreeSet::from_iter(got.iter().copied()), BTreeSet::from([("C1", "down"), ("C2", "down")]));
+    assert_eq!(got.len(), 2, "each once: {got:?}");
+    assert!(sms.iter().all(|a| a["not_before"] == morning.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
 }

@@ -340,6 +340,9 @@ impl Incident {
             }
             EventKind::Planned { phase: Phase::Down, postcodes, .. } => {
                 self.notified_postcodes.extend(postcodes.iter().cloned());
+                // The "down" notices carry the current ETR; those told
+                // before got an update planned ahead of this plan.
+                self.etr_told_version = self.etr_version;
             }
             EventKind::Planned { phase: Phase::Restored, postcodes, .. } => {
                 self.restored_postcodes.extend(postcodes.iter().cloned());

@@ -29,6 +29,8 @@ pub enum DeliveryOutcome {
     GaveUp,
     /// Never sent: bad or missing contact, or nothing to follow up on.
     Skipped,
+    /// Held for quiet hours; `reason` says until when.
+    Held,
     /// Delivery report: on the handset.
     Delivered,
     /// Delivery report: the SMSC or handset could not deliver it.

@@ -3,13 +3,14 @@
 //! and [`IvrSink`] (desired IVR state per region), and their local
 //! implementations: the JSONL [`outbox::Outbox`], and [`notify::Notifier`],
 //! which sends notices through SMS gateways ([`sms`]: Kannel, JSON HTTP) and
-//! SMTP ([`email`]). Provisioning and billing adapters come next.
+//! SMTP ([`email`]); [`held`] parks SMS notices for quiet hours. Provisioning and billing adapters come next.
 //!
 //! Invariant: a sink is idempotent by the record's key (`action_id`,
 //! `credit_id`, IVR region/incident/state); delivering twice is a no-op.
 
 pub mod deliveries;
 pub mod email;
+pub mod held;
 pub mod notify;
 pub mod outbox;
 pub mod sms;

@@ -502,14 +502,16 @@ impl Planner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::QuietHoursConfig;
     use crate::model::money::Currency;
     use crate::model::{AlarmRef, EventKind, IncidentEvent, IncidentId, Money, Phase, Postcode, Services, Site};
+    use chrono::TimeZone;
 
     fn t(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_790_000_000 + s, 0).unwrap()
     }
 
-    fn planner() -> Planner {
+    fn planner_with(cfg: PlanConfig) -> Planner {
         let usd = |minor| Money { minor, currency: Currency::parse("USD").unwrap() };
         let cust =
             |id: &str, msisdn: Option<&str>, email: Option<&str>, pc: &str, lang: &str, services: &str| Customer {
@@ -539,7 +541,11 @@ mod tests {
             ],
         )
         .unwrap();
-        Planner::new(PlanConfig::default(), Arc::new(rd)).unwrap()
+        Planner::new(cfg, Arc::new(rd)).unwrap()
+    }
+
+    fn planner() -> Planner {
+        planner_with(PlanConfig::default())
     }
 
     fn incident(kinds: Vec<EventKind>) -> Incident {
@@ -685,5 +691,90 @@ mod tests {
         let credit = plan.iter().find_map(|a| a.credit.as_ref()).unwrap();
         assert_eq!(credit.outage_seconds, 2 * 3600, "its own two hours, not the incident's six");
         assert_eq!(credit.amount.minor, 8, "30.00 × 2 h / 30 d = 0.083 → 0.08");
+    }
+
+    #[test]
+    fn quiet_hours_end_in_the_local_morning_across_midnight_and_dst() {
+        use chrono::TimeZone;
+        let q = QuietHoursConfig::default(); // 21:00 → 08:00
+        let madrid: Tz = "Europe/Madrid".parse().unwrap();
+        let utc = |y, mo, d, h, mi| Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap();
+        // 23:30 in Madrid (CET, UTC+1) → 08:00 CET the next day = 07:00 UTC.
+        assert_eq!(quiet_until(&q, madrid, utc(2026, 11, 23, 22, 30)), Some(utc(2026, 11, 24, 7, 0)));
+        // 07:59 CET → 08:00 the same day.
+        assert_eq!(quiet_until(&q, madrid, utc(2026, 11, 24, 6, 59)), Some(utc(2026, 11, 24, 7, 0)));
+        // 08:00 and 20:59 CET are awake hours; 21:00 is quiet.
+        assert_eq!(quiet_until(&q, madrid, utc(2026, 11, 24, 7, 0)), None);
+        assert_eq!(quiet_until(&q, madrid, utc(2026, 11, 24, 19, 59)), None);
+        assert_eq!(quiet_until(&q, madrid, utc(2026, 11, 24, 20, 0)), Some(utc(2026, 11, 25, 7, 0)));
+        // In summer (CEST, UTC+2) the same local morning is 06:00 UTC.
+        assert_eq!(quiet_until(&q, madrid, utc(2026, 7, 1, 23, 0)), Some(utc(2026, 7, 2, 6, 0)));
+        // Quiet hours that do not wrap midnight: 01:00 → 05:00 UTC.
+        let night = QuietHoursConfig {
+            start: chrono::NaiveTime::from_hms_opt(1, 0, 0).unwrap(),
+            end: chrono::NaiveTime::from_hms_opt(5, 0, 0).unwrap(),
+            ..q.clone()
+        };
+        assert_eq!(quiet_until(&night, Tz::UTC, utc(2026, 11, 23, 0, 59)), None);
+        assert_eq!(quiet_until(&night, Tz::UTC, utc(2026, 11, 23, 1, 0)), Some(utc(2026, 11, 23, 5, 0)));
+        assert_eq!(quiet_until(&night, Tz::UTC, utc(2026, 11, 23, 5, 0)), None);
+        // A morning inside the spring-forward gap (02:30 on 29 March 2026
+        // does not exist in Madrid) comes an hour later on the wall clock:
+        // 03:30 CEST = 01:30 UTC.
+        let gap = QuietHoursConfig { end: chrono::NaiveTime::from_hms_opt(2, 30, 0).unwrap(), ..q };
+        assert_eq!(quiet_until(&gap, madrid, utc(2026, 3, 28, 23, 0)), Some(utc(2026, 3, 29, 1, 30)));
+    }
+
+    #[test]
+    fn at_night_sms_notices_wait_for_the_morning_unless_the_incident_is_severe() {
+        let quiet = |severe_customers| PlanConfig {
+            quiet_hours: Some(QuietHoursConfig { severe_customers, ..Default::default() }),
+            ..PlanConfig::default()
+        };
+        let inc = incident(vec![declared()]);
+        let morning = Utc.with_ymd_and_hms(2026, 9, 22, 8, 0, 0).unwrap();
+        let night = t(10 * 3600); // 00:13 UTC (the postcodes' zone)
+        let p = planner_with(quiet(1000));
+        let actions = p.actions(&inc, &p.plan_down(&inc, &p.footprint(&inc), night));
+        for a in &actions {
+            let want = (a.channel == Channel::Sms).then_some(morning);
+            assert_eq!(a.not_before, want, "{} {:?}: only SMS waits", a.customer_id, a.channel);
+        }
+        assert!(actions.iter().any(|a| a.channel == Channel::Sms));
+        let day = p.actions(&inc, &p.plan_down(&inc, &p.footprint(&inc), t(0)));
+        assert!(day.iter().all(|a| a.not_before.is_none()), "14:13 is not quiet");
+        // 4 customers in 02901: with a threshold of 4 the incident is severe.
+        let p = planner_with(quiet(4));
+        let severe = p.actions(&inc, &p.plan_down(&inc, &p.footprint(&inc), night));
+        assert!(severe.iter().all(|a| a.not_before.is_none()), "a severe incident is told at once");
+    }
+
+    #[test]
+    fn etr_updates_go_once_per_change_to_the_told_and_not_restored() {
+        let p = planner();
+        let etr = |h: i64| EventKind::Updated { cause: None, etr: Some(t(h * 3600)), message: None };
+        let down = |pc: &str| EventKind::Planned { phase: Phase::Down, postcodes: vec![pc.into()], actions: 5 };
+        let update = EventKind::Planned { phase: Phase::EtrUpdate, postcodes: vec!["02901".into()], actions: 5 };
+        // An ETR set before anyone was told is in the "down" notices.
+        let inc = incident(vec![declared(), etr(4), down("02901")]);
+        assert!(p.plan_etr_update(&inc, t(60)).postcodes.is_empty());
+        // Changed after: the told postcodes get an update, keyed by the
+        // event that changed it (seq 6), once.
+        let inc = incident(vec![declared(), down("02901"), etr(4)]);
+        let plan = p.plan_etr_update(&inc, t(60));
+        assert_eq!(plan.postcodes, ["02901"]);
+        let actions = p.actions(&inc, &plan);
+        let ids: BTreeSet<&str> = actions.iter().map(|a| a.action_id.as_str()).collect();
+        assert!(ids.contains("INC-20261123-00000001/C1/sms/etr_update/5"), "{ids:?}");
+        assert!(actions.iter().all(|a| a.kind == ActionKind::EtrUpdate && a.message.is_some()));
+        assert!(actions.iter().all(|a| matches!(a.channel, Channel::Sms | Channel::Email)), "no grants or credits");
+        let told = incident(vec![declared(), down("02901"), etr(4), update.clone()]);
+        assert!(p.plan_etr_update(&told, t(60)).postcodes.is_empty(), "told once");
+        let again = incident(vec![declared(), down("02901"), etr(4), update.clone(), etr(6)]);
+        let second = p.actions(&again, &p.plan_etr_update(&again, t(60)));
+        assert!(second.iter().any(|a| a.action_id.ends_with("/etr_update/7")), "a new change is a new notice");
+        let restored = EventKind::Planned { phase: Phase::Restored, postcodes: vec!["02901".into()], actions: 5 };
+        let back = incident(vec![declared(), down("02901"), restored, etr(6)]);
+        assert!(p.plan_etr_update(&back, t(60)).postcodes.is_empty(), "not to postcodes already restored");
     }
 }
