@@ -458,6 +458,12 @@ fn rust_credit_and_ivr_conform() {
         active: true,
         message: "We are aware of an outage in Providence.".into(),
         language: "en".into(),
+        messages: [
+            ("en", "We are aware of an outage in Providence."),
+            ("es", "Sabemos que hay una avería en Providence."),
+        ]
+        .map(|(l, m)| (l.to_string(), m.to_string()))
+        .into(),
         incident_id: inc(),
         valid_until: t("2026-11-23T10:00:00Z"),
     };
@@ -465,7 +471,7 @@ fn rust_credit_and_ivr_conform() {
     assert_conforms(
         "ivr-upsert.v1",
         "inactive IVR upsert",
-        &IvrUpsert { active: false, message: String::new(), ..ivr },
+        &IvrUpsert { active: false, message: String::new(), messages: Default::default(), ..ivr },
     );
 }
 

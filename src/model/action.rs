@@ -160,8 +160,14 @@ impl Credit {
 pub struct IvrUpsert {
     pub region: String,
     pub active: bool,
+    /// The announcement in `language`, the default (for platforms that
+    /// play one language).
     pub message: String,
     pub language: String,
+    /// The announcement in every language the templates have, by tag
+    /// (the platform plays the caller's; `language` when it has none).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub messages: std::collections::BTreeMap<String, String>,
     pub incident_id: IncidentId,
     pub valid_until: DateTime<Utc>,
 }

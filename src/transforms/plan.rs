@@ -480,10 +480,19 @@ impl Planner {
         let regions: BTreeSet<String> =
             footprint.iter().map(|&i| self.refdata.postcodes[i as usize].postcode.chars().take(n).collect()).collect();
         let lang = self.templates.resolve(&self.cfg.default_language);
-        let message = self.templates.ivr(active, lang, &self.vars(inc, "", self.default_tz, now)).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "IVR template failed");
-            String::new()
-        });
+        let vars = self.vars(inc, "", self.default_tz, now);
+        let messages: BTreeMap<String, String> = self
+            .templates
+            .languages()
+            .map(|l| {
+                let text = self.templates.ivr(active, l, &vars).unwrap_or_else(|e| {
+                    tracing::error!(error = %e, language = l, "IVR template failed");
+                    String::new()
+                });
+                (l.to_string(), text)
+            })
+            .collect();
+        let message = messages.get(lang).cloned().unwrap_or_default();
         let valid_until = if active { inc.etr.unwrap_or(now + chrono::Duration::hours(4)) } else { now };
         regions
             .into_iter()
@@ -492,6 +501,7 @@ impl Planner {
                 active,
                 message: message.clone(),
                 language: lang.to_string(),
+                messages: messages.clone(),
                 incident_id: inc.id.clone(),
                 valid_until,
             })
