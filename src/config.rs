@@ -8,6 +8,7 @@
 
 use crate::model::Severity;
 use crate::refdata::RefDataPaths;
+use crate::transforms::compensate::CompensationConfig;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -211,6 +212,14 @@ pub struct PlanConfig {
     /// Hold SMS notices planned at night until the customer's local
     /// morning. Default: none (send at once).
     pub quiet_hours: Option<QuietHoursConfig>,
+    /// Which credits customers get, per jurisdiction and service
+    /// (`[[plan.compensation.rules]]`; see `transforms::compensate`).
+    /// Default: the monthly fee prorated by the outage, for everyone.
+    pub compensation: CompensationConfig,
+    /// Incidents whose cause contains one of these (any case) are force
+    /// majeure, which the regulated rules treat differently (e.g. Spain's
+    /// art. 15 pays only the prorated fee). Default: none.
+    pub force_majeure_causes: Vec<String>,
 }
 
 /// When SMS notices must not wake customers, in each customer's local time
@@ -252,6 +261,8 @@ impl Default for PlanConfig {
             default_timezone: "UTC".into(),
             compensation_promise: true,
             quiet_hours: None,
+            compensation: CompensationConfig::default(),
+            force_majeure_causes: Vec::new(),
         }
     }
 }
@@ -441,7 +452,7 @@ pub enum ConfigError {
     #[error("config: {0}")]
     Load(String),
     #[error("config: `{key}`: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid { key: String, message: String },
 }
 
 impl Config {
@@ -465,7 +476,7 @@ impl Config {
 
     /// Checks serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key, message: &str| Err(ConfigError::Invalid { key, message: message.into() });
+        let bad = |key: &str, message: &str| Err(ConfigError::Invalid { key: key.into(), message: message.into() });
         if self.kafka.bootstrap.as_deref().is_some_and(|b| b.trim().is_empty()) {
             return bad("kafka.bootstrap", "empty; leave it out to use the embedded broker");
         }
@@ -506,6 +517,10 @@ impl Config {
         if self.plan.quiet_hours.as_ref().is_some_and(|q| q.start == q.end) {
             return bad("plan.quiet_hours.end", "must differ from plan.quiet_hours.start");
         }
+        self.plan
+            .compensation
+            .validate_at("plan.compensation")
+            .map_err(|e| ConfigError::Invalid { key: e.key, message: e.message })?;
         for p in &self.sinks.sms {
             if p.url.is_empty() {
                 return bad("sinks.sms.url", "must not be empty");
@@ -576,6 +591,10 @@ mod tests {
         assert!(err.contains("plan.quiet_hours.start"), "{err}");
         let err = from_toml("[plan.quiet_hours]\nstart = \"08:00\"\n").unwrap_err().to_string();
         assert!(err.contains("plan.quiet_hours.end"), "{err}");
+        let err = from_toml("[[plan.compensation.rules]]\nrule = \"es_rd899_internet\"\nwindow_start = \"23:00\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("plan.compensation.rules[0].window_end"), "{err}");
         let q = from_toml("[plan.quiet_hours]\nstart = \"22:30\"\n").unwrap().plan.quiet_hours.unwrap();
         assert_eq!((q.start.to_string(), q.end.to_string()), ("22:30:00".into(), "08:00:00".into()));
     }

@@ -104,10 +104,11 @@ pub struct Stats {
     pub notices_skipped: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// Postcodes told "restored" while their incident was still declared.
     pub postcodes_restored_early: AtomicU64,
-    /// Notices held for quiet hours (each counted once, when held).
-    pub notices_held: AtomicU64,
-    /// Notices waiting for the morning right now.
-    pub notices_waiting: AtomicU64,
+    /// Actions held until their `not_before` (SMS in quiet hours, data
+    /// revokes until restoration + grace), each counted once, when held.
+    pub actions_held: AtomicU64,
+    /// Held actions waiting right now.
+    pub actions_waiting: AtomicU64,
     pub incidents_open: AtomicU64,
     pub incidents_declared: AtomicU64,
     pub incidents_total: AtomicU64,
@@ -486,7 +487,8 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
 /// "down" is settled before their "restored"). The batch is acknowledged
 /// when every lane is done and the sink is flushed.
 ///
-/// Quiet hours: an action whose `not_before` is still ahead is parked in
+/// Held actions (SMS in quiet hours, data revokes until restoration +
+/// grace): an action whose `not_before` is still ahead is parked in
 /// [`HeldNotices`] (recorded as `held`) and released through the same lanes
 /// when due, ahead of the batch it is released with; a "restored" or
 /// "cancelled" for a thread still held withdraws it (`withdrawn_while_held`).
@@ -516,7 +518,7 @@ impl<A: ActionSink> Dispatcher<A> {
         let group = format!("{}-dispatch", cfg.kafka.group_id);
         let source = KafkaSource::subscribe(broker, &group, &cfg.kafka.topics.actions)?;
         let held = HeldNotices::open(&cfg.sinks.outbox_dir)?;
-        stats.notices_waiting.store(held.len() as u64, Relaxed);
+        stats.actions_waiting.store(held.len() as u64, Relaxed);
         Ok(Dispatcher { source, sink, lanes: cfg.sinks.concurrency.max(1), held, log, clock, stats })
     }
 
@@ -564,7 +566,7 @@ impl<A: ActionSink> Dispatcher<A> {
             self.held.done(released.iter().map(|a| a.action_id.as_str()))?;
             self.held.flush()?;
             self.source.ack(&batch)?;
-            self.stats.notices_waiting.store(self.held.len() as u64, Relaxed);
+            self.stats.actions_waiting.store(self.held.len() as u64, Relaxed);
             self.stats.actions_dispatched.fetch_add(batch.len() as u64, Relaxed);
         }
     }
@@ -591,10 +593,9 @@ impl<A: ActionSink> Dispatcher<A> {
             return Ok(false);
         }
         if let Some(until) = self.held.hold(a)? {
-            self.log.record(
-                &DeliveryRecord::of(a, "", 0, DeliveryOutcome::Held).because(format!("quiet hours until {until}")),
-            )?;
-            self.stats.notices_held.fetch_add(1, Relaxed);
+            self.log
+                .record(&DeliveryRecord::of(a, "", 0, DeliveryOutcome::Held).because(format!("held until {until}")))?;
+            self.stats.actions_held.fetch_add(1, Relaxed);
         }
         Ok(true)
     }

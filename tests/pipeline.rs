@@ -303,11 +303,16 @@ async fn a_postcode_whose_sites_came_back_is_told_before_the_incident_resolves()
     };
     assert_eq!(told("down"), BTreeSet::from(["C1", "C2", "C5"]));
     assert_eq!(told("restored"), BTreeSet::from(["C5"]), "only 02903 is back; the rest is still down");
+    let actions: Vec<Action> =
+        topic_records(&broker, &cfg.kafka.topics.actions).iter().map(|b| serde_json::from_slice(b).unwrap()).collect();
+    let revoke =
+        actions.iter().find(|a| a.kind == ActionKind::Revoke).expect("C5's unlimited data is scheduled to end");
+    assert_eq!(revoke.customer_id, "C5");
+    assert_eq!(revoke.until, Some(t0 + Cd::minutes(90) + Cd::days(1)), "revoked at its own restoration + the grace");
+    assert_eq!(revoke.not_before, revoke.until);
     let grants = lines(dir.path(), "data_grant.jsonl");
-    let revoke = grants.iter().find(|a| a["kind"] == "revoke").expect("C5's unlimited data is scheduled to end");
-    assert_eq!(revoke["customer_id"], "C5");
-    let until: DateTime<Utc> = revoke["until"].as_str().unwrap().parse().unwrap();
-    assert_eq!(until, t0 + Cd::minutes(90) + Cd::days(1), "revoked at its own restoration + the grace");
+    assert!(grants.iter().all(|a| a["kind"] != "revoke"), "the revoke waits in held.jsonl for its time");
+    assert!(lines(dir.path(), "held.jsonl").iter().any(|h| h["hold"]["action_id"] == revoke.action_id.as_str()));
     let credits = lines(dir.path(), "credits.jsonl");
     assert_eq!(credits.len(), 1, "{credits:?}");
     let credit = &credits[0];
@@ -366,12 +371,12 @@ async fn at_night_sms_waits_for_the_morning_across_a_restart_and_a_repair_withdr
     let withdrawn = |s: &Stats| s.notices_skipped.lock().unwrap().get("withdrawn_while_held").copied().unwrap_or(0);
     wait_for("the night's notices to be held", Duration::from_secs(90), || {
         let s = &daemon.stats;
-        s.notices_held.load(Relaxed) >= 3 && withdrawn(s) == 1 && s.delivered(Channel::Email) >= 1
+        s.actions_held.load(Relaxed) >= 3 && withdrawn(s) == 1 && s.delivered(Channel::Email) >= 1
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stats = daemon.stop().await;
-    assert_eq!(stats.notices_waiting.load(Relaxed), 2, "C1's and C2's downs wait; C5's was withdrawn");
+    assert_eq!(stats.actions_waiting.load(Relaxed), 3, "C1's and C2's downs and C5's data revoke wait");
     assert!(lines(dir.path(), "sms.jsonl").is_empty(), "no SMS at night");
     let email = lines(dir.path(), "email.jsonl");
     assert!(email.iter().any(|a| a["customer_id"] == "C1" && a["kind"] == "down"), "e-mail is not held");
@@ -386,7 +391,7 @@ async fn at_night_sms_waits_for_the_morning_across_a_restart_and_a_repair_withdr
     wait_for("the morning's release", Duration::from_secs(90), || daemon.stats.delivered(Channel::Sms) >= 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stats = daemon.stop().await;
-    assert_eq!(stats.notices_waiting.load(Relaxed), 0);
+    assert_eq!(stats.actions_waiting.load(Relaxed), 1, "C5's revoke waits for 20:30 (repair + a day's grace)");
     let sms = lines(dir.path(), "sms.jsonl");
     let got: Vec<(&str, &str)> =
         sms.iter().map(|a| (a["customer_id"].as_str().unwrap(), a["kind"].as_str().unwrap())).collect();

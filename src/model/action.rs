@@ -76,7 +76,8 @@ pub struct Message {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Action {
     /// Idempotency key: `{incident}/{customer}/{channel}/{kind}`, with
-    /// `/{n}` after `etr_update` (the n-th update: each is told once).
+    /// `/{n}` after `etr_update` (the n-th update: each is told once) and
+    /// `/{rule_id}:{service}` after `credit`.
     pub action_id: String,
     pub incident_id: IncidentId,
     pub customer_id: String,
@@ -95,8 +96,9 @@ pub struct Action {
     pub credit: Option<Credit>,
     /// When the planner made the action.
     pub planned_at: DateTime<Utc>,
-    /// Quiet hours: an SMS notice planned during the customer's local night
-    /// is held by the dispatcher until this time (their local morning).
+    /// The dispatcher holds the action until this time: an SMS notice
+    /// planned during the customer's local night (quiet hours) until their
+    /// local morning; a data revoke until the grant's end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<DateTime<Utc>>,
 }
@@ -112,6 +114,12 @@ impl Action {
         format!("{}/{version}", Self::key(incident, customer, channel, ActionKind::EtrUpdate))
     }
 
+    /// The key of a credit action: a customer may get one per rule and
+    /// service.
+    pub fn credit_key(incident: &IncidentId, customer: &str, rule_id: &str, service: &str) -> String {
+        format!("{}/{rule_id}:{service}", Self::key(incident, customer, Channel::Credit, ActionKind::Credit))
+    }
+
     /// The parts of a [`Action::key`]: (incident, customer, channel, kind).
     pub fn parse_key(key: &str) -> Option<(String, String, Channel, ActionKind)> {
         let mut parts = key.split('/');
@@ -120,7 +128,8 @@ impl Action {
         let kind = serde_json::from_value(serde_json::Value::String(parts.next()?.into())).ok()?;
         let version_ok = match parts.next() {
             None => kind != ActionKind::EtrUpdate,
-            Some(v) => kind == ActionKind::EtrUpdate && v.parse::<u64>().is_ok(),
+            Some(v) if kind == ActionKind::EtrUpdate => v.parse::<u64>().is_ok(),
+            Some(v) => kind == ActionKind::Credit && !v.is_empty(),
         };
         if !version_ok || parts.next().is_some() || incident.is_empty() || customer.is_empty() {
             return None;
@@ -177,15 +186,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_parse_back_and_only_etr_updates_carry_a_version() {
+    fn keys_parse_back_and_only_etr_updates_and_credits_carry_a_suffix() {
         let inc = IncidentId("INC-20261123-0a1b2c3d".into());
         let down = Action::key(&inc, "C1", Channel::Sms, ActionKind::Down);
         assert_eq!(Action::parse_key(&down), Some((inc.0.clone(), "C1".into(), Channel::Sms, ActionKind::Down)));
         let etr = Action::etr_update_key(&inc, "C1", Channel::Email, 7);
         assert_eq!(etr, "INC-20261123-0a1b2c3d/C1/email/etr_update/7");
         assert_eq!(Action::parse_key(&etr), Some((inc.0.clone(), "C1".into(), Channel::Email, ActionKind::EtrUpdate)));
+        let credit = Action::credit_key(&inc, "C1", "es-rd899-art15-voice-v1", "voice");
+        assert_eq!(credit, "INC-20261123-0a1b2c3d/C1/credit/credit/es-rd899-art15-voice-v1:voice");
+        assert_eq!(Action::parse_key(&credit), Some((inc.0.clone(), "C1".into(), Channel::Credit, ActionKind::Credit)));
         for bad in [
             format!("{down}/7"),
+            format!("{credit}/x"),
             format!("{inc}/C1/email/etr_update"),
             format!("{inc}/C1/email/etr_update/x"),
             format!("{etr}/1"),

@@ -29,7 +29,7 @@ pub enum DeliveryOutcome {
     GaveUp,
     /// Never sent: bad or missing contact, or nothing to follow up on.
     Skipped,
-    /// Held for quiet hours; `reason` says until when.
+    /// Held until its time (quiet hours, a revoke's grace); `reason` says until when.
     Held,
     /// Delivery report: on the handset.
     Delivered,

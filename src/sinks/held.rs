@@ -1,21 +1,21 @@
-//! Notices held for quiet hours. Owns `held.jsonl` in the outbox directory
-//! and the in-memory queue the dispatcher releases from: an SMS planned
-//! during a customer's local night carries `not_before` (their morning), and
-//! the dispatcher parks it here instead of sending it, then hands it back
-//! once due.
+//! Actions held until their time. Owns `held.jsonl` in the outbox
+//! directory and the in-memory queue the dispatcher releases from. An
+//! action whose `not_before` is still ahead waits here instead of going to
+//! its sink: an SMS planned during a customer's local night (quiet hours)
+//! until their morning, a data-grant revoke until restoration + grace.
 //!
-//! A notice *thread* is one (incident, customer, channel): its "down", ETR
-//! updates and "restored". Order within a thread is kept: while a thread has
-//! a notice held, later ones of the thread are held behind it; a "restored"
-//! or "cancelled" that arrives while the "down" is still held withdraws the
-//! whole thread (nobody is woken, nor told at breakfast about an outage
-//! already over).
+//! A *thread* is one (incident, customer, channel): a "down", its ETR
+//! updates and its "restored"; a grant and its revoke. Order within a thread
+//! is kept: while a thread has an action held, later ones of the thread
+//! are held behind it; a "restored" or "cancelled" that arrives while the
+//! "down" is still held withdraws the whole thread (nobody is woken, nor
+//! told at breakfast about an outage already over).
 //!
 //! Durability: every change is a line (`{"hold": action}` or
 //! `{"done": action_id}`), flushed before the dispatcher acknowledges the
 //! batch that caused it. Opening folds the file and rewrites it with only
-//! the actions still held (a temp file renamed over it), so it never grows
-//! past one night's notices. A release whose `done` line was lost to a crash
+//! the actions still held (a temp file renamed over it), so it holds what
+//! is waiting, not history. A release whose `done` line was lost to a crash
 //! is released again and the sink drops it as a duplicate.
 
 use super::SinkError;

@@ -12,7 +12,7 @@
 //! ([`Planner::pages`]) as they are produced, so a million-customer
 //! incident never holds a million actions in memory.
 
-use super::compensate::{self, Rule};
+use super::compensate;
 use super::templates::{TemplateError, Templates, Vars};
 use crate::config::{PlanConfig, QuietHoursConfig};
 use crate::model::{Action, ActionKind, Channel, Customer, Incident, IncidentState, IvrUpsert, Message};
@@ -337,10 +337,11 @@ impl Planner {
                 let Some(&window) = windows.get(&c.postcode) else { return };
                 self.notices(inc, c, ActionKind::Restored, now, texts, out);
                 out.extend(self.data_grant(inc, c, ActionKind::Revoke, window.1 + self.grace(), now));
-                if let Some(credit) =
-                    compensate::credit(Rule::GoodwillProrated, inc, c, window, self.cfg.credit_min_outage)
-                {
+                let tz = self.timezone(&c.postcode);
+                let (cfg, min) = (&self.cfg.compensation, self.cfg.credit_min_outage);
+                for credit in compensate::credits(cfg, inc, c, window, tz, self.force_majeure(inc), min) {
                     let mut a = self.action(inc, c, Channel::Credit, ActionKind::Credit, now);
+                    a.action_id = Action::credit_key(&inc.id, &c.customer_id, &credit.rule_id, &credit.service);
                     a.credit = Some(credit);
                     out.push(a);
                 }
@@ -381,6 +382,12 @@ impl Planner {
         Plan { postcodes, audience: Audience::EtrUpdate { version: inc.etr_version }, now }
     }
 
+    /// Whether the incident's cause is one the config calls force majeure.
+    fn force_majeure(&self, inc: &Incident) -> bool {
+        let cause = inc.cause.to_lowercase();
+        self.cfg.force_majeure_causes.iter().any(|c| !c.is_empty() && cause.contains(&c.to_lowercase()))
+    }
+
     fn grace(&self) -> chrono::Duration {
         chrono::Duration::from_std(self.cfg.data_grant_grace).unwrap_or(chrono::Duration::days(1))
     }
@@ -398,6 +405,8 @@ impl Planner {
         let mut a = self.action(inc, c, Channel::DataGrant, kind, now);
         a.to = Some(msisdn.clone());
         a.until = Some(until);
+        // The dispatcher holds a revoke until the grant is due to end.
+        a.not_before = (kind == ActionKind::Revoke).then_some(until);
         Some(a)
     }
 
@@ -627,6 +636,7 @@ mod tests {
         assert!(credits.iter().all(|m| m.minor == 13), "30.00 × 3 h / 30 d = 0.125 → 0.13");
         let revoke = plan.iter().find(|a| a.kind == ActionKind::Revoke).unwrap();
         assert_eq!(revoke.until, Some(t(3 * 3600) + chrono::Duration::days(1)));
+        assert_eq!(revoke.not_before, revoke.until, "held until then");
         assert!(plan.iter().all(|a| a.customer_id != "FAR"));
         let short = incident(vec![
             declared(),
