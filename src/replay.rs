@@ -7,11 +7,13 @@
 //! longer of `min_duration` and `hold_down`, as a live daemon's clock would
 //! after the feed went quiet.
 //!
-//! The JSON form (`--json`) is `schemas/replay-report.v1.schema.json`.
+//! The JSON form (`--json`) is `schemas/replay-report.v1.schema.json`;
+//! `--credits FILE` writes the credits the incidents would queue
+//! (`schemas/credit.v1`, one per line).
 
 use crate::config::Config;
 use crate::geodesy::{self, GeoPoint};
-use crate::model::{Incident, IncidentState};
+use crate::model::{Credit, Incident, IncidentState};
 use crate::refdata::RefData;
 use crate::sources::decode::decode_all;
 use crate::transforms::correlate::Correlator;
@@ -63,6 +65,18 @@ pub fn replay(
     refdata: Arc<RefData>,
     cfg: &Config,
 ) -> std::io::Result<ReplayReport> {
+    replay_with_credits(lines, refdata, cfg, &mut |_| Ok(()))
+}
+
+/// [`replay`], and hand every credit the incidents would queue (under
+/// `cfg.plan.compensation`) to `credits`, incident by incident: the
+/// backtest finance runs before a rule change goes live.
+pub fn replay_with_credits(
+    lines: impl Iterator<Item = std::io::Result<Vec<u8>>>,
+    refdata: Arc<RefData>,
+    cfg: &Config,
+    credits: &mut dyn FnMut(Credit) -> std::io::Result<()>,
+) -> std::io::Result<ReplayReport> {
     let mut correlator = Correlator::new(cfg.correlator.clone(), refdata.clone());
     let planner = Planner::new(cfg.plan.clone(), refdata.clone()).map_err(std::io::Error::other)?;
     let mut alarms = 0;
@@ -89,6 +103,9 @@ pub fn replay(
     correlator.tick(end);
     let mut incidents: Vec<&Incident> = correlator.incidents().collect();
     incidents.sort_by(|a, b| (a.opened_at, &a.id).cmp(&(b.opened_at, &b.id)));
+    for inc in &incidents {
+        planner.backtest_credits(inc, credits)?;
+    }
     let incidents = incidents.into_iter().map(|inc| report(inc, &planner, &refdata)).collect();
     Ok(ReplayReport { alarms, dead_lettered: dead, incidents })
 }
@@ -184,5 +201,52 @@ mod tests {
         assert_eq!(report.alarms, n + 1, "the blank line is not an alarm");
         assert_eq!(report.dead_lettered.values().sum::<u64>(), 1, "{:?}", report.dead_lettered);
         assert!(report.incidents.iter().any(|i| i.declared_at.is_some()));
+    }
+
+    #[test]
+    fn the_credit_backtest_is_deterministic_and_follows_the_configured_rules() {
+        use crate::refdata::load_customers;
+        use crate::transforms::compensate::{FlatGoodwill, RuleConfig};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo");
+        let rd = Arc::new(
+            RefData::build(
+                load_sites(&dir.join("sites.csv")).unwrap(),
+                load_postcodes(&dir.join("postcodes.csv")).unwrap(),
+                load_customers(&dir.join("customers.csv")).unwrap(),
+            )
+            .unwrap(),
+        );
+        let cfg = ScenarioConfig { seed: 7, start: "2026-11-23T04:00:00Z".parse().unwrap(), ..Default::default() };
+        let records = simulate::encode(&simulate::generate(&rd.sites, &cfg).unwrap().alarms, WireFormat::Native, 1);
+        let run = |cfg: &Config| {
+            let mut credits = Vec::new();
+            let report = replay_with_credits(lines(records.clone()), rd.clone(), cfg, &mut |c| {
+                credits.push(c);
+                Ok(())
+            })
+            .unwrap();
+            (report, credits)
+        };
+        let (report, prorated) = run(&Config::default());
+        assert!(!prorated.is_empty());
+        assert_eq!(prorated, run(&Config::default()).1, "the same input gives the same ids and amounts");
+        let ids: BTreeSet<_> = prorated.iter().map(|c| c.credit_id).collect();
+        assert_eq!(ids.len(), prorated.len(), "one credit per customer, service, rule and incident");
+        let resolved: BTreeSet<&str> =
+            report.incidents.iter().filter(|i| i.restored_at.is_some()).map(|i| i.id.as_str()).collect();
+        assert!(prorated.iter().all(|c| resolved.contains(c.incident_id.0.as_str())));
+        // One day of the fee instead: fee × 1 / 30, rounded half up, each.
+        let mut flat = Config::default();
+        flat.plan.compensation.rules = vec![RuleConfig::FlatGoodwill(FlatGoodwill::default())];
+        let (_, day) = run(&flat);
+        assert!(!day.is_empty());
+        for c in &day {
+            let fee = rd.customers.iter().find(|x| x.customer_id == c.customer_id).unwrap().monthly_fee.minor;
+            assert_eq!(c.amount.minor, (fee * 2 + 30) / 60, "{}", c.calculation);
+            assert_eq!(c.rule_id, "flat-goodwill-v1");
+        }
+        let mut none = Config::default();
+        none.plan.compensation.rules = vec![];
+        assert!(run(&none).1.is_empty(), "no rules, no credits");
     }
 }

@@ -49,6 +49,12 @@ struct ReplayArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Write the credits the incidents would queue (one JSON credit per
+    /// line, as on `billing.credits`), under the config's
+    /// `[[plan.compensation.rules]]`: a rule change checked before it goes
+    /// live. Needs `--customers`.
+    #[arg(long, requires = "customers")]
+    credits: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -166,8 +172,29 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
         .map_err(|(file, msg)| anyhow::anyhow!("{file}: {msg}"))?;
     let file = std::fs::File::open(&a.alarms).with_context(|| a.alarms.display().to_string())?;
     let lines = std::io::BufReader::new(file).split(b'\n');
-    let report = outage::replay::replay(lines, std::sync::Arc::new(refdata), &cfg)
+    let mut credits_out = match &a.credits {
+        Some(p) => {
+            Some((std::io::BufWriter::new(std::fs::File::create(p).with_context(|| p.display().to_string())?), p))
+        }
+        None => None,
+    };
+    let (mut n, mut totals) = (0u64, std::collections::BTreeMap::<String, outage::model::Money>::new());
+    let mut write_credit = |c: outage::model::Credit| -> std::io::Result<()> {
+        let Some((w, _)) = credits_out.as_mut() else { return Ok(()) };
+        serde_json::to_writer(&mut *w, &c)?;
+        w.write_all(b"\n")?;
+        n += 1;
+        let zero = outage::model::Money { minor: 0, currency: c.amount.currency };
+        totals.entry(c.amount.currency.to_string()).or_insert(zero).minor += c.amount.minor;
+        Ok(())
+    };
+    let report = outage::replay::replay_with_credits(lines, std::sync::Arc::new(refdata), &cfg, &mut write_credit)
         .with_context(|| a.alarms.display().to_string())?;
+    if let Some((mut w, path)) = credits_out {
+        w.flush().with_context(|| path.display().to_string())?;
+        let totals: Vec<String> = totals.values().map(|m| m.to_string()).collect();
+        eprintln!("{n} credits written to {} ({})", path.display(), totals.join(", "));
+    }
     let mut out = std::io::stdout().lock();
     if a.json {
         serde_json::to_writer_pretty(&mut out, &report).map_err(std::io::Error::from)?;

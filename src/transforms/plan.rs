@@ -15,7 +15,7 @@
 use super::compensate;
 use super::templates::{TemplateError, Templates, Vars};
 use crate::config::{PlanConfig, QuietHoursConfig};
-use crate::model::{Action, ActionKind, Channel, Customer, Incident, IncidentState, IvrUpsert, Message};
+use crate::model::{Action, ActionKind, Channel, Credit, Customer, Incident, IncidentState, IvrUpsert, Message};
 use crate::refdata::RefData;
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -337,9 +337,7 @@ impl Planner {
                 let Some(&window) = windows.get(&c.postcode) else { return };
                 self.notices(inc, c, ActionKind::Restored, now, texts, out);
                 out.extend(self.data_grant(inc, c, ActionKind::Revoke, window.1 + self.grace(), now));
-                let tz = self.timezone(&c.postcode);
-                let (cfg, min) = (&self.cfg.compensation, self.cfg.credit_min_outage);
-                for credit in compensate::credits(cfg, inc, c, window, tz, self.force_majeure(inc), min) {
+                for credit in self.credits(inc, c, window) {
                     let mut a = self.action(inc, c, Channel::Credit, ActionKind::Credit, now);
                     a.action_id = Action::credit_key(&inc.id, &c.customer_id, &credit.rule_id, &credit.service);
                     a.credit = Some(credit);
@@ -380,6 +378,35 @@ impl Planner {
         }
         let postcodes: Vec<String> = inc.notified_postcodes.difference(&inc.restored_postcodes).cloned().collect();
         Plan { postcodes, audience: Audience::EtrUpdate { version: inc.etr_version }, now }
+    }
+
+    /// The credits `c` gets for an outage of their area over `window`
+    /// under the configured rules.
+    pub fn credits(&self, inc: &Incident, c: &Customer, window: (DateTime<Utc>, DateTime<Utc>)) -> Vec<Credit> {
+        let tz = self.timezone(&c.postcode);
+        let (cfg, min) = (&self.cfg.compensation, self.cfg.credit_min_outage);
+        compensate::credits(cfg, inc, c, window, tz, self.force_majeure(inc), min)
+    }
+
+    /// For a backtest: every credit the incident's restored plans would
+    /// queue, each customer for their postcode's own window (postcodes
+    /// still down, or of an incident never resolved, are not credited yet).
+    /// Customers in postcode order; `out` takes them one at a time.
+    pub fn backtest_credits(
+        &self,
+        inc: &Incident,
+        out: &mut dyn FnMut(Credit) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        for (p, (start, end)) in self.postcode_windows(inc) {
+            let Some(end) = end.or(inc.restored_at) else { continue };
+            let postcode = &self.refdata.postcodes[p as usize].postcode;
+            for &i in self.refdata.customers_in(postcode) {
+                for credit in self.credits(inc, &self.refdata.customers[i as usize], (start, end)) {
+                    out(credit)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether the incident's cause is one the config calls force majeure.
