@@ -113,6 +113,11 @@ pub struct Stats {
     pub incidents_declared: AtomicU64,
     pub incidents_total: AtomicU64,
     pub first_ivr_flip: OnceLock<Instant>,
+    /// Wall time from the start of the step that declared an incident to
+    /// its IVR announcement being set, the longest seen (ms).
+    pub declare_to_ivr_max_ms: AtomicU64,
+    /// Incidents whose declaration → IVR flip was measured.
+    pub declare_to_ivr_count: AtomicU64,
     /// Event time of the earliest `declared` event appended.
     pub first_declared_at: std::sync::Mutex<Option<DateTime<Utc>>>,
     pub first_sms: OnceLock<Instant>,
@@ -172,6 +177,8 @@ struct Pending {
     plans: Vec<PlanJob>,
     events: Vec<IncidentEvent>,
     ivr: Vec<crate::model::IvrUpsert>,
+    /// When the step began (declaration → IVR flip is measured from it).
+    started: Option<Instant>,
 }
 
 impl Pending {
@@ -283,7 +290,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
     /// actions, incident events, IVR), then acknowledge. An empty batch
     /// means the feed is idle: timers run on wall time.
     pub async fn step(&mut self, batch: Vec<SourceRecord>) -> Result<(), TopologyError> {
-        let mut out = Pending::default();
+        let mut out = Pending { started: Some(Instant::now()), ..Pending::default() };
         if batch.is_empty() {
             let now = self.clock.now().max(self.correlator.watermark());
             let events = self.correlator.tick(now);
@@ -423,11 +430,35 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
     }
 
     /// Write a step's output in the order the restart rules need: dead
-    /// letters and actions, then the incident events (whose `planned`
-    /// records those actions), then the IVR state.
+    /// letters, the IVR state, the actions, then the incident events (whose
+    /// `planned` records those actions).
     async fn write(&mut self, mut out: Pending) -> Result<(), TopologyError> {
         let topics = &self.cfg.kafka.topics;
         produce_all(&self.producer, &topics.dlq, &out.dlq).await?;
+        // The IVR first: callers hear the announcement while the fan-out is
+        // still being produced (an upsert is idempotent desired state, so a
+        // crash before the events are written repeats it harmlessly).
+        let mut declared: BTreeSet<&IncidentId> = out
+            .events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Declared { .. }))
+            .map(|e| &e.incident_id)
+            .collect();
+        for u in &out.ivr {
+            if self.ivr.upsert(u).await? == Delivery::Done {
+                self.stats.ivr_upserts.fetch_add(1, Relaxed);
+                if u.active {
+                    let _ = self.stats.first_ivr_flip.set(Instant::now());
+                }
+                tracing::info!(incident = %u.incident_id, region = %u.region, active = u.active, "IVR announcement set");
+            }
+            // The first region of a newly declared incident: its flip.
+            if let (true, Some(t)) = (u.active && declared.remove(&u.incident_id), out.started) {
+                let ms = t.elapsed().as_millis() as u64;
+                self.stats.declare_to_ivr_max_ms.fetch_max(ms, Relaxed);
+                self.stats.declare_to_ivr_count.fetch_add(1, Relaxed);
+            }
+        }
         for job in &out.plans {
             // The incident as the whole step left it (a later alarm of the
             // batch may have set its ETR); the audience was fixed at planning.
@@ -454,15 +485,6 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         let records: Vec<_> = out.events.iter().map(|e| (e.incident_id.0.clone(), json(e))).collect();
         produce_all(&self.producer, &topics.incidents, &records).await?;
         self.stats.events_appended.fetch_add(records.len() as u64, Relaxed);
-        for u in &out.ivr {
-            if self.ivr.upsert(u).await? == Delivery::Done {
-                self.stats.ivr_upserts.fetch_add(1, Relaxed);
-                if u.active {
-                    let _ = self.stats.first_ivr_flip.set(Instant::now());
-                }
-                tracing::info!(incident = %u.incident_id, region = %u.region, active = u.active, "IVR announcement set");
-            }
-        }
         Ok(())
     }
 
