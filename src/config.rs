@@ -292,6 +292,13 @@ pub struct SinksConfig {
     /// Where to listen for Kannel's delivery reports (`GET /dlr`); the
     /// providers' `dlr_url` should point here. Default none (no reports).
     pub dlr_listen: Option<std::net::SocketAddr>,
+    /// The IVR platform's HTTP API (`schemas/ivr-api.v1.openapi.json`).
+    /// Default none: IVR upserts go to `ivr.jsonl`.
+    pub ivr: Option<crate::sinks::ivr::IvrApiConfig>,
+    /// The data-grant provisioning API
+    /// (`schemas/provisioning-api.v1.openapi.json`). Default none: grants
+    /// and revokes go to `data_grant.jsonl`.
+    pub provisioning: Option<crate::sinks::provision::ProvisioningConfig>,
 }
 
 impl Default for SinksConfig {
@@ -303,6 +310,8 @@ impl Default for SinksConfig {
             retry: RetryConfig::default(),
             concurrency: 64,
             dlr_listen: None,
+            ivr: None,
+            provisioning: None,
         }
     }
 }
@@ -516,6 +525,9 @@ impl Config {
         }
         if self.plan.quiet_hours.as_ref().is_some_and(|q| q.start == q.end) {
             return bad("plan.quiet_hours.end", "must differ from plan.quiet_hours.start");
+        }
+        if let Some(ivr) = &self.sinks.ivr {
+            ivr.validate()?;
         }
         self.plan
             .compensation

@@ -150,6 +150,8 @@ pub enum TopologyError {
     Dlr(std::io::Error),
     #[error("task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 async fn produce_all(
@@ -661,22 +663,34 @@ pub async fn run(
     stats: Arc<Stats>,
     shutdown: Shutdown,
 ) -> Result<(), TopologyError> {
+    use crate::sinks::billing::BillingCredits;
+    use crate::sinks::ivr::{reconcile_loop, HttpIvr};
     use crate::sinks::notify::Notifier;
     use crate::sinks::outbox::{IvrOutbox, Outbox};
+    use crate::sinks::provision::Provisioner;
+    use crate::sinks::route::Routes;
     let source = KafkaSource::subscribe(broker, &cfg.kafka.group_id, &cfg.kafka.topics.alarms)?;
-    let mut pipeline = Pipeline::new(
-        cfg,
-        broker,
-        refdata,
-        source,
-        IvrOutbox::open(&cfg.sinks.outbox_dir)?,
-        clock.clone(),
-        stats.clone(),
-    )?;
-    pipeline.restore(broker).await?;
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(pipeline.run(shutdown.clone()));
-    // Notices through the configured gateways, or all to the outboxes.
+    // The IVR platform's API (re-asserted by a reconcile loop), or the outbox.
+    match &cfg.sinks.ivr {
+        Some(api) => {
+            let ivr = Arc::new(tokio::sync::Mutex::new(HttpIvr::new(api.clone())?));
+            let mut pipeline = Pipeline::new(cfg, broker, refdata, source, ivr.clone(), clock.clone(), stats.clone())?;
+            pipeline.restore(broker).await?;
+            tasks.spawn(pipeline.run(shutdown.clone()));
+            let (every, clock, shutdown) = (api.reconcile_every, clock.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                reconcile_loop(ivr, every, move || clock.now(), shutdown).await;
+                Ok(())
+            });
+        }
+        None => {
+            let ivr = IvrOutbox::open(&cfg.sinks.outbox_dir)?;
+            let mut pipeline = Pipeline::new(cfg, broker, refdata, source, ivr, clock.clone(), stats.clone())?;
+            pipeline.restore(broker).await?;
+            tasks.spawn(pipeline.run(shutdown.clone()));
+        }
+    }
     let topic = (broker.producer()?, cfg.kafka.topics.deliveries.clone());
     let log = Arc::new(DeliveryLog::open(&cfg.sinks.outbox_dir, Some(topic))?);
     if let Some(addr) = cfg.sinks.dlr_listen {
@@ -685,11 +699,29 @@ pub async fn run(
         let (log, shutdown) = (log.clone(), shutdown.clone());
         tasks.spawn(async move { dlr::serve(listener, log, shutdown).await.map_err(TopologyError::Dlr) });
     }
+    // Data grants to the provisioning API when configured. A dispatcher
+    // lane waits for its grant's batch, so a batch never holds more than
+    // `concurrency` grants: that is the batch size that goes at once.
+    let grants = match &cfg.sinks.provisioning {
+        Some(p) => {
+            let p = crate::sinks::provision::ProvisioningConfig {
+                batch_size: p.batch_size.min(cfg.sinks.concurrency.max(1)),
+                ..p.clone()
+            };
+            Some(Provisioner::open(&cfg.sinks.outbox_dir, p)?.with_log(log.clone()).with_clock(clock.clone()))
+        }
+        None => None,
+    };
+    let credits = BillingCredits::open(&cfg.sinks.outbox_dir, broker.producer()?, cfg.kafka.topics.credits.clone())?;
+    // Notices through the configured gateways, or all to the outboxes.
     match Notifier::from_config(&cfg.sinks, log.clone())? {
-        Some(notifier) => tasks.spawn(Dispatcher::new(broker, cfg, notifier, log, clock, stats)?.run(shutdown)),
+        Some(notices) => {
+            let sink = Routes { notices, grants, credits };
+            tasks.spawn(Dispatcher::new(broker, cfg, sink, log, clock, stats)?.run(shutdown))
+        }
         None => {
-            let outbox = Outbox::open(&cfg.sinks.outbox_dir)?;
-            tasks.spawn(Dispatcher::new(broker, cfg, outbox, log, clock, stats)?.run(shutdown))
+            let sink = Routes { notices: Outbox::open(&cfg.sinks.outbox_dir)?, grants, credits };
+            tasks.spawn(Dispatcher::new(broker, cfg, sink, log, clock, stats)?.run(shutdown))
         }
     };
     // Both end on shutdown; the first error ends the daemon.

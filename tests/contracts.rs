@@ -165,8 +165,11 @@ fn file_name(p: &Path) -> &str {
 
 #[test]
 fn schemas_are_draft_2020_12_and_all_registered() {
+    // The HTTP contracts we call (`*.openapi.json`) are checked by the
+    // sinks' own tests against local servers.
     let on_disk: BTreeSet<String> = json_files(&schemas_dir())
         .iter()
+        .filter(|p| !file_name(p).ends_with(".openapi.json"))
         .map(|p| {
             file_name(p)
                 .strip_suffix(".schema.json")

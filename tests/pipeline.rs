@@ -218,6 +218,12 @@ async fn restart_rebuilds_incidents_and_repeats_no_action() {
     let credits = lines(dir.path(), "credits.jsonl");
     let credited: BTreeSet<&str> = credits.iter().map(|c| c["customer_id"].as_str().unwrap()).collect();
     assert!(credited.contains("C3"), "credits do not depend on having a contact");
+    // Billing gets each credit once, keyed by customer, across the restart.
+    let billed: Vec<outage::model::Credit> =
+        topic_records(&broker, &cfg.kafka.topics.credits).iter().map(|b| serde_json::from_slice(b).unwrap()).collect();
+    let billed_ids: BTreeSet<String> = billed.iter().map(|c| c.credit_id.to_string()).collect();
+    assert_eq!(billed.len(), credits.len(), "one record on billing.credits per credit");
+    assert_eq!(billed_ids, credits.iter().map(|c| c["credit_id"].as_str().unwrap().to_string()).collect());
     assert!(lines(dir.path(), "ivr.jsonl").iter().any(|u| u["active"] == false), "the IVR announcement is withdrawn");
 
     // The incident log is one gap-free history.

@@ -1,18 +1,25 @@
 //! Sinks carry planned effects out of the pipeline. Owns the boundaries
 //! [`ActionSink`] (one per-customer action: SMS, e-mail, data grant, credit)
 //! and [`IvrSink`] (desired IVR state per region), and their local
-//! implementations: the JSONL [`outbox::Outbox`], and [`notify::Notifier`],
+//! implementations: the JSONL [`outbox::Outbox`]; [`notify::Notifier`],
 //! which sends notices through SMS gateways ([`sms`]: Kannel, JSON HTTP) and
-//! SMTP ([`email`]); [`held`] parks SMS notices for quiet hours. Provisioning and billing adapters come next.
+//! SMTP ([`email`]); [`provision`] (data grants to the provisioning API, in
+//! batches); [`billing`] (credits to `billing.credits`); [`ivr`] (the IVR
+//! platform's HTTP API, with a reconcile loop); [`route`] puts them behind
+//! one `ActionSink`; [`held`] parks actions until their `not_before`.
 //!
 //! Invariant: a sink is idempotent by the record's key (`action_id`,
 //! `credit_id`, IVR region/incident/state); delivering twice is a no-op.
 
+pub mod billing;
 pub mod deliveries;
 pub mod email;
 pub mod held;
+pub mod ivr;
 pub mod notify;
 pub mod outbox;
+pub mod provision;
+pub mod route;
 pub mod sms;
 
 use crate::model::{Action, IvrUpsert};

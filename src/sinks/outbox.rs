@@ -16,14 +16,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// One JSONL file and the keys it holds.
-struct KeyedFile {
+pub(crate) struct KeyedFile {
     path: PathBuf,
     out: BufWriter<File>,
     keys: HashSet<String>,
 }
 
 impl KeyedFile {
-    fn open(path: PathBuf, key_of: fn(&serde_json::Value) -> Option<String>) -> Result<Self, SinkError> {
+    pub(crate) fn open(path: PathBuf, key_of: fn(&serde_json::Value) -> Option<String>) -> Result<Self, SinkError> {
         let io = |source| SinkError::Io { path: path.clone(), source };
         let mut keys = HashSet::new();
         if path.exists() {
@@ -40,7 +40,7 @@ impl KeyedFile {
         Ok(KeyedFile { out: BufWriter::new(file), keys, path })
     }
 
-    fn write(&mut self, key: String, record: &impl serde::Serialize) -> Result<Delivery, SinkError> {
+    pub(crate) fn write(&mut self, key: String, record: &impl serde::Serialize) -> Result<Delivery, SinkError> {
         if self.keys.contains(&key) {
             return Ok(Delivery::Duplicate);
         }
@@ -51,7 +51,11 @@ impl KeyedFile {
         Ok(Delivery::Done)
     }
 
-    fn flush(&mut self) -> Result<(), SinkError> {
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        self.keys.contains(key)
+    }
+
+    pub(crate) fn flush(&mut self) -> Result<(), SinkError> {
         self.out.flush().map_err(|source| SinkError::Io { path: self.path.clone(), source })
     }
 }
