@@ -29,6 +29,8 @@ pub struct DemoOptions {
     pub seed: u64,
     /// Show a progress bar (off when stderr is not a terminal).
     pub progress: bool,
+    /// `plan.data_grant_grace` for the demo: short, so revokes come due.
+    pub grace: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +63,14 @@ pub struct Summary {
     pub sms: u64,
     pub email: u64,
     pub data_grant: u64,
+    /// Unlimited-data grants and revokes carried out, and revokes still
+    /// waiting for restoration + grace.
+    pub grants: u64,
+    pub revokes: u64,
+    pub revokes_waiting: u64,
     pub credits: u64,
+    /// A few credits as billing gets them, with their calculation.
+    pub credit_examples: Vec<crate::model::Credit>,
     /// Sum of queued credits per currency.
     pub credits_total: Vec<crate::model::Money>,
     pub ivr_upserts: u64,
@@ -94,6 +103,7 @@ pub async fn run(
         move |source| DemoError::Io { path, source }
     };
     cfg.sinks.outbox_dir = opts.out.clone();
+    cfg.plan.data_grant_grace = opts.grace;
     std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
     Outbox::reset(&opts.out).map_err(io(&opts.out))?;
 
@@ -151,6 +161,7 @@ pub async fn run(
     let bar = progress_bar(opts.progress, published);
     let limit = Duration::from_secs(300);
     let mut settled_since: Option<Instant> = None;
+    let mut last_done = u64::MAX;
     loop {
         if daemon.is_finished() {
             break;
@@ -166,7 +177,11 @@ pub async fn run(
             s.incidents_total.load(Relaxed),
             s.incidents_declared.load(Relaxed)
         ));
-        let settled = read >= published && open == 0 && dispatched >= planned;
+        // Settled: everything read and dispatched, and nothing delivered or
+        // released from the held queue for a while.
+        let done: u64 = Channel::ALL.iter().map(|c| s.delivered(*c)).sum::<u64>() + s.actions_waiting.load(Relaxed);
+        let settled = read >= published && open == 0 && dispatched >= planned && done == last_done;
+        last_done = done;
         settled_since = if settled { settled_since.or(Some(Instant::now())) } else { None };
         if settled_since.is_some_and(|t| t.elapsed() > Duration::from_millis(1500)) {
             break;
@@ -193,7 +208,11 @@ pub async fn run(
         sms: stats.delivered(Channel::Sms),
         email: stats.delivered(Channel::Email),
         data_grant: stats.delivered(Channel::DataGrant),
+        grants: kinds(&opts.out.join("data_grant.jsonl"), "grant"),
+        revokes: kinds(&opts.out.join("data_grant.jsonl"), "revoke"),
+        revokes_waiting: kinds(&opts.out.join("held.jsonl"), "revoke"),
         credits: stats.delivered(Channel::Credit),
+        credit_examples: credit_examples(&opts.out.join("credits.jsonl"), 2),
         credits_total: crate::sinks::outbox::credit_totals(&opts.out).map_err(io(&opts.out))?,
         ivr_upserts: stats.ivr_upserts.load(Relaxed),
         restored_early: stats.postcodes_restored_early.load(Relaxed),
@@ -218,6 +237,22 @@ pub async fn run(
     }
     daemon.await.map_err(TopologyError::from)??;
     Ok(summary)
+}
+
+/// How many lines of a JSONL file have `kind` (an action's, or a held
+/// action's) equal to `kind`.
+fn kinds(path: &std::path::Path, kind: &str) -> u64 {
+    let body = std::fs::read_to_string(path).unwrap_or_default();
+    body.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == kind || v["hold"]["kind"] == kind)
+        .count() as u64
+}
+
+/// The first `n` credits of `credits.jsonl`.
+fn credit_examples(path: &std::path::Path, n: usize) -> Vec<crate::model::Credit> {
+    let body = std::fs::read_to_string(path).unwrap_or_default();
+    body.lines().filter_map(|l| serde_json::from_str(l).ok()).take(n).collect()
 }
 
 fn progress_bar(show: bool, len: u64) -> indicatif::ProgressBar {
@@ -247,7 +282,14 @@ pub fn print_summary(s: &Summary) {
         s.incidents, s.declared, s.ground_truth_incidents
     );
     println!("  customers reached      SMS {} · e-mail {} · unlimited data {}", s.sms, s.email, s.data_grant);
+    println!(
+        "  unlimited data         {} granted · {} revoked after the grace · {} revokes waiting",
+        s.grants, s.revokes, s.revokes_waiting
+    );
     println!("  credits queued         {} totalling {}", s.credits, money(&s.credits_total));
+    for c in &s.credit_examples {
+        println!("    {} {} {} ({}): {}", c.customer_id, c.service, c.amount, c.rule_id, c.calculation);
+    }
     println!("  IVR announcements      {} region updates", s.ivr_upserts);
     println!("  restored early         {} postcodes (their own sites back before the incident's)", s.restored_early);
     if let Some(d) = s.detect_seconds {

@@ -40,6 +40,11 @@ enum Command {
         /// Seed of the simulated storm.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Unlimited data lasts this long after an area's restoration (the
+        /// daemon's `plan.data_grant_grace`, shortened so the revokes happen
+        /// while you watch).
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
     },
 }
 
@@ -59,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
     let cfg = Config::load(cli.config.as_deref())?;
     let (trigger, shutdown) = Shutdown::new();
     match cli.command {
-        Some(Command::Demo { out, exit_when_done, seed }) => {
+        Some(Command::Demo { out, exit_when_done, seed, grace }) => {
             init_tracing("warn");
             let trigger_on_signal = trigger.clone();
             tokio::spawn(async move {
@@ -67,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
                 trigger_on_signal.trigger();
             });
             let progress = std::io::stderr().is_terminal();
-            let opts = outage::demo::DemoOptions { out, exit_when_done, seed, progress };
+            let opts = outage::demo::DemoOptions { out, exit_when_done, seed, progress, grace };
             let summary = outage::demo::run(cfg, opts, shutdown, trigger).await?;
             if exit_when_done {
                 outage::demo::print_summary(&summary);

@@ -134,9 +134,10 @@ impl Outbox {
         &self.dir
     }
 
-    /// Remove the outbox files of `dir` (for a fresh demo run).
+    /// Remove the outbox files of `dir` and the other sinks' journals (for
+    /// a fresh demo run).
     pub fn reset(dir: &Path) -> std::io::Result<()> {
-        for f in Self::FILES {
+        for f in Self::FILES.iter().chain(&["deliveries.jsonl", "held.jsonl", "grants.jsonl"]) {
             match std::fs::remove_file(dir.join(f)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                 _ => {}
