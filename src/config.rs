@@ -26,6 +26,8 @@ pub struct Config {
     pub correlator: CorrelatorConfig,
     pub plan: PlanConfig,
     pub sinks: SinksConfig,
+    /// The NOC's HTTP API (`[api]`): listen address and bearer tokens.
+    pub api: crate::api::ApiConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

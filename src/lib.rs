@@ -5,6 +5,7 @@
 //! `sources` bring alarms in, `transforms` turn them into incidents and
 //! plans, `sinks` carry actions out, `topology` wires them together.
 
+pub mod api;
 pub mod config;
 pub mod demo;
 pub mod geodesy;

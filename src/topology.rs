@@ -35,7 +35,7 @@ use crate::transforms::plan::{Plan, Planner};
 use crate::transforms::restore::Restorations;
 use chrono::{DateTime, Utc};
 use rdkafka::producer::FutureProducer;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -152,6 +152,8 @@ pub enum TopologyError {
     Join(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error("NOC API on {0}: {1}")]
+    Api(std::net::SocketAddr, std::io::Error),
 }
 
 async fn produce_all(
@@ -218,7 +220,21 @@ pub struct Pipeline<S: AlarmSource, I: IvrSink> {
     cfg: Config,
     clock: Arc<dyn Clock>,
     stats: Arc<Stats>,
+    /// The NOC API's ends (commands in, read model out), when it runs.
+    api: Option<crate::api::PipelineSide>,
+    /// Per incident, the events a person reads (not alarm churn).
+    timelines: HashMap<IncidentId, Vec<crate::api::types::TimelineEntry>>,
+    /// When the read model was last published, and whether it is stale.
+    published_at: Option<Instant>,
+    stale: bool,
 }
+
+/// How often the read model is re-published at most while alarms flow.
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
+/// Closed incidents stay in the read model this long.
+const RECENT: chrono::Duration = chrono::Duration::hours(24);
+/// Timeline entries kept per incident.
+const TIMELINE_MAX: usize = 200;
 
 impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
     pub fn new(
@@ -241,7 +257,17 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             cfg: cfg.clone(),
             clock,
             stats,
+            api: None,
+            timelines: HashMap::new(),
+            published_at: None,
+            stale: true,
         })
+    }
+
+    /// Serve the NOC API's commands and publish its read model.
+    pub fn with_api(mut self, side: crate::api::PipelineSide) -> Self {
+        self.api = Some(side);
+        self
     }
 
     /// Fold the incident log into the correlator. Returns the records read.
@@ -262,6 +288,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         }
         for ev in &events {
             self.correlator.restore(ev)?;
+            self.note(ev);
         }
         let ids: BTreeSet<IncidentId> = self.correlator.incidents().map(|i| i.id.clone()).collect();
         tracing::info!(records = n, incidents = ids.len(), "incident log folded");
@@ -274,18 +301,143 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         }
         self.write(out).await?;
         self.publish_counts();
+        self.publish_snapshot(true);
         Ok(n)
     }
 
     /// Run until shutdown.
     pub async fn run(mut self, mut shutdown: Shutdown) -> Result<(), TopologyError> {
+        let mut commands =
+            self.api.as_mut().map(|a| std::mem::replace(&mut a.commands, tokio::sync::mpsc::channel(1).1));
         loop {
-            let batch = tokio::select! {
-                _ = shutdown.requested() => return Ok(self.source.commit()?),
-                b = self.source.next_batch(1000, Duration::from_millis(200)) => b?,
+            let command = async {
+                match commands.as_mut() {
+                    Some(c) => c.recv().await,
+                    None => std::future::pending().await,
+                }
             };
-            self.step(batch).await?;
+            tokio::select! {
+                _ = shutdown.requested() => return Ok(self.source.commit()?),
+                Some(envelope) = command => self.command(envelope).await?,
+                b = self.source.next_batch(1000, Duration::from_millis(200)) => self.step(b?).await?,
+            }
+            self.publish_snapshot(false);
         }
+    }
+
+    /// Apply a NOC command: one event in the log with the caller as its
+    /// actor, planned and written like the correlator's, then answered.
+    async fn command(&mut self, envelope: crate::api::Envelope) -> Result<(), TopologyError> {
+        use crate::api::{Command, CommandError};
+        let crate::api::Envelope { command, actor, reply } = envelope;
+        let now = self.clock.now();
+        let id = match &command {
+            Command::Update(id, _) | Command::Resolve(id) | Command::Cancel(id, _) => id.clone(),
+        };
+        let Some(inc) = self.correlator.incident(&id) else {
+            let _ = reply.send(Err(CommandError::NotFound(id)));
+            return Ok(());
+        };
+        let kind = match (command, inc.state) {
+            (_, s) if !s.is_open() => Err(format!("incident {id} is already {s:?}")),
+            (Command::Update(_, u), _) => Ok(EventKind::Updated { cause: u.cause, etr: u.etr, message: u.message }),
+            (Command::Resolve(_), IncidentState::Declared) => Ok(EventKind::Resolved { restored_at: now }),
+            (Command::Resolve(_), _) => Err(format!("incident {id} is not declared; cancel it instead")),
+            (Command::Cancel(_, c), _) => Ok(EventKind::Cancelled { reason: c.reason }),
+        };
+        let kind = match kind {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = reply.send(Err(CommandError::Invalid(e)));
+                return Ok(());
+            }
+        };
+        let ev = self.correlator.append(&id, now, &actor, kind)?;
+        tracing::info!(incident = %id, %actor, kind = ev.kind.type_name(), "NOC command applied");
+        let mut out = Pending { started: Some(Instant::now()), ..Pending::default() };
+        self.apply_effects(vec![ev], &mut out)?;
+        self.write(out).await?;
+        self.publish_counts();
+        self.publish_snapshot(true);
+        let view = self.snapshot_of(&id).map(|s| s.view());
+        let _ = reply.send(view.ok_or_else(|| CommandError::Failed(format!("incident {id} vanished"))));
+        Ok(())
+    }
+
+    /// Keep the events a person reads in the incident's timeline.
+    fn note(&mut self, ev: &IncidentEvent) {
+        use crate::api::types::TimelineEntry;
+        let detail = match &ev.kind {
+            EventKind::AlarmsRaised { .. } | EventKind::AlarmsCleared { .. } => return,
+            EventKind::Opened { cause } => cause.clone(),
+            EventKind::Declared { reason } => reason.clone(),
+            EventKind::Updated { cause, etr, message } => {
+                let mut parts = Vec::new();
+                if let Some(c) = cause {
+                    parts.push(format!("cause: {c}"));
+                }
+                if let Some(e) = etr {
+                    parts.push(format!("ETR {}", e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+                }
+                if let Some(m) = message {
+                    parts.push(format!("message: {m}"));
+                }
+                parts.join("; ")
+            }
+            EventKind::Resolved { restored_at } => {
+                format!("service back at {}", restored_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            }
+            EventKind::Cancelled { reason } => reason.clone(),
+            EventKind::Dismissed {} => "all sites back before declaration".into(),
+            EventKind::Linked { other } => format!("linked to {other}"),
+            EventKind::Merged { into } => format!("merged into {into}"),
+            EventKind::Planned { phase, postcodes, actions } => {
+                format!("{phase:?}: {} postcodes, {actions} actions", postcodes.len())
+            }
+        };
+        let t = self.timelines.entry(ev.incident_id.clone()).or_default();
+        if t.len() < TIMELINE_MAX {
+            t.push(TimelineEntry { at: ev.at, actor: ev.actor.clone(), kind: ev.kind.type_name().into(), detail });
+        }
+        self.stale = true;
+    }
+
+    /// One incident as the read model shows it.
+    fn snapshot_of(&self, id: &IncidentId) -> Option<crate::api::SnapshotIncident> {
+        let inc = self.correlator.incident(id)?;
+        let rd = self.planner.refdata();
+        let postcodes: Vec<String> = match self.correlator.covered(id) {
+            Some(cov) if inc.state == IncidentState::Declared => {
+                cov.iter().map(|&p| rd.postcodes[p as usize].postcode.clone()).collect()
+            }
+            _ => inc.notified_postcodes.iter().cloned().collect(),
+        };
+        let customers = postcodes.iter().map(|p| rd.customers_in(p).len() as u64).sum();
+        let timeline = self.timelines.get(id).cloned().unwrap_or_default();
+        Some(crate::api::SnapshotIncident { inc: inc.clone(), postcodes, customers, timeline })
+    }
+
+    /// Publish the read model (open incidents, and those closed in the last
+    /// day) when it changed, at most every [`SNAPSHOT_EVERY`] unless `now`.
+    fn publish_snapshot(&mut self, now: bool) {
+        let Some(api) = &self.api else { return };
+        let due = self.published_at.is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY);
+        if !(now || (self.stale && due)) {
+            return;
+        }
+        let cutoff = self.clock.now() - RECENT;
+        let mut ids: Vec<(DateTime<Utc>, IncidentId)> = self
+            .correlator
+            .incidents()
+            .filter(|i| i.state.is_open() || i.closed_at.is_some_and(|t| t >= cutoff))
+            .filter(|i| !matches!(i.state, IncidentState::Merged))
+            .map(|i| (i.opened_at, i.id.clone()))
+            .collect();
+        ids.sort_by(|a, b| b.cmp(a));
+        let incidents = ids.iter().filter_map(|(_, id)| self.snapshot_of(id)).collect();
+        let _ = api.snapshots.send(Arc::new(crate::api::Snapshot { ready: true, incidents }));
+        self.published_at = Some(Instant::now());
+        self.stale = false;
     }
 
     /// One batch: decode, correlate, plan, then write (dead letters,
@@ -478,6 +630,9 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             }
         }
         for e in &out.events {
+            self.note(e);
+        }
+        for e in &out.events {
             tracing::info!(incident = %e.incident_id, seq = e.seq, kind = e.kind.type_name(), "incident event");
             if matches!(e.kind, EventKind::Declared { .. }) {
                 let mut first = self.stats.first_declared_at.lock().unwrap_or_else(|p| p.into_inner());
@@ -485,7 +640,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             }
         }
         let records: Vec<_> = out.events.iter().map(|e| (e.incident_id.0.clone(), json(e))).collect();
-        produce_all(&self.producer, &topics.incidents, &records).await?;
+        produce_all(&self.producer, &self.cfg.kafka.topics.incidents, &records).await?;
         self.stats.events_appended.fetch_add(records.len() as u64, Relaxed);
         Ok(())
     }
@@ -671,11 +826,35 @@ pub async fn run(
     use crate::sinks::route::Routes;
     let source = KafkaSource::subscribe(broker, &cfg.kafka.group_id, &cfg.kafka.topics.alarms)?;
     let mut tasks = tokio::task::JoinSet::new();
+    // The NOC API: bound first, so a taken port fails the start, not later.
+    let mut api_side = None;
+    if let Some(addr) = cfg.api.listen {
+        let (side, commands, snapshots) = crate::api::channels();
+        let now_clock = clock.clone();
+        let state = crate::api::ApiState::new(
+            cfg,
+            refdata.clone(),
+            commands,
+            snapshots,
+            stats.clone(),
+            Box::new(move || now_clock.now()),
+        )?;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| TopologyError::Api(addr, e))?;
+        tracing::info!(%addr, tokens = cfg.api.tokens.len(), "NOC API listening");
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            crate::api::serve(listener, Arc::new(state), shutdown).await.map_err(|e| TopologyError::Api(addr, e))
+        });
+        api_side = Some(side);
+    }
     // The IVR platform's API (re-asserted by a reconcile loop), or the outbox.
     match &cfg.sinks.ivr {
         Some(api) => {
             let ivr = Arc::new(tokio::sync::Mutex::new(HttpIvr::new(api.clone())?));
             let mut pipeline = Pipeline::new(cfg, broker, refdata, source, ivr.clone(), clock.clone(), stats.clone())?;
+            if let Some(side) = api_side.take() {
+                pipeline = pipeline.with_api(side);
+            }
             pipeline.restore(broker).await?;
             tasks.spawn(pipeline.run(shutdown.clone()));
             let (every, clock, shutdown) = (api.reconcile_every, clock.clone(), shutdown.clone());
@@ -687,6 +866,9 @@ pub async fn run(
         None => {
             let ivr = IvrOutbox::open(&cfg.sinks.outbox_dir)?;
             let mut pipeline = Pipeline::new(cfg, broker, refdata, source, ivr, clock.clone(), stats.clone())?;
+            if let Some(side) = api_side.take() {
+                pipeline = pipeline.with_api(side);
+            }
             pipeline.restore(broker).await?;
             tasks.spawn(pipeline.run(shutdown.clone()));
         }

@@ -405,3 +405,109 @@ async fn at_night_sms_waits_for_the_morning_across_a_restart_and_a_repair_withdr
     assert_eq!(got.len(), 2, "each once: {got:?}");
     assert!(sms.iter().all(|a| a["not_before"] == morning.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
 }
+
+/// A free loopback port (bound, read, released).
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_noc_api_reads_updates_and_resolves_with_roles() {
+    use outage::api::{ApiToken, Role};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config("api", dir.path());
+    let addr = free_port();
+    cfg.api.listen = Some(addr);
+    cfg.api.tokens = vec![
+        ApiToken { name: "wall-screen".into(), role: Role::Viewer, token: "v-secret".into() },
+        ApiToken { name: "noc-alice".into(), role: Role::Operator, token: "o-secret".into() },
+    ];
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    let t0 = Utc::now() - Cd::hours(1);
+    publish(
+        &broker,
+        &cfg.kafka.topics.alarms,
+        &[
+            ("S1", alarm("A1", "S1", AlarmState::Raised, t0)),
+            ("S2", alarm("A2", "S2", AlarmState::Raised, t0)),
+            ("S3", alarm("A3", "S3", AlarmState::Raised, t0)),
+        ],
+    )
+    .await;
+    let daemon = Daemon::start(&cfg, &broker, refdata());
+    settle(&daemon.stats, 3, |s| s.delivered(Channel::Sms) >= 2).await;
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://{addr}{path}");
+    let get = |path: &str, token: Option<&str>| {
+        let mut r = http.get(url(path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    assert_eq!(get("/healthz", None).await.unwrap().status(), 200);
+    assert_eq!(get("/readyz", None).await.unwrap().status(), 200);
+    assert_eq!(get("/v1/incidents", None).await.unwrap().status(), 401, "no token");
+    assert_eq!(get("/v1/incidents", Some("nope")).await.unwrap().status(), 401, "unknown token");
+    let list: Vec<serde_json::Value> = get("/v1/incidents", Some("v-secret")).await.unwrap().json().await.unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(list[0]["state"], "declared");
+    assert!(list[0]["postcodes"].as_array().unwrap().iter().any(|p| p == "02901"));
+
+    // One answer for agents: by number, by customer, by postcode.
+    let by_number: serde_json::Value =
+        get("/v1/impact?msisdn=%2B14015550102", Some("v-secret")).await.unwrap().json().await.unwrap();
+    assert_eq!((by_number["postcode"].as_str(), by_number["language"].as_str()), (Some("02902"), Some("es")));
+    assert_eq!(by_number["incidents"][0]["id"], id.as_str());
+    assert!(by_number["incidents"][0]["text"].as_str().unwrap().contains("avería"), "{by_number}");
+    let far: serde_json::Value =
+        get("/v1/impact?postcode=01001", Some("v-secret")).await.unwrap().json().await.unwrap();
+    assert_eq!(far["incidents"], serde_json::json!([]));
+    assert_eq!(get("/v1/impact?customer_id=NOBODY", Some("v-secret")).await.unwrap().status(), 404);
+
+    // Commands: a viewer may not; an operator's update is in the log with
+    // their name and tells the told customers the new ETR.
+    let etr = "2030-01-01T18:00:00Z";
+    let update = |token: &str| {
+        http.post(url(&format!("/v1/incidents/{id}/update")))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "etr": etr }))
+            .send()
+    };
+    assert_eq!(update("v-secret").await.unwrap().status(), 403);
+    let updated: serde_json::Value = update("o-secret").await.unwrap().json().await.unwrap();
+    assert_eq!(updated["etr"], etr);
+    let entry = updated["timeline"].as_array().unwrap().iter().find(|e| e["kind"] == "updated").unwrap().clone();
+    assert_eq!(entry["actor"], "noc-alice");
+    let missing =
+        http.post(url("/v1/incidents/INC-NOPE/resolve")).bearer_auth("o-secret").json(&serde_json::json!({})).send();
+    assert_eq!(missing.await.unwrap().status(), 404);
+    wait_for("the ETR update notices", Duration::from_secs(60), || {
+        lines(dir.path(), "sms.jsonl").iter().filter(|a| a["kind"] == "etr_update").count() == 2
+    })
+    .await;
+    let resolved: serde_json::Value = http
+        .post(url(&format!("/v1/incidents/{id}/resolve")))
+        .bearer_auth("o-secret")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resolved["state"], "resolved");
+    wait_for("the restored notices", Duration::from_secs(60), || {
+        lines(dir.path(), "sms.jsonl").iter().filter(|a| a["kind"] == "restored").count() == 2
+    })
+    .await;
+    let metrics = get("/metrics", None).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("outage_alarms_total{outcome=\"accepted\"} 3"), "{metrics}");
+    daemon.stop().await;
+    let events: Vec<IncidentEvent> = topic_records(&broker, &cfg.kafka.topics.incidents)
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect();
+    assert!(events.iter().any(|e| e.actor == "noc-alice" && matches!(e.kind, EventKind::Resolved { .. })));
+}

@@ -409,6 +409,36 @@ impl Planner {
         Ok(())
     }
 
+    /// The customer-facing text of an incident for `postcode` in
+    /// `language` (its "down" SMS, or "restored" once closed): the one
+    /// answer agents, IVR and chat bots give (`GET /v1/impact`).
+    pub fn customer_text(&self, inc: &Incident, postcode: &str, language: &str, now: DateTime<Utc>) -> String {
+        let lang = self.templates.resolve(language);
+        let kind = match inc.state {
+            IncidentState::Resolved => ActionKind::Restored,
+            IncidentState::Cancelled => ActionKind::Cancelled,
+            _ => ActionKind::Down,
+        };
+        let vars = self.vars(inc, postcode, self.timezone(postcode), now);
+        match self.templates.render(kind, Channel::Sms, lang, &vars) {
+            Ok(m) => m.text,
+            Err(e) => {
+                tracing::error!(error = %e, "customer text template failed");
+                format!("{}: {}", self.cfg.operator_name, self.cfg.status_url)
+            }
+        }
+    }
+
+    /// The reference data it plans over.
+    pub fn refdata(&self) -> &RefData {
+        &self.refdata
+    }
+
+    /// The language a customer's `language` tag resolves to.
+    pub fn language(&self, tag: &str) -> String {
+        self.templates.resolve(tag).to_string()
+    }
+
     /// Whether the incident's cause is one the config calls force majeure.
     fn force_majeure(&self, inc: &Incident) -> bool {
         let cause = inc.cause.to_lowercase();

@@ -23,6 +23,7 @@ pub fn config(tag: &str) -> Config {
     cfg.correlator.min_sites = 3;
     cfg.correlator.declare_sites = 3;
     cfg.correlator.hold_down = Duration::ZERO;
+    cfg.api.listen = None; // tests run side by side; the API test picks a port
     cfg
 }
 

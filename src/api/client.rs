@@ -1,0 +1,1 @@
+//! The HTTP API client `outagectl` uses (being written).

@@ -1,0 +1,475 @@
+//! The NOC control plane over HTTP (axum), served by `outaged`. Owns the
+//! routes, bearer-token roles, the read model the pipeline publishes
+//! ([`Snapshot`]) and the command channel into the pipeline ([`Command`]):
+//! the pipeline task stays the only writer of incidents, so a NOC command
+//! is one more event in the incident log, numbered and planned like any
+//! other, with the token's name as its actor.
+//!
+//! Routes: `GET /v1/incidents[?state=]`, `GET /v1/incidents/{id}`,
+//! `POST /v1/incidents/{id}/update|resolve|cancel` (operator),
+//! `GET /v1/impact?postcode=|msisdn=|customer_id=`, `GET /healthz`,
+//! `GET /readyz`, `GET /metrics` (Prometheus text; no token).
+//! Tokens are never logged; the listen address defaults to loopback.
+
+pub mod client;
+pub mod types;
+
+use crate::model::{Incident, IncidentId, IncidentState};
+use crate::refdata::RefData;
+use crate::topology::{Shutdown, Stats};
+use crate::transforms::plan::Planner;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+use types::*;
+
+/// `[api]` in the config.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Where the API listens. Default `127.0.0.1:8080` (loopback: put a
+    /// TLS proxy in front to reach it from elsewhere); none: no API.
+    pub listen: Option<SocketAddr>,
+    /// Bearer tokens and their roles. Default none (every call but the
+    /// health checks and metrics is refused). Keep them out of the file:
+    /// `OUTAGE_API__TOKENS='[{name="noc",role="operator",token="…"}]'`.
+    pub tokens: Vec<ApiToken>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))), tokens: Vec::new() }
+    }
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig").field("listen", &self.listen).field("tokens", &self.tokens).finish()
+    }
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Who holds it: recorded as the actor of every command it issues.
+    pub name: String,
+    pub role: Role,
+    pub token: String,
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiToken")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads incidents and impact.
+    Viewer,
+    /// Also declares, updates, resolves and cancels.
+    Operator,
+}
+
+/// One incident as the pipeline last saw it, with what the API needs
+/// beside the folded state.
+#[derive(Debug, Clone)]
+pub struct SnapshotIncident {
+    pub inc: Incident,
+    /// Footprint postcodes (declared: the correlator's coverage; closed:
+    /// those told).
+    pub postcodes: Vec<String>,
+    pub customers: u64,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+impl SnapshotIncident {
+    pub fn view(&self) -> IncidentView {
+        let i = &self.inc;
+        IncidentView {
+            id: i.id.clone(),
+            state: i.state,
+            cause: i.cause.clone(),
+            opened_at: i.opened_at,
+            declared_at: i.declared_at,
+            restored_at: i.restored_at,
+            closed_at: i.closed_at,
+            etr: i.etr,
+            message: i.message.clone(),
+            sites: i.sites.keys().cloned().collect(),
+            sites_down: i.down_count(),
+            postcodes: self.postcodes.clone(),
+            customers: self.customers,
+            links: i.links.iter().cloned().collect(),
+            updated_at: i.updated_at,
+            timeline: self.timeline.clone(),
+        }
+    }
+}
+
+/// The read model: open incidents and recently closed ones.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The incident log has been folded and the pipeline is running.
+    pub ready: bool,
+    pub incidents: Vec<SnapshotIncident>,
+}
+
+/// A NOC command for the pipeline, answered with the incident after it.
+#[derive(Debug)]
+pub enum Command {
+    Update(IncidentId, UpdateRequest),
+    Resolve(IncidentId),
+    Cancel(IncidentId, CancelRequest),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CommandError {
+    #[error("no incident {0}")]
+    NotFound(IncidentId),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the pipeline failed: {0}")]
+    Failed(String),
+}
+
+/// A command in flight: what, who (the token's name), where to answer.
+pub struct Envelope {
+    pub command: Command,
+    pub actor: String,
+    pub reply: oneshot::Sender<Result<IncidentView, CommandError>>,
+}
+
+/// The pipeline's ends of the API: commands in, snapshots out.
+pub struct PipelineSide {
+    pub commands: mpsc::Receiver<Envelope>,
+    pub snapshots: watch::Sender<Arc<Snapshot>>,
+}
+
+/// What the handlers share.
+pub struct ApiState {
+    tokens: Vec<ApiToken>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    commands: mpsc::Sender<Envelope>,
+    refdata: Arc<RefData>,
+    planner: Planner,
+    stats: Arc<Stats>,
+    /// Customer index by MSISDN and by id, for `/v1/impact`.
+    by_msisdn: HashMap<String, u32>,
+    by_id: HashMap<String, u32>,
+    now: Box<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+}
+
+/// The channels between the API and the pipeline (commands bounded: a
+/// NOC does not queue thousands).
+pub fn channels() -> (PipelineSide, mpsc::Sender<Envelope>, watch::Receiver<Arc<Snapshot>>) {
+    let (ctx, crx) = mpsc::channel(64);
+    let (stx, srx) = watch::channel(Arc::new(Snapshot::default()));
+    (PipelineSide { commands: crx, snapshots: stx }, ctx, srx)
+}
+
+impl ApiState {
+    pub fn new(
+        cfg: &crate::config::Config,
+        refdata: Arc<RefData>,
+        commands: mpsc::Sender<Envelope>,
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        stats: Arc<Stats>,
+        now: Box<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+    ) -> Result<Self, crate::transforms::templates::TemplateError> {
+        let mut by_msisdn = HashMap::new();
+        let mut by_id = HashMap::new();
+        for (i, c) in refdata.customers.iter().enumerate() {
+            if let Some(m) = &c.msisdn {
+                by_msisdn.insert(m.clone(), i as u32);
+            }
+            by_id.insert(c.customer_id.clone(), i as u32);
+        }
+        Ok(ApiState {
+            tokens: cfg.api.tokens.clone(),
+            snapshots,
+            commands,
+            planner: Planner::new(cfg.plan.clone(), refdata.clone())?,
+            refdata,
+            stats,
+            by_msisdn,
+            by_id,
+            now,
+        })
+    }
+}
+
+/// An error answer: the status and `{"error": …}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        let status = match e {
+            CommandError::NotFound(_) => StatusCode::NOT_FOUND,
+            CommandError::Invalid(_) => StatusCode::CONFLICT,
+            CommandError::Failed(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+/// Equal in time whatever the first difference (tokens are secrets).
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The caller's token, if it has at least `need`.
+fn authorize<'a>(st: &'a ApiState, headers: &HeaderMap, need: Role) -> Result<&'a ApiToken, ApiError> {
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return Err(ApiError(StatusCode::UNAUTHORIZED, "a bearer token is required".into()));
+    };
+    let Some(t) = st.tokens.iter().find(|t| same(&t.token, presented)) else {
+        return Err(ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()));
+    };
+    if t.role < need {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("token {:?} is a {:?}; this needs an operator", t.name, t.role),
+        ));
+    }
+    Ok(t)
+}
+
+type Shared = State<Arc<ApiState>>;
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/incidents", get(list))
+        .route("/v1/incidents/{id}", get(show))
+        .route("/v1/incidents/{id}/update", post(update))
+        .route("/v1/incidents/{id}/resolve", post(resolve))
+        .route("/v1/incidents/{id}/cancel", post(cancel))
+        .route("/v1/impact", get(impact))
+        .with_state(state)
+}
+
+/// Serve until shutdown.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ApiState>,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(async move { shutdown.requested().await }).await
+}
+
+async fn readyz(State(st): Shared) -> Response {
+    if st.snapshots.borrow().ready {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, "the incident log is still being read".into()).into_response()
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    state: Option<IncidentState>,
+}
+
+async fn list(
+    State(st): Shared,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<IncidentView>>, ApiError> {
+    authorize(&st, &headers, Role::Viewer)?;
+    let snap = st.snapshots.borrow().clone();
+    Ok(Json(snap.incidents.iter().filter(|i| q.state.is_none_or(|s| i.inc.state == s)).map(|i| i.view()).collect()))
+}
+
+async fn show(State(st): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<IncidentView>, ApiError> {
+    authorize(&st, &headers, Role::Viewer)?;
+    let snap = st.snapshots.borrow().clone();
+    snap.incidents
+        .iter()
+        .find(|i| i.inc.id.0 == id)
+        .map(|i| Json(i.view()))
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no incident {id}")))
+}
+
+async fn command(st: &ApiState, headers: &HeaderMap, command: Command) -> Result<Json<IncidentView>, ApiError> {
+    let actor = authorize(st, headers, Role::Operator)?.name.clone();
+    tracing::info!(%actor, ?command, "NOC command");
+    let (reply, answer) = oneshot::channel();
+    let down = || ApiError(StatusCode::SERVICE_UNAVAILABLE, "the pipeline is not running".into());
+    st.commands.send(Envelope { command, actor, reply }).await.map_err(|_| down())?;
+    Ok(Json(answer.await.map_err(|_| down())??))
+}
+
+async fn update(
+    State(st): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(req): Json<UpdateRequest>,
+) -> Result<Json<IncidentView>, ApiError> {
+    if req.cause.is_none() && req.etr.is_none() && req.message.is_none() {
+        return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "give at least one of cause, etr, message".into()));
+    }
+    command(&st, &headers, Command::Update(IncidentId(id), req)).await
+}
+
+async fn resolve(
+    State(st): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<IncidentView>, ApiError> {
+    command(&st, &headers, Command::Resolve(IncidentId(id))).await
+}
+
+async fn cancel(
+    State(st): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(req): Json<CancelRequest>,
+) -> Result<Json<IncidentView>, ApiError> {
+    command(&st, &headers, Command::Cancel(IncidentId(id), req)).await
+}
+
+#[derive(Deserialize)]
+struct ImpactQuery {
+    postcode: Option<String>,
+    msisdn: Option<String>,
+    customer_id: Option<String>,
+}
+
+async fn impact(
+    State(st): Shared,
+    headers: HeaderMap,
+    Query(q): Query<ImpactQuery>,
+) -> Result<Json<ImpactResponse>, ApiError> {
+    authorize(&st, &headers, Role::Viewer)?;
+    let customer = match (&q.postcode, &q.msisdn, &q.customer_id) {
+        (Some(_), None, None) => None,
+        (None, Some(m), None) => Some(
+            st.by_msisdn
+                .get(m.trim())
+                .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no customer with that number".into()))?,
+        ),
+        (None, None, Some(c)) => {
+            Some(st.by_id.get(c.trim()).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no customer {c}")))?)
+        }
+        _ => return Err(ApiError(StatusCode::BAD_REQUEST, "give exactly one of postcode, msisdn, customer_id".into())),
+    };
+    let (postcode, language) = match customer {
+        Some(&i) => {
+            let c = &st.refdata.customers[i as usize];
+            (c.postcode.clone(), st.planner.language(&c.language))
+        }
+        None => (q.postcode.clone().unwrap_or_default().trim().to_string(), st.planner.language("")),
+    };
+    let now = (st.now)();
+    let snap = st.snapshots.borrow().clone();
+    let incidents = snap
+        .incidents
+        .iter()
+        .filter(|i| i.inc.state.is_open() && i.postcodes.contains(&postcode))
+        .map(|i| ImpactedBy {
+            id: i.inc.id.clone(),
+            state: i.inc.state,
+            cause: i.inc.cause.clone(),
+            etr: i.inc.etr,
+            text: st.planner.customer_text(&i.inc, &postcode, &language, now),
+        })
+        .collect();
+    Ok(Json(ImpactResponse { postcode, language, incidents }))
+}
+
+/// Prometheus text exposition of the daemon's counters.
+async fn metrics(State(st): Shared) -> Response {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &st.stats;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let read = s.alarms_read.load(Relaxed);
+    let dead = s.alarms_dead_lettered.load(Relaxed);
+    metric(
+        "outage_alarms_total",
+        "counter",
+        "Alarm records read, by outcome.",
+        &[("{outcome=\"accepted\"}", read.saturating_sub(dead)), ("{outcome=\"dead_lettered\"}", dead)],
+    );
+    let snap = st.snapshots.borrow().clone();
+    let mut by_state: std::collections::BTreeMap<&str, u64> = Default::default();
+    for i in &snap.incidents {
+        *by_state.entry(state_name(i.inc.state)).or_default() += 1;
+    }
+    let states: Vec<(String, u64)> = by_state.iter().map(|(k, v)| (format!("{{state=\"{k}\"}}"), *v)).collect();
+    let states: Vec<(&str, u64)> = states.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    metric("outage_incidents", "gauge", "Incidents in the read model (open and recently closed), by state.", &states);
+    let channels: Vec<(String, u64)> = crate::model::Channel::ALL
+        .iter()
+        .map(|c| (format!("{{channel=\"{}\",result=\"done\"}}", c.as_str()), s.delivered(*c)))
+        .collect();
+    let mut actions: Vec<(&str, u64)> = channels.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let failed = s.notices_failed.load(Relaxed);
+    let dup = s.duplicates.load(Relaxed);
+    actions.push(("{channel=\"notice\",result=\"failed\"}", failed));
+    actions.push(("{channel=\"any\",result=\"duplicate\"}", dup));
+    metric("outage_actions_total", "counter", "Actions carried out, by channel and result.", &actions);
+    metric(
+        "outage_actions_planned_total",
+        "counter",
+        "Actions planned onto the actions topic.",
+        &[("", s.actions_planned.load(Relaxed))],
+    );
+    metric(
+        "outage_actions_waiting",
+        "gauge",
+        "Actions held until their time (quiet hours, revokes).",
+        &[("", s.actions_waiting.load(Relaxed))],
+    );
+    metric(
+        "outage_declare_to_ivr_max_milliseconds",
+        "gauge",
+        "Slowest declaration to IVR announcement set.",
+        &[("", s.declare_to_ivr_max_ms.load(Relaxed))],
+    );
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+fn state_name(s: IncidentState) -> &'static str {
+    match s {
+        IncidentState::Probable => "probable",
+        IncidentState::Declared => "declared",
+        IncidentState::Resolved => "resolved",
+        IncidentState::Cancelled => "cancelled",
+        IncidentState::Dismissed => "dismissed",
+        IncidentState::Merged => "merged",
+    }
+}
