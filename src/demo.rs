@@ -21,6 +21,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The operator token the demo's API accepts when the config has none.
+pub const DEMO_TOKEN: &str = "demo-operator-token";
+
 pub struct DemoOptions {
     /// Where the outbox files, the scenario and its ground truth go.
     pub out: PathBuf,
@@ -104,6 +107,14 @@ pub async fn run(
     };
     cfg.sinks.outbox_dir = opts.out.clone();
     cfg.plan.data_grant_grace = opts.grace;
+    // A NOC token for trying the API against the demo (loopback only).
+    if cfg.api.tokens.is_empty() {
+        cfg.api.tokens.push(crate::api::ApiToken {
+            name: "demo-noc".into(),
+            role: crate::api::Role::Operator,
+            token: DEMO_TOKEN.into(),
+        });
+    }
     std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
     Outbox::reset(&opts.out).map_err(io(&opts.out))?;
 
@@ -233,7 +244,15 @@ pub async fn run(
         trigger.trigger();
     } else {
         print_summary(&summary);
-        eprintln!("still running (Kafka at {}); Ctrl-C to stop", summary.bootstrap);
+        match cfg.api.listen {
+            Some(addr) => eprintln!(
+                "still running (Kafka at {}); NOC API at http://{addr} — try:\n  \
+                 export OUTAGE_SERVER=http://{addr} OUTAGE_TOKEN={DEMO_TOKEN}\n  \
+                 cargo run --bin outagectl -- incidents\nCtrl-C to stop",
+                summary.bootstrap
+            ),
+            None => eprintln!("still running (Kafka at {}); Ctrl-C to stop", summary.bootstrap),
+        }
     }
     daemon.await.map_err(TopologyError::from)??;
     Ok(summary)
