@@ -487,17 +487,41 @@ async fn the_noc_api_reads_updates_and_resolves_with_roles() {
         lines(dir.path(), "sms.jsonl").iter().filter(|a| a["kind"] == "etr_update").count() == 2
     })
     .await;
-    let resolved: serde_json::Value = http
-        .post(url(&format!("/v1/incidents/{id}/resolve")))
-        .bearer_auth("o-secret")
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The CLI against the running daemon: exit codes scripts can trust.
+    let ctl = |token: &str, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_outagectl"))
+            .args(args)
+            .env("OUTAGE_SERVER", format!("http://{addr}"))
+            .env("OUTAGE_TOKEN", token)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, table, _) = ctl("v-secret", &["incidents"]);
+    assert_eq!(code, Some(0));
+    assert!(table.contains(&id) && table.contains("declared"), "{table}");
+    let (code, _, err) = ctl("v-secret", &["resolve", &id]);
+    assert_eq!(code, Some(4), "a viewer cannot resolve: {err}");
+    assert!(!err.contains("v-secret"), "the token is never echoed: {err}");
+    assert_eq!(ctl("o-secret", &["show", "INC-NOPE"]).0, Some(5), "unknown incident");
+    let (code, impact, _) = ctl("v-secret", &["impact", "--postcode", "02901", "--json"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&impact).unwrap()["incidents"][0]["id"], id.as_str());
+    let (code, out, err) = ctl("o-secret", &["resolve", &id, "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let resolved: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(resolved["state"], "resolved");
+    let dead = free_port();
+    let down = std::process::Command::new(env!("CARGO_BIN_EXE_outagectl"))
+        .args(["incidents", "--server", &format!("http://{dead}")])
+        .env("OUTAGE_TOKEN", "v-secret")
+        .output()
+        .unwrap();
+    assert_eq!(down.status.code(), Some(3), "daemon not running");
     wait_for("the restored notices", Duration::from_secs(60), || {
         lines(dir.path(), "sms.jsonl").iter().filter(|a| a["kind"] == "restored").count() == 2
     })

@@ -1,18 +1,35 @@
-//! `outagectl`: the NOC engineer's CLI. Offline tools today (`simulate`);
-//! incident commands against the daemon's HTTP API come with the API.
+//! `outagectl`: the NOC engineer's CLI. Offline tools (`simulate`,
+//! `replay`) and incident commands against the daemon's HTTP API
+//! (`incidents`, `show`, `declare`, `update`, `resolve`, `cancel`,
+//! `impact`; the client and the tables live in `outage::api::client`).
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, Parser, Subcommand};
+use outage::api::client::{self, Client, ClientError, ImpactQuery};
+use outage::api::types::{CancelRequest, DeclareRequest, UpdateRequest};
+use outage::model::{IncidentId, IncidentState};
 use outage::refdata::load_sites;
 use outage::simulate::{self, ScenarioConfig, WireFormat};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
+/// Shown under `--help` of the CLI and of every command that calls the daemon.
+const EXIT_CODES: &str = "\
+Exit codes (commands that call the daemon):
+  0  success
+  1  other error (daemon error such as 503 not ready, unexpected answer)
+  2  bad command line
+  3  daemon unreachable (not running at --server? connection refused, DNS, timeout)
+  4  unauthorized or forbidden (no or bad token; a viewer token asking for an operator action)
+  5  not found (e.g. unknown incident)
+  6  request refused (400/409/422: invalid values, incident not in a state that allows it)";
+
 #[derive(Parser)]
-#[command(version, about = "NOC command line for the outage pipeline")]
+#[command(version, about = "NOC command line for the outage pipeline", after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,6 +44,204 @@ enum Command {
     /// Run the daemon's correlator offline over an alarm file (JSONL) and
     /// print each incident: times, sites, postcodes, customers, footprint.
     Replay(ReplayArgs),
+    /// List incidents: id, state, cause, declared, ETR, sites down/total,
+    /// postcodes, customers.
+    #[command(after_help = EXIT_CODES)]
+    Incidents(IncidentsArgs),
+    /// Show one incident in full, with its timeline.
+    #[command(after_help = EXIT_CODES)]
+    Show(ShowArgs),
+    /// Declare an incident over postcodes (operator token).
+    #[command(after_help = EXIT_CODES)]
+    Declare(DeclareArgs),
+    /// Change an incident's ETR, cause or customer message (operator token;
+    /// at least one of them).
+    #[command(after_help = EXIT_CODES)]
+    Update(UpdateArgs),
+    /// Resolve an incident: service is back (operator token).
+    #[command(after_help = EXIT_CODES)]
+    Resolve(ResolveArgs),
+    /// Cancel an incident declared by mistake; customers already told get a
+    /// correction (operator token).
+    #[command(after_help = EXIT_CODES)]
+    Cancel(CancelArgs),
+    /// Which open incidents affect a postcode, phone number or customer,
+    /// and what customers are told.
+    #[command(after_help = EXIT_CODES)]
+    Impact(ImpactArgs),
+}
+
+/// How to reach the daemon; every API command takes these.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Daemon")]
+struct ServerOpts {
+    /// The daemon's API base URL (plain http; `host:port` means http://host:port).
+    #[arg(long, env = "OUTAGE_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// Bearer token. Prefer the environment variable: a flag is visible in
+    /// the process list. Never printed.
+    #[arg(long, env = "OUTAGE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    token: Option<String>,
+    /// Give up on a request after this long (e.g. 10s, 1m).
+    #[arg(long, env = "OUTAGE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Print the daemon's answer as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ServerOpts {
+    fn client(&self) -> Result<Client, ClientError> {
+        Client::new(&self.server, self.token.clone(), self.timeout)
+    }
+}
+
+/// `--state` values (the API's incident states).
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StateArg {
+    Probable,
+    Declared,
+    Resolved,
+    Cancelled,
+    Dismissed,
+    Merged,
+}
+
+impl From<StateArg> for IncidentState {
+    fn from(s: StateArg) -> Self {
+        match s {
+            StateArg::Probable => IncidentState::Probable,
+            StateArg::Declared => IncidentState::Declared,
+            StateArg::Resolved => IncidentState::Resolved,
+            StateArg::Cancelled => IncidentState::Cancelled,
+            StateArg::Dismissed => IncidentState::Dismissed,
+            StateArg::Merged => IncidentState::Merged,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct IncidentsArgs {
+    /// Only incidents in this state.
+    #[arg(long, value_enum)]
+    state: Option<StateArg>,
+    #[command(flatten)]
+    server: ServerOpts,
+}
+
+#[derive(clap::Args)]
+struct ShowArgs {
+    /// Incident id, e.g. INC-20261123-3f9a1c2e.
+    #[arg(value_parser = non_empty)]
+    id: String,
+    #[command(flatten)]
+    server: ServerOpts,
+}
+
+#[derive(clap::Args)]
+struct DeclareArgs {
+    /// Postcode in the footprint; repeat the flag or separate with commas.
+    #[arg(long = "postcode", value_name = "POSTCODE", required = true, value_delimiter = ',', value_parser = non_empty)]
+    postcodes: Vec<String>,
+    /// The cause, in words.
+    #[arg(long, value_parser = non_empty)]
+    cause: String,
+    /// Expected restoration: RFC 3339 (2026-11-23T18:00:00Z) or from now (+90m, +2h).
+    #[arg(long, value_parser = parse_etr_arg)]
+    etr: Option<DateTime<Utc>>,
+    /// Customer-facing message.
+    #[arg(long)]
+    message: Option<String>,
+    #[command(flatten)]
+    server: ServerOpts,
+}
+
+#[derive(clap::Args)]
+#[command(group(ArgGroup::new("change").required(true).multiple(true).args(["etr", "cause", "message"])))]
+struct UpdateArgs {
+    /// Incident id.
+    #[arg(value_parser = non_empty)]
+    id: String,
+    /// New expected restoration: RFC 3339 (2026-11-23T18:00:00Z) or from now (+90m, +2h).
+    #[arg(long, value_parser = parse_etr_arg)]
+    etr: Option<DateTime<Utc>>,
+    /// New cause, in words.
+    #[arg(long, value_parser = non_empty)]
+    cause: Option<String>,
+    /// New customer-facing message.
+    #[arg(long)]
+    message: Option<String>,
+    #[command(flatten)]
+    server: ServerOpts,
+}
+
+#[derive(clap::Args)]
+struct ResolveArgs {
+    /// Incident id.
+    #[arg(value_parser = non_empty)]
+    id: String,
+    #[command(flatten)]
+    server: ServerOpts,
+}
+
+#[derive(clap::Args)]
+struct CancelArgs {
+    /// Incident id.
+    #[arg(value_parser = non_empty)]
+    id: String,
+    /// Why it was a false positive (kept in the incident's timeline).
+    #[arg(long, value_parser = non_empty)]
+    reason: String,
+    #[command(flatten)]
+    server: ServerOpts,
+}
+
+#[derive(clap::Args)]
+#[command(group(ArgGroup::new("who").required(true).args(["postcode", "msisdn", "customer_id"])))]
+struct ImpactArgs {
+    /// A postcode.
+    #[arg(long, value_parser = non_empty)]
+    postcode: Option<String>,
+    /// A customer's phone number (MSISDN).
+    #[arg(long, value_parser = non_empty)]
+    msisdn: Option<String>,
+    /// A customer id.
+    #[arg(long, value_parser = non_empty)]
+    customer_id: Option<String>,
+    #[command(flatten)]
+    server: ServerOpts,
+}
+
+/// A value with surrounding blanks removed; empty is refused.
+fn non_empty(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+fn parse_etr_arg(s: &str) -> Result<DateTime<Utc>, String> {
+    parse_etr(s, Utc::now())
+}
+
+/// An ETR: RFC 3339 (`2026-11-23T18:00:00Z`, any offset, kept as UTC) or a
+/// duration from `now` written `+90m`, `+2h`, `+1h 30m`.
+fn parse_etr(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let s = s.trim();
+    if let Some(rel) = s.strip_prefix('+') {
+        let d = humantime::parse_duration(rel.trim())
+            .map_err(|e| format!("{s:?}: {e} (a time from now looks like +90m, +2h, +1h30m)"))?;
+        return chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .ok_or_else(|| format!("{s:?} is too far in the future"));
+    }
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|e| {
+        let hint = if humantime::parse_duration(s).is_ok() { format!("; from now, write +{s}") } else { String::new() };
+        format!("{s:?} is not RFC 3339 (2026-11-23T18:00:00Z) nor a time from now (+90m, +2h): {e}{hint}")
+    })
 }
 
 #[derive(clap::Args)]
@@ -100,19 +315,108 @@ struct SimulateArgs {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter("warn").init();
     let result = match Cli::parse().command {
         Command::Simulate(a) => simulate_cmd(a).await,
         Command::Replay(a) => replay_cmd(a),
+        api => return api_main(api).await,
     };
     // A reader that stops early (`| head`) is not an error.
     match result {
-        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
-            Ok(())
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
+        // As `main` returning the error would print it.
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
         }
-        other => other,
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// The API commands: `outagectl: <message>` on stderr and the documented
+/// exit code on failure.
+async fn api_main(cmd: Command) -> ExitCode {
+    match api_cmd(cmd).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => match e.downcast_ref::<ClientError>() {
+            Some(ce) => {
+                eprintln!("outagectl: {ce}");
+                ExitCode::from(ce.exit_code())
+            }
+            None => {
+                eprintln!("outagectl: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn api_cmd(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Incidents(a) => {
+            let list = a.server.client()?.incidents(a.state.map(IncidentState::from)).await?;
+            output(a.server.json, &list, || client::incidents_table(&list))
+        }
+        Command::Show(a) => {
+            let inc = a.server.client()?.incident(&IncidentId(a.id)).await?;
+            output(a.server.json, &inc, || client::incident_details(&inc))
+        }
+        Command::Declare(a) => {
+            let mut postcodes: Vec<String> = Vec::with_capacity(a.postcodes.len());
+            for p in a.postcodes {
+                if !postcodes.contains(&p) {
+                    postcodes.push(p);
+                }
+            }
+            let req = DeclareRequest { postcodes, cause: a.cause, etr: a.etr, message: a.message };
+            let inc = a.server.client()?.declare(&req).await?;
+            output(a.server.json, &inc, || format!("declared {}\n\n{}", inc.id, client::incident_details(&inc)))
+        }
+        Command::Update(a) => {
+            let req = UpdateRequest { cause: a.cause, etr: a.etr, message: a.message };
+            let inc = a.server.client()?.update(&IncidentId(a.id), &req).await?;
+            output(a.server.json, &inc, || format!("updated {}\n\n{}", inc.id, client::incident_details(&inc)))
+        }
+        Command::Resolve(a) => {
+            let inc = a.server.client()?.resolve(&IncidentId(a.id)).await?;
+            output(a.server.json, &inc, || format!("resolved {}\n\n{}", inc.id, client::incident_details(&inc)))
+        }
+        Command::Cancel(a) => {
+            let inc = a.server.client()?.cancel(&IncidentId(a.id), &CancelRequest { reason: a.reason }).await?;
+            output(a.server.json, &inc, || format!("cancelled {}\n\n{}", inc.id, client::incident_details(&inc)))
+        }
+        Command::Impact(a) => {
+            let q = match (a.postcode, a.msisdn, a.customer_id) {
+                (Some(p), _, _) => ImpactQuery::Postcode(p),
+                (_, Some(m), _) => ImpactQuery::Msisdn(m),
+                (_, _, Some(c)) => ImpactQuery::CustomerId(c),
+                // clap's "who" group requires exactly one.
+                (None, None, None) => anyhow::bail!("give --postcode, --msisdn or --customer-id"),
+            };
+            let r = a.server.client()?.impact(&q).await?;
+            output(a.server.json, &r, || client::impact_text(&r))
+        }
+        Command::Simulate(_) | Command::Replay(_) => unreachable!("offline commands are run by main"),
+    }
+}
+
+/// Print the answer: pretty JSON, or the human text.
+fn output<T: serde::Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, value).map_err(std::io::Error::from)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(human().as_bytes())?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 async fn simulate_cmd(a: SimulateArgs) -> anyhow::Result<()> {
@@ -228,4 +532,91 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn etr_rfc3339_and_relative() {
+        let now = t("2026-11-23T14:00:00Z");
+        assert_eq!(parse_etr("2026-11-23T18:00:00Z", now), Ok(t("2026-11-23T18:00:00Z")));
+        assert_eq!(parse_etr(" 2026-11-23T19:00:00+01:00 ", now), Ok(t("2026-11-23T18:00:00Z")));
+        assert_eq!(parse_etr("+90m", now), Ok(t("2026-11-23T15:30:00Z")));
+        assert_eq!(parse_etr("+2h", now), Ok(t("2026-11-23T16:00:00Z")));
+        assert_eq!(parse_etr("+1h 30m", now), Ok(t("2026-11-23T15:30:00Z")));
+    }
+
+    #[test]
+    fn etr_errors_say_what_is_accepted() {
+        let now = t("2026-11-23T14:00:00Z");
+        let e = parse_etr("2h", now).unwrap_err();
+        assert!(e.contains("write +2h"), "{e}");
+        let e = parse_etr("tomorrow", now).unwrap_err();
+        assert!(e.contains("RFC 3339") && e.contains("+90m"), "{e}");
+        assert!(parse_etr("+soon", now).unwrap_err().contains("+90m"));
+        assert!(parse_etr("2026-11-23 18:00", now).is_err());
+        assert!(parse_etr("+", now).is_err());
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("outagectl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn declare_takes_repeated_and_comma_separated_postcodes() {
+        let cli = parse(&[
+            "declare",
+            "--postcode",
+            "AB1 2CD,AB1 3EF",
+            "--postcode",
+            "AB1 4GH",
+            "--cause",
+            "fibre cut",
+            "--etr",
+            "+2h",
+        ])
+        .unwrap();
+        let Command::Declare(a) = cli.command else { panic!("not declare") };
+        assert_eq!(a.postcodes, ["AB1 2CD", "AB1 3EF", "AB1 4GH"]);
+        assert!(a.etr.is_some());
+        assert!(parse(&["declare", "--cause", "x"]).is_err(), "a postcode is required");
+        assert!(parse(&["declare", "--postcode", "A", "--cause", "x", "--etr", "later"]).is_err());
+    }
+
+    #[test]
+    fn update_needs_a_change_and_impact_exactly_one_key() {
+        let e = parse(&["update", "INC-1"]).err().unwrap();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(parse(&["update", "INC-1", "--message", "on site"]).is_ok());
+        assert!(parse(&["impact"]).is_err());
+        assert!(parse(&["impact", "--postcode", "A", "--msisdn", "1"]).is_err());
+        assert!(parse(&["impact", "--customer-id", "C1"]).is_ok());
+        assert!(parse(&["cancel", "INC-1"]).is_err(), "a reason is required");
+    }
+
+    #[test]
+    fn server_options_and_token_never_shown() {
+        let cli = parse(&["incidents", "--state", "declared", "--json", "--token", "tok", "--server", "h:1"]).unwrap();
+        let Command::Incidents(a) = cli.command else { panic!("not incidents") };
+        assert!(a.server.json && a.server.server == "h:1");
+        let mut cmd = Cli::command();
+        for sub in ["incidents", "show", "declare", "update", "resolve", "cancel", "impact"] {
+            let sub = cmd.find_subcommand_mut(sub).unwrap();
+            let token = sub.get_arguments().find(|a| a.get_id() == "token").unwrap();
+            assert!(token.is_hide_env_values_set());
+            assert!(sub.render_long_help().to_string().contains("Exit codes"));
+        }
+    }
 }
