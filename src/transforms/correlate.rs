@@ -18,9 +18,16 @@
 //! - a Declared incident is resolved once every site has been up for
 //!   `hold_down` (flap suppression).
 //!
-//! Cost: one alarm costs a hash lookup, an R-tree query over the sites near
-//! it and O(log n) timer work; nothing scans the active alarms or the open
-//! incidents. Timers live in a deadline queue.
+//! Cost: one alarm costs one hash lookup of its site, a short scan of the
+//! site's active alarms (a mirror of the incident's, so the incident's site
+//! map is searched once, by its own fold of the event) and O(log n) timer
+//! work only when an incident's deadline moves; nothing scans the active
+//! alarms or the open incidents. Incidents live in slots addressed by `u32`
+//! (string ids are hashed only at the API's edges), inventory sites by their
+//! inventory index. A raise on a site outside every incident also scans the
+//! sites within reach: up to 27 cells of a grid over the sites, built once,
+//! that selects exactly what the R-tree would. Timers live in a deadline
+//! queue.
 //!
 //! Invariant: every event returned has already been applied to the
 //! correlator's own state, so its state equals the fold of the log.
@@ -57,32 +64,159 @@ pub struct Counts {
     pub not_service_affecting: u64,
 }
 
-/// Which open incident each site is a member of: a vector by inventory
-/// index (no hashing on the hot path), a map for sites only alarms located.
-struct OpenIndex {
-    by_site: Vec<Option<IncidentId>>,
-    adhoc: HashMap<String, IncidentId>,
+/// A slot per site: a vector by inventory index (no hashing once the site's
+/// index is known), a map for sites only alarms located.
+struct SiteSlots {
+    by_site: Vec<Option<u32>>,
+    adhoc: HashMap<String, u32>,
 }
 
-impl OpenIndex {
-    fn get(&self, rd: &RefData, site: &str) -> Option<&IncidentId> {
-        match rd.site_index(site) {
-            Some(i) => self.by_site[i as usize].as_ref(),
-            None => self.adhoc.get(site),
+impl SiteSlots {
+    fn new(n_sites: usize) -> Self {
+        SiteSlots { by_site: vec![None; n_sites], adhoc: HashMap::default() }
+    }
+
+    /// `idx` is `site`'s inventory index, if it has one.
+    fn get(&self, idx: Option<u32>, site: &str) -> Option<u32> {
+        match idx {
+            Some(i) => self.by_site[i as usize],
+            None => self.adhoc.get(site).copied(),
         }
     }
 
-    fn set(&mut self, rd: &RefData, site: &str, id: Option<IncidentId>) {
-        match (rd.site_index(site), id) {
-            (Some(i), id) => self.by_site[i as usize] = id,
-            (None, Some(id)) => {
-                self.adhoc.insert(site.to_string(), id);
-            }
+    fn set(&mut self, idx: Option<u32>, site: &str, slot: Option<u32>) {
+        match (idx, slot) {
+            (Some(i), slot) => self.by_site[i as usize] = slot,
+            (None, Some(slot)) => match self.adhoc.get_mut(site) {
+                Some(s) => *s = slot,
+                None => {
+                    self.adhoc.insert(site.to_string(), slot);
+                }
+            },
             (None, None) => {
                 self.adhoc.remove(site);
             }
         }
     }
+}
+
+/// Inventory sites bucketed by the cells of a 3-D grid over their unit
+/// vectors (the R-tree's coordinates), each with what the neighbour test
+/// reads: one scan of up to 27 cells instead of an R-tree descent. The cell
+/// edge is at least the chord of the longest reach, so every site within
+/// reach lies in the cells next to the query's; the R-tree's own distance
+/// test is then applied as it is (same arithmetic, so the same sites).
+struct SiteGrid {
+    /// Cell edge, and the largest squared chord a query may ask for.
+    edge: f64,
+    max_chord2: f64,
+    cells: HashMap<[i32; 3], (u32, u32)>,
+    /// Sites sorted by cell; `cells` holds each cell's range.
+    points: Vec<GridPoint>,
+}
+
+struct GridPoint {
+    xyz: [f64; 3],
+    at: GeoPoint,
+    radius_km: f64,
+    idx: u32,
+}
+
+impl SiteGrid {
+    /// `None` when no reach is finite and positive (the R-tree serves then).
+    fn new(rd: &RefData, max_reach_km: f64) -> Option<Self> {
+        if !(max_reach_km.is_finite() && max_reach_km > 0.0) {
+            return None;
+        }
+        let max_chord2 = crate::geodesy::chord2_for_km(max_reach_km);
+        // A little over the chord: rounding must not move a site in reach
+        // two cells away; and never so small that cell numbers overflow.
+        let edge = (max_chord2.sqrt() * (1.0 + 1e-9)).max(1e-6);
+        let cell = |xyz: [f64; 3]| xyz.map(|c| (c / edge).floor() as i32);
+        let mut points: Vec<GridPoint> = rd
+            .sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let at = GeoPoint::new(s.lat, s.lon);
+                GridPoint { xyz: at.xyz(), at, radius_km: s.radius_km, idx: i as u32 }
+            })
+            .collect();
+        points.sort_by_key(|p| (cell(p.xyz), p.idx));
+        let mut cells: HashMap<[i32; 3], (u32, u32)> = HashMap::default();
+        for (i, p) in points.iter().enumerate() {
+            let range = cells.entry(cell(p.xyz)).or_insert((i as u32, i as u32));
+            range.1 = i as u32 + 1;
+        }
+        Some(SiteGrid { edge, max_chord2, cells, points })
+    }
+
+    /// Calls `f` with every site whose unit vector is within squared chord
+    /// `chord2` of `q` (exactly the test the R-tree makes), if `chord2` is
+    /// within the grid's reach; `false` if it is not (nothing was called).
+    fn within(&self, q: [f64; 3], chord2: f64, mut f: impl FnMut(&GridPoint)) -> bool {
+        // (A NaN reach is not within it either.)
+        let in_reach = chord2 <= self.max_chord2;
+        if !in_reach {
+            return false;
+        }
+        let c = q.map(|c| (c / self.edge).floor() as i32);
+        for dx in -1..=1 {
+            for dy in -1..=1 {
+                for dz in -1..=1 {
+                    let key = [c[0].saturating_add(dx), c[1].saturating_add(dy), c[2].saturating_add(dz)];
+                    let Some(&(from, to)) = self.cells.get(&key) else { continue };
+                    for p in &self.points[from as usize..to as usize] {
+                        // rstar's `distance_2` for `[f64; 3]`, operation for operation.
+                        let d = [p.xyz[0] - q[0], p.xyz[1] - q[1], p.xyz[2] - q[2]];
+                        let d2 = d[2] * d[2] + (d[1] * d[1] + (d[0] * d[0] + 0.0));
+                        if d2 <= chord2 {
+                            f(p);
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+/// One active alarm of an inventory site, in the incident (slot) that holds
+/// it: the mirror of `Incident::sites[site].active` that lets a lookup skip
+/// the incident's (possibly huge) site map.
+struct Active {
+    hash: u32,
+    slot: u32,
+    alarm_id: Box<str>,
+}
+
+fn alarm_hash(alarm_id: &str) -> u32 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::default().hash_one(alarm_id) as u32
+}
+
+/// One incident and what the correlator keeps about it.
+struct Slot {
+    inc: Incident,
+    /// The slot's first incident was replaced by a new one of the same id
+    /// (as a map insert would): sites may point here that `inc` lacks, so
+    /// lookups go through `inc` itself.
+    replaced: bool,
+    /// When the incident (Probable) last reached `min_sites` down.
+    quorum_since: Option<DateTime<Utc>>,
+    /// While open: postcodes its sites cover, and their customers.
+    coverage: Option<(HashSet<u32>, u64)>,
+    /// Its pending timer (also in `timers`).
+    deadline: Option<DateTime<Utc>>,
+}
+
+/// A pending timer: by deadline, then incident id (the deterministic order
+/// `tick` runs them in); the slot rides along so firing needs no lookup.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Timer {
+    due: DateTime<Utc>,
+    id: IncidentId,
+    slot: u32,
 }
 
 pub struct Correlator {
@@ -92,22 +226,25 @@ pub struct Correlator {
     causes: Vec<String>,
     min_duration: Duration,
     hold_down: Duration,
-    incidents: HashMap<IncidentId, Incident>,
-    /// Member site → its open incident.
-    open: OpenIndex,
-    /// Site → the last incident it was in that was resolved.
-    resolved_by_site: HashMap<String, IncidentId>,
+    /// Every incident, by slot; slots are never reused.
+    slots: Vec<Slot>,
+    /// Incident id → its slot (only at the API's edges and on opening).
+    ids: HashMap<IncidentId, u32>,
+    /// Member site → its open incident's slot.
+    open: SiteSlots,
+    /// Site → the slot of the last incident it was in that was resolved.
+    resolved_by_site: SiteSlots,
+    /// Per inventory site: its active alarms, by incident.
+    active: Vec<Vec<Active>>,
+    grid: Option<SiteGrid>,
     /// Sites not in the inventory, located by their alarms.
     adhoc: Vec<(String, GeoPoint, f64)>,
     adhoc_index: HashMap<String, u32>,
     adhoc_tree: RTree<Indexed>,
-    /// When each Probable incident last reached `min_sites` down.
-    quorum_since: HashMap<IncidentId, DateTime<Utc>>,
-    /// Per open incident: postcodes its sites cover, and their customers.
-    coverage: HashMap<IncidentId, (HashSet<u32>, u64)>,
-    /// Pending timer per incident, and the queue of them by deadline.
-    deadline: HashMap<IncidentId, DateTime<Utc>>,
-    timers: BTreeSet<(DateTime<Utc>, IncidentId)>,
+    /// Pending timers, by deadline.
+    timers: BTreeSet<Timer>,
+    /// Scratch: neighbour incidents of the raise being handled.
+    scratch: Vec<u32>,
     /// Latest event time seen.
     watermark: Option<DateTime<Utc>>,
     pub counts: Counts,
@@ -118,44 +255,51 @@ impl Correlator {
         let causes = cfg.service_affecting_causes.iter().map(|c| c.trim().to_lowercase()).collect();
         let dur = |d: std::time::Duration| Duration::from_std(d).unwrap_or(Duration::MAX);
         let n_sites = refdata.sites.len();
+        let reach = |r: f64| r + refdata.max_radius_km().max(cfg.default_radius_km) + cfg.neighbour_gap_km;
+        let grid = SiteGrid::new(&refdata, reach(refdata.max_radius_km().max(cfg.default_radius_km)));
         Correlator {
             min_duration: dur(cfg.min_duration),
             hold_down: dur(cfg.hold_down),
             cfg,
             refdata,
             causes,
-            incidents: HashMap::default(),
-            open: OpenIndex { by_site: vec![None; n_sites], adhoc: HashMap::default() },
-            resolved_by_site: HashMap::default(),
+            slots: Vec::new(),
+            ids: HashMap::default(),
+            open: SiteSlots::new(n_sites),
+            resolved_by_site: SiteSlots::new(n_sites),
+            active: std::iter::repeat_with(Vec::new).take(n_sites).collect(),
+            grid,
             adhoc: Vec::new(),
             adhoc_index: HashMap::default(),
             adhoc_tree: RTree::new(),
-            quorum_since: HashMap::default(),
-            coverage: HashMap::default(),
-            deadline: HashMap::default(),
             timers: BTreeSet::new(),
+            scratch: Vec::new(),
             watermark: None,
             counts: Counts::default(),
         }
     }
 
+    fn slot_of(&self, id: &IncidentId) -> Option<&Slot> {
+        self.ids.get(id).map(|&s| &self.slots[s as usize])
+    }
+
     pub fn incident(&self, id: &IncidentId) -> Option<&Incident> {
-        self.incidents.get(id)
+        self.slot_of(id).map(|s| &s.inc)
     }
 
     pub fn incidents(&self) -> impl Iterator<Item = &Incident> {
-        self.incidents.values()
+        self.slots.iter().map(|s| &s.inc)
     }
 
     /// Postcodes (indexes into `refdata.postcodes`) an open incident's sites
     /// cover, kept as sites join: the planner's footprint without a rescan.
     pub fn covered(&self, id: &IncidentId) -> Option<Vec<u32>> {
-        self.coverage.get(id).map(|c| c.0.iter().copied().collect())
+        self.slot_of(id)?.coverage.as_ref().map(|c| c.0.iter().copied().collect())
     }
 
     /// Customers billed in the postcodes an open incident's sites cover.
     pub fn customers(&self, id: &IncidentId) -> u64 {
-        self.coverage.get(id).map_or(0, |c| c.1)
+        self.slot_of(id).and_then(|s| s.coverage.as_ref()).map_or(0, |c| c.1)
     }
 
     /// The latest alarm event time seen; the epoch before any.
@@ -167,24 +311,42 @@ impl Correlator {
         self.watermark = Some(self.watermark.map_or(t, |w| w.max(t)));
     }
 
+    /// A new slot for `inc`, or, if its id is taken, `inc` in that slot in
+    /// place of the old incident (as a map insert would), keeping the slot's
+    /// bookkeeping.
+    fn put(&mut self, inc: Incident) -> u32 {
+        if let Some(&slot) = self.ids.get(&inc.id) {
+            let s = &mut self.slots[slot as usize];
+            let old = std::mem::replace(&mut s.inc, inc);
+            s.replaced = true;
+            for site in old.sites.keys() {
+                let Some(idx) = self.refdata.site_index(site) else { continue };
+                self.active[idx as usize].retain(|a| a.slot != slot);
+            }
+            return slot;
+        }
+        let slot = self.slots.len() as u32;
+        self.ids.insert(inc.id.clone(), slot);
+        self.slots.push(Slot { inc, replaced: false, quorum_since: None, coverage: None, deadline: None });
+        slot
+    }
+
     /// Fold one record of the incident log (on start).
     pub fn restore(&mut self, ev: &IncidentEvent) -> Result<(), CorrelateError> {
         if ev.actor == ACTOR {
             // Planner and NOC events carry wall time, not alarm time.
             self.advance(ev.at);
         }
-        match self.incidents.get_mut(&ev.incident_id) {
-            None => {
-                let inc = Incident::open(ev)?;
-                self.incidents.insert(inc.id.clone(), inc);
-            }
-            Some(inc) => {
-                if !inc.apply(ev)? {
+        let slot = match self.ids.get(&ev.incident_id) {
+            None => self.put(Incident::open(ev)?),
+            Some(&slot) => {
+                if !self.slots[slot as usize].inc.apply(ev)? {
                     return Ok(());
                 }
+                slot
             }
-        }
-        self.index(ev);
+        };
+        self.index(slot, ev, None);
         Ok(())
     }
 
@@ -197,37 +359,89 @@ impl Correlator {
         actor: &str,
         kind: EventKind,
     ) -> Result<IncidentEvent, CorrelateError> {
-        let inc = self.incidents.get_mut(id).ok_or_else(|| ApplyError::NotOpened(id.clone()))?;
-        let ev = IncidentEvent { incident_id: id.clone(), seq: inc.seq + 1, at, actor: actor.into(), kind };
+        let slot = *self.ids.get(id).ok_or_else(|| ApplyError::NotOpened(id.clone()))?;
+        self.append_to(slot, at, actor, kind, None)
+    }
+
+    /// `site`: an alarm's site and its inventory index, when the caller
+    /// knows them (saves looking the index up again).
+    fn append_to(
+        &mut self,
+        slot: u32,
+        at: DateTime<Utc>,
+        actor: &str,
+        kind: EventKind,
+        site: Option<(&str, Option<u32>)>,
+    ) -> Result<IncidentEvent, CorrelateError> {
+        let inc = &mut self.slots[slot as usize].inc;
+        let ev = IncidentEvent { incident_id: inc.id.clone(), seq: inc.seq + 1, at, actor: actor.into(), kind };
         inc.apply(&ev)?;
-        self.index(&ev);
+        self.index(slot, &ev, site);
         Ok(ev)
     }
 
-    fn emit(&mut self, id: &IncidentId, at: DateTime<Utc>, kind: EventKind, out: &mut Vec<IncidentEvent>) {
+    fn emit(
+        &mut self,
+        slot: u32,
+        at: DateTime<Utc>,
+        kind: EventKind,
+        site: Option<(&str, Option<u32>)>,
+        out: &mut Vec<IncidentEvent>,
+    ) {
         // Only called for incidents we hold, with the next seq: cannot fail.
-        if let Ok(ev) = self.append(id, at, ACTOR, kind) {
+        if let Ok(ev) = self.append_to(slot, at, ACTOR, kind, site) {
             out.push(ev);
         }
     }
 
     /// Keep the site index, the quorum clock and the timer of one incident
     /// in step with an event just applied to it.
-    fn index(&mut self, ev: &IncidentEvent) {
-        let id = &ev.incident_id;
-        let Some(inc) = self.incidents.get(id) else { return };
+    fn index(&mut self, slot: u32, ev: &IncidentEvent, site: Option<(&str, Option<u32>)>) {
+        let Correlator { cfg, refdata, slots, open, resolved_by_site, active, timers, min_duration, hold_down, .. } =
+            self;
+        let rd = &**refdata;
+        let Some(s) = slots.get_mut(slot as usize) else { return };
+        let site_index = |name: &str| match site {
+            Some((known, idx)) if known == name => idx,
+            _ => rd.site_index(name),
+        };
+        // The mirror of the active alarms follows `Incident::apply`, whatever
+        // the incident's state.
         match &ev.kind {
-            EventKind::AlarmsRaised { alarms } if inc.state.is_open() => {
+            EventKind::AlarmsRaised { alarms } => {
                 for a in alarms {
-                    self.open.set(&self.refdata, &a.site_id, Some(id.clone()));
+                    let Some(idx) = site_index(&a.site_id) else { continue };
+                    let list = &mut active[idx as usize];
+                    let hash = alarm_hash(&a.alarm_id);
+                    if !list.iter().any(|x| x.slot == slot && x.hash == hash && *x.alarm_id == *a.alarm_id) {
+                        list.push(Active { hash, slot, alarm_id: a.alarm_id.as_str().into() });
+                    }
                 }
-                let (covered, customers) = self.coverage.entry(id.clone()).or_default();
+            }
+            EventKind::AlarmsCleared { alarms } => {
                 for a in alarms {
-                    let Some(site) = self.refdata.site_index(&a.site_id) else { continue };
-                    for &p in self.refdata.site_postcodes(site) {
+                    let Some(idx) = site_index(&a.site_id) else { continue };
+                    let list = &mut active[idx as usize];
+                    let hash = alarm_hash(&a.alarm_id);
+                    if let Some(i) =
+                        list.iter().position(|x| x.slot == slot && x.hash == hash && *x.alarm_id == *a.alarm_id)
+                    {
+                        list.swap_remove(i);
+                    }
+                }
+            }
+            _ => {}
+        }
+        match &ev.kind {
+            EventKind::AlarmsRaised { alarms } if s.inc.state.is_open() => {
+                let (covered, customers) = s.coverage.get_or_insert_with(Default::default);
+                for a in alarms {
+                    let idx = site_index(&a.site_id);
+                    open.set(idx, &a.site_id, Some(slot));
+                    let Some(idx) = idx.filter(|_| !rd.postcodes.is_empty()) else { continue };
+                    for &p in rd.site_postcodes(idx) {
                         if covered.insert(p) {
-                            *customers +=
-                                self.refdata.customers_in(&self.refdata.postcodes[p as usize].postcode).len() as u64;
+                            *customers += rd.customers_in(&rd.postcodes[p as usize].postcode).len() as u64;
                         }
                     }
                 }
@@ -236,42 +450,49 @@ impl Correlator {
             | EventKind::Dismissed {}
             | EventKind::Cancelled { .. }
             | EventKind::Merged { .. } => {
-                self.coverage.remove(id);
-                for s in inc.sites.keys() {
-                    if self.open.get(&self.refdata, s) == Some(id) {
-                        self.open.set(&self.refdata, s, None);
+                s.coverage = None;
+                let resolved = s.inc.state == IncidentState::Resolved;
+                for name in s.inc.sites.keys() {
+                    let idx = site_index(name);
+                    if open.get(idx, name) == Some(slot) {
+                        open.set(idx, name, None);
                     }
-                    if inc.state == IncidentState::Resolved {
-                        self.resolved_by_site.insert(s.clone(), id.clone());
+                    if resolved {
+                        resolved_by_site.set(idx, name, Some(slot));
                     }
                 }
             }
             _ => {}
         }
-        if inc.state == IncidentState::Probable && inc.down_count() >= self.cfg.min_sites {
-            self.quorum_since.entry(id.clone()).or_insert(ev.at);
+        let inc = &s.inc;
+        if inc.state == IncidentState::Probable && inc.down_count() >= cfg.min_sites {
+            s.quorum_since.get_or_insert(ev.at);
         } else {
-            self.quorum_since.remove(id);
+            s.quorum_since = None;
         }
         let due = match inc.state {
-            IncidentState::Probable => match self.quorum_since.get(id) {
-                Some(q) => Some(*q + self.min_duration),
+            IncidentState::Probable => match s.quorum_since {
+                Some(q) => Some(q + *min_duration),
                 None => inc.all_up_since(),
             },
-            IncidentState::Declared => inc.all_up_since().map(|u| u + self.hold_down),
+            IncidentState::Declared => inc.all_up_since().map(|u| u + *hold_down),
             _ => None,
         };
-        if let Some(old) = self.deadline.remove(id) {
-            self.timers.remove(&(old, id.clone()));
-        }
-        if let Some(due) = due {
-            self.deadline.insert(id.clone(), due);
-            self.timers.insert((due, id.clone()));
+        if due != s.deadline {
+            if let Some(old) = s.deadline.take() {
+                timers.remove(&Timer { due: old, id: inc.id.clone(), slot });
+            }
+            if let Some(due) = due {
+                s.deadline = Some(due);
+                timers.insert(Timer { due, id: inc.id.clone(), slot });
+            }
         }
     }
 
-    fn locate(&mut self, alarm: &Alarm) -> Result<(GeoPoint, f64), CorrelateError> {
-        if let Some(i) = self.refdata.site_index(&alarm.site_id) {
+    /// Where the alarm's site is and its radius; `idx` is its inventory
+    /// index, if it has one.
+    fn locate(&mut self, alarm: &Alarm, idx: Option<u32>) -> Result<(GeoPoint, f64), CorrelateError> {
+        if let Some(i) = idx {
             let s = self.refdata.site(i);
             return Ok((GeoPoint::new(s.lat, s.lon), s.radius_km));
         }
@@ -291,7 +512,34 @@ impl Correlator {
     }
 
     fn service_affecting(&self, a: &Alarm) -> bool {
-        a.severity >= self.cfg.min_severity && self.causes.contains(&a.probable_cause.trim().to_lowercase())
+        if a.severity < self.cfg.min_severity {
+            return false;
+        }
+        let cause = a.probable_cause.trim();
+        if cause.is_ascii() {
+            // What `to_lowercase` would give, without allocating it.
+            self.causes.iter().any(|c| c.eq_ignore_ascii_case(cause))
+        } else {
+            self.causes.contains(&cause.to_lowercase())
+        }
+    }
+
+    /// The open incident holding the alarm's site, and whether the alarm is
+    /// active there.
+    fn holding(&self, alarm: &Alarm, idx: Option<u32>) -> Option<(u32, bool)> {
+        let slot = self.open.get(idx, &alarm.site_id)?;
+        if let Some(idx) = idx.filter(|_| !self.slots[slot as usize].replaced) {
+            // A site points only to an incident it was raised in, so the
+            // incident has it; the mirror says whether the alarm is active.
+            let hash = alarm_hash(&alarm.alarm_id);
+            let list = &self.active[idx as usize];
+            return Some((
+                slot,
+                list.iter().any(|x| x.slot == slot && x.hash == hash && *x.alarm_id == *alarm.alarm_id),
+            ));
+        }
+        let active = self.slots[slot as usize].inc.sites.get(&alarm.site_id)?.active.contains(&alarm.alarm_id);
+        Some((slot, active))
     }
 
     /// Apply one alarm; returns the events it caused, in order. Timers due
@@ -301,15 +549,14 @@ impl Correlator {
         let t = alarm.event_time;
         let mut out = self.tick(self.watermark.map_or(t, |w| w.max(t)));
         self.advance(t);
-        let aref = AlarmRef { alarm_id: alarm.alarm_id.clone(), site_id: alarm.site_id.clone(), at: t };
-        let holding = |c: &Self| {
-            let id = c.open.get(&c.refdata, &alarm.site_id)?;
-            let active = c.incidents.get(id)?.sites.get(&alarm.site_id)?.active.contains(&alarm.alarm_id);
-            Some((id.clone(), active))
-        };
+        let aref = || AlarmRef { alarm_id: alarm.alarm_id.clone(), site_id: alarm.site_id.clone(), at: t };
+        let idx = self.refdata.site_index(&alarm.site_id);
+        let site = Some((alarm.site_id.as_str(), idx));
         if alarm.is_clear() {
-            match holding(self) {
-                Some((id, true)) => self.emit(&id, t, EventKind::AlarmsCleared { alarms: vec![aref] }, &mut out),
+            match self.holding(alarm, idx) {
+                Some((slot, true)) => {
+                    self.emit(slot, t, EventKind::AlarmsCleared { alarms: vec![aref()] }, site, &mut out)
+                }
                 _ => self.counts.clears_without_raise += 1,
             }
             return Ok(out);
@@ -318,21 +565,21 @@ impl Correlator {
             self.counts.not_service_affecting += 1;
             return Ok(out);
         }
-        let (p, r) = self.locate(alarm)?;
-        let id = match holding(self) {
+        let (p, r) = self.locate(alarm, idx)?;
+        let slot = match self.holding(alarm, idx) {
             Some((_, true)) => {
                 self.counts.repeated_raises += 1;
                 return Ok(out);
             }
-            Some((id, false)) => {
-                self.emit(&id, t, EventKind::AlarmsRaised { alarms: vec![aref] }, &mut out);
-                id
+            Some((slot, false)) => {
+                self.emit(slot, t, EventKind::AlarmsRaised { alarms: vec![aref()] }, site, &mut out);
+                slot
             }
-            None => self.join_or_open(alarm, aref, p, r, &mut out)?,
+            None => self.join_or_open(alarm, idx, aref(), p, r, &mut out)?,
         };
-        let inc = &self.incidents[&id];
-        if inc.state == IncidentState::Probable {
-            let (down, customers) = (inc.down_count(), self.customers(&id));
+        let s = &self.slots[slot as usize];
+        if s.inc.state == IncidentState::Probable {
+            let (down, customers) = (s.inc.down_count(), s.coverage.as_ref().map_or(0, |c| c.1));
             let reason = if down >= self.cfg.declare_sites {
                 Some(format!("{down} sites down (>= {})", self.cfg.declare_sites))
             } else if down >= self.cfg.min_sites && customers >= self.cfg.declare_customers {
@@ -341,7 +588,7 @@ impl Correlator {
                 None
             };
             if let Some(reason) = reason {
-                self.emit(&id, t, EventKind::Declared { reason }, &mut out);
+                self.emit(slot, t, EventKind::Declared { reason }, None, &mut out);
             }
         }
         Ok(out)
@@ -350,57 +597,68 @@ impl Correlator {
     fn join_or_open(
         &mut self,
         alarm: &Alarm,
+        idx: Option<u32>,
         aref: AlarmRef,
         p: GeoPoint,
         r: f64,
         out: &mut Vec<IncidentEvent>,
-    ) -> Result<IncidentId, CorrelateError> {
+    ) -> Result<u32, CorrelateError> {
         let t = alarm.event_time;
+        let site = Some((alarm.site_id.as_str(), idx));
+        let mut near = std::mem::take(&mut self.scratch);
+        self.neighbours(idx, p, r, &mut near);
         // The survivor: the oldest declared incident (its id is public),
         // else the oldest probable one.
-        let mut candidates: Vec<(bool, DateTime<Utc>, IncidentId)> = self
-            .neighbours(&alarm.site_id, p, r)
-            .into_iter()
-            .map(|id| {
-                let inc = &self.incidents[&id];
-                (inc.state != IncidentState::Declared, inc.opened_at, id)
-            })
-            .collect();
-        candidates.sort();
-        if let Some(((_, _, first), others)) = candidates.split_first() {
-            for (probable, _, other) in others {
-                if *probable {
+        let key = |s: &Slot| (s.inc.state != IncidentState::Declared, s.inc.opened_at);
+        let slots = &self.slots;
+        near.sort_unstable_by(|&a, &b| {
+            let (a, b) = (&slots[a as usize], &slots[b as usize]);
+            key(a).cmp(&key(b)).then_with(|| a.inc.id.cmp(&b.inc.id))
+        });
+        if let Some((&first, others)) = near.split_first() {
+            for &other in others {
+                let (probable, other_id) = {
+                    let o = &self.slots[other as usize].inc;
+                    (o.state != IncidentState::Declared, &o.id)
+                };
+                if probable {
                     self.merge(other, first, t, out);
-                } else if !self.incidents[first].links.contains(other) {
-                    self.emit(first, t, EventKind::Linked { other: other.clone() }, out);
-                    self.emit(other, t, EventKind::Linked { other: first.clone() }, out);
+                } else if !self.slots[first as usize].inc.links.contains(other_id) {
+                    let (first_id, other_id) = (self.slots[first as usize].inc.id.clone(), other_id.clone());
+                    self.emit(first, t, EventKind::Linked { other: other_id }, None, out);
+                    self.emit(other, t, EventKind::Linked { other: first_id }, None, out);
                 }
             }
-            self.emit(first, t, EventKind::AlarmsRaised { alarms: vec![aref] }, out);
-            return Ok(first.clone());
+            near.clear();
+            self.scratch = near;
+            self.emit(first, t, EventKind::AlarmsRaised { alarms: vec![aref] }, site, out);
+            return Ok(first);
         }
+        self.scratch = near;
         let id = IncidentId::derive(&alarm.site_id, &alarm.alarm_id, t);
         let opened = IncidentEvent {
-            incident_id: id.clone(),
+            incident_id: id,
             seq: 1,
             at: t,
             actor: ACTOR.into(),
             kind: EventKind::Opened { cause: alarm.probable_cause.clone() },
         };
-        self.incidents.insert(id.clone(), Incident::open(&opened)?);
+        let slot = self.put(Incident::open(&opened)?);
         out.push(opened);
-        self.emit(&id, t, EventKind::AlarmsRaised { alarms: vec![aref] }, out);
-        if let Some(prev) = self.resolved_by_site.get(&alarm.site_id).cloned() {
-            self.emit(&id, t, EventKind::Linked { other: prev }, out);
+        self.emit(slot, t, EventKind::AlarmsRaised { alarms: vec![aref] }, site, out);
+        if let Some(prev) = self.resolved_by_site.get(idx, &alarm.site_id) {
+            let other = self.slots[prev as usize].inc.id.clone();
+            self.emit(slot, t, EventKind::Linked { other }, None, out);
         }
-        Ok(id)
+        Ok(slot)
     }
 
     /// Fold probable incident `from` into `into`: `from` closes as merged,
     /// and its down sites' active alarms are raised in `into` with the time
     /// each site went down (so compensation windows keep their start).
-    fn merge(&mut self, from: &IncidentId, into: &IncidentId, t: DateTime<Utc>, out: &mut Vec<IncidentEvent>) {
-        let alarms: Vec<AlarmRef> = self.incidents[from]
+    fn merge(&mut self, from: u32, into: u32, t: DateTime<Utc>, out: &mut Vec<IncidentEvent>) {
+        let alarms: Vec<AlarmRef> = self.slots[from as usize]
+            .inc
             .sites
             .iter()
             .filter(|(_, w)| w.up_at.is_none())
@@ -408,80 +666,87 @@ impl Correlator {
                 w.active.iter().map(|a| AlarmRef { alarm_id: a.clone(), site_id: site.clone(), at: w.down_since })
             })
             .collect();
-        self.emit(from, t, EventKind::Merged { into: into.clone() }, out);
+        let into_id = self.slots[into as usize].inc.id.clone();
+        self.emit(from, t, EventKind::Merged { into: into_id }, None, out);
         if !alarms.is_empty() {
-            self.emit(into, t, EventKind::AlarmsRaised { alarms }, out);
+            self.emit(into, t, EventKind::AlarmsRaised { alarms }, None, out);
         }
     }
 
-    /// Open incidents with a member site whose coverage is within the gap
-    /// of a circle at `p` with radius `r`, or in the same power/backhaul
-    /// group as `site` (shared infrastructure: one failure upstream, however
-    /// far apart the sites are).
-    fn neighbours(&self, site: &str, p: GeoPoint, r: f64) -> Vec<IncidentId> {
+    /// Open incidents (slots, each once, in no particular order) with a
+    /// member site whose coverage is within the gap of a circle at `p` with
+    /// radius `r`, or in the same power/backhaul group as the site with
+    /// inventory index `idx` (shared infrastructure: one failure upstream,
+    /// however far apart the sites are). `p` and `r` are that site's own
+    /// when it has an index.
+    fn neighbours(&self, idx: Option<u32>, p: GeoPoint, r: f64, out: &mut Vec<u32>) {
+        fn add(out: &mut Vec<u32>, slot: u32) {
+            if !out.contains(&slot) {
+                out.push(slot);
+            }
+        }
         let gap = self.cfg.neighbour_gap_km;
         let reach = r + self.refdata.max_radius_km().max(self.cfg.default_radius_km) + gap;
-        // Usually one or two distinct incidents among dozens of sites:
-        // dedupe references, clone once at the end.
-        let mut out: Vec<&IncidentId> = Vec::new();
-        fn add<'a>(out: &mut Vec<&'a IncidentId>, id: &'a IncidentId) {
-            if !out.contains(&id) {
-                out.push(id);
+        let chord2 = crate::geodesy::chord2_for_km(reach);
+        let open = &self.open.by_site;
+        let mut seen = |j: u32, at: GeoPoint, radius_km: f64| {
+            if let Some(slot) = open[j as usize] {
+                if p.distance_km(at) <= r + radius_km + gap {
+                    add(out, slot);
+                }
+            }
+        };
+        let gridded = self.grid.as_ref().is_some_and(|g| g.within(p.xyz(), chord2, |q| seen(q.idx, q.at, q.radius_km)));
+        if !gridded {
+            for j in self.refdata.sites_within(p, reach) {
+                let s = self.refdata.site(j);
+                seen(j, GeoPoint::new(s.lat, s.lon), s.radius_km);
             }
         }
-        for i in self.refdata.sites_within(p, reach) {
-            if let Some(id) = &self.open.by_site[i as usize] {
-                let s = self.refdata.site(i);
-                if p.distance_km(GeoPoint::new(s.lat, s.lon)) <= r + s.radius_km + gap {
-                    add(&mut out, id);
+        if let Some(i) = idx {
+            for peer in self.refdata.group_peers(i) {
+                if let Some(slot) = self.open.by_site[peer as usize] {
+                    add(out, slot);
                 }
             }
         }
-        let chord2 = crate::geodesy::chord2_for_km(reach);
+        if self.adhoc.is_empty() {
+            return;
+        }
         for e in self.adhoc_tree.locate_within_distance(p.xyz(), chord2) {
             let (s, q, rq) = &self.adhoc[e.data as usize];
-            if let Some(id) = self.open.adhoc.get(s) {
+            if let Some(&slot) = self.open.adhoc.get(s) {
                 if p.distance_km(*q) <= r + rq + gap {
-                    add(&mut out, id);
+                    add(out, slot);
                 }
             }
         }
-        if let Some(idx) = self.refdata.site_index(site) {
-            for peer in self.refdata.group_peers(idx) {
-                if let Some(id) = &self.open.by_site[peer as usize] {
-                    add(&mut out, id);
-                }
-            }
-        }
-        out.into_iter().cloned().collect()
     }
 
     /// Run the timers due by `now`: declare, dismiss, resolve. Deterministic
     /// order: by deadline, then incident id.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<IncidentEvent> {
         let mut out = Vec::new();
-        while let Some((due, id)) = self.timers.first().cloned() {
-            if due > now {
-                break;
-            }
-            self.timers.remove(&(due, id.clone()));
-            self.deadline.remove(&id);
-            let Some(inc) = self.incidents.get(&id) else { continue };
+        while self.timers.first().is_some_and(|t| t.due <= now) {
+            let Some(Timer { due, slot, .. }) = self.timers.pop_first() else { break };
+            let s = &mut self.slots[slot as usize];
+            s.deadline = None;
+            let inc = &s.inc;
             match inc.state {
-                IncidentState::Probable if self.quorum_since.contains_key(&id) => {
+                IncidentState::Probable if s.quorum_since.is_some() => {
                     let reason = format!(
                         "{} sites down for >= {}",
                         inc.down_count(),
                         humantime::format_duration(self.cfg.min_duration)
                     );
-                    self.emit(&id, due, EventKind::Declared { reason }, &mut out);
+                    self.emit(slot, due, EventKind::Declared { reason }, None, &mut out);
                 }
                 IncidentState::Probable if inc.all_up_since().is_some() => {
-                    self.emit(&id, due, EventKind::Dismissed {}, &mut out);
+                    self.emit(slot, due, EventKind::Dismissed {}, None, &mut out);
                 }
                 IncidentState::Declared => {
                     if let Some(up) = inc.all_up_since() {
-                        self.emit(&id, due, EventKind::Resolved { restored_at: up }, &mut out);
+                        self.emit(slot, due, EventKind::Resolved { restored_at: up }, None, &mut out);
                     }
                 }
                 _ => {}
@@ -777,5 +1042,46 @@ mod tests {
         assert_eq!(evs[2].incident_id, west, "the oldest takes the new site");
         assert!(c.incident(&west).unwrap().links.contains(&east) && c.incident(&east).unwrap().links.contains(&west));
         assert_eq!((state(&c, &west), state(&c, &east)), (IncidentState::Declared, IncidentState::Declared));
+    }
+
+    #[test]
+    fn the_site_grid_selects_what_the_r_tree_selects() {
+        use crate::geodesy::chord2_for_km;
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        // A dense patch, the antimeridian and a pole.
+        let mut sites = vec![];
+        for (i, (lat0, lon0, span)) in [(41.0, -71.0, 1.0), (10.0, 179.5, 1.0), (89.5, 0.0, 0.5)].iter().enumerate() {
+            for j in 0..700 {
+                let (lat, lon) = (lat0 + rnd() * span, lon0 + rnd() * span);
+                let lon = if lon > 180.0 { lon - 360.0 } else { lon };
+                let radius_km = 0.5 + rnd() * 3.0;
+                sites.push(Site { site_id: format!("S{i}-{j}"), lat, lon, radius_km, group_id: None });
+            }
+        }
+        let rd = RefData::build(sites, vec![], vec![]).unwrap();
+        let max_reach = 15.0;
+        let grid = SiteGrid::new(&rd, max_reach).unwrap();
+        for q in 0..3000 {
+            let s = rd.site((q * 7 % rd.sites.len()) as u32);
+            let p = if q % 2 == 0 {
+                GeoPoint::new(s.lat, s.lon)
+            } else {
+                GeoPoint::new((s.lat + rnd() * 0.2 - 0.1).min(90.0), s.lon + rnd() * 0.2 - 0.1)
+            };
+            let reach = rnd() * max_reach;
+            let mut want: Vec<u32> = rd.sites_within(p, reach).collect();
+            let mut got = vec![];
+            assert!(grid.within(p.xyz(), chord2_for_km(reach), |g| got.push(g.idx)));
+            want.sort();
+            got.sort();
+            assert_eq!(got, want, "query {q} at {p:?} within {reach} km");
+        }
+        assert!(!grid.within([1.0, 0.0, 0.0], chord2_for_km(max_reach * 2.0), |_| ()), "beyond the grid's reach");
     }
 }
