@@ -270,7 +270,7 @@ impl Client {
 
     /// `GET /v1/incidents[?state=]`.
     pub async fn incidents(&self, state: Option<IncidentState>) -> Result<Vec<IncidentView>, ClientError> {
-        let state = state.map(state_name);
+        let state = state.map(IncidentState::as_str);
         self.json(Method::GET, &["v1", "incidents"], state.map(|s| ("state", s)), None, "list incidents").await
     }
 
@@ -342,18 +342,6 @@ fn truncate(s: &str, max: usize) -> String {
 // ---------------------------------------------------------------------------
 // Human output for `outagectl`.
 
-/// The state as the API spells it (`declared`, …).
-pub fn state_name(s: IncidentState) -> &'static str {
-    match s {
-        IncidentState::Probable => "probable",
-        IncidentState::Declared => "declared",
-        IncidentState::Resolved => "resolved",
-        IncidentState::Cancelled => "cancelled",
-        IncidentState::Dismissed => "dismissed",
-        IncidentState::Merged => "merged",
-    }
-}
-
 /// `YYYY-MM-DD HH:MM UTC`, or `-` for none.
 pub fn fmt_time(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(|| "-".to_string(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
@@ -407,7 +395,7 @@ pub fn incidents_table(incidents: &[IncidentView]) -> String {
         .map(|i| {
             vec![
                 i.id.to_string(),
-                state_name(i.state).to_string(),
+                i.state.as_str().to_string(),
                 truncate(&i.cause, 40),
                 fmt_time(i.declared_at),
                 fmt_time(i.etr),
@@ -427,7 +415,7 @@ pub fn incident_details(i: &IncidentView) -> String {
     let links: Vec<String> = i.links.iter().map(|l| l.to_string()).collect();
     let fields: Vec<Vec<String>> = [
         ("Incident", i.id.to_string()),
-        ("State", state_name(i.state).to_string()),
+        ("State", i.state.as_str().to_string()),
         ("Cause", i.cause.clone()),
         ("Message", i.message.clone().unwrap_or_else(|| "-".into())),
         ("Opened", fmt_time(Some(i.opened_at))),
@@ -472,7 +460,7 @@ pub fn impact_text(r: &ImpactResponse) -> String {
     let rows: Vec<Vec<String>> = r
         .incidents
         .iter()
-        .map(|i| vec![i.id.to_string(), state_name(i.state).to_string(), i.cause.clone(), fmt_time(i.etr)])
+        .map(|i| vec![i.id.to_string(), i.state.as_str().to_string(), i.cause.clone(), fmt_time(i.etr)])
         .collect();
     out.push_str(&table(&["ID", "STATE", "CAUSE", "ETR"], &rows));
     for i in &r.incidents {

@@ -427,7 +427,7 @@ async fn metrics(State(st): Shared) -> Response {
     let snap = st.snapshots.borrow().clone();
     let mut by_state: std::collections::BTreeMap<&str, u64> = Default::default();
     for i in &snap.incidents {
-        *by_state.entry(state_name(i.inc.state)).or_default() += 1;
+        *by_state.entry(i.inc.state.as_str()).or_default() += 1;
     }
     let states: Vec<(String, u64)> = by_state.iter().map(|(k, v)| (format!("{{state=\"{k}\"}}"), *v)).collect();
     let states: Vec<(&str, u64)> = states.iter().map(|(k, v)| (k.as_str(), *v)).collect();
@@ -461,15 +461,4 @@ async fn metrics(State(st): Shared) -> Response {
         &[("", s.declare_to_ivr_max_ms.load(Relaxed))],
     );
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
-}
-
-fn state_name(s: IncidentState) -> &'static str {
-    match s {
-        IncidentState::Probable => "probable",
-        IncidentState::Declared => "declared",
-        IncidentState::Resolved => "resolved",
-        IncidentState::Cancelled => "cancelled",
-        IncidentState::Dismissed => "dismissed",
-        IncidentState::Merged => "merged",
-    }
 }

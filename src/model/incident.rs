@@ -56,6 +56,18 @@ pub enum IncidentState {
 }
 
 impl IncidentState {
+    /// As the contracts spell it (`declared`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentState::Probable => "probable",
+            IncidentState::Declared => "declared",
+            IncidentState::Resolved => "resolved",
+            IncidentState::Cancelled => "cancelled",
+            IncidentState::Dismissed => "dismissed",
+            IncidentState::Merged => "merged",
+        }
+    }
+
     pub fn is_open(self) -> bool {
         matches!(self, IncidentState::Probable | IncidentState::Declared)
     }
