@@ -338,6 +338,7 @@ fn e2e() -> Value {
     let out_dir = tempfile::tempdir().expect("a temp dir");
     let mut cfg = Config::default();
     cfg.sinks.outbox_dir = out_dir.path().to_path_buf();
+    cfg.api.listen = None; // the pipeline alone, and no port taken
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
     rt.block_on(async move {
         let broker = Broker::connect(&cfg.kafka).await.expect("embedded broker");

@@ -220,8 +220,10 @@ pub struct Pipeline<S: AlarmSource, I: IvrSink> {
     cfg: Config,
     clock: Arc<dyn Clock>,
     stats: Arc<Stats>,
-    /// The NOC API's ends (commands in, read model out), when it runs.
-    api: Option<crate::api::PipelineSide>,
+    /// The NOC API's commands, taken by `run`, when the API runs.
+    commands: Option<tokio::sync::mpsc::Receiver<crate::api::Envelope>>,
+    /// Where the read model goes, when the API runs.
+    snapshots: Option<tokio::sync::watch::Sender<Arc<crate::api::Snapshot>>>,
     /// Per incident, the events a person reads (not alarm churn).
     timelines: HashMap<IncidentId, Vec<crate::api::types::TimelineEntry>>,
     /// When the read model was last published, and whether it is stale.
@@ -257,7 +259,8 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             cfg: cfg.clone(),
             clock,
             stats,
-            api: None,
+            commands: None,
+            snapshots: None,
             timelines: HashMap::new(),
             published_at: None,
             stale: true,
@@ -266,7 +269,8 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
 
     /// Serve the NOC API's commands and publish its read model.
     pub fn with_api(mut self, side: crate::api::PipelineSide) -> Self {
-        self.api = Some(side);
+        self.commands = Some(side.commands);
+        self.snapshots = Some(side.snapshots);
         self
     }
 
@@ -307,8 +311,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
 
     /// Run until shutdown.
     pub async fn run(mut self, mut shutdown: Shutdown) -> Result<(), TopologyError> {
-        let mut commands =
-            self.api.as_mut().map(|a| std::mem::replace(&mut a.commands, tokio::sync::mpsc::channel(1).1));
+        let mut commands = self.commands.take();
         loop {
             let command = async {
                 match commands.as_mut() {
@@ -420,7 +423,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
     /// Publish the read model (open incidents, and those closed in the last
     /// day) when it changed, at most every [`SNAPSHOT_EVERY`] unless `now`.
     fn publish_snapshot(&mut self, now: bool) {
-        let Some(api) = &self.api else { return };
+        let Some(snapshots) = &self.snapshots else { return };
         let due = self.published_at.is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY);
         if !(now || (self.stale && due)) {
             return;
@@ -435,7 +438,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             .collect();
         ids.sort_by(|a, b| b.cmp(a));
         let incidents = ids.iter().filter_map(|(_, id)| self.snapshot_of(id)).collect();
-        let _ = api.snapshots.send(Arc::new(crate::api::Snapshot { ready: true, incidents }));
+        let _ = snapshots.send(Arc::new(crate::api::Snapshot { ready: true, incidents }));
         self.published_at = Some(Instant::now());
         self.stale = false;
     }
