@@ -69,6 +69,9 @@ enum Command {
     /// and what customers are told.
     #[command(after_help = EXIT_CODES)]
     Impact(ImpactArgs),
+    /// Print shell completions, e.g. `outagectl completions bash >
+    /// /etc/bash_completion.d/outagectl`.
+    Completions { shell: clap_complete::Shell },
 }
 
 /// How to reach the daemon; every API command takes these.
@@ -320,6 +323,11 @@ async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Simulate(a) => simulate_cmd(a).await,
         Command::Replay(a) => replay_cmd(a),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "outagectl", &mut std::io::stdout());
+            Ok(())
+        }
         api => return api_main(api).await,
     };
     // A reader that stops early (`| head`) is not an error.
@@ -402,7 +410,9 @@ async fn api_cmd(cmd: Command) -> anyhow::Result<()> {
             let r = a.server.client()?.impact(&q).await?;
             output(a.server.json, &r, || client::impact_text(&r))
         }
-        Command::Simulate(_) | Command::Replay(_) => unreachable!("offline commands are run by main"),
+        Command::Simulate(_) | Command::Replay(_) | Command::Completions { .. } => {
+            unreachable!("offline commands are run by main")
+        }
     }
 }
 
@@ -538,6 +548,16 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn completions_cover_every_subcommand() {
+        let mut out = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut Cli::command(), "outagectl", &mut out);
+        let script = String::from_utf8(out).unwrap();
+        for sub in Cli::command().get_subcommands() {
+            assert!(script.contains(sub.get_name()), "{} missing from the bash completions", sub.get_name());
+        }
+    }
 
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
