@@ -222,6 +222,11 @@ pub struct PlanConfig {
     /// majeure, which the regulated rules treat differently (e.g. Spain's
     /// art. 15 pays only the prorated fee). Default: none.
     pub force_majeure_causes: Vec<String>,
+    /// A "down" fan-out to more customers than this waits for a NOC
+    /// operator's approval (`POST /v1/incidents/{id}/approve`, after a look
+    /// at `…/preview`); the IVR announcement does not wait. Default: none
+    /// (never wait).
+    pub approve_above_customers: Option<u64>,
 }
 
 /// When SMS notices must not wake customers, in each customer's local time
@@ -265,6 +270,7 @@ impl Default for PlanConfig {
             quiet_hours: None,
             compensation: CompensationConfig::default(),
             force_majeure_causes: Vec::new(),
+            approve_above_customers: None,
         }
     }
 }

@@ -328,43 +328,92 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         }
     }
 
-    /// Apply a NOC command: one event in the log with the caller as its
+    /// Apply a NOC command: events in the log with the caller as their
     /// actor, planned and written like the correlator's, then answered.
     async fn command(&mut self, envelope: crate::api::Envelope) -> Result<(), TopologyError> {
-        use crate::api::{Command, CommandError};
         let crate::api::Envelope { command, actor, reply } = envelope;
         let now = self.clock.now();
-        let id = match &command {
-            Command::Update(id, _) | Command::Resolve(id) | Command::Cancel(id, _) => id.clone(),
-        };
-        let Some(inc) = self.correlator.incident(&id) else {
-            let _ = reply.send(Err(CommandError::NotFound(id)));
-            return Ok(());
-        };
-        let kind = match (command, inc.state) {
-            (_, s) if !s.is_open() => Err(format!("incident {id} is already {s:?}")),
-            (Command::Update(_, u), _) => Ok(EventKind::Updated { cause: u.cause, etr: u.etr, message: u.message }),
-            (Command::Resolve(_), IncidentState::Declared) => Ok(EventKind::Resolved { restored_at: now }),
-            (Command::Resolve(_), _) => Err(format!("incident {id} is not declared; cancel it instead")),
-            (Command::Cancel(_, c), _) => Ok(EventKind::Cancelled { reason: c.reason }),
-        };
-        let kind = match kind {
-            Ok(k) => k,
+        match self.command_events(command, &actor, now) {
+            Ok((id, events)) => {
+                let kinds: Vec<&str> = events.iter().map(|e| e.kind.type_name()).collect();
+                tracing::info!(incident = %id, %actor, ?kinds, "NOC command applied");
+                let mut out = Pending { started: Some(Instant::now()), ..Pending::default() };
+                self.apply_effects(events, &mut out)?;
+                self.write(out).await?;
+                self.publish_counts();
+                self.publish_snapshot(true);
+                let view = self.snapshot_of(&id).map(|s| s.view());
+                let failed = || crate::api::CommandError::Failed(format!("incident {id} vanished"));
+                let _ = reply.send(view.ok_or_else(failed));
+            }
             Err(e) => {
-                let _ = reply.send(Err(CommandError::Invalid(e)));
-                return Ok(());
+                let _ = reply.send(Err(e));
+            }
+        }
+        Ok(())
+    }
+
+    /// The events a NOC command makes, appended to the correlator, and the
+    /// incident to answer with; or why the command cannot apply.
+    fn command_events(
+        &mut self,
+        command: crate::api::Command,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(IncidentId, Vec<IncidentEvent>), crate::api::CommandError> {
+        use crate::api::{Change, Command, CommandError};
+        let failed = |e: CorrelateError| CommandError::Failed(e.to_string());
+        let failed_empty = || CommandError::Failed("the declaration made no events".into());
+        let (id, change) = match command {
+            Command::On(id, change) => (id, change),
+            Command::Declare(req) => {
+                let rd = self.planner.refdata();
+                let postcodes = req.area.postcodes(rd).map_err(|e| CommandError::Invalid(e.to_string()))?;
+                let since = req.since.unwrap_or(now);
+                let mut events = self
+                    .correlator
+                    .declare_area(since, now, actor, req.cause, req.area, &postcodes)
+                    .map_err(|e| CommandError::Invalid(e.to_string()))?;
+                let id = events.first().map(|e| e.incident_id.clone()).ok_or_else(|| failed_empty())?;
+                if req.etr.is_some() || req.message.is_some() {
+                    let kind = EventKind::Updated { cause: None, etr: req.etr, message: req.message };
+                    events.push(self.correlator.append(&id, now, actor, kind).map_err(failed)?);
+                }
+                return Ok((id, events));
             }
         };
-        let ev = self.correlator.append(&id, now, &actor, kind)?;
-        tracing::info!(incident = %id, %actor, kind = ev.kind.type_name(), "NOC command applied");
-        let mut out = Pending { started: Some(Instant::now()), ..Pending::default() };
-        self.apply_effects(vec![ev], &mut out)?;
-        self.write(out).await?;
-        self.publish_counts();
-        self.publish_snapshot(true);
-        let view = self.snapshot_of(&id).map(|s| s.view());
-        let _ = reply.send(view.ok_or_else(|| CommandError::Failed(format!("incident {id} vanished"))));
-        Ok(())
+        let Some(inc) = self.correlator.incident(&id) else {
+            return Err(CommandError::NotFound(id));
+        };
+        let invalid = |e: String| Err(CommandError::Invalid(e));
+        let kind = match (change, inc.state) {
+            (_, s) if !s.is_open() => return invalid(format!("incident {id} is already {}", s.as_str())),
+            (Change::Update(u), _) => EventKind::Updated { cause: u.cause, etr: u.etr, message: u.message },
+            (Change::Resolve, IncidentState::Declared) => EventKind::Resolved { restored_at: now },
+            (Change::Resolve, _) => return invalid(format!("incident {id} is not declared; cancel it instead")),
+            (Change::Cancel(c), _) => EventKind::Cancelled { reason: c.reason },
+            (Change::Approve, _) if !inc.awaiting_approval => {
+                return invalid(format!("incident {id} is not waiting for an approval"))
+            }
+            (Change::Approve, _) => EventKind::Approved {},
+            (Change::Link(other), _) => {
+                if other == id {
+                    return invalid("an incident cannot be linked to itself".into());
+                }
+                if inc.links.contains(&other) {
+                    return invalid(format!("{id} and {other} are linked already"));
+                }
+                if self.correlator.incident(&other).is_none() {
+                    return Err(CommandError::NotFound(other));
+                }
+                let here = self.correlator.append(&id, now, actor, EventKind::Linked { other: other.clone() });
+                let here = here.map_err(failed)?;
+                let there = self.correlator.append(&other, now, actor, EventKind::Linked { other: id.clone() });
+                return Ok((id, vec![here, there.map_err(failed)?]));
+            }
+        };
+        let ev = self.correlator.append(&id, now, actor, kind).map_err(failed)?;
+        Ok((id, vec![ev]))
     }
 
     /// Keep the events a person reads in the incident's timeline.
@@ -394,6 +443,11 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             EventKind::Dismissed {} => "all sites back before declaration".into(),
             EventKind::Linked { other } => format!("linked to {other}"),
             EventKind::Merged { into } => format!("merged into {into}"),
+            EventKind::Scoped { area, postcodes } => format!("area by {}: {} postcodes", area.kind(), postcodes.len()),
+            EventKind::ApprovalRequired { customers } => {
+                format!("{customers} customers: the fan-out waits for an operator's approval")
+            }
+            EventKind::Approved {} => "fan-out approved".into(),
             EventKind::Planned { phase, postcodes, actions } => {
                 format!("{phase:?}: {} postcodes, {actions} actions", postcodes.len())
             }
@@ -531,7 +585,18 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             let Some(inc) = self.correlator.incident(id) else { return Ok(()) };
             inc
         };
+        let customers = self.correlator.customers(id);
+        let wait = inc.state == IncidentState::Declared
+            && !inc.approved
+            && self.cfg.plan.approve_above_customers.is_some_and(|n| customers > n);
+        if wait && !inc.awaiting_approval {
+            let ev = self.correlator.append(id, now, "planner", EventKind::ApprovalRequired { customers })?;
+            tracing::warn!(incident = %id, customers, "fan-out waits for an operator's approval");
+            out.events.push(ev);
+        }
+        let Some(inc) = self.correlator.incident(id) else { return Ok(()) };
         let plan = match inc.state {
+            IncidentState::Declared if wait => None,
             IncidentState::Declared => Some((Phase::Down, self.planner.plan_down(inc, &footprint, now))),
             IncidentState::Resolved if told && !inc.restored_planned => {
                 Some((Phase::Restored, self.planner.plan_restored(inc, now)))

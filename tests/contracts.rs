@@ -19,7 +19,7 @@
 use chrono::{DateTime, Utc};
 use outage::model::money::{Currency, Money};
 use outage::model::{
-    Action, ActionKind, Alarm, AlarmRef, AlarmState, Channel, Credit, EventKind, IncidentEvent, IncidentId,
+    Action, ActionKind, Alarm, AlarmRef, AlarmState, Area, Channel, Credit, EventKind, IncidentEvent, IncidentId,
     IncidentState, IvrUpsert, Message, Phase, Severity,
 };
 use outage::sources::decode::{decode, DlqRecord};
@@ -373,6 +373,19 @@ fn every_event_kind() -> Vec<EventKind> {
         EventKind::Merged { into: IncidentId("INC-20261123-1e956900".into()) },
         EventKind::Planned { phase: Phase::Down, postcodes: vec!["02903".into(), "02904".into()], actions: 4127 },
         EventKind::Planned { phase: Phase::Restored, postcodes: vec!["02903".into()], actions: 0 },
+        EventKind::Scoped { area: Area::Postcodes(vec!["02903".into()]), postcodes: vec!["02903".into()] },
+        EventKind::Scoped {
+            area: Area::Circle { lat: 41.82, lon: -71.41, radius_km: 3.0 },
+            postcodes: vec!["02903".into(), "02904".into()],
+        },
+        EventKind::Scoped {
+            area: Area::Polygon(
+                serde_json::json!({"type": "Polygon", "coordinates": [[[-71.5, 41.8], [-71.3, 41.8], [-71.3, 41.9], [-71.5, 41.8]]]}),
+            ),
+            postcodes: vec!["02903".into()],
+        },
+        EventKind::ApprovalRequired { customers: 84_211 },
+        EventKind::Approved {},
     ]
 }
 
@@ -570,6 +583,7 @@ fn listed_event_kind(k: &EventKind) {
     match k {
         Opened { .. } | AlarmsRaised { .. } | AlarmsCleared { .. } | Declared { .. } | Updated { .. } => {}
         Resolved { .. } | Cancelled { .. } | Dismissed {} | Linked { .. } | Merged { .. } | Planned { .. } => {}
+        Scoped { .. } | ApprovalRequired { .. } | Approved {} => {}
     }
 }
 

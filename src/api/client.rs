@@ -6,9 +6,10 @@
 //! the CLI prints. Bodies are the ones in [`super::types`].
 
 use super::types::{
-    CancelRequest, DeclareRequest, ErrorBody, ImpactResponse, IncidentView, TimelineEntry, UpdateRequest,
+    CancelRequest, DeclareRequest, ErrorBody, ImpactResponse, IncidentView, LinkRequest, Preview, TimelineEntry,
+    UpdateRequest,
 };
-use crate::model::{IncidentId, IncidentState};
+use crate::model::{Area, IncidentId, IncidentState};
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -284,6 +285,23 @@ impl Client {
         self.json(Method::POST, &["v1", "incidents"], None, Some(req), "declare incidents").await
     }
 
+    /// `GET /v1/incidents/{id}/preview`.
+    pub async fn preview(&self, id: &IncidentId) -> Result<Preview, ClientError> {
+        self.json(Method::GET, &["v1", "incidents", &id.0, "preview"], None, None, "read incidents").await
+    }
+
+    /// `POST /v1/incidents/{id}/approve` with `{}`.
+    pub async fn approve(&self, id: &IncidentId) -> Result<IncidentView, ClientError> {
+        let empty = serde_json::Map::new();
+        self.json(Method::POST, &["v1", "incidents", &id.0, "approve"], None, Some(&empty), "approve fan-outs").await
+    }
+
+    /// `POST /v1/incidents/{id}/link`.
+    pub async fn link(&self, id: &IncidentId, other: &IncidentId) -> Result<IncidentView, ClientError> {
+        let req = LinkRequest { other: other.clone() };
+        self.json(Method::POST, &["v1", "incidents", &id.0, "link"], None, Some(&req), "link incidents").await
+    }
+
     /// `POST /v1/incidents/{id}/update`.
     pub async fn update(&self, id: &IncidentId, req: &UpdateRequest) -> Result<IncidentView, ClientError> {
         self.json(Method::POST, &["v1", "incidents", &id.0, "update"], None, Some(req), "update incidents").await
@@ -429,6 +447,8 @@ pub fn incident_details(i: &IncidentView) -> String {
         ("Postcodes", format!("{} ({})", i.postcodes.len(), list(&i.postcodes))),
         ("Customers", i.customers.to_string()),
         ("Links", list(&links)),
+        ("Area", i.area.as_ref().map_or_else(|| "-".to_string(), area_text)),
+        ("Fan-out", if i.awaiting_approval { "waits for approval".to_string() } else { "-".to_string() }),
     ]
     .into_iter()
     .map(|(k, v)| vec![format!("{k}:"), v])
@@ -448,6 +468,44 @@ fn timeline_table(entries: &[TimelineEntry]) -> String {
     let rows: Vec<Vec<String>> =
         entries.iter().map(|e| vec![fmt_time(Some(e.at)), e.actor.clone(), e.kind.clone(), e.detail.clone()]).collect();
     table(&["AT", "ACTOR", "EVENT", "DETAIL"], &rows)
+}
+
+/// An area as the NOC drew it, in one line.
+fn area_text(a: &Area) -> String {
+    match a {
+        Area::Postcodes(p) => format!("postcodes {}", first_few(p, 5)),
+        Area::Sites(s) => format!("sites {}", first_few(s, 5)),
+        Area::Polygon(g) => format!("polygon ({})", g.get("type").and_then(|t| t.as_str()).unwrap_or("?")),
+        Area::Circle { lat, lon, radius_km } => format!("circle {radius_km} km around {lat}, {lon}"),
+    }
+}
+
+/// `outagectl preview`: totals, then one line per IVR region.
+pub fn preview_table(p: &Preview) -> String {
+    let channels = |m: &std::collections::BTreeMap<String, u64>| {
+        ["sms", "email", "data_grant"].map(|c| m.get(c).copied().unwrap_or(0).to_string())
+    };
+    let mut out = format!(
+        "{}: {} customers in {} postcodes not told yet{}\n\n",
+        p.id,
+        p.customers,
+        p.postcodes,
+        if p.awaiting_approval { "; the fan-out waits for approval (outagectl approve ID)" } else { "" }
+    );
+    let mut rows: Vec<Vec<String>> = p
+        .regions
+        .iter()
+        .map(|r| {
+            let mut row = vec![r.region.clone(), r.postcodes.to_string(), r.customers.to_string()];
+            row.extend(channels(&r.channels));
+            row
+        })
+        .collect();
+    let mut total = vec!["TOTAL".to_string(), p.postcodes.to_string(), p.customers.to_string()];
+    total.extend(channels(&p.channels));
+    rows.push(total);
+    out.push_str(&table(&["REGION", "POSTCODES", "CUSTOMERS", "SMS", "EMAIL", "DATA GRANTS"], &rows));
+    out
 }
 
 /// `outagectl impact`: the postcode, then each incident and its text.
@@ -503,6 +561,8 @@ mod tests {
             postcodes: vec!["AB1 2CD".into(), "AB1 3EF".into(), "AB1 4GH".into(), "AB1 5JK".into()],
             customers: 1234,
             links: vec![],
+            area: None,
+            awaiting_approval: false,
             updated_at: t("2026-11-23T14:10:00Z"),
             timeline: vec![TimelineEntry {
                 at: t("2026-11-23T14:05:00Z"),
@@ -635,8 +695,9 @@ mod tests {
 
         let declared = c
             .declare(&DeclareRequest {
-                postcodes: vec!["AB1 2CD".into()],
+                area: Area::Postcodes(vec!["AB1 2CD".into()]),
                 cause: "fibre cut".into(),
+                since: None,
                 etr: None,
                 message: None,
             })
@@ -666,7 +727,7 @@ mod tests {
         assert_eq!(
             seen.bodies,
             vec![
-                serde_json::json!({"postcodes": ["AB1 2CD"], "cause": "fibre cut"}),
+                serde_json::json!({"area": {"postcodes": ["AB1 2CD"]}, "cause": "fibre cut"}),
                 serde_json::json!({"verb": "update", "body": {"etr": "2026-11-23T19:00:00Z"}}),
                 serde_json::json!({"verb": "resolve", "body": {}}),
                 serde_json::json!({"verb": "cancel", "body": {"reason": "false alarm"}}),

@@ -6,7 +6,9 @@
 //! other, with the token's name as its actor.
 //!
 //! Routes: `GET /v1/incidents[?state=]`, `GET /v1/incidents/{id}`,
-//! `POST /v1/incidents/{id}/update|resolve|cancel` (operator),
+//! `GET /v1/incidents/{id}/preview`, `POST /v1/incidents` (declare over
+//! postcodes, sites, a GeoJSON polygon or a circle),
+//! `POST /v1/incidents/{id}/update|approve|link|resolve|cancel` (operator),
 //! `GET /v1/impact?postcode=|msisdn=|customer_id=`, `GET /healthz`,
 //! `GET /readyz`, `GET /metrics` (Prometheus text; no token).
 //! Tokens are never logged; the listen address defaults to loopback.
@@ -110,6 +112,8 @@ impl SnapshotIncident {
             etr: i.etr,
             message: i.message.clone(),
             sites: i.sites.keys().cloned().collect(),
+            area: i.scope.as_ref().map(|(a, _)| a.clone()),
+            awaiting_approval: i.awaiting_approval,
             sites_down: i.down_count(),
             postcodes: self.postcodes.clone(),
             customers: self.customers,
@@ -131,9 +135,22 @@ pub struct Snapshot {
 /// A NOC command for the pipeline, answered with the incident after it.
 #[derive(Debug)]
 pub enum Command {
-    Update(IncidentId, UpdateRequest),
-    Resolve(IncidentId),
-    Cancel(IncidentId, CancelRequest),
+    /// Open and declare an incident over an area.
+    Declare(DeclareRequest),
+    /// Change an existing incident.
+    On(IncidentId, Change),
+}
+
+/// What a command does to an existing incident.
+#[derive(Debug)]
+pub enum Change {
+    Update(UpdateRequest),
+    Resolve,
+    Cancel(CancelRequest),
+    /// Release a fan-out waiting for approval.
+    Approve,
+    /// Link with another incident (both get a `linked` event).
+    Link(IncidentId),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -266,8 +283,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/v1/incidents", get(list))
+        .route("/v1/incidents", get(list).post(declare))
         .route("/v1/incidents/{id}", get(show))
+        .route("/v1/incidents/{id}/preview", get(preview))
+        .route("/v1/incidents/{id}/approve", post(approve))
+        .route("/v1/incidents/{id}/link", post(link))
         .route("/v1/incidents/{id}/update", post(update))
         .route("/v1/incidents/{id}/resolve", post(resolve))
         .route("/v1/incidents/{id}/cancel", post(cancel))
@@ -326,6 +346,86 @@ async fn command(st: &ApiState, headers: &HeaderMap, command: Command) -> Result
     Ok(Json(answer.await.map_err(|_| down())??))
 }
 
+async fn declare(
+    State(st): Shared,
+    headers: HeaderMap,
+    Json(req): Json<DeclareRequest>,
+) -> Result<(StatusCode, Json<IncidentView>), ApiError> {
+    if req.cause.trim().is_empty() {
+        return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "give the cause".into()));
+    }
+    // The area is resolved here first so a typo is a 422 naming it, before
+    // anything reaches the pipeline (which checks again against the same data).
+    if let Err(e) = req.area.postcodes(&st.refdata) {
+        return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()));
+    }
+    let view = command(&st, &headers, Command::Declare(req)).await?;
+    Ok((StatusCode::CREATED, view))
+}
+
+async fn approve(
+    State(st): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<IncidentView>, ApiError> {
+    command(&st, &headers, Command::On(IncidentId(id), Change::Approve)).await
+}
+
+async fn link(
+    State(st): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(req): Json<LinkRequest>,
+) -> Result<Json<IncidentView>, ApiError> {
+    command(&st, &headers, Command::On(IncidentId(id), Change::Link(req.other))).await
+}
+
+/// What the fan-out still to go would send, per channel and IVR region.
+async fn preview(State(st): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Preview>, ApiError> {
+    authorize(&st, &headers, Role::Viewer)?;
+    let snap = st.snapshots.borrow().clone();
+    if !snap.incidents.iter().any(|i| i.inc.id.0 == id) {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no incident {id}")));
+    }
+    let now = (st.now)();
+    let st2 = st.clone();
+    // Linear in the audience (a million customers: seconds): off the runtime.
+    let preview = tokio::task::spawn_blocking(move || {
+        let Some(i) = snap.incidents.iter().find(|i| i.inc.id.0 == id) else { return None };
+        let rd = &st2.refdata;
+        let footprint: Vec<u32> = i.postcodes.iter().filter_map(|p| rd.postcode_index(p)).collect();
+        let regions = st2.planner.preview(&i.inc, &footprint, now);
+        let channels = |m: &std::collections::BTreeMap<crate::model::Channel, u64>| {
+            m.iter().map(|(c, n)| (c.as_str().to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let mut total = std::collections::BTreeMap::new();
+        for r in regions.values() {
+            for (c, n) in &r.channels {
+                *total.entry(c.as_str().to_string()).or_insert(0) += n;
+            }
+        }
+        Some(Preview {
+            id: i.inc.id.clone(),
+            awaiting_approval: i.inc.awaiting_approval,
+            postcodes: regions.values().map(|r| r.postcodes).sum(),
+            customers: regions.values().map(|r| r.customers).sum(),
+            channels: total,
+            regions: regions
+                .iter()
+                .map(|(region, r)| RegionPreview {
+                    region: region.clone(),
+                    postcodes: r.postcodes,
+                    customers: r.customers,
+                    channels: channels(&r.channels),
+                })
+                .collect(),
+        })
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("preview failed: {e}")))?;
+    preview.map(Json).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "the incident vanished".into()))
+}
+
 async fn update(
     State(st): Shared,
     headers: HeaderMap,
@@ -335,7 +435,7 @@ async fn update(
     if req.cause.is_none() && req.etr.is_none() && req.message.is_none() {
         return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "give at least one of cause, etr, message".into()));
     }
-    command(&st, &headers, Command::Update(IncidentId(id), req)).await
+    command(&st, &headers, Command::On(IncidentId(id), Change::Update(req))).await
 }
 
 async fn resolve(
@@ -343,7 +443,7 @@ async fn resolve(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<IncidentView>, ApiError> {
-    command(&st, &headers, Command::Resolve(IncidentId(id))).await
+    command(&st, &headers, Command::On(IncidentId(id), Change::Resolve)).await
 }
 
 async fn cancel(
@@ -352,7 +452,7 @@ async fn cancel(
     Path(id): Path<String>,
     Json(req): Json<CancelRequest>,
 ) -> Result<Json<IncidentView>, ApiError> {
-    command(&st, &headers, Command::Cancel(IncidentId(id), req)).await
+    command(&st, &headers, Command::On(IncidentId(id), Change::Cancel(req))).await
 }
 
 #[derive(Deserialize)]

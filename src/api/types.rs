@@ -1,9 +1,10 @@
 //! The HTTP API's request and response bodies (`/v1/...`), shared by the
 //! server (`api::serve`) and the `outagectl` client (`api::client`).
 
-use crate::model::{IncidentId, IncidentState};
+use crate::model::{Area, IncidentId, IncidentState};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// One incident as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +27,12 @@ pub struct IncidentView {
     pub postcodes: Vec<String>,
     pub customers: u64,
     pub links: Vec<IncidentId>,
+    /// The area the NOC drew, for an incident declared by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub area: Option<Area>,
+    /// The "down" fan-out waits for an operator's approval.
+    #[serde(default)]
+    pub awaiting_approval: bool,
     /// Last change.
     pub updated_at: DateTime<Utc>,
     /// The incident log: the updates a person reads (declared, updated,
@@ -64,16 +71,52 @@ pub struct CancelRequest {
     pub reason: String,
 }
 
-/// `POST /v1/incidents`: declare an incident over postcodes.
+/// `POST /v1/incidents`: declare an incident over an area the NOC draws.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeclareRequest {
-    pub postcodes: Vec<String>,
     pub cause: String,
+    /// `{"postcodes": [...]}`, `{"sites": [...]}`, `{"polygon": GeoJSON}`
+    /// or `{"circle": {"lat", "lon", "radius_km"}}`.
+    pub area: Area,
+    /// When service went, if before now (compensation counts from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etr: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// `POST /v1/incidents/{id}/link`: the two are one problem; both stay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRequest {
+    pub other: IncidentId,
+}
+
+/// `GET /v1/incidents/{id}/preview`: what the "down" fan-out still to go
+/// would send, before anyone approves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preview {
+    pub id: IncidentId,
+    /// The fan-out waits for `POST …/approve`.
+    pub awaiting_approval: bool,
+    /// Postcodes not told yet, and their customers.
+    pub postcodes: u64,
+    pub customers: u64,
+    /// Actions by channel (`sms`, `email`, `data_grant`).
+    pub channels: BTreeMap<String, u64>,
+    /// The same per IVR region (postcode prefix).
+    pub regions: Vec<RegionPreview>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionPreview {
+    pub region: String,
+    pub postcodes: u64,
+    pub customers: u64,
+    pub channels: BTreeMap<String, u64>,
 }
 
 /// `GET /v1/impact?postcode=…|msisdn=…|customer_id=…`: the one answer for

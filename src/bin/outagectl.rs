@@ -1,14 +1,15 @@
 //! `outagectl`: the NOC engineer's CLI. Offline tools (`simulate`,
 //! `replay`) and incident commands against the daemon's HTTP API
-//! (`incidents`, `show`, `declare`, `update`, `resolve`, `cancel`,
-//! `impact`; the client and the tables live in `outage::api::client`).
+//! (`incidents`, `show`, `declare`, `preview`, `approve`, `update`, `link`,
+//! `resolve`, `cancel`, `impact`; the client and the tables live in
+//! `outage::api::client`).
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{ArgGroup, Parser, Subcommand};
 use outage::api::client::{self, Client, ClientError, ImpactQuery};
 use outage::api::types::{CancelRequest, DeclareRequest, UpdateRequest};
-use outage::model::{IncidentId, IncidentState};
+use outage::model::{Area, IncidentId, IncidentState};
 use outage::refdata::load_sites;
 use outage::simulate::{self, ScenarioConfig, WireFormat};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -51,9 +52,20 @@ enum Command {
     /// Show one incident in full, with its timeline.
     #[command(after_help = EXIT_CODES)]
     Show(ShowArgs),
-    /// Declare an incident over postcodes (operator token).
+    /// Declare an incident over postcodes, sites, a GeoJSON polygon or a
+    /// circle (operator token).
     #[command(after_help = EXIT_CODES)]
     Declare(DeclareArgs),
+    /// What an incident's fan-out still to go would send: customers and
+    /// actions per channel and IVR region.
+    #[command(after_help = EXIT_CODES)]
+    Preview(ResolveArgs),
+    /// Release a fan-out that waits for approval (operator token).
+    #[command(after_help = EXIT_CODES)]
+    Approve(ResolveArgs),
+    /// Link two incidents that are one problem; both stay (operator token).
+    #[command(after_help = EXIT_CODES)]
+    Link(LinkArgs),
     /// Change an incident's ETR, cause or customer message (operator token;
     /// at least one of them).
     #[command(after_help = EXIT_CODES)]
@@ -142,19 +154,84 @@ struct ShowArgs {
 }
 
 #[derive(clap::Args)]
+#[command(group(ArgGroup::new("area").required(true).args(["postcodes", "sites", "polygon", "circle"])))]
 struct DeclareArgs {
-    /// Postcode in the footprint; repeat the flag or separate with commas.
-    #[arg(long = "postcode", value_name = "POSTCODE", required = true, value_delimiter = ',', value_parser = non_empty)]
+    /// Postcodes in the area; repeat the flag or separate with commas.
+    #[arg(long = "postcode", value_name = "POSTCODE", value_delimiter = ',', value_parser = non_empty)]
     postcodes: Vec<String>,
+    /// Sites whose coverage is the area; repeat the flag or separate with commas.
+    #[arg(long = "site", value_name = "SITE", value_delimiter = ',', value_parser = non_empty)]
+    sites: Vec<String>,
+    /// A GeoJSON file (`-`: stdin) holding a Polygon or MultiPolygon
+    /// geometry, or a Feature with one.
+    #[arg(long, value_name = "FILE")]
+    polygon: Option<PathBuf>,
+    /// A circle: `LAT,LON,RADIUS_KM`, e.g. `41.82,-71.41,3`.
+    #[arg(long, value_name = "LAT,LON,KM", value_parser = parse_circle)]
+    circle: Option<Area>,
     /// The cause, in words.
     #[arg(long, value_parser = non_empty)]
     cause: String,
+    /// When service went, if before now: RFC 3339 or ago (-45m, -2h).
+    #[arg(long, value_parser = parse_since_arg, allow_hyphen_values = true)]
+    since: Option<DateTime<Utc>>,
     /// Expected restoration: RFC 3339 (2026-11-23T18:00:00Z) or from now (+90m, +2h).
     #[arg(long, value_parser = parse_etr_arg)]
     etr: Option<DateTime<Utc>>,
     /// Customer-facing message.
     #[arg(long)]
     message: Option<String>,
+    #[command(flatten)]
+    server: ServerOpts,
+}
+
+impl DeclareArgs {
+    /// The one area the flags give (clap's "area" group requires one).
+    fn area(&self) -> anyhow::Result<Area> {
+        let dedup = |v: &[String]| {
+            let mut out: Vec<String> = Vec::with_capacity(v.len());
+            for p in v {
+                if !out.contains(p) {
+                    out.push(p.clone());
+                }
+            }
+            out
+        };
+        if !self.postcodes.is_empty() {
+            return Ok(Area::Postcodes(dedup(&self.postcodes)));
+        }
+        if !self.sites.is_empty() {
+            return Ok(Area::Sites(dedup(&self.sites)));
+        }
+        if let Some(c) = &self.circle {
+            return Ok(c.clone());
+        }
+        let Some(path) = &self.polygon else { anyhow::bail!("give --postcode, --site, --polygon or --circle") };
+        let text = if path.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).context("reading the polygon from stdin")?
+        } else {
+            std::fs::read_to_string(path).with_context(|| path.display().to_string())?
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+        // A Feature carries its geometry; the server checks the geometry.
+        let geometry = if v.get("type").and_then(|t| t.as_str()) == Some("Feature") {
+            v.get("geometry").cloned().unwrap_or_default()
+        } else {
+            v
+        };
+        Ok(Area::Polygon(geometry))
+    }
+}
+
+#[derive(clap::Args)]
+struct LinkArgs {
+    /// Incident id.
+    #[arg(value_parser = non_empty)]
+    id: String,
+    /// The incident to link it with.
+    #[arg(value_parser = non_empty)]
+    other: String,
     #[command(flatten)]
     server: ServerOpts,
 }
@@ -223,6 +300,36 @@ fn non_empty(s: &str) -> Result<String, String> {
     } else {
         Ok(s.to_string())
     }
+}
+
+/// `LAT,LON,RADIUS_KM`.
+fn parse_circle(s: &str) -> Result<Area, String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let nums: Vec<f64> = parts.iter().filter_map(|p| p.parse().ok()).collect();
+    match nums[..] {
+        [lat, lon, radius_km] if parts.len() == 3 => Ok(Area::Circle { lat, lon, radius_km }),
+        _ => Err(format!("{s:?} is not LAT,LON,RADIUS_KM (e.g. 41.82,-71.41,3)")),
+    }
+}
+
+fn parse_since_arg(s: &str) -> Result<DateTime<Utc>, String> {
+    parse_since(s, Utc::now())
+}
+
+/// When service went: RFC 3339, or a duration ago written `-45m`, `-2h`.
+fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let s = s.trim();
+    if let Some(rel) = s.strip_prefix('-') {
+        let d = humantime::parse_duration(rel.trim())
+            .map_err(|e| format!("{s:?}: {e} (a time ago looks like -45m, -2h)"))?;
+        return chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+            .ok_or_else(|| format!("{s:?} is too far in the past"));
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{s:?} is not RFC 3339 (2026-11-23T18:00:00Z) nor a time ago (-45m, -2h): {e}"))
 }
 
 fn parse_etr_arg(s: &str) -> Result<DateTime<Utc>, String> {
@@ -376,15 +483,32 @@ async fn api_cmd(cmd: Command) -> anyhow::Result<()> {
             output(a.server.json, &inc, || client::incident_details(&inc))
         }
         Command::Declare(a) => {
-            let mut postcodes: Vec<String> = Vec::with_capacity(a.postcodes.len());
-            for p in a.postcodes {
-                if !postcodes.contains(&p) {
-                    postcodes.push(p);
-                }
-            }
-            let req = DeclareRequest { postcodes, cause: a.cause, etr: a.etr, message: a.message };
+            let area = a.area()?;
+            let req = DeclareRequest { cause: a.cause, area, since: a.since, etr: a.etr, message: a.message };
             let inc = a.server.client()?.declare(&req).await?;
-            output(a.server.json, &inc, || format!("declared {}\n\n{}", inc.id, client::incident_details(&inc)))
+            output(a.server.json, &inc, || {
+                let mut out = format!("declared {}\n\n{}", inc.id, client::incident_details(&inc));
+                if inc.awaiting_approval {
+                    out.push_str(&format!(
+                        "\nThe fan-out to {} customers waits for approval: outagectl preview {id}, then outagectl approve {id}\n",
+                        inc.customers,
+                        id = inc.id
+                    ));
+                }
+                out
+            })
+        }
+        Command::Preview(a) => {
+            let p = a.server.client()?.preview(&IncidentId(a.id)).await?;
+            output(a.server.json, &p, || client::preview_table(&p))
+        }
+        Command::Approve(a) => {
+            let inc = a.server.client()?.approve(&IncidentId(a.id)).await?;
+            output(a.server.json, &inc, || format!("approved {}\n\n{}", inc.id, client::incident_details(&inc)))
+        }
+        Command::Link(a) => {
+            let inc = a.server.client()?.link(&IncidentId(a.id), &IncidentId(a.other)).await?;
+            output(a.server.json, &inc, || format!("linked {}\n\n{}", inc.id, client::incident_details(&inc)))
         }
         Command::Update(a) => {
             let req = UpdateRequest { cause: a.cause, etr: a.etr, message: a.message };

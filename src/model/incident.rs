@@ -8,6 +8,7 @@
 //! written twice (producer retry, crash between produce and commit) is
 //! harmless.
 
+use super::area::Area;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -138,6 +139,20 @@ pub enum EventKind {
     Merged {
         into: IncidentId,
     },
+    /// The area of an incident the NOC declared by hand (right after its
+    /// `opened`): what was drawn and the postcodes it covers, sorted. Such
+    /// an incident has no sites; the NOC resolves it, alarms never do.
+    Scoped {
+        area: Area,
+        postcodes: Vec<String>,
+    },
+    /// The "down" fan-out would reach more customers than
+    /// `plan.approve_above_customers`: it waits for an `approved`.
+    ApprovalRequired {
+        customers: u64,
+    },
+    /// A NOC operator approved the fan-out (the event's actor).
+    Approved {},
     /// Customer actions for these postcodes were put on the actions topic.
     Planned {
         phase: Phase,
@@ -160,6 +175,9 @@ impl EventKind {
             EventKind::Dismissed {} => "dismissed",
             EventKind::Linked { .. } => "linked",
             EventKind::Merged { .. } => "merged",
+            EventKind::Scoped { .. } => "scoped",
+            EventKind::ApprovalRequired { .. } => "approval_required",
+            EventKind::Approved {} => "approved",
             EventKind::Planned { .. } => "planned",
         }
     }
@@ -228,6 +246,16 @@ pub struct Incident {
     /// `etr_version` when ETR update notices were last planned.
     #[serde(default)]
     pub etr_told_version: u64,
+    /// A NOC-drawn incident: its area and the postcodes it covers (sorted);
+    /// `None` for one the correlator found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<(Area, Vec<String>)>,
+    /// The "down" fan-out waits for a NOC approval.
+    #[serde(default)]
+    pub awaiting_approval: bool,
+    /// A NOC operator approved the fan-out.
+    #[serde(default)]
+    pub approved: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -268,6 +296,9 @@ impl Incident {
             last_up: None,
             etr_version: 0,
             etr_told_version: 0,
+            scope: None,
+            awaiting_approval: false,
+            approved: false,
         })
     }
 
@@ -349,6 +380,14 @@ impl Incident {
                 self.state = IncidentState::Merged;
                 self.closed_at = Some(ev.at);
                 self.links.insert(into.clone());
+            }
+            EventKind::Scoped { area, postcodes } => {
+                self.scope = Some((area.clone(), postcodes.clone()));
+            }
+            EventKind::ApprovalRequired { .. } => self.awaiting_approval = true,
+            EventKind::Approved {} => {
+                self.awaiting_approval = false;
+                self.approved = true;
             }
             EventKind::Planned { phase: Phase::Down, postcodes, .. } => {
                 self.notified_postcodes.extend(postcodes.iter().cloned());

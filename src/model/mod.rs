@@ -7,12 +7,14 @@
 
 pub mod action;
 pub mod alarm;
+pub mod area;
 pub mod incident;
 pub mod money;
 pub mod refdata;
 
 pub use action::{Action, ActionKind, Channel, Credit, IvrUpsert, Message};
 pub use alarm::{Alarm, AlarmState, Severity};
+pub use area::{Area, AreaError};
 pub use incident::{AlarmRef, EventKind, Incident, IncidentEvent, IncidentId, IncidentState, Phase};
 pub use money::Money;
 pub use refdata::{Customer, OptOut, Postcode, Services, Site};

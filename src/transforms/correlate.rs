@@ -49,6 +49,8 @@ pub enum CorrelateError {
     UnknownSite(String),
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    #[error("incident {0} exists already")]
+    Duplicate(IncidentId),
 }
 
 const ACTOR: &str = "correlator";
@@ -363,6 +365,43 @@ impl Correlator {
         self.append_to(slot, at, actor, kind, None)
     }
 
+    /// Open an incident the NOC declares by hand over `postcodes` (indexes
+    /// into the reference data's postcodes, from [`crate::model::Area::postcodes`]):
+    /// `opened`, `scoped` and `declared`, by `actor`. It has no sites, so no
+    /// alarm joins it and no timer resolves it; the NOC resolves or cancels it.
+    /// `since`: when service went, as the NOC says (the `opened` time, where
+    /// compensation windows start); `at`: now.
+    pub fn declare_area(
+        &mut self,
+        since: DateTime<Utc>,
+        at: DateTime<Utc>,
+        actor: &str,
+        cause: String,
+        area: crate::model::Area,
+        postcodes: &[u32],
+    ) -> Result<Vec<IncidentEvent>, CorrelateError> {
+        let names: Vec<String> =
+            postcodes.iter().map(|&p| self.refdata.postcodes[p as usize].postcode.clone()).collect();
+        let id = IncidentId::derive(actor, &format!("{}:{}", area.kind(), names.join(",")), at);
+        if self.ids.contains_key(&id) {
+            return Err(CorrelateError::Duplicate(id));
+        }
+        let opened = IncidentEvent {
+            incident_id: id,
+            seq: 1,
+            at: since.min(at),
+            actor: actor.into(),
+            kind: EventKind::Opened { cause },
+        };
+        let slot = self.put(Incident::open(&opened)?);
+        self.index(slot, &opened, None);
+        let mut out = vec![opened];
+        out.push(self.append_to(slot, at, actor, EventKind::Scoped { area, postcodes: names }, None)?);
+        let reason = format!("declared by {actor}");
+        out.push(self.append_to(slot, at, actor, EventKind::Declared { reason }, None)?);
+        Ok(out)
+    }
+
     /// `site`: an alarm's site and its inventory index, when the caller
     /// knows them (saves looking the index up again).
     fn append_to(
@@ -443,6 +482,14 @@ impl Correlator {
                         if covered.insert(p) {
                             *customers += rd.customers_in(&rd.postcodes[p as usize].postcode).len() as u64;
                         }
+                    }
+                }
+            }
+            EventKind::Scoped { postcodes, .. } if s.inc.state.is_open() => {
+                let (covered, customers) = s.coverage.get_or_insert_with(Default::default);
+                for (p, i) in postcodes.iter().filter_map(|p| Some((p, rd.postcode_index(p)?))) {
+                    if covered.insert(i) {
+                        *customers += rd.customers_in(p).len() as u64;
                     }
                 }
             }

@@ -55,6 +55,14 @@ impl Plan {
     }
 }
 
+/// One IVR region's share of a previewed fan-out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RegionCounts {
+    pub postcodes: u64,
+    pub customers: u64,
+    pub channels: BTreeMap<Channel, u64>,
+}
+
 /// The actions of a plan, a page of customers at a time.
 pub struct Pages<'a> {
     planner: &'a Planner,
@@ -212,7 +220,11 @@ impl Planner {
 
     /// Postcodes (indexes into `refdata.postcodes`) whose centroid lies in
     /// the coverage of any site of the incident, sorted by postcode.
+    /// A NOC-drawn incident's footprint is its area's postcodes.
     pub fn footprint(&self, inc: &Incident) -> Vec<u32> {
+        if let Some((_, postcodes)) = &inc.scope {
+            return postcodes.iter().filter_map(|p| self.refdata.postcode_index(p)).collect();
+        }
         let mut set = BTreeSet::new();
         for site_id in inc.sites.keys() {
             let Some(i) = self.refdata.site_index(site_id) else { continue };
@@ -228,9 +240,15 @@ impl Planner {
     /// Per footprint postcode (index into `refdata.postcodes`): when the
     /// sites covering it went down, and when the last of them came back
     /// (`None` while one is still down). Partially restored areas get their
-    /// own window.
+    /// own window. A NOC-drawn incident's postcodes share its own window.
     pub fn postcode_windows(&self, inc: &Incident) -> BTreeMap<u32, (DateTime<Utc>, Option<DateTime<Utc>>)> {
         let mut out: BTreeMap<u32, (DateTime<Utc>, Option<DateTime<Utc>>)> = BTreeMap::new();
+        if inc.scope.is_some() {
+            // The NOC's window: from when it says service went (its
+            // `opened`) to its resolution.
+            let window = (inc.opened_at, inc.restored_at);
+            return self.footprint(inc).into_iter().map(|p| (p, window)).collect();
+        }
         for (site_id, w) in &inc.sites {
             let Some(i) = self.refdata.site_index(site_id) else { continue };
             for &p in self.refdata.site_postcodes(i) {
@@ -534,6 +552,39 @@ impl Planner {
         Plan { postcodes, audience: Audience::Restored { windows }, now }
     }
 
+    /// The IVR region (postcode prefix) a postcode is in.
+    pub fn region(&self, postcode: &str) -> String {
+        postcode.chars().take(self.cfg.ivr_region_prefix).collect()
+    }
+
+    /// What the "down" plan over `footprint` would send now, without
+    /// sending it: per IVR region, the postcodes not told yet, their
+    /// customers and the actions by channel. The same code path as the
+    /// real plan (consent, contacts, services), so the counts are the ones
+    /// an approval releases. Linear in the customers: a few seconds for a
+    /// million.
+    pub fn preview(&self, inc: &Incident, footprint: &[u32], now: DateTime<Utc>) -> BTreeMap<String, RegionCounts> {
+        let mut plan = self.plan_down(inc, footprint, now);
+        if inc.state != IncidentState::Declared {
+            // A probable incident's would-be plan, as if declared now.
+            let mut declared = inc.clone();
+            declared.state = IncidentState::Declared;
+            plan = self.plan_down(&declared, footprint, now);
+        }
+        let mut regions: BTreeMap<String, RegionCounts> = BTreeMap::new();
+        for p in &plan.postcodes {
+            regions.entry(self.region(p)).or_default().postcodes += 1;
+        }
+        for (c, actions) in self.customers(&plan.postcodes).zip(self.pages(inc, &plan, 1)) {
+            let r = regions.entry(self.region(&c.postcode)).or_default();
+            r.customers += 1;
+            for a in actions {
+                *r.channels.entry(a.channel).or_default() += 1;
+            }
+        }
+        regions
+    }
+
     /// Desired IVR state of each region (postcode prefix) of the footprint:
     /// announced while declared, withdrawn once resolved or cancelled.
     pub fn ivr(&self, inc: &Incident, footprint: &[u32], now: DateTime<Utc>) -> Vec<IvrUpsert> {
@@ -542,9 +593,8 @@ impl Planner {
             IncidentState::Resolved | IncidentState::Cancelled => false,
             _ => return vec![],
         };
-        let n = self.cfg.ivr_region_prefix;
         let regions: BTreeSet<String> =
-            footprint.iter().map(|&i| self.refdata.postcodes[i as usize].postcode.chars().take(n).collect()).collect();
+            footprint.iter().map(|&i| self.region(&self.refdata.postcodes[i as usize].postcode)).collect();
         let lang = self.templates.resolve(&self.cfg.default_language);
         let vars = self.vars(inc, "", self.default_tz, now);
         let messages: BTreeMap<String, String> = self
