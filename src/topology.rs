@@ -374,7 +374,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
                     .correlator
                     .declare_area(since, now, actor, req.cause, req.area, &postcodes)
                     .map_err(|e| CommandError::Invalid(e.to_string()))?;
-                let id = events.first().map(|e| e.incident_id.clone()).ok_or_else(|| failed_empty())?;
+                let id = events.first().map(|e| e.incident_id.clone()).ok_or_else(failed_empty)?;
                 if req.etr.is_some() || req.message.is_some() {
                     let kind = EventKind::Updated { cause: None, etr: req.etr, message: req.message };
                     events.push(self.correlator.append(&id, now, actor, kind).map_err(failed)?);

@@ -391,7 +391,7 @@ async fn preview(State(st): Shared, headers: HeaderMap, Path(id): Path<String>) 
     let st2 = st.clone();
     // Linear in the audience (a million customers: seconds): off the runtime.
     let preview = tokio::task::spawn_blocking(move || {
-        let Some(i) = snap.incidents.iter().find(|i| i.inc.id.0 == id) else { return None };
+        let i = snap.incidents.iter().find(|i| i.inc.id.0 == id)?;
         let rd = &st2.refdata;
         let footprint: Vec<u32> = i.postcodes.iter().filter_map(|p| rd.postcode_index(p)).collect();
         let regions = st2.planner.preview(&i.inc, &footprint, now);
