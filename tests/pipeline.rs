@@ -535,3 +535,179 @@ async fn the_noc_api_reads_updates_and_resolves_with_roles() {
         .collect();
     assert!(events.iter().any(|e| e.actor == "noc-alice" && matches!(e.kind, EventKind::Resolved { .. })));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_noc_declares_areas_approves_links_and_resolves() {
+    use outage::api::{ApiToken, Role};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config("declare", dir.path());
+    let addr = free_port();
+    cfg.api.listen = Some(addr);
+    cfg.api.tokens = vec![
+        ApiToken { name: "wall-screen".into(), role: Role::Viewer, token: "v-secret".into() },
+        ApiToken { name: "noc-bob".into(), role: Role::Operator, token: "o-secret".into() },
+    ];
+    // More than one customer: ask first.
+    cfg.plan.approve_above_customers = Some(1);
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    let daemon = Daemon::start(&cfg, &broker, refdata());
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://{addr}{path}");
+    wait_for("the API to be ready", Duration::from_secs(60), || std::net::TcpStream::connect(addr).is_ok()).await;
+    let post = |path: &str, token: &str, body: serde_json::Value| {
+        http.post(url(path)).bearer_auth(token.to_string()).json(&body).send()
+    };
+    let get = |path: &str| http.get(url(path)).bearer_auth("v-secret").send();
+    let events = || async {
+        topic_records(&broker, &cfg.kafka.topics.incidents)
+            .iter()
+            .map(|b| serde_json::from_slice::<IncidentEvent>(b).unwrap())
+            .collect::<Vec<_>>()
+    };
+
+    // A typo is refused, naming it; a viewer may not declare.
+    let typo = post(
+        "/v1/incidents",
+        "o-secret",
+        serde_json::json!({"cause": "fibre cut", "area": {"postcodes": ["02901", "NOPE"]}}),
+    );
+    let typo = typo.await.unwrap();
+    assert_eq!(typo.status(), 422);
+    assert!(typo.text().await.unwrap().contains("NOPE"));
+    let viewer = post("/v1/incidents", "v-secret", serde_json::json!({"cause": "x", "area": {"postcodes": ["02901"]}}));
+    assert_eq!(viewer.await.unwrap().status(), 403);
+
+    // A circle around the far postcode: one customer, told at once.
+    let far = post(
+        "/v1/incidents",
+        "o-secret",
+        serde_json::json!({"cause": "mast fire", "area": {"circle": {"lat": 42.5, "lon": -71.4, "radius_km": 1.0}}}),
+    );
+    let far = far.await.unwrap();
+    assert_eq!(far.status(), 201);
+    let far: serde_json::Value = far.json().await.unwrap();
+    let far_id = far["id"].as_str().unwrap().to_string();
+    assert_eq!((far["state"].as_str(), far["postcodes"].clone()), (Some("declared"), serde_json::json!(["01001"])));
+    assert_eq!(far["awaiting_approval"], false);
+
+    // Two postcodes, three customers: the fan-out waits, the preview counts it.
+    let body = serde_json::json!({
+        "cause": "fibre cut", "area": {"postcodes": ["02901", "02902"]}, "etr": "2030-01-01T18:00:00Z",
+        "since": (Utc::now() - Cd::minutes(30)).to_rfc3339(),
+    });
+    let held: serde_json::Value = post("/v1/incidents", "o-secret", body).await.unwrap().json().await.unwrap();
+    let id = held["id"].as_str().unwrap().to_string();
+    assert_eq!((held["customers"].as_u64(), held["awaiting_approval"].as_bool()), (Some(3), Some(true)), "{held}");
+    assert_eq!(held["etr"], "2030-01-01T18:00:00Z");
+    let log = events().await;
+    let mine: Vec<&str> = log.iter().filter(|e| e.incident_id.0 == id).map(|e| e.kind.type_name()).collect();
+    assert_eq!(mine, ["opened", "scoped", "declared", "updated", "approval_required"], "nothing planned yet");
+    assert!(log.iter().filter(|e| e.incident_id.0 == id).all(|e| e.actor == "noc-bob" || e.actor == "planner"));
+    let preview: serde_json::Value = get(&format!("/v1/incidents/{id}/preview")).await.unwrap().json().await.unwrap();
+    assert_eq!((preview["customers"].as_u64(), preview["postcodes"].as_u64()), (Some(3), Some(2)), "{preview}");
+    assert_eq!(preview["channels"]["sms"], 2, "C1 and C2 have numbers, C3 none: {preview}");
+    assert_eq!(preview["channels"]["email"], 1, "{preview}");
+    assert_eq!(preview["regions"][0]["region"], "029");
+    assert_eq!(preview["awaiting_approval"], true);
+    assert_eq!(
+        post(&format!("/v1/incidents/{id}/approve"), "v-secret", serde_json::json!({})).await.unwrap().status(),
+        403
+    );
+    let approved: serde_json::Value = post(&format!("/v1/incidents/{id}/approve"), "o-secret", serde_json::json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(approved["awaiting_approval"], false);
+    let again = post(&format!("/v1/incidents/{id}/approve"), "o-secret", serde_json::json!({}));
+    assert_eq!(again.await.unwrap().status(), 409, "nothing left to approve");
+    wait_for("the approved and the far notices", Duration::from_secs(60), || {
+        let sms = lines(dir.path(), "sms.jsonl");
+        let down = |c: &str| sms.iter().any(|a| a["kind"] == "down" && a["customer_id"] == c);
+        down("C1") && down("C2") && down("CFAR")
+    })
+    .await;
+    let impact: serde_json::Value = get("/v1/impact?postcode=02902").await.unwrap().json().await.unwrap();
+    assert_eq!(impact["incidents"][0]["id"], id.as_str());
+
+    // Link: both sides; not twice, not to itself, not to nothing.
+    let link = |other: &str| post(&format!("/v1/incidents/{id}/link"), "o-secret", serde_json::json!({"other": other}));
+    let linked: serde_json::Value = link(&far_id).await.unwrap().json().await.unwrap();
+    assert_eq!(linked["links"], serde_json::json!([far_id]));
+    let other: serde_json::Value = get(&format!("/v1/incidents/{far_id}")).await.unwrap().json().await.unwrap();
+    assert_eq!(other["links"], serde_json::json!([id]));
+    assert_eq!(link(&far_id).await.unwrap().status(), 409);
+    assert_eq!(link(&id).await.unwrap().status(), 409);
+    assert_eq!(link("INC-NOPE").await.unwrap().status(), 404);
+
+    // The CLI: by sites, and by a GeoJSON Feature from a file.
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_outagectl"))
+            .args(args)
+            .env("OUTAGE_SERVER", format!("http://{addr}"))
+            .env("OUTAGE_TOKEN", "o-secret")
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, out, err) = ctl(&["declare", "--site", "S5", "--cause", "power", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let by_site: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(by_site["postcodes"], serde_json::json!(["02903"]));
+    assert_eq!(by_site["area"], serde_json::json!({"sites": ["S5"]}));
+    let feature = dir.path().join("area.geojson");
+    let ring =
+        serde_json::json!([[[-71.37, 41.81], [-71.35, 41.81], [-71.35, 41.83], [-71.37, 41.83], [-71.37, 41.81]]]);
+    std::fs::write(
+        &feature,
+        serde_json::json!({"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": ring}})
+            .to_string(),
+    )
+    .unwrap();
+    let (code, out, err) =
+        ctl(&["declare", "--polygon", feature.to_str().unwrap(), "--cause", "flood", "--since", "-20m"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("declared INC-") && out.contains("02903"), "{out}");
+    let (code, _, err) = ctl(&["declare", "--circle", "0,0,5", "--cause", "nothing there"]);
+    assert_eq!(code, Some(6), "no postcode in the circle: {err}");
+    assert!(err.contains("no postcode"), "{err}");
+    let (code, out, _) = ctl(&["preview", &id]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("0 customers in 0 postcodes not told yet"), "all told now: {out}");
+
+    // Resolve: told customers hear it is back. Alarms never close a NOC
+    // incident: after a restart the others are still declared.
+    let resolved: serde_json::Value = post(&format!("/v1/incidents/{id}/resolve"), "o-secret", serde_json::json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resolved["state"], "resolved");
+    wait_for("the restored notices", Duration::from_secs(60), || {
+        lines(dir.path(), "sms.jsonl").iter().filter(|a| a["kind"] == "restored").count() == 2
+    })
+    .await;
+    daemon.stop().await;
+    let daemon = Daemon::start(&cfg, &broker, refdata());
+    wait_for("the API after the restart", Duration::from_secs(60), || std::net::TcpStream::connect(addr).is_ok()).await;
+    let mut list: Vec<serde_json::Value> = Vec::new();
+    for _ in 0..100 {
+        list = match get("/v1/incidents").await {
+            Ok(r) if r.status() == 200 => r.json().await.unwrap(),
+            _ => Vec::new(),
+        };
+        if list.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let state = |i: &str| list.iter().find(|v| v["id"] == i).map(|v| v["state"].clone());
+    assert_eq!(state(&far_id), Some(serde_json::json!("declared")), "{list:?}");
+    assert_eq!(state(&id), Some(serde_json::json!("resolved")));
+    daemon.stop().await;
+    let sms = lines(dir.path(), "sms.jsonl");
+    assert_eq!(sms.iter().filter(|a| a["kind"] == "down" && a["customer_id"] == "C1").count(), 1, "told once");
+}
