@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod geodesy;
 pub mod kafka;
+pub mod metrics;
 pub mod model;
 pub mod redact;
 pub mod refdata;

@@ -118,6 +118,18 @@ pub struct Stats {
     pub declare_to_ivr_max_ms: AtomicU64,
     /// Incidents whose declaration → IVR flip was measured.
     pub declare_to_ivr_count: AtomicU64,
+    /// From an incident's first alarm (event time; a NOC incident's
+    /// `since`) to its declaration.
+    pub first_alarm_to_declared: crate::metrics::Histogram,
+    /// From an incident's first alarm to the first "down" notice a gateway
+    /// took (wall time).
+    pub first_alarm_to_first_notice: crate::metrics::Histogram,
+    /// Declared incidents whose first notice has not gone yet: their first
+    /// alarm's time.
+    pub awaiting_first_notice: std::sync::Mutex<HashMap<IncidentId, DateTime<Utc>>>,
+    /// Alarm records on the broker not processed yet (the consumer lag),
+    /// once the source knows it.
+    pub consumer_lag: std::sync::Mutex<Option<u64>>,
     /// Event time of the earliest `declared` event appended.
     pub first_declared_at: std::sync::Mutex<Option<DateTime<Utc>>>,
     pub first_sms: OnceLock<Instant>,
@@ -530,6 +542,9 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         }
         self.plan_partial_restorations(self.correlator.watermark(), &mut out)?;
         self.stats.alarms_read.fetch_add(batch.len() as u64, Relaxed);
+        if let Some(lag) = self.source.lag() {
+            *self.stats.consumer_lag.lock().unwrap_or_else(|p| p.into_inner()) = Some(lag);
+        }
         self.stats.alarms_dead_lettered.fetch_add(out.dlq.len() as u64, Relaxed);
         if !out.dead_classes.is_empty() {
             let mut by = self.stats.dead_letters.lock().unwrap_or_else(|p| p.into_inner());
@@ -655,6 +670,14 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
     /// letters, the IVR state, the actions, then the incident events (whose
     /// `planned` records those actions).
     async fn write(&mut self, mut out: Pending) -> Result<(), TopologyError> {
+        for e in out.events.iter().filter(|e| matches!(e.kind, EventKind::Declared { .. })) {
+            // Before any action is produced, so its first notice finds it.
+            if let Some(inc) = self.correlator.incident(&e.incident_id) {
+                self.stats.first_alarm_to_declared.observe(e.at - inc.opened_at);
+                let mut waiting = self.stats.awaiting_first_notice.lock().unwrap_or_else(|p| p.into_inner());
+                waiting.insert(e.incident_id.clone(), inc.opened_at);
+            }
+        }
         let topics = &self.cfg.kafka.topics;
         produce_all(&self.producer, &topics.dlq, &out.dlq).await?;
         // The IVR first: callers hear the announcement while the fan-out is
@@ -800,10 +823,11 @@ impl<A: ActionSink> Dispatcher<A> {
                     }
                 }
             }
-            let (sink, stats) = (&self.sink, &*self.stats);
+            let (sink, stats, clock) = (&self.sink, &*self.stats, &*self.clock);
             let work = lanes.into_iter().filter(|l| !l.is_empty()).map(|lane| async move {
                 for a in &lane {
-                    count(stats, a, sink.deliver(a).await)?;
+                    let done = sink.deliver(a).await;
+                    count(stats, a, done, clock.now())?;
                 }
                 Ok::<_, TopologyError>(())
             });
@@ -827,12 +851,12 @@ impl<A: ActionSink> Dispatcher<A> {
             for w in &withdrawn {
                 self.log
                     .record(&DeliveryRecord::of(w, "", 0, DeliveryOutcome::Skipped).because("withdrawn_while_held"))?;
-                count(&self.stats, w, Ok(Delivery::Skipped("withdrawn_while_held")))?;
+                count(&self.stats, w, Ok(Delivery::Skipped("withdrawn_while_held")), now)?;
             }
             if withdrawn.iter().any(|w| w.kind == ActionKind::Down) {
                 // Nobody woke them for the "down": no follow-up either.
                 self.log.record(&DeliveryRecord::of(a, "", 0, DeliveryOutcome::Skipped).because("not_told_down"))?;
-                count(&self.stats, a, Ok(Delivery::Skipped("not_told_down")))?;
+                count(&self.stats, a, Ok(Delivery::Skipped("not_told_down")), now)?;
                 return Ok(true);
             }
         }
@@ -850,13 +874,20 @@ impl<A: ActionSink> Dispatcher<A> {
 
 /// Count what the sink did with one action; an invalid action is logged
 /// and skipped, any other sink error stops the dispatcher.
-fn count(stats: &Stats, a: &Action, d: Result<Delivery, SinkError>) -> Result<(), TopologyError> {
+fn count(stats: &Stats, a: &Action, d: Result<Delivery, SinkError>, now: DateTime<Utc>) -> Result<(), TopologyError> {
     match d {
         Ok(Delivery::Done) => {
             let i = Channel::ALL.iter().position(|c| *c == a.channel).unwrap_or(0);
             stats.delivered[i].fetch_add(1, Relaxed);
             if a.channel == Channel::Sms {
                 let _ = stats.first_sms.set(Instant::now());
+            }
+            if a.kind == ActionKind::Down && matches!(a.channel, Channel::Sms | Channel::Email) {
+                let first =
+                    stats.awaiting_first_notice.lock().unwrap_or_else(|p| p.into_inner()).remove(&a.incident_id);
+                if let Some(opened) = first {
+                    stats.first_alarm_to_first_notice.observe(now - opened);
+                }
             }
         }
         Ok(Delivery::Duplicate) => {

@@ -528,6 +528,22 @@ async fn the_noc_api_reads_updates_and_resolves_with_roles() {
     .await;
     let metrics = get("/metrics", None).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("outage_alarms_total{outcome=\"accepted\"} 3"), "{metrics}");
+    // Declared at t0 + min_duration (event time); first notice about an hour
+    // after t0 (wall time).
+    assert!(metrics.contains("outage_first_alarm_to_declared_seconds_count 1\n"), "{metrics}");
+    assert!(metrics.contains("outage_first_alarm_to_first_notice_seconds_bucket{le=\"1800\"} 0\n"), "{metrics}");
+    assert!(metrics.contains("outage_first_alarm_to_first_notice_seconds_bucket{le=\"7200\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("outage_first_alarm_to_first_notice_seconds_count 1\n"), "{metrics}");
+    // librdkafka reports the lag every 2 s: all three alarms are processed.
+    let mut lag = String::new();
+    for _ in 0..100 {
+        lag = get("/metrics", None).await.unwrap().text().await.unwrap();
+        if lag.contains("outage_consumer_lag_records 0\n") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(lag.contains("outage_consumer_lag_records 0\n"), "{lag}");
     daemon.stop().await;
     let events: Vec<IncidentEvent> = topic_records(&broker, &cfg.kafka.topics.incidents)
         .iter()

@@ -560,5 +560,22 @@ async fn metrics(State(st): Shared) -> Response {
         "Slowest declaration to IVR announcement set.",
         &[("", s.declare_to_ivr_max_ms.load(Relaxed))],
     );
+    let lag = *s.consumer_lag.lock().unwrap_or_else(|p| p.into_inner());
+    metric(
+        "outage_consumer_lag_records",
+        "gauge",
+        "Alarm records on the broker not processed yet (librdkafka's stored-offset lag, refreshed every 2 s; absent until known).",
+        &lag.map(|l| ("", l)).into_iter().collect::<Vec<_>>(),
+    );
+    s.first_alarm_to_declared.render(
+        "outage_first_alarm_to_declared_seconds",
+        "From an incident's first alarm (event time) to its declaration.",
+        &mut out,
+    );
+    s.first_alarm_to_first_notice.render(
+        "outage_first_alarm_to_first_notice_seconds",
+        "From an incident's first alarm to the first outage notice a gateway accepted.",
+        &mut out,
+    );
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

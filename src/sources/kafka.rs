@@ -7,15 +7,41 @@
 
 use super::{AlarmSource, SourceError, SourceRecord};
 use crate::kafka::Broker;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::Message;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::{ClientContext, Message, Statistics};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub struct KafkaSource {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<LagContext>,
     pub positions: Positions,
 }
+
+/// Reads the consumer lag out of librdkafka's statistics (every
+/// [`STATS_EVERY_MS`]): records on the broker past the offsets we stored,
+/// summed over the assigned partitions; -1 until known.
+pub struct LagContext {
+    lag: Arc<AtomicI64>,
+}
+
+/// How often librdkafka reports statistics (the lag's freshness).
+const STATS_EVERY_MS: &str = "2000";
+
+impl ClientContext for LagContext {
+    fn stats(&self, s: Statistics) {
+        // Partition -1 is librdkafka's internal "unassigned" one; a lag of
+        // -1 means not known yet.
+        let lags = s.topics.values().flat_map(|t| t.partitions.iter()).filter(|(p, _)| **p >= 0);
+        let known: Vec<i64> = lags.map(|(_, p)| p.consumer_lag_stored).filter(|l| *l >= 0).collect();
+        if !known.is_empty() {
+            self.lag.store(known.iter().sum(), Relaxed);
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
 
 /// Next offset we expect per partition, to detect jumps.
 #[derive(Debug, Default)]
@@ -27,9 +53,18 @@ pub struct Positions {
 
 impl KafkaSource {
     pub fn subscribe(broker: &Broker, group: &str, topic: &str) -> Result<Self, SourceError> {
-        let consumer: StreamConsumer = broker.consumer_config(group).create()?;
+        let lag = Arc::new(AtomicI64::new(-1));
+        let consumer: StreamConsumer<LagContext> = broker
+            .consumer_config(group)
+            .set("statistics.interval.ms", STATS_EVERY_MS)
+            .create_with_context(LagContext { lag })?;
         consumer.subscribe(&[topic])?;
         Ok(KafkaSource { consumer, positions: Positions::default() })
+    }
+
+    /// Records on the broker not yet processed, when librdkafka knows.
+    pub fn lag(&self) -> Option<u64> {
+        u64::try_from(self.consumer.context().lag.load(Relaxed)).ok()
     }
 }
 
@@ -115,5 +150,9 @@ impl AlarmSource for KafkaSource {
 
     fn ack(&mut self, records: &[SourceRecord]) -> Result<(), SourceError> {
         KafkaSource::ack(self, records)
+    }
+
+    fn lag(&self) -> Option<u64> {
+        KafkaSource::lag(self)
     }
 }

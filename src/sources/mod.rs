@@ -45,4 +45,10 @@ pub trait AlarmSource: Send {
 
     /// Commit what was acknowledged now (on shutdown).
     fn commit(&mut self) -> Result<(), SourceError>;
+
+    /// Records waiting on the feed, when the source knows (the consumer
+    /// lag of `/metrics`).
+    fn lag(&self) -> Option<u64> {
+        None
+    }
 }
