@@ -1,13 +1,18 @@
 # The set-up a newcomer needs: `make demo` runs the whole pipeline on the
-# embedded Kafka and the committed demo data; `make test` runs every test.
+# embedded Kafka and the committed demo data, then keeps serving the NOC API
+# and the status page until Ctrl-C (`make demo DEMO_FLAGS=--exit-when-done`
+# stops after the summary, as CI does); `make test` runs every test.
 .PHONY: demo test e2e eval lint bench check-fmt clean
 
 CARGO ?= cargo
 # Where cargo puts binaries (honours CARGO_TARGET_DIR).
 OUTAGECTL = $(or $(CARGO_TARGET_DIR),target)/release/outagectl
+OUTAGED = $(or $(CARGO_TARGET_DIR),target)/release/outaged
+DEMO_FLAGS ?=
 
 demo:
-	$(CARGO) run --release --bin outaged -- demo --exit-when-done --out out/demo
+	$(CARGO) build --release --bin outaged --bin outagectl
+	$(OUTAGED) demo --out out/demo $(DEMO_FLAGS)
 
 # Unit tests, contract tests and the Kafka integration tests against the
 # embedded broker (librdkafka's mock cluster), plus the data generator's tests.

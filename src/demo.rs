@@ -246,9 +246,12 @@ pub async fn run(
         print_summary(&summary);
         match cfg.api.listen {
             Some(addr) => eprintln!(
-                "still running (Kafka at {}); NOC API at http://{addr} — try:\n  \
+                "\nStill running (Kafka at {}). The NOC API and the status page:\n  \
+                 http://{addr}/status\n  \
                  export OUTAGE_SERVER=http://{addr} OUTAGE_TOKEN={DEMO_TOKEN}\n  \
-                 cargo run --bin outagectl -- incidents\nCtrl-C to stop",
+                 target/release/outagectl incidents\n  \
+                 target/release/outagectl declare --postcode 02903,02905,02907 --cause 'fibre cut' --etr +2h\n\
+                 (README: \"Try the NOC control plane\"). Ctrl-C to stop.",
                 summary.bootstrap
             ),
             None => eprintln!("still running (Kafka at {}); Ctrl-C to stop", summary.bootstrap),

@@ -477,7 +477,9 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         let rd = self.planner.refdata();
         let postcodes: Vec<String> = match self.correlator.covered(id) {
             Some(cov) if inc.state == IncidentState::Declared => {
-                cov.iter().map(|&p| rd.postcodes[p as usize].postcode.clone()).collect()
+                let mut v: Vec<String> = cov.iter().map(|&p| rd.postcodes[p as usize].postcode.clone()).collect();
+                v.sort_unstable();
+                v
             }
             _ => inc.notified_postcodes.iter().cloned().collect(),
         };

@@ -372,8 +372,10 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let cols = headers.len().max(rows.iter().map(Vec::len).max().unwrap_or(0));
     let cell = |row: &[String], i: usize| row.get(i).map_or(String::new(), |c| c.replace(['\n', '\t'], " "));
     let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    // No headers (a key: value list): no header line.
+    let header = (!headers.is_empty()).then_some(&header);
     let all: Vec<Vec<String>> =
-        std::iter::once(&header).chain(rows).map(|r| (0..cols).map(|i| cell(r, i)).collect()).collect();
+        header.into_iter().chain(rows).map(|r| (0..cols).map(|i| cell(r, i)).collect()).collect();
     let widths: Vec<usize> = (0..cols).map(|i| all.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for row in &all {
