@@ -8,10 +8,12 @@
 //! Routes: `GET /v1/incidents[?state=]`, `GET /v1/incidents/{id}`,
 //! `POST /v1/incidents/{id}/update|resolve|cancel` (operator),
 //! `GET /v1/impact?postcode=|msisdn=|customer_id=`, `GET /healthz`,
-//! `GET /readyz`, `GET /metrics` (Prometheus text; no token).
+//! `GET /readyz`, `GET /metrics` (Prometheus text; no token), `GET /status`
+//! (the public status page, HTML, no token; [`status`]).
 //! Tokens are never logged; the listen address defaults to loopback.
 
 pub mod client;
+pub mod status;
 pub mod types;
 
 use crate::model::{Incident, IncidentId, IncidentState};
@@ -266,6 +268,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/status", get(status::page))
         .route("/v1/incidents", get(list))
         .route("/v1/incidents/{id}", get(show))
         .route("/v1/incidents/{id}/update", post(update))
