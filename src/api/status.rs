@@ -4,7 +4,8 @@
 //! ones, which nobody was told about), each with its id, state, cause, the
 //! NOC's message, opened/declared/restored times, ETR, affected postcodes
 //! with customer counts (aggregates only), the timeline (kind, detail and
-//! time; never the actor, which names NOC staff), and its footprint drawn as
+//! time; never the actor, which names NOC staff, nor the `planned`
+//! bookkeeping entries), and its footprint drawn as
 //! inline SVG: the union of its sites' coverage circles (or ~1 km circles
 //! around its postcodes when it has no sites), with the postcode centroids
 //! on top. No site ids, MSISDNs, e-mail addresses or anything else personal.
@@ -29,8 +30,9 @@ use geo::MultiPolygon;
 use std::fmt::{self, Write};
 use std::sync::{Arc, Mutex, Weak};
 
-/// The fill of an active incident's footprint. One distinctive colour: the
-/// real-browser test (`tests/status_page.rs`) counts its pixels.
+/// The fill of an active incident's footprint. One distinctive colour used
+/// nowhere else on the page: the real-browser test (`tests/status_page.rs`)
+/// counts its pixels.
 pub const FOOTPRINT_FILL: &str = "#e8590c";
 /// The fill of a resolved or cancelled incident's footprint.
 pub const CLOSED_FOOTPRINT_FILL: &str = "#adb5bd";
@@ -150,7 +152,7 @@ section.closed{opacity:.85}h2{font-size:1.2em;margin:.2em 0}\
 .state{display:inline-block;padding:.1em .5em;border-radius:4px;font-size:.8em;text-transform:uppercase;color:#fff;background:#495057}\
 .state-declared{background:#c92a2a}.state-resolved{background:#2b8a3e}\
 dl{display:grid;grid-template-columns:max-content auto;gap:.1em 1em;margin:.5em 0}dt{color:#6c757d}dd{margin:0}\
-.message{background:#fff4e6;border-left:4px solid #e8590c;padding:.4em .8em;white-space:pre-wrap}\
+.message{background:#fff4e6;border-left:4px solid #f59f00;padding:.4em .8em;white-space:pre-wrap}\
 ul.postcodes{columns:6 8em;padding-left:1.2em;margin:.3em 0}\
 ol.timeline{padding-left:1.2em}ol.timeline b{font-weight:600}\
 .note{color:#6c757d;font-size:.9em}svg{max-width:100%;height:auto;display:block;margin:.5em 0}";
@@ -276,9 +278,12 @@ fn incident(out: &mut String, s: &SnapshotIncident, rd: &RefData) {
             );
         }
     }
-    if !s.timeline.is_empty() {
+    // `planned` entries are bookkeeping (postcodes and actions per page of
+    // a fan-out), not news: left out.
+    let mut updates = s.timeline.iter().filter(|e| e.kind != "planned").peekable();
+    if updates.peek().is_some() {
         out.push_str("<h3>Updates</h3>\n<ol class=\"timeline\">\n");
-        for e in &s.timeline {
+        for e in updates {
             let _ = writeln!(out, "<li>{} <b>{}</b> {}</li>", Time(e.at), Esc(&e.kind), Esc(&e.detail));
         }
         out.push_str("</ol>\n");
@@ -342,11 +347,7 @@ fn map(out: &mut String, s: &SnapshotIncident, pcs: &[(&str, usize)], rd: &RefDa
         .map(|(p, n, pc)| (p, n, GeoPoint::new(pc.lat, pc.lon)))
         .collect();
     // Without sites (declared over postcodes): small circles around them.
-    let circles = if sites.is_empty() {
-        dots.iter().map(|d| (d.2, POSTCODE_RADIUS_KM)).collect()
-    } else {
-        sites
-    };
+    let circles = if sites.is_empty() { dots.iter().map(|d| (d.2, POSTCODE_RADIUS_KM)).collect() } else { sites };
     let circles_total = circles.len();
     let footprint = union_of_circles(circles.into_iter().take(MAX_CIRCLES));
     let drawn = &dots[..dots.len().min(MAX_DOTS)];
@@ -505,7 +506,7 @@ mod tests {
             inc: incident("INC-20261123-0000aaaa", &["SITE-SECRET-1", "SITE-SECRET-2"], vec![declared()]),
             postcodes: vec!["02901".into(), "02903".into()],
             customers: 3,
-            timeline: vec![entry("declared", "2 sites down (>= 2)")],
+            timeline: vec![entry("declared", "2 sites down (>= 2)"), entry("planned", "Down: 2 postcodes, 7 actions")],
         }
     }
 
@@ -533,10 +534,12 @@ mod tests {
         assert!(html.contains("2 postcodes, 3 customers"));
         assert!(html.contains("<li>02901 <span class=\"note\">(2)</span></li>"), "counts per postcode");
         assert!(html.contains("<b>declared</b> 2 sites down (&gt;= 2)"), "timeline");
+        assert!(!html.contains("<b>planned</b>"), "fan-out bookkeeping is not news");
         // The footprint: one path in the active colour with real geometry,
         // inside the viewBox, and both postcode dots on top.
         let d = html.split("class=\"footprint\"").nth(1).expect("footprint path");
         assert!(d.contains(&format!("fill=\"{FOOTPRINT_FILL}\"")));
+        assert_eq!(html.matches(FOOTPRINT_FILL).count(), 1, "the footprint colour is nowhere else");
         let d = d.split(" d=\"").nth(1).unwrap().split('"').next().unwrap();
         assert_eq!(d.matches('M').count(), 1, "two overlapping circles are one polygon: {d}");
         let nums: Vec<f64> = d.split(['M', 'L', 'Z', ' ']).filter_map(|n| n.parse().ok()).collect();
