@@ -175,6 +175,16 @@ async fn the_status_page_draws_every_declared_incident_in_a_real_browser() {
     let before: BTreeSet<String> = declared.iter().map(|i| i.id.0.clone()).collect();
 
     let url = format!("{server}/status");
+    // No token; the first request renders, the next reuses that rendering.
+    let http = reqwest::Client::new();
+    for n in 0..2 {
+        let t = Instant::now();
+        let r = http.get(&url).send().await.expect("GET /status");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+        let len = r.bytes().await.unwrap().len();
+        eprintln!("GET /status #{n}: {len} bytes in {:?}", t.elapsed());
+    }
     let shot = dir.path().join("status.png");
     let dom = browse(&chromium, &dir.path().join("profile-dom"), &["--dump-dom"], &url);
     let t_shot = Instant::now();
