@@ -2,9 +2,13 @@
 # Owns: the end-to-end pass. Starts the real parts on loopback — Tansu (a
 # Kafka-protocol broker), Kannel (bearerbox + smsbox + fakesmsc) and an SMTP
 # server (aiosmtpd) — with their state in out/e2e, then runs
-#   - the Kafka integration tests (tests/pipeline.rs) against Tansu, and
+#   - the Kafka integration tests (tests/pipeline.rs) against Tansu;
 #   - the gateway test (tests/gateways.rs): the outaged binary through Kannel
 #     and SMTP, killed and restarted mid fan-out;
+#   - the status-page test (tests/status_page.rs): `outaged demo` left
+#     running, its public GET /status loaded by a real browser (Debian's
+#     chromium, headless, installed by scripts/chromium.sh): a screenshot
+#     must show the footprint colour, the DOM every declared incident;
 # and stops everything again, whatever happened.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,6 +21,7 @@ cleanup() {
   bash scripts/tansu.sh stop "$PORT" || true
 }
 trap cleanup EXIT
+bash scripts/chromium.sh | tail -n1
 bootstrap="$(bash scripts/tansu.sh start "$PORT" | tail -n1)"
 echo "e2e: Tansu at $bootstrap"
 bash scripts/kannel.sh start "$DIR" | tail -n1
@@ -24,3 +29,4 @@ bash scripts/smtp.sh start "$DIR" | tail -n1
 export OUTAGE_TEST_BOOTSTRAP="$bootstrap" OUTAGE_TEST_GATEWAYS="$DIR"
 cargo test --test pipeline -- --test-threads=1
 cargo test --test gateways -- --ignored --nocapture
+cargo test --test status_page -- --ignored --nocapture

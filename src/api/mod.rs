@@ -10,10 +10,12 @@
 //! postcodes, sites, a GeoJSON polygon or a circle),
 //! `POST /v1/incidents/{id}/update|approve|link|resolve|cancel` (operator),
 //! `GET /v1/impact?postcode=|msisdn=|customer_id=`, `GET /healthz`,
-//! `GET /readyz`, `GET /metrics` (Prometheus text; no token).
+//! `GET /readyz`, `GET /metrics` (Prometheus text; no token), `GET /status`
+//! (the public status page, HTML, no token; [`status`]).
 //! Tokens are never logged; the listen address defaults to loopback.
 
 pub mod client;
+pub mod status;
 pub mod types;
 
 use crate::model::{Incident, IncidentId, IncidentState};
@@ -283,6 +285,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/status", get(status::page))
         .route("/v1/incidents", get(list).post(declare))
         .route("/v1/incidents/{id}", get(show))
         .route("/v1/incidents/{id}/preview", get(preview))

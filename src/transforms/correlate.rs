@@ -396,8 +396,9 @@ impl Correlator {
         let slot = self.put(Incident::open(&opened)?);
         self.index(slot, &opened, None);
         let mut out = vec![opened];
+        // The actor is on the event; the reason is public (status page).
+        let reason = format!("declared by the NOC over {} postcodes ({})", names.len(), area.kind());
         out.push(self.append_to(slot, at, actor, EventKind::Scoped { area, postcodes: names }, None)?);
-        let reason = format!("declared by {actor}");
         out.push(self.append_to(slot, at, actor, EventKind::Declared { reason }, None)?);
         Ok(out)
     }
