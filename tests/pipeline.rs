@@ -411,17 +411,24 @@ fn free_port() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_noc_api_reads_updates_and_resolves_with_roles() {
+/// A config with the API on a free port, a viewer token `v-secret` and an
+/// operator token `o-secret` named `operator`.
+fn api_config(tag: &str, outbox: &Path, operator: &str) -> (Config, std::net::SocketAddr) {
     use outage::api::{ApiToken, Role};
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config("api", dir.path());
+    let mut cfg = config(tag, outbox);
     let addr = free_port();
     cfg.api.listen = Some(addr);
     cfg.api.tokens = vec![
         ApiToken { name: "wall-screen".into(), role: Role::Viewer, token: "v-secret".into() },
-        ApiToken { name: "noc-alice".into(), role: Role::Operator, token: "o-secret".into() },
+        ApiToken { name: operator.into(), role: Role::Operator, token: "o-secret".into() },
     ];
+    (cfg, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_noc_api_reads_updates_and_resolves_with_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, addr) = api_config("api", dir.path(), "noc-alice");
     let broker = Broker::connect(&cfg.kafka).await.unwrap();
     let t0 = Utc::now() - Cd::hours(1);
     publish(
@@ -554,15 +561,8 @@ async fn the_noc_api_reads_updates_and_resolves_with_roles() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_noc_declares_areas_approves_links_and_resolves() {
-    use outage::api::{ApiToken, Role};
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config("declare", dir.path());
-    let addr = free_port();
-    cfg.api.listen = Some(addr);
-    cfg.api.tokens = vec![
-        ApiToken { name: "wall-screen".into(), role: Role::Viewer, token: "v-secret".into() },
-        ApiToken { name: "noc-bob".into(), role: Role::Operator, token: "o-secret".into() },
-    ];
+    let (mut cfg, addr) = api_config("declare", dir.path(), "noc-bob");
     // More than one customer: ask first.
     cfg.plan.approve_above_customers = Some(1);
     let broker = Broker::connect(&cfg.kafka).await.unwrap();

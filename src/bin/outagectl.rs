@@ -318,18 +318,7 @@ fn parse_since_arg(s: &str) -> Result<DateTime<Utc>, String> {
 
 /// When service went: RFC 3339, or a duration ago written `-45m`, `-2h`.
 fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-    let s = s.trim();
-    if let Some(rel) = s.strip_prefix('-') {
-        let d = humantime::parse_duration(rel.trim())
-            .map_err(|e| format!("{s:?}: {e} (a time ago looks like -45m, -2h)"))?;
-        return chrono::Duration::from_std(d)
-            .ok()
-            .and_then(|d| now.checked_sub_signed(d))
-            .ok_or_else(|| format!("{s:?} is too far in the past"));
-    }
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("{s:?} is not RFC 3339 (2026-11-23T18:00:00Z) nor a time ago (-45m, -2h): {e}"))
+    parse_time(s, now, Toward::Past)
 }
 
 fn parse_etr_arg(s: &str) -> Result<DateTime<Utc>, String> {
@@ -339,18 +328,40 @@ fn parse_etr_arg(s: &str) -> Result<DateTime<Utc>, String> {
 /// An ETR: RFC 3339 (`2026-11-23T18:00:00Z`, any offset, kept as UTC) or a
 /// duration from `now` written `+90m`, `+2h`, `+1h 30m`.
 fn parse_etr(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    parse_time(s, now, Toward::Future)
+}
+
+/// Which way a relative time goes from now, and how it is written.
+#[derive(Clone, Copy)]
+enum Toward {
+    /// `+90m`
+    Future,
+    /// `-45m`
+    Past,
+}
+
+/// RFC 3339 (any offset, kept as UTC), or a duration from `now` with the
+/// sign `toward` asks for.
+fn parse_time(s: &str, now: DateTime<Utc>, toward: Toward) -> Result<DateTime<Utc>, String> {
+    let (sign, words, examples, too_far) = match toward {
+        Toward::Future => ('+', "a time from now", "+90m, +2h", "in the future"),
+        Toward::Past => ('-', "a time ago", "-45m, -2h", "in the past"),
+    };
     let s = s.trim();
-    if let Some(rel) = s.strip_prefix('+') {
-        let d = humantime::parse_duration(rel.trim())
-            .map_err(|e| format!("{s:?}: {e} (a time from now looks like +90m, +2h, +1h30m)"))?;
-        return chrono::Duration::from_std(d)
-            .ok()
-            .and_then(|d| now.checked_add_signed(d))
-            .ok_or_else(|| format!("{s:?} is too far in the future"));
+    if let Some(rel) = s.strip_prefix(sign) {
+        let d =
+            humantime::parse_duration(rel.trim()).map_err(|e| format!("{s:?}: {e} ({words} looks like {examples})"))?;
+        let d = chrono::Duration::from_std(d).ok();
+        let t = match toward {
+            Toward::Future => d.and_then(|d| now.checked_add_signed(d)),
+            Toward::Past => d.and_then(|d| now.checked_sub_signed(d)),
+        };
+        return t.ok_or_else(|| format!("{s:?} is too far {too_far}"));
     }
     DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|e| {
-        let hint = if humantime::parse_duration(s).is_ok() { format!("; from now, write +{s}") } else { String::new() };
-        format!("{s:?} is not RFC 3339 (2026-11-23T18:00:00Z) nor a time from now (+90m, +2h): {e}{hint}")
+        let hint =
+            if humantime::parse_duration(s).is_ok() { format!("; {words}, write {sign}{s}") } else { String::new() };
+        format!("{s:?} is not RFC 3339 (2026-11-23T18:00:00Z) nor {words} ({examples}): {e}{hint}")
     })
 }
 
@@ -712,6 +723,16 @@ mod tests {
         assert!(parse_etr("+soon", now).unwrap_err().contains("+90m"));
         assert!(parse_etr("2026-11-23 18:00", now).is_err());
         assert!(parse_etr("+", now).is_err());
+    }
+
+    #[test]
+    fn since_is_rfc3339_or_a_time_ago() {
+        let now = t("2026-11-23T14:00:00Z");
+        assert_eq!(parse_since("-45m", now), Ok(t("2026-11-23T13:15:00Z")));
+        assert_eq!(parse_since("2026-11-23T13:00:00Z", now), Ok(t("2026-11-23T13:00:00Z")));
+        let e = parse_since("45m", now).unwrap_err();
+        assert!(e.contains("write -45m"), "{e}");
+        assert!(parse_since("+45m", now).unwrap_err().contains("-45m, -2h"));
     }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
