@@ -111,35 +111,19 @@ impl ServerOpts {
     }
 }
 
-/// `--state` values (the API's incident states).
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum StateArg {
-    Probable,
-    Declared,
-    Resolved,
-    Cancelled,
-    Dismissed,
-    Merged,
-}
-
-impl From<StateArg> for IncidentState {
-    fn from(s: StateArg) -> Self {
-        match s {
-            StateArg::Probable => IncidentState::Probable,
-            StateArg::Declared => IncidentState::Declared,
-            StateArg::Resolved => IncidentState::Resolved,
-            StateArg::Cancelled => IncidentState::Cancelled,
-            StateArg::Dismissed => IncidentState::Dismissed,
-            StateArg::Merged => IncidentState::Merged,
-        }
-    }
+/// `--state`: one of the API's incident states, as the contracts spell them
+/// (offered by shell completion).
+fn state_parser() -> impl clap::builder::TypedValueParser<Value = IncidentState> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(IncidentState::ALL.map(IncidentState::as_str))
+        .map(|s| IncidentState::ALL.into_iter().find(|x| x.as_str() == s).unwrap_or(IncidentState::Declared))
 }
 
 #[derive(clap::Args)]
 struct IncidentsArgs {
     /// Only incidents in this state.
-    #[arg(long, value_enum)]
-    state: Option<StateArg>,
+    #[arg(long, value_parser = state_parser())]
+    state: Option<IncidentState>,
     #[command(flatten)]
     server: ServerOpts,
 }
@@ -486,7 +470,7 @@ async fn api_main(cmd: Command) -> ExitCode {
 async fn api_cmd(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Incidents(a) => {
-            let list = a.server.client()?.incidents(a.state.map(IncidentState::from)).await?;
+            let list = a.server.client()?.incidents(a.state).await?;
             output(a.server.json, &list, || client::incidents_table(&list))
         }
         Command::Show(a) => {

@@ -57,6 +57,15 @@ pub enum IncidentState {
 }
 
 impl IncidentState {
+    pub const ALL: [IncidentState; 6] = [
+        IncidentState::Probable,
+        IncidentState::Declared,
+        IncidentState::Resolved,
+        IncidentState::Cancelled,
+        IncidentState::Dismissed,
+        IncidentState::Merged,
+    ];
+
     /// As the contracts spell it (`declared`, …).
     pub fn as_str(self) -> &'static str {
         match self {
