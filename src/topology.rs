@@ -238,6 +238,9 @@ pub struct Pipeline<S: AlarmSource, I: IvrSink> {
     snapshots: Option<tokio::sync::watch::Sender<Arc<crate::api::Snapshot>>>,
     /// Per incident, the events a person reads (not alarm churn).
     timelines: HashMap<IncidentId, Vec<crate::api::types::TimelineEntry>>,
+    /// The read model's incidents as last published, with the `seq` each
+    /// was at: only incidents with new events are copied again.
+    published: HashMap<IncidentId, (u64, Arc<crate::api::SnapshotIncident>)>,
     /// When the read model was last published, and whether it is stale.
     published_at: Option<Instant>,
     stale: bool,
@@ -274,6 +277,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             commands: None,
             snapshots: None,
             timelines: HashMap::new(),
+            published: HashMap::new(),
             published_at: None,
             stale: true,
         })
@@ -505,7 +509,21 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             .map(|i| (i.opened_at, i.id.clone()))
             .collect();
         ids.sort_by(|a, b| b.cmp(a));
-        let incidents = ids.iter().filter_map(|(_, id)| self.snapshot_of(id)).collect();
+        let mut incidents = Vec::with_capacity(ids.len());
+        let mut published = HashMap::with_capacity(ids.len());
+        for (_, id) in ids {
+            let Some(seq) = self.correlator.incident(&id).map(|i| i.seq) else { continue };
+            let snap = match self.published.remove(&id) {
+                Some((s, snap)) if s == seq => snap,
+                _ => match self.snapshot_of(&id) {
+                    Some(snap) => Arc::new(snap),
+                    None => continue,
+                },
+            };
+            incidents.push(snap.clone());
+            published.insert(id, (seq, snap));
+        }
+        self.published = published;
         let _ = snapshots.send(Arc::new(crate::api::Snapshot { ready: true, incidents }));
         self.published_at = Some(Instant::now());
         self.stale = false;

@@ -131,7 +131,9 @@ impl SnapshotIncident {
 pub struct Snapshot {
     /// The incident log has been folded and the pipeline is running.
     pub ready: bool,
-    pub incidents: Vec<SnapshotIncident>,
+    /// Shared with the pipeline's cache: an incident that did not change
+    /// since the last snapshot is not copied again.
+    pub incidents: Vec<Arc<SnapshotIncident>>,
 }
 
 /// A NOC command for the pipeline, answered with the incident after it.

@@ -175,6 +175,7 @@ fn shown(snap: &Snapshot) -> Vec<&SnapshotIncident> {
     let mut v: Vec<&SnapshotIncident> = snap
         .incidents
         .iter()
+        .map(|i| &**i)
         .filter(|i| match i.inc.state {
             IncidentState::Declared => true,
             IncidentState::Resolved | IncidentState::Cancelled => i.inc.declared_at.is_some(),
@@ -494,7 +495,7 @@ mod tests {
     }
 
     fn snapshot(incidents: Vec<SnapshotIncident>) -> Snapshot {
-        Snapshot { ready: true, incidents }
+        Snapshot { ready: true, incidents: incidents.into_iter().map(Arc::new).collect() }
     }
 
     fn entry(kind: &str, detail: &str) -> TimelineEntry {
