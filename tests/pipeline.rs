@@ -686,6 +686,18 @@ async fn the_noc_declares_areas_approves_links_and_resolves() {
         ctl(&["declare", "--polygon", feature.to_str().unwrap(), "--cause", "flood", "--since", "-20m"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("declared INC-") && out.contains("02903"), "{out}");
+    // Server and token from outagectl's config file instead.
+    let ctl_config = dir.path().join("outagectl.toml");
+    std::fs::write(&ctl_config, format!("server = \"http://{addr}\"\ntoken = \"o-secret\"\n")).unwrap();
+    let from_file = std::process::Command::new(env!("CARGO_BIN_EXE_outagectl"))
+        .args(["incidents", "--json"])
+        .env_remove("OUTAGE_SERVER")
+        .env_remove("OUTAGE_TOKEN")
+        .env("OUTAGECTL_CONFIG", &ctl_config)
+        .output()
+        .unwrap();
+    assert_eq!(from_file.status.code(), Some(0), "{}", String::from_utf8_lossy(&from_file.stderr));
+    assert!(String::from_utf8_lossy(&from_file.stdout).contains(&id));
     let (code, _, err) = ctl(&["declare", "--circle", "0,0,5", "--cause", "nothing there"]);
     assert_eq!(code, Some(6), "no postcode in the circle: {err}");
     assert!(err.contains("no postcode"), "{err}");

@@ -90,13 +90,20 @@ enum Command {
 #[derive(clap::Args)]
 #[command(next_help_heading = "Daemon")]
 struct ServerOpts {
-    /// The daemon's API base URL (plain http; `host:port` means http://host:port).
-    #[arg(long, env = "OUTAGE_SERVER", default_value = "http://127.0.0.1:8080")]
-    server: String,
-    /// Bearer token. Prefer the environment variable: a flag is visible in
-    /// the process list. Never printed.
+    /// The daemon's API base URL (plain http; `host:port` means
+    /// http://host:port). Default: the config file's `server`, else
+    /// http://127.0.0.1:8080.
+    #[arg(long, env = "OUTAGE_SERVER")]
+    server: Option<String>,
+    /// Bearer token. Prefer the environment variable or the config file: a
+    /// flag is visible in the process list. Never printed.
     #[arg(long, env = "OUTAGE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     token: Option<String>,
+    /// Where `server` and `token` are read from when neither flag nor
+    /// environment gives them (TOML). Default
+    /// `$XDG_CONFIG_HOME/outagectl/config.toml` (`~/.config/…`), if it exists.
+    #[arg(long = "ctl-config", env = "OUTAGECTL_CONFIG", value_name = "FILE")]
+    ctl_config: Option<PathBuf>,
     /// Give up on a request after this long (e.g. 10s, 1m).
     #[arg(long, env = "OUTAGE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -105,9 +112,49 @@ struct ServerOpts {
     json: bool,
 }
 
+/// `outagectl`'s own config file: where the daemon is and the token.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CtlConfig {
+    server: Option<String>,
+    token: Option<String>,
+}
+
+impl CtlConfig {
+    /// The file named, or the default one if it exists, or nothing.
+    fn load(named: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let default = || {
+            let base = std::env::var_os("XDG_CONFIG_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+            Some(base.join("outagectl").join("config.toml")).filter(|p| p.exists())
+        };
+        let Some(path) = named.map(PathBuf::from).or_else(default) else { return Ok(Self::default()) };
+        let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+        let cfg: CtlConfig =
+            toml::from_str(&text).with_context(|| format!("{}: bad outagectl config", path.display()))?;
+        #[cfg(unix)]
+        if cfg.token.is_some() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).map(|m| m.permissions().mode()).unwrap_or(0);
+            if mode & 0o077 != 0 {
+                eprintln!("outagectl: warning: {} holds a token and others can read it (chmod 600 it)", path.display());
+            }
+        }
+        Ok(cfg)
+    }
+}
+
 impl ServerOpts {
-    fn client(&self) -> Result<Client, ClientError> {
-        Client::new(&self.server, self.token.clone(), self.timeout)
+    /// The client: flags and environment first, then the config file.
+    fn client(&self) -> anyhow::Result<Client> {
+        let file = if self.server.is_some() && self.token.is_some() {
+            CtlConfig::default()
+        } else {
+            CtlConfig::load(self.ctl_config.as_deref())?
+        };
+        let server = self.server.clone().or(file.server).unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        Ok(Client::new(&server, self.token.clone().or(file.token), self.timeout)?)
     }
 }
 
@@ -710,6 +757,19 @@ mod tests {
     }
 
     #[test]
+    fn the_config_file_gives_server_and_token_and_names_bad_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "server = \"http://noc-1:8080\"\ntoken = \"t\"\n").unwrap();
+        let cfg = CtlConfig::load(Some(&path)).unwrap();
+        assert_eq!((cfg.server.as_deref(), cfg.token.as_deref()), (Some("http://noc-1:8080"), Some("t")));
+        std::fs::write(&path, "sever = \"x\"\n").unwrap();
+        let e = format!("{:#}", CtlConfig::load(Some(&path)).unwrap_err());
+        assert!(e.contains("config.toml") && e.contains("sever"), "{e}");
+        assert!(CtlConfig::load(Some(&dir.path().join("missing.toml"))).is_err(), "a named file must exist");
+    }
+
+    #[test]
     fn since_is_rfc3339_or_a_time_ago() {
         let now = t("2026-11-23T14:00:00Z");
         assert_eq!(parse_since("-45m", now), Ok(t("2026-11-23T13:15:00Z")));
@@ -759,7 +819,7 @@ mod tests {
     fn server_options_and_token_never_shown() {
         let cli = parse(&["incidents", "--state", "declared", "--json", "--token", "tok", "--server", "h:1"]).unwrap();
         let Command::Incidents(a) = cli.command else { panic!("not incidents") };
-        assert!(a.server.json && a.server.server == "h:1");
+        assert!(a.server.json && a.server.server.as_deref() == Some("h:1"));
         let mut cmd = Cli::command();
         for sub in ["incidents", "show", "declare", "update", "resolve", "cancel", "impact"] {
             let sub = cmd.find_subcommand_mut(sub).unwrap();
