@@ -127,9 +127,9 @@ pub struct Stats {
     /// Declared incidents whose first notice has not gone yet: their first
     /// alarm's time.
     pub awaiting_first_notice: std::sync::Mutex<HashMap<IncidentId, DateTime<Utc>>>,
-    /// Alarm records on the broker not processed yet (the consumer lag),
-    /// once the source knows it.
-    pub consumer_lag: std::sync::Mutex<Option<u64>>,
+    /// The alarm source's consumer lag and broker connections, as it last
+    /// knew them.
+    pub source: std::sync::Mutex<crate::sources::Health>,
     /// Event time of the earliest `declared` event appended.
     pub first_declared_at: std::sync::Mutex<Option<DateTime<Utc>>>,
     pub first_sms: OnceLock<Instant>,
@@ -562,9 +562,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         }
         self.plan_partial_restorations(self.correlator.watermark(), &mut out)?;
         self.stats.alarms_read.fetch_add(batch.len() as u64, Relaxed);
-        if let Some(lag) = self.source.lag() {
-            *self.stats.consumer_lag.lock().unwrap_or_else(|p| p.into_inner()) = Some(lag);
-        }
+        *self.stats.source.lock().unwrap_or_else(|p| p.into_inner()) = self.source.health();
         self.stats.alarms_dead_lettered.fetch_add(out.dlq.len() as u64, Relaxed);
         if !out.dead_classes.is_empty() {
             let mut by = self.stats.dead_letters.lock().unwrap_or_else(|p| p.into_inner());

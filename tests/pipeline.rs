@@ -545,12 +545,14 @@ async fn the_noc_api_reads_updates_and_resolves_with_roles() {
     let mut lag = String::new();
     for _ in 0..100 {
         lag = get("/metrics", None).await.unwrap().text().await.unwrap();
-        if lag.contains("outage_consumer_lag_records 0\n") {
+        if lag.contains("outage_consumer_lag_records 0\n") && lag.contains("outage_brokers_up ") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(lag.contains("outage_consumer_lag_records 0\n"), "{lag}");
+    let up = lag.lines().find_map(|l| l.strip_prefix("outage_brokers_up ")).and_then(|v| v.parse::<u64>().ok());
+    assert!(up.is_some_and(|n| n >= 1), "connected to a broker: {lag}");
     daemon.stop().await;
     let events: Vec<IncidentEvent> = topic_records(&broker, &cfg.kafka.topics.incidents)
         .iter()

@@ -309,11 +309,17 @@ pub async fn serve(
     axum::serve(listener, router(state)).with_graceful_shutdown(async move { shutdown.requested().await }).await
 }
 
+/// Ready: the reference data is loaded (the daemon does not start without
+/// it), the incident log is folded, and the alarm consumer is connected to
+/// a broker (or has not reported yet).
 async fn readyz(State(st): Shared) -> Response {
-    if st.snapshots.borrow().ready {
-        (StatusCode::OK, "ready").into_response()
-    } else {
+    let brokers_up = st.stats.source.lock().unwrap_or_else(|p| p.into_inner()).brokers_up;
+    if !st.snapshots.borrow().ready {
         ApiError(StatusCode::SERVICE_UNAVAILABLE, "the incident log is still being read".into()).into_response()
+    } else if brokers_up == Some(0) {
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, "no connection to a Kafka broker".into()).into_response()
+    } else {
+        (StatusCode::OK, "ready").into_response()
     }
 }
 
@@ -565,12 +571,18 @@ async fn metrics(State(st): Shared) -> Response {
         "Slowest declaration to IVR announcement set.",
         &[("", s.declare_to_ivr_max_ms.load(Relaxed))],
     );
-    let lag = *s.consumer_lag.lock().unwrap_or_else(|p| p.into_inner());
+    let health = *s.source.lock().unwrap_or_else(|p| p.into_inner());
     metric(
         "outage_consumer_lag_records",
         "gauge",
         "Alarm records on the broker not processed yet (librdkafka's stored-offset lag, refreshed every 2 s; absent until known).",
-        &lag.map(|l| ("", l)).into_iter().collect::<Vec<_>>(),
+        &health.lag.map(|l| ("", l)).into_iter().collect::<Vec<_>>(),
+    );
+    metric(
+        "outage_brokers_up",
+        "gauge",
+        "Kafka brokers the alarm consumer is connected to (absent until known).",
+        &health.brokers_up.map(|l| ("", l)).into_iter().collect::<Vec<_>>(),
     );
     s.first_alarm_to_declared.render(
         "outage_first_alarm_to_declared_seconds",
@@ -583,4 +595,45 @@ async fn metrics(State(st): Shared) -> Response {
         &mut out,
     );
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readyz_wants_the_log_folded_and_a_broker() {
+        let (side, commands, snapshots) = channels();
+        let stats = Arc::new(Stats::default());
+        let rd = Arc::new(RefData::build(vec![], vec![], vec![]).unwrap());
+        let state = ApiState::new(
+            &crate::config::Config::default(),
+            rd,
+            commands,
+            snapshots,
+            stats.clone(),
+            Box::new(Utc::now),
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, router(Arc::new(state))).await });
+        let ready = || async {
+            let r = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        };
+        let (code, body) = ready().await;
+        assert_eq!(code, 503);
+        assert!(body.contains("still being read"), "{body}");
+        side.snapshots.send(Arc::new(Snapshot { ready: true, incidents: vec![] })).unwrap();
+        assert_eq!(ready().await.0, 200, "brokers not reported yet: ready");
+        let set = |n| stats.source.lock().unwrap().brokers_up = Some(n);
+        set(0);
+        let (code, body) = ready().await;
+        assert_eq!(code, 503);
+        assert!(body.contains("no connection to a Kafka broker"), "{body}");
+        set(1);
+        assert_eq!(ready().await.0, 200);
+        server.abort();
+    }
 }

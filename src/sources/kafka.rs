@@ -5,13 +5,12 @@
 //! offsets jump (the mock cluster silently drops old batches beyond its
 //! size limit; DESIGN.md).
 
-use super::{AlarmSource, SourceError, SourceRecord};
+use super::{AlarmSource, Health, SourceError, SourceRecord};
 use crate::kafka::Broker;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::{ClientContext, Message, Statistics};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
-use std::sync::Arc;
 use std::time::Duration;
 
 pub struct KafkaSource {
@@ -19,11 +18,13 @@ pub struct KafkaSource {
     pub positions: Positions,
 }
 
-/// Reads the consumer lag out of librdkafka's statistics (every
-/// [`STATS_EVERY_MS`]): records on the broker past the offsets we stored,
-/// summed over the assigned partitions; -1 until known.
+/// Reads the source's health out of librdkafka's statistics (every
+/// [`STATS_EVERY_MS`]): the consumer lag (records on the broker past the
+/// offsets we stored, summed over the assigned partitions) and how many
+/// brokers the client is connected to; -1 until known.
 pub struct LagContext {
-    lag: Arc<AtomicI64>,
+    lag: AtomicI64,
+    brokers_up: AtomicI64,
 }
 
 /// How often librdkafka reports statistics (the lag's freshness).
@@ -38,6 +39,9 @@ impl ClientContext for LagContext {
         if !known.is_empty() {
             self.lag.store(known.iter().sum(), Relaxed);
         }
+        // Bootstrap entries have node id -1; the cluster's brokers do not.
+        let up = s.brokers.values().filter(|b| b.nodeid >= 0 && b.state == "UP").count();
+        self.brokers_up.store(up as i64, Relaxed);
     }
 }
 
@@ -53,18 +57,21 @@ pub struct Positions {
 
 impl KafkaSource {
     pub fn subscribe(broker: &Broker, group: &str, topic: &str) -> Result<Self, SourceError> {
-        let lag = Arc::new(AtomicI64::new(-1));
         let consumer: StreamConsumer<LagContext> = broker
             .consumer_config(group)
             .set("statistics.interval.ms", STATS_EVERY_MS)
-            .create_with_context(LagContext { lag })?;
+            .create_with_context(LagContext { lag: AtomicI64::new(-1), brokers_up: AtomicI64::new(-1) })?;
         consumer.subscribe(&[topic])?;
         Ok(KafkaSource { consumer, positions: Positions::default() })
     }
 
-    /// Records on the broker not yet processed, when librdkafka knows.
-    pub fn lag(&self) -> Option<u64> {
-        u64::try_from(self.consumer.context().lag.load(Relaxed)).ok()
+    /// The lag and broker connections, as far as librdkafka knows.
+    pub fn health(&self) -> Health {
+        let c = self.consumer.context();
+        Health {
+            lag: u64::try_from(c.lag.load(Relaxed)).ok(),
+            brokers_up: u64::try_from(c.brokers_up.load(Relaxed)).ok(),
+        }
     }
 }
 
@@ -152,7 +159,7 @@ impl AlarmSource for KafkaSource {
         KafkaSource::ack(self, records)
     }
 
-    fn lag(&self) -> Option<u64> {
-        KafkaSource::lag(self)
+    fn health(&self) -> Health {
+        KafkaSource::health(self)
     }
 }

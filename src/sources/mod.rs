@@ -46,9 +46,17 @@ pub trait AlarmSource: Send {
     /// Commit what was acknowledged now (on shutdown).
     fn commit(&mut self) -> Result<(), SourceError>;
 
-    /// Records waiting on the feed, when the source knows (the consumer
-    /// lag of `/metrics`).
-    fn lag(&self) -> Option<u64> {
-        None
+    /// What the source knows of its feed (`/metrics`, `/readyz`).
+    fn health(&self) -> Health {
+        Health::default()
     }
+}
+
+/// A source's view of its feed; `None`: not known (yet).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Records waiting on the feed (the consumer lag).
+    pub lag: Option<u64>,
+    /// Brokers the client is connected to.
+    pub brokers_up: Option<u64>,
 }
