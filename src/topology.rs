@@ -383,6 +383,14 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         let (id, change) = match command {
             Command::On(id, change) => (id, change),
             Command::Declare(req) => {
+                // A retried or doubled declaration must not tell everyone twice.
+                let same = self
+                    .correlator
+                    .incidents()
+                    .find(|i| i.state.is_open() && i.scope.as_ref().is_some_and(|(area, _)| *area == req.area));
+                if let Some(i) = same {
+                    return Err(CommandError::Invalid(format!("{} is already declared over this area", i.id)));
+                }
                 let rd = self.planner.refdata();
                 let postcodes = req.area.postcodes(rd).map_err(|e| CommandError::Invalid(e.to_string()))?;
                 let since = req.since.unwrap_or(now);

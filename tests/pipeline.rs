@@ -617,6 +617,14 @@ async fn the_noc_declares_areas_approves_links_and_resolves() {
     let id = held["id"].as_str().unwrap().to_string();
     assert_eq!((held["customers"].as_u64(), held["awaiting_approval"].as_bool()), (Some(3), Some(true)), "{held}");
     assert_eq!(held["etr"], "2030-01-01T18:00:00Z");
+    let twice = post(
+        "/v1/incidents",
+        "o-secret",
+        serde_json::json!({"cause": "again", "area": {"postcodes": ["02901", "02902"]}}),
+    );
+    let twice = twice.await.unwrap();
+    assert_eq!(twice.status(), 409, "a doubled declaration over the same area");
+    assert!(twice.text().await.unwrap().contains(&id));
     let log = events().await;
     let mine: Vec<&str> = log.iter().filter(|e| e.incident_id.0 == id).map(|e| e.kind.type_name()).collect();
     assert_eq!(mine, ["opened", "scoped", "declared", "updated", "approval_required"], "nothing planned yet");
