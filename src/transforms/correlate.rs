@@ -546,36 +546,53 @@ impl Correlator {
     /// by the alarm's event time run first, so a replayed backlog gives the
     /// answer it gave live.
     pub fn on_alarm(&mut self, alarm: &Alarm) -> Result<Vec<IncidentEvent>, CorrelateError> {
+        let mut out = Vec::new();
+        self.on_alarm_into(alarm, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Correlator::on_alarm`], appending the events to `out` (a buffer the
+    /// caller reuses, so a steady feed allocates no result vectors). On an
+    /// error `out` is left as it was, as `on_alarm` returns no events then
+    /// (even those of timers the alarm's time ran first).
+    pub fn on_alarm_into(&mut self, alarm: &Alarm, out: &mut Vec<IncidentEvent>) -> Result<(), CorrelateError> {
+        let len = out.len();
+        let done = self.alarm_into(alarm, out);
+        if done.is_err() {
+            out.truncate(len);
+        }
+        done
+    }
+
+    fn alarm_into(&mut self, alarm: &Alarm, out: &mut Vec<IncidentEvent>) -> Result<(), CorrelateError> {
         let t = alarm.event_time;
-        let mut out = self.tick(self.watermark.map_or(t, |w| w.max(t)));
+        self.tick_into(self.watermark.map_or(t, |w| w.max(t)), out);
         self.advance(t);
         let aref = || AlarmRef { alarm_id: alarm.alarm_id.clone(), site_id: alarm.site_id.clone(), at: t };
         let idx = self.refdata.site_index(&alarm.site_id);
         let site = Some((alarm.site_id.as_str(), idx));
         if alarm.is_clear() {
             match self.holding(alarm, idx) {
-                Some((slot, true)) => {
-                    self.emit(slot, t, EventKind::AlarmsCleared { alarms: vec![aref()] }, site, &mut out)
-                }
+                Some((slot, true)) => self.emit(slot, t, EventKind::AlarmsCleared { alarms: vec![aref()] }, site, out),
                 _ => self.counts.clears_without_raise += 1,
             }
-            return Ok(out);
+            return Ok(());
         }
         if !self.service_affecting(alarm) {
             self.counts.not_service_affecting += 1;
-            return Ok(out);
+            return Ok(());
         }
         let (p, r) = self.locate(alarm, idx)?;
         let slot = match self.holding(alarm, idx) {
             Some((_, true)) => {
                 self.counts.repeated_raises += 1;
-                return Ok(out);
+                return Ok(());
             }
             Some((slot, false)) => {
-                self.emit(slot, t, EventKind::AlarmsRaised { alarms: vec![aref()] }, site, &mut out);
+                self.emit(slot, t, EventKind::AlarmsRaised { alarms: vec![aref()] }, site, out);
                 slot
             }
-            None => self.join_or_open(alarm, idx, aref(), p, r, &mut out)?,
+            None => self.join_or_open(alarm, idx, aref(), p, r, out)?,
         };
         let s = &self.slots[slot as usize];
         if s.inc.state == IncidentState::Probable {
@@ -588,10 +605,10 @@ impl Correlator {
                 None
             };
             if let Some(reason) = reason {
-                self.emit(slot, t, EventKind::Declared { reason }, None, &mut out);
+                self.emit(slot, t, EventKind::Declared { reason }, None, out);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     fn join_or_open(
@@ -727,6 +744,12 @@ impl Correlator {
     /// order: by deadline, then incident id.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<IncidentEvent> {
         let mut out = Vec::new();
+        self.tick_into(now, &mut out);
+        out
+    }
+
+    /// [`Correlator::tick`], appending the events to `out`.
+    pub fn tick_into(&mut self, now: DateTime<Utc>, out: &mut Vec<IncidentEvent>) {
         while self.timers.first().is_some_and(|t| t.due <= now) {
             let Some(Timer { due, slot, .. }) = self.timers.pop_first() else { break };
             let s = &mut self.slots[slot as usize];
@@ -739,20 +762,19 @@ impl Correlator {
                         inc.down_count(),
                         humantime::format_duration(self.cfg.min_duration)
                     );
-                    self.emit(slot, due, EventKind::Declared { reason }, None, &mut out);
+                    self.emit(slot, due, EventKind::Declared { reason }, None, out);
                 }
                 IncidentState::Probable if inc.all_up_since().is_some() => {
-                    self.emit(slot, due, EventKind::Dismissed {}, None, &mut out);
+                    self.emit(slot, due, EventKind::Dismissed {}, None, out);
                 }
                 IncidentState::Declared => {
                     if let Some(up) = inc.all_up_since() {
-                        self.emit(slot, due, EventKind::Resolved { restored_at: up }, None, &mut out);
+                        self.emit(slot, due, EventKind::Resolved { restored_at: up }, None, out);
                     }
                 }
                 _ => {}
             }
         }
-        out
     }
 }
 
