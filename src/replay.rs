@@ -81,6 +81,7 @@ pub fn replay_with_credits(
     let planner = Planner::new(cfg.plan.clone(), refdata.clone()).map_err(std::io::Error::other)?;
     let mut alarms = 0;
     let mut dead = BTreeMap::new();
+    let mut events = Vec::new();
     for line in lines {
         let line = line?;
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -90,9 +91,15 @@ pub fn replay_with_credits(
             alarms += 1;
             let reason = match decoded {
                 Err(e) => e.to_string(),
-                Ok(a) => match correlator.on_alarm(&a) {
-                    Ok(_) => continue,
-                    Err(e) => e.to_string(),
+                Ok(a) => match correlator.on_alarm_into(&a, &mut events) {
+                    Ok(()) => {
+                        events.clear();
+                        continue;
+                    }
+                    Err(e) => {
+                        events.clear();
+                        e.to_string()
+                    }
                 },
             };
             *dead.entry(reason).or_insert(0) += 1;

@@ -354,7 +354,8 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
                 let kinds: Vec<&str> = events.iter().map(|e| e.kind.type_name()).collect();
                 tracing::info!(incident = %id, %actor, ?kinds, "NOC command applied");
                 let mut out = Pending { started: Some(Instant::now()), ..Pending::default() };
-                self.apply_effects(events, &mut out)?;
+                let mut events = events;
+                self.apply_effects(&mut events, &mut out)?;
                 self.write(out).await?;
                 self.publish_counts();
                 self.publish_snapshot(true);
@@ -544,8 +545,8 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         let mut out = Pending { started: Some(Instant::now()), ..Pending::default() };
         if batch.is_empty() {
             let now = self.clock.now().max(self.correlator.watermark());
-            let events = self.correlator.tick(now);
-            self.apply_effects(events, &mut out)?;
+            let mut events = self.correlator.tick(now);
+            self.apply_effects(&mut events, &mut out)?;
             self.plan_partial_restorations(now, &mut out)?;
         }
         // Decode the whole batch, then apply it in event-time order: a batch
@@ -561,10 +562,15 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             }
         }
         alarms.sort_by_key(|(_, a)| a.event_time);
+        let mut events = Vec::new();
         for (rec, alarm) in alarms {
-            match self.correlator.on_alarm(&alarm) {
-                Ok(events) => self.apply_effects(events, &mut out)?,
-                Err(e @ CorrelateError::UnknownSite(_)) => out.dead_letter(rec, "unknown_site", e.to_string(), now),
+            match self.correlator.on_alarm_into(&alarm, &mut events) {
+                Ok(()) => self.apply_effects(&mut events, &mut out)?,
+                Err(e @ CorrelateError::UnknownSite(_)) => {
+                    // Timers the alarm's time ran are applied: record them.
+                    self.apply_effects(&mut events, &mut out)?;
+                    out.dead_letter(rec, "unknown_site", e.to_string(), now)
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -589,15 +595,15 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
 
     /// Record `events` and plan what they call for, in order, so an
     /// incident declared and resolved within one batch still gets both its
-    /// "down" and its "restored" effects.
-    fn apply_effects(&mut self, events: Vec<IncidentEvent>, out: &mut Pending) -> Result<(), TopologyError> {
+    /// "down" and its "restored" effects. Takes the events out of `events`.
+    fn apply_effects(&mut self, events: &mut Vec<IncidentEvent>, out: &mut Pending) -> Result<(), TopologyError> {
         let touched: BTreeSet<IncidentId> = events.iter().map(|e| e.incident_id.clone()).collect();
-        for e in &events {
+        for e in events.iter() {
             if let Some(inc) = self.correlator.incident(&e.incident_id) {
                 self.restorations.observe(inc, e);
             }
         }
-        out.events.extend(events);
+        out.events.append(events);
         for id in &touched {
             self.plan_effects(id, out)?;
         }

@@ -593,37 +593,53 @@ impl Correlator {
     /// Apply one alarm; returns the events it caused, in order. Timers due
     /// by the alarm's event time run first, so a replayed backlog gives the
     /// answer it gave live.
+    /// (On an error the events of timers already run are dropped: callers
+    /// that write a log use [`Correlator::on_alarm_into`].)
     pub fn on_alarm(&mut self, alarm: &Alarm) -> Result<Vec<IncidentEvent>, CorrelateError> {
+        let mut out = Vec::new();
+        self.on_alarm_into(alarm, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Correlator::on_alarm`], appending the events to `out` (a buffer the
+    /// caller reuses, so a steady feed allocates no result vectors). On an
+    /// error `out` still holds the events already applied — those of the
+    /// timers the alarm's time ran — which the caller must record like any
+    /// others: they are in the correlator's state, and leaving them out of
+    /// the incident log would leave a gap in its `seq`.
+    pub fn on_alarm_into(&mut self, alarm: &Alarm, out: &mut Vec<IncidentEvent>) -> Result<(), CorrelateError> {
+        self.alarm_into(alarm, out)
+    }
+
+    fn alarm_into(&mut self, alarm: &Alarm, out: &mut Vec<IncidentEvent>) -> Result<(), CorrelateError> {
         let t = alarm.event_time;
-        let mut out = self.tick(self.watermark.map_or(t, |w| w.max(t)));
+        self.tick_into(self.watermark.map_or(t, |w| w.max(t)), out);
         self.advance(t);
         let aref = || AlarmRef { alarm_id: alarm.alarm_id.clone(), site_id: alarm.site_id.clone(), at: t };
         let idx = self.refdata.site_index(&alarm.site_id);
         let site = Some((alarm.site_id.as_str(), idx));
         if alarm.is_clear() {
             match self.holding(alarm, idx) {
-                Some((slot, true)) => {
-                    self.emit(slot, t, EventKind::AlarmsCleared { alarms: vec![aref()] }, site, &mut out)
-                }
+                Some((slot, true)) => self.emit(slot, t, EventKind::AlarmsCleared { alarms: vec![aref()] }, site, out),
                 _ => self.counts.clears_without_raise += 1,
             }
-            return Ok(out);
+            return Ok(());
         }
         if !self.service_affecting(alarm) {
             self.counts.not_service_affecting += 1;
-            return Ok(out);
+            return Ok(());
         }
         let (p, r) = self.locate(alarm, idx)?;
         let slot = match self.holding(alarm, idx) {
             Some((_, true)) => {
                 self.counts.repeated_raises += 1;
-                return Ok(out);
+                return Ok(());
             }
             Some((slot, false)) => {
-                self.emit(slot, t, EventKind::AlarmsRaised { alarms: vec![aref()] }, site, &mut out);
+                self.emit(slot, t, EventKind::AlarmsRaised { alarms: vec![aref()] }, site, out);
                 slot
             }
-            None => self.join_or_open(alarm, idx, aref(), p, r, &mut out)?,
+            None => self.join_or_open(alarm, idx, aref(), p, r, out)?,
         };
         let s = &self.slots[slot as usize];
         if s.inc.state == IncidentState::Probable {
@@ -636,10 +652,10 @@ impl Correlator {
                 None
             };
             if let Some(reason) = reason {
-                self.emit(slot, t, EventKind::Declared { reason }, None, &mut out);
+                self.emit(slot, t, EventKind::Declared { reason }, None, out);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     fn join_or_open(
@@ -775,6 +791,12 @@ impl Correlator {
     /// order: by deadline, then incident id.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<IncidentEvent> {
         let mut out = Vec::new();
+        self.tick_into(now, &mut out);
+        out
+    }
+
+    /// [`Correlator::tick`], appending the events to `out`.
+    pub fn tick_into(&mut self, now: DateTime<Utc>, out: &mut Vec<IncidentEvent>) {
         while self.timers.first().is_some_and(|t| t.due <= now) {
             let Some(Timer { due, slot, .. }) = self.timers.pop_first() else { break };
             let s = &mut self.slots[slot as usize];
@@ -787,20 +809,19 @@ impl Correlator {
                         inc.down_count(),
                         humantime::format_duration(self.cfg.min_duration)
                     );
-                    self.emit(slot, due, EventKind::Declared { reason }, None, &mut out);
+                    self.emit(slot, due, EventKind::Declared { reason }, None, out);
                 }
                 IncidentState::Probable if inc.all_up_since().is_some() => {
-                    self.emit(slot, due, EventKind::Dismissed {}, None, &mut out);
+                    self.emit(slot, due, EventKind::Dismissed {}, None, out);
                 }
                 IncidentState::Declared => {
                     if let Some(up) = inc.all_up_since() {
-                        self.emit(slot, due, EventKind::Resolved { restored_at: up }, None, &mut out);
+                        self.emit(slot, due, EventKind::Resolved { restored_at: up }, None, out);
                     }
                 }
                 _ => {}
             }
         }
-        out
     }
 }
 
@@ -941,6 +962,20 @@ mod tests {
         // 30 minutes later in event time, delivered straight after.
         let evs = c.on_alarm(&clear("A0", "S1", 1800)).unwrap();
         assert_eq!(kinds(&evs), ["declared", "alarms_cleared"], "timers ran at the alarm's event time first");
+    }
+
+    #[test]
+    fn an_unknown_site_still_hands_back_the_timers_its_time_ran() {
+        let mut c = correlator(cfg());
+        for (i, s) in ["S1", "S2", "S3"].iter().enumerate() {
+            c.on_alarm(&raise(&format!("A{i}"), s, 0)).unwrap();
+        }
+        let mut out = Vec::new();
+        let e = c.on_alarm_into(&raise("X", "NEW", 1800), &mut out);
+        assert_eq!(e, Err(CorrelateError::UnknownSite("NEW".into())));
+        assert_eq!(kinds(&out), ["declared"], "applied, so the caller must log it");
+        let inc = c.incident(&out[0].incident_id).unwrap();
+        assert_eq!((inc.state, inc.seq), (IncidentState::Declared, out[0].seq));
     }
 
     #[test]
