@@ -383,7 +383,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         let failed_empty = || CommandError::Failed("the declaration made no events".into());
         let (id, change) = match command {
             Command::On(id, change) => (id, change),
-            Command::Declare(req) => {
+            Command::Declare(req, postcodes) => {
                 // A retried or doubled declaration must not tell everyone twice.
                 let same = self
                     .correlator
@@ -392,8 +392,6 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
                 if let Some(i) = same {
                     return Err(CommandError::Invalid(format!("{} is already declared over this area", i.id)));
                 }
-                let rd = self.planner.refdata();
-                let postcodes = req.area.postcodes(rd).map_err(|e| CommandError::Invalid(e.to_string()))?;
                 let since = req.since.unwrap_or(now);
                 let mut events = self
                     .correlator

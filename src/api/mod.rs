@@ -139,8 +139,10 @@ pub struct Snapshot {
 /// A NOC command for the pipeline, answered with the incident after it.
 #[derive(Debug)]
 pub enum Command {
-    /// Open and declare an incident over an area.
-    Declare(DeclareRequest),
+    /// Open and declare an incident over an area, with the postcodes it
+    /// resolved to (indexes into the reference data; resolved once, by the
+    /// handler, which answers 422 for a bad area).
+    Declare(DeclareRequest, Vec<u32>),
     /// Change an existing incident.
     On(IncidentId, Change),
 }
@@ -365,12 +367,11 @@ async fn declare(
     if req.cause.trim().is_empty() {
         return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "give the cause".into()));
     }
-    // The area is resolved here first so a typo is a 422 naming it, before
-    // anything reaches the pipeline (which checks again against the same data).
-    if let Err(e) = req.area.postcodes(&st.refdata) {
-        return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()));
-    }
-    let view = command(&st, &headers, Command::Declare(req)).await?;
+    // Resolved here, once: a typo is a 422 naming it, before anything
+    // reaches the pipeline (which shares this reference data).
+    let postcodes =
+        req.area.postcodes(&st.refdata).map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let view = command(&st, &headers, Command::Declare(req, postcodes)).await?;
     Ok((StatusCode::CREATED, view))
 }
 
