@@ -126,7 +126,8 @@ fn report(inc: &Incident, planner: &Planner, rd: &RefData) -> IncidentReport {
             PostcodeImpact { postcode: p.clone(), customers: rd.customers_in(p).len(), down_since, restored_at }
         })
         .collect();
-    let circles = inc.sites.keys().filter_map(|s| rd.site_index(s)).map(|i| {
+    let sites: Vec<String> = inc.sites.sorted_keys().into_iter().map(String::from).collect();
+    let circles = sites.iter().filter_map(|s| rd.site_index(s)).map(|i| {
         let s = rd.site(i);
         (GeoPoint::new(s.lat, s.lon), s.radius_km)
     });
@@ -138,10 +139,10 @@ fn report(inc: &Incident, planner: &Planner, rd: &RefData) -> IncidentReport {
         declared_at: inc.declared_at,
         restored_at: inc.restored_at,
         closed_at: inc.closed_at,
-        sites: inc.sites.keys().cloned().collect(),
+        footprint: geodesy::to_geojson(&geodesy::union_of_circles(circles)),
+        sites,
         customers: postcodes.iter().map(|p| p.customers).sum(),
         postcodes,
-        footprint: geodesy::to_geojson(&geodesy::union_of_circles(circles)),
     }
 }
 

@@ -113,7 +113,7 @@ impl SnapshotIncident {
             closed_at: i.closed_at,
             etr: i.etr,
             message: i.message.clone(),
-            sites: i.sites.keys().cloned().collect(),
+            sites: i.sites.sorted_keys().into_iter().map(String::from).collect(),
             area: i.scope.as_ref().map(|(a, _)| a.clone()),
             awaiting_approval: i.awaiting_approval,
             sites_down: i.down_count(),

@@ -337,7 +337,8 @@ fn map(out: &mut String, s: &SnapshotIncident, pcs: &[(&str, usize)], rd: &RefDa
     let i = &s.inc;
     let sites: Vec<(GeoPoint, f64)> = i
         .sites
-        .keys()
+        .sorted_keys()
+        .into_iter()
         .filter_map(|id| rd.site_index(id))
         .map(|x| rd.site(x))
         .map(|s| (GeoPoint::new(s.lat, s.lon), s.radius_km))

@@ -15,6 +15,6 @@ pub mod refdata;
 pub use action::{Action, ActionKind, Channel, Credit, IvrUpsert, Message};
 pub use alarm::{Alarm, AlarmState, Severity};
 pub use area::{Area, AreaError};
-pub use incident::{AlarmRef, EventKind, Incident, IncidentEvent, IncidentId, IncidentState, Phase};
+pub use incident::{AlarmRef, EventKind, Incident, IncidentEvent, IncidentId, IncidentState, Phase, SiteMap};
 pub use money::Money;
 pub use refdata::{Customer, OptOut, Postcode, Services, Site};

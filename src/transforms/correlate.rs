@@ -25,9 +25,11 @@
 //! alarms or the open incidents. Incidents live in slots addressed by `u32`
 //! (string ids are hashed only at the API's edges), inventory sites by their
 //! inventory index. A raise on a site outside every incident also scans the
-//! sites within reach: up to 27 cells of a grid over the sites, built once,
-//! that selects exactly what the R-tree would. Timers live in a deadline
-//! queue.
+//! sites within reach: 27 cells (9 runs of points, found when the grid is
+//! built) of a grid over the sites that selects exactly what the R-tree
+//! would, reading each point's open incident from the grid itself and
+//! measuring a distance only to an incident not found yet. Timers live in a
+//! deadline queue.
 //!
 //! Invariant: every event returned has already been applied to the
 //! correlator's own state, so its state equals the fold of the log.
@@ -103,26 +105,42 @@ impl SiteSlots {
 }
 
 /// Inventory sites bucketed by the cells of a 3-D grid over their unit
-/// vectors (the R-tree's coordinates), each with what the neighbour test
-/// reads: one scan of up to 27 cells instead of an R-tree descent. The cell
-/// edge is at least the chord of the longest reach, so every site within
-/// reach lies in the cells next to the query's; the R-tree's own distance
-/// test is then applied as it is (same arithmetic, so the same sites).
+/// vectors (the R-tree's coordinates): one scan of the 27 cells around a
+/// query instead of an R-tree descent. The cell edge is at least the chord
+/// of the longest reach, so every site within reach lies in the cells next
+/// to the query's; the R-tree's own distance test is then applied as it is
+/// (same arithmetic, so the same sites).
+///
+/// Points are sorted by cell (x, y, z), so the three cells that differ only
+/// in z are one run of points: 27 cells are 9 runs, found by binary search
+/// over the occupied cells, and kept for each inventory site's own cell so
+/// its query does no search at all. Each point also carries the open
+/// incident of its site (a mirror of `Correlator::open`), so the scan reads
+/// one contiguous stretch of memory.
 struct SiteGrid {
     /// Cell edge, and the largest squared chord a query may ask for.
     edge: f64,
     max_chord2: f64,
-    cells: HashMap<[i32; 3], (u32, u32)>,
-    /// Sites sorted by cell; `cells` holds each cell's range.
+    /// Occupied cells, sorted; `starts[i]` is where cell `i`'s points begin
+    /// (one more entry: `points.len()`).
+    cells: Vec<[i32; 3]>,
+    starts: Vec<u32>,
+    /// Per occupied cell: the 9 runs of points around it.
+    runs: Vec<[(u32, u32); 9]>,
+    /// Per inventory site: its occupied cell, and its place in `points`.
+    site_cell: Vec<u32>,
+    site_point: Vec<u32>,
     points: Vec<GridPoint>,
 }
 
 struct GridPoint {
     xyz: [f64; 3],
-    at: GeoPoint,
-    radius_km: f64,
     idx: u32,
+    /// The slot of the site's open incident, or [`NO_SLOT`].
+    open: u32,
 }
+
+const NO_SLOT: u32 = u32::MAX;
 
 impl SiteGrid {
     /// `None` when no reach is finite and positive (the R-tree serves then).
@@ -135,47 +153,101 @@ impl SiteGrid {
         // two cells away; and never so small that cell numbers overflow.
         let edge = (max_chord2.sqrt() * (1.0 + 1e-9)).max(1e-6);
         let cell = |xyz: [f64; 3]| xyz.map(|c| (c / edge).floor() as i32);
-        let mut points: Vec<GridPoint> = rd
+        let mut points: Vec<([i32; 3], GridPoint)> = rd
             .sites
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let at = GeoPoint::new(s.lat, s.lon);
-                GridPoint { xyz: at.xyz(), at, radius_km: s.radius_km, idx: i as u32 }
+                let xyz = GeoPoint::new(s.lat, s.lon).xyz();
+                (cell(xyz), GridPoint { xyz, idx: i as u32, open: NO_SLOT })
             })
             .collect();
-        points.sort_by_key(|p| (cell(p.xyz), p.idx));
-        let mut cells: HashMap<[i32; 3], (u32, u32)> = HashMap::default();
-        for (i, p) in points.iter().enumerate() {
-            let range = cells.entry(cell(p.xyz)).or_insert((i as u32, i as u32));
-            range.1 = i as u32 + 1;
+        points.sort_by_key(|(c, p)| (*c, p.idx));
+        let (mut cells, mut starts) = (Vec::new(), Vec::new());
+        let (mut site_cell, mut site_point) = (vec![0; points.len()], vec![0; points.len()]);
+        for (i, (c, p)) in points.iter().enumerate() {
+            if cells.last() != Some(c) {
+                cells.push(*c);
+                starts.push(i as u32);
+            }
+            site_cell[p.idx as usize] = cells.len() as u32 - 1;
+            site_point[p.idx as usize] = i as u32;
         }
-        Some(SiteGrid { edge, max_chord2, cells, points })
+        starts.push(points.len() as u32);
+        let mut grid = SiteGrid {
+            edge,
+            max_chord2,
+            cells,
+            starts,
+            runs: Vec::new(),
+            site_cell,
+            site_point,
+            points: points.into_iter().map(|(_, p)| p).collect(),
+        };
+        grid.runs = grid.cells.iter().map(|&c| grid.runs_around(c)).collect();
+        Some(grid)
+    }
+
+    /// The 9 runs of points in the 27 cells around cell `c`.
+    fn runs_around(&self, c: [i32; 3]) -> [(u32, u32); 9] {
+        let at = |key: [i64; 3]| {
+            let i = self.cells.partition_point(|k| k.map(i64::from) < key);
+            self.starts[i]
+        };
+        let [x, y, z] = c.map(i64::from);
+        let mut runs = [(0, 0); 9];
+        for (k, run) in runs.iter_mut().enumerate() {
+            let (dx, dy) = (k as i64 / 3 - 1, k as i64 % 3 - 1);
+            *run = (at([x + dx, y + dy, z - 1]), at([x + dx, y + dy, z + 2]));
+        }
+        runs
+    }
+
+    /// Mirror `Correlator::open` for inventory site `idx`.
+    fn set_open(&mut self, idx: u32, slot: Option<u32>) {
+        self.points[self.site_point[idx as usize] as usize].open = slot.unwrap_or(NO_SLOT);
     }
 
     /// Calls `f` with every site whose unit vector is within squared chord
-    /// `chord2` of `q` (exactly the test the R-tree makes), if `chord2` is
-    /// within the grid's reach; `false` if it is not (nothing was called).
-    fn within(&self, q: [f64; 3], chord2: f64, mut f: impl FnMut(&GridPoint)) -> bool {
+    /// `chord2` of `q` (exactly the test the R-tree makes) — with `only_open`,
+    /// only those in an open incident (tested first: it is cheaper) — if
+    /// `chord2` is within the grid's reach; `false` if it is not (nothing
+    /// was called).
+    fn within(&self, q: [f64; 3], chord2: f64, only_open: bool, f: impl FnMut(&GridPoint)) -> bool {
+        let c = q.map(|c| (c / self.edge).floor() as i32);
+        self.scan(&self.runs_around(c), q, chord2, only_open, f)
+    }
+
+    /// [`SiteGrid::within`] around inventory site `idx` (its own point, so
+    /// its own cell: the runs are ready).
+    fn within_site(&self, idx: u32, chord2: f64, only_open: bool, f: impl FnMut(&GridPoint)) -> bool {
+        let q = self.points[self.site_point[idx as usize] as usize].xyz;
+        self.scan(&self.runs[self.site_cell[idx as usize] as usize], q, chord2, only_open, f)
+    }
+
+    fn scan(
+        &self,
+        runs: &[(u32, u32); 9],
+        q: [f64; 3],
+        chord2: f64,
+        only_open: bool,
+        mut f: impl FnMut(&GridPoint),
+    ) -> bool {
         // (A NaN reach is not within it either.)
         let in_reach = chord2 <= self.max_chord2;
         if !in_reach {
             return false;
         }
-        let c = q.map(|c| (c / self.edge).floor() as i32);
-        for dx in -1..=1 {
-            for dy in -1..=1 {
-                for dz in -1..=1 {
-                    let key = [c[0].saturating_add(dx), c[1].saturating_add(dy), c[2].saturating_add(dz)];
-                    let Some(&(from, to)) = self.cells.get(&key) else { continue };
-                    for p in &self.points[from as usize..to as usize] {
-                        // rstar's `distance_2` for `[f64; 3]`, operation for operation.
-                        let d = [p.xyz[0] - q[0], p.xyz[1] - q[1], p.xyz[2] - q[2]];
-                        let d2 = d[2] * d[2] + (d[1] * d[1] + (d[0] * d[0] + 0.0));
-                        if d2 <= chord2 {
-                            f(p);
-                        }
-                    }
+        for &(from, to) in runs {
+            for p in &self.points[from as usize..to as usize] {
+                if only_open && p.open == NO_SLOT {
+                    continue;
+                }
+                // rstar's `distance_2` for `[f64; 3]`, operation for operation.
+                let d = [p.xyz[0] - q[0], p.xyz[1] - q[1], p.xyz[2] - q[2]];
+                let d2 = d[2] * d[2] + (d[1] * d[1] + (d[0] * d[0] + 0.0));
+                if d2 <= chord2 {
+                    f(p);
                 }
             }
         }
@@ -437,8 +509,19 @@ impl Correlator {
     /// Keep the site index, the quorum clock and the timer of one incident
     /// in step with an event just applied to it.
     fn index(&mut self, slot: u32, ev: &IncidentEvent, site: Option<(&str, Option<u32>)>) {
-        let Correlator { cfg, refdata, slots, open, resolved_by_site, active, timers, min_duration, hold_down, .. } =
-            self;
+        let Correlator {
+            cfg,
+            refdata,
+            slots,
+            open,
+            resolved_by_site,
+            active,
+            timers,
+            min_duration,
+            hold_down,
+            grid,
+            ..
+        } = self;
         let rd = &**refdata;
         let Some(s) = slots.get_mut(slot as usize) else { return };
         let site_index = |name: &str| match site {
@@ -478,6 +561,9 @@ impl Correlator {
                 for a in alarms {
                     let idx = site_index(&a.site_id);
                     open.set(idx, &a.site_id, Some(slot));
+                    if let (Some(g), Some(i)) = (grid.as_mut(), idx) {
+                        g.set_open(i, Some(slot));
+                    }
                     let Some(idx) = idx.filter(|_| !rd.postcodes.is_empty()) else { continue };
                     for &p in rd.site_postcodes(idx) {
                         if covered.insert(p) {
@@ -504,6 +590,9 @@ impl Correlator {
                     let idx = site_index(name);
                     if open.get(idx, name) == Some(slot) {
                         open.set(idx, name, None);
+                        if let (Some(g), Some(i)) = (grid.as_mut(), idx) {
+                            g.set_open(i, None);
+                        }
                     }
                     if resolved {
                         resolved_by_site.set(idx, name, Some(slot));
@@ -724,10 +813,11 @@ impl Correlator {
         let alarms: Vec<AlarmRef> = self.slots[from as usize]
             .inc
             .sites
-            .iter()
+            .sorted()
+            .into_iter()
             .filter(|(_, w)| w.up_at.is_none())
             .flat_map(|(site, w)| {
-                w.active.iter().map(|a| AlarmRef { alarm_id: a.clone(), site_id: site.clone(), at: w.down_since })
+                w.active.iter().map(|a| AlarmRef { alarm_id: a.clone(), site_id: site.to_string(), at: w.down_since })
             })
             .collect();
         let into_id = self.slots[into as usize].inc.id.clone();
@@ -752,19 +842,26 @@ impl Correlator {
         let gap = self.cfg.neighbour_gap_km;
         let reach = r + self.refdata.max_radius_km().max(self.cfg.default_radius_km) + gap;
         let chord2 = crate::geodesy::chord2_for_km(reach);
-        let open = &self.open.by_site;
-        let mut seen = |j: u32, at: GeoPoint, radius_km: f64| {
-            if let Some(slot) = open[j as usize] {
-                if p.distance_km(at) <= r + radius_km + gap {
-                    add(out, slot);
+        // An incident already found needs no distance (the costly part: a
+        // storm's sites are mostly one incident's).
+        let mut seen = |j: u32, slot: u32| {
+            if !out.contains(&slot) {
+                let s = self.refdata.site(j);
+                if p.distance_km(GeoPoint::new(s.lat, s.lon)) <= r + s.radius_km + gap {
+                    out.push(slot);
                 }
             }
         };
-        let gridded = self.grid.as_ref().is_some_and(|g| g.within(p.xyz(), chord2, |q| seen(q.idx, q.at, q.radius_km)));
+        let gridded = match (&self.grid, idx) {
+            (Some(g), Some(i)) => g.within_site(i, chord2, true, |q| seen(q.idx, q.open)),
+            (Some(g), None) => g.within(p.xyz(), chord2, true, |q| seen(q.idx, q.open)),
+            (None, _) => false,
+        };
         if !gridded {
             for j in self.refdata.sites_within(p, reach) {
-                let s = self.refdata.site(j);
-                seen(j, GeoPoint::new(s.lat, s.lon), s.radius_km);
+                if let Some(slot) = self.open.by_site[j as usize] {
+                    seen(j, slot);
+                }
             }
         }
         if let Some(i) = idx {
@@ -779,9 +876,9 @@ impl Correlator {
         }
         for e in self.adhoc_tree.locate_within_distance(p.xyz(), chord2) {
             let (s, q, rq) = &self.adhoc[e.data as usize];
-            if let Some(&slot) = self.open.adhoc.get(s) {
+            if let Some(&slot) = self.open.adhoc.get(s).filter(|s| !out.contains(s)) {
                 if p.distance_km(*q) <= r + rq + gap {
-                    add(out, slot);
+                    out.push(slot);
                 }
             }
         }
@@ -1151,7 +1248,8 @@ mod tests {
         let max_reach = 15.0;
         let grid = SiteGrid::new(&rd, max_reach).unwrap();
         for q in 0..3000 {
-            let s = rd.site((q * 7 % rd.sites.len()) as u32);
+            let idx = (q * 7 % rd.sites.len()) as u32;
+            let s = rd.site(idx);
             let p = if q % 2 == 0 {
                 GeoPoint::new(s.lat, s.lon)
             } else {
@@ -1160,11 +1258,37 @@ mod tests {
             let reach = rnd() * max_reach;
             let mut want: Vec<u32> = rd.sites_within(p, reach).collect();
             let mut got = vec![];
-            assert!(grid.within(p.xyz(), chord2_for_km(reach), |g| got.push(g.idx)));
+            assert!(grid.within(p.xyz(), chord2_for_km(reach), false, |g| got.push(g.idx)));
             want.sort();
             got.sort();
             assert_eq!(got, want, "query {q} at {p:?} within {reach} km");
+            if q % 2 == 0 {
+                // The site's own query: its cell's runs, kept from the start.
+                let mut own = vec![];
+                assert!(grid.within_site(idx, chord2_for_km(reach), false, |g| own.push(g.idx)));
+                own.sort();
+                assert_eq!(own, want, "site query {q}");
+            }
         }
-        assert!(!grid.within([1.0, 0.0, 0.0], chord2_for_km(max_reach * 2.0), |_| ()), "beyond the grid's reach");
+        assert!(
+            !grid.within([1.0, 0.0, 0.0], chord2_for_km(max_reach * 2.0), false, |_| ()),
+            "beyond the grid's reach"
+        );
+        // Only sites marked open, with their slot; unmarking takes them out.
+        let mut grid = grid;
+        let p = rd.site(0);
+        let near: Vec<u32> = rd.sites_within(GeoPoint::new(p.lat, p.lon), max_reach).collect();
+        assert!(near.len() > 4, "the dense patch");
+        for (k, &i) in near.iter().enumerate().filter(|(k, _)| k % 2 == 0) {
+            grid.set_open(i, Some(k as u32));
+        }
+        grid.set_open(near[2], None);
+        let mut got = vec![];
+        assert!(grid.within_site(0, chord2_for_km(max_reach), true, |g| got.push((g.idx, g.open))));
+        got.sort();
+        let mut want: Vec<(u32, u32)> =
+            near.iter().enumerate().filter(|(k, _)| k % 2 == 0 && *k != 2).map(|(k, &i)| (i, k as u32)).collect();
+        want.sort();
+        assert_eq!(got, want);
     }
 }

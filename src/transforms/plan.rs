@@ -249,7 +249,7 @@ impl Planner {
             let window = (inc.opened_at, inc.restored_at);
             return self.footprint(inc).into_iter().map(|p| (p, window)).collect();
         }
-        for (site_id, w) in &inc.sites {
+        for (site_id, w) in inc.sites.iter() {
             let Some(i) = self.refdata.site_index(site_id) else { continue };
             for &p in self.refdata.site_postcodes(i) {
                 out.entry(p)
