@@ -51,7 +51,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
-use support::{env_usize, peak_rss_mib, proc_status_mib};
+use support::{env_usize, peak_rss_mib, proc_status_mib, thread_cpu_seconds};
 
 const CASES: [&str; 5] = ["core-10k-active", "core-1m-active", "e2e-embedded", "plan-1m-fanout", "credits-1m"];
 
@@ -310,7 +310,7 @@ fn core(active: usize) -> Value {
     let build_s = t.elapsed().as_secs_f64();
     // The churn in quarters: flat figures mean the cost does not drift.
     let mut quarters = Vec::new();
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), thread_cpu_seconds());
     for part in churn.chunks(churn.len().div_ceil(4).max(1)) {
         let q = Instant::now();
         for a in part {
@@ -322,6 +322,7 @@ fn core(active: usize) -> Value {
         quarters.push((part.len() as f64 / q.elapsed().as_secs_f64()).round());
     }
     let churn_s = t.elapsed().as_secs_f64();
+    let churn_cpu_s = thread_cpu_seconds().zip(cpu).map(|(b, a)| b - a);
     let open = c.incidents().filter(|i| i.state.is_open()).count();
     json!({
         "case": format!("core-{}-active", if active >= 1_000_000 { "1m".to_string() } else { format!("{}k", active / 1000) }),
@@ -329,7 +330,9 @@ fn core(active: usize) -> Value {
         "active_alarms": active,
         "build_up": { "alarms": build_up.len(), "seconds": build_s, "alarms_per_s": (build_up.len() as f64 / build_s).round() },
         "measured": { "alarms": churn.len(), "seconds": churn_s, "alarms_per_s": (churn.len() as f64 / churn_s).round(),
-                      "alarms_per_s_by_quarter": quarters },
+                      "alarms_per_s_by_quarter": quarters,
+                      "cpu_seconds": churn_cpu_s,
+                      "alarms_per_cpu_s": churn_cpu_s.map(|c| (churn.len() as f64 / c).round()) },
         "incident_events": events,
         "incidents": c.incidents().count(),
         "open_incidents": open,

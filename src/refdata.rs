@@ -207,7 +207,9 @@ pub struct RefData {
     pub sites: Vec<Site>,
     pub postcodes: Vec<Postcode>,
     pub customers: Vec<Customer>,
-    site_by_id: HashMap<String, u32>,
+    /// Inline keys (ids up to 24 bytes live in the table itself): a lookup
+    /// is one cache miss, not two, and every alarm makes one.
+    site_by_id: HashMap<compact_str::CompactString, u32>,
     postcode_by_code: HashMap<String, u32>,
     site_tree: RTree<Indexed>,
     postcode_tree: RTree<Indexed>,
@@ -218,7 +220,10 @@ pub struct RefData {
     /// Per site: the postcodes whose centroid its coverage contains.
     site_postcodes: Vec<Vec<u32>>,
     /// Power/backhaul group → its sites (a failure upstream takes them all).
-    group_members: HashMap<String, Vec<u32>>,
+    /// Per site: the members of its power/backhaul group (indexes into
+    /// `groups`), so a raise finds its peers without hashing the group id.
+    site_group: Vec<Option<u32>>,
+    groups: Vec<Vec<u32>>,
 }
 
 impl RefData {
@@ -242,7 +247,7 @@ impl RefData {
     ) -> Result<Self, (&'static str, String)> {
         let mut site_by_id = HashMap::with_capacity_and_hasher(sites.len(), Default::default());
         for (i, s) in sites.iter().enumerate() {
-            if site_by_id.insert(s.site_id.clone(), i as u32).is_some() {
+            if site_by_id.insert(compact_str::CompactString::from(s.site_id.as_str()), i as u32).is_some() {
                 return Err(("sites", format!("duplicate site_id {}", s.site_id)));
             }
         }
@@ -274,14 +279,23 @@ impl RefData {
                 postcode_tree.locate_within_distance(p, geodesy::chord2_for_km(s.radius_km)).map(|e| e.data).collect()
             })
             .collect();
-        let mut group_members: HashMap<String, Vec<u32>> = HashMap::default();
-        for (i, s) in sites.iter().enumerate() {
-            if let Some(g) = &s.group_id {
-                group_members.entry(g.clone()).or_default().push(i as u32);
-            }
-        }
+        let (mut group_ids, mut groups): (HashMap<&str, u32>, Vec<Vec<u32>>) = Default::default();
+        let site_group: Vec<Option<u32>> = sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let g = s.group_id.as_deref()?;
+                let n = *group_ids.entry(g).or_insert_with(|| {
+                    groups.push(Vec::new());
+                    groups.len() as u32 - 1
+                });
+                groups[n as usize].push(i as u32);
+                Some(n)
+            })
+            .collect();
         Ok(RefData {
-            group_members,
+            site_group,
+            groups,
             sites,
             postcodes,
             customers,
@@ -323,7 +337,7 @@ impl RefData {
 
     /// The other sites of site `idx`'s power/backhaul group.
     pub fn group_peers(&self, idx: u32) -> impl Iterator<Item = u32> + '_ {
-        let group = self.sites[idx as usize].group_id.as_ref().and_then(|g| self.group_members.get(g));
+        let group = self.site_group.get(idx as usize).copied().flatten().map(|g| &self.groups[g as usize]);
         group.into_iter().flatten().copied().filter(move |&i| i != idx)
     }
 

@@ -477,7 +477,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         };
         let t = self.timelines.entry(ev.incident_id.clone()).or_default();
         if t.len() < TIMELINE_MAX {
-            t.push(TimelineEntry { at: ev.at, actor: ev.actor.clone(), kind: ev.kind.type_name().into(), detail });
+            t.push(TimelineEntry { at: ev.at, actor: ev.actor.to_string(), kind: ev.kind.type_name().into(), detail });
         }
         self.stale = true;
     }

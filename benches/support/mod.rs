@@ -71,3 +71,14 @@ pub fn proc_status_mib(key: &str) -> Option<f64> {
         status.lines().find_map(|l| l.strip_prefix(key))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some((kb / 1024.0 * 10.0).round() / 10.0)
 }
+
+/// CPU time this thread has run, in seconds (`/proc/thread-self/schedstat`,
+/// ns; Linux). On a shared machine a thread waits for a core as well as
+/// running on it: alarms per CPU-second is the figure that noise leaves
+/// alone, and the one a "per core" target means.
+#[allow(dead_code)] // not every bench reads it
+pub fn thread_cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: f64 = s.split_whitespace().next()?.parse().ok()?;
+    Some(ns / 1e9)
+}

@@ -10,7 +10,9 @@
 
 use super::area::Area;
 use chrono::{DateTime, Utc};
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
 
@@ -200,10 +202,23 @@ pub struct IncidentEvent {
     pub seq: u64,
     /// When it happened (event time for alarm effects, wall time for commands).
     pub at: DateTime<Utc>,
-    /// Who caused it: `correlator`, `planner`, or `noc:<user>`.
-    pub actor: String,
+    /// Who caused it: `correlator`, `planner`, or `noc:<user>`. (Borrowed
+    /// for the built-in actors: the correlator makes an event per alarm.)
+    pub actor: Cow<'static, str>,
     #[serde(flatten)]
     pub kind: EventKind,
+}
+
+impl IncidentEvent {
+    /// `name` as an event's actor: the built-in actors (`correlator`,
+    /// `planner`) borrowed, anyone else copied.
+    pub fn actor(name: &str) -> Cow<'static, str> {
+        match name {
+            "correlator" => Cow::Borrowed("correlator"),
+            "planner" => Cow::Borrowed("planner"),
+            other => Cow::Owned(other.to_owned()),
+        }
+    }
 }
 
 /// Down interval of one site within an incident.
@@ -213,7 +228,8 @@ pub struct SiteWindow {
     /// Set when the last active alarm of the site cleared.
     pub up_at: Option<DateTime<Utc>>,
     /// Active (uncleared) alarm ids on the site.
-    pub active: BTreeSet<String>,
+    /// (Inline up to 24 bytes, as alarm ids mostly are: no allocation.)
+    pub active: BTreeSet<CompactString>,
 }
 
 /// An incident's sites and their down windows, by site id. A hash map, so
@@ -225,7 +241,7 @@ pub struct SiteWindow {
 /// by site id.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(transparent)]
-pub struct SiteMap(foldhash::HashMap<String, SiteWindow>);
+pub struct SiteMap(foldhash::HashMap<CompactString, SiteWindow>);
 
 impl SiteMap {
     pub fn len(&self) -> usize {
@@ -251,7 +267,7 @@ impl SiteMap {
 
     /// In no particular order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.0.keys().map(String::as_str)
+        self.0.keys().map(|k| k.as_str())
     }
 
     /// By site id.
@@ -394,7 +410,7 @@ impl Incident {
                 for a in alarms {
                     let new = match self.sites.0.get_mut(a.site_id.as_str()) {
                         Some(w) => {
-                            w.active.insert(a.alarm_id.clone());
+                            w.active.insert(a.alarm_id.as_str().into());
                             // Down again after a clear: a new window from now.
                             let again = w.up_at.is_some();
                             if again {
@@ -404,10 +420,11 @@ impl Incident {
                             again
                         }
                         None => {
-                            let active = BTreeSet::from([a.alarm_id.clone()]);
-                            self.sites
-                                .0
-                                .insert(a.site_id.clone(), SiteWindow { down_since: a.at, up_at: None, active });
+                            let active = BTreeSet::from([a.alarm_id.as_str().into()]);
+                            self.sites.0.insert(
+                                a.site_id.as_str().into(),
+                                SiteWindow { down_since: a.at, up_at: None, active },
+                            );
                             true
                         }
                     };
@@ -417,7 +434,7 @@ impl Incident {
             EventKind::AlarmsCleared { alarms } => {
                 for a in alarms {
                     if let Some(w) = self.sites.0.get_mut(a.site_id.as_str()) {
-                        w.active.remove(&a.alarm_id);
+                        w.active.remove(a.alarm_id.as_str());
                         if w.active.is_empty() && w.up_at.is_none() {
                             let up = a.at.max(w.down_since);
                             w.up_at = Some(up);

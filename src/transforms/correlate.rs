@@ -40,6 +40,7 @@ use crate::model::incident::ApplyError;
 use crate::model::{Alarm, AlarmRef, EventKind, Incident, IncidentEvent, IncidentId, IncidentState};
 use crate::refdata::{Indexed, RefData};
 use chrono::{DateTime, Duration, Utc};
+use compact_str::CompactString;
 use foldhash::{HashMap, HashSet};
 use rstar::RTree;
 use std::collections::BTreeSet;
@@ -131,6 +132,10 @@ struct SiteGrid {
     site_cell: Vec<u32>,
     site_point: Vec<u32>,
     points: Vec<GridPoint>,
+    /// Per point: where its site is and its radius, read only for a
+    /// distance (so the scan's stretch stays small); in grid order, near
+    /// each other as the points are.
+    geo: Vec<(GeoPoint, f64)>,
 }
 
 struct GridPoint {
@@ -182,6 +187,13 @@ impl SiteGrid {
             runs: Vec::new(),
             site_cell,
             site_point,
+            geo: points
+                .iter()
+                .map(|(_, p)| {
+                    let s = rd.site(p.idx);
+                    (GeoPoint::new(s.lat, s.lon), s.radius_km)
+                })
+                .collect(),
             points: points.into_iter().map(|(_, p)| p).collect(),
         };
         grid.runs = grid.cells.iter().map(|&c| grid.runs_around(c)).collect();
@@ -213,14 +225,15 @@ impl SiteGrid {
     /// only those in an open incident (tested first: it is cheaper) — if
     /// `chord2` is within the grid's reach; `false` if it is not (nothing
     /// was called).
-    fn within(&self, q: [f64; 3], chord2: f64, only_open: bool, f: impl FnMut(&GridPoint)) -> bool {
+    /// `f` gets the point and its position (for [`SiteGrid::geo`]).
+    fn within(&self, q: [f64; 3], chord2: f64, only_open: bool, f: impl FnMut(&GridPoint, usize)) -> bool {
         let c = q.map(|c| (c / self.edge).floor() as i32);
         self.scan(&self.runs_around(c), q, chord2, only_open, f)
     }
 
     /// [`SiteGrid::within`] around inventory site `idx` (its own point, so
     /// its own cell: the runs are ready).
-    fn within_site(&self, idx: u32, chord2: f64, only_open: bool, f: impl FnMut(&GridPoint)) -> bool {
+    fn within_site(&self, idx: u32, chord2: f64, only_open: bool, f: impl FnMut(&GridPoint, usize)) -> bool {
         let q = self.points[self.site_point[idx as usize] as usize].xyz;
         self.scan(&self.runs[self.site_cell[idx as usize] as usize], q, chord2, only_open, f)
     }
@@ -231,7 +244,7 @@ impl SiteGrid {
         q: [f64; 3],
         chord2: f64,
         only_open: bool,
-        mut f: impl FnMut(&GridPoint),
+        mut f: impl FnMut(&GridPoint, usize),
     ) -> bool {
         // (A NaN reach is not within it either.)
         let in_reach = chord2 <= self.max_chord2;
@@ -239,7 +252,7 @@ impl SiteGrid {
             return false;
         }
         for &(from, to) in runs {
-            for p in &self.points[from as usize..to as usize] {
+            for (k, p) in self.points[from as usize..to as usize].iter().enumerate() {
                 if only_open && p.open == NO_SLOT {
                     continue;
                 }
@@ -247,7 +260,7 @@ impl SiteGrid {
                 let d = [p.xyz[0] - q[0], p.xyz[1] - q[1], p.xyz[2] - q[2]];
                 let d2 = d[2] * d[2] + (d[1] * d[1] + (d[0] * d[0] + 0.0));
                 if d2 <= chord2 {
-                    f(p);
+                    f(p, from as usize + k);
                 }
             }
         }
@@ -259,14 +272,15 @@ impl SiteGrid {
 /// it: the mirror of `Incident::sites[site].active` that lets a lookup skip
 /// the incident's (possibly huge) site map.
 struct Active {
-    hash: u32,
     slot: u32,
-    alarm_id: Box<str>,
+    /// Inline up to 24 bytes: comparing it reads no other cache line.
+    alarm_id: CompactString,
 }
 
-fn alarm_hash(alarm_id: &str) -> u32 {
-    use std::hash::BuildHasher;
-    foldhash::fast::FixedState::default().hash_one(alarm_id) as u32
+impl Active {
+    fn is(&self, slot: u32, alarm_id: &str) -> bool {
+        self.slot == slot && self.alarm_id == alarm_id
+    }
 }
 
 /// One incident and what the correlator keeps about it.
@@ -462,7 +476,7 @@ impl Correlator {
             incident_id: id,
             seq: 1,
             at: since.min(at),
-            actor: actor.into(),
+            actor: IncidentEvent::actor(actor),
             kind: EventKind::Opened { cause },
         };
         let slot = self.put(Incident::open(&opened)?);
@@ -486,7 +500,13 @@ impl Correlator {
         site: Option<(&str, Option<u32>)>,
     ) -> Result<IncidentEvent, CorrelateError> {
         let inc = &mut self.slots[slot as usize].inc;
-        let ev = IncidentEvent { incident_id: inc.id.clone(), seq: inc.seq + 1, at, actor: actor.into(), kind };
+        let ev = IncidentEvent {
+            incident_id: inc.id.clone(),
+            seq: inc.seq + 1,
+            at,
+            actor: IncidentEvent::actor(actor),
+            kind,
+        };
         inc.apply(&ev)?;
         self.index(slot, &ev, site);
         Ok(ev)
@@ -535,9 +555,8 @@ impl Correlator {
                 for a in alarms {
                     let Some(idx) = site_index(&a.site_id) else { continue };
                     let list = &mut active[idx as usize];
-                    let hash = alarm_hash(&a.alarm_id);
-                    if !list.iter().any(|x| x.slot == slot && x.hash == hash && *x.alarm_id == *a.alarm_id) {
-                        list.push(Active { hash, slot, alarm_id: a.alarm_id.as_str().into() });
+                    if !list.iter().any(|x| x.is(slot, &a.alarm_id)) {
+                        list.push(Active { slot, alarm_id: a.alarm_id.as_str().into() });
                     }
                 }
             }
@@ -545,10 +564,7 @@ impl Correlator {
                 for a in alarms {
                     let Some(idx) = site_index(&a.site_id) else { continue };
                     let list = &mut active[idx as usize];
-                    let hash = alarm_hash(&a.alarm_id);
-                    if let Some(i) =
-                        list.iter().position(|x| x.slot == slot && x.hash == hash && *x.alarm_id == *a.alarm_id)
-                    {
+                    if let Some(i) = list.iter().position(|x| x.is(slot, &a.alarm_id)) {
                         list.swap_remove(i);
                     }
                 }
@@ -668,14 +684,9 @@ impl Correlator {
         if let Some(idx) = idx.filter(|_| !self.slots[slot as usize].replaced) {
             // A site points only to an incident it was raised in, so the
             // incident has it; the mirror says whether the alarm is active.
-            let hash = alarm_hash(&alarm.alarm_id);
-            let list = &self.active[idx as usize];
-            return Some((
-                slot,
-                list.iter().any(|x| x.slot == slot && x.hash == hash && *x.alarm_id == *alarm.alarm_id),
-            ));
+            return Some((slot, self.active[idx as usize].iter().any(|x| x.is(slot, &alarm.alarm_id))));
         }
-        let active = self.slots[slot as usize].inc.sites.get(&alarm.site_id)?.active.contains(&alarm.alarm_id);
+        let active = self.slots[slot as usize].inc.sites.get(&alarm.site_id)?.active.contains(alarm.alarm_id.as_str());
         Some((slot, active))
     }
 
@@ -817,7 +828,11 @@ impl Correlator {
             .into_iter()
             .filter(|(_, w)| w.up_at.is_none())
             .flat_map(|(site, w)| {
-                w.active.iter().map(|a| AlarmRef { alarm_id: a.clone(), site_id: site.to_string(), at: w.down_since })
+                w.active.iter().map(|a| AlarmRef {
+                    alarm_id: a.to_string(),
+                    site_id: site.to_string(),
+                    at: w.down_since,
+                })
             })
             .collect();
         let into_id = self.slots[into as usize].inc.id.clone();
@@ -844,23 +859,24 @@ impl Correlator {
         let chord2 = crate::geodesy::chord2_for_km(reach);
         // An incident already found needs no distance (the costly part: a
         // storm's sites are mostly one incident's).
-        let mut seen = |j: u32, slot: u32| {
-            if !out.contains(&slot) {
-                let s = self.refdata.site(j);
-                if p.distance_km(GeoPoint::new(s.lat, s.lon)) <= r + s.radius_km + gap {
-                    out.push(slot);
-                }
+        let near = |&(at, radius_km): &(GeoPoint, f64)| p.distance_km(at) <= r + radius_km + gap;
+        // (`at` is read only past the first test: it is another cache line.)
+        let mut seen = |q: &GridPoint, at: &(GeoPoint, f64)| {
+            if !out.contains(&q.open) && near(at) {
+                out.push(q.open);
             }
         };
         let gridded = match (&self.grid, idx) {
-            (Some(g), Some(i)) => g.within_site(i, chord2, true, |q| seen(q.idx, q.open)),
-            (Some(g), None) => g.within(p.xyz(), chord2, true, |q| seen(q.idx, q.open)),
+            (Some(g), Some(i)) => g.within_site(i, chord2, true, |q, k| seen(q, &g.geo[k])),
+            (Some(g), None) => g.within(p.xyz(), chord2, true, |q, k| seen(q, &g.geo[k])),
             (None, _) => false,
         };
         if !gridded {
             for j in self.refdata.sites_within(p, reach) {
-                if let Some(slot) = self.open.by_site[j as usize] {
-                    seen(j, slot);
+                let Some(slot) = self.open.by_site[j as usize].filter(|s| !out.contains(s)) else { continue };
+                let s = self.refdata.site(j);
+                if near(&(GeoPoint::new(s.lat, s.lon), s.radius_km)) {
+                    out.push(slot);
                 }
             }
         }
@@ -1258,20 +1274,20 @@ mod tests {
             let reach = rnd() * max_reach;
             let mut want: Vec<u32> = rd.sites_within(p, reach).collect();
             let mut got = vec![];
-            assert!(grid.within(p.xyz(), chord2_for_km(reach), false, |g| got.push(g.idx)));
+            assert!(grid.within(p.xyz(), chord2_for_km(reach), false, |g, _| got.push(g.idx)));
             want.sort();
             got.sort();
             assert_eq!(got, want, "query {q} at {p:?} within {reach} km");
             if q % 2 == 0 {
                 // The site's own query: its cell's runs, kept from the start.
                 let mut own = vec![];
-                assert!(grid.within_site(idx, chord2_for_km(reach), false, |g| own.push(g.idx)));
+                assert!(grid.within_site(idx, chord2_for_km(reach), false, |g, _| own.push(g.idx)));
                 own.sort();
                 assert_eq!(own, want, "site query {q}");
             }
         }
         assert!(
-            !grid.within([1.0, 0.0, 0.0], chord2_for_km(max_reach * 2.0), false, |_| ()),
+            !grid.within([1.0, 0.0, 0.0], chord2_for_km(max_reach * 2.0), false, |_, _| ()),
             "beyond the grid's reach"
         );
         // Only sites marked open, with their slot; unmarking takes them out.
@@ -1284,7 +1300,7 @@ mod tests {
         }
         grid.set_open(near[2], None);
         let mut got = vec![];
-        assert!(grid.within_site(0, chord2_for_km(max_reach), true, |g| got.push((g.idx, g.open))));
+        assert!(grid.within_site(0, chord2_for_km(max_reach), true, |g, _| got.push((g.idx, g.open))));
         got.sort();
         let mut want: Vec<(u32, u32)> =
             near.iter().enumerate().filter(|(k, _)| k % 2 == 0 && *k != 2).map(|(k, &i)| (i, k as u32)).collect();
