@@ -115,7 +115,11 @@ fn fanout_world(n: usize) -> (Arc<RefData>, outage::model::Incident, DateTime<Ut
     let id = IncidentId("INC-20261123-00000001".into());
     let ev = |seq, kind| IncidentEvent { incident_id: id.clone(), seq, at: t0, actor: "bench".into(), kind };
     let mut inc = Incident::open(&ev(1, EventKind::Opened { cause: "mains power failure".into() })).expect("open");
-    let alarms = rd.sites.iter().map(|s| AlarmRef { alarm_id: s.site_id.clone(), site_id: s.site_id.clone(), at: t0 });
+    let alarms = rd.sites.iter().map(|s| AlarmRef {
+        alarm_id: s.site_id.as_str().into(),
+        site_id: s.site_id.as_str().into(),
+        at: t0,
+    });
     inc.apply(&ev(2, EventKind::AlarmsRaised { alarms: alarms.collect() })).expect("raised");
     inc.apply(&ev(3, EventKind::Declared { reason: "bench".into() })).expect("declared");
     (rd, inc, t0)
@@ -167,8 +171,11 @@ fn credits() -> Value {
     let (rd, mut inc, t0) = fanout_world(n);
     let back = t0 + Duration::hours(3);
     let ev = |seq, kind| IncidentEvent { incident_id: inc.id.clone(), seq, at: back, actor: "bench".into(), kind };
-    let cleared =
-        rd.sites.iter().map(|s| AlarmRef { alarm_id: s.site_id.clone(), site_id: s.site_id.clone(), at: back });
+    let cleared = rd.sites.iter().map(|s| AlarmRef {
+        alarm_id: s.site_id.as_str().into(),
+        site_id: s.site_id.as_str().into(),
+        at: back,
+    });
     let (e4, e5) = (
         ev(4, EventKind::AlarmsCleared { alarms: cleared.collect() }),
         ev(5, EventKind::Resolved { restored_at: back }),

@@ -132,7 +132,7 @@ fn report(inc: &Incident, planner: &Planner, rd: &RefData) -> IncidentReport {
         (GeoPoint::new(s.lat, s.lon), s.radius_km)
     });
     IncidentReport {
-        id: inc.id.0.clone(),
+        id: inc.id.to_string(),
         state: inc.state,
         cause: inc.cause.clone(),
         opened_at: inc.opened_at,

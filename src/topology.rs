@@ -760,7 +760,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
                 *first = Some(first.map_or(e.at, |f| f.min(e.at)));
             }
         }
-        let records: Vec<_> = out.events.iter().map(|e| (e.incident_id.0.clone(), json(e))).collect();
+        let records: Vec<_> = out.events.iter().map(|e| (e.incident_id.to_string(), json(e))).collect();
         produce_all(&self.producer, &self.cfg.kafka.topics.incidents, &records).await?;
         self.stats.events_appended.fetch_add(records.len() as u64, Relaxed);
         Ok(())

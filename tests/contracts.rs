@@ -648,11 +648,15 @@ fn example_ids_are_derived_as_documented() {
         alarm["alarm_id"].as_str().unwrap(),
         t(alarm["event_time"].as_str().unwrap()),
     );
-    assert_eq!(opened["incident_id"], id.0);
+    assert_eq!(opened["incident_id"], id.0.as_str());
     let credit = read_json(&ex.join("credit.v1.json"));
     let field = |k: &str| credit[k].as_str().unwrap().to_string();
-    let cid =
-        Credit::id_for(&IncidentId(field("incident_id")), &field("customer_id"), &field("service"), &field("rule_id"));
+    let cid = Credit::id_for(
+        &IncidentId(field("incident_id").into()),
+        &field("customer_id"),
+        &field("service"),
+        &field("rule_id"),
+    );
     assert_eq!(credit["credit_id"], cid.to_string());
     let action = read_json(&ex.join("action.v1.credit.json"));
     assert_eq!(action["credit"], credit, "action.v1.credit.json embeds credit.v1.json");

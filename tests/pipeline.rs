@@ -233,7 +233,7 @@ async fn restart_rebuilds_incidents_and_repeats_no_action() {
         .collect();
     let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for e in &events {
-        seqs.entry(e.incident_id.0.clone()).or_default().push(e.seq);
+        seqs.entry(e.incident_id.to_string()).or_default().push(e.seq);
     }
     assert_eq!(seqs.len(), 1, "three neighbouring sites are one incident");
     for (id, s) in seqs {

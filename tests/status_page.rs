@@ -184,8 +184,8 @@ async fn the_status_page_draws_every_declared_incident_in_a_real_browser() {
         .await
         .expect("the NOC's declaration");
     assert_eq!(noc.postcodes, ["02903", "02905", "02907"]);
-    let mut before: BTreeSet<String> = declared.iter().map(|i| i.id.0.clone()).collect();
-    before.insert(noc.id.0.clone());
+    let mut before: BTreeSet<String> = declared.iter().map(|i| i.id.to_string()).collect();
+    before.insert(noc.id.to_string());
 
     let url = format!("{server}/status");
     // No token; the first request renders, the next reuses that rendering.
@@ -208,7 +208,7 @@ async fn the_status_page_draws_every_declared_incident_in_a_real_browser() {
         .await
         .expect("list declared incidents after the browser")
         .into_iter()
-        .map(|i| i.id.0)
+        .map(|i| i.id.to_string())
         .collect();
     daemon.check_alive();
 

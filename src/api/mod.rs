@@ -380,7 +380,7 @@ async fn approve(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<IncidentView>, ApiError> {
-    command(&st, &headers, Command::On(IncidentId(id), Change::Approve)).await
+    command(&st, &headers, Command::On(IncidentId(id.into()), Change::Approve)).await
 }
 
 async fn link(
@@ -389,7 +389,7 @@ async fn link(
     Path(id): Path<String>,
     Json(req): Json<LinkRequest>,
 ) -> Result<Json<IncidentView>, ApiError> {
-    command(&st, &headers, Command::On(IncidentId(id), Change::Link(req.other))).await
+    command(&st, &headers, Command::On(IncidentId(id.into()), Change::Link(req.other))).await
 }
 
 /// What the fan-out still to go would send, per channel and IVR region.
@@ -447,7 +447,7 @@ async fn update(
     if req.cause.is_none() && req.etr.is_none() && req.message.is_none() {
         return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "give at least one of cause, etr, message".into()));
     }
-    command(&st, &headers, Command::On(IncidentId(id), Change::Update(req))).await
+    command(&st, &headers, Command::On(IncidentId(id.into()), Change::Update(req))).await
 }
 
 async fn resolve(
@@ -455,7 +455,7 @@ async fn resolve(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<IncidentView>, ApiError> {
-    command(&st, &headers, Command::On(IncidentId(id), Change::Resolve)).await
+    command(&st, &headers, Command::On(IncidentId(id.into()), Change::Resolve)).await
 }
 
 async fn cancel(
@@ -464,7 +464,7 @@ async fn cancel(
     Path(id): Path<String>,
     Json(req): Json<CancelRequest>,
 ) -> Result<Json<IncidentView>, ApiError> {
-    command(&st, &headers, Command::On(IncidentId(id), Change::Cancel(req))).await
+    command(&st, &headers, Command::On(IncidentId(id.into()), Change::Cancel(req))).await
 }
 
 #[derive(Deserialize)]

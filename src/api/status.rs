@@ -480,7 +480,7 @@ mod tests {
         if !sites.is_empty() {
             let alarms = sites
                 .iter()
-                .map(|s| AlarmRef { alarm_id: format!("A-{s}"), site_id: s.to_string(), at: t(0) })
+                .map(|s| AlarmRef { alarm_id: format!("A-{s}").into(), site_id: (*s).into(), at: t(0) })
                 .collect();
             inc.apply(&ev(2, EventKind::AlarmsRaised { alarms })).unwrap();
             seq = 3;

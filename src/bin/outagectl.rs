@@ -521,7 +521,7 @@ async fn api_cmd(cmd: Command) -> anyhow::Result<()> {
             output(a.server.json, &list, || client::incidents_table(&list))
         }
         Command::Show(a) => {
-            let inc = a.server.client()?.incident(&IncidentId(a.id)).await?;
+            let inc = a.server.client()?.incident(&IncidentId(a.id.into())).await?;
             output(a.server.json, &inc, || client::incident_details(&inc))
         }
         Command::Declare(a) => {
@@ -541,28 +541,28 @@ async fn api_cmd(cmd: Command) -> anyhow::Result<()> {
             })
         }
         Command::Preview(a) => {
-            let p = a.server.client()?.preview(&IncidentId(a.id)).await?;
+            let p = a.server.client()?.preview(&IncidentId(a.id.into())).await?;
             output(a.server.json, &p, || client::preview_table(&p))
         }
         Command::Approve(a) => {
-            let inc = a.server.client()?.approve(&IncidentId(a.id)).await?;
+            let inc = a.server.client()?.approve(&IncidentId(a.id.into())).await?;
             output(a.server.json, &inc, || format!("approved {}\n\n{}", inc.id, client::incident_details(&inc)))
         }
         Command::Link(a) => {
-            let inc = a.server.client()?.link(&IncidentId(a.id), &IncidentId(a.other)).await?;
+            let inc = a.server.client()?.link(&IncidentId(a.id.into()), &IncidentId(a.other.into())).await?;
             output(a.server.json, &inc, || format!("linked {}\n\n{}", inc.id, client::incident_details(&inc)))
         }
         Command::Update(a) => {
             let req = UpdateRequest { cause: a.cause, etr: a.etr, message: a.message };
-            let inc = a.server.client()?.update(&IncidentId(a.id), &req).await?;
+            let inc = a.server.client()?.update(&IncidentId(a.id.into()), &req).await?;
             output(a.server.json, &inc, || format!("updated {}\n\n{}", inc.id, client::incident_details(&inc)))
         }
         Command::Resolve(a) => {
-            let inc = a.server.client()?.resolve(&IncidentId(a.id)).await?;
+            let inc = a.server.client()?.resolve(&IncidentId(a.id.into())).await?;
             output(a.server.json, &inc, || format!("resolved {}\n\n{}", inc.id, client::incident_details(&inc)))
         }
         Command::Cancel(a) => {
-            let inc = a.server.client()?.cancel(&IncidentId(a.id), &CancelRequest { reason: a.reason }).await?;
+            let inc = a.server.client()?.cancel(&IncidentId(a.id.into()), &CancelRequest { reason: a.reason }).await?;
             output(a.server.json, &inc, || format!("cancelled {}\n\n{}", inc.id, client::incident_details(&inc)))
         }
         Command::Impact(a) => {

@@ -189,13 +189,19 @@ mod tests {
     fn keys_parse_back_and_only_etr_updates_and_credits_carry_a_suffix() {
         let inc = IncidentId("INC-20261123-0a1b2c3d".into());
         let down = Action::key(&inc, "C1", Channel::Sms, ActionKind::Down);
-        assert_eq!(Action::parse_key(&down), Some((inc.0.clone(), "C1".into(), Channel::Sms, ActionKind::Down)));
+        assert_eq!(Action::parse_key(&down), Some((inc.to_string(), "C1".into(), Channel::Sms, ActionKind::Down)));
         let etr = Action::etr_update_key(&inc, "C1", Channel::Email, 7);
         assert_eq!(etr, "INC-20261123-0a1b2c3d/C1/email/etr_update/7");
-        assert_eq!(Action::parse_key(&etr), Some((inc.0.clone(), "C1".into(), Channel::Email, ActionKind::EtrUpdate)));
+        assert_eq!(
+            Action::parse_key(&etr),
+            Some((inc.to_string(), "C1".into(), Channel::Email, ActionKind::EtrUpdate))
+        );
         let credit = Action::credit_key(&inc, "C1", "es-rd899-art15-voice-v1", "voice");
         assert_eq!(credit, "INC-20261123-0a1b2c3d/C1/credit/credit/es-rd899-art15-voice-v1:voice");
-        assert_eq!(Action::parse_key(&credit), Some((inc.0.clone(), "C1".into(), Channel::Credit, ActionKind::Credit)));
+        assert_eq!(
+            Action::parse_key(&credit),
+            Some((inc.to_string(), "C1".into(), Channel::Credit, ActionKind::Credit))
+        );
         for bad in [
             format!("{down}/7"),
             format!("{credit}/x"),

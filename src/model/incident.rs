@@ -21,7 +21,7 @@ use std::fmt;
 /// incidents the same way.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct IncidentId(pub String);
+pub struct IncidentId(pub CompactString);
 
 impl IncidentId {
     pub fn derive(site_id: &str, alarm_id: &str, at: DateTime<Utc>) -> Self {
@@ -29,7 +29,7 @@ impl IncidentId {
             &uuid::Uuid::NAMESPACE_OID,
             format!("{site_id}\u{1f}{alarm_id}\u{1f}{}", at.timestamp_millis()).as_bytes(),
         );
-        IncidentId(format!("INC-{}-{}", at.format("%Y%m%d"), &u.simple().to_string()[..8]))
+        IncidentId(compact_str::format_compact!("INC-{}-{}", at.format("%Y%m%d"), &u.simple().to_string()[..8]))
     }
 }
 
@@ -88,8 +88,9 @@ impl IncidentState {
 /// One alarm's effect on an incident.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlarmRef {
-    pub alarm_id: String,
-    pub site_id: String,
+    /// (Ids inline up to 24 bytes: the correlator makes one per alarm.)
+    pub alarm_id: CompactString,
+    pub site_id: CompactString,
     /// Event time of the raise or clear.
     pub at: DateTime<Utc>,
 }
@@ -410,7 +411,7 @@ impl Incident {
                 for a in alarms {
                     let new = match self.sites.0.get_mut(a.site_id.as_str()) {
                         Some(w) => {
-                            w.active.insert(a.alarm_id.as_str().into());
+                            w.active.insert(a.alarm_id.clone());
                             // Down again after a clear: a new window from now.
                             let again = w.up_at.is_some();
                             if again {
@@ -420,7 +421,7 @@ impl Incident {
                             again
                         }
                         None => {
-                            let active = BTreeSet::from([a.alarm_id.as_str().into()]);
+                            let active = BTreeSet::from([a.alarm_id.clone()]);
                             self.sites.0.insert(
                                 a.site_id.as_str().into(),
                                 SiteWindow { down_since: a.at, up_at: None, active },

@@ -86,7 +86,7 @@ impl DeliveryRecord {
         DeliveryRecord {
             at: Utc::now(),
             action_id: a.action_id.clone(),
-            incident_id: a.incident_id.0.clone(),
+            incident_id: a.incident_id.to_string(),
             customer_id: a.customer_id.clone(),
             channel: a.channel,
             kind: a.kind,

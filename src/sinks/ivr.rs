@@ -205,7 +205,7 @@ impl HttpIvr {
         };
         for u in wanted {
             report.checked += 1;
-            let key = (u.region.clone(), u.incident_id.0.clone());
+            let key = (u.region.clone(), u.incident_id.to_string());
             if !held.contains(&u) {
                 let incident = &u.incident_id;
                 tracing::info!(region, %incident, "IVR reconcile: announcement missing or different, re-asserting");
@@ -227,7 +227,7 @@ impl HttpIvr {
     fn failed(&mut self, u: &IvrUpsert, f: &Failure) {
         let status = match f {
             Failure::Permanent(s) => {
-                self.desired.remove(&(u.region.clone(), u.incident_id.0.clone()));
+                self.desired.remove(&(u.region.clone(), u.incident_id.to_string()));
                 Some(s.as_u16())
             }
             Failure::Transient(_) => None,
@@ -296,7 +296,7 @@ fn retry_after(r: &reqwest::Response) -> Option<Duration> {
 impl IvrSink for HttpIvr {
     async fn upsert(&mut self, u: &IvrUpsert) -> Result<Delivery, SinkError> {
         let started = Instant::now();
-        let key = (u.region.clone(), u.incident_id.0.clone());
+        let key = (u.region.clone(), u.incident_id.to_string());
         if !u.active {
             self.desired.remove(&key);
             return Ok(match self.call(Method::DELETE, self.url(&[&u.region, &u.incident_id.0]), None).await {

@@ -590,21 +590,21 @@ impl Inner {
                     (Some(ItemStatus::Applied | ItemStatus::AlreadyApplied), Op::Grant) => Line::Grant {
                         action_id: a.action_id.clone(),
                         customer_id: a.customer_id.clone(),
-                        incident_id: a.incident_id.0.clone(),
+                        incident_id: a.incident_id.to_string(),
                         until: a.until.unwrap_or(now),
                         at: now,
                     },
                     (Some(ItemStatus::Applied | ItemStatus::AlreadyApplied), Op::Revoke) => Line::Revoke {
                         action_id: a.action_id.clone(),
                         customer_id: a.customer_id.clone(),
-                        incident_id: a.incident_id.0.clone(),
+                        incident_id: a.incident_id.to_string(),
                         sent: true,
                         at: now,
                     },
                     _ => Line::Failed {
                         action_id: a.action_id.clone(),
                         customer_id: a.customer_id.clone(),
-                        incident_id: a.incident_id.0.clone(),
+                        incident_id: a.incident_id.to_string(),
                         kind: a.kind,
                         reason: reason.clone().unwrap_or_else(|| "rejected".into()),
                         at: now,
@@ -783,7 +783,7 @@ impl ActionSink for Provisioner {
                 j.write(&Line::Revoke {
                     action_id: a.action_id.clone(),
                     customer_id: a.customer_id.clone(),
-                    incident_id: a.incident_id.0.clone(),
+                    incident_id: a.incident_id.to_string(),
                     sent: false,
                     at: now,
                 })?;
@@ -1021,7 +1021,7 @@ mod tests {
     }
 
     fn inc(s: &str) -> IncidentId {
-        IncidentId(format!("INC-20261123-{s}"))
+        IncidentId(format!("INC-20261123-{s}").into())
     }
 
     fn action(incident: &str, customer: &str, msisdn: &str, kind: ActionKind, until: DateTime<Utc>) -> Action {

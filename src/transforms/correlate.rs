@@ -283,6 +283,38 @@ impl Active {
     }
 }
 
+/// A site's active alarms (in no order), the first inline: a site mostly
+/// has one, and then reading it costs no pointer chase.
+#[derive(Default)]
+struct ActiveList {
+    first: Option<Active>,
+    more: Vec<Active>,
+}
+
+impl ActiveList {
+    fn iter(&self) -> impl Iterator<Item = &Active> {
+        self.first.iter().chain(&self.more)
+    }
+
+    fn push(&mut self, a: Active) {
+        match self.first {
+            None => self.first = Some(a),
+            Some(_) => self.more.push(a),
+        }
+    }
+
+    /// Keeps the alarms `keep` says to; the first place is refilled.
+    fn retain(&mut self, mut keep: impl FnMut(&Active) -> bool) {
+        if self.first.as_ref().is_some_and(|a| !keep(a)) {
+            self.first = None;
+        }
+        self.more.retain(keep);
+        if self.first.is_none() {
+            self.first = self.more.pop();
+        }
+    }
+}
+
 /// One incident and what the correlator keeps about it.
 struct Slot {
     inc: Incident,
@@ -323,7 +355,7 @@ pub struct Correlator {
     /// Site → the slot of the last incident it was in that was resolved.
     resolved_by_site: SiteSlots,
     /// Per inventory site: its active alarms, by incident.
-    active: Vec<Vec<Active>>,
+    active: Vec<ActiveList>,
     grid: Option<SiteGrid>,
     /// Sites not in the inventory, located by their alarms.
     adhoc: Vec<(String, GeoPoint, f64)>,
@@ -355,7 +387,7 @@ impl Correlator {
             ids: HashMap::default(),
             open: SiteSlots::new(n_sites),
             resolved_by_site: SiteSlots::new(n_sites),
-            active: std::iter::repeat_with(Vec::new).take(n_sites).collect(),
+            active: std::iter::repeat_with(ActiveList::default).take(n_sites).collect(),
             grid,
             adhoc: Vec::new(),
             adhoc_index: HashMap::default(),
@@ -556,17 +588,15 @@ impl Correlator {
                     let Some(idx) = site_index(&a.site_id) else { continue };
                     let list = &mut active[idx as usize];
                     if !list.iter().any(|x| x.is(slot, &a.alarm_id)) {
-                        list.push(Active { slot, alarm_id: a.alarm_id.as_str().into() });
+                        list.push(Active { slot, alarm_id: a.alarm_id.clone() });
                     }
                 }
             }
             EventKind::AlarmsCleared { alarms } => {
                 for a in alarms {
                     let Some(idx) = site_index(&a.site_id) else { continue };
-                    let list = &mut active[idx as usize];
-                    if let Some(i) = list.iter().position(|x| x.is(slot, &a.alarm_id)) {
-                        list.swap_remove(i);
-                    }
+                    // (At most one: a raise adds an alarm only once.)
+                    active[idx as usize].retain(|x| !x.is(slot, &a.alarm_id));
                 }
             }
             _ => {}
@@ -715,7 +745,8 @@ impl Correlator {
         let t = alarm.event_time;
         self.tick_into(self.watermark.map_or(t, |w| w.max(t)), out);
         self.advance(t);
-        let aref = || AlarmRef { alarm_id: alarm.alarm_id.clone(), site_id: alarm.site_id.clone(), at: t };
+        let aref =
+            || AlarmRef { alarm_id: alarm.alarm_id.as_str().into(), site_id: alarm.site_id.as_str().into(), at: t };
         let idx = self.refdata.site_index(&alarm.site_id);
         let site = Some((alarm.site_id.as_str(), idx));
         if alarm.is_clear() {
@@ -828,11 +859,7 @@ impl Correlator {
             .into_iter()
             .filter(|(_, w)| w.up_at.is_none())
             .flat_map(|(site, w)| {
-                w.active.iter().map(|a| AlarmRef {
-                    alarm_id: a.to_string(),
-                    site_id: site.to_string(),
-                    at: w.down_since,
-                })
+                w.active.iter().map(|a| AlarmRef { alarm_id: a.clone(), site_id: site.into(), at: w.down_since })
             })
             .collect();
         let into_id = self.slots[into as usize].inc.id.clone();

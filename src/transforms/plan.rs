@@ -800,7 +800,8 @@ mod tests {
         let p = planner();
         let id = IncidentId("INC-20261123-00000002".into());
         let ev = |seq, kind| IncidentEvent { incident_id: id.clone(), seq, at: t(0), actor: "test".into(), kind };
-        let a = |site: &str, at| vec![AlarmRef { alarm_id: format!("A-{site}"), site_id: site.into(), at: t(at) }];
+        let a =
+            |site: &str, at| vec![AlarmRef { alarm_id: format!("A-{site}").into(), site_id: site.into(), at: t(at) }];
         let mut inc = Incident::open(&ev(1, EventKind::Opened { cause: "power".into() })).unwrap();
         // S1 covers 02901; S9 is not in the inventory (no postcodes).
         inc.apply(&ev(2, EventKind::AlarmsRaised { alarms: a("S1", 0) })).unwrap();

@@ -190,7 +190,10 @@ mod tests {
             ev
         }
         fn alarms(sites: &[&str], at: i64) -> Vec<AlarmRef> {
-            sites.iter().map(|s| AlarmRef { alarm_id: format!("{s}-1"), site_id: s.to_string(), at: t(at) }).collect()
+            sites
+                .iter()
+                .map(|s| AlarmRef { alarm_id: format!("{s}-1").into(), site_id: (*s).into(), at: t(at) })
+                .collect()
         }
     }
 
