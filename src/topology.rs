@@ -193,6 +193,11 @@ struct Pending {
     plans: Vec<PlanJob>,
     events: Vec<IncidentEvent>,
     ivr: Vec<crate::model::IvrUpsert>,
+    /// Incidents touched only by alarm churn that calls for no new plan
+    /// (see [`Pipeline::apply_effects`]), in first-touch order: planned
+    /// once, at the end of the step, for their IVR state.
+    deferred: Vec<IncidentId>,
+    deferred_set: std::collections::HashSet<IncidentId>,
     /// When the step began (declaration → IVR flip is measured from it).
     started: Option<Instant>,
 }
@@ -246,6 +251,11 @@ pub struct Pipeline<S: AlarmSource, I: IvrSink> {
     stale: bool,
 }
 
+/// Alarm records taken per step at most. A step's incident-log records are
+/// acknowledged together, so a backlog pays the broker's round trip (and
+/// the producer's linger) once per this many alarms; a live feed's batches
+/// are as large as what arrived since the last step.
+const ALARM_BATCH: usize = 5000;
 /// How often the read model is re-published at most while alarms flow.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
 /// Closed incidents stay in the read model this long.
@@ -338,7 +348,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             tokio::select! {
                 _ = shutdown.requested() => return Ok(self.source.commit()?),
                 Some(envelope) = command => self.command(envelope).await?,
-                b = self.source.next_batch(1000, Duration::from_millis(200)) => self.step(b?).await?,
+                b = self.source.next_batch(ALARM_BATCH, Duration::from_millis(200)) => self.step(b?).await?,
             }
             self.publish_snapshot(false);
         }
@@ -356,6 +366,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
                 let mut out = Pending { started: Some(Instant::now()), ..Pending::default() };
                 let mut events = events;
                 self.apply_effects(&mut events, &mut out)?;
+                self.plan_deferred(&mut out)?;
                 self.write(out).await?;
                 self.publish_counts();
                 self.publish_snapshot(true);
@@ -572,6 +583,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
                 Err(e) => return Err(e.into()),
             }
         }
+        self.plan_deferred(&mut out)?;
         self.plan_partial_restorations(self.correlator.watermark(), &mut out)?;
         self.stats.alarms_read.fetch_add(batch.len() as u64, Relaxed);
         *self.stats.source.lock().unwrap_or_else(|p| p.into_inner()) = self.source.health();
@@ -594,15 +606,69 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
     /// Record `events` and plan what they call for, in order, so an
     /// incident declared and resolved within one batch still gets both its
     /// "down" and its "restored" effects. Takes the events out of `events`.
+    ///
+    /// An incident whose only events are alarm churn that cannot have added
+    /// a postcode it has not told yet (a clear, or a raise on a site whose
+    /// postcodes are all notified) is not planned at once: such churn
+    /// changes no plan (coverage only grows, through raises), only the IVR
+    /// state, which is desired state and written once per step anyway. It
+    /// is planned once at the end of the step ([`Pipeline::plan_deferred`]),
+    /// so a backlog of churn on a large declared incident does not redo its
+    /// footprint and IVR texts for every alarm.
     fn apply_effects(&mut self, events: &mut Vec<IncidentEvent>, out: &mut Pending) -> Result<(), TopologyError> {
-        let touched: BTreeSet<IncidentId> = events.iter().map(|e| e.incident_id.clone()).collect();
+        let mut touched: BTreeSet<IncidentId> = BTreeSet::new();
         for e in events.iter() {
             if let Some(inc) = self.correlator.incident(&e.incident_id) {
                 self.restorations.observe(inc, e);
             }
+            if !touched.contains(&e.incident_id) && !self.changes_no_plan(e) {
+                touched.insert(e.incident_id.clone());
+            }
+        }
+        for e in events.iter() {
+            if !touched.contains(&e.incident_id) && !out.deferred_set.contains(&e.incident_id) {
+                out.deferred_set.insert(e.incident_id.clone());
+                out.deferred.push(e.incident_id.clone());
+            }
         }
         out.events.append(events);
         for id in &touched {
+            // Planned now, from the state every earlier event left.
+            if out.deferred_set.remove(id) {
+                out.deferred.retain(|d| d != id);
+            }
+            self.plan_effects(id, out)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `e` is churn that leaves every plan of its incident as it
+    /// was: a clear, or a raise whose site covers no postcode the incident
+    /// has not been planned for (the correlator's coverage grows only by a
+    /// raised site's postcodes).
+    fn changes_no_plan(&self, e: &IncidentEvent) -> bool {
+        match &e.kind {
+            EventKind::AlarmsCleared { .. } => true,
+            EventKind::AlarmsRaised { alarms } => {
+                let Some(inc) = self.correlator.incident(&e.incident_id) else { return false };
+                let rd = self.planner.refdata();
+                alarms.iter().all(|a| {
+                    rd.site_index(&a.site_id).is_none_or(|i| {
+                        rd.site_postcodes(i)
+                            .iter()
+                            .all(|&p| inc.notified_postcodes.contains(&rd.postcodes[p as usize].postcode))
+                    })
+                })
+            }
+            _ => false,
+        }
+    }
+
+    /// Plan the incidents [`Pipeline::apply_effects`] deferred this step.
+    fn plan_deferred(&mut self, out: &mut Pending) -> Result<(), TopologyError> {
+        let ids = std::mem::take(&mut out.deferred);
+        out.deferred_set.clear();
+        for id in &ids {
             self.plan_effects(id, out)?;
         }
         Ok(())
@@ -754,6 +820,11 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             self.note(e);
         }
         for e in &out.events {
+            if matches!(e.kind, EventKind::AlarmsRaised { .. } | EventKind::AlarmsCleared { .. }) {
+                // Alarm churn: one line per alarm at info would be most of the log.
+                tracing::debug!(incident = %e.incident_id, seq = e.seq, kind = e.kind.type_name(), "incident event");
+                continue;
+            }
             tracing::info!(incident = %e.incident_id, seq = e.seq, kind = e.kind.type_name(), "incident event");
             if matches!(e.kind, EventKind::Declared { .. }) {
                 let mut first = self.stats.first_declared_at.lock().unwrap_or_else(|p| p.into_inner());
