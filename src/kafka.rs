@@ -14,13 +14,18 @@
 
 use crate::config::KafkaConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, FutureProducer, Producer};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, FutureProducer, Producer, ProducerContext, ThreadedProducer,
+};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::ffi::{CStr, CString};
+use std::sync::atomic::{AtomicUsize, Ordering::AcqRel, Ordering::Acquire};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -182,13 +187,24 @@ impl Broker {
     /// An idempotent, acks=all producer: a retry never duplicates a record
     /// within a partition.
     pub fn producer(&self) -> Result<FutureProducer, BrokerError> {
+        self.producer_config().create().map_err(ctx("creating a producer"))
+    }
+
+    /// The same producer settings, for records acknowledged a batch at a
+    /// time ([`BatchProducer`]).
+    pub fn batch_producer(&self) -> Result<BatchProducer, BrokerError> {
+        let producer = self.producer_config().create_with_context(BatchAcks).map_err(ctx("creating a producer"))?;
+        Ok(BatchProducer { producer })
+    }
+
+    fn producer_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5");
         c.set("bootstrap.servers", &self.bootstrap);
         for (k, v) in &self.client {
             c.set(k, v);
         }
-        c.create().map_err(ctx("creating a producer"))
+        c
     }
 
     /// Settings for a group consumer that commits only offsets it stored
@@ -279,6 +295,92 @@ pub async fn produce_all(
         }
     }
     Ok(())
+}
+
+/// An idempotent producer whose records are produced and acknowledged a
+/// batch at a time: one counter per batch instead of a channel and a future
+/// per record (what [`produce_all`] costs), for the incident log's
+/// thousands of records a step.
+pub struct BatchProducer {
+    producer: ThreadedProducer<BatchAcks>,
+}
+
+/// Counts a batch's acknowledgements down (librdkafka's polling thread
+/// calls [`ProducerContext::delivery`] once per record).
+pub struct BatchAcks;
+
+/// One batch in flight: records not acknowledged yet (plus one while the
+/// batch is still being enqueued), and the first failure.
+pub struct BatchInFlight {
+    left: AtomicUsize,
+    failed: std::sync::Mutex<Option<KafkaError>>,
+    done: tokio::sync::Notify,
+}
+
+impl BatchInFlight {
+    fn settle_one(&self) {
+        if self.left.fetch_sub(1, AcqRel) == 1 {
+            self.done.notify_one();
+        }
+    }
+}
+
+impl ClientContext for BatchAcks {}
+
+impl ProducerContext for BatchAcks {
+    type DeliveryOpaque = Arc<BatchInFlight>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, batch: Arc<BatchInFlight>) {
+        if let Err((e, _)) = result {
+            batch.failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| e.clone());
+        }
+        batch.settle_one();
+    }
+}
+
+impl BatchProducer {
+    /// Produce `(key, payload)` records to `topic` in order and wait until
+    /// the broker acknowledged every one; the first failure is the error.
+    /// `payload` writes a record's value into the buffer it is given
+    /// (reused; librdkafka copies it).
+    pub async fn produce_acked<T>(
+        &self,
+        topic: &str,
+        records: &[T],
+        key: impl Fn(&T) -> &str,
+        mut payload: impl FnMut(&T, &mut Vec<u8>),
+    ) -> Result<(), KafkaError> {
+        let batch =
+            Arc::new(BatchInFlight { left: AtomicUsize::new(1), failed: Default::default(), done: Default::default() });
+        let mut buf = Vec::new();
+        for r in records {
+            buf.clear();
+            payload(r, &mut buf);
+            batch.left.fetch_add(1, AcqRel);
+            let mut rec = BaseRecord::with_opaque_to(topic, batch.clone()).key(key(r)).payload(&buf[..]);
+            loop {
+                match self.producer.send(rec) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        // Full of earlier records: let the broker take some.
+                        rec = back;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err((e, _)) => {
+                        batch.settle_one();
+                        batch.settle_one(); // the enqueuing hold
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        batch.settle_one(); // every record is enqueued
+        while batch.left.load(Acquire) > 0 {
+            batch.done.notified().await;
+        }
+        let failed = batch.failed.lock().unwrap_or_else(|p| p.into_inner()).take();
+        failed.map_or(Ok(()), Err)
+    }
 }
 
 #[cfg(test)]

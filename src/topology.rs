@@ -87,6 +87,9 @@ impl ShutdownTrigger {
 #[derive(Default)]
 pub struct Stats {
     pub alarms_read: AtomicU64,
+    /// Alarms whose effects are acknowledged by the broker and whose
+    /// offsets are stored for commit.
+    pub alarms_acked: AtomicU64,
     pub alarms_dead_lettered: AtomicU64,
     /// Dead letters by class (`not_json`, `unknown_site`, …).
     pub dead_letters: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
@@ -162,6 +165,8 @@ pub enum TopologyError {
     Dlr(std::io::Error),
     #[error("task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("the incident-log writer stopped")]
+    LogWriterStopped,
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("NOC API on {0}: {1}")]
@@ -193,6 +198,11 @@ struct Pending {
     plans: Vec<PlanJob>,
     events: Vec<IncidentEvent>,
     ivr: Vec<crate::model::IvrUpsert>,
+    /// Incidents touched only by alarm churn that calls for no new plan
+    /// (see [`Pipeline::apply_effects`]), in first-touch order: planned
+    /// once, at the end of the step, for their IVR state.
+    deferred: Vec<IncidentId>,
+    deferred_set: std::collections::HashSet<IncidentId>,
     /// When the step began (declaration → IVR flip is measured from it).
     started: Option<Instant>,
 }
@@ -244,8 +254,72 @@ pub struct Pipeline<S: AlarmSource, I: IvrSink> {
     /// When the read model was last published, and whether it is stale.
     published_at: Option<Instant>,
     stale: bool,
+    /// The incident-log writer task, started on the first write, and the
+    /// producer it takes then.
+    log: Option<tokio::sync::mpsc::Sender<LogJob>>,
+    log_producer: Option<crate::kafka::BatchProducer>,
+    /// Steps whose incident-log records are with the writer, oldest first:
+    /// the writer's answer, and the step's records to acknowledge then.
+    in_flight: std::collections::VecDeque<InFlight>,
 }
 
+/// A step's incident-log records, produced in the order jobs are sent.
+struct LogJob {
+    events: Vec<IncidentEvent>,
+    done: tokio::sync::oneshot::Sender<Result<(), TopologyError>>,
+}
+
+/// A step waiting for its incident-log records' acknowledgement.
+struct InFlight {
+    done: tokio::sync::oneshot::Receiver<Result<(), TopologyError>>,
+    /// The last record of each partition the step read (payload dropped):
+    /// what acknowledging the step stores.
+    marks: Vec<SourceRecord>,
+    alarms: u64,
+}
+
+/// Steps whose incident-log records may be unacknowledged at once: the
+/// pipeline decodes and correlates the next batch while the writer task
+/// serializes and produces the last one, on the other core.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// The incident-log writer: serializes each job's events, produces them in
+/// job order (one task, so one incident's events keep their order) and
+/// answers once the broker acknowledged every one. After a failed job it
+/// stops, so nothing after a gap is written.
+async fn log_writer(
+    producer: crate::kafka::BatchProducer,
+    topic: String,
+    stats: Arc<Stats>,
+    mut jobs: tokio::sync::mpsc::Receiver<LogJob>,
+) {
+    while let Some(LogJob { events, done }) = jobs.recv().await {
+        let write = |e: &IncidentEvent, buf: &mut Vec<u8>| {
+            // Our own model types always serialize.
+            if serde_json::to_writer(&mut *buf, e).is_err() {
+                buf.clear();
+            }
+        };
+        let r = producer
+            .produce_acked(&topic, &events, |e| e.incident_id.0.as_str(), write)
+            .await
+            .map_err(|source| TopologyError::Produce { topic: topic.clone(), source });
+        let failed = r.is_err();
+        if !failed {
+            stats.events_appended.fetch_add(events.len() as u64, Relaxed);
+        }
+        let _ = done.send(r);
+        if failed {
+            return;
+        }
+    }
+}
+
+/// Alarm records taken per step at most. A step's incident-log records are
+/// acknowledged together, so a backlog pays the broker's round trip (and
+/// the producer's linger) once per this many alarms; a live feed's batches
+/// are as large as what arrived since the last step.
+const ALARM_BATCH: usize = 5000;
 /// How often the read model is re-published at most while alarms flow.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
 /// Closed incidents stay in the read model this long.
@@ -280,6 +354,9 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             published: HashMap::new(),
             published_at: None,
             stale: true,
+            log: None,
+            log_producer: Some(broker.batch_producer()?),
+            in_flight: Default::default(),
         })
     }
 
@@ -319,7 +396,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             }
             self.plan_effects(id, &mut out)?;
         }
-        self.write(out).await?;
+        self.write_settled(out).await?;
         self.publish_counts();
         self.publish_snapshot(true);
         Ok(n)
@@ -335,10 +412,21 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
                     None => std::future::pending().await,
                 }
             };
+            let in_flight = &mut self.in_flight;
+            let written = async {
+                match in_flight.front_mut() {
+                    Some(f) => (&mut f.done).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                _ = shutdown.requested() => return Ok(self.source.commit()?),
+                _ = shutdown.requested() => {
+                    self.settle_all().await?;
+                    return Ok(self.source.commit()?);
+                }
+                r = written => self.settle_oldest(r)?,
                 Some(envelope) = command => self.command(envelope).await?,
-                b = self.source.next_batch(1000, Duration::from_millis(200)) => self.step(b?).await?,
+                b = self.source.next_batch(ALARM_BATCH, Duration::from_millis(200)) => self.step(b?).await?,
             }
             self.publish_snapshot(false);
         }
@@ -356,7 +444,8 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
                 let mut out = Pending { started: Some(Instant::now()), ..Pending::default() };
                 let mut events = events;
                 self.apply_effects(&mut events, &mut out)?;
-                self.write(out).await?;
+                self.plan_deferred(&mut out)?;
+                self.write_settled(out).await?;
                 self.publish_counts();
                 self.publish_snapshot(true);
                 let view = self.snapshot_of(&id).map(|s| s.view());
@@ -572,6 +661,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
                 Err(e) => return Err(e.into()),
             }
         }
+        self.plan_deferred(&mut out)?;
         self.plan_partial_restorations(self.correlator.watermark(), &mut out)?;
         self.stats.alarms_read.fetch_add(batch.len() as u64, Relaxed);
         *self.stats.source.lock().unwrap_or_else(|p| p.into_inner()) = self.source.health();
@@ -583,10 +673,73 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             }
         }
         let changed = !out.events.is_empty();
-        self.write(out).await?;
-        self.source.ack(&batch)?;
+        let done = self.write(out).await?;
+        // The step is acknowledged when its records are: the last record
+        // of each partition is what that stores.
+        let mut last: HashMap<(&str, i32), &SourceRecord> = HashMap::new();
+        for r in &batch {
+            let e = last.entry((r.topic.as_str(), r.partition)).or_insert(r);
+            if r.offset > e.offset {
+                *e = r;
+            }
+        }
+        let marks = last
+            .into_values()
+            .map(|r| SourceRecord { key: None, payload: Vec::new(), topic: r.topic.clone(), ..*r })
+            .collect();
+        self.in_flight.push_back(InFlight { done, marks, alarms: batch.len() as u64 });
+        drop(batch);
+        while self.in_flight.len() > MAX_IN_FLIGHT {
+            self.settle_one().await?;
+        }
+        // Steps already written are acknowledged now, not at the next wait.
+        while let Some(f) = self.in_flight.front_mut() {
+            use tokio::sync::oneshot::error::TryRecvError;
+            match f.done.try_recv() {
+                Ok(r) => self.settle_oldest(Ok(r))?,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Closed) => return Err(TopologyError::LogWriterStopped),
+            }
+        }
         if changed {
             self.publish_counts();
+        }
+        Ok(())
+    }
+
+    /// Wait for the oldest step in flight and acknowledge its alarms.
+    async fn settle_one(&mut self) -> Result<(), TopologyError> {
+        let Some(f) = self.in_flight.front_mut() else { return Ok(()) };
+        let r = (&mut f.done).await;
+        self.settle_oldest(r)
+    }
+
+    /// The oldest step's records were written (or not): acknowledge its
+    /// alarms, or stop with the writer's error.
+    fn settle_oldest(
+        &mut self,
+        written: Result<Result<(), TopologyError>, tokio::sync::oneshot::error::RecvError>,
+    ) -> Result<(), TopologyError> {
+        written.map_err(|_| TopologyError::LogWriterStopped)??;
+        if let Some(f) = self.in_flight.pop_front() {
+            self.source.ack(&f.marks)?;
+            self.stats.alarms_acked.fetch_add(f.alarms, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// [`Pipeline::write`] and wait until it and every step before it is
+    /// written (restore and NOC commands answer only after that).
+    async fn write_settled(&mut self, out: Pending) -> Result<(), TopologyError> {
+        let done = self.write(out).await?;
+        self.in_flight.push_back(InFlight { done, marks: Vec::new(), alarms: 0 });
+        self.settle_all().await
+    }
+
+    /// Wait until every step in flight is written and acknowledged.
+    async fn settle_all(&mut self) -> Result<(), TopologyError> {
+        while !self.in_flight.is_empty() {
+            self.settle_one().await?;
         }
         Ok(())
     }
@@ -594,15 +747,69 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
     /// Record `events` and plan what they call for, in order, so an
     /// incident declared and resolved within one batch still gets both its
     /// "down" and its "restored" effects. Takes the events out of `events`.
+    ///
+    /// An incident whose only events are alarm churn that cannot have added
+    /// a postcode it has not told yet (a clear, or a raise on a site whose
+    /// postcodes are all notified) is not planned at once: such churn
+    /// changes no plan (coverage only grows, through raises), only the IVR
+    /// state, which is desired state and written once per step anyway. It
+    /// is planned once at the end of the step ([`Pipeline::plan_deferred`]),
+    /// so a backlog of churn on a large declared incident does not redo its
+    /// footprint and IVR texts for every alarm.
     fn apply_effects(&mut self, events: &mut Vec<IncidentEvent>, out: &mut Pending) -> Result<(), TopologyError> {
-        let touched: BTreeSet<IncidentId> = events.iter().map(|e| e.incident_id.clone()).collect();
+        let mut touched: BTreeSet<IncidentId> = BTreeSet::new();
         for e in events.iter() {
             if let Some(inc) = self.correlator.incident(&e.incident_id) {
                 self.restorations.observe(inc, e);
             }
+            if !touched.contains(&e.incident_id) && !self.changes_no_plan(e) {
+                touched.insert(e.incident_id.clone());
+            }
+        }
+        for e in events.iter() {
+            if !touched.contains(&e.incident_id) && !out.deferred_set.contains(&e.incident_id) {
+                out.deferred_set.insert(e.incident_id.clone());
+                out.deferred.push(e.incident_id.clone());
+            }
         }
         out.events.append(events);
         for id in &touched {
+            // Planned now, from the state every earlier event left.
+            if out.deferred_set.remove(id) {
+                out.deferred.retain(|d| d != id);
+            }
+            self.plan_effects(id, out)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `e` is churn that leaves every plan of its incident as it
+    /// was: a clear, or a raise whose site covers no postcode the incident
+    /// has not been planned for (the correlator's coverage grows only by a
+    /// raised site's postcodes).
+    fn changes_no_plan(&self, e: &IncidentEvent) -> bool {
+        match &e.kind {
+            EventKind::AlarmsCleared { .. } => true,
+            EventKind::AlarmsRaised { alarms } => {
+                let Some(inc) = self.correlator.incident(&e.incident_id) else { return false };
+                let rd = self.planner.refdata();
+                alarms.iter().all(|a| {
+                    rd.site_index(&a.site_id).is_none_or(|i| {
+                        rd.site_postcodes(i)
+                            .iter()
+                            .all(|&p| inc.notified_postcodes.contains(&rd.postcodes[p as usize].postcode))
+                    })
+                })
+            }
+            _ => false,
+        }
+    }
+
+    /// Plan the incidents [`Pipeline::apply_effects`] deferred this step.
+    fn plan_deferred(&mut self, out: &mut Pending) -> Result<(), TopologyError> {
+        let ids = std::mem::take(&mut out.deferred);
+        out.deferred_set.clear();
+        for id in &ids {
             self.plan_effects(id, out)?;
         }
         Ok(())
@@ -697,9 +904,13 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
     }
 
     /// Write a step's output in the order the restart rules need: dead
-    /// letters, the IVR state, the actions, then the incident events (whose
-    /// `planned` records those actions).
-    async fn write(&mut self, mut out: Pending) -> Result<(), TopologyError> {
+    /// letters, the IVR state, the actions (each acknowledged), then the
+    /// incident events (whose `planned` records those actions), handed to
+    /// the log writer: the answer says when they are acknowledged.
+    async fn write(
+        &mut self,
+        mut out: Pending,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), TopologyError>>, TopologyError> {
         for e in out.events.iter().filter(|e| matches!(e.kind, EventKind::Declared { .. })) {
             // Before any action is produced, so its first notice finds it.
             if let Some(inc) = self.correlator.incident(&e.incident_id) {
@@ -754,16 +965,34 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             self.note(e);
         }
         for e in &out.events {
+            if matches!(e.kind, EventKind::AlarmsRaised { .. } | EventKind::AlarmsCleared { .. }) {
+                // Alarm churn: one line per alarm at info would be most of the log.
+                tracing::debug!(incident = %e.incident_id, seq = e.seq, kind = e.kind.type_name(), "incident event");
+                continue;
+            }
             tracing::info!(incident = %e.incident_id, seq = e.seq, kind = e.kind.type_name(), "incident event");
             if matches!(e.kind, EventKind::Declared { .. }) {
                 let mut first = self.stats.first_declared_at.lock().unwrap_or_else(|p| p.into_inner());
                 *first = Some(first.map_or(e.at, |f| f.min(e.at)));
             }
         }
-        let records: Vec<_> = out.events.iter().map(|e| (e.incident_id.to_string(), json(e))).collect();
-        produce_all(&self.producer, &self.cfg.kafka.topics.incidents, &records).await?;
-        self.stats.events_appended.fetch_add(records.len() as u64, Relaxed);
-        Ok(())
+        let log = match &self.log {
+            Some(log) => log.clone(),
+            None => {
+                let (tx, rx) = tokio::sync::mpsc::channel(MAX_IN_FLIGHT);
+                let topic = self.cfg.kafka.topics.incidents.clone();
+                tokio::spawn(log_writer(
+                    self.log_producer.take().ok_or(TopologyError::LogWriterStopped)?,
+                    topic,
+                    self.stats.clone(),
+                    rx,
+                ));
+                self.log.insert(tx).clone()
+            }
+        };
+        let (done, written) = tokio::sync::oneshot::channel();
+        log.send(LogJob { events: out.events, done }).await.map_err(|_| TopologyError::LogWriterStopped)?;
+        Ok(written)
     }
 
     fn publish_counts(&self) {

@@ -103,6 +103,15 @@ pub fn decode_checked(payload: &[u8], now: DateTime<Utc>, limits: &Limits) -> Ve
 
 /// Decode one record value in whichever format it is, without limits.
 pub fn decode_all(payload: &[u8]) -> Vec<Result<Alarm, DecodeError>> {
+    match native_direct(payload) {
+        Some(a) => vec![validate(a)],
+        None => decode_general(payload),
+    }
+}
+
+/// [`decode_all`] through the JSON tree: format detection, then the format's
+/// adapter; the only path for VES, TMF642 and every record in error.
+fn decode_general(payload: &[u8]) -> Vec<Result<Alarm, DecodeError>> {
     let (format, obj) = match parse(payload) {
         Ok(x) => x,
         Err(e) => return vec![Err(e)],
@@ -142,6 +151,52 @@ fn parse(payload: &[u8]) -> Result<(Format, Map<String, Value>), DecodeError> {
         Format::Native
     };
     Ok((format, obj))
+}
+
+/// The native shape read straight from the bytes, with no `Value` tree in
+/// between: the common case, taken only when it is unambiguous. `None` (a
+/// non-object, a duplicate or missing field, a wrong type, or a key that
+/// makes the record VES or TMF642) sends the record down the general path,
+/// which gives the same alarm or names what is wrong.
+fn native_direct(payload: &[u8]) -> Option<Alarm> {
+    // A struct also deserializes from a JSON array; only objects are alarms.
+    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let d: NativeDirect = serde_json::from_slice(payload).ok()?;
+    if d.event_list || d.event || d.perceived_severity || d.alarmed_object {
+        return None;
+    }
+    let NativeDirect { alarm_id, site_id, state, severity, probable_cause, event_time, lat, lon, .. } = d;
+    Some(Alarm { alarm_id, site_id, state, severity, probable_cause, event_time, lat, lon })
+}
+
+/// [`Alarm`]'s fields, plus whether the keys that format detection looks
+/// at (`ves::detect`, `tmf642::detect`) are present, whatever their value.
+#[derive(Deserialize)]
+struct NativeDirect {
+    alarm_id: String,
+    site_id: String,
+    state: crate::model::AlarmState,
+    severity: crate::model::Severity,
+    probable_cause: String,
+    event_time: DateTime<Utc>,
+    #[serde(default)]
+    lat: Option<f64>,
+    #[serde(default)]
+    lon: Option<f64>,
+    #[serde(rename = "eventList", default, deserialize_with = "present")]
+    event_list: bool,
+    #[serde(default, deserialize_with = "present")]
+    event: bool,
+    #[serde(rename = "perceivedSeverity", default, deserialize_with = "present")]
+    perceived_severity: bool,
+    #[serde(rename = "alarmedObject", default, deserialize_with = "present")]
+    alarmed_object: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 
 fn native(v: Value) -> Result<Alarm, DecodeError> {
@@ -324,6 +379,30 @@ mod tests {
     }
 
     #[test]
+    fn the_direct_native_path_leaves_other_shapes_to_the_general_one() {
+        let good: serde_json::Value = serde_json::from_str(GOOD).unwrap();
+        assert!(native_direct(GOOD.as_bytes()).is_some());
+        let with = |k: &str, v: serde_json::Value| {
+            let mut g = good.clone();
+            g[k] = v;
+            g.to_string()
+        };
+        // Format markers, even null, make the record VES or TMF642.
+        for k in ["eventList", "event", "perceivedSeverity", "alarmedObject"] {
+            let rec = with(k, serde_json::Value::Null);
+            assert!(native_direct(rec.as_bytes()).is_none(), "{rec}");
+            assert_eq!(decode_all(rec.as_bytes()), decode_general(rec.as_bytes()));
+        }
+        let fields = ["alarm_id", "site_id", "state", "severity", "probable_cause", "event_time"];
+        let array = serde_json::Value::Array(fields.iter().map(|f| good[f].clone()).collect()).to_string();
+        assert!(native_direct(array.as_bytes()).is_none(), "an array is not an alarm");
+        assert_eq!(decode_all(array.as_bytes()), decode_general(array.as_bytes()));
+        let doubled = GOOD.replacen('{', "{\"site_id\": \"X\", ", 1);
+        assert!(native_direct(doubled.as_bytes()).is_none(), "a doubled key: {doubled}");
+        assert_eq!(decode_all(doubled.as_bytes()), decode_general(doubled.as_bytes()));
+    }
+
+    #[test]
     fn every_bad_record_has_a_reason_naming_the_problem() {
         let cases: [(&[u8], &str); 9] = [
             (b"", "empty"),
@@ -492,6 +571,13 @@ mod tests {
                         }
                         Err(e) => prop_assert!(!e.to_string().is_empty() && !e.class().is_empty()),
                     }
+                }
+            }
+
+            #[test]
+            fn the_direct_native_path_agrees_with_the_general_one(json in prop_oneof![alarmish(), mutated_records()]) {
+                if let Some(a) = native_direct(json.as_bytes()) {
+                    prop_assert_eq!(decode_general(json.as_bytes()), vec![validate(a)], "{}", json);
                 }
             }
 

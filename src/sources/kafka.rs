@@ -107,6 +107,12 @@ impl KafkaSource {
         drop(first);
         out.push(rec);
         while out.len() < max {
+            // Records already fetched are taken without arming a timer.
+            use futures::FutureExt;
+            if let Some(r) = self.consumer.recv().now_or_never() {
+                out.push(self.positions.take(&r?));
+                continue;
+            }
             match tokio::time::timeout(Duration::from_millis(2), self.consumer.recv()).await {
                 Ok(Ok(m)) => {
                     let rec = self.positions.take(&m);

@@ -595,6 +595,9 @@ impl Planner {
         };
         let regions: BTreeSet<String> =
             footprint.iter().map(|&i| self.region(&self.refdata.postcodes[i as usize].postcode)).collect();
+        if regions.is_empty() {
+            return vec![]; // No region to announce in: render no texts.
+        }
         let lang = self.templates.resolve(&self.cfg.default_language);
         let vars = self.vars(inc, "", self.default_tz, now);
         let messages: BTreeMap<String, String> = self
