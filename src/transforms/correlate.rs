@@ -268,6 +268,15 @@ impl SiteGrid {
     }
 }
 
+/// The one writer of the correlator's `open` sites: keeps the grid's
+/// mirror of it in step.
+fn set_open(open: &mut SiteSlots, grid: &mut Option<SiteGrid>, idx: Option<u32>, site: &str, slot: Option<u32>) {
+    open.set(idx, site, slot);
+    if let (Some(g), Some(i)) = (grid.as_mut(), idx) {
+        g.set_open(i, slot);
+    }
+}
+
 /// One active alarm of an inventory site, in the incident (slot) that holds
 /// it: the mirror of `Incident::sites[site].active` that lets a lookup skip
 /// the incident's (possibly huge) site map.
@@ -606,10 +615,7 @@ impl Correlator {
                 let (covered, customers) = s.coverage.get_or_insert_with(Default::default);
                 for a in alarms {
                     let idx = site_index(&a.site_id);
-                    open.set(idx, &a.site_id, Some(slot));
-                    if let (Some(g), Some(i)) = (grid.as_mut(), idx) {
-                        g.set_open(i, Some(slot));
-                    }
+                    set_open(open, grid, idx, &a.site_id, Some(slot));
                     let Some(idx) = idx.filter(|_| !rd.postcodes.is_empty()) else { continue };
                     for &p in rd.site_postcodes(idx) {
                         if covered.insert(p) {
@@ -635,10 +641,7 @@ impl Correlator {
                 for name in s.inc.sites.keys() {
                     let idx = site_index(name);
                     if open.get(idx, name) == Some(slot) {
-                        open.set(idx, name, None);
-                        if let (Some(g), Some(i)) = (grid.as_mut(), idx) {
-                            g.set_open(i, None);
-                        }
+                        set_open(open, grid, idx, name, None);
                     }
                     if resolved {
                         resolved_by_site.set(idx, name, Some(slot));
