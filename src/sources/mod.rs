@@ -33,7 +33,11 @@ pub enum SourceError {
 /// record up to and including the acknowledged ones is durable downstream.
 pub trait AlarmSource: Send {
     /// Up to `max` records; waits at most `wait` for the first one and
-    /// returns an empty batch when the feed is idle.
+    /// returns an empty batch when the feed is idle. Must be cancel-safe:
+    /// the pipeline drops this future when its log writer answers first,
+    /// and a record taken from the feed by a dropped call must come back
+    /// in the next one, or its alarm is lost (and its offset later stored
+    /// past by the records after it).
     fn next_batch(
         &mut self,
         max: usize,
