@@ -5,6 +5,15 @@
 //! `sources` bring alarms in, `transforms` turn them into incidents and
 //! plans, `sinks` carry actions out, `topology` wires them together.
 
+/// mimalloc for every binary, test and bench that links this crate, so
+/// the benches measure the allocator the daemon runs on. The pipeline
+/// allocates on one thread and frees on another (records, events, actions
+/// cross tasks); glibc's malloc spent about a quarter of the end-to-end
+/// bench there, and mimalloc's thread-local free lists take most of it
+/// (BENCHMARKS.md, session 10).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod api;
 pub mod config;
 pub mod demo;
