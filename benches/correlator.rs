@@ -316,6 +316,7 @@ fn core(active: usize) -> Value {
         buf.clear();
     }
     let build_s = t.elapsed().as_secs_f64();
+    let rss_built = proc_status_mib("VmRSS:");
     // The churn in quarters: flat figures mean the cost does not drift.
     let mut quarters = Vec::new();
     let (t, cpu) = (Instant::now(), thread_cpu_seconds());
@@ -344,6 +345,8 @@ fn core(active: usize) -> Value {
         "incident_events": events,
         "incidents": c.incidents().count(),
         "open_incidents": open,
+        "rss_after_build_up_mib": rss_built,
+        "rss_after_churn_mib": proc_status_mib("VmRSS:"),
         "peak_rss_mib": peak_rss_mib(),
     })
 }

@@ -229,8 +229,85 @@ pub struct SiteWindow {
     /// Set when the last active alarm of the site cleared.
     pub up_at: Option<DateTime<Utc>>,
     /// Active (uncleared) alarm ids on the site.
-    /// (Inline up to 24 bytes, as alarm ids mostly are: no allocation.)
-    pub active: BTreeSet<CompactString>,
+    pub active: AlarmIds,
+}
+
+/// A site's active alarm ids: a sorted set, serialized as a sorted list.
+/// A site mostly has one active alarm, so one id is held inline (and an
+/// id of up to 24 bytes inline in it): a site joining an incident
+/// allocates nothing for its alarms. (A `BTreeSet` allocated a ~300-byte
+/// node per site window, 7 % of the correlator's time.)
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlarmIds(smallvec::SmallVec<[CompactString; 1]>);
+
+impl AlarmIds {
+    pub fn one(id: CompactString) -> Self {
+        AlarmIds(smallvec::smallvec![id])
+    }
+
+    /// Adds `id`; false if it was there.
+    pub fn insert(&mut self, id: CompactString) -> bool {
+        match self.find(&id) {
+            Ok(_) => false,
+            Err(i) => {
+                self.0.insert(i, id);
+                true
+            }
+        }
+    }
+
+    /// Removes `id`; false if it was not there.
+    pub fn remove(&mut self, id: &str) -> bool {
+        match self.find(id) {
+            Ok(i) => {
+                self.0.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.find(id).is_ok()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// In order.
+    pub fn iter(&self) -> impl Iterator<Item = &CompactString> {
+        self.0.iter()
+    }
+
+    fn find(&self, id: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|x| x.as_str().cmp(id))
+    }
+}
+
+impl FromIterator<CompactString> for AlarmIds {
+    fn from_iter<T: IntoIterator<Item = CompactString>>(ids: T) -> Self {
+        let mut v: smallvec::SmallVec<[CompactString; 1]> = ids.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        AlarmIds(v)
+    }
+}
+
+impl Serialize for AlarmIds {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for AlarmIds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Vec::<CompactString>::deserialize(d)?.into_iter().collect())
+    }
 }
 
 /// An incident's sites and their down windows, by site id. A hash map, so
@@ -421,7 +498,7 @@ impl Incident {
                             again
                         }
                         None => {
-                            let active = BTreeSet::from([a.alarm_id.clone()]);
+                            let active = AlarmIds::one(a.alarm_id.clone());
                             self.sites.0.insert(
                                 a.site_id.as_str().into(),
                                 SiteWindow { down_since: a.at, up_at: None, active },
@@ -536,6 +613,26 @@ mod tests {
     }
     fn ev(seq: u64, at: i64, kind: EventKind) -> IncidentEvent {
         IncidentEvent { incident_id: IncidentId("INC-1".into()), seq, at: t(at), actor: "correlator".into(), kind }
+    }
+
+    #[test]
+    fn alarm_ids_are_a_sorted_set_serialized_as_the_btree_set_was() {
+        let mut ids = AlarmIds::one("b".into());
+        assert!(ids.insert("a-long-alarm-id-past-the-inline-24-bytes".into()));
+        assert!(ids.insert("c".into()));
+        assert!(!ids.insert("b".into()), "a repeat is not added");
+        assert_eq!(ids.len(), 3);
+        assert!(ids.contains("c") && !ids.contains("d"));
+        let set: BTreeSet<CompactString> = ids.iter().cloned().collect();
+        assert_eq!(serde_json::to_string(&ids).unwrap(), serde_json::to_string(&set).unwrap());
+        assert!(ids.remove("b") && !ids.remove("b"));
+        assert_eq!(
+            ids.iter().map(|i| i.as_str()).collect::<Vec<_>>(),
+            ["a-long-alarm-id-past-the-inline-24-bytes", "c"]
+        );
+        let read: AlarmIds = serde_json::from_str(r#"["z", "x", "z"]"#).unwrap();
+        assert_eq!(read.iter().map(|i| i.as_str()).collect::<Vec<_>>(), ["x", "z"], "sorted, without repeats");
+        assert!(ids.remove("c") && ids.remove("a-long-alarm-id-past-the-inline-24-bytes") && ids.is_empty());
     }
     fn a(id: &str, site: &str, at: i64) -> AlarmRef {
         AlarmRef { alarm_id: id.into(), site_id: site.into(), at: t(at) }
