@@ -129,6 +129,30 @@ struct Wanted {
     applied: bool,
 }
 
+/// An announcement without an ETR is valid until "now + 4 h" when planned,
+/// and an incident is re-planned on every step its alarms touch: one whose
+/// only change is a `valid_until` later by less than this is not sent again
+/// (the platform's copy still has hours to run), or a busy incident would
+/// PUT the same announcement on every step.
+const EXTEND_EVERY: chrono::Duration = chrono::Duration::hours(1);
+
+/// `u` is `applied`, or `applied` with `valid_until` moved later by less
+/// than [`EXTEND_EVERY`].
+fn only_extends_a_little(applied: &IvrUpsert, u: &IvrUpsert) -> bool {
+    let IvrUpsert { region, active, message, language, messages, incident_id, valid_until } = u;
+    let later = *valid_until - applied.valid_until;
+    (chrono::Duration::zero()..EXTEND_EVERY).contains(&later)
+        && (region, active, message, language, messages, incident_id)
+            == (
+                &applied.region,
+                &applied.active,
+                &applied.message,
+                &applied.language,
+                &applied.messages,
+                &applied.incident_id,
+            )
+}
+
 /// Longest wait between attempts, also the cap on `Retry-After`.
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -308,7 +332,7 @@ impl IvrSink for HttpIvr {
                 }
             });
         }
-        if self.desired.get(&key).is_some_and(|w| w.applied && w.upsert == *u) {
+        if self.desired.get(&key).is_some_and(|w| w.applied && only_extends_a_little(&w.upsert, u)) {
             return Ok(Delivery::Duplicate);
         }
         // Wanted even if this PUT fails for now: reconciling retries it.
@@ -545,12 +569,35 @@ mod tests {
         assert_eq!(p.count("PUT"), 1);
         // The platform is idempotent too: a new sink (a restart) re-PUTs.
         assert_eq!(sink(ivr.cfg.clone()).upsert(&on).await.unwrap(), Delivery::Done);
-        let changed = IvrUpsert { message: "Now expected back by 14:00.".into(), ..on };
+        let changed = IvrUpsert { message: "Now expected back by 14:00.".into(), ..on.clone() };
         assert_eq!(ivr.upsert(&changed).await.unwrap(), Delivery::Done);
         assert_eq!(
             *p.log.lock().unwrap(),
             ["PUT RI-PROV/INC-1 -> 201", "PUT RI-PROV/INC-1 -> 204", "PUT RI-PROV/INC-1 -> 200"]
         );
+    }
+
+    #[tokio::test]
+    async fn a_replan_that_only_moves_valid_until_a_little_later_is_not_resent() {
+        let (cfg, p) = platform().await;
+        let mut ivr = sink(cfg);
+        let on = upsert("RI-PROV", "INC-1", true);
+        let later = |m: i64| IvrUpsert { valid_until: on.valid_until + chrono::Duration::minutes(m), ..on.clone() };
+        assert_eq!(ivr.upsert(&on).await.unwrap(), Delivery::Done);
+        // The next steps' plans: "now + 4 h" a few seconds, then minutes on.
+        assert_eq!(ivr.upsert(&later(0)).await.unwrap(), Delivery::Duplicate);
+        assert_eq!(ivr.upsert(&later(59)).await.unwrap(), Delivery::Duplicate);
+        assert_eq!(p.count("PUT"), 1);
+        // An hour on, the platform's copy is extended; earlier is sent too
+        // (an ETR brought forward).
+        assert_eq!(ivr.upsert(&later(60)).await.unwrap(), Delivery::Done);
+        assert_eq!(ivr.upsert(&later(30)).await.unwrap(), Delivery::Done);
+        assert_eq!(p.count("PUT"), 3);
+        assert_eq!(ivr.desired().next().unwrap().valid_until, later(30).valid_until, "what the platform holds");
+        // Anything else changed is sent at once.
+        let es = IvrUpsert { language: "es".into(), ..later(31) };
+        assert_eq!(ivr.upsert(&es).await.unwrap(), Delivery::Done);
+        assert_eq!(p.count("PUT"), 4);
     }
 
     #[tokio::test]
