@@ -191,9 +191,15 @@ impl Broker {
     }
 
     /// The same producer settings, for records acknowledged a batch at a
-    /// time ([`BatchProducer`]).
+    /// time ([`BatchProducer`]), and gapless: the incident log's readers
+    /// fold events by `seq`, so a record that failed for good while later
+    /// ones of its partition succeeded would be a gap. With
+    /// `enable.gapless.guarantee` librdkafka raises a fatal error instead,
+    /// the write fails and the pipeline stops at that step.
     pub fn batch_producer(&self) -> Result<BatchProducer, BrokerError> {
-        let producer = self.producer_config().create_with_context(BatchAcks).map_err(ctx("creating a producer"))?;
+        let mut c = self.producer_config();
+        c.set("enable.gapless.guarantee", "true");
+        let producer = c.create_with_context(BatchAcks).map_err(ctx("creating a producer"))?;
         Ok(BatchProducer { producer })
     }
 
