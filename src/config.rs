@@ -164,6 +164,13 @@ pub struct CorrelatorConfig {
     pub service_affecting_causes: Vec<String>,
     /// Radius for sites the inventory lacks but the alarm locates. Default 2 km.
     pub default_radius_km: f64,
+    /// How far out of event-time order a raise may arrive after its own
+    /// clear and still be known as stale (not applied): feeds re-send
+    /// active alarms, and a re-send crossing the clear would leave the site
+    /// down. Clears are remembered this long of feed time. `0s` turns it
+    /// off. Default 5m.
+    #[serde(with = "humantime_serde")]
+    pub reorder_window: Duration,
 }
 
 impl Default for CorrelatorConfig {
@@ -178,6 +185,7 @@ impl Default for CorrelatorConfig {
             min_severity: Severity::Major,
             service_affecting_causes: crate::simulate::SERVICE_AFFECTING_CAUSES.iter().map(|s| s.to_string()).collect(),
             default_radius_km: 2.0,
+            reorder_window: Duration::from_secs(300),
         }
     }
 }
@@ -524,6 +532,9 @@ impl Config {
         }
         if c.service_affecting_causes.is_empty() {
             return bad("correlator.service_affecting_causes", "must list at least one cause");
+        }
+        if c.reorder_window > Duration::from_secs(24 * 3600) {
+            return bad("correlator.reorder_window", "must be at most 24h (clears are remembered this long)");
         }
         if self.plan.ivr_region_prefix == 0 {
             return bad("plan.ivr_region_prefix", "must be at least 1");

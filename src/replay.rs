@@ -54,6 +54,11 @@ pub struct ReplayReport {
     pub alarms: u64,
     /// Dead-letter reasons and how often each occurred.
     pub dead_lettered: BTreeMap<String, u64>,
+    /// Alarms decoded but not applied, by reason (`repeated_raise`,
+    /// `clear_without_raise`, `not_service_affecting`, `stale_raise`);
+    /// reasons that did not occur are left out.
+    #[serde(default)]
+    pub ignored: BTreeMap<String, u64>,
     pub incidents: Vec<IncidentReport>,
 }
 
@@ -114,7 +119,9 @@ pub fn replay_with_credits(
         planner.backtest_credits(inc, credits)?;
     }
     let incidents = incidents.into_iter().map(|inc| report(inc, &planner, &refdata)).collect();
-    Ok(ReplayReport { alarms, dead_lettered: dead, incidents })
+    let ignored =
+        correlator.counts.by_reason().into_iter().filter(|(_, n)| *n > 0).map(|(k, n)| (k.to_string(), n)).collect();
+    Ok(ReplayReport { alarms, dead_lettered: dead, ignored, incidents })
 }
 
 fn report(inc: &Incident, planner: &Planner, rd: &RefData) -> IncidentReport {

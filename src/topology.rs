@@ -93,6 +93,10 @@ pub struct Stats {
     pub alarms_dead_lettered: AtomicU64,
     /// Dead letters by class (`not_json`, `unknown_site`, …).
     pub dead_letters: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Alarms the correlator took but did not apply (repeated raises,
+    /// clears without a raise, not service-affecting, stale raises), as of
+    /// the last step.
+    pub alarms_ignored: std::sync::Mutex<crate::transforms::correlate::Counts>,
     pub events_appended: AtomicU64,
     pub actions_planned: AtomicU64,
     /// Actions the dispatcher took off the topic (delivered or duplicate).
@@ -666,6 +670,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         self.stats.alarms_read.fetch_add(batch.len() as u64, Relaxed);
         *self.stats.source.lock().unwrap_or_else(|p| p.into_inner()) = self.source.health();
         self.stats.alarms_dead_lettered.fetch_add(out.dlq.len() as u64, Relaxed);
+        self.stats.alarms_ignored.lock().unwrap_or_else(|p| p.into_inner()).clone_from(&self.correlator.counts);
         if !out.dead_classes.is_empty() {
             let mut by = self.stats.dead_letters.lock().unwrap_or_else(|p| p.into_inner());
             for c in &out.dead_classes {

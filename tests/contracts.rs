@@ -614,6 +614,10 @@ fn enums_agree() {
     check_enum("action.v1", "/properties/channel/enum", &Channel::ALL);
     check_enum("action.v1", "/properties/kind/enum", &all_action_kinds());
     check_enum("replay-report.v1", "/$defs/incident/properties/state/enum", &all_incident_states());
+    let reasons = strings(&schema("replay-report.v1")["properties"]["ignored"]["propertyNames"]["enum"]);
+    let rust: BTreeSet<String> =
+        outage::transforms::correlate::Counts::default().by_reason().iter().map(|(r, _)| r.to_string()).collect();
+    assert_eq!(rust, reasons, "replay-report.v1 ignored reasons");
     every_event_kind().iter().for_each(listed_event_kind);
     let s = schema("incident-event.v1");
     let planned =

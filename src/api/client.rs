@@ -409,6 +409,15 @@ fn first_few(items: &[String], n: usize) -> String {
 }
 
 /// `outagectl incidents`: one line per incident.
+/// `outagectl incidents` without `--state` or `--all`: leaves out the
+/// dismissed and merged incidents (flaps and probable incidents nobody was
+/// told of, most of a busy day's list); returns how many it left out.
+pub fn drop_untold(incidents: &mut Vec<IncidentView>) -> usize {
+    let before = incidents.len();
+    incidents.retain(|i| !matches!(i.state, IncidentState::Dismissed | IncidentState::Merged));
+    before - incidents.len()
+}
+
 pub fn incidents_table(incidents: &[IncidentView]) -> String {
     let rows: Vec<Vec<String>> = incidents
         .iter()
@@ -573,6 +582,21 @@ mod tests {
                 detail: "3 sites".into(),
             }],
         }
+    }
+
+    #[test]
+    fn the_default_list_leaves_out_what_nobody_was_told_of() {
+        let with = |id, state| IncidentView { state, ..sample(id) };
+        let mut list = vec![
+            with("A", IncidentState::Declared),
+            with("B", IncidentState::Dismissed),
+            with("C", IncidentState::Resolved),
+            with("D", IncidentState::Merged),
+            with("E", IncidentState::Probable),
+        ];
+        assert_eq!(drop_untold(&mut list), 2);
+        let ids: Vec<&str> = list.iter().map(|i| i.id.0.as_str()).collect();
+        assert_eq!(ids, ["A", "C", "E"]);
     }
 
     /// What the test server saw: the Authorization header and JSON bodies.

@@ -536,6 +536,24 @@ async fn metrics(State(st): Shared) -> Response {
         "Alarm records read, by outcome.",
         &[("{outcome=\"accepted\"}", read.saturating_sub(dead)), ("{outcome=\"dead_lettered\"}", dead)],
     );
+    let labelled = |label: &str, counts: &mut dyn Iterator<Item = (&str, u64)>| -> Vec<(String, u64)> {
+        counts.map(|(k, v)| (format!("{{{label}=\"{k}\"}}"), v)).collect()
+    };
+    let dead_by = s.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let dead_by = labelled("class", &mut dead_by.iter().map(|(k, v)| (*k, *v)));
+    let ignored = s.alarms_ignored.lock().unwrap_or_else(|p| p.into_inner()).by_reason();
+    let ignored = labelled("reason", &mut ignored.into_iter());
+    for (name, help, samples) in [
+        ("outage_alarms_dead_lettered_total", "Alarms dead-lettered, by class of reason.", &dead_by),
+        (
+            "outage_alarms_ignored_total",
+            "Alarms decoded but not applied (repeated raise, clear without raise, not service-affecting, stale raise), by reason.",
+            &ignored,
+        ),
+    ] {
+        let samples: Vec<(&str, u64)> = samples.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        metric(name, "counter", help, &samples);
+    }
     let snap = st.snapshots.borrow().clone();
     let mut by_state: std::collections::BTreeMap<&str, u64> = Default::default();
     for i in &snap.incidents {

@@ -171,6 +171,10 @@ struct IncidentsArgs {
     /// Only incidents in this state.
     #[arg(long, value_parser = state_parser())]
     state: Option<IncidentState>,
+    /// Also list dismissed and merged incidents (flaps and probable
+    /// incidents nobody was told of), which are left out by default.
+    #[arg(long, conflicts_with = "state")]
+    all: bool,
     #[command(flatten)]
     server: ServerOpts,
 }
@@ -517,8 +521,15 @@ async fn api_main(cmd: Command) -> ExitCode {
 async fn api_cmd(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Incidents(a) => {
-            let list = a.server.client()?.incidents(a.state).await?;
-            output(a.server.json, &list, || client::incidents_table(&list))
+            let mut list = a.server.client()?.incidents(a.state).await?;
+            let hidden = if a.all || a.state.is_some() { 0 } else { client::drop_untold(&mut list) };
+            output(a.server.json, &list, || {
+                let mut out = client::incidents_table(&list);
+                if hidden > 0 {
+                    out.push_str(&format!("({hidden} dismissed or merged not shown: --all lists them)\n"));
+                }
+                out
+            })
         }
         Command::Show(a) => {
             let inc = a.server.client()?.incident(&IncidentId(a.id.into())).await?;
@@ -683,13 +694,17 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "{} alarms, {} dead-lettered, {} incidents",
+        "{} alarms, {} dead-lettered, {} ignored, {} incidents",
         report.alarms,
         report.dead_lettered.values().sum::<u64>(),
+        report.ignored.values().sum::<u64>(),
         report.incidents.len()
     )?;
     for (reason, n) in &report.dead_lettered {
         writeln!(out, "  dead letter ×{n}: {reason}")?;
+    }
+    for (reason, n) in &report.ignored {
+        writeln!(out, "  ignored ×{n}: {reason}")?;
     }
     let time = |t: Option<chrono::DateTime<Utc>>| t.map_or("-".to_string(), |t| t.format("%H:%M:%S").to_string());
     for i in &report.incidents {

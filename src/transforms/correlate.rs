@@ -67,6 +67,76 @@ pub struct Counts {
     pub clears_without_raise: u64,
     /// Raises below the severity or outside the causes that count.
     pub not_service_affecting: u64,
+    /// Raises that arrived after their own clear (a re-sent raise crossing
+    /// the clear, or a short condition delivered in reverse): the condition
+    /// is over, so they are not applied.
+    pub stale_raises: u64,
+}
+
+impl Counts {
+    /// Each count with the reason it is published under (`/metrics`,
+    /// the replay report).
+    pub fn by_reason(&self) -> [(&'static str, u64); 4] {
+        [
+            ("repeated_raise", self.repeated_raises),
+            ("clear_without_raise", self.clears_without_raise),
+            ("not_service_affecting", self.not_service_affecting),
+            ("stale_raise", self.stale_raises),
+        ]
+    }
+}
+
+/// Clears seen lately, so a raise that arrives after its own clear is
+/// known as stale: feeds deliver slightly out of event-time order, and a
+/// re-sent raise that crosses its clear would otherwise leave the site down
+/// for good. A clear is kept for `window` of event time from when it
+/// arrived (the later of its own time and the watermark then), so memory is
+/// bounded by the clears of one window.
+struct RecentClears {
+    window: Duration,
+    /// `site \u{1f} alarm` → the latest clear's event time.
+    by_key: HashMap<CompactString, DateTime<Utc>>,
+    /// (kept until, key, clear time), in arrival order.
+    expiry: std::collections::VecDeque<(DateTime<Utc>, CompactString, DateTime<Utc>)>,
+}
+
+impl RecentClears {
+    fn key(site: &str, alarm: &str) -> CompactString {
+        let mut k = CompactString::with_capacity(site.len() + 1 + alarm.len());
+        k.push_str(site);
+        k.push('\u{1f}');
+        k.push_str(alarm);
+        k
+    }
+
+    /// A clear of `alarm` on `site` at `at`, arriving when the feed is at
+    /// `watermark`.
+    fn record(&mut self, site: &str, alarm: &str, at: DateTime<Utc>, watermark: DateTime<Utc>) {
+        if self.window <= Duration::zero() {
+            return;
+        }
+        let key = Self::key(site, alarm);
+        let t = self.by_key.entry(key.clone()).or_insert(at);
+        *t = (*t).max(at);
+        let until = at.max(watermark).checked_add_signed(self.window).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        self.expiry.push_back((until, key, at));
+    }
+
+    /// Whether `alarm` on `site` was cleared at or after `at`.
+    fn cleared_since(&self, site: &str, alarm: &str, at: DateTime<Utc>) -> bool {
+        !self.by_key.is_empty() && self.by_key.get(Self::key(site, alarm).as_str()).is_some_and(|&c| c >= at)
+    }
+
+    /// Forget the clears kept until before `watermark`.
+    fn expire(&mut self, watermark: DateTime<Utc>) {
+        while self.expiry.front().is_some_and(|(until, ..)| *until < watermark) {
+            let Some((_, key, at)) = self.expiry.pop_front() else { break };
+            // A later clear of the same alarm keeps the entry.
+            if self.by_key.get(&key) == Some(&at) {
+                self.by_key.remove(&key);
+            }
+        }
+    }
 }
 
 /// A slot per site: a vector by inventory index (no hashing once the site's
@@ -389,6 +459,8 @@ pub struct Correlator {
     timers: BTreeSet<Timer>,
     /// Scratch: neighbour incidents of the raise being handled.
     scratch: Vec<u32>,
+    /// Clears within `reorder_window`, for raises arriving after them.
+    recent_clears: RecentClears,
     /// Latest event time seen.
     watermark: Option<DateTime<Utc>>,
     pub counts: Counts,
@@ -401,6 +473,7 @@ impl Correlator {
         let n_sites = refdata.sites.len();
         let reach = |r: f64| r + refdata.max_radius_km().max(cfg.default_radius_km) + cfg.neighbour_gap_km;
         let grid = SiteGrid::new(&refdata, reach(refdata.max_radius_km().max(cfg.default_radius_km)));
+        let reorder_window = dur(cfg.reorder_window);
         Correlator {
             min_duration: dur(cfg.min_duration),
             hold_down: dur(cfg.hold_down),
@@ -418,6 +491,11 @@ impl Correlator {
             adhoc_tree: RTree::new(),
             timers: BTreeSet::new(),
             scratch: Vec::new(),
+            recent_clears: RecentClears {
+                window: reorder_window,
+                by_key: HashMap::default(),
+                expiry: Default::default(),
+            },
             watermark: None,
             counts: Counts::default(),
         }
@@ -480,6 +558,13 @@ impl Correlator {
         if ev.actor == ACTOR {
             // Planner and NOC events carry wall time, not alarm time.
             self.advance(ev.at);
+            if let EventKind::AlarmsCleared { alarms } = &ev.kind {
+                let w = self.watermark();
+                for a in alarms {
+                    self.recent_clears.record(&a.site_id, &a.alarm_id, a.at, w);
+                }
+                self.recent_clears.expire(w);
+            }
         }
         let slot = match self.ids.get(&ev.incident_id) {
             None => self.put(Incident::open(ev)?),
@@ -766,6 +851,7 @@ impl Correlator {
         let t = alarm.event_time;
         self.tick_into(self.watermark.map_or(t, |w| w.max(t)), out);
         self.advance(t);
+        self.recent_clears.expire(self.watermark());
         let aref =
             || AlarmRef { alarm_id: alarm.alarm_id.as_str().into(), site_id: alarm.site_id.as_str().into(), at: t };
         let idx = self.refdata.site_index(&alarm.site_id);
@@ -775,6 +861,7 @@ impl Correlator {
                 Some((slot, true)) => self.emit(slot, t, EventKind::AlarmsCleared { alarms: vec![aref()] }, site, out),
                 _ => self.counts.clears_without_raise += 1,
             }
+            self.recent_clears.record(&alarm.site_id, &alarm.alarm_id, t, self.watermark());
             return Ok(());
         }
         if !self.service_affecting(alarm) {
@@ -782,7 +869,12 @@ impl Correlator {
             return Ok(());
         }
         let (p, r) = self.locate(alarm, idx)?;
-        let slot = match self.holding(alarm, idx) {
+        let holding = self.holding(alarm, idx);
+        if !matches!(holding, Some((_, true))) && self.recent_clears.cleared_since(&alarm.site_id, &alarm.alarm_id, t) {
+            self.counts.stale_raises += 1;
+            return Ok(());
+        }
+        let slot = match holding {
             Some((_, true)) => {
                 self.counts.repeated_raises += 1;
                 return Ok(());
@@ -1177,7 +1269,60 @@ mod tests {
         let mut minor = raise("M", "S2", 0);
         minor.severity = Severity::Minor;
         c.on_alarm(&minor).unwrap();
-        assert_eq!(c.counts, Counts { repeated_raises: 1, clears_without_raise: 1, not_service_affecting: 1 });
+        assert_eq!(
+            c.counts,
+            Counts { repeated_raises: 1, clears_without_raise: 1, not_service_affecting: 1, stale_raises: 0 }
+        );
+    }
+
+    #[test]
+    fn a_raise_arriving_after_its_own_clear_is_stale() {
+        let mut c = correlator(cfg());
+        c.on_alarm(&raise("A", "FAR", 0)).unwrap();
+        assert_eq!(kinds(&c.on_alarm(&clear("A", "FAR", 40)).unwrap()), ["alarms_cleared"]);
+        // The feed's re-send of the raise at 30 s crosses the clear.
+        // Not applied: the site stays up, so the flap ends (the dismissal
+        // timer, due at the clear, runs first).
+        assert_eq!(kinds(&c.on_alarm(&raise("A", "FAR", 30)).unwrap()), ["dismissed"]);
+        // A short condition delivered in reverse: clear, then its raise.
+        assert!(c.on_alarm(&clear("B", "S1", 100)).unwrap().is_empty());
+        assert!(c.on_alarm(&raise("B", "S1", 90)).unwrap().is_empty());
+        // The same id raised again after its clear is a new condition.
+        assert_eq!(kinds(&c.on_alarm(&raise("B", "S1", 110)).unwrap()), ["opened", "alarms_raised"]);
+        assert_eq!((c.counts.stale_raises, c.counts.clears_without_raise), (2, 1));
+        assert!(c.incidents().filter(|i| i.state.is_open()).all(|i| i.sites.contains_key("S1")));
+    }
+
+    #[test]
+    fn clears_are_remembered_for_the_reorder_window_of_feed_time() {
+        let mut c = correlator(CorrelatorConfig { reorder_window: Duration::from_secs(60), ..cfg() });
+        c.on_alarm(&clear("A", "S1", 0)).unwrap();
+        // The feed moves on 61 s (another site's alarm): the clear is forgotten.
+        c.on_alarm(&raise("X", "FAR", 61)).unwrap();
+        assert_eq!(kinds(&c.on_alarm(&raise("A", "S1", -5)).unwrap()), ["opened", "alarms_raised"], "too late");
+        // A clear arriving late is remembered from its arrival on.
+        c.on_alarm(&clear("B", "S2", 10)).unwrap();
+        c.on_alarm(&raise("Y", "FAR", 100)).unwrap();
+        assert!(c.on_alarm(&raise("B", "S2", 5)).unwrap().is_empty(), "within a minute of its arrival");
+        assert_eq!(c.counts.stale_raises, 1);
+        // Off: the old behaviour.
+        let mut off = correlator(CorrelatorConfig { reorder_window: Duration::ZERO, ..cfg() });
+        off.on_alarm(&clear("A", "S1", 10)).unwrap();
+        assert!(!off.on_alarm(&raise("A", "S1", 5)).unwrap().is_empty());
+        assert_eq!(off.counts.stale_raises, 0);
+    }
+
+    #[test]
+    fn a_restart_remembers_the_clears_in_the_log() {
+        let mut c = correlator(cfg());
+        let mut log = c.on_alarm(&raise("A", "FAR", 0)).unwrap();
+        log.extend(c.on_alarm(&clear("A", "FAR", 40)).unwrap());
+        let mut again = correlator(cfg());
+        for e in &log {
+            again.restore(e).unwrap();
+        }
+        assert_eq!(kinds(&again.on_alarm(&raise("A", "FAR", 30)).unwrap()), ["dismissed"]);
+        assert_eq!(again.counts.stale_raises, 1);
     }
 
     #[test]
