@@ -438,11 +438,13 @@ async fn the_noc_api_reads_updates_and_resolves_with_roles() {
             ("S1", alarm("A1", "S1", AlarmState::Raised, t0)),
             ("S2", alarm("A2", "S2", AlarmState::Raised, t0)),
             ("S3", alarm("A3", "S3", AlarmState::Raised, t0)),
+            // The feed re-sends an active alarm: counted, not news.
+            ("S1", alarm("A1", "S1", AlarmState::Raised, t0 + Cd::seconds(30))),
         ],
     )
     .await;
     let daemon = Daemon::start(&cfg, &broker, refdata());
-    settle(&daemon.stats, 3, |s| s.delivered(Channel::Sms) >= 2).await;
+    settle(&daemon.stats, 4, |s| s.delivered(Channel::Sms) >= 2).await;
     let http = reqwest::Client::new();
     let url = |path: &str| format!("http://{addr}{path}");
     let get = |path: &str, token: Option<&str>| {
@@ -534,7 +536,9 @@ async fn the_noc_api_reads_updates_and_resolves_with_roles() {
     })
     .await;
     let metrics = get("/metrics", None).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("outage_alarms_total{outcome=\"accepted\"} 3"), "{metrics}");
+    assert!(metrics.contains("outage_alarms_total{outcome=\"accepted\"} 4"), "{metrics}");
+    assert!(metrics.contains("outage_alarms_ignored_total{reason=\"repeated_raise\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("outage_alarms_ignored_total{reason=\"stale_raise\"} 0\n"), "{metrics}");
     // Declared at t0 + min_duration (event time); first notice about an hour
     // after t0 (wall time).
     assert!(metrics.contains("outage_first_alarm_to_declared_seconds_count 1\n"), "{metrics}");

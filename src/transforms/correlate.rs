@@ -86,56 +86,49 @@ impl Counts {
     }
 }
 
-/// Clears seen lately, so a raise that arrives after its own clear is
-/// known as stale: feeds deliver slightly out of event-time order, and a
-/// re-sent raise that crosses its clear would otherwise leave the site down
-/// for good. A clear is kept for `window` of event time from when it
-/// arrived (the later of its own time and the watermark then), so memory is
-/// bounded by the clears of one window.
-struct RecentClears {
-    window: Duration,
-    /// `site \u{1f} alarm` → the latest clear's event time.
-    by_key: HashMap<CompactString, DateTime<Utc>>,
-    /// (kept until, key, clear time), in arrival order.
-    expiry: std::collections::VecDeque<(DateTime<Utc>, CompactString, DateTime<Utc>)>,
+/// One clear seen lately on a site, so a raise that arrives after its own
+/// clear is known as stale: feeds deliver slightly out of event-time order,
+/// and a re-sent raise that crosses its clear would otherwise leave the
+/// site down for good. Kept beside the site's active alarms (whose cache
+/// line an alarm of the site reads anyway) for `reorder_window` of feed
+/// time from its arrival, and dropped when the site is next touched after
+/// that: memory is bounded by a window's clears per site.
+struct Cleared {
+    /// [`tag`] of `alarm_id`.
+    tag: u32,
+    /// The clear's event time, and when it is forgotten (the later of that
+    /// and the watermark on arrival, plus the window), in ms.
+    at_ms: i64,
+    until_ms: i64,
+    alarm_id: CompactString,
 }
 
+/// A site's recent clears (see [`Cleared`]).
+#[derive(Default)]
+struct RecentClears(Vec<Cleared>);
+
 impl RecentClears {
-    fn key(site: &str, alarm: &str) -> CompactString {
-        let mut k = CompactString::with_capacity(site.len() + 1 + alarm.len());
-        k.push_str(site);
-        k.push('\u{1f}');
-        k.push_str(alarm);
-        k
-    }
-
-    /// A clear of `alarm` on `site` at `at`, arriving when the feed is at
-    /// `watermark`.
-    fn record(&mut self, site: &str, alarm: &str, at: DateTime<Utc>, watermark: DateTime<Utc>) {
-        if self.window <= Duration::zero() {
-            return;
+    /// A clear of `alarm_id` at `at_ms`, kept until `until_ms`; first drops
+    /// what is forgotten by `now_ms` (the watermark).
+    fn record(&mut self, alarm_id: &str, at_ms: i64, until_ms: i64, now_ms: i64) {
+        self.prune(now_ms);
+        let tag = tag(alarm_id);
+        match self.0.iter_mut().find(|c| c.tag == tag && c.alarm_id == alarm_id) {
+            Some(c) => (c.at_ms, c.until_ms) = (c.at_ms.max(at_ms), c.until_ms.max(until_ms)),
+            None => self.0.push(Cleared { tag, at_ms, until_ms, alarm_id: alarm_id.into() }),
         }
-        let key = Self::key(site, alarm);
-        let t = self.by_key.entry(key.clone()).or_insert(at);
-        *t = (*t).max(at);
-        let until = at.max(watermark).checked_add_signed(self.window).unwrap_or(DateTime::<Utc>::MAX_UTC);
-        self.expiry.push_back((until, key, at));
     }
 
-    /// Whether `alarm` on `site` was cleared at or after `at`.
-    fn cleared_since(&self, site: &str, alarm: &str, at: DateTime<Utc>) -> bool {
-        !self.by_key.is_empty() && self.by_key.get(Self::key(site, alarm).as_str()).is_some_and(|&c| c >= at)
-    }
-
-    /// Forget the clears kept until before `watermark`.
-    fn expire(&mut self, watermark: DateTime<Utc>) {
-        while self.expiry.front().is_some_and(|(until, ..)| *until < watermark) {
-            let Some((_, key, at)) = self.expiry.pop_front() else { break };
-            // A later clear of the same alarm keeps the entry.
-            if self.by_key.get(&key) == Some(&at) {
-                self.by_key.remove(&key);
-            }
+    fn prune(&mut self, now_ms: i64) {
+        if !self.0.is_empty() {
+            self.0.retain(|c| c.until_ms >= now_ms);
         }
+    }
+
+    /// Whether `alarm_id` (whose [`tag`] is `tag`) was cleared at or after
+    /// `at_ms`, and is not forgotten by `now_ms`.
+    fn cleared_since(&self, tag: u32, alarm_id: &str, at_ms: i64, now_ms: i64) -> bool {
+        self.0.iter().any(|c| c.tag == tag && c.until_ms >= now_ms && c.at_ms >= at_ms && c.alarm_id == alarm_id)
     }
 }
 
@@ -383,6 +376,8 @@ impl Active {
 struct ActiveList {
     first: Option<Active>,
     more: Vec<Active>,
+    /// The site's clears within the reorder window.
+    cleared: RecentClears,
 }
 
 impl ActiveList {
@@ -459,8 +454,11 @@ pub struct Correlator {
     timers: BTreeSet<Timer>,
     /// Scratch: neighbour incidents of the raise being handled.
     scratch: Vec<u32>,
-    /// Clears within `reorder_window`, for raises arriving after them.
-    recent_clears: RecentClears,
+    /// `reorder_window` in ms (0: off).
+    reorder_ms: i64,
+    /// Recent clears of sites not in the inventory (those of inventory
+    /// sites are in `active`).
+    adhoc_cleared: HashMap<String, RecentClears>,
     /// Latest event time seen.
     watermark: Option<DateTime<Utc>>,
     pub counts: Counts,
@@ -491,11 +489,8 @@ impl Correlator {
             adhoc_tree: RTree::new(),
             timers: BTreeSet::new(),
             scratch: Vec::new(),
-            recent_clears: RecentClears {
-                window: reorder_window,
-                by_key: HashMap::default(),
-                expiry: Default::default(),
-            },
+            reorder_ms: reorder_window.num_milliseconds(),
+            adhoc_cleared: HashMap::default(),
             watermark: None,
             counts: Counts::default(),
         }
@@ -559,11 +554,9 @@ impl Correlator {
             // Planner and NOC events carry wall time, not alarm time.
             self.advance(ev.at);
             if let EventKind::AlarmsCleared { alarms } = &ev.kind {
-                let w = self.watermark();
                 for a in alarms {
-                    self.recent_clears.record(&a.site_id, &a.alarm_id, a.at, w);
+                    self.record_clear(&a.site_id, self.refdata.site_index(&a.site_id), &a.alarm_id, a.at);
                 }
-                self.recent_clears.expire(w);
             }
         }
         let slot = match self.ids.get(&ev.incident_id) {
@@ -799,6 +792,40 @@ impl Correlator {
         Ok((p, r))
     }
 
+    /// Remember a clear of `alarm_id` on `site` (inventory index `idx`) at
+    /// `at`, for [`Correlator::stale`].
+    fn record_clear(&mut self, site: &str, idx: Option<u32>, alarm_id: &str, at: DateTime<Utc>) {
+        if self.reorder_ms <= 0 {
+            return;
+        }
+        let now = self.watermark().timestamp_millis();
+        let at = at.timestamp_millis();
+        let until = at.max(now).saturating_add(self.reorder_ms);
+        match idx {
+            Some(i) => self.active[i as usize].cleared.record(alarm_id, at, until, now),
+            None => self.adhoc_cleared.entry(site.to_string()).or_default().record(alarm_id, at, until, now),
+        }
+    }
+
+    /// Whether this raise arrived after its own clear (within the reorder
+    /// window): the condition is over.
+    fn stale(&self, alarm: &Alarm, idx: Option<u32>) -> bool {
+        let clears = match idx {
+            Some(i) => &self.active[i as usize].cleared,
+            None => match self.adhoc_cleared.get(&alarm.site_id) {
+                Some(c) => c,
+                None => return false,
+            },
+        };
+        !clears.0.is_empty()
+            && clears.cleared_since(
+                tag(&alarm.alarm_id),
+                &alarm.alarm_id,
+                alarm.event_time.timestamp_millis(),
+                self.watermark().timestamp_millis(),
+            )
+    }
+
     fn service_affecting(&self, a: &Alarm) -> bool {
         if a.severity < self.cfg.min_severity {
             return false;
@@ -851,7 +878,6 @@ impl Correlator {
         let t = alarm.event_time;
         self.tick_into(self.watermark.map_or(t, |w| w.max(t)), out);
         self.advance(t);
-        self.recent_clears.expire(self.watermark());
         let aref =
             || AlarmRef { alarm_id: alarm.alarm_id.as_str().into(), site_id: alarm.site_id.as_str().into(), at: t };
         let idx = self.refdata.site_index(&alarm.site_id);
@@ -861,7 +887,7 @@ impl Correlator {
                 Some((slot, true)) => self.emit(slot, t, EventKind::AlarmsCleared { alarms: vec![aref()] }, site, out),
                 _ => self.counts.clears_without_raise += 1,
             }
-            self.recent_clears.record(&alarm.site_id, &alarm.alarm_id, t, self.watermark());
+            self.record_clear(&alarm.site_id, idx, &alarm.alarm_id, t);
             return Ok(());
         }
         if !self.service_affecting(alarm) {
@@ -870,7 +896,7 @@ impl Correlator {
         }
         let (p, r) = self.locate(alarm, idx)?;
         let holding = self.holding(alarm, idx);
-        if !matches!(holding, Some((_, true))) && self.recent_clears.cleared_since(&alarm.site_id, &alarm.alarm_id, t) {
+        if !matches!(holding, Some((_, true))) && self.stale(alarm, idx) {
             self.counts.stale_raises += 1;
             return Ok(());
         }
@@ -1291,6 +1317,12 @@ mod tests {
         assert_eq!(kinds(&c.on_alarm(&raise("B", "S1", 110)).unwrap()), ["opened", "alarms_raised"]);
         assert_eq!((c.counts.stale_raises, c.counts.clears_without_raise), (2, 1));
         assert!(c.incidents().filter(|i| i.state.is_open()).all(|i| i.sites.contains_key("S1")));
+        // The same for a site the inventory lacks, located by its alarm.
+        let located = |at| Alarm { lat: Some(41.821), lon: Some(-71.405), ..raise("L", "NEW", at) };
+        assert_eq!(kinds(&c.on_alarm(&located(200)).unwrap()), ["alarms_raised"]);
+        assert_eq!(kinds(&c.on_alarm(&clear("L", "NEW", 220)).unwrap()), ["alarms_cleared"]);
+        assert!(c.on_alarm(&located(210)).unwrap().is_empty());
+        assert_eq!(c.counts.stale_raises, 3);
     }
 
     #[test]
