@@ -18,8 +18,11 @@
 //!   flaps (`major` "loss of signal" for 30–240 s, ≥ 20 km from any incident
 //!   and from each other) and a few non-service-affecting `minor`/`warning`
 //!   alarms.
-//! - **Feed defects**: repeated raises of the same `alarm_id`, and delivery
-//!   out of event-time order by a bounded jitter.
+//! - **Feed defects**: repeated raises of the same `alarm_id`, delivery
+//!   out of event-time order by a bounded jitter, and late re-sends: a
+//!   raise re-sent with its original event time after the alarm cleared
+//!   (an NMS resynchronising its active alarms), which must not bring the
+//!   site down again.
 //!
 //! Determinism: the same seed, the same set of sites (in any order) and the
 //! same config give identical output. Randomness comes only from
@@ -104,6 +107,7 @@ const STREAM_FLAPS: u64 = 5;
 const STREAM_MINOR: u64 = 6;
 const STREAM_REPEATS: u64 = 7;
 const STREAM_JITTER: u64 = 8;
+const STREAM_LATE: u64 = 9;
 
 /// What to simulate. `ScenarioConfig { seed: 7, ..Default::default() }` is
 /// the usual way to build one; in serde form every field is optional.
@@ -131,6 +135,10 @@ pub struct ScenarioConfig {
     /// Maximum out-of-order delivery jitter applied to publication order,
     /// seconds (≥ 0): real feeds deliver slightly out of event-time order.
     pub max_jitter_s: i64,
+    /// Probability, in [0, 1], that a condition's raise is re-sent with its
+    /// original event time 1–60 s after the clear was published (plus the
+    /// jitter): a resynchronising NMS. The correlator must know it as stale.
+    pub late_resend_probability: f64,
 }
 
 impl Default for ScenarioConfig {
@@ -143,6 +151,7 @@ impl Default for ScenarioConfig {
             flaps: 20,
             repeat_probability: 0.2,
             max_jitter_s: 20,
+            late_resend_probability: 0.05,
         }
     }
 }
@@ -460,6 +469,12 @@ fn validate(sites: &[Site], cfg: &ScenarioConfig) -> Result<(), SimulateError> {
             cfg.repeat_probability
         )));
     }
+    if !(0.0..=1.0).contains(&cfg.late_resend_probability) {
+        return Err(SimulateError::InvalidConfig(format!(
+            "late_resend_probability must be within [0, 1], got {}",
+            cfg.late_resend_probability
+        )));
+    }
     if cfg.max_jitter_s < 0 {
         return Err(SimulateError::InvalidConfig(format!("max_jitter_s must be ≥ 0, got {}", cfg.max_jitter_s)));
     }
@@ -743,6 +758,9 @@ fn random_track(rng: &mut ChaCha8Rng, order: &[usize], pts: &[V3]) -> Track {
 /// An alarm waiting for its place in publication order.
 struct Pending {
     event_s: i64,
+    /// When it is published before the jitter: its event time, or later
+    /// for a late re-send.
+    publish_s: i64,
     seq: usize,
     alarm: Alarm,
 }
@@ -755,8 +773,10 @@ struct Emitter<'a> {
     seed: u64,
     repeat_probability: f64,
     max_jitter_s: i64,
+    late_resend_probability: f64,
     next_id: u64,
     repeats: ChaCha8Rng,
+    late: ChaCha8Rng,
     out: Vec<Pending>,
 }
 
@@ -768,15 +788,18 @@ impl<'a> Emitter<'a> {
             seed: cfg.seed,
             repeat_probability: cfg.repeat_probability,
             max_jitter_s: cfg.max_jitter_s,
+            late_resend_probability: cfg.late_resend_probability,
             next_id: 1,
             repeats: phase_rng(cfg.seed, STREAM_REPEATS),
+            late: phase_rng(cfg.seed, STREAM_LATE),
             out: Vec::new(),
         }
     }
 
     /// One alarm condition on site `i`, raised at `raise_s` and cleared at
     /// `clear_s` (> `raise_s`), sharing one alarm id. A repeated raise, if
-    /// drawn, falls strictly between the two.
+    /// drawn, falls strictly between the two; a late re-send, if drawn,
+    /// carries the raise's time and is published after the clear.
     fn condition(&mut self, i: usize, severity: Severity, cause: &str, raise_s: i64, clear_s: i64) {
         debug_assert!(clear_s > raise_s);
         let id = format!("SIM-{}-{}", self.seed, self.next_id);
@@ -790,6 +813,14 @@ impl<'a> Emitter<'a> {
             }
         }
         self.push(&id, i, AlarmState::Cleared, severity, cause, clear_s);
+        if self.late.random_bool(self.late_resend_probability) {
+            // After the clear's latest publication time, so always after it.
+            let publish_s = clear_s + self.max_jitter_s + self.late.random_range(1..=60);
+            self.push(&id, i, AlarmState::Raised, severity, cause, raise_s);
+            if let Some(p) = self.out.last_mut() {
+                p.publish_s = publish_s;
+            }
+        }
     }
 
     fn push(&mut self, id: &str, i: usize, state: AlarmState, severity: Severity, cause: &str, event_s: i64) {
@@ -804,17 +835,24 @@ impl<'a> Emitter<'a> {
             lon: None,
         };
         let seq = self.out.len();
-        self.out.push(Pending { event_s, seq, alarm });
+        self.out.push(Pending { event_s, publish_s: event_s, seq, alarm });
     }
 
     /// The alarms in publication order: event time plus a jitter in
-    /// [0, max_jitter_s], ties by event time then emission order.
+    /// [0, max_jitter_s] (a late re-send: its own time, drawn already),
+    /// ties by event time then emission order.
     fn finish(self) -> Vec<Alarm> {
         let mut rng = phase_rng(self.seed, STREAM_JITTER);
         let mut keyed: Vec<(i64, Pending)> = self
             .out
             .into_iter()
-            .map(|p| (p.event_s.saturating_add(rng.random_range(0..=self.max_jitter_s)), p))
+            .map(|p| {
+                let at = match p.publish_s > p.event_s {
+                    true => p.publish_s,
+                    false => p.event_s.saturating_add(rng.random_range(0..=self.max_jitter_s)),
+                };
+                (at, p)
+            })
             .collect();
         keyed.sort_unstable_by_key(|(publish_s, p)| (*publish_s, p.event_s, p.seq));
         keyed.into_iter().map(|(_, p)| p.alarm).collect()
@@ -896,7 +934,8 @@ mod tests {
     #[test]
     fn every_condition_is_one_raise_clear_pair() {
         let sites = grid(40);
-        let cfg = ScenarioConfig { seed: 3, repeat_probability: 0.5, ..Default::default() };
+        let cfg =
+            ScenarioConfig { seed: 3, repeat_probability: 0.5, late_resend_probability: 0.0, ..Default::default() };
         let s = generate(&sites, &cfg).unwrap();
         let ids = by_alarm_id(&s.alarms);
         let mut repeated = 0;
@@ -1014,7 +1053,7 @@ mod tests {
     fn publication_order_is_within_the_jitter_of_event_order() {
         let sites = grid(40);
         for max_jitter_s in [0, 5, 20, 120] {
-            let cfg = ScenarioConfig { seed: 11, max_jitter_s, ..Default::default() };
+            let cfg = ScenarioConfig { seed: 11, max_jitter_s, late_resend_probability: 0.0, ..Default::default() };
             let s = generate(&sites, &cfg).unwrap();
             let mut latest = s.alarms[0].event_time;
             let mut out_of_order = 0;
@@ -1026,6 +1065,32 @@ mod tests {
             }
             assert_eq!(out_of_order == 0, max_jitter_s == 0, "jitter {max_jitter_s}");
         }
+    }
+
+    #[test]
+    fn a_late_resend_repeats_the_raise_after_the_clear_and_moves_nothing_else() {
+        let sites = grid(40);
+        let base = ScenarioConfig { seed: 4, late_resend_probability: 0.0, ..Default::default() };
+        let with = generate(&sites, &ScenarioConfig { late_resend_probability: 0.3, ..base.clone() }).unwrap();
+        let without = generate(&sites, &base).unwrap();
+        let mut late = 0;
+        for (id, alarms) in by_alarm_id(&with.alarms) {
+            let pos = |a: &Alarm| with.alarms.iter().position(|b| std::ptr::eq(a, b)).unwrap();
+            let clear = alarms.iter().find(|a| a.state == AlarmState::Cleared).unwrap();
+            let first = alarms.iter().find(|a| a.state == AlarmState::Raised).unwrap();
+            for r in alarms.iter().filter(|a| a.state == AlarmState::Raised && pos(a) > pos(clear)) {
+                assert_eq!(r.event_time, first.event_time, "{id}: a re-send carries the raise's time");
+                late += 1;
+            }
+        }
+        assert!(late > 0);
+        // The other alarms keep their draws and their order.
+        let mut rest = with.alarms.clone();
+        let mut seen = BTreeSet::new();
+        rest.retain(|a| seen.insert((a.alarm_id.clone(), a.state == AlarmState::Raised, a.event_time)));
+        assert_eq!(with.alarms.len() - rest.len(), late);
+        assert_eq!(rest, without.alarms);
+        assert_eq!(with.truth, without.truth);
     }
 
     #[test]
