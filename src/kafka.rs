@@ -331,7 +331,17 @@ impl BatchInFlight {
     }
 }
 
-impl ClientContext for BatchAcks {}
+impl ClientContext for BatchAcks {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        // `enable.gapless.guarantee` is set on purpose (`batch_producer`);
+        // librdkafka's "experimental" notice is no warning for operators.
+        if fac == "CONFWARN" && message.contains("enable.gapless.guarantee") {
+            tracing::debug!(target: "librdkafka", "{fac} {message}");
+            return;
+        }
+        rdkafka::client::DefaultClientContext.log(level, fac, message)
+    }
+}
 
 impl ProducerContext for BatchAcks {
     type DeliveryOpaque = Arc<BatchInFlight>;
