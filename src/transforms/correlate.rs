@@ -12,6 +12,10 @@
 //!   oldest declared one (else the oldest probable one); the other probable
 //!   ones are `merged` into it (nobody was told of them yet), the other
 //!   declared ones are `linked`, never merged, so public ids stay stable;
+//! - alarms pair by site and alarm id: a repeated raise and a clear of
+//!   nothing active change nothing (counted), and a raise that arrives after
+//!   its own clear, within `reorder_window` of feed time, is stale (counted,
+//!   not applied): the condition is over;
 //! - a Probable incident is declared when `declare_sites` sites are down, or
 //!   when `min_sites` have been down for `min_duration`;
 //! - it is dismissed when all its sites are up again before that;
