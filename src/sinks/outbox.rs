@@ -64,8 +64,14 @@ fn str_field(v: &serde_json::Value, f: &str) -> Option<String> {
     v.get(f)?.as_str().map(str::to_string)
 }
 
+/// One line per announcement as callers hear it: a new line when its
+/// words change (a new ETR, the NOC's message), none when only
+/// `valid_until` moves. (Keys are recomputed from the lines on open, so
+/// the digest need only be stable within one build.)
 fn ivr_key(u: &IvrUpsert) -> String {
-    format!("{}/{}/{}", u.region, u.incident_id, u.active)
+    use std::hash::BuildHasher;
+    let words = foldhash::fast::FixedState::with_seed(0).hash_one((&u.message, &u.language, &u.messages));
+    format!("{}/{}/{}/{words:016x}", u.region, u.incident_id, u.active)
 }
 
 /// The per-customer action outboxes. Shared by the dispatcher's lanes: each
@@ -244,6 +250,32 @@ mod tests {
             planned_at: Utc.with_ymd_and_hms(2026, 11, 23, 6, 0, 0).unwrap(),
             not_before: None,
         }
+    }
+
+    #[tokio::test]
+    async fn the_ivr_outbox_writes_an_announcement_again_only_when_its_words_change() {
+        let d = tempfile::tempdir().unwrap();
+        let on = IvrUpsert {
+            region: "029".into(),
+            active: true,
+            message: "An outage in your area; expected back by 14:00.".into(),
+            language: "en".into(),
+            messages: Default::default(),
+            incident_id: IncidentId("INC-20261123-00000001".into()),
+            valid_until: Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap(),
+        };
+        let mut o = IvrOutbox::open(d.path()).unwrap();
+        assert_eq!(o.upsert(&on).await.unwrap(), Delivery::Done);
+        let later = IvrUpsert { valid_until: on.valid_until + chrono::Duration::hours(1), ..on.clone() };
+        assert_eq!(o.upsert(&later).await.unwrap(), Delivery::Duplicate, "only valid_until moved");
+        let new_etr = IvrUpsert { message: "An outage in your area; expected back by 16:00.".into(), ..on.clone() };
+        assert_eq!(o.upsert(&new_etr).await.unwrap(), Delivery::Done, "a new ETR is a new announcement");
+        drop(o);
+        let mut o = IvrOutbox::open(d.path()).unwrap();
+        assert_eq!(o.upsert(&new_etr).await.unwrap(), Delivery::Duplicate, "across a restart");
+        let off = IvrUpsert { active: false, ..new_etr };
+        assert_eq!(o.upsert(&off).await.unwrap(), Delivery::Done);
+        assert_eq!(std::fs::read_to_string(d.path().join("ivr.jsonl")).unwrap().lines().count(), 3);
     }
 
     #[tokio::test]
