@@ -847,9 +847,10 @@ impl<'a> Emitter<'a> {
             .out
             .into_iter()
             .map(|p| {
-                let at = match p.publish_s > p.event_s {
-                    true => p.publish_s,
-                    false => p.event_s.saturating_add(rng.random_range(0..=self.max_jitter_s)),
+                let at = if p.publish_s > p.event_s {
+                    p.publish_s
+                } else {
+                    p.event_s.saturating_add(rng.random_range(0..=self.max_jitter_s))
                 };
                 (at, p)
             })
