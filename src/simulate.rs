@@ -816,14 +816,21 @@ impl<'a> Emitter<'a> {
         if self.late.random_bool(self.late_resend_probability) {
             // After the clear's latest publication time, so always after it.
             let publish_s = clear_s + self.max_jitter_s + self.late.random_range(1..=60);
-            self.push(&id, i, AlarmState::Raised, severity, cause, raise_s);
-            if let Some(p) = self.out.last_mut() {
-                p.publish_s = publish_s;
-            }
+            self.push(&id, i, AlarmState::Raised, severity, cause, raise_s).publish_s = publish_s;
         }
     }
 
-    fn push(&mut self, id: &str, i: usize, state: AlarmState, severity: Severity, cause: &str, event_s: i64) {
+    /// Emits one alarm, published at its event time (plus the jitter)
+    /// unless the caller moves it.
+    fn push(
+        &mut self,
+        id: &str,
+        i: usize,
+        state: AlarmState,
+        severity: Severity,
+        cause: &str,
+        event_s: i64,
+    ) -> &mut Pending {
         let alarm = Alarm {
             alarm_id: id.to_string(),
             site_id: self.sites[i].site_id.clone(),
@@ -836,6 +843,7 @@ impl<'a> Emitter<'a> {
         };
         let seq = self.out.len();
         self.out.push(Pending { event_s, publish_s: event_s, seq, alarm });
+        &mut self.out[seq]
     }
 
     /// The alarms in publication order: event time plus a jitter in

@@ -522,69 +522,81 @@ async fn metrics(State(st): Shared) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
     let s = &st.stats;
     let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+    /// One metric: its help, its type, and a line per (labels, value).
+    fn metric<L: std::fmt::Display>(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(L, u64)]) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (labels, v) in samples {
             let _ = writeln!(out, "{name}{labels} {v}");
         }
-    };
+    }
+    /// `{label="key"}` for each count.
+    fn labelled<'a>(label: &str, counts: impl IntoIterator<Item = (&'a str, u64)>) -> Vec<(String, u64)> {
+        counts.into_iter().map(|(k, v)| (format!("{{{label}=\"{k}\"}}"), v)).collect()
+    }
     let read = s.alarms_read.load(Relaxed);
     let dead = s.alarms_dead_lettered.load(Relaxed);
     metric(
+        &mut out,
         "outage_alarms_total",
         "counter",
         "Alarm records read, by outcome.",
         &[("{outcome=\"accepted\"}", read.saturating_sub(dead)), ("{outcome=\"dead_lettered\"}", dead)],
     );
-    let labelled = |label: &str, counts: &mut dyn Iterator<Item = (&str, u64)>| -> Vec<(String, u64)> {
-        counts.map(|(k, v)| (format!("{{{label}=\"{k}\"}}"), v)).collect()
-    };
-    let dead_by = s.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let dead_by = labelled("class", &mut dead_by.iter().map(|(k, v)| (*k, *v)));
+    let dead_by =
+        labelled("class", s.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (*k, *v)));
+    metric(
+        &mut out,
+        "outage_alarms_dead_lettered_total",
+        "counter",
+        "Alarms dead-lettered, by class of reason.",
+        &dead_by,
+    );
     let ignored = s.alarms_ignored.lock().unwrap_or_else(|p| p.into_inner()).by_reason();
-    let ignored = labelled("reason", &mut ignored.into_iter());
-    for (name, help, samples) in [
-        ("outage_alarms_dead_lettered_total", "Alarms dead-lettered, by class of reason.", &dead_by),
-        (
-            "outage_alarms_ignored_total",
-            "Alarms decoded but not applied (repeated raise, clear without raise, not service-affecting, stale raise), by reason.",
-            &ignored,
-        ),
-    ] {
-        let samples: Vec<(&str, u64)> = samples.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        metric(name, "counter", help, &samples);
-    }
+    metric(
+        &mut out,
+        "outage_alarms_ignored_total",
+        "counter",
+        "Alarms decoded but not applied (repeated raise, clear without raise, not service-affecting, stale raise), by reason.",
+        &labelled("reason", ignored),
+    );
     let snap = st.snapshots.borrow().clone();
     let mut by_state: std::collections::BTreeMap<&str, u64> = Default::default();
     for i in &snap.incidents {
         *by_state.entry(i.inc.state.as_str()).or_default() += 1;
     }
-    let states: Vec<(String, u64)> = by_state.iter().map(|(k, v)| (format!("{{state=\"{k}\"}}"), *v)).collect();
-    let states: Vec<(&str, u64)> = states.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    metric("outage_incidents", "gauge", "Incidents in the read model (open and recently closed), by state.", &states);
-    let channels: Vec<(String, u64)> = crate::model::Channel::ALL
+    let states = labelled("state", by_state);
+    metric(
+        &mut out,
+        "outage_incidents",
+        "gauge",
+        "Incidents in the read model (open and recently closed), by state.",
+        &states,
+    );
+    let mut actions: Vec<(String, u64)> = crate::model::Channel::ALL
         .iter()
         .map(|c| (format!("{{channel=\"{}\",result=\"done\"}}", c.as_str()), s.delivered(*c)))
         .collect();
-    let mut actions: Vec<(&str, u64)> = channels.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     let failed = s.notices_failed.load(Relaxed);
     let dup = s.duplicates.load(Relaxed);
-    actions.push(("{channel=\"notice\",result=\"failed\"}", failed));
-    actions.push(("{channel=\"any\",result=\"duplicate\"}", dup));
-    metric("outage_actions_total", "counter", "Actions carried out, by channel and result.", &actions);
+    actions.push(("{channel=\"notice\",result=\"failed\"}".into(), failed));
+    actions.push(("{channel=\"any\",result=\"duplicate\"}".into(), dup));
+    metric(&mut out, "outage_actions_total", "counter", "Actions carried out, by channel and result.", &actions);
     metric(
+        &mut out,
         "outage_actions_planned_total",
         "counter",
         "Actions planned onto the actions topic.",
         &[("", s.actions_planned.load(Relaxed))],
     );
     metric(
+        &mut out,
         "outage_actions_waiting",
         "gauge",
         "Actions held until their time (quiet hours, revokes).",
         &[("", s.actions_waiting.load(Relaxed))],
     );
     metric(
+        &mut out,
         "outage_declare_to_ivr_max_milliseconds",
         "gauge",
         "Slowest declaration to IVR announcement set.",
@@ -592,12 +604,14 @@ async fn metrics(State(st): Shared) -> Response {
     );
     let health = *s.source.lock().unwrap_or_else(|p| p.into_inner());
     metric(
+        &mut out,
         "outage_consumer_lag_records",
         "gauge",
         "Alarm records on the broker not processed yet (librdkafka's stored-offset lag, refreshed every 2 s; absent until known).",
         &health.lag.map(|l| ("", l)).into_iter().collect::<Vec<_>>(),
     );
     metric(
+        &mut out,
         "outage_brokers_up",
         "gauge",
         "Kafka brokers the alarm consumer is connected to (absent until known).",

@@ -124,9 +124,7 @@ impl RecentClears {
     }
 
     fn prune(&mut self, now_ms: i64) {
-        if !self.0.is_empty() {
-            self.0.retain(|c| c.until_ms >= now_ms);
-        }
+        self.0.retain(|c| c.until_ms >= now_ms);
     }
 
     /// Whether `alarm_id` (whose [`tag`] is `tag`) was cleared at or after
