@@ -269,6 +269,7 @@ fn alarms(rd: &RefData, build_up: usize, churn: usize) -> Vec<Alarm> {
             event_time: at(*n),
             lat: None,
             lon: None,
+            specific_problem: None,
         };
         active.push_back((id, site));
         *n += 1;
@@ -289,6 +290,7 @@ fn alarms(rd: &RefData, build_up: usize, churn: usize) -> Vec<Alarm> {
                 event_time: at(n),
                 lat: None,
                 lon: None,
+                specific_problem: None,
             });
             n += 1;
             step += 1;

@@ -840,6 +840,7 @@ impl<'a> Emitter<'a> {
             event_time: self.start + TimeDelta::seconds(event_s),
             lat: None,
             lon: None,
+            specific_problem: None,
         };
         let seq = self.out.len();
         self.out.push(Pending { event_s, publish_s: event_s, seq, alarm });

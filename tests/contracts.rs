@@ -301,6 +301,7 @@ fn alarm(state: AlarmState, severity: Severity) -> Alarm {
         event_time: t("2026-11-23T04:12:09Z"),
         lat: None,
         lon: None,
+        specific_problem: None,
     }
 }
 

@@ -34,9 +34,14 @@ pub struct Alarm {
     pub site_id: String,
     pub state: AlarmState,
     pub severity: Severity,
-    /// Free text from the NMS, e.g. "mains power failure"; matched against the
-    /// configured service-affecting causes.
+    /// The probable cause as the feed's standard names it (X.733/X.721,
+    /// 3GPP TS 32.111-2 Annex B, e.g. `powerProblem`, `LOSS_OF_SIGNAL`, or a
+    /// vendor code): what classification matches (`transforms::classify`).
     pub probable_cause: String,
+    /// The feed's free-text description of this occurrence (VES and
+    /// TMF642 `specificProblem`): detail for the NOC, never matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub specific_problem: Option<String>,
     /// When the condition happened at the network element (event time, UTC).
     pub event_time: DateTime<Utc>,
     /// Coordinates, for sites the reference data does not know yet.

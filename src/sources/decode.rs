@@ -167,8 +167,8 @@ fn native_direct(payload: &[u8]) -> Option<Alarm> {
     if d.event_list || d.event || d.perceived_severity || d.alarmed_object {
         return None;
     }
-    let NativeDirect { alarm_id, site_id, state, severity, probable_cause, event_time, lat, lon, .. } = d;
-    Some(Alarm { alarm_id, site_id, state, severity, probable_cause, event_time, lat, lon })
+    let NativeDirect { alarm_id, site_id, state, severity, probable_cause, specific_problem, event_time, lat, lon, .. } = d;
+    Some(Alarm { alarm_id, site_id, state, severity, probable_cause, specific_problem, event_time, lat, lon })
 }
 
 /// [`Alarm`]'s fields, plus whether the keys that format detection looks
@@ -180,6 +180,8 @@ struct NativeDirect {
     state: crate::model::AlarmState,
     severity: crate::model::Severity,
     probable_cause: String,
+    #[serde(default)]
+    specific_problem: Option<String>,
     event_time: DateTime<Utc>,
     #[serde(default)]
     lat: Option<f64>,

@@ -81,6 +81,7 @@ pub fn decode(obj: &Map<String, Value>) -> Result<Alarm, DecodeError> {
         event_time,
         lat: None,
         lon: None,
+        specific_problem: None,
     })
 }
 
@@ -137,6 +138,7 @@ mod tests {
             event_time: "2026-11-23T06:00:00Z".parse().unwrap(),
             lat: None,
             lon: None,
+            specific_problem: None,
         }
     }
 

@@ -117,6 +117,7 @@ fn event(ev: &Value) -> Result<Option<Alarm>, DecodeError> {
         event_time,
         lat,
         lon,
+        specific_problem: None,
     }))
 }
 
@@ -227,6 +228,7 @@ mod tests {
             event_time: "2026-11-23T06:00:00.25Z".parse().unwrap(),
             lat: None,
             lon: None,
+            specific_problem: None,
         }
     }
 

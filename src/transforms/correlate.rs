@@ -1154,6 +1154,7 @@ mod tests {
             event_time: t(at),
             lat: None,
             lon: None,
+            specific_problem: None,
         }
     }
 

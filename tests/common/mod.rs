@@ -39,6 +39,7 @@ pub fn alarm(id: &str, site: &str, state: AlarmState, at: DateTime<Utc>) -> Stri
         event_time: at,
         lat: None,
         lon: None,
+        specific_problem: None,
     };
     serde_json::to_string(&a).expect("an alarm serializes")
 }
