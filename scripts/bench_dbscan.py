@@ -10,7 +10,8 @@ scores two answers over the same alarms with the same rules
   is the wall clock of the whole replay process (start, parsing, report);
 - scikit-learn's DBSCAN (haversine metric, ball tree, min_samples 3,
   eps EPS_KM) over the distinct sites that had a service-affecting raise
-  (one of the four service-affecting causes, severity major or critical), at
+  (one of the simulator's four service-affecting causes, severity major or
+  critical), at
   their coordinates in the same sites file. Each cluster is a predicted
   incident; label -1 is noise. Its time is the fit only.
 
@@ -59,7 +60,10 @@ EPS_KM = 15.0
 MIN_SAMPLES = 3  # the correlator's min_sites
 SWEEP_KM = (5.0, 10.0, 15.0, 20.0)
 SWEEP_CASE = "demo"
-SERVICE_AFFECTING = {"mains power failure", "backhaul link down", "equipment failure", "loss of signal"}
+# The simulator's service-affecting causes (src/simulate.rs), normalized as
+# the classifier does (letters and digits, lower case); its environmental
+# noise is left out by class in the correlator and by name here.
+SERVICE_AFFECTING = {"powerproblem", "communicationssubsystemfailure", "equipmentmalfunction", "lossofsignal"}
 DOWN_SEVERITIES = {"major", "critical"}
 SCALE_LAT, SCALE_LON = (35.0, 45.0), (-100.0, -90.0)
 AVERAGED = ("precision", "recall", "ari", "noise_incidents", "seconds")
@@ -76,14 +80,20 @@ def load_sites() -> dict[str, tuple[float, float]]:
         return {r["site_id"]: (float(r["lat"]), float(r["lon"])) for r in csv.DictReader(f)}
 
 
+def normalize(cause: str) -> str:
+    """The classifier's matching key: letters and digits, lower case."""
+    return "".join(c for c in cause if c.isalnum()).lower()
+
+
 def down_sites(alarms: Path) -> list[str]:
     """Distinct sites with a service-affecting raise, in first-seen order
-    (the correlator's test: cause trimmed and lower-cased)."""
+    (the correlator's test for the simulator's causes: severity major or
+    critical, cause in a class that counts)."""
     seen: dict[str, None] = {}
     for line in alarms.read_text().splitlines():
         a = json.loads(line)
         if a["state"] == "raised" and a["severity"] in DOWN_SEVERITIES \
-                and a["probable_cause"].strip().lower() in SERVICE_AFFECTING:
+                and normalize(a["probable_cause"]) in SERVICE_AFFECTING:
             seen.setdefault(a["site_id"], None)
     return list(seen)
 

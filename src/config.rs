@@ -8,6 +8,7 @@
 
 use crate::model::Severity;
 use crate::refdata::RefDataPaths;
+use crate::transforms::classify::{CauseClass, CausesConfig};
 use crate::transforms::compensate::CompensationConfig;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -24,6 +25,9 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub refdata: RefDataPaths,
     pub correlator: CorrelatorConfig,
+    /// Probable-cause classification (`[causes]`): the operator's rules
+    /// for vendor strings, and how the unclassified are reported.
+    pub causes: CausesConfig,
     pub plan: PlanConfig,
     pub sinks: SinksConfig,
     /// The NOC's HTTP API (`[api]`): listen address and bearer tokens.
@@ -158,9 +162,20 @@ pub struct CorrelatorConfig {
     /// All sites must stay up this long before "restored". Default 10m.
     #[serde(with = "humantime_serde")]
     pub hold_down: Duration,
-    /// Alarms below this severity are not service-affecting. Default major.
+    /// Alarms below this severity are not service-affecting: X.733 defines
+    /// critical and major as the service-affecting severities. Default major.
     pub min_severity: Severity,
-    /// Probable causes (case-insensitive) that take service down.
+    /// Cause classes (`transforms::classify`) that never take service down,
+    /// whatever the severity. Default `["environment", "security"]`:
+    /// temperature, humidity, an open door, an intrusion attempt.
+    pub not_service_affecting_classes: Vec<CauseClass>,
+    /// Whether a cause neither the standards' table nor `[causes]` rules
+    /// know counts (by its severity, as X.733 says). Either way it is
+    /// counted by value on `/metrics` and in the log. Default true.
+    pub unclassified_service_affecting: bool,
+    /// If not empty, only these probable causes (any spelling: case and
+    /// separators are ignored) are service-affecting. Default: empty (every
+    /// cause not excluded by its class).
     pub service_affecting_causes: Vec<String>,
     /// Radius for sites the inventory lacks but the alarm locates. Default 2 km.
     pub default_radius_km: f64,
@@ -183,7 +198,9 @@ impl Default for CorrelatorConfig {
             declare_customers: 1000,
             hold_down: Duration::from_secs(600),
             min_severity: Severity::Major,
-            service_affecting_causes: crate::simulate::SERVICE_AFFECTING_CAUSES.iter().map(|s| s.to_string()).collect(),
+            not_service_affecting_classes: vec![CauseClass::Environment, CauseClass::Security],
+            unclassified_service_affecting: true,
+            service_affecting_causes: Vec::new(),
             default_radius_km: 2.0,
             reorder_window: Duration::from_secs(300),
         }
@@ -500,6 +517,14 @@ impl Config {
     }
 
     /// Checks serde cannot express.
+    /// The probable-cause classifier: the standards' table plus the
+    /// `[causes]` rules (a bad rule names its key).
+    pub fn classifier(&self) -> Result<std::sync::Arc<crate::transforms::classify::Classifier>, ConfigError> {
+        crate::transforms::classify::Classifier::new(&self.causes)
+            .map(std::sync::Arc::new)
+            .map_err(|e| ConfigError::Invalid { key: format!("causes.rules[{}].pattern", e.index), message: e.message })
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, message: &str| Err(ConfigError::Invalid { key: key.into(), message: message.into() });
         if self.kafka.bootstrap.as_deref().is_some_and(|b| b.trim().is_empty()) {
@@ -530,8 +555,17 @@ impl Config {
         if c.declare_sites < c.min_sites {
             return bad("correlator.declare_sites", "must be at least correlator.min_sites");
         }
-        if c.service_affecting_causes.is_empty() {
-            return bad("correlator.service_affecting_causes", "must list at least one cause");
+        if let Some(i) =
+            c.service_affecting_causes.iter().position(|c| crate::transforms::classify::normalize(c).is_empty())
+        {
+            return bad(&format!("correlator.service_affecting_causes[{i}]"), "has no letters or digits");
+        }
+        self.classifier()?;
+        if self.causes.report_top == 0 {
+            return bad("causes.report_top", "must be at least 1");
+        }
+        if self.causes.report_every.is_zero() {
+            return bad("causes.report_every", "must be longer than 0s");
         }
         if c.reorder_window > Duration::from_secs(24 * 3600) {
             return bad("correlator.reorder_window", "must be at most 24h (clears are remembered this long)");

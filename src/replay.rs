@@ -59,7 +59,27 @@ pub struct ReplayReport {
     /// reasons that did not occur are left out.
     #[serde(default)]
     pub ignored: BTreeMap<String, u64>,
+    /// Raises by the class of their probable cause (`power`,
+    /// `transmission`, …); classes that did not occur are left out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cause_classes: BTreeMap<String, u64>,
+    /// Causes of raises that neither the standards' table nor the
+    /// `[causes]` rules classify, most frequent first (at most
+    /// `UNCLASSIFIED_SHOWN`; an empty `cause` counts the rest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unclassified_causes: Vec<UnclassifiedCause>,
     pub incidents: Vec<IncidentReport>,
+}
+
+/// How many unclassified causes a report names.
+pub const UNCLASSIFIED_SHOWN: usize = 50;
+
+/// One probable cause the configuration does not classify.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnclassifiedCause {
+    pub cause: String,
+    /// Raises that carried it.
+    pub raises: u64,
 }
 
 /// Replay alarm records, one per line in any accepted format (blank lines
@@ -82,8 +102,10 @@ pub fn replay_with_credits(
     cfg: &Config,
     credits: &mut dyn FnMut(Credit) -> std::io::Result<()>,
 ) -> std::io::Result<ReplayReport> {
-    let mut correlator = Correlator::new(cfg.correlator.clone(), refdata.clone());
-    let planner = Planner::new(cfg.plan.clone(), refdata.clone()).map_err(std::io::Error::other)?;
+    let classifier = cfg.classifier().map_err(std::io::Error::other)?;
+    let mut correlator = Correlator::with_classifier(cfg.correlator.clone(), refdata.clone(), classifier.clone());
+    let planner =
+        Planner::new(cfg.plan.clone(), refdata.clone()).map_err(std::io::Error::other)?.with_classifier(classifier);
     let mut alarms = 0;
     let mut dead = BTreeMap::new();
     let mut events = Vec::new();
@@ -121,7 +143,53 @@ pub fn replay_with_credits(
     let incidents = incidents.into_iter().map(|inc| report(inc, &planner, &refdata)).collect();
     let ignored =
         correlator.counts.by_reason().into_iter().filter(|(_, n)| *n > 0).map(|(k, n)| (k.to_string(), n)).collect();
-    Ok(ReplayReport { alarms, dead_lettered: dead, ignored, incidents })
+    let tally = &correlator.tally;
+    let cause_classes = tally.classes().filter(|(_, n)| *n > 0).map(|(k, n)| (k.to_string(), n)).collect();
+    let unclassified_causes = tally
+        .top(UNCLASSIFIED_SHOWN)
+        .into_iter()
+        .map(|(cause, raises)| UnclassifiedCause { cause, raises })
+        .chain((tally.overflow > 0).then(|| UnclassifiedCause { cause: String::new(), raises: tally.overflow }))
+        .collect();
+    Ok(ReplayReport { alarms, dead_lettered: dead, ignored, cause_classes, unclassified_causes, incidents })
+}
+
+/// What a replay says about the configuration's coverage of a feed: the
+/// records it could not use (unknown elements and sites, malformed
+/// records) and the probable causes nobody classifies, as text for an
+/// operator; and whether everything was covered.
+pub fn coverage(report: &ReplayReport) -> (String, bool) {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let dead: u64 = report.dead_lettered.values().sum();
+    let unclassified: u64 = report.unclassified_causes.iter().map(|u| u.raises).sum();
+    let _ = writeln!(out, "{} alarms, {dead} not usable, {unclassified} raises of unclassified causes", report.alarms);
+    if !report.cause_classes.is_empty() {
+        let classes: Vec<String> = report.cause_classes.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        let _ = writeln!(out, "  raises by cause class: {}", classes.join(", "));
+    }
+    if dead > 0 {
+        let _ = writeln!(out, "  not usable (would be dead-lettered):");
+        let mut by: Vec<(&String, &u64)> = report.dead_lettered.iter().collect();
+        by.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        for (reason, n) in by {
+            let _ = writeln!(out, "    ×{n}: {reason}");
+        }
+    }
+    if unclassified > 0 {
+        let _ = writeln!(
+            out,
+            "  causes neither the standards' table nor [causes] rules classify (add [[causes.rules]] for them):"
+        );
+        for u in &report.unclassified_causes {
+            match u.cause.as_str() {
+                "" => writeln!(out, "    ×{}: (other causes)", u.raises),
+                c => writeln!(out, "    ×{}: {c:?}", u.raises),
+            }
+            .unwrap_or_default();
+        }
+    }
+    (out, dead == 0 && unclassified == 0)
 }
 
 fn report(inc: &Incident, planner: &Planner, rd: &RefData) -> IncidentReport {

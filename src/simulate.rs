@@ -43,21 +43,42 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
-/// Probable cause of a power-failure alarm.
-pub const CAUSE_MAINS_POWER: &str = "mains power failure";
+// Probable causes are the standards' own names (ITU-T X.733/X.721), as
+// real feeds send them; the vendor-style free text goes in
+// `specific_problem` (see [`specific_problem`]).
+
+/// Probable cause of a power-failure alarm (X.733 `powerProblem`).
+pub const CAUSE_MAINS_POWER: &str = "powerProblem";
 /// Probable cause reported by some sites of a power group (downstream of the
 /// failed hub, they lose transmission rather than power).
-pub const CAUSE_BACKHAUL: &str = "backhaul link down";
+pub const CAUSE_BACKHAUL: &str = "communicationsSubsystemFailure";
 /// Probable cause of some storm alarms.
-pub const CAUSE_EQUIPMENT: &str = "equipment failure";
+pub const CAUSE_EQUIPMENT: &str = "equipmentMalfunction";
 /// Probable cause of some storm alarms and of every flap.
-pub const CAUSE_LOSS_OF_SIGNAL: &str = "loss of signal";
-/// Every service-affecting cause the simulator emits; a correlator
-/// configuration must treat these as "site down" for the scenario to work.
+pub const CAUSE_LOSS_OF_SIGNAL: &str = "lossOfSignal";
+/// Every service-affecting cause the simulator emits: each is in a class
+/// the default correlator configuration counts (power, transmission,
+/// equipment).
 pub const SERVICE_AFFECTING_CAUSES: [&str; 4] =
     [CAUSE_MAINS_POWER, CAUSE_BACKHAUL, CAUSE_EQUIPMENT, CAUSE_LOSS_OF_SIGNAL];
-/// The non-service-affecting causes of the `minor`/`warning` noise alarms.
-pub const NON_SERVICE_AFFECTING_CAUSES: [&str; 2] = ["high temperature", "door open"];
+/// The environmental causes of the noise alarms (X.733 environmental
+/// alarms): never service-affecting by default, even when `major`.
+pub const NON_SERVICE_AFFECTING_CAUSES: [&str; 2] = ["temperatureUnacceptable", "enclosureDoorOpen"];
+
+/// The free text a vendor's NMS puts beside a standard cause
+/// (`specificProblem`): detail for the NOC, never matched.
+pub fn specific_problem(cause: &str, site_id: &str) -> Option<String> {
+    let text = match cause {
+        CAUSE_MAINS_POWER => format!("Mains failure at {site_id}: rectifiers on battery"),
+        CAUSE_BACKHAUL => format!("S1 link from {site_id} to its hub down"),
+        CAUSE_EQUIPMENT => format!("RRU 2 of {site_id} not responding"),
+        CAUSE_LOSS_OF_SIGNAL => format!("LOS on port 1/3 of {site_id}"),
+        "temperatureUnacceptable" => format!("Cabinet temperature high at {site_id}"),
+        "enclosureDoorOpen" => format!("Cabinet door open at {site_id}"),
+        _ => return None,
+    };
+    Some(text)
+}
 
 /// A group needs at least this many sites to be chosen for a power failure:
 /// smaller groups would look like a single-site flap.
@@ -365,6 +386,13 @@ pub fn generate(sites: &[Site], cfg: &ScenarioConfig) -> Result<Scenario, Simula
         noise.insert(i);
         let severity = if rng.random_bool(0.5) { Severity::Minor } else { Severity::Warning };
         let cause = NON_SERVICE_AFFECTING_CAUSES[pick(&mut rng, NON_SERVICE_AFFECTING_CAUSES.len())];
+        // Feeds raise an over-temperature as major: its class, not its
+        // severity, keeps it from counting (no extra draw, so the streams
+        // are as before).
+        let severity = match (cause, severity) {
+            ("temperatureUnacceptable", Severity::Minor) => Severity::Major,
+            _ => severity,
+        };
         let raise = rng.random_range(0..NOISE_SPAN_S);
         em.condition(i, severity, cause, raise, raise + rng.random_range(60..=900));
     }
@@ -840,7 +868,7 @@ impl<'a> Emitter<'a> {
             event_time: self.start + TimeDelta::seconds(event_s),
             lat: None,
             lon: None,
-            specific_problem: None,
+            specific_problem: specific_problem(cause, &self.sites[i].site_id),
         };
         let seq = self.out.len();
         self.out.push(Pending { event_s, publish_s: event_s, seq, alarm });
@@ -995,6 +1023,7 @@ mod tests {
         let sites = grid(40);
         let pos: BTreeMap<&str, V3> =
             sites.iter().map(|s| (s.site_id.as_str(), GeoPoint::new(s.lat, s.lon).xyz())).collect();
+        let mut major_environmental = 0;
         for seed in 0..10 {
             let s = generate(&sites, &cfg(seed)).unwrap();
             assert!(s.truth.noise_sites.windows(2).all(|w| w[0] < w[1]));
@@ -1008,7 +1037,8 @@ mod tests {
             let flap_sites: BTreeSet<&str> = s
                 .alarms
                 .iter()
-                .filter(|a| a.severity == Severity::Major && !unique.contains(a.site_id.as_str()))
+                .filter(|a| a.severity == Severity::Major && a.probable_cause == CAUSE_LOSS_OF_SIGNAL)
+                .filter(|a| !unique.contains(a.site_id.as_str()))
                 .map(|a| a.site_id.as_str())
                 .collect();
             assert!(!flap_sites.is_empty());
@@ -1020,13 +1050,27 @@ mod tests {
                     assert!(f == g || km_between(pos[f], pos[g]) >= NOISE_SEPARATION_KM);
                 }
             }
-            // Non-service-affecting noise is minor or warning.
+            // Every cause is a standard one with vendor detail beside it;
+            // the noise's is environmental (never service-affecting by
+            // default), some of it major, so the class is what keeps it out.
+            let classifier = crate::transforms::classify::Classifier::default();
             for a in &s.alarms {
+                let class = classifier.classify(&a.probable_cause);
+                assert!(class.is_some(), "{} is not a standard cause", a.probable_cause);
+                assert!(a.specific_problem.as_deref().is_some_and(|d| d.contains(&a.site_id)), "{a:?}");
                 if NON_SERVICE_AFFECTING_CAUSES.contains(&a.probable_cause.as_str()) {
-                    assert!(matches!(a.severity, Severity::Minor | Severity::Warning));
+                    assert_eq!(class, Some(crate::transforms::classify::CauseClass::Environment));
                 }
             }
+            major_environmental += s
+                .alarms
+                .iter()
+                .filter(|a| {
+                    a.severity == Severity::Major && NON_SERVICE_AFFECTING_CAUSES.contains(&a.probable_cause.as_str())
+                })
+                .count();
         }
+        assert!(major_environmental > 0);
     }
 
     #[test]

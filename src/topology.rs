@@ -97,6 +97,9 @@ pub struct Stats {
     /// clears without a raise, not service-affecting, stale raises), as of
     /// the last step.
     pub alarms_ignored: std::sync::Mutex<crate::transforms::correlate::Counts>,
+    /// Raises by cause class and the most frequent unclassified causes, as
+    /// of the last step.
+    pub causes: std::sync::Mutex<crate::transforms::classify::TallySummary>,
     pub events_appended: AtomicU64,
     pub actions_planned: AtomicU64,
     /// Actions the dispatcher took off the topic (delivered or duplicate).
@@ -265,6 +268,9 @@ pub struct Pipeline<S: AlarmSource, I: IvrSink> {
     /// Steps whose incident-log records are with the writer, oldest first:
     /// the writer's answer, and the step's records to acknowledge then.
     in_flight: std::collections::VecDeque<InFlight>,
+    /// The cause tally as of the last "unclassified causes" log line, and
+    /// when that was (wall clock): the line names what is new since.
+    causes_logged: (crate::transforms::classify::CauseTally, Option<DateTime<Utc>>),
 }
 
 /// A step's incident-log records, produced in the order jobs are sent.
@@ -341,11 +347,12 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         clock: Arc<dyn Clock>,
         stats: Arc<Stats>,
     ) -> Result<Self, TopologyError> {
+        let classifier = cfg.classifier()?;
         Ok(Pipeline {
             source,
             ivr,
-            correlator: Correlator::new(cfg.correlator.clone(), refdata.clone()),
-            planner: Planner::new(cfg.plan.clone(), refdata.clone())?,
+            correlator: Correlator::with_classifier(cfg.correlator.clone(), refdata.clone(), classifier.clone()),
+            planner: Planner::new(cfg.plan.clone(), refdata.clone())?.with_classifier(classifier),
             restorations: Restorations::new(refdata, cfg.correlator.hold_down),
             producer: broker.producer()?,
             limits: cfg.ingest.limits(),
@@ -361,6 +368,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             log: None,
             log_producer: Some(broker.batch_producer()?),
             in_flight: Default::default(),
+            causes_logged: Default::default(),
         })
     }
 
@@ -671,6 +679,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         *self.stats.source.lock().unwrap_or_else(|p| p.into_inner()) = self.source.health();
         self.stats.alarms_dead_lettered.fetch_add(out.dlq.len() as u64, Relaxed);
         self.stats.alarms_ignored.lock().unwrap_or_else(|p| p.into_inner()).clone_from(&self.correlator.counts);
+        self.report_causes(now);
         if !out.dead_classes.is_empty() {
             let mut by = self.stats.dead_letters.lock().unwrap_or_else(|p| p.into_inner());
             for c in &out.dead_classes {
@@ -998,6 +1007,38 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         let (done, written) = tokio::sync::oneshot::channel();
         log.send(LogJob { events: out.events, done }).await.map_err(|_| TopologyError::LogWriterStopped)?;
         Ok(written)
+    }
+
+    /// Publish the cause tally for `/metrics`, and every
+    /// `causes.report_every` log the unclassified causes seen since the
+    /// last such line: what the configuration does not understand is said
+    /// out loud, not only counted.
+    fn report_causes(&mut self, now: DateTime<Utc>) {
+        let tally = &self.correlator.tally;
+        let top = self.cfg.causes.report_top;
+        let mut published = self.stats.causes.lock().unwrap_or_else(|p| p.into_inner());
+        if published.by_class != tally.by_class || published.unclassified != tally.unclassified_total() {
+            *published = tally.summary(top);
+        }
+        drop(published);
+        let (last, at) = &self.causes_logged;
+        let every = chrono::Duration::from_std(self.cfg.causes.report_every).unwrap_or(chrono::Duration::MAX);
+        match at {
+            None => self.causes_logged.1 = Some(now),
+            Some(at) if now - *at >= every => {
+                let new = tally.since(last);
+                if new.unclassified_total() > 0 {
+                    tracing::warn!(
+                        raises = new.unclassified_total(),
+                        causes = %new.describe_top(top),
+                        "alarm causes not classified (neither a standard probable cause nor a [causes] rule); \
+                         they count as service-affecting only if correlator.unclassified_service_affecting"
+                    );
+                }
+                self.causes_logged = (tally.clone(), Some(now));
+            }
+            Some(_) => {}
+        }
     }
 
     fn publish_counts(&self) {

@@ -788,3 +788,60 @@ fn planned_actions_conform() {
         assert_conforms("ivr-upsert.v1", &u.region, &u);
     }
 }
+
+/// `outaged --check --alarms FILE`: before going live, an operator learns
+/// which of the feed's elements and causes the configuration does not
+/// cover; exit 1 while anything is not, 0 once it all is.
+#[test]
+fn check_alarms_names_the_elements_and_causes_the_configuration_does_not_cover() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let line = |id: &str, site: &str, cause: &str| {
+        format!(
+            r#"{{"alarm_id":"{id}","site_id":"{site}","state":"raised","severity":"critical","probable_cause":"{cause}","event_time":"2026-11-23T06:00:00Z"}}"#
+        )
+    };
+    let covered = [line("A1", "S-CT-000001", "LOSS_OF_SIGNAL"), line("A2", "S-CT-000003", "power problem")];
+    let mut all = covered.to_vec();
+    all.push(line("A3", "S-CT-000004", "ALM-4471"));
+    all.push(line("A4", "ENB-NOPE-1", "powerProblem"));
+    let write = |name: &str, lines: &[String]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, lines.join("\n")).unwrap();
+        p
+    };
+    let (good, bad) = (write("good.jsonl", &covered), write("bad.jsonl", &all));
+    let run = |file: &Path, config: Option<&Path>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_outaged"));
+        cmd.current_dir(root).arg("--check").arg("--alarms").arg(file);
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let out = cmd.env_remove("OUTAGE_CONFIG").output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = run(&bad, None);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("4 alarms, 1 not usable, 1 raises of unclassified causes"), "{out}");
+    assert!(out.contains("\"ENB-NOPE-1\""), "the unknown element is named: {out}");
+    assert!(out.contains("×1: \"ALM-4471\""), "the unclassified cause is named: {out}");
+    assert!(out.contains("transmission 1") && out.contains("power 1"), "{out}");
+    // A rule for the vendor string covers it; the element stays unknown.
+    let cfg = dir.path().join("rules.toml");
+    std::fs::write(&cfg, "[[causes.rules]]\nmatch = \"glob\"\npattern = \"ALM-44*\"\nclass = \"equipment\"\n").unwrap();
+    let (code, out) = run(&bad, Some(&cfg));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("0 raises of unclassified causes") && out.contains("equipment 1"), "{out}");
+    let (code, out) = run(&good, None);
+    assert_eq!(code, Some(0), "everything covered: {out}");
+    // A bad rule is a configuration error naming its key.
+    std::fs::write(&cfg, "[[causes.rules]]\nmatch = \"regex\"\npattern = \"(\"\nclass = \"power\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outaged"))
+        .current_dir(root)
+        .args(["--check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("causes.rules[0].pattern"), "{out:?}");
+}

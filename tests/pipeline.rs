@@ -438,8 +438,13 @@ async fn the_noc_api_reads_updates_and_resolves_with_roles() {
             ("S1", alarm("A1", "S1", AlarmState::Raised, t0)),
             ("S2", alarm("A2", "S2", AlarmState::Raised, t0)),
             ("S3", alarm("A3", "S3", AlarmState::Raised, t0)),
-            // The feed re-sends an active alarm: counted, not news.
-            ("S1", alarm("A1", "S1", AlarmState::Raised, t0 + Cd::seconds(30))),
+            // The feed re-sends an active alarm: counted, not news (its
+            // vendor's cause string is one nobody classified: said aloud).
+            (
+                "S1",
+                alarm("A1", "S1", AlarmState::Raised, t0 + Cd::seconds(30))
+                    .replace("powerProblem", r#"VENDOR \"PWR\" 17"#),
+            ),
         ],
     )
     .await;
@@ -539,6 +544,13 @@ async fn the_noc_api_reads_updates_and_resolves_with_roles() {
     assert!(metrics.contains("outage_alarms_total{outcome=\"accepted\"} 4"), "{metrics}");
     assert!(metrics.contains("outage_alarms_ignored_total{reason=\"repeated_raise\"} 1\n"), "{metrics}");
     assert!(metrics.contains("outage_alarms_ignored_total{reason=\"stale_raise\"} 0\n"), "{metrics}");
+    assert!(metrics.contains("outage_alarm_raises_by_cause_class_total{class=\"power\"} 3\n"), "{metrics}");
+    assert!(metrics.contains("outage_alarm_raises_by_cause_class_total{class=\"environment\"} 0\n"), "{metrics}");
+    assert!(
+        metrics.contains("outage_alarm_raises_unclassified_total{cause=\"VENDOR \\\"PWR\\\" 17\"} 1\n"),
+        "the cause, escaped: {metrics}"
+    );
+    assert!(metrics.contains("outage_alarm_raises_unclassified_total{cause=\"\"} 0\n"), "{metrics}");
     // Declared at t0 + min_duration (event time); first notice about an hour
     // after t0 (wall time).
     assert!(metrics.contains("outage_first_alarm_to_declared_seconds_count 1\n"), "{metrics}");

@@ -21,6 +21,7 @@ pub mod types;
 use crate::model::{Incident, IncidentId, IncidentState};
 use crate::refdata::RefData;
 use crate::topology::{Shutdown, Stats};
+use crate::transforms::classify::CauseClass;
 use crate::transforms::plan::Planner;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -225,7 +226,10 @@ impl ApiState {
             tokens: cfg.api.tokens.clone(),
             snapshots,
             commands,
-            planner: Planner::new(cfg.plan.clone(), refdata.clone())?,
+            // The configuration is validated before the API starts, so its
+            // rules compile; the table alone is the fallback.
+            planner: Planner::new(cfg.plan.clone(), refdata.clone())?
+                .with_classifier(cfg.classifier().unwrap_or_default()),
             refdata,
             stats,
             by_msisdn,
@@ -256,6 +260,11 @@ impl From<CommandError> for ApiError {
 }
 
 /// Equal in time whatever the first difference (tokens are secrets).
+/// `v` as a Prometheus label value: backslash, quote and newline escaped.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -558,6 +567,28 @@ async fn metrics(State(st): Shared) -> Response {
         "counter",
         "Alarms decoded but not applied (repeated raise, clear without raise, not service-affecting, stale raise), by reason.",
         &labelled("reason", ignored),
+    );
+    let causes = s.causes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    metric(
+        &mut out,
+        "outage_alarm_raises_by_cause_class_total",
+        "counter",
+        "Alarm raises by the class of their probable cause (the standards' table and [causes] rules).",
+        &labelled("class", CauseClass::ALL.iter().map(|c| (c.as_str(), causes.by_class[*c as usize]))),
+    );
+    let named: u64 = causes.top.iter().map(|(_, n)| n).sum();
+    let unclassified: Vec<(String, u64)> = causes
+        .top
+        .iter()
+        .map(|(cause, n)| (format!("{{cause=\"{}\"}}", label_value(cause)), *n))
+        .chain(std::iter::once(("{cause=\"\"}".to_string(), causes.unclassified - named)))
+        .collect();
+    metric(
+        &mut out,
+        "outage_alarm_raises_unclassified_total",
+        "counter",
+        "Alarm raises whose probable cause nobody classifies, the causes.report_top most frequent by cause; cause=\"\" counts the rest.",
+        &unclassified,
     );
     let snap = st.snapshots.borrow().clone();
     let mut by_state: std::collections::BTreeMap<&str, u64> = Default::default();

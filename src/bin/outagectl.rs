@@ -706,6 +706,16 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
     for (reason, n) in &report.ignored {
         writeln!(out, "  ignored ×{n}: {reason}")?;
     }
+    if !report.cause_classes.is_empty() {
+        let classes: Vec<String> = report.cause_classes.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        writeln!(out, "  raises by cause class: {}", classes.join(", "))?;
+    }
+    for u in &report.unclassified_causes {
+        match u.cause.as_str() {
+            "" => writeln!(out, "  unclassified cause ×{}: (other causes)", u.raises)?,
+            c => writeln!(out, "  unclassified cause ×{}: {c:?}", u.raises)?,
+        }
+    }
     let time = |t: Option<chrono::DateTime<Utc>>| t.map_or("-".to_string(), |t| t.format("%H:%M:%S").to_string());
     for i in &report.incidents {
         writeln!(

@@ -22,6 +22,11 @@ struct Cli {
     /// Check the configuration and reference data, then exit.
     #[arg(long)]
     check: bool,
+    /// With --check: run this alarm file (one record per line, any accepted
+    /// format) through decoding and classification, and list the elements
+    /// and probable causes the configuration does not cover (exit 1 if any).
+    #[arg(long, requires = "check", value_name = "FILE")]
+    alarms: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -93,6 +98,17 @@ async fn main() -> anyhow::Result<()> {
             );
             if cli.check {
                 println!("configuration and reference data OK");
+                if let Some(path) = &cli.alarms {
+                    let file = std::fs::File::open(path).with_context(|| path.display().to_string())?;
+                    let lines = std::io::BufRead::split(std::io::BufReader::new(file), b'\n');
+                    let report =
+                        outage::replay::replay(lines, refdata, &cfg).with_context(|| path.display().to_string())?;
+                    let (text, covered) = outage::replay::coverage(&report);
+                    print!("{}: {text}", path.display());
+                    if !covered {
+                        std::process::exit(1);
+                    }
+                }
                 return Ok(());
             }
             let broker = Broker::connect(&cfg.kafka).await?;

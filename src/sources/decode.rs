@@ -167,7 +167,9 @@ fn native_direct(payload: &[u8]) -> Option<Alarm> {
     if d.event_list || d.event || d.perceived_severity || d.alarmed_object {
         return None;
     }
-    let NativeDirect { alarm_id, site_id, state, severity, probable_cause, specific_problem, event_time, lat, lon, .. } = d;
+    let NativeDirect {
+        alarm_id, site_id, state, severity, probable_cause, specific_problem, event_time, lat, lon, ..
+    } = d;
     Some(Alarm { alarm_id, site_id, state, severity, probable_cause, specific_problem, event_time, lat, lon })
 }
 

@@ -4,8 +4,15 @@
 //! times and from `tick(now)`.
 //!
 //! The rules:
-//! - a service-affecting raise (severity ≥ `min_severity`, cause in
-//!   `service_affecting_causes`) on a site joins the open incident that has
+//! - an alarm's site must be known (inventory, or the alarm's own lat/lon)
+//!   before anything else is asked of it: an unknown site is an error the
+//!   caller dead-letters, never a cause that "does not count";
+//! - a service-affecting raise (severity ≥ `min_severity`, X.733's rule:
+//!   critical and major take service down; its cause's class, from
+//!   [`super::classify`], not in `not_service_affecting_classes`; an
+//!   unclassified cause only if `unclassified_service_affecting`; and, if
+//!   the operator restricts them, a cause in `service_affecting_causes`)
+//!   on a site joins the open incident that has
 //!   a down or recently cleared member site within `r_a + r_b +
 //!   neighbour_gap_km` or in the same power/backhaul group, or opens a new
 //!   one (linked to the site's last resolved incident: a recurrence). When it touches several, it joins the
@@ -43,6 +50,7 @@ use crate::geodesy::GeoPoint;
 use crate::model::incident::ApplyError;
 use crate::model::{Alarm, AlarmRef, EventKind, Incident, IncidentEvent, IncidentId, IncidentState};
 use crate::refdata::{Indexed, RefData};
+use crate::transforms::classify::{normalize, CauseClass, CauseTally, Classifier};
 use chrono::{DateTime, Duration, Utc};
 use compact_str::CompactString;
 use foldhash::{HashMap, HashSet};
@@ -433,8 +441,13 @@ struct Timer {
 pub struct Correlator {
     cfg: CorrelatorConfig,
     refdata: Arc<RefData>,
-    /// Lower-cased service-affecting causes.
-    causes: Vec<String>,
+    /// Probable cause → class (the standards' table and the operator's rules).
+    classifier: Arc<Classifier>,
+    /// `service_affecting_causes`, normalized (empty: no restriction).
+    causes: HashSet<String>,
+    /// Each distinct cause string's verdict, computed once: feeds repeat a
+    /// handful of causes, and classifying normalizes and hashes.
+    verdicts: HashMap<CompactString, Verdict>,
     min_duration: Duration,
     hold_down: Duration,
     /// Every incident, by slot; slots are never reused.
@@ -464,11 +477,32 @@ pub struct Correlator {
     /// Latest event time seen.
     watermark: Option<DateTime<Utc>>,
     pub counts: Counts,
+    /// Raises by cause class, and the unclassified by cause.
+    pub tally: CauseTally,
 }
 
+/// What a cause string means to the correlator.
+#[derive(Debug, Clone, Copy)]
+struct Verdict {
+    class: Option<CauseClass>,
+    /// Whether a raise of this cause counts (at a severity that does).
+    affecting: bool,
+}
+
+/// Distinct causes whose verdict is cached; past this (a feed putting ids
+/// in its causes) they are classified each time.
+const MAX_VERDICTS: usize = 4096;
+
 impl Correlator {
+    /// A correlator classifying causes by the standards' table alone.
     pub fn new(cfg: CorrelatorConfig, refdata: Arc<RefData>) -> Self {
-        let causes = cfg.service_affecting_causes.iter().map(|c| c.trim().to_lowercase()).collect();
+        Self::with_classifier(cfg, refdata, Arc::new(Classifier::default()))
+    }
+
+    /// A correlator classifying causes with `classifier` (the table plus
+    /// the operator's `[causes]` rules).
+    pub fn with_classifier(cfg: CorrelatorConfig, refdata: Arc<RefData>, classifier: Arc<Classifier>) -> Self {
+        let causes = cfg.service_affecting_causes.iter().map(|c| normalize(c)).collect();
         let dur = |d: std::time::Duration| Duration::from_std(d).unwrap_or(Duration::MAX);
         let n_sites = refdata.sites.len();
         let reach = |r: f64| r + refdata.max_radius_km().max(cfg.default_radius_km) + cfg.neighbour_gap_km;
@@ -479,7 +513,9 @@ impl Correlator {
             hold_down: dur(cfg.hold_down),
             cfg,
             refdata,
+            classifier,
             causes,
+            verdicts: HashMap::default(),
             slots: Vec::new(),
             ids: HashMap::default(),
             open: SiteSlots::new(n_sites),
@@ -495,6 +531,7 @@ impl Correlator {
             adhoc_cleared: HashMap::default(),
             watermark: None,
             counts: Counts::default(),
+            tally: CauseTally::default(),
         }
     }
 
@@ -828,17 +865,32 @@ impl Correlator {
             )
     }
 
-    fn service_affecting(&self, a: &Alarm) -> bool {
-        if a.severity < self.cfg.min_severity {
-            return false;
-        }
-        let cause = a.probable_cause.trim();
-        if cause.is_ascii() {
-            // What `to_lowercase` would give, without allocating it.
-            self.causes.iter().any(|c| c.eq_ignore_ascii_case(cause))
-        } else {
-            self.causes.contains(&cause.to_lowercase())
-        }
+    /// Whether a raise takes service down (severity and cause), counting
+    /// its cause's class on the way.
+    fn service_affecting(&mut self, a: &Alarm) -> bool {
+        let cause = a.probable_cause.as_str();
+        let v = match self.verdicts.get(cause) {
+            Some(v) => *v,
+            None => {
+                let v = self.verdict(cause);
+                if self.verdicts.len() < MAX_VERDICTS {
+                    self.verdicts.insert(cause.into(), v);
+                }
+                v
+            }
+        };
+        self.tally.record(cause, v.class);
+        v.affecting && a.severity >= self.cfg.min_severity
+    }
+
+    fn verdict(&self, cause: &str) -> Verdict {
+        let class = self.classifier.classify(cause);
+        let by_class = match class {
+            Some(c) => !self.cfg.not_service_affecting_classes.contains(&c),
+            None => self.cfg.unclassified_service_affecting,
+        };
+        let listed = self.causes.is_empty() || self.causes.contains(&normalize(cause));
+        Verdict { class, affecting: by_class && listed }
     }
 
     /// The open incident holding the alarm's site, and whether the alarm is
@@ -891,6 +943,9 @@ impl Correlator {
             }
             self.record_clear(&alarm.site_id, idx, &alarm.alarm_id, t);
             return Ok(());
+        }
+        if idx.is_none() && alarm.lat.is_none() && !self.adhoc_index.contains_key(&alarm.site_id) {
+            return Err(CorrelateError::UnknownSite(alarm.site_id.clone()));
         }
         if !self.service_affecting(alarm) {
             self.counts.not_service_affecting += 1;
@@ -1118,8 +1173,12 @@ mod tests {
 
     /// S1..S4 about a kilometre apart; FAR 80 km north.
     fn correlator(cfg: CorrelatorConfig) -> Correlator {
+        Correlator::new(cfg, Arc::new(refdata()))
+    }
+
+    fn refdata() -> RefData {
         let site = |id: &str, lat, lon| Site { site_id: id.into(), lat, lon, radius_km: 2.0, group_id: None };
-        let rd = RefData::build(
+        RefData::build(
             vec![
                 site("S1", 41.820, -71.410),
                 site("S2", 41.829, -71.410),
@@ -1130,8 +1189,7 @@ mod tests {
             vec![],
             vec![],
         )
-        .unwrap();
-        Correlator::new(cfg, Arc::new(rd))
+        .unwrap()
     }
 
     fn cfg() -> CorrelatorConfig {
@@ -1227,12 +1285,69 @@ mod tests {
         minor.severity = Severity::Minor;
         assert!(c.on_alarm(&minor).unwrap().is_empty());
         let mut door = raise("N2", "S1", 0);
-        door.probable_cause = "door open".into();
-        assert!(c.on_alarm(&door).unwrap().is_empty());
+        door.probable_cause = "ENCLOSURE_DOOR_OPEN".into();
+        assert!(c.on_alarm(&door).unwrap().is_empty(), "environmental, though critical");
         let evs = c.on_alarm(&clear("F1", "FAR", 60)).unwrap();
         assert_eq!(kinds(&evs), ["alarms_cleared"]);
         assert_eq!(kinds(&c.tick(t(61))), ["dismissed"]);
         assert!(c.incidents().all(|i| i.state == IncidentState::Dismissed));
+    }
+
+    #[test]
+    fn causes_count_by_their_standard_class_in_any_spelling() {
+        let with_cause = |id: &str, site: &str, cause: &str, severity: Severity| Alarm {
+            probable_cause: cause.into(),
+            severity,
+            ..raise(id, site, 0)
+        };
+        let mut c = correlator(cfg());
+        let counted = |c: &mut Correlator, a: &Alarm| {
+            let before = c.counts.not_service_affecting;
+            c.on_alarm(a).unwrap();
+            c.counts.not_service_affecting == before
+        };
+        assert!(counted(&mut c, &with_cause("A1", "S1", "lossOfSignal", Severity::Major)));
+        assert!(counted(&mut c, &with_cause("A2", "S2", "LOSS_OF_SIGNAL", Severity::Critical)));
+        assert!(counted(&mut c, &with_cause("A3", "S3", "power problem", Severity::Critical)));
+        assert!(!counted(&mut c, &with_cause("A4", "S1", "lossOfSignal", Severity::Minor)), "X.733: minor is not");
+        assert!(!counted(&mut c, &with_cause("A5", "S1", "temperatureUnacceptable", Severity::Critical)));
+        assert!(!counted(&mut c, &with_cause("A6", "S1", "unauthorizedAccessAttempt", Severity::Major)));
+        assert!(counted(&mut c, &with_cause("A7", "S2", "ALM-4471", Severity::Critical)), "unclassified counts");
+        assert!(counted(&mut c, &with_cause("A8", "S3", "ALM-4471", Severity::Critical)));
+        assert_eq!(c.tally.top(5), vec![("ALM-4471".to_string(), 2)]);
+        assert_eq!(c.tally.by_class[CauseClass::Transmission as usize], 3);
+        assert_eq!(c.tally.by_class[CauseClass::Environment as usize], 1);
+
+        // Unclassified causes left out; a rule classifies a vendor string.
+        let strict = CorrelatorConfig { unclassified_service_affecting: false, ..cfg() };
+        let rules = crate::transforms::classify::CausesConfig {
+            rules: vec![crate::transforms::classify::CauseRule {
+                kind: crate::transforms::classify::MatchKind::Glob,
+                pattern: "ALM-44*".into(),
+                class: CauseClass::Power,
+            }],
+            ..Default::default()
+        };
+        let classifier = Arc::new(Classifier::new(&rules).unwrap());
+        let mut c = Correlator::with_classifier(strict, Arc::new(refdata()), classifier);
+        assert!(!counted(&mut c, &with_cause("B1", "S1", "ALM-9", Severity::Critical)));
+        assert!(counted(&mut c, &with_cause("B2", "S1", "alm-4471", Severity::Critical)));
+
+        // The operator may still restrict by cause, in any spelling.
+        let only = CorrelatorConfig { service_affecting_causes: vec!["Loss of signal".into()], ..cfg() };
+        let mut c = correlator(only);
+        assert!(counted(&mut c, &with_cause("C1", "S1", "lossOfSignal", Severity::Major)));
+        assert!(!counted(&mut c, &with_cause("C2", "S2", "powerProblem", Severity::Critical)));
+    }
+
+    #[test]
+    fn an_unknown_site_is_an_error_whatever_the_cause() {
+        let mut c = correlator(cfg());
+        let door = Alarm { probable_cause: "enclosureDoorOpen".into(), ..raise("X", "NEW", 0) };
+        assert_eq!(c.on_alarm(&door), Err(CorrelateError::UnknownSite("NEW".into())));
+        let minor = Alarm { severity: Severity::Minor, ..raise("Y", "NEW", 0) };
+        assert_eq!(c.on_alarm(&minor), Err(CorrelateError::UnknownSite("NEW".into())));
+        assert_eq!(c.counts.not_service_affecting, 0, "never counted as a cause that does not count");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! reads the clock; time comes in as a parameter, so every rule is tested
 //! without Kafka, files or sleeping.
 
+pub mod classify;
 pub mod compensate;
 pub mod correlate;
 pub mod plan;

@@ -179,6 +179,13 @@ impl Planner {
         Ok(Planner { cfg, refdata, templates, default_tz })
     }
 
+    /// Word causes by `classifier` (the operator's `[causes]` rules as
+    /// well as the standards' table).
+    pub fn with_classifier(mut self, classifier: Arc<crate::transforms::classify::Classifier>) -> Self {
+        self.templates = self.templates.with_classifier(classifier);
+        self
+    }
+
     /// The zone notices to a postcode's customers are written in.
     fn timezone(&self, postcode: &str) -> Tz {
         self.refdata

@@ -5,6 +5,7 @@
 //! start-up check that every SMS fits its segment budget with the longest
 //! values it can be given. Pure: the caller passes the times and the zone.
 
+use super::classify::{CauseClass, Classifier};
 use super::sms_text;
 use crate::model::{ActionKind, Channel, Message};
 use chrono::{DateTime, Utc};
@@ -12,6 +13,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The shipped templates.
 pub const DEFAULT_TEMPLATES: &str = include_str!("../../templates/notices.toml");
@@ -20,17 +22,35 @@ pub const DEFAULT_TEMPLATES: &str = include_str!("../../templates/notices.toml")
 pub const NOTICE_KINDS: [ActionKind; 4] =
     [ActionKind::Down, ActionKind::EtrUpdate, ActionKind::Restored, ActionKind::Cancelled];
 
-/// Cause keys every language must word, and the words in an alarm's
-/// probable cause (lower case) that select them; the first match wins and a
-/// cause that is already a key (a NOC update) is taken as it is.
-const CAUSES: [(&str, &[&str]); 6] = [
+/// Cause keys every language must word, and the words in a free-text
+/// cause (lower case) that select them when its class is unknown; the
+/// first match wins and a cause that is already a key (a NOC update) is
+/// taken as it is.
+const CAUSES: [(&str, &[&str]); 10] = [
     ("power", &["power", "mains", "battery", "rectifier"]),
     ("fibre", &["fibre", "fiber", "cable", "los", "link down"]),
+    ("transmission", &["transmission", "link", "signal", "backhaul"]),
     ("weather", &["weather", "storm", "flood", "wind", "lightning"]),
     ("maintenance", &["maintenance", "planned"]),
     ("equipment", &["equipment", "hardware", "card", "board", "radio"]),
+    ("software", &["software"]),
+    ("environment", &[]),
+    ("congestion", &["congestion", "overload"]),
     ("fault", &[]),
 ];
+
+/// The words a cause class is told in.
+fn class_key(class: CauseClass) -> &'static str {
+    match class {
+        CauseClass::Power => "power",
+        CauseClass::Transmission => "transmission",
+        CauseClass::Equipment => "equipment",
+        CauseClass::Environment => "environment",
+        CauseClass::Software => "software",
+        CauseClass::Capacity => "congestion",
+        CauseClass::Security | CauseClass::Other => "fault",
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -84,6 +104,8 @@ pub struct Vars<'a> {
 
 /// The loaded, compiled, checked template set.
 pub struct Templates {
+    /// Words a recorded cause by its class (see [`cause_key`]).
+    classifier: Arc<Classifier>,
     env: minijinja::Environment<'static>,
     langs: BTreeMap<String, Language>,
     default_language: String,
@@ -93,16 +115,28 @@ fn kind_name(kind: ActionKind) -> &'static str {
     kind.as_str()
 }
 
-/// Which cause key a recorded cause is worded by.
-pub fn cause_key(cause: &str) -> &'static str {
+/// Which cause key a recorded cause is worded by: a key as it is (a NOC's
+/// cause), else its class (`classifier`: a standard probable cause or an
+/// operator's rule), else words in free text, else `fault`.
+pub fn cause_key(cause: &str, classifier: &Classifier) -> &'static str {
     let c = cause.trim().to_lowercase();
     if let Some((k, _)) = CAUSES.iter().find(|(k, _)| *k == c) {
         return k;
+    }
+    if let Some(class) = classifier.classify(cause) {
+        return class_key(class);
     }
     CAUSES.iter().find(|(_, words)| words.iter().any(|w| c.contains(w))).map_or("fault", |(k, _)| k)
 }
 
 impl Templates {
+    /// Word causes by `classifier`'s classes (the operator's `[causes]`
+    /// rules as well as the standards' table).
+    pub fn with_classifier(mut self, classifier: Arc<Classifier>) -> Self {
+        self.classifier = classifier;
+        self
+    }
+
     /// The shipped set, or the file at `path`; every language must have
     /// every kind on every channel, every cause, and `default_language`.
     pub fn load(path: Option<&Path>, default_language: &str) -> Result<Self, TemplateError> {
@@ -155,7 +189,7 @@ impl Templates {
         if !langs.contains_key(default_language) {
             return Err(TemplateError::NoDefault(path.display().to_string(), default_language.to_string()));
         }
-        Ok(Templates { env, langs, default_language: default_language.to_string() })
+        Ok(Templates { classifier: Arc::default(), env, langs, default_language: default_language.to_string() })
     }
 
     /// Languages with templates.
@@ -185,7 +219,7 @@ impl Templates {
             let f = if l.date_naive() == v.now.with_timezone(&v.tz).date_naive() { &lang.time } else { &lang.datetime };
             l.format(f).to_string()
         };
-        let cause = lang.causes.get(cause_key(v.cause)).cloned().unwrap_or_default();
+        let cause = lang.causes.get(cause_key(v.cause, &self.classifier)).cloned().unwrap_or_default();
         minijinja::context! {
             operator => v.operator,
             area => v.area,
@@ -367,10 +401,28 @@ mod tests {
 
     #[test]
     fn causes_are_worded_from_the_alarm_or_a_noc_key() {
-        assert_eq!(cause_key("Mains power failure"), "power");
-        assert_eq!(cause_key("LOS on fibre ring"), "fibre");
-        assert_eq!(cause_key("weather"), "weather");
-        assert_eq!(cause_key("X.733 communicationsAlarm"), "fault");
+        let c = Classifier::default();
+        assert_eq!(cause_key("Mains power failure", &c), "power");
+        assert_eq!(cause_key("LOS on fibre ring", &c), "fibre");
+        assert_eq!(cause_key("weather", &c), "weather");
+        assert_eq!(cause_key("X.733 communicationsAlarm", &c), "fault");
+        // Standard causes by their class, in any spelling.
+        assert_eq!(cause_key("powerProblem", &c), "power");
+        assert_eq!(cause_key("LOSS_OF_SIGNAL", &c), "transmission");
+        assert_eq!(cause_key("equipmentMalfunction", &c), "equipment");
+        assert_eq!(cause_key("congestion", &c), "congestion");
+        assert_eq!(cause_key("indeterminate", &c), "fault");
+        // An operator's rule words a vendor code.
+        let rules = crate::transforms::classify::CausesConfig {
+            rules: vec![crate::transforms::classify::CauseRule {
+                kind: crate::transforms::classify::MatchKind::Glob,
+                pattern: "ALM-7*".into(),
+                class: CauseClass::Power,
+            }],
+            ..Default::default()
+        };
+        assert_eq!(cause_key("ALM-7001", &Classifier::new(&rules).unwrap()), "power");
+        assert_eq!(cause_key("ALM-7001", &c), "fault");
     }
 
     #[test]

@@ -27,19 +27,19 @@ pub fn config(tag: &str) -> Config {
     cfg
 }
 
-/// A native v1 alarm record: a mains power failure raised (critical) or
-/// cleared on `site`.
+/// A native v1 alarm record: a power failure (X.733 `powerProblem`) raised
+/// (critical) or cleared on `site`.
 pub fn alarm(id: &str, site: &str, state: AlarmState, at: DateTime<Utc>) -> String {
     let a = Alarm {
         alarm_id: id.into(),
         site_id: site.into(),
         state,
         severity: if state == AlarmState::Raised { Severity::Critical } else { Severity::Cleared },
-        probable_cause: "mains power failure".into(),
+        probable_cause: "powerProblem".into(),
         event_time: at,
         lat: None,
         lon: None,
-        specific_problem: None,
+        specific_problem: Some(format!("mains failure at {site}")),
     };
     serde_json::to_string(&a).expect("an alarm serializes")
 }
