@@ -115,7 +115,8 @@ fn fanout_world(n: usize) -> (Arc<RefData>, outage::model::Incident, DateTime<Ut
     let t0: DateTime<Utc> = "2026-11-23T06:00:00Z".parse().expect("a valid time");
     let id = IncidentId("INC-20261123-00000001".into());
     let ev = |seq, kind| IncidentEvent { incident_id: id.clone(), seq, at: t0, actor: "bench".into(), kind };
-    let mut inc = Incident::open(&ev(1, EventKind::Opened { cause: "mains power failure".into() })).expect("open");
+    let mut inc =
+        Incident::open(&ev(1, EventKind::Opened { cause: "mains power failure".into(), detail: None })).expect("open");
     let alarms = rd.sites.iter().map(|s| AlarmRef {
         alarm_id: s.site_id.as_str().into(),
         site_id: s.site_id.as_str().into(),

@@ -38,6 +38,9 @@ pub struct IncidentReport {
     pub id: String,
     pub state: IncidentState,
     pub cause: String,
+    /// The opening alarm's free-text detail (`specificProblem`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     pub opened_at: DateTime<Utc>,
     pub declared_at: Option<DateTime<Utc>>,
     pub restored_at: Option<DateTime<Utc>>,
@@ -210,6 +213,7 @@ fn report(inc: &Incident, planner: &Planner, rd: &RefData) -> IncidentReport {
         id: inc.id.to_string(),
         state: inc.state,
         cause: inc.cause.clone(),
+        detail: inc.detail.clone(),
         opened_at: inc.opened_at,
         declared_at: inc.declared_at,
         restored_at: inc.restored_at,

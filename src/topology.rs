@@ -545,7 +545,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         use crate::api::types::TimelineEntry;
         let detail = match &ev.kind {
             EventKind::AlarmsRaised { .. } | EventKind::AlarmsCleared { .. } => return,
-            EventKind::Opened { cause } => cause.clone(),
+            EventKind::Opened { cause, .. } => cause.clone(),
             EventKind::Declared { reason } => reason.clone(),
             EventKind::Updated { cause, etr, message } => {
                 let mut parts = Vec::new();
@@ -984,7 +984,19 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
                 tracing::debug!(incident = %e.incident_id, seq = e.seq, kind = e.kind.type_name(), "incident event");
                 continue;
             }
-            tracing::info!(incident = %e.incident_id, seq = e.seq, kind = e.kind.type_name(), "incident event");
+            match &e.kind {
+                EventKind::Opened { cause, detail } => tracing::info!(
+                    incident = %e.incident_id,
+                    seq = e.seq,
+                    kind = e.kind.type_name(),
+                    cause = %cause,
+                    detail = detail.as_deref().unwrap_or(""),
+                    "incident event"
+                ),
+                _ => {
+                    tracing::info!(incident = %e.incident_id, seq = e.seq, kind = e.kind.type_name(), "incident event")
+                }
+            }
             if matches!(e.kind, EventKind::Declared { .. }) {
                 let mut first = self.stats.first_declared_at.lock().unwrap_or_else(|p| p.into_inner());
                 *first = Some(first.map_or(e.at, |f| f.min(e.at)));

@@ -352,7 +352,7 @@ fn action(channel: Channel, kind: ActionKind) -> Action {
 fn every_event_kind() -> Vec<EventKind> {
     let a = |id: &str, site: &str, at: &str| AlarmRef { alarm_id: id.into(), site_id: site.into(), at: t(at) };
     vec![
-        EventKind::Opened { cause: "mains power failure".into() },
+        EventKind::Opened { cause: "mains power failure".into(), detail: Some("mains failure at S-1".into()) },
         EventKind::AlarmsRaised {
             alarms: vec![
                 a("NMS-7781342", "S-RI-000241", "2026-11-23T04:12:09Z"),
@@ -505,7 +505,7 @@ fn closed_schemas_reject_undocumented_fields() {
                 seq: 1,
                 at: t("2026-11-23T04:12:09Z"),
                 actor: "correlator".into(),
-                kind: EventKind::Opened { cause: "x".into() },
+                kind: EventKind::Opened { cause: "x".into(), detail: None },
             })
             .unwrap(),
             &[""],
@@ -759,7 +759,8 @@ fn planned_actions_conform() {
     let ev = |seq, at: &str, kind| IncidentEvent { incident_id: inc(), seq, at: t(at), actor: "test".into(), kind };
     let a = |at: &str| vec![AlarmRef { alarm_id: "A1".into(), site_id: "S1".into(), at: t(at) }];
     let mut incident =
-        Incident::open(&ev(1, "2026-11-23T06:00:00Z", EventKind::Opened { cause: "power".into() })).unwrap();
+        Incident::open(&ev(1, "2026-11-23T06:00:00Z", EventKind::Opened { cause: "power".into(), detail: None }))
+            .unwrap();
     incident
         .apply(&ev(2, "2026-11-23T06:00:00Z", EventKind::AlarmsRaised { alarms: a("2026-11-23T06:00:00Z") }))
         .unwrap();

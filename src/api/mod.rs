@@ -108,6 +108,7 @@ impl SnapshotIncident {
             id: i.id.clone(),
             state: i.state,
             cause: i.cause.clone(),
+            detail: i.detail.clone(),
             opened_at: i.opened_at,
             declared_at: i.declared_at,
             restored_at: i.restored_at,

@@ -475,7 +475,8 @@ mod tests {
     fn incident(id: &str, sites: &[&str], kinds: Vec<EventKind>) -> Incident {
         let id = IncidentId(id.into());
         let ev = |seq, kind| IncidentEvent { incident_id: id.clone(), seq, at: t(0), actor: "noc-alice".into(), kind };
-        let mut inc = Incident::open(&ev(1, EventKind::Opened { cause: "mains power failure".into() })).unwrap();
+        let mut inc =
+            Incident::open(&ev(1, EventKind::Opened { cause: "mains power failure".into(), detail: None })).unwrap();
         let mut seq = 2;
         if !sites.is_empty() {
             let alarms = sites

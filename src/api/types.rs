@@ -12,6 +12,9 @@ pub struct IncidentView {
     pub id: IncidentId,
     pub state: IncidentState,
     pub cause: String,
+    /// The opening alarm's free-text detail (`specificProblem`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     pub opened_at: DateTime<Utc>,
     pub declared_at: Option<DateTime<Utc>>,
     pub restored_at: Option<DateTime<Utc>>,

@@ -111,6 +111,11 @@ pub enum EventKind {
     /// First event of every incident.
     Opened {
         cause: String,
+        /// The feed's free-text description of the alarm that opened it
+        /// (`specificProblem`): for the NOC (API, replay, log), never
+        /// matched and never on the public status page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
     },
     /// Service-affecting alarms raised on sites of this incident.
     AlarmsRaised {
@@ -384,6 +389,9 @@ pub struct Incident {
     pub state: IncidentState,
     pub seq: u64,
     pub cause: String,
+    /// The opening alarm's free-text detail (`specificProblem`), for the NOC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     pub opened_at: DateTime<Utc>,
     pub declared_at: Option<DateTime<Utc>>,
     pub restored_at: Option<DateTime<Utc>>,
@@ -439,7 +447,7 @@ pub enum ApplyError {
 impl Incident {
     /// Start an incident from its `opened` event.
     pub fn open(ev: &IncidentEvent) -> Result<Self, ApplyError> {
-        let EventKind::Opened { cause } = &ev.kind else {
+        let EventKind::Opened { cause, detail } = &ev.kind else {
             return Err(ApplyError::NotOpened(ev.incident_id.clone()));
         };
         if ev.seq != 1 {
@@ -450,6 +458,7 @@ impl Incident {
             state: IncidentState::Probable,
             seq: 1,
             cause: cause.clone(),
+            detail: detail.clone(),
             opened_at: ev.at,
             declared_at: None,
             restored_at: None,
@@ -640,7 +649,7 @@ mod tests {
 
     #[test]
     fn folding_tracks_sites_and_ignores_replayed_events() {
-        let mut inc = Incident::open(&ev(1, 0, EventKind::Opened { cause: "power".into() })).unwrap();
+        let mut inc = Incident::open(&ev(1, 0, EventKind::Opened { cause: "power".into(), detail: None })).unwrap();
         let raised =
             ev(2, 0, EventKind::AlarmsRaised { alarms: vec![a("a1", "S1", 0), a("a2", "S1", 5), a("a3", "S2", 9)] });
         assert!(inc.apply(&raised).unwrap());
@@ -656,7 +665,7 @@ mod tests {
 
     #[test]
     fn event_json_is_flat_with_a_type_tag() {
-        let e = ev(1, 0, EventKind::Opened { cause: "power".into() });
+        let e = ev(1, 0, EventKind::Opened { cause: "power".into(), detail: None });
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["type"], "opened");
         assert_eq!(v["incident_id"], "INC-1");

@@ -814,7 +814,7 @@ mod tests {
             seq: 1,
             at,
             actor: "correlator".into(),
-            kind: EventKind::Opened { cause: "mains power failure".into() },
+            kind: EventKind::Opened { cause: "mains power failure".into(), detail: None },
         };
         let mut inc = Incident::open(&ev).unwrap();
         inc.state = state;

@@ -650,7 +650,7 @@ impl Correlator {
             seq: 1,
             at: since.min(at),
             actor: IncidentEvent::actor(actor),
-            kind: EventKind::Opened { cause },
+            kind: EventKind::Opened { cause, detail: None },
         };
         let slot = self.put(Incident::open(&opened)?);
         self.index(slot, &opened, None);
@@ -1032,7 +1032,7 @@ impl Correlator {
             seq: 1,
             at: t,
             actor: ACTOR.into(),
-            kind: EventKind::Opened { cause: alarm.probable_cause.clone() },
+            kind: EventKind::Opened { cause: alarm.probable_cause.clone(), detail: alarm.specific_problem.clone() },
         };
         let slot = self.put(Incident::open(&opened)?);
         out.push(opened);

@@ -687,7 +687,8 @@ mod tests {
     fn incident(kinds: Vec<EventKind>) -> Incident {
         let id = IncidentId("INC-20261123-00000001".into());
         let ev = |seq, kind| IncidentEvent { incident_id: id.clone(), seq, at: t(0), actor: "test".into(), kind };
-        let mut inc = Incident::open(&ev(1, EventKind::Opened { cause: "mains power failure".into() })).unwrap();
+        let mut inc =
+            Incident::open(&ev(1, EventKind::Opened { cause: "mains power failure".into(), detail: None })).unwrap();
         let raised = vec![AlarmRef { alarm_id: "A1".into(), site_id: "S1".into(), at: t(0) }];
         inc.apply(&ev(2, EventKind::AlarmsRaised { alarms: raised })).unwrap();
         for (i, k) in kinds.into_iter().enumerate() {
@@ -812,7 +813,7 @@ mod tests {
         let ev = |seq, kind| IncidentEvent { incident_id: id.clone(), seq, at: t(0), actor: "test".into(), kind };
         let a =
             |site: &str, at| vec![AlarmRef { alarm_id: format!("A-{site}").into(), site_id: site.into(), at: t(at) }];
-        let mut inc = Incident::open(&ev(1, EventKind::Opened { cause: "power".into() })).unwrap();
+        let mut inc = Incident::open(&ev(1, EventKind::Opened { cause: "power".into(), detail: None })).unwrap();
         // S1 covers 02901; S9 is not in the inventory (no postcodes).
         inc.apply(&ev(2, EventKind::AlarmsRaised { alarms: a("S1", 0) })).unwrap();
         inc.apply(&ev(3, EventKind::AlarmsRaised { alarms: a("S9", 0) })).unwrap();

@@ -174,7 +174,7 @@ mod tests {
                 seq: 1,
                 at: t(0),
                 actor: "correlator".into(),
-                kind: EventKind::Opened { cause: "power".into() },
+                kind: EventKind::Opened { cause: "power".into(), detail: None },
             };
             Log { inc: Incident::open(&ev).unwrap() }
         }
