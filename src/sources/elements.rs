@@ -174,7 +174,7 @@ mod tests {
         assert_eq!(got(Format::StndDefined, dn).unwrap(), "S-RI-000242", "a rule, then the table");
         assert_eq!(got(Format::Tmf642, "CELL-0042-1/sector-2").unwrap(), "S-RI-000242", "the first rule that fits");
         let err = got(Format::Ves, dn).unwrap_err();
-        assert_eq!(err.to_string().contains(dn) && err.to_string().contains("ves"), true, "{err}");
+        assert!(err.to_string().contains(dn) && err.to_string().contains("ves"), "{err}");
         let err = got(Format::Tmf642, "S-RI-000241-gnb-2").unwrap_err();
         assert_eq!(err.format, Format::Tmf642, "rules are per format");
         let mut located = alarm("ne-new-77");

@@ -91,18 +91,19 @@ pub fn decode(obj: &Map<String, Value>) -> Result<Alarm, DecodeError> {
     const RAISED: &[&str] = &["alarmRaisedTime"];
     const UPDATED: &[&str] = &["alarmChangedTime", "alarmRaisedTime"];
     const CLEARED: &[&str] = &["alarmClearedTime", "alarmChangedTime"];
-    let state =
-        match state.to_ascii_lowercase().as_str() {
-            "raised" | "active" => (AlarmState::Raised, RAISED),
-            "updated" | "acknowledged" | "unacknowledged" => (AlarmState::Raised, UPDATED),
-            "cleared" | "terminated" => (AlarmState::Cleared, CLEARED),
-            other => return Err(DecodeError::field(
+    let state = match state.to_ascii_lowercase().as_str() {
+        "raised" | "active" => (AlarmState::Raised, RAISED),
+        "updated" | "acknowledged" | "unacknowledged" => (AlarmState::Raised, UPDATED),
+        "cleared" | "terminated" => (AlarmState::Cleared, CLEARED),
+        other => {
+            return Err(DecodeError::field(
                 "state",
                 format!(
                     "{other:?} is not raised, updated, cleared (or active, acknowledged, unacknowledged, terminated)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let cleared = severity == Severity::Cleared;
     // Where this change's time is, best first; the notification's
     // `eventTime` comes after the resource's own field for the state.
