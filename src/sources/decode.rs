@@ -604,7 +604,9 @@ mod tests {
             let ves1 = serde_json::json!({ "event": crate::sources::ves::encode_event(&a, 1) });
             let ves_list = serde_json::json!({ "eventList": [ves1["event"].clone(), ves1["event"].clone()] });
             let tmf = crate::sources::tmf642::encode_notification(&a);
+            let stnd = serde_json::json!({ "event": crate::sources::ves::encode_stnd_defined(&a, 1) });
             let bases = vec![
+                stnd,
                 serde_json::to_value(&a).unwrap_or_default(),
                 ves1,
                 ves_list,

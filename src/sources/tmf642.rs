@@ -238,4 +238,42 @@ mod tests {
         ];
         crate::sources::decode::assert_refused_naming(&good, &cases);
     }
+
+    #[test]
+    fn event_types_are_honoured() {
+        let raise = encode_notification(&alarm(AlarmState::Raised));
+        let with = |event_type: &str, state: &str, severity: &str| {
+            let mut r = raise.clone();
+            r["eventType"] = json!(event_type);
+            r["event"]["alarm"]["state"] = json!(state);
+            r["event"]["alarm"]["perceivedSeverity"] = json!(severity);
+            r["event"]["alarm"]["alarmClearedTime"] = json!("2026-11-23T07:00:00Z");
+            decode_all(r.to_string().as_bytes()).remove(0)
+        };
+        let a = with("AlarmCreateEvent", "raised", "major").unwrap();
+        assert_eq!((a.state, a.severity), (AlarmState::Raised, Severity::Major));
+        assert!(with("AlarmCreateEvent", "raised", "cleared").unwrap().is_clear(), "severity cleared clears");
+        assert!(with("AlarmStateChangeEvent", "cleared", "major").unwrap().is_clear());
+        assert!(!with("AlarmAttributeValueChangeEvent", "unacknowledged", "minor").unwrap().is_clear());
+        assert!(!with("AlarmAttributeValueChangeEvent", "active", "minor").unwrap().is_clear());
+        assert!(with("AlarmStateChangeEvent", "terminated", "minor").unwrap().is_clear());
+        assert!(with("AlarmClearedEvent", "raised", "major").unwrap().is_clear(), "the event type decides");
+        let deleted = with("AlarmDeleteEvent", "raised", "critical").unwrap();
+        assert!(deleted.is_clear(), "a delete never raises: {deleted:?}");
+        assert_eq!(deleted.event_time.to_rfc3339(), "2026-11-23T06:00:00+00:00", "the deletion's eventTime");
+        let err = with("CommentAlarmsCreateEvent", "raised", "major").unwrap_err();
+        assert_eq!(err.class(), "no_alarm_change", "{err}");
+    }
+
+    #[test]
+    fn integer_ids_are_their_decimal_text() {
+        let mut r = encode_notification(&alarm(AlarmState::Raised));
+        r["event"]["alarm"]["id"] = json!(4711);
+        r["event"]["alarm"]["alarmedObject"]["id"] = json!(17);
+        let a = decode_all(r.to_string().as_bytes()).remove(0).unwrap();
+        assert_eq!((a.alarm_id.as_str(), a.site_id.as_str()), ("4711", "17"));
+        r["event"]["alarm"]["id"] = json!(1.5);
+        let err = decode_all(r.to_string().as_bytes()).remove(0).unwrap_err().to_string();
+        assert!(err.contains("id"), "{err}");
+    }
 }

@@ -531,4 +531,103 @@ mod tests {
         ];
         crate::sources::decode::assert_refused_naming(&good, &cases);
     }
+
+    #[test]
+    fn epochs_are_any_json_number_and_out_of_range_ones_are_refused() {
+        let good = json!({ "event": encode_event(&alarm(AlarmState::Raised, Severity::Major), 1) });
+        let at = |v: Value| {
+            let mut r = good.clone();
+            r["event"]["commonEventHeader"]["lastEpochMicrosec"] = v;
+            decode_all(r.to_string().as_bytes()).remove(0)
+        };
+        let onap = at(serde_json::from_str("1.633608637561E15").unwrap()).unwrap();
+        assert_eq!(onap.event_time, "2021-10-07T12:10:37.561Z".parse::<chrono::DateTime<chrono::Utc>>().unwrap());
+        let fraction = at(serde_json::from_str("1795407129000000.2").unwrap()).unwrap();
+        assert_eq!(fraction.event_time.timestamp_micros(), 1_795_407_129_000_000, "rounded to the microsecond");
+        for bad in ["1e300", "-1e300", "18446744073709551615", "9.3e18"] {
+            let err = at(serde_json::from_str(bad).unwrap()).unwrap_err().to_string();
+            assert!(
+                err.contains("commonEventHeader.lastEpochMicrosec") && err.contains("out of range"),
+                "{bad}: {err}"
+            );
+        }
+        // JSON has no NaN or infinity: such a record is not JSON at all.
+        let inf = good.to_string().replace("1795413600250000", "1e400");
+        let nan = good.to_string().replace("\"lastEpochMicrosec\":1795413600250000", "\"lastEpochMicrosec\":NaN");
+        for rec in [inf, nan] {
+            let got = decode_all(rec.as_bytes());
+            assert!(got.iter().all(Result::is_err), "{rec}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn old_fault_field_versions_decode_and_unknown_ones_name_the_version() {
+        let mut rec = json!({ "event": encode_event(&alarm(AlarmState::Raised, Severity::Major), 1) });
+        for v in [json!(1.0), json!("2.0"), json!(3), json!("4.0")] {
+            rec["event"]["faultFields"]["faultFieldsVersion"] = v.clone();
+            assert!(decode_all(rec.to_string().as_bytes())[0].is_ok(), "{v}");
+        }
+        rec["event"]["faultFields"]["faultFieldsVersion"] = json!(5.1);
+        let err = decode_all(rec.to_string().as_bytes()).remove(0).unwrap_err().to_string();
+        assert!(err.contains("\"5.1\"") && err.contains("faultFieldsVersion"), "{err}");
+    }
+
+    #[test]
+    fn probable_cause_is_the_alarm_condition_and_specific_problem_the_detail() {
+        let detailed =
+            Alarm { specific_problem: Some("LOS on CPRI 1".into()), ..alarm(AlarmState::Raised, Severity::Major) };
+        let rec = json!({ "event": encode_event(&detailed, 1) });
+        assert_eq!(rec["event"]["faultFields"]["alarmCondition"], "mains power failure");
+        assert_eq!(decode_all(rec.to_string().as_bytes()), vec![Ok(detailed)]);
+        let mut rec = rec;
+        rec["event"]["faultFields"]["alarmCondition"] = json!(" ");
+        let err = decode_all(rec.to_string().as_bytes()).remove(0).unwrap_err().to_string();
+        assert!(err.contains("alarmCondition"), "{err}");
+    }
+
+    #[test]
+    fn stnd_defined_round_trips_through_the_element_rule_and_other_namespaces_are_skipped() {
+        use crate::sources::decode::{decode_formats, Format};
+        let raise = Alarm { specific_problem: Some("LOS".into()), ..alarm(AlarmState::Raised, Severity::Critical) };
+        let clear = alarm(AlarmState::Cleared, Severity::Critical);
+        let rec = json!({ "eventList": [encode_stnd_defined(&raise, 1), encode_stnd_defined(&clear, 2)] });
+        let mut got = decode_formats(rec.to_string().as_bytes());
+        assert_eq!(got.len(), 2);
+        let (format, a) = got.remove(0);
+        let a = a.unwrap();
+        assert_eq!((format, a.site_id.as_str()), (Format::StndDefined, "ManagedElement=S-1"));
+        assert_eq!(Alarm { site_id: "S-1".into(), ..a }, raise);
+        let c = got.remove(0).1.unwrap();
+        assert!(c.is_clear() && c.alarm_id == raise.alarm_id && c.event_time == clear.event_time, "{c:?}");
+        // Without a namespace, the notification type says it is an alarm.
+        let mut bare = json!({ "event": encode_stnd_defined(&raise, 1) });
+        bare["event"]["commonEventHeader"].as_object_mut().unwrap().remove("stndDefinedNamespace");
+        assert!(decode_all(bare.to_string().as_bytes())[0].is_ok());
+        let mut other = json!({ "event": encode_stnd_defined(&raise, 1) });
+        other["event"]["commonEventHeader"]["stndDefinedNamespace"] = json!("3GPP-Provisioning");
+        assert!(decode_all(other.to_string().as_bytes()).is_empty(), "not fault supervision: no alarm");
+    }
+
+    #[test]
+    fn stnd_defined_elements_prefer_object_instance_then_the_href_dn() {
+        assert_eq!(
+            href_dn("https://gnb-7.MeContext.CT.SubNetwork/ManagedElement=gnb-7/GNBCUCPFunction=1?x=1").as_deref(),
+            Some("ManagedElement=gnb-7,GNBCUCPFunction=1")
+        );
+        assert_eq!(href_dn("href1"), None);
+        assert_eq!(href_dn("https://nms.example/alarms/7"), None);
+        let mut rec = json!({ "event": encode_stnd_defined(&alarm(AlarmState::Raised, Severity::Major), 1) });
+        rec["event"]["stndDefinedFields"]["data"]["objectInstance"] = json!("SubNetwork=RI,ManagedElement=X");
+        assert_eq!(decode_all(rec.to_string().as_bytes()).remove(0).unwrap().site_id, "SubNetwork=RI,ManagedElement=X");
+        rec["event"]["stndDefinedFields"]["data"]["objectInstance"] = Value::Null;
+        rec["event"]["stndDefinedFields"]["data"]["href"] = json!(1);
+        assert_eq!(
+            decode_all(rec.to_string().as_bytes()).remove(0).unwrap().site_id,
+            "ManagedElement=S-1",
+            "sourceName"
+        );
+        rec["event"]["stndDefinedFields"]["data"]["notificationType"] = json!("notifyEverythingFine");
+        let err = decode_all(rec.to_string().as_bytes()).remove(0).unwrap_err();
+        assert!(err.class() == "unsupported" && err.to_string().contains("notifyEverythingFine"), "{err}");
+    }
 }
