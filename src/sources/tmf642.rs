@@ -9,7 +9,8 @@
 //! - `site_id` ← `alarmedObject.id` (string or integer), the network element
 //!   [`super::elements`] maps to its site; TMF642 carries no coordinates we
 //!   read;
-//! - `eventType` decides first: `AlarmCreateEvent` raises,
+//! - `eventType` decides first: `AlarmCreateEvent` raises (unless the alarm
+//!   it carries is already cleared, by `state` or severity),
 //!   `AlarmAttributeValueChangeEvent` and `AlarmStateChangeEvent` follow the
 //!   alarm's `state` and severity, `AlarmClearedEvent` clears, and
 //!   `AlarmDeleteEvent` never raises: it is taken as a clear of that id (the
@@ -37,12 +38,15 @@ use crate::model::{Alarm, AlarmState, Severity};
 use crate::sources::decode::{DecodeError, Fields};
 use serde_json::{json, Map, Value};
 
-/// Whether a JSON object is a TMF642 alarm or alarm notification.
+/// Whether a JSON object is a TMF642 alarm or alarm notification (also one
+/// that wraps no alarm, like `AckAlarmsCreateEvent`: `eventType` `…Event`
+/// with an `event` object, which the native fast path never takes).
 pub fn detect(obj: &Map<String, Value>) -> bool {
     obj.contains_key("perceivedSeverity")
         || obj.contains_key("alarmedObject")
         || obj.get("event").is_some_and(|e| e.get("alarm").is_some())
-        || obj.get("eventType").and_then(Value::as_str).is_some_and(|t| t.ends_with("Event"))
+        || (obj.get("event").is_some_and(Value::is_object)
+            && obj.get("eventType").and_then(Value::as_str).is_some_and(|t| t.ends_with("Event")))
 }
 
 /// What the notification's `eventType` says of the alarm's state.
@@ -82,9 +86,9 @@ pub fn decode(obj: &Map<String, Value>) -> Result<Alarm, DecodeError> {
             ))
         }
     };
-    // The resource's state; a delete needs none.
+    // The resource's state; a delete's is not read (it clears anyway).
     let state = match (&kind, alarm.opt_str("state")?) {
-        (Kind::Delete, s) => s.unwrap_or("cleared"),
+        (Kind::Delete, _) => "cleared",
         (_, Some(s)) => s,
         (_, None) => return Err(DecodeError::field("state", "missing")),
     };
