@@ -356,15 +356,27 @@ impl<'a> Fields<'a> {
     }
 
     /// An epoch in microseconds, as any JSON number (an integer, a
-    /// fraction, an exponent: ONAP writes `1.633608637561E15`); fractions
-    /// of a microsecond are rounded. Refused when out of the time range.
+    /// fraction, an exponent: ONAP writes `1.633608637561E15`), or such a
+    /// number quoted (O-RAN SC's VES client scripts send
+    /// `"startEpochMicrosec": "1639985336443218"`); fractions of a
+    /// microsecond are rounded. Refused, naming the field, when not a
+    /// number, not finite (`"NaN"`, `"inf"`) or out of the time range.
     pub fn opt_epoch_micros(&self, key: &str) -> Result<Option<DateTime<Utc>>, DecodeError> {
+        let in_range = |f: f64| (f.is_finite() && f.abs() < 9.2e18).then(|| f.round() as i64);
         let micros = match self.map.get(key) {
             None | Some(Value::Null) => return Ok(None),
-            Some(Value::Number(n)) => match n.as_i64() {
-                Some(i) => Some(i),
-                None => n.as_f64().filter(|f| f.is_finite() && f.abs() < 9.2e18).map(|f| f.round() as i64),
-            },
+            Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().and_then(in_range)),
+            Some(Value::String(s)) => {
+                let t = s.trim();
+                match (t.parse::<i64>(), t.parse::<f64>()) {
+                    (Ok(i), _) => Some(i),
+                    (_, Ok(f)) if !f.is_finite() => {
+                        return Err(DecodeError::field(self.name(key), format!("{s:?} is not a finite number")))
+                    }
+                    (_, Ok(f)) => in_range(f),
+                    _ => return Err(DecodeError::field(self.name(key), format!("{s:?} is not a number"))),
+                }
+            }
             Some(other) => {
                 return Err(DecodeError::field(self.name(key), format!("a JSON {}, not a number", kind(other))))
             }

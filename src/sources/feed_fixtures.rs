@@ -113,6 +113,18 @@ fn alarms() -> Vec<(&'static str, Vec<Want>)> {
             )],
         ),
         (
+            "ves/fault-7.2-oran-sc-quoted-epochs.json",
+            vec![want(
+                Ves,
+                "o-ru-0042-cus-plane-lost-1",
+                "O-RU-0042",
+                RAISED_MAJOR,
+                "C/U-plane logical Connection faulty",
+                None,
+                "2026-11-23T04:12:20Z",
+            )],
+        ),
+        (
             "ves/event-list-fault-heartbeat-stnddefined.json",
             vec![
                 want(

@@ -22,7 +22,8 @@
 //!   text), left out when blank or a mere repeat of `alarmCondition`;
 //! - `event_time` ← `commonEventHeader.lastEpochMicrosec` (when this change
 //!   happened), else `startEpochMicrosec`: any JSON number (ONAP's samples
-//!   write `1.633608637561E15`), refused when out of range.
+//!   write `1.633608637561E15`) or a quoted one (O-RAN SC's VES scripts),
+//!   refused, naming the field, when not finite or out of range.
 //!
 //! **stndDefined domain**, namespace `3GPP-FaultSupervision` (or no
 //! namespace and an alarm `notificationType` in `stndDefinedFields.data`,
@@ -550,6 +551,13 @@ mod tests {
                 err.contains("commonEventHeader.lastEpochMicrosec") && err.contains("out of range"),
                 "{bad}: {err}"
             );
+        }
+        for (quoted, ok) in [("1795407129000000", true), (" 1.7954071290E15 ", true), ("NaN", false), ("inf", false)] {
+            let got = at(json!(quoted));
+            assert_eq!(got.is_ok(), ok, "{quoted}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.to_string().contains("lastEpochMicrosec") && e.to_string().contains("finite"), "{e}");
+            }
         }
         // JSON has no NaN or infinity: such a record is not JSON at all.
         let inf = good.to_string().replace("1795413600250000", "1e400");
