@@ -22,7 +22,8 @@
 //! - state ← `state`: `raised` and `updated` raise (an update is a repeat
 //!   the correlator deduplicates), as do the states public implementations
 //!   add — `active`, and `acknowledged`/`unacknowledged` (an acknowledged
-//!   alarm is still active in X.733); `cleared` and `terminated` clear;
+//!   alarm is still active in X.733); `cleared`, `terminated` and `closed`
+//!   clear (any case: implementations write `RAISED`, `CLOSED`);
 //!   `perceivedSeverity` `cleared` clears whatever the state says;
 //! - severity ← `perceivedSeverity` (lower case in the spec; upper case is
 //!   tolerated); `indeterminate` counts as `warning`, below any sensible
@@ -98,12 +99,12 @@ pub fn decode(obj: &Map<String, Value>) -> Result<Alarm, DecodeError> {
     let state = match state.to_ascii_lowercase().as_str() {
         "raised" | "active" => (AlarmState::Raised, RAISED),
         "updated" | "acknowledged" | "unacknowledged" => (AlarmState::Raised, UPDATED),
-        "cleared" | "terminated" => (AlarmState::Cleared, CLEARED),
+        "cleared" | "terminated" | "closed" => (AlarmState::Cleared, CLEARED),
         other => {
             return Err(DecodeError::field(
                 "state",
                 format!(
-                    "{other:?} is not raised, updated, cleared (or active, acknowledged, unacknowledged, terminated)"
+                    "{other:?} is not raised, updated, cleared (or active, acknowledged, unacknowledged, terminated, closed)"
                 ),
             ))
         }
@@ -261,6 +262,8 @@ mod tests {
         assert!(!with("AlarmAttributeValueChangeEvent", "unacknowledged", "minor").unwrap().is_clear());
         assert!(!with("AlarmAttributeValueChangeEvent", "active", "minor").unwrap().is_clear());
         assert!(with("AlarmStateChangeEvent", "terminated", "minor").unwrap().is_clear());
+        assert!(with("AlarmStateChangeEvent", "CLOSED", "MINOR").unwrap().is_clear());
+        assert!(!with("AlarmStateChangeEvent", "ACKNOWLEDGED", "MINOR").unwrap().is_clear());
         assert!(with("AlarmClearedEvent", "raised", "major").unwrap().is_clear(), "the event type decides");
         let deleted = with("AlarmDeleteEvent", "raised", "critical").unwrap();
         assert!(deleted.is_clear(), "a delete never raises: {deleted:?}");
