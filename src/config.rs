@@ -110,6 +110,7 @@ impl Default for RefDataPaths {
             sites: "data/demo/sites.csv".into(),
             postcodes: "data/demo/postcodes.csv".into(),
             customers: "data/demo/customers.csv".into(),
+            elements: None,
         }
     }
 }
@@ -125,11 +126,15 @@ pub struct IngestConfig {
     /// dead-lettered. Default 5m.
     #[serde(with = "humantime_serde")]
     pub max_future: Duration,
+    /// `[[ingest.elements]]`: rules that find the site in a network
+    /// element's name, per input format, tried in order after the element
+    /// table (`sources::elements`). Default none.
+    pub elements: Vec<crate::sources::elements::ElementRule>,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { max_record_bytes: 1 << 20, max_future: Duration::from_secs(300) }
+        IngestConfig { max_record_bytes: 1 << 20, max_future: Duration::from_secs(300), elements: Vec::new() }
     }
 }
 
@@ -542,6 +547,8 @@ impl Config {
         if self.ingest.max_record_bytes < 64 {
             return bad("ingest.max_record_bytes", "must be at least 64");
         }
+        crate::sources::elements::Elements::new(&self.ingest.elements)
+            .map_err(|e| ConfigError::Invalid { key: e.key, message: e.message })?;
         let c = &self.correlator;
         if !(c.neighbour_gap_km.is_finite() && c.neighbour_gap_km >= 0.0) {
             return bad("correlator.neighbour_gap_km", "must be a finite distance >= 0");
@@ -660,6 +667,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("plan.compensation.rules[0].window_end"), "{err}");
+        let err = from_toml("[[ingest.elements]]\nformat = \"ves\"\npattern = \"^(?P<site>S-\\\\d+\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ingest.elements[0].pattern"), "{err}");
+        let err =
+            from_toml("[[ingest.elements]]\nformat = \"snmp\"\npattern = \"(?P<site>.+)\"\n").unwrap_err().to_string();
+        assert!(err.contains("ingest.elements") && err.contains("snmp"), "{err}");
+        let ok = from_toml("[refdata]\nelements = \"e.csv\"\n[[ingest.elements]]\nformat = \"stnddefined\"\npattern = \"ManagedElement=(?P<site>[^,]+)\"\n")
+            .unwrap();
+        assert_eq!((ok.ingest.elements.len(), ok.refdata.elements), (1, Some(PathBuf::from("e.csv"))));
         let q = from_toml("[plan.quiet_hours]\nstart = \"22:30\"\n").unwrap().plan.quiet_hours.unwrap();
         assert_eq!((q.start.to_string(), q.end.to_string()), ("22:30:00".into(), "08:00:00".into()));
     }

@@ -1,4 +1,5 @@
-//! Loading and indexing reference data (sites, postcodes, customers) from CSV.
+//! Loading and indexing reference data (sites, postcodes, customers, and the
+//! optional network element → site table) from CSV.
 //!
 //! Owns: CSV parsing with errors that name file and line, validation of every
 //! row, and the in-memory indexes the pure core queries (an R-tree of sites
@@ -35,6 +36,12 @@ struct SiteRow {
     radius_km: f64,
     #[serde(default)]
     group_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ElementRow {
+    element_id: String,
+    site_id: String,
 }
 
 #[derive(Deserialize)]
@@ -189,6 +196,25 @@ pub fn load_customers(path: &Path) -> Result<Vec<Customer>, RefDataError> {
     })
 }
 
+/// The network element → site table (CSV `element_id,site_id`): every
+/// site must be in `sites`, every element listed once. Errors name file
+/// and line.
+pub fn load_elements(path: &Path, sites: &[Site]) -> Result<Vec<(String, String)>, RefDataError> {
+    let known: std::collections::HashSet<&str> = sites.iter().map(|s| s.site_id.as_str()).collect();
+    let mut seen = std::collections::HashSet::new();
+    read_csv(path, |r: ElementRow| {
+        let element = nonempty("element_id", r.element_id)?;
+        let site = nonempty("site_id", r.site_id)?;
+        if !known.contains(site.as_str()) {
+            return Err(format!("site_id {site:?} (of element {element:?}) is not in the sites file"));
+        }
+        if !seen.insert(element.clone()) {
+            return Err(format!("element_id {element:?} is listed twice"));
+        }
+        Ok((element, site))
+    })
+}
+
 /// Where to load reference data from.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -196,6 +222,10 @@ pub struct RefDataPaths {
     pub sites: PathBuf,
     pub postcodes: PathBuf,
     pub customers: PathBuf,
+    /// Optional network element → site table (`element_id,site_id`), for
+    /// feeds that name elements (`sourceName`, `alarmedObject.id`, DNs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elements: Option<PathBuf>,
 }
 
 /// A site or postcode in an R-tree, by its index in the owning vector.
@@ -224,19 +254,52 @@ pub struct RefData {
     /// `groups`), so a raise finds its peers without hashing the group id.
     site_group: Vec<Option<u32>>,
     groups: Vec<Vec<u32>>,
+    /// Network element → site (index into `sites`).
+    element_site: HashMap<compact_str::CompactString, u32>,
 }
 
 impl RefData {
     pub fn load(paths: &RefDataPaths) -> Result<Self, RefDataError> {
-        Self::build(load_sites(&paths.sites)?, load_postcodes(&paths.postcodes)?, load_customers(&paths.customers)?)
-            .map_err(|(file, message)| RefDataError::Row {
+        let sites = load_sites(&paths.sites)?;
+        let elements = paths.elements.as_deref().map(|p| load_elements(p, &sites)).transpose()?;
+        let rd = Self::build(sites, load_postcodes(&paths.postcodes)?, load_customers(&paths.customers)?).map_err(
+            |(file, message)| RefDataError::Row {
                 file: match file {
                     "sites" => paths.sites.clone(),
                     _ => paths.postcodes.clone(),
                 },
                 line: 0,
                 message,
-            })
+            },
+        )?;
+        match (elements, &paths.elements) {
+            (Some(rows), Some(file)) => {
+                rd.with_elements(rows).map_err(|message| RefDataError::Row { file: file.clone(), line: 0, message })
+            }
+            _ => Ok(rd),
+        }
+    }
+
+    /// These data with the network element → site table `rows`
+    /// (`(element_id, site_id)`); fails on an unknown site or an element
+    /// listed twice.
+    pub fn with_elements(mut self, rows: Vec<(String, String)>) -> Result<Self, String> {
+        let mut table = HashMap::with_capacity_and_hasher(rows.len(), Default::default());
+        for (element, site) in rows {
+            let Some(i) = self.site_index(&site) else {
+                return Err(format!("site_id {site:?} (of element {element:?}) is not in the sites file"));
+            };
+            if table.insert(compact_str::CompactString::from(element.as_str()), i).is_some() {
+                return Err(format!("element_id {element:?} is listed twice"));
+            }
+        }
+        self.element_site = table;
+        Ok(self)
+    }
+
+    /// The site id of network element `element`, from the element table.
+    pub fn element_site(&self, element: &str) -> Option<&str> {
+        self.element_site.get(element).map(|&i| self.sites[i as usize].site_id.as_str())
     }
 
     /// Index already-validated rows. Fails on duplicate site ids or postcodes.
@@ -306,6 +369,7 @@ impl RefData {
             customers_by_postcode,
             max_radius_km,
             site_postcodes,
+            element_site: HashMap::default(),
         })
     }
 
@@ -447,5 +511,23 @@ mod tests {
         near.sort();
         assert_eq!(near, vec![0, 1]);
         assert!(RefData::build(vec![site("A", 0.0, 0.0), site("A", 1.0, 1.0)], vec![], vec![]).is_err());
+    }
+
+    #[test]
+    fn the_element_table_names_file_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        let sites = load_sites(&write(d.path(), "sites.csv", "site_id,lat,lon,radius_km\nS1,41.8,-71.4,2\n")).unwrap();
+        let ok = write(d.path(), "elements.csv", "element_id,site_id\nENB-1,S1\nCELL-1-1,S1\n");
+        let rows = load_elements(&ok, &sites).unwrap();
+        let rd = RefData::build(sites.clone(), vec![], vec![]).unwrap().with_elements(rows).unwrap();
+        assert_eq!((rd.element_site("CELL-1-1"), rd.element_site("S1")), (Some("S1"), None));
+        let unknown = write(d.path(), "unknown.csv", "element_id,site_id\nENB-1,S1\nENB-2,S9\n");
+        let err = load_elements(&unknown, &sites).unwrap_err().to_string();
+        assert!(err.contains("unknown.csv:3") && err.contains("S9"), "{err}");
+        let twice = write(d.path(), "twice.csv", "element_id,site_id\nENB-1,S1\nENB-1,S1\n");
+        let err = load_elements(&twice, &sites).unwrap_err().to_string();
+        assert!(err.contains("twice.csv:3") && err.contains("twice"), "{err}");
+        let empty = write(d.path(), "empty.csv", "element_id,site_id\n,S1\n");
+        assert!(load_elements(&empty, &sites).unwrap_err().to_string().contains("empty.csv:2"));
     }
 }

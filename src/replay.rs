@@ -15,7 +15,8 @@ use crate::config::Config;
 use crate::geodesy::{self, GeoPoint};
 use crate::model::{Credit, Incident, IncidentState};
 use crate::refdata::RefData;
-use crate::sources::decode::decode_all;
+use crate::sources::decode::decode_formats;
+use crate::sources::elements::Elements;
 use crate::transforms::correlate::Correlator;
 use crate::transforms::plan::Planner;
 use chrono::{DateTime, Utc};
@@ -109,6 +110,7 @@ pub fn replay_with_credits(
     let mut correlator = Correlator::with_classifier(cfg.correlator.clone(), refdata.clone(), classifier.clone());
     let planner =
         Planner::new(cfg.plan.clone(), refdata.clone()).map_err(std::io::Error::other)?.with_classifier(classifier);
+    let elements = Elements::new(&cfg.ingest.elements).map_err(std::io::Error::other)?;
     let mut alarms = 0;
     let mut dead = BTreeMap::new();
     let mut events = Vec::new();
@@ -117,10 +119,14 @@ pub fn replay_with_credits(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        for decoded in decode_all(&line) {
+        for (format, decoded) in decode_formats(&line) {
             alarms += 1;
+            // As the daemon: the element becomes its site before correlation.
+            let decoded = decoded
+                .map_err(|e| e.to_string())
+                .and_then(|mut a| elements.resolve(&refdata, format, &mut a).map(|()| a).map_err(|e| e.to_string()));
             let reason = match decoded {
-                Err(e) => e.to_string(),
+                Err(e) => e,
                 Ok(a) => match correlator.on_alarm_into(&a, &mut events) {
                     Ok(()) => {
                         events.clear();
@@ -288,6 +294,34 @@ mod tests {
         assert_eq!(report.alarms, n + 1, "the blank line is not an alarm");
         assert_eq!(report.dead_lettered.values().sum::<u64>(), 1, "{:?}", report.dead_lettered);
         assert!(report.incidents.iter().any(|i| i.declared_at.is_some()));
+    }
+
+    #[test]
+    fn elements_become_sites_before_correlation_and_unknown_ones_are_dead_letters() {
+        let rd = demo_refdata();
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/feeds");
+        let mut cfg = Config::default();
+        cfg.ingest.elements = vec![crate::sources::elements::ElementRule {
+            format: crate::sources::decode::Format::Ves,
+            pattern: r"^(?P<site>S-[A-Z]{2}-\d+)-".into(),
+        }];
+        let raise = std::fs::read_to_string(fixtures.join("ves/fault-7.2-los-raise.json")).unwrap();
+        let raise = serde_json::from_str::<serde_json::Value>(&raise).unwrap().to_string();
+        let unknown = r#"{"alarm_id":"x1","site_id":"ne-unknown-9","state":"raised","severity":"minor",
+            "probable_cause":"door open","event_time":"2026-11-23T04:13:00Z"}"#
+            .replace('\n', " ");
+        let alone = replay(vec![Ok(raise.clone().into_bytes())].into_iter(), rd.clone(), &cfg).unwrap();
+        assert!(alone.dead_lettered.is_empty(), "the rule places the VES element: {:?}", alone.dead_lettered);
+        let input = vec![Ok(raise.clone().into_bytes()), Ok(unknown.into_bytes())];
+        let report = replay(input.into_iter(), rd.clone(), &cfg).unwrap();
+        assert_eq!(report.alarms, 2);
+        let reasons: Vec<&String> = report.dead_lettered.keys().collect();
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(reasons[0].contains("ne-unknown-9") && reasons[0].contains("native"), "{reasons:?}");
+        assert_eq!(report.ignored, alone.ignored, "the unknown element is not counted as ignored");
+        // Without the rule, the VES element is unknown too.
+        let report = replay(vec![Ok(raise.into_bytes())].into_iter(), rd, &Config::default()).unwrap();
+        assert!(report.dead_lettered.keys().any(|r| r.contains("S-CT-000002-enb-1")), "{report:?}");
     }
 
     #[test]

@@ -27,7 +27,8 @@ use crate::refdata::RefData;
 use crate::sinks::deliveries::DeliveryLog;
 use crate::sinks::held::HeldNotices;
 use crate::sinks::{ActionSink, Delivery, IvrSink, SinkError};
-use crate::sources::decode::{decode_checked, DlqRecord, Limits};
+use crate::sources::decode::{decode_record, DlqRecord, Limits};
+use crate::sources::elements::Elements;
 use crate::sources::kafka::KafkaSource;
 use crate::sources::{AlarmSource, SourceError, SourceRecord};
 use crate::transforms::correlate::{CorrelateError, Correlator};
@@ -246,6 +247,8 @@ pub struct Pipeline<S: AlarmSource, I: IvrSink> {
     restorations: Restorations,
     producer: FutureProducer,
     limits: Limits,
+    /// Network element → site, before correlation.
+    elements: Elements,
     cfg: Config,
     clock: Arc<dyn Clock>,
     stats: Arc<Stats>,
@@ -356,6 +359,8 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             restorations: Restorations::new(refdata, cfg.correlator.hold_down),
             producer: broker.producer()?,
             limits: cfg.ingest.limits(),
+            elements: Elements::new(&cfg.ingest.elements)
+                .map_err(|e| crate::config::ConfigError::Invalid { key: e.key, message: e.message })?,
             cfg: cfg.clone(),
             clock,
             stats,
@@ -653,9 +658,15 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         let now = self.clock.now();
         let mut alarms = Vec::with_capacity(batch.len());
         for rec in &batch {
-            for decoded in decode_checked(&rec.payload, now, &self.limits) {
+            for (format, decoded) in decode_record(&rec.payload, now, &self.limits) {
                 match decoded {
-                    Ok(a) => alarms.push((rec, a)),
+                    // The element becomes its site before correlation: an
+                    // element nobody can place is an unknown site, whatever
+                    // its severity or cause.
+                    Ok(mut a) => match self.elements.resolve(self.planner.refdata(), format, &mut a) {
+                        Ok(()) => alarms.push((rec, a)),
+                        Err(e) => out.dead_letter(rec, "unknown_site", e.to_string(), now),
+                    },
                     Err(e) => out.dead_letter(rec, e.class(), e.to_string(), now),
                 }
             }

@@ -684,7 +684,8 @@ fn foreign_examples_decode_and_encoders_conform() {
     let a = &one[0];
     assert_eq!((a.alarm_id.as_str(), a.site_id.as_str()), ("fault-ne-ri-0241-0001", "S-RI-000241"));
     assert_eq!((a.state, a.severity, a.lat), (AlarmState::Raised, Severity::Critical, Some(41.82118)));
-    assert_eq!((a.probable_cause.as_str(), a.event_time), ("mains power failure", t("2026-11-23T04:12:09Z")));
+    assert_eq!((a.probable_cause.as_str(), a.event_time), ("mainsPowerFailure", t("2026-11-23T04:12:09Z")));
+    assert_eq!(a.specific_problem.as_deref(), Some("mains power failure"), "specificProblem is the free text");
     let list = decoded("ves-fault.v7.event-list.json");
     assert_eq!(list.len(), 2, "the heartbeat carries no alarm");
     assert!(list[0].is_clear() && list[0].site_id == "S-RI-000242" && list[0].event_time == t("2026-11-23T06:11:42Z"));
@@ -692,7 +693,8 @@ fn foreign_examples_decode_and_encoders_conform() {
     let raise = decoded("tmf642-alarm.v4.create-event.json").remove(0);
     let clear = decoded("tmf642-alarm.v4.cleared-resource.json").remove(0);
     assert_eq!(raise.alarm_id, clear.alarm_id, "raise and clear pair on the resource id");
-    assert_eq!((raise.probable_cause.as_str(), raise.event_time), ("equipment failure", t("2026-11-23T04:12:09Z")));
+    assert_eq!((raise.probable_cause.as_str(), raise.event_time), ("equipmentMalfunction", t("2026-11-23T04:12:09Z")));
+    assert_eq!(raise.specific_problem.as_deref(), Some("equipment failure"));
     assert!(clear.is_clear() && clear.event_time == t("2026-11-23T06:40:31Z"));
     for path in json_files(&ex.join("invalid")) {
         let name = file_name(&path);

@@ -246,7 +246,12 @@ async fn restart_rebuilds_incidents_and_repeats_no_action() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_alarms_go_to_the_dead_letter_topic_and_the_rest_flows() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config("dlq", dir.path());
+    let mut cfg = config("dlq", dir.path());
+    // A VES element named after its site, placed by a rule before correlation.
+    cfg.ingest.elements = vec![outage::sources::elements::ElementRule {
+        format: outage::sources::decode::Format::Ves,
+        pattern: r"^(?P<site>S\d)-enb-\d+$".into(),
+    }];
     let broker = Broker::connect(&cfg.kafka).await.unwrap();
     let t0 = Utc::now() - Cd::minutes(30);
     publish(
@@ -258,19 +263,28 @@ async fn malformed_alarms_go_to_the_dead_letter_topic_and_the_rest_flows() {
             ("S1", alarm("A1", "S1", AlarmState::Raised, t0)),
             ("S2", alarm("A2", "S2", AlarmState::Raised, t0)),
             ("S4", alarm("A4", "S4", AlarmState::Raised, t0)),
+            ("S3", ves_alarm("A3", "S3-enb-1", t0)),
+            // A minor alarm of an element nobody knows: an unknown site, not
+            // an ignored `not_service_affecting` one.
+            ("ne", alarm("A8", "ne-unknown-8", AlarmState::Raised, t0).replace("critical", "minor")),
         ],
     )
     .await;
     let daemon = Daemon::start(&cfg, &broker, refdata());
-    settle(&daemon.stats, 5, |s| s.incidents_declared.load(Relaxed) == 1).await;
+    settle(&daemon.stats, 7, |s| s.incidents_declared.load(Relaxed) == 1).await;
     let stats = daemon.stop().await;
 
-    assert_eq!(stats.alarms_dead_lettered.load(Relaxed), 2);
+    assert_eq!(stats.alarms_dead_lettered.load(Relaxed), 3);
     let by_class = stats.dead_letters.lock().unwrap().clone();
-    assert_eq!(by_class, BTreeMap::from([("not_json", 1), ("unknown_site", 1)]), "dead letters are counted per reason");
+    assert_eq!(by_class, BTreeMap::from([("not_json", 1), ("unknown_site", 2)]), "dead letters are counted per reason");
+    let ignored = stats.alarms_ignored.lock().unwrap().clone();
+    assert_eq!(ignored.by_reason().into_iter().map(|(_, n)| n).sum::<u64>(), 0, "nothing ignored: {ignored:?}");
     let dlq: Vec<DlqRecord> =
         topic_records(&broker, &cfg.kafka.topics.dlq).iter().map(|b| serde_json::from_slice(b).unwrap()).collect();
-    assert_eq!(dlq.len(), 2);
+    assert_eq!(dlq.len(), 3);
+    let element = dlq.iter().find(|d| d.payload.contains("ne-unknown-8")).unwrap();
+    assert!(element.reason.contains("ne-unknown-8") && element.reason.contains("native"), "{}", element.reason);
+    assert!(!dlq.iter().any(|d| d.payload.contains("S3-enb-1")), "the rule placed the VES element");
     let junk = dlq.iter().find(|d| d.payload == "this is not json").expect("the junk record is kept as text");
     assert!(junk.reason.contains("not JSON"), "{}", junk.reason);
     assert_eq!(junk.topic, cfg.kafka.topics.alarms);
@@ -407,6 +421,22 @@ async fn at_night_sms_waits_for_the_morning_across_a_restart_and_a_repair_withdr
 }
 
 /// A free loopback port (bound, read, released).
+/// A raise as a VES fault event naming network element `element`.
+fn ves_alarm(id: &str, element: &str, at: DateTime<Utc>) -> String {
+    let a = outage::model::Alarm {
+        alarm_id: id.into(),
+        site_id: element.into(),
+        state: AlarmState::Raised,
+        severity: outage::model::Severity::Critical,
+        probable_cause: "mains power failure".into(),
+        specific_problem: None,
+        event_time: at,
+        lat: None,
+        lon: None,
+    };
+    serde_json::json!({ "event": outage::sources::ves::encode_event(&a, 1) }).to_string()
+}
+
 fn free_port() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }

@@ -403,7 +403,8 @@ fn parse_time(s: &str, now: DateTime<Utc>, toward: Toward) -> Result<DateTime<Ut
 #[derive(clap::Args)]
 struct ReplayArgs {
     /// Alarms, one JSON record per line (as `simulate --out` writes them), in
-    /// any accepted format (native v1, VES, TMF642; detected per line).
+    /// any accepted format (native v1, VES incl. stndDefined, TMF642;
+    /// detected per line).
     #[arg(long)]
     alarms: PathBuf,
     #[arg(long, default_value = "data/demo/sites.csv")]
@@ -413,8 +414,12 @@ struct ReplayArgs {
     /// Customers, for customer counts per postcode.
     #[arg(long)]
     customers: Option<PathBuf>,
-    /// Thresholds to try (the daemon's TOML; only `[correlator]` and
-    /// `[plan]` matter here).
+    /// Network element → site table (CSV `element_id,site_id`); default:
+    /// the config's `refdata.elements`, if any.
+    #[arg(long)]
+    elements: Option<PathBuf>,
+    /// Thresholds to try (the daemon's TOML; `[correlator]`, `[plan]` and
+    /// `[[ingest.elements]]` matter here).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Print the report as JSON.
@@ -659,8 +664,15 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
     use std::io::BufRead;
     let cfg = outage::config::Config::load(a.config.as_deref())?;
     let customers = a.customers.as_deref().map(load_customers).transpose()?.unwrap_or_default();
-    let refdata = RefData::build(load_sites(&a.sites)?, load_postcodes(&a.postcodes)?, customers)
-        .map_err(|(file, msg)| anyhow::anyhow!("{file}: {msg}"))?;
+    let sites = load_sites(&a.sites)?;
+    let elements = match a.elements.as_ref().or(cfg.refdata.elements.as_ref()) {
+        Some(p) => outage::refdata::load_elements(p, &sites)?,
+        None => Vec::new(),
+    };
+    let refdata = RefData::build(sites, load_postcodes(&a.postcodes)?, customers)
+        .map_err(|(file, msg)| anyhow::anyhow!("{file}: {msg}"))?
+        .with_elements(elements)
+        .map_err(|msg| anyhow::anyhow!("element table: {msg}"))?;
     let file = std::fs::File::open(&a.alarms).with_context(|| a.alarms.display().to_string())?;
     let lines = std::io::BufReader::new(file).split(b'\n');
     let mut credits_out = match &a.credits {

@@ -1,6 +1,8 @@
 //! bytes → [`Alarm`]s. Owns format detection (per record, automatically:
-//! the native v1 contract `schemas/alarm.v1.schema.json`, ONAP VES 7.x in
-//! [`super::ves`], TMF642 in [`super::tmf642`]), ingest limits, and the checks
+//! the native v1 contract `schemas/alarm.v1.schema.json`, ONAP VES 5.x–7.x
+//! fault events and 3GPP FaultSupervision notifications in the VES
+//! `stndDefined` domain in [`super::ves`], TMF642 in [`super::tmf642`]),
+//! ingest limits, and the checks
 //! every decoded alarm must pass whatever its format. Every way a record can
 //! be unusable is a [`DecodeError`] whose text is the dead-letter reason, so
 //! an operator reading `noc.alarms.dlq` sees what to fix. Decoding never
@@ -33,6 +35,15 @@ pub enum DecodeError {
     Oversized { size: usize, limit: usize },
     #[error("event_time {at} is more than {ahead} ahead of the clock ({now})")]
     Future { at: DateTime<Utc>, now: DateTime<Utc>, ahead: String },
+    /// A notification the feed's standard defines that changes no alarm's
+    /// state (an acknowledgement, a comment): understood, not applied.
+    #[error("{0}: changes no alarm's state, not applied")]
+    NoAlarmChange(String),
+    /// A notification we do not apply and the operator must know about
+    /// (an alarm list rebuilt: alarms may have been missed), or an unknown
+    /// notification type.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl DecodeError {
@@ -46,6 +57,8 @@ impl DecodeError {
             DecodeError::Item { source, .. } => source.class(),
             DecodeError::Oversized { .. } => "oversized",
             DecodeError::Future { .. } => "future_time",
+            DecodeError::NoAlarmChange(_) => "no_alarm_change",
+            DecodeError::Unsupported(_) => "unsupported",
         }
     }
 
@@ -75,22 +88,55 @@ impl Default for Limits {
     }
 }
 
-/// The input formats, detected per record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The input formats, detected per record (per event in a VES
+/// `eventList`, which may mix fault and `stndDefined` events). Their names
+/// (`native`, `ves`, `stnddefined`, `tmf642`) are what `[[ingest.elements]]`
+/// rules are keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     Native,
+    /// VES `fault` domain events.
     Ves,
+    /// 3GPP FaultSupervision notifications in VES `stndDefined` events.
+    StndDefined,
     Tmf642,
 }
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Native => "native",
+            Format::Ves => "ves",
+            Format::StndDefined => "stnddefined",
+            Format::Tmf642 => "tmf642",
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One result of decoding a record, with the format it came in.
+pub type Decoded = (Format, Result<Alarm, DecodeError>);
 
 /// Decode one record at `now` under `limits`: one result per alarm the
 /// record carries (a record-level problem is a single error).
 pub fn decode_checked(payload: &[u8], now: DateTime<Utc>, limits: &Limits) -> Vec<Result<Alarm, DecodeError>> {
+    decode_record(payload, now, limits).into_iter().map(|(_, r)| r).collect()
+}
+
+/// [`decode_checked`], each result with its format (what element → site
+/// resolution, [`super::elements::Elements`], needs).
+pub fn decode_record(payload: &[u8], now: DateTime<Utc>, limits: &Limits) -> Vec<Decoded> {
     if payload.len() > limits.max_bytes {
-        return vec![Err(DecodeError::Oversized { size: payload.len(), limit: limits.max_bytes })];
+        return vec![(Format::Native, Err(DecodeError::Oversized { size: payload.len(), limit: limits.max_bytes }))];
     }
-    let mut out = decode_all(payload);
-    for r in &mut out {
+    let mut out = decode_formats(payload);
+    for (_, r) in &mut out {
         if let Ok(a) = r {
             if a.event_time > now + limits.max_future {
                 let ahead = limits.max_future.to_std().map(humantime::format_duration).map(|d| d.to_string());
@@ -103,25 +149,30 @@ pub fn decode_checked(payload: &[u8], now: DateTime<Utc>, limits: &Limits) -> Ve
 
 /// Decode one record value in whichever format it is, without limits.
 pub fn decode_all(payload: &[u8]) -> Vec<Result<Alarm, DecodeError>> {
+    decode_formats(payload).into_iter().map(|(_, r)| r).collect()
+}
+
+/// [`decode_all`], each result with its format.
+pub fn decode_formats(payload: &[u8]) -> Vec<Decoded> {
     match native_direct(payload) {
-        Some(a) => vec![validate(a)],
+        Some(a) => vec![(Format::Native, validate(a))],
         None => decode_general(payload),
     }
 }
 
 /// [`decode_all`] through the JSON tree: format detection, then the format's
 /// adapter; the only path for VES, TMF642 and every record in error.
-fn decode_general(payload: &[u8]) -> Vec<Result<Alarm, DecodeError>> {
+fn decode_general(payload: &[u8]) -> Vec<Decoded> {
     let (format, obj) = match parse(payload) {
         Ok(x) => x,
-        Err(e) => return vec![Err(e)],
+        Err(e) => return vec![(Format::Native, Err(e))],
     };
     let results = match format {
-        Format::Native => vec![native(Value::Object(obj))],
-        Format::Ves => ves::decode(&obj),
-        Format::Tmf642 => vec![tmf642::decode(&obj)],
+        Format::Native => vec![(format, native(Value::Object(obj)))],
+        Format::Ves | Format::StndDefined => ves::decode(&obj),
+        Format::Tmf642 => vec![(format, tmf642::decode(&obj))],
     };
-    results.into_iter().map(|r| r.and_then(validate)).collect()
+    results.into_iter().map(|(f, r)| (f, r.and_then(validate))).collect()
 }
 
 /// Decode a record that must carry exactly one alarm (any format).
@@ -304,18 +355,64 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub fn i64(&self, key: &str) -> Result<i64, DecodeError> {
-        self.opt_i64(key)?.ok_or_else(|| DecodeError::field(self.name(key), "missing"))
+    /// An epoch in microseconds, as any JSON number (an integer, a
+    /// fraction, an exponent: ONAP writes `1.633608637561E15`), or such a
+    /// number quoted (O-RAN SC's VES client scripts send
+    /// `"startEpochMicrosec": "1639985336443218"`); fractions of a
+    /// microsecond are rounded. Refused, naming the field, when not a
+    /// number, not finite (`"NaN"`, `"inf"`) or out of the time range.
+    pub fn opt_epoch_micros(&self, key: &str) -> Result<Option<DateTime<Utc>>, DecodeError> {
+        let in_range = |f: f64| (f.is_finite() && f.abs() < 9.2e18).then(|| f.round() as i64);
+        let micros = match self.map.get(key) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().and_then(in_range)),
+            Some(Value::String(s)) => {
+                let t = s.trim();
+                match (t.parse::<i64>(), t.parse::<f64>()) {
+                    (Ok(i), _) => Some(i),
+                    (_, Ok(f)) if !f.is_finite() => {
+                        return Err(DecodeError::field(self.name(key), format!("{s:?} is not a finite number")))
+                    }
+                    (_, Ok(f)) => in_range(f),
+                    _ => return Err(DecodeError::field(self.name(key), format!("{s:?} is not a number"))),
+                }
+            }
+            Some(other) => {
+                return Err(DecodeError::field(self.name(key), format!("a JSON {}, not a number", kind(other))))
+            }
+        };
+        micros
+            .and_then(DateTime::<Utc>::from_timestamp_micros)
+            .map(Some)
+            .ok_or_else(|| DecodeError::field(self.name(key), "out of range for a time in microseconds since 1970"))
     }
 
-    pub fn opt_i64(&self, key: &str) -> Result<Option<i64>, DecodeError> {
+    /// An id the standard types as a string but feeds (and TMF642 v4's
+    /// swagger) send as an integer too: the integer's decimal text.
+    pub fn id(&self, key: &str) -> Result<String, DecodeError> {
         match self.map.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => {
-                n.as_i64().map(Some).ok_or_else(|| DecodeError::field(self.name(key), format!("{n} is not an integer")))
+            None | Some(Value::Null) => Err(DecodeError::field(self.name(key), "missing")),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+            Some(other) => {
+                Err(DecodeError::field(self.name(key), format!("a JSON {}, not a string or an integer", kind(other))))
             }
-            Some(other) => Err(DecodeError::field(self.name(key), format!("a JSON {}, not an integer", kind(other)))),
         }
+    }
+
+    /// Free text that some feeds send as a number or a list of strings
+    /// (3GPP `specificProblem`): `None` when absent or blank.
+    pub fn opt_text(&self, key: &str) -> Result<Option<String>, DecodeError> {
+        let text = match self.map.get(key) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+                items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; ")
+            }
+            Some(other) => return Err(DecodeError::field(self.name(key), format!("a JSON {}, not text", kind(other)))),
+        };
+        Ok(Some(text).filter(|t| !t.trim().is_empty()))
     }
 
     /// An RFC 3339 timestamp, converted to UTC.
@@ -395,15 +492,15 @@ mod tests {
         for k in ["eventList", "event", "perceivedSeverity", "alarmedObject"] {
             let rec = with(k, serde_json::Value::Null);
             assert!(native_direct(rec.as_bytes()).is_none(), "{rec}");
-            assert_eq!(decode_all(rec.as_bytes()), decode_general(rec.as_bytes()));
+            assert_eq!(decode_formats(rec.as_bytes()), decode_general(rec.as_bytes()));
         }
         let fields = ["alarm_id", "site_id", "state", "severity", "probable_cause", "event_time"];
         let array = serde_json::Value::Array(fields.iter().map(|f| good[f].clone()).collect()).to_string();
         assert!(native_direct(array.as_bytes()).is_none(), "an array is not an alarm");
-        assert_eq!(decode_all(array.as_bytes()), decode_general(array.as_bytes()));
+        assert_eq!(decode_formats(array.as_bytes()), decode_general(array.as_bytes()));
         let doubled = GOOD.replacen('{', "{\"site_id\": \"X\", ", 1);
         assert!(native_direct(doubled.as_bytes()).is_none(), "a doubled key: {doubled}");
-        assert_eq!(decode_all(doubled.as_bytes()), decode_general(doubled.as_bytes()));
+        assert_eq!(decode_formats(doubled.as_bytes()), decode_general(doubled.as_bytes()));
     }
 
     #[test]
@@ -519,7 +616,9 @@ mod tests {
             let ves1 = serde_json::json!({ "event": crate::sources::ves::encode_event(&a, 1) });
             let ves_list = serde_json::json!({ "eventList": [ves1["event"].clone(), ves1["event"].clone()] });
             let tmf = crate::sources::tmf642::encode_notification(&a);
+            let stnd = serde_json::json!({ "event": crate::sources::ves::encode_stnd_defined(&a, 1) });
             let bases = vec![
+                stnd,
                 serde_json::to_value(&a).unwrap_or_default(),
                 ves1,
                 ves_list,
@@ -581,7 +680,7 @@ mod tests {
             #[test]
             fn the_direct_native_path_agrees_with_the_general_one(json in prop_oneof![alarmish(), mutated_records()]) {
                 if let Some(a) = native_direct(json.as_bytes()) {
-                    prop_assert_eq!(decode_general(json.as_bytes()), vec![validate(a)], "{}", json);
+                    prop_assert_eq!(decode_general(json.as_bytes()), vec![(Format::Native, validate(a))], "{}", json);
                 }
             }
 

@@ -1,10 +1,14 @@
 //! Sources bring alarms in. Owns the bytes → alarm step ([`decode`]), the
-//! dead-letter record for what cannot be decoded, and the [`AlarmSource`]
+//! network element → site step ([`elements`]), the dead-letter record for
+//! what cannot be decoded or placed, and the [`AlarmSource`]
 //! boundary the topology reads from ([`kafka::KafkaSource`] in production,
 //! a vector in unit tests).
 
 pub mod decode;
 pub mod dlr;
+pub mod elements;
+#[cfg(test)]
+mod feed_fixtures;
 pub mod kafka;
 pub mod tmf642;
 pub mod ves;

@@ -4,36 +4,71 @@
 //! A record is either an `Alarm` resource or an event notification wrapping
 //! one (`{"eventType": "AlarmCreateEvent", "event": {"alarm": {...}}}`, as a
 //! TMF642 hub pushes them). Mapping:
-//! - `alarm_id` ← `id` (one resource per alarm: its clear is a state change
-//!   of the same id);
-//! - `site_id` ← `alarmedObject.id`; TMF642 carries no coordinates we read,
-//!   so the site must be in the sites reference data;
+//! - `alarm_id` ← `id` (a string, or an integer as the v4 swagger types it;
+//!   one resource per alarm: its clear is a state change of the same id);
+//! - `site_id` ← `alarmedObject.id` (string or integer), the network element
+//!   [`super::elements`] maps to its site; TMF642 carries no coordinates we
+//!   read;
+//! - `eventType` decides first: `AlarmCreateEvent` raises (unless the alarm
+//!   it carries is already cleared, by `state` or severity),
+//!   `AlarmAttributeValueChangeEvent` and `AlarmStateChangeEvent` follow the
+//!   alarm's `state` and severity, `AlarmClearedEvent` clears, and
+//!   `AlarmDeleteEvent` never raises: it is taken as a clear of that id (the
+//!   resource is gone from the NMS, so the condition cannot be active any
+//!   more; a delete after its clear is a repeated clear the correlator
+//!   counts and ignores). Other `…Event` types (`AckAlarmsCreateEvent`, …)
+//!   change no alarm's state: dead letters of class `no_alarm_change`. A
+//!   record without `eventType` follows its `state`;
 //! - state ← `state`: `raised` and `updated` raise (an update is a repeat
-//!   the correlator deduplicates), `cleared` clears; `perceivedSeverity`
-//!   `cleared` is a clear too;
+//!   the correlator deduplicates), as do the states public implementations
+//!   add — `active`, and `acknowledged`/`unacknowledged` (an acknowledged
+//!   alarm is still active in X.733); `cleared`, `terminated` and `closed`
+//!   clear (any case: implementations write `RAISED`, `CLOSED`);
+//!   `perceivedSeverity` `cleared` clears whatever the state says;
 //! - severity ← `perceivedSeverity` (lower case in the spec; upper case is
 //!   tolerated); `indeterminate` counts as `warning`, below any sensible
 //!   service-affecting threshold;
-//! - `probable_cause` ← `specificProblem`, else `probableCause`;
+//! - `probable_cause` ← `probableCause` (the standard X.733 name);
+//!   `specific_problem` ← `specificProblem` (free text);
 //! - `event_time` ← `alarmRaisedTime` for a raise; `alarmChangedTime`, else
 //!   `alarmRaisedTime`, for an update; `alarmClearedTime`, else
 //!   `alarmChangedTime`, for a clear; the notification's `eventTime` when the
-//!   resource has none of these.
+//!   resource has none of these (and first, for a delete).
 
 use crate::model::{Alarm, AlarmState, Severity};
 use crate::sources::decode::{DecodeError, Fields};
 use serde_json::{json, Map, Value};
 
-/// Whether a JSON object is a TMF642 alarm or alarm notification.
+/// Whether a JSON object is a TMF642 alarm or alarm notification (also one
+/// that wraps no alarm, like `AckAlarmsCreateEvent`: `eventType` `…Event`
+/// with an `event` object, which the native fast path never takes).
 pub fn detect(obj: &Map<String, Value>) -> bool {
     obj.contains_key("perceivedSeverity")
         || obj.contains_key("alarmedObject")
         || obj.get("event").is_some_and(|e| e.get("alarm").is_some())
+        || (obj.get("event").is_some_and(Value::is_object)
+            && obj.get("eventType").and_then(Value::as_str).is_some_and(|t| t.ends_with("Event")))
+}
+
+/// What the notification's `eventType` says of the alarm's state.
+enum Kind {
+    /// No `eventType`, or one that follows the resource's state.
+    Follow,
+    Create,
+    Clear,
+    Delete,
 }
 
 /// The alarm of one TMF642 record.
 pub fn decode(obj: &Map<String, Value>) -> Result<Alarm, DecodeError> {
     let top = Fields::of(obj, "");
+    let kind = match top.opt_str("eventType")? {
+        None | Some("AlarmAttributeValueChangeEvent" | "AlarmStateChangeEvent") => Kind::Follow,
+        Some("AlarmCreateEvent") => Kind::Create,
+        Some("AlarmClearedEvent") => Kind::Clear,
+        Some("AlarmDeleteEvent") => Kind::Delete,
+        Some(other) => return Err(DecodeError::NoAlarmChange(format!("TMF642 eventType {other:?}"))),
+    };
     let (alarm, event_time) = match top.opt_object("event")? {
         Some(event) => (event.object("alarm")?, top.opt_time("eventTime")?),
         None => (top, None),
@@ -52,36 +87,60 @@ pub fn decode(obj: &Map<String, Value>) -> Result<Alarm, DecodeError> {
             ))
         }
     };
-    let state = alarm.str("state")?;
+    // The resource's state; a delete's is not read (it clears anyway).
+    let state = match (&kind, alarm.opt_str("state")?) {
+        (Kind::Delete, _) => "cleared",
+        (_, Some(s)) => s,
+        (_, None) => return Err(DecodeError::field("state", "missing")),
+    };
+    const RAISED: &[&str] = &["alarmRaisedTime"];
+    const UPDATED: &[&str] = &["alarmChangedTime", "alarmRaisedTime"];
+    const CLEARED: &[&str] = &["alarmClearedTime", "alarmChangedTime"];
+    let state = match state.to_ascii_lowercase().as_str() {
+        "raised" | "active" => (AlarmState::Raised, RAISED),
+        "updated" | "acknowledged" | "unacknowledged" => (AlarmState::Raised, UPDATED),
+        "cleared" | "terminated" | "closed" => (AlarmState::Cleared, CLEARED),
+        other => {
+            return Err(DecodeError::field(
+                "state",
+                format!(
+                    "{other:?} is not raised, updated, cleared (or active, acknowledged, unacknowledged, terminated, closed)"
+                ),
+            ))
+        }
+    };
+    let cleared = severity == Severity::Cleared;
     // Where this change's time is, best first; the notification's
     // `eventTime` comes after the resource's own field for the state.
-    let (state, times): (_, &[&str]) = match state.to_ascii_lowercase().as_str() {
-        "raised" => (AlarmState::Raised, &["alarmRaisedTime"]),
-        "updated" => (AlarmState::Raised, &["alarmChangedTime", "alarmRaisedTime"]),
-        "cleared" => (AlarmState::Cleared, &["alarmClearedTime", "alarmChangedTime"]),
-        other => return Err(DecodeError::field("state", format!("{other:?} is not raised, updated or cleared"))),
+    let (state, times, event_first) = match kind {
+        Kind::Delete => (AlarmState::Cleared, CLEARED, true),
+        Kind::Clear => (AlarmState::Cleared, CLEARED, false),
+        _ if cleared => (AlarmState::Cleared, if state.0 == AlarmState::Cleared { state.1 } else { CLEARED }, false),
+        Kind::Create if state.0 == AlarmState::Raised => (AlarmState::Raised, RAISED, false),
+        _ => (state.0, state.1, false),
     };
-    let mut event_time = event_time;
+    let mut when = if event_first { None } else { event_time };
     for field in times.iter().rev() {
-        event_time = alarm.opt_time(field)?.or(event_time);
+        when = alarm.opt_time(field)?.or(when);
     }
-    let Some(event_time) = event_time else {
+    let when = if event_first { event_time.or(when) } else { when };
+    let Some(event_time) = when else {
         return Err(DecodeError::field(times[0], "missing"));
     };
-    let probable_cause = match alarm.opt_str("specificProblem")? {
-        Some(s) if !s.trim().is_empty() => s,
-        _ => alarm.str("probableCause")?,
-    };
+    let probable_cause = alarm.str("probableCause")?.trim();
+    if probable_cause.is_empty() {
+        return Err(DecodeError::field("probableCause", "empty"));
+    }
     Ok(Alarm {
-        alarm_id: alarm.str("id")?.to_string(),
-        site_id: alarm.object("alarmedObject")?.str("id")?.to_string(),
+        alarm_id: alarm.id("id")?,
+        site_id: alarm.object("alarmedObject")?.id("id")?,
         state,
         severity,
         probable_cause: probable_cause.to_string(),
+        specific_problem: alarm.opt_text("specificProblem")?,
         event_time,
         lat: None,
         lon: None,
-        specific_problem: None,
     })
 }
 
@@ -101,8 +160,7 @@ pub fn encode_notification(a: &Alarm) -> Value {
         "@type": "Alarm",
         "alarmType": "equipmentAlarm",
         "perceivedSeverity": severity,
-        "probableCause": "other",
-        "specificProblem": a.probable_cause,
+        "probableCause": a.probable_cause,
         "state": if a.is_clear() { "cleared" } else { "raised" },
         "alarmedObjectType": "GeographicSite",
         "alarmedObject": { "id": a.site_id, "@referredType": "GeographicSite" },
@@ -115,6 +173,9 @@ pub fn encode_notification(a: &Alarm) -> Value {
         ("AlarmCreateEvent", "alarmRaisedTime")
     };
     alarm[field] = time.clone().into();
+    if let Some(s) = &a.specific_problem {
+        alarm["specificProblem"] = s.clone().into();
+    }
     json!({
         "eventId": format!("{}:{}", a.alarm_id, if a.is_clear() { "clear" } else { "raise" }),
         "eventTime": time,
@@ -175,11 +236,51 @@ mod tests {
         let good = encode_notification(&alarm(AlarmState::Raised));
         let cases: [(&str, Value, &str); 5] = [
             ("/event/alarm/perceivedSeverity", json!("loud"), "perceivedSeverity"),
-            ("/event/alarm/state", json!("acknowledged"), "state"),
+            ("/event/alarm/state", json!("dormant"), "state"),
             ("/event/alarm/alarmedObject", json!("S-1"), "alarmedObject"),
             ("/event/alarm/alarmRaisedTime", json!("yesterday"), "alarmRaisedTime"),
             ("/event/alarm/id", json!(" "), "alarm_id"),
         ];
         crate::sources::decode::assert_refused_naming(&good, &cases);
+    }
+
+    #[test]
+    fn event_types_are_honoured() {
+        let raise = encode_notification(&alarm(AlarmState::Raised));
+        let with = |event_type: &str, state: &str, severity: &str| {
+            let mut r = raise.clone();
+            r["eventType"] = json!(event_type);
+            r["event"]["alarm"]["state"] = json!(state);
+            r["event"]["alarm"]["perceivedSeverity"] = json!(severity);
+            r["event"]["alarm"]["alarmClearedTime"] = json!("2026-11-23T07:00:00Z");
+            decode_all(r.to_string().as_bytes()).remove(0)
+        };
+        let a = with("AlarmCreateEvent", "raised", "major").unwrap();
+        assert_eq!((a.state, a.severity), (AlarmState::Raised, Severity::Major));
+        assert!(with("AlarmCreateEvent", "raised", "cleared").unwrap().is_clear(), "severity cleared clears");
+        assert!(with("AlarmStateChangeEvent", "cleared", "major").unwrap().is_clear());
+        assert!(!with("AlarmAttributeValueChangeEvent", "unacknowledged", "minor").unwrap().is_clear());
+        assert!(!with("AlarmAttributeValueChangeEvent", "active", "minor").unwrap().is_clear());
+        assert!(with("AlarmStateChangeEvent", "terminated", "minor").unwrap().is_clear());
+        assert!(with("AlarmStateChangeEvent", "CLOSED", "MINOR").unwrap().is_clear());
+        assert!(!with("AlarmStateChangeEvent", "ACKNOWLEDGED", "MINOR").unwrap().is_clear());
+        assert!(with("AlarmClearedEvent", "raised", "major").unwrap().is_clear(), "the event type decides");
+        let deleted = with("AlarmDeleteEvent", "raised", "critical").unwrap();
+        assert!(deleted.is_clear(), "a delete never raises: {deleted:?}");
+        assert_eq!(deleted.event_time.to_rfc3339(), "2026-11-23T06:00:00+00:00", "the deletion's eventTime");
+        let err = with("CommentAlarmsCreateEvent", "raised", "major").unwrap_err();
+        assert_eq!(err.class(), "no_alarm_change", "{err}");
+    }
+
+    #[test]
+    fn integer_ids_are_their_decimal_text() {
+        let mut r = encode_notification(&alarm(AlarmState::Raised));
+        r["event"]["alarm"]["id"] = json!(4711);
+        r["event"]["alarm"]["alarmedObject"]["id"] = json!(17);
+        let a = decode_all(r.to_string().as_bytes()).remove(0).unwrap();
+        assert_eq!((a.alarm_id.as_str(), a.site_id.as_str()), ("4711", "17"));
+        r["event"]["alarm"]["id"] = json!(1.5);
+        let err = decode_all(r.to_string().as_bytes()).remove(0).unwrap_err().to_string();
+        assert!(err.contains("id"), "{err}");
     }
 }
