@@ -497,6 +497,12 @@ async fn the_noc_api_reads_updates_and_resolves_with_roles() {
     assert_eq!(list.len(), 1, "{list:?}");
     let id = list[0]["id"].as_str().unwrap().to_string();
     assert_eq!(list[0]["state"], "declared");
+    // The standard cause, in the words every channel uses, and the feed's detail.
+    assert_eq!(
+        (list[0]["cause"].as_str(), list[0]["cause_text"].as_str()),
+        (Some("powerProblem"), Some("a power failure"))
+    );
+    assert!(list[0]["detail"].as_str().is_some_and(|d| d.starts_with("mains failure at S")), "{list:?}");
     assert!(list[0]["postcodes"].as_array().unwrap().iter().any(|p| p == "02901"));
 
     // One answer for agents: by number, by customer, by postcode.

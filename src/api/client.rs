@@ -445,7 +445,7 @@ pub fn incident_details(i: &IncidentView) -> String {
     let fields: Vec<Vec<String>> = [
         ("Incident", i.id.to_string()),
         ("State", i.state.as_str().to_string()),
-        ("Cause", i.cause.clone()),
+        ("Cause", if i.cause_text.is_empty() { i.cause.clone() } else { format!("{} ({})", i.cause_text, i.cause) }),
         ("Detail", i.detail.clone().unwrap_or_else(|| "-".into())),
         ("Message", i.message.clone().unwrap_or_else(|| "-".into())),
         ("Opened", fmt_time(Some(i.opened_at))),
@@ -562,6 +562,7 @@ mod tests {
             id: IncidentId(id.into()),
             state: IncidentState::Declared,
             cause: "power failure".into(),
+            cause_text: "a power failure".into(),
             detail: Some("mains failure at S1".into()),
             opened_at: t("2026-11-23T14:00:00Z"),
             declared_at: Some(t("2026-11-23T14:05:00Z")),

@@ -94,6 +94,9 @@ pub enum Role {
 #[derive(Debug, Clone)]
 pub struct SnapshotIncident {
     pub inc: Incident,
+    /// The cause in the words notices use (default language): what agents,
+    /// the IVR, chat bots and the status page say.
+    pub cause_text: String,
     /// Footprint postcodes (declared: the correlator's coverage; closed:
     /// those told).
     pub postcodes: Vec<String>,
@@ -108,6 +111,7 @@ impl SnapshotIncident {
             id: i.id.clone(),
             state: i.state,
             cause: i.cause.clone(),
+            cause_text: self.cause_text.clone(),
             detail: i.detail.clone(),
             opened_at: i.opened_at,
             declared_at: i.declared_at,

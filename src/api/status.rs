@@ -226,7 +226,10 @@ fn incident(out: &mut String, s: &SnapshotIncident, rd: &RefData) {
          <span class=\"state state-{state}\">{state}</span></h2>",
         id = Esc(&i.id.0),
     );
-    let _ = writeln!(out, "<dl>\n<dt>Cause</dt><dd class=\"cause\">{}</dd>", Esc(&i.cause));
+    // The cause in the words customers read (its class, in the default
+    // language), as every other channel says it; the feed's code if none.
+    let cause = if s.cause_text.is_empty() { &i.cause } else { &s.cause_text };
+    let _ = writeln!(out, "<dl>\n<dt>Cause</dt><dd class=\"cause\">{}</dd>", Esc(cause));
     let _ = writeln!(out, "<dt>Opened</dt><dd>{}</dd>", Time(i.opened_at));
     if let Some(t) = i.declared_at {
         let _ = writeln!(out, "<dt>Declared</dt><dd>{}</dd>", Time(t));
@@ -506,6 +509,7 @@ mod tests {
 
     fn with_sites() -> SnapshotIncident {
         SnapshotIncident {
+            cause_text: String::new(),
             inc: incident("INC-20261123-0000aaaa", &["SITE-SECRET-1", "SITE-SECRET-2"], vec![declared()]),
             postcodes: vec!["02901".into(), "02903".into()],
             customers: 3,
@@ -532,7 +536,11 @@ mod tests {
         let html = render(&snapshot(vec![s]), &refdata(), t(10));
         assert!(html.contains("id=\"INC-20261123-0000aaaa\""), "{html}");
         assert!(html.contains("state-declared\">declared<"));
-        assert!(html.contains("mains power failure"));
+        assert!(html.contains("<dd class=\"cause\">mains power failure</dd>"), "no words: the cause as sent");
+        let mut worded = with_sites();
+        worded.cause_text = "a power failure".into();
+        let worded = render(&snapshot(vec![worded]), &refdata(), t(10));
+        assert!(worded.contains("<dd class=\"cause\">a power failure</dd>"), "the words every channel uses");
         assert!(html.contains("<dd class=\"etr\"><time datetime=\"2026-11-23T20:00:00Z\">"));
         assert!(html.contains("2 postcodes, 3 customers"));
         assert!(html.contains("<li>02901 <span class=\"note\">(2)</span></li>"), "counts per postcode");
@@ -575,6 +583,7 @@ mod tests {
     #[test]
     fn an_incident_without_sites_gets_circles_around_its_postcodes() {
         let s = SnapshotIncident {
+            cause_text: String::new(),
             inc: incident("INC-20261123-0000bbbb", &[], vec![declared()]),
             postcodes: vec!["02901".into(), "06001".into(), "99999".into()],
             customers: 2,
@@ -593,6 +602,7 @@ mod tests {
     #[test]
     fn only_public_incidents_are_shown_active_first() {
         let probable = SnapshotIncident {
+            cause_text: String::new(),
             inc: incident("INC-20261123-0000cccc", &["SITE-SECRET-1"], vec![]),
             postcodes: vec![],
             customers: 0,
@@ -628,6 +638,7 @@ mod tests {
             RefData::build(vec![], pcs, vec![]).unwrap()
         };
         let s = SnapshotIncident {
+            cause_text: String::new(),
             inc: incident("INC-20261123-0000eeee", &[], vec![declared()]),
             postcodes: (0..400).map(|n| format!("P{n:04}")).collect(),
             customers: 0,

@@ -12,6 +12,10 @@ pub struct IncidentView {
     pub id: IncidentId,
     pub state: IncidentState,
     pub cause: String,
+    /// The cause in the words customers read (its class, in the default
+    /// language), e.g. "a power failure".
+    #[serde(default)]
+    pub cause_text: String,
     /// The opening alarm's free-text detail (`specificProblem`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

@@ -186,6 +186,12 @@ impl Planner {
         self
     }
 
+    /// An incident's cause in the words notices use, in the default
+    /// language.
+    pub fn cause_words(&self, cause: &str) -> String {
+        self.templates.cause_words(&self.cfg.default_language, cause)
+    }
+
     /// The zone notices to a postcode's customers are written in.
     fn timezone(&self, postcode: &str) -> Tz {
         self.refdata

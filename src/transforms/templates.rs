@@ -213,6 +213,12 @@ impl Templates {
         }
     }
 
+    /// `cause` in the words of language `tag` (see [`cause_key`]).
+    pub fn cause_words(&self, tag: &str, cause: &str) -> String {
+        let lang = self.resolve(tag);
+        self.langs.get(lang).and_then(|l| l.causes.get(cause_key(cause, &self.classifier))).cloned().unwrap_or_default()
+    }
+
     fn context(&self, lang: &Language, v: &Vars<'_>) -> minijinja::Value {
         let local = |t: DateTime<Utc>| {
             let l = t.with_timezone(&v.tz);
@@ -423,6 +429,10 @@ mod tests {
         };
         assert_eq!(cause_key("ALM-7001", &Classifier::new(&rules).unwrap()), "power");
         assert_eq!(cause_key("ALM-7001", &c), "fault");
+        let tpl = shipped();
+        assert_eq!(tpl.cause_words("es-MX", "LOSS_OF_SIGNAL"), "fallo de enlace");
+        assert_eq!(tpl.cause_words("en", "enclosureDoorOpen"), "a site problem");
+        assert_eq!(tpl.cause_words("xx", "powerProblem"), "a power failure", "the default language");
     }
 
     #[test]
