@@ -44,7 +44,12 @@ pub struct KafkaConfig {
     /// Consumer group of the daemon. Default `outaged`.
     pub group_id: String,
     pub topics: Topics,
-    /// Extra librdkafka properties for every client (security, tuning).
+    /// Extra librdkafka properties for every client (security, tuning),
+    /// e.g. `"security.protocol" = "SASL_SSL"`, `"sasl.mechanism" =
+    /// "SCRAM-SHA-512"`, `"ssl.ca.location" = "/etc/outage/kafka-ca.pem"`.
+    /// librdkafka checks them when a client is made (`outaged --check`
+    /// makes every client once); `sasl.password` and other secrets are
+    /// never logged. Default: none.
     pub client: BTreeMap<String, String>,
 }
 
@@ -315,6 +320,20 @@ pub struct SinksConfig {
     /// (`schemas/provisioning-api.v1.openapi.json`). Default none: grants
     /// and revokes go to `data_grant.jsonl`.
     pub provisioning: Option<crate::sinks::provision::ProvisioningConfig>,
+    /// What outbound TLS (HTTPS to the SMS gateways, the IVR platform and
+    /// the provisioning API; SMTP with STARTTLS or TLS) trusts.
+    pub tls: TlsConfig,
+}
+
+/// The roots outbound TLS trusts (`crate::tls`): the built-in Mozilla
+/// roots, plus a CA file's.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// A PEM bundle of CA certificates trusted besides the built-in roots
+    /// (an operator's private CA). Read at start-up; an unreadable file or
+    /// one without a certificate is an error. Default: none.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for SinksConfig {
@@ -328,6 +347,7 @@ impl Default for SinksConfig {
             dlr_listen: None,
             ivr: None,
             provisioning: None,
+            tls: TlsConfig::default(),
         }
     }
 }

@@ -176,9 +176,10 @@ pub struct HttpIvr {
 }
 
 impl HttpIvr {
-    pub fn new(cfg: IvrApiConfig) -> Result<Self, ConfigError> {
+    /// `trust`: the roots HTTPS to the platform trusts (`sinks.tls`).
+    pub fn new(cfg: IvrApiConfig, trust: &crate::tls::Trust) -> Result<Self, ConfigError> {
         let base = cfg.base_url()?;
-        let http = reqwest::Client::builder()
+        let http = crate::tls::http_client(trust)
             .timeout(cfg.timeout)
             .build()
             .map_err(|e| ConfigError::Invalid { key: "sinks.ivr".into(), message: e.to_string() })?;
@@ -517,7 +518,7 @@ mod tests {
     }
 
     fn sink(cfg: IvrApiConfig) -> HttpIvr {
-        let mut ivr = HttpIvr::new(cfg).unwrap();
+        let mut ivr = HttpIvr::new(cfg, &Default::default()).unwrap();
         ivr.retry.base = Duration::from_millis(2);
         ivr
     }
@@ -707,7 +708,8 @@ mod tests {
         for bad in ["", "ivr.example.net", "ftp://ivr.example.net"] {
             assert!(IvrApiConfig { url: bad.into(), ..cfg.clone() }.validate().is_err(), "{bad}");
         }
-        let ivr = HttpIvr::new(IvrApiConfig { url: "https://ivr.example.net/api/".into(), ..cfg }).unwrap();
+        let ivr = HttpIvr::new(IvrApiConfig { url: "https://ivr.example.net/api/".into(), ..cfg }, &Default::default())
+            .unwrap();
         assert_eq!(
             ivr.url(&["RI PROV", "INC/1"]).as_str(),
             "https://ivr.example.net/api/v1/announcements/RI%20PROV/INC%2F1"
