@@ -28,5 +28,5 @@ bash scripts/kannel.sh start "$DIR" | tail -n1
 bash scripts/smtp.sh start "$DIR" | tail -n1
 export OUTAGE_TEST_BOOTSTRAP="$bootstrap" OUTAGE_TEST_GATEWAYS="$DIR"
 cargo test --test pipeline -- --test-threads=1
-cargo test --test gateways -- --ignored --nocapture
+cargo test --test gateways -- --ignored --nocapture --test-threads=1
 cargo test --test status_page -- --ignored --nocapture

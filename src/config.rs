@@ -652,6 +652,22 @@ mod tests {
 
     #[test]
     #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
+    fn a_kafka_secret_from_the_environment_joins_the_files_properties() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("outage.toml");
+        std::fs::write(&p, "[kafka.client]\n\"sasl.username\" = \"outaged\"\n\"sasl.mechanism\" = \"PLAIN\"\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("OUTAGE_KAFKA__CLIENT", r#"{"sasl.password"="s3cret"}"#);
+            let cfg = Config::load(Some(&p)).map_err(|e| e.to_string())?;
+            let keys: Vec<&str> = cfg.kafka.client.keys().map(String::as_str).collect();
+            assert_eq!(keys, ["sasl.mechanism", "sasl.password", "sasl.username"]);
+            assert_eq!(cfg.kafka.client["sasl.password"], "s3cret");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
     fn environment_overrides_the_file() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("outage.toml");

@@ -13,8 +13,8 @@
 //! gateways directory, made by `scripts/tls_ca.sh`) that the daemon trusts
 //! through `sinks.tls.ca_file` only.
 //!
-//! Ignored under `make test` (nothing to talk to); `make e2e` runs it with
-//! `--ignored`.
+//! Ignored under `make test` (nothing to talk to); `make e2e` runs them with
+//! `--ignored --test-threads=1`: both read what the one SMTP server received.
 //!
 //! The scenario: four neighbouring sites go down over 120 customers (en, es,
 //! ru, nl, with numbers and addresses; one with a bad number, one far away).
