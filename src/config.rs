@@ -655,7 +655,8 @@ mod tests {
     fn a_kafka_secret_from_the_environment_joins_the_files_properties() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("outage.toml");
-        std::fs::write(&p, "[kafka.client]\n\"sasl.username\" = \"outaged\"\n\"sasl.mechanism\" = \"PLAIN\"\n").unwrap();
+        std::fs::write(&p, "[kafka.client]\n\"sasl.username\" = \"outaged\"\n\"sasl.mechanism\" = \"PLAIN\"\n")
+            .unwrap();
         figment::Jail::expect_with(|jail| {
             jail.set_env("OUTAGE_KAFKA__CLIENT", r#"{"sasl.password"="s3cret"}"#);
             let cfg = Config::load(Some(&p)).map_err(|e| e.to_string())?;

@@ -5,13 +5,15 @@
 //! - `OUTAGE_TEST_BOOTSTRAP`: the broker;
 //! - `OUTAGE_TEST_GATEWAYS`: the directory holding `fakesmsc.log` (every SMS
 //!   part Kannel handed to its SMSC) and `smtp.jsonl` (every mail received);
-//! - `KANNEL_SENDSMS_PORT`, `KANNEL_PASSWORD`, `SMTP_TLS_PORT` (script
-//!   defaults otherwise).
+//! - `KANNEL_SENDSMS_URL` (`https://127.0.0.1:PORT/cgi-bin/sendsms`: what
+//!   `scripts/kannel.sh start` printed), `KANNEL_PASSWORD`, `SMTP_TLS_PORT`
+//!   (script defaults otherwise).
 //!
-//! Mail goes over TLS: the SMTP server's `SMTP_TLS_PORT` listener requires
-//! STARTTLS, with a certificate from a throw-away CA (`tls/ca.pem` in the
-//! gateways directory, made by `scripts/tls_ca.sh`) that the daemon trusts
-//! through `sinks.tls.ca_file` only.
+//! Both gateways speak TLS with a certificate from a throw-away CA
+//! (`tls/ca.pem` in the gateways directory, made by `scripts/tls_ca.sh`)
+//! that the daemon trusts through `sinks.tls.ca_file` only: Kannel's
+//! sendsms port is HTTPS only, the SMTP server's `SMTP_TLS_PORT` listener
+//! requires STARTTLS.
 //!
 //! Ignored under `make test` (nothing to talk to); `make e2e` runs them with
 //! `--ignored --test-threads=1`: both read what the one SMTP server received.
@@ -26,8 +28,9 @@
 //! carry their idempotent `Message-ID`; the bad number is skipped with its
 //! reason; the delivery reports come back onto the delivery record; every
 //! mail arrived over TLS.
-//! A second test shows the TLS is real: without the CA file the relay's
-//! certificate is refused, without STARTTLS the relay refuses the mail.
+//! A second test shows the TLS is real: without the CA file Kannel's and
+//! the relay's certificates are refused; plain http and SMTP without
+//! STARTTLS do not get through either.
 
 mod common;
 
@@ -91,17 +94,25 @@ fn config(dir: &Path, gateways: &Path, dlr_port: u16) -> Config {
     cfg.sinks.retry.base = Duration::from_millis(50);
     // Slow enough that the kill lands mid fan-out.
     cfg.sinks.sms = vec![SmsProviderConfig {
-        url: format!("http://127.0.0.1:{}/cgi-bin/sendsms", env_or("KANNEL_SENDSMS_PORT", "13013")),
-        username: Some("outage".into()),
-        password: Some(env_or("KANNEL_PASSWORD", "outage-e2e")),
-        dlr_url: Some(format!("http://127.0.0.1:{dlr_port}/dlr")),
         rate_per_second: 40,
         max_in_flight: 4,
-        ..Default::default()
+        dlr_url: Some(format!("http://127.0.0.1:{dlr_port}/dlr")),
+        ..kannel()
     }];
     cfg.sinks.email = Some(SmtpConfig { rate_per_second: 40, pool_size: 4, ..starttls() });
     cfg.sinks.tls.ca_file = Some(gateways.join("tls/ca.pem"));
     cfg
+}
+
+/// Kannel's sendsms (HTTPS under `make e2e`), by address: its certificate
+/// names 127.0.0.1.
+fn kannel() -> SmsProviderConfig {
+    SmsProviderConfig {
+        url: env_or("KANNEL_SENDSMS_URL", "https://127.0.0.1:13013/cgi-bin/sendsms"),
+        username: Some("outage".into()),
+        password: Some(env_or("KANNEL_PASSWORD", "outage-e2e")),
+        ..Default::default()
+    }
 }
 
 /// The relay's STARTTLS-only listener, by address: its certificate names
@@ -402,16 +413,21 @@ async fn every_customer_is_told_once_through_real_gateways_even_across_a_kill() 
     }
 }
 
-/// One notice through the STARTTLS relay with the sink itself, three ways:
-/// trusting the CA file it is delivered (over TLS, the server says); with
-/// the built-in roots only, the certificate is refused; without TLS the
-/// relay refuses the mail. So the main test's mails went over verified TLS.
+/// One notice through each TLS gateway with the sinks themselves, three
+/// ways: trusting the CA file it is delivered (SMTP: over TLS, the server
+/// says); with the built-in roots only, the certificate is refused; without
+/// TLS (http://, SMTP without STARTTLS) it does not get through. So the
+/// main test's notices went over verified TLS.
 #[tokio::test]
 #[ignore = "needs the real gateways `make e2e` starts"]
-async fn smtp_starttls_is_verified_against_the_configured_ca() {
+async fn tls_to_kannel_and_smtp_is_verified_against_the_configured_ca() {
     use outage::sinks::email::Smtp;
-    use outage::sinks::sms::Outcome;
+    use outage::sinks::sms::{Outcome, Provider, Sms, SmsGateway};
     use outage::tls::Trust;
+    let refused = |o: &Outcome| match o {
+        Outcome::Retry { reason } | Outcome::Permanent { reason } => reason.clone(),
+        Outcome::Accepted { .. } => panic!("accepted: {o:?}"),
+    };
     let gateways = PathBuf::from(std::env::var("OUTAGE_TEST_GATEWAYS").expect("OUTAGE_TEST_GATEWAYS (make e2e)"));
     let smtp = gateways.join("smtp.jsonl");
     let action = |n: &str| Action {
@@ -429,24 +445,31 @@ async fn smtp_starttls_is_verified_against_the_configured_ca() {
         not_before: None,
     };
     let before = received_mail(&smtp).len();
-
     let ca = Trust::load(Some(&gateways.join("tls/ca.pem")), "sinks.tls.ca_file").unwrap();
+
+    // Kannel: sendsms over HTTPS.
+    let url = kannel().url;
+    assert!(url.starts_with("https://"), "make e2e starts Kannel with HTTPS: {url}");
+    let sms = Sms { to: "+14015550001", text: "over TLS", action_id: "INC-TLS/C1/sms/down" };
+    let trusted = Provider::new(kannel(), &ca).unwrap().send(&sms).await;
+    assert!(matches!(trusted, Outcome::Accepted { .. }), "{trusted:?}");
+    let untrusted = refused(&Provider::new(kannel(), &Trust::default()).unwrap().send(&sms).await);
+    assert!(untrusted.contains("certificate") || untrusted.contains("UnknownIssuer"), "{untrusted}");
+    let plain = SmsProviderConfig { url: url.replacen("https://", "http://", 1), ..kannel() };
+    let plain = refused(&Provider::new(plain, &ca).unwrap().send(&sms).await);
+    eprintln!("Kannel HTTPS: trusted {trusted:?}; untrusted: {untrusted}; plain http: {plain}");
+
     let trusted = Smtp::new(starttls(), &ca).unwrap().send(&action("trusted")).await;
     assert!(matches!(trusted, Outcome::Accepted { .. }), "{trusted:?}");
 
-    let untrusted = Smtp::new(starttls(), &Trust::default()).unwrap().send(&action("untrusted")).await;
-    let reason = match &untrusted {
-        Outcome::Retry { reason } | Outcome::Permanent { reason } => reason.clone(),
-        Outcome::Accepted { .. } => panic!("delivered to a relay whose CA is not trusted"),
-    };
-    assert!(reason.contains("UnknownIssuer") || reason.contains("certificate"), "{reason}");
-
-    let plain = Smtp::new(SmtpConfig { tls: SmtpTls::None, ..starttls() }, &ca).unwrap().send(&action("plain")).await;
-    assert!(!matches!(plain, Outcome::Accepted { .. }), "the relay took a mail without STARTTLS: {plain:?}");
+    let untrusted = refused(&Smtp::new(starttls(), &Trust::default()).unwrap().send(&action("untrusted")).await);
+    assert!(untrusted.contains("UnknownIssuer") || untrusted.contains("certificate"), "{untrusted}");
+    let plain = SmtpConfig { tls: SmtpTls::None, ..starttls() };
+    let plain = refused(&Smtp::new(plain, &ca).unwrap().send(&action("plain")).await);
 
     let got: Vec<Mail> = received_mail(&smtp).into_iter().skip(before).collect();
     assert_eq!(got.len(), 1, "only the trusted client's mail arrived: {got:?}");
     assert_eq!(got[0].to, "trusted@example.com");
     assert!(got[0].tls.is_some(), "it came over TLS");
-    eprintln!("STARTTLS: trusted {:?}; untrusted: {reason}; plain: {plain:?}", got[0].tls);
+    eprintln!("SMTP STARTTLS: trusted {:?}; untrusted: {untrusted}; plain: {plain}", got[0].tls);
 }

@@ -300,7 +300,7 @@ impl HttpIvr {
                 Ok(r) => return Err(Failure::Permanent(r.status())),
                 // Without the URL: it names the region and incident, which
                 // the caller logs anyway, and keeps the log line short.
-                Err(e) => (format!("transport: {}", e.without_url()), None),
+                Err(e) => (format!("transport: {}", crate::tls::transport_error(e)), None),
             };
             if attempt > self.cfg.retries {
                 return Err(Failure::Transient(reason));

@@ -721,7 +721,9 @@ impl Inner {
         let r = match req.send().await {
             Ok(r) => r,
             // Timeouts and connection errors: the platform may be fine later.
-            Err(e) => return Attempt::Retry { reason: format!("transport: {}", e.without_url()), after: None },
+            Err(e) => {
+                return Attempt::Retry { reason: format!("transport: {}", crate::tls::transport_error(e)), after: None }
+            }
         };
         let status = r.status();
         let after = r
