@@ -845,6 +845,21 @@ mod tests {
     }
 
     #[test]
+    fn ca_file_is_read_and_a_bad_one_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let args = ["incidents", "--server", "https://noc:8443", "--token", "t", "--ca-file"];
+        let cli = parse(&[&args[..], &[missing.to_str().unwrap()]].concat()).unwrap();
+        let Command::Incidents(a) = cli.command else { panic!("not incidents") };
+        let e = format!("{:#}", a.server.client().unwrap_err());
+        assert!(e.contains("--ca-file") && e.contains("missing.pem"), "{e}");
+        let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/ca.pem");
+        let cli = parse(&[&args[..], &[ca]].concat()).unwrap();
+        let Command::Incidents(a) = cli.command else { panic!("not incidents") };
+        assert_eq!(a.server.client().unwrap().server(), "https://noc:8443/");
+    }
+
+    #[test]
     fn server_options_and_token_never_shown() {
         let cli = parse(&["incidents", "--state", "declared", "--json", "--token", "tok", "--server", "h:1"]).unwrap();
         let Command::Incidents(a) = cli.command else { panic!("not incidents") };
