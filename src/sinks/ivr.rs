@@ -541,6 +541,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_https_platform_is_reached_only_trusting_the_ca_file() {
+        use crate::tls::testing::{fixture, https_server};
+        use crate::tls::Trust;
+        let cfg = IvrApiConfig { url: format!("https://localhost:{}", https_server("{}").await), ..Default::default() };
+        let ca = Trust::load(Some(&fixture("ca.pem")), "sinks.tls.ca_file").unwrap();
+        let mut trusted = HttpIvr::new(cfg.clone(), &ca).unwrap();
+        assert_eq!(trusted.upsert(&upsert("RI-PROV", "INC-1", true)).await.unwrap(), Delivery::Done);
+        let mut untrusted = HttpIvr::new(IvrApiConfig { retries: 0, ..cfg }, &Trust::default()).unwrap();
+        assert_eq!(untrusted.upsert(&upsert("RI-PROV", "INC-1", true)).await.unwrap(), Delivery::Failed);
+    }
+
+    #[tokio::test]
     async fn upsert_puts_and_clearing_deletes() {
         let (cfg, p) = platform().await;
         let mut ivr = sink(cfg);
