@@ -137,7 +137,9 @@ fn notices(n: usize, channel: Channel) -> Vec<Action> {
 fn notifier(dir: &Path, sms: Vec<SmsProviderConfig>, email: Option<SmtpConfig>) -> Arc<Notifier> {
     let log = Arc::new(DeliveryLog::open(dir, None).expect("a delivery log"));
     let cfg = SinksConfig { outbox_dir: dir.to_path_buf(), sms, email, ..SinksConfig::default() };
-    let n = Notifier::from_config(&cfg, log).expect("a notifier").expect("a gateway is configured");
+    let n = Notifier::from_config(&cfg, &outage::tls::Trust::default(), log)
+        .expect("a notifier")
+        .expect("a gateway is configured");
     Arc::new(n)
 }
 

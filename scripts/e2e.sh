@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Owns: the end-to-end pass. Starts the real parts on loopback — Tansu (a
-# Kafka-protocol broker), Kannel (bearerbox + smsbox + fakesmsc) and an SMTP
-# server (aiosmtpd) — with their state in out/e2e, then runs
+# Kafka-protocol broker), Kannel (bearerbox + smsbox + fakesmsc; sendsms
+# over HTTPS) and an SMTP server (aiosmtpd; STARTTLS on its second port),
+# with their state in out/e2e, then runs
 #   - the Kafka integration tests (tests/pipeline.rs) against Tansu;
 #   - the gateway test (tests/gateways.rs): the outaged binary through Kannel
 #     and SMTP, killed and restarted mid fan-out;
@@ -24,9 +25,14 @@ trap cleanup EXIT
 bash scripts/chromium.sh | tail -n1
 bootstrap="$(bash scripts/tansu.sh start "$PORT" | tail -n1)"
 echo "e2e: Tansu at $bootstrap"
-bash scripts/kannel.sh start "$DIR" | tail -n1
+# One throw-away CA for the TLS the gateways speak: Kannel's sendsms is
+# HTTPS only, the SMTP sink's second port requires STARTTLS; the daemon
+# trusts DIR/tls/ca.pem through sinks.tls.ca_file.
+bash scripts/tls_ca.sh "$DIR/tls"
+sendsms="$(KANNEL_TLS_DIR="$DIR/tls" bash scripts/kannel.sh start "$DIR" | tail -n1)"
+echo "e2e: Kannel sendsms at $sendsms"
 bash scripts/smtp.sh start "$DIR" | tail -n1
-export OUTAGE_TEST_BOOTSTRAP="$bootstrap" OUTAGE_TEST_GATEWAYS="$DIR"
+export OUTAGE_TEST_BOOTSTRAP="$bootstrap" OUTAGE_TEST_GATEWAYS="$DIR" KANNEL_SENDSMS_URL="$sendsms"
 cargo test --test pipeline -- --test-threads=1
-cargo test --test gateways -- --ignored --nocapture
+cargo test --test gateways -- --ignored --nocapture --test-threads=1
 cargo test --test status_page -- --ignored --nocapture

@@ -14,7 +14,9 @@
 # Env: KANNEL_ADMIN_PORT (13000), KANNEL_SMSBOX_PORT (13001),
 #   KANNEL_SENDSMS_PORT (13013), KANNEL_FAKE_PORT (10000, bearerbox listens,
 #   fakesmsc connects), KANNEL_PASSWORD (outage-e2e: sendsms user `outage`,
-#   admin and status password), KANNEL_START_TIMEOUT (seconds, 30).
+#   admin and status password), KANNEL_START_TIMEOUT (seconds, 30),
+#   KANNEL_TLS_DIR (unset: plain http; set: sendsms is HTTPS only, with
+#   KANNEL_TLS_DIR/server.pem and server.key, e.g. from scripts/tls_ca.sh).
 #
 # sendsms: http://127.0.0.1:$KANNEL_SENDSMS_PORT/cgi-bin/sendsms?username=outage
 #   &password=$KANNEL_PASSWORD&from=..&to=..&text=..(&charset=UTF-8&coding=2)
@@ -188,9 +190,18 @@ cmd_start() { # dir
   START_DIR="$dir"
   DEADLINE=$((SECONDS + ${KANNEL_START_TIMEOUT:-30}))
   rm -f "$dir"/{bearerbox,smsbox,fakesmsc}.{log,out} "$dir"/{access,smsbox-access}.log
+  local tls=(-e "/@CORE_TLS@/d" -e "/@SENDSMS_TLS@/d") scheme=http
+  if [[ -n "${KANNEL_TLS_DIR:-}" ]]; then
+    local t
+    t="$(realpath -m -- "$KANNEL_TLS_DIR")"
+    [[ -r "$t/server.pem" && -r "$t/server.key" ]] || die "KANNEL_TLS_DIR=$t has no server.pem and server.key (scripts/tls_ca.sh makes them)"
+    tls=(-e "s#@CORE_TLS@#ssl-server-cert-file = \"$t/server.pem\"\nssl-server-key-file = \"$t/server.key\"#"
+      -e "s#@SENDSMS_TLS@#sendsms-port-ssl = true#")
+    scheme=https
+  fi
   sed -e "s#@DIR@#$dir#g" -e "s#@ADMIN_PORT@#$ADMIN_PORT#g" -e "s#@SMSBOX_PORT@#$SMSBOX_PORT#g" \
     -e "s#@SENDSMS_PORT@#$SENDSMS_PORT#g" -e "s#@FAKE_PORT@#$FAKE_PORT#g" \
-    -e "s#@PASSWORD@#$PASSWORD#g" "$TEMPLATE" >"$dir/kannel.conf"
+    -e "s#@PASSWORD@#$PASSWORD#g" "${tls[@]}" "$TEMPLATE" >"$dir/kannel.conf"
   ! grep -q '@[A-Z_]*@' "$dir/kannel.conf" || die "unfilled placeholder in $dir/kannel.conf"
 
   # 1. bearerbox: admin port and the fake SMSC's listening port.
@@ -211,7 +222,7 @@ cmd_start() { # dir
   wait_for smsbox "$pid" "smsbox on port $SENDSMS_PORT, connected to bearerbox" smsbox_connected
 
   say "bearerbox, fakesmsc and smsbox running (conf and logs in $dir)"
-  echo "http://127.0.0.1:$SENDSMS_PORT/cgi-bin/sendsms"
+  echo "$scheme://127.0.0.1:$SENDSMS_PORT/cgi-bin/sendsms"
 }
 
 dir_arg() {

@@ -4,11 +4,15 @@
 # It accepts every message and appends it as one JSON line to DIR/smtp.jsonl
 # (fields: see smtp_sink.py). The venv is <repo>/.venv-e2e (git-ignored),
 # rebuilt when the requirements file changes.
+# A second listener on SMTP_TLS_PORT requires STARTTLS, with a certificate
+# for 127.0.0.1/localhost from a throw-away CA that scripts/tls_ca.sh makes
+# in DIR/tls (ca.pem is what a client must trust; kept across starts).
 #
 # Usage: scripts/smtp.sh install | start DIR | stop DIR | status DIR
 #   start empties DIR/smtp.jsonl, prints 127.0.0.1:PORT as the last line of
 #   stdout; pid in DIR/smtp.pid, log in DIR/smtp.log.
-# Env: SMTP_PORT (default 2525), E2E_VENV (default <repo>/.venv-e2e),
+# Env: SMTP_PORT (default 2525), SMTP_TLS_PORT (default 2526),
+#   E2E_VENV (default <repo>/.venv-e2e),
 #   SMTP_START_TIMEOUT (seconds, default 30), PYTHON (default python3).
 set -euo pipefail
 
@@ -22,6 +26,8 @@ say() { echo "smtp.sh: $*" >&2; }
 
 PORT="${SMTP_PORT:-2525}"
 if ! [[ "$PORT" =~ ^[0-9]+$ ]] || ((PORT < 1 || PORT > 65535)); then die "bad port SMTP_PORT=$PORT"; fi
+TLS_PORT="${SMTP_TLS_PORT:-2526}"
+if ! [[ "$TLS_PORT" =~ ^[0-9]+$ ]] || ((TLS_PORT < 1 || TLS_PORT > 65535)); then die "bad port SMTP_TLS_PORT=$TLS_PORT"; fi
 
 cmd_install() {
   # Reuse the venv only if it was built from the current requirements file.
@@ -78,22 +84,25 @@ cmd_start() { # dir
   mkdir -p "$dir"
   cmd_stop "$dir"
   port_open "$PORT" && die "127.0.0.1:$PORT is already in use (set SMTP_PORT)"
+  port_open "$TLS_PORT" && die "127.0.0.1:$TLS_PORT is already in use (set SMTP_TLS_PORT)"
+  bash "$REPO/scripts/tls_ca.sh" "$dir/tls"
   : >"$dir/smtp.jsonl"
   "$VENV/bin/python" "$SINK" --out "$dir/smtp.jsonl" --host 127.0.0.1 --port "$PORT" \
+    --tls-port "$TLS_PORT" --tls-cert "$dir/tls/server.pem" --tls-key "$dir/tls/server.key" \
     </dev/null >"$dir/smtp.log" 2>&1 &
   pid=$!
   echo "$pid" >"$dir/smtp.pid"
   tries=$((${SMTP_START_TIMEOUT:-30} * 10))
-  until port_open "$PORT"; do
+  until port_open "$PORT" && port_open "$TLS_PORT"; do
     if ! alive "$pid" || ((tries-- <= 0)); then
       kill -KILL "$pid" 2>/dev/null || true
       rm -f "$dir/smtp.pid"
       tail -n 30 "$dir/smtp.log" >&2 || true
-      die "smtp_sink did not start listening on 127.0.0.1:$PORT (log: $dir/smtp.log)"
+      die "smtp_sink did not start listening on 127.0.0.1:$PORT and :$TLS_PORT (log: $dir/smtp.log)"
     fi
     sleep 0.1
   done
-  say "smtp_sink pid $pid listening, writing $dir/smtp.jsonl"
+  say "smtp_sink pid $pid listening (STARTTLS required on :$TLS_PORT, CA $dir/tls/ca.pem), writing $dir/smtp.jsonl"
   echo "127.0.0.1:$PORT"
 }
 

@@ -48,7 +48,12 @@ pub struct KafkaConfig {
     /// Consumer group of the daemon. Default `outaged`.
     pub group_id: String,
     pub topics: Topics,
-    /// Extra librdkafka properties for every client (security, tuning).
+    /// Extra librdkafka properties for every client (security, tuning),
+    /// e.g. `"security.protocol" = "SASL_SSL"`, `"sasl.mechanism" =
+    /// "SCRAM-SHA-512"`, `"ssl.ca.location" = "/etc/outage/kafka-ca.pem"`.
+    /// librdkafka checks them when a client is made (`outaged --check`
+    /// makes every client once); `sasl.password` and other secrets are
+    /// never logged. Default: none.
     pub client: BTreeMap<String, String>,
 }
 
@@ -337,6 +342,20 @@ pub struct SinksConfig {
     /// (`schemas/provisioning-api.v1.openapi.json`). Default none: grants
     /// and revokes go to `data_grant.jsonl`.
     pub provisioning: Option<crate::sinks::provision::ProvisioningConfig>,
+    /// What outbound TLS (HTTPS to the SMS gateways, the IVR platform and
+    /// the provisioning API; SMTP with STARTTLS or TLS) trusts.
+    pub tls: TlsConfig,
+}
+
+/// The roots outbound TLS trusts (`crate::tls`): the built-in Mozilla
+/// roots, plus a CA file's.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// A PEM bundle of CA certificates trusted besides the built-in roots
+    /// (an operator's private CA). Read at start-up; an unreadable file or
+    /// one without a certificate is an error. Default: none.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for SinksConfig {
@@ -350,6 +369,7 @@ impl Default for SinksConfig {
             dlr_listen: None,
             ivr: None,
             provisioning: None,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -679,6 +699,23 @@ mod tests {
         assert_eq!((ok.ingest.elements.len(), ok.refdata.elements), (1, Some(PathBuf::from("e.csv"))));
         let q = from_toml("[plan.quiet_hours]\nstart = \"22:30\"\n").unwrap().plan.quiet_hours.unwrap();
         assert_eq!((q.start.to_string(), q.end.to_string()), ("22:30:00".into(), "08:00:00".into()));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
+    fn a_kafka_secret_from_the_environment_joins_the_files_properties() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("outage.toml");
+        std::fs::write(&p, "[kafka.client]\n\"sasl.username\" = \"outaged\"\n\"sasl.mechanism\" = \"PLAIN\"\n")
+            .unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("OUTAGE_KAFKA__CLIENT", r#"{"sasl.password"="s3cret"}"#);
+            let cfg = Config::load(Some(&p)).map_err(|e| e.to_string())?;
+            let keys: Vec<&str> = cfg.kafka.client.keys().map(String::as_str).collect();
+            assert_eq!(keys, ["sasl.mechanism", "sasl.password", "sasl.username"]);
+            assert_eq!(cfg.kafka.client["sasl.password"], "s3cret");
+            Ok(())
+        });
     }
 
     #[test]

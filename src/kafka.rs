@@ -36,12 +36,82 @@ pub enum BrokerError {
     Embedded,
     #[error("kafka: creating topic {topic}: {message}")]
     CreateTopic { topic: String, message: String },
+    /// librdkafka refused a property (unknown, or a bad value). The value
+    /// is left out: it may be a secret.
+    #[error("config: `kafka.client.\"{key}\"`: {message}")]
+    Property { key: String, message: String },
+    /// librdkafka accepted each property but not the client they make
+    /// (an SSL file it cannot read, a SASL mechanism it lacks, missing
+    /// credentials). `keys`: the `kafka.client` entries its words point at.
+    #[error("config: `kafka.client{keys}`: librdkafka cannot make a client: {message}")]
+    Client { keys: String, message: String },
 }
 
 fn ctx(context: impl Into<String>) -> impl FnOnce(KafkaError) -> BrokerError {
     let context = context.into();
-    move |source| BrokerError::Kafka { context, source }
+    move |source| match source {
+        KafkaError::ClientConfig(_, message, key, _value) => BrokerError::Property { key, message },
+        source => BrokerError::Kafka { context, source },
+    }
 }
+
+/// Make one client of every kind the daemon makes (its producers, a group
+/// consumer, the admin client) from `cfg`, without `bootstrap.servers`, and
+/// drop them: librdkafka checks every property — names, values, the
+/// security protocol and SASL mechanism this build supports, SSL files,
+/// SASL settings — without connecting anywhere. `outaged --check` runs it.
+pub fn check_clients(cfg: &KafkaConfig) -> Result<(), BrokerError> {
+    // A creation error is librdkafka's sentence; name the properties it
+    // mentions, by name or by value (never repeating a value ourselves).
+    let ctx = |context: &'static str| {
+        move |e: KafkaError| match e {
+            KafkaError::ClientCreation(message) => {
+                let named: Vec<String> = cfg
+                    .client
+                    .iter()
+                    .filter(|(k, v)| message.contains(k.as_str()) || (v.len() >= 3 && message.contains(v.as_str())))
+                    .map(|(k, _)| format!(".\"{k}\""))
+                    .collect();
+                BrokerError::Client { keys: named.join("`, `kafka.client"), message }
+            }
+            e => ctx(context)(e),
+        }
+    };
+    let broker = Broker { bootstrap: String::new(), client: cfg.client.clone().into_iter().collect(), embedded: None };
+    let offline = |mut c: ClientConfig| {
+        c.remove("bootstrap.servers");
+        c
+    };
+    let mut gapless = offline(broker.producer_config());
+    gapless.set("enable.gapless.guarantee", "true");
+    let _: BaseProducer<Offline> = gapless.create_with_context(Offline).map_err(ctx("checking the producer"))?;
+    let consumer = offline(broker.consumer_config(&cfg.group_id));
+    let _: BaseConsumer<Offline> = consumer.create_with_context(Offline).map_err(ctx("checking the group consumer"))?;
+    let admin = offline(broker.base_config());
+    let _: AdminClient<Offline> = admin.create_with_context(Offline).map_err(ctx("checking the admin client"))?;
+    Ok(())
+}
+
+/// [`check_clients`]' context: librdkafka's warnings about what the check
+/// leaves out on purpose (no bootstrap, the gapless flag) are not shown.
+struct Offline;
+
+impl ClientContext for Offline {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        if fac == "CONFWARN" && (message.contains("bootstrap.servers") || message.contains("enable.gapless.guarantee"))
+        {
+            return;
+        }
+        DefaultClientContext.log(level, fac, message)
+    }
+}
+
+impl ProducerContext for Offline {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
+}
+
+impl rdkafka::consumer::ConsumerContext for Offline {}
 
 /// librdkafka's mock cluster, alive as long as this value.
 pub struct EmbeddedCluster {
@@ -402,6 +472,64 @@ impl BatchProducer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_client(props: &[(&str, &str)]) -> KafkaConfig {
+        let client = props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        KafkaConfig { client, ..Default::default() }
+    }
+
+    #[test]
+    fn a_property_librdkafka_refuses_fails_the_check_naming_it() {
+        let e = check_clients(&with_client(&[("bogus.prop", "1")])).unwrap_err().to_string();
+        assert!(e.contains("kafka.client.\"bogus.prop\""), "{e}");
+        let e = check_clients(&with_client(&[("security.protocol", "SASL_PLAINTEXTISH")])).unwrap_err().to_string();
+        assert!(e.contains("kafka.client.\"security.protocol\""), "{e}");
+        // A bad SSL file is found at client creation, and named by librdkafka.
+        let e =
+            check_clients(&with_client(&[("security.protocol", "SSL"), ("ssl.ca.location", "/nonexistent/ca.pem")]))
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("ssl.ca.location"), "{e}");
+    }
+
+    #[test]
+    fn this_build_has_ssl_and_sasl_scram_plain_and_oauthbearer() {
+        for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] {
+            let cfg = with_client(&[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", mechanism),
+                ("sasl.username", "outaged"),
+                ("sasl.password", "s3cret-never-shown"),
+            ]);
+            check_clients(&cfg).unwrap_or_else(|e| panic!("{mechanism}: {e}"));
+        }
+        let oauth = with_client(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "OAUTHBEARER"),
+            ("enable.sasl.oauthbearer.unsecure.jwt", "true"),
+            ("sasl.oauthbearer.config", "principal=outaged"),
+        ]);
+        check_clients(&oauth).unwrap();
+        let ssl = with_client(&[("security.protocol", "SSL"), ("ssl.endpoint.identification.algorithm", "https")]);
+        check_clients(&ssl).unwrap();
+    }
+
+    #[tokio::test]
+    async fn every_compression_codec_round_trips() {
+        for codec in ["gzip", "snappy", "lz4", "zstd"] {
+            let mut cfg = with_client(&[("compression.type", codec)]);
+            cfg.partitions = 1;
+            check_clients(&cfg).unwrap_or_else(|e| panic!("{codec}: {e}"));
+            let broker = Broker::connect(&cfg).await.unwrap();
+            let p = broker.producer().unwrap();
+            let body = format!("{codec} {}", "outage ".repeat(200));
+            let rec = rdkafka::producer::FutureRecord::to("noc.alarms").key("k").payload(&body);
+            p.send(rec, Duration::from_secs(5)).await.unwrap_or_else(|(e, _)| panic!("{codec}: {e}"));
+            let mut got = vec![];
+            read_to_end(&broker, "noc.alarms", Duration::from_millis(100), |_, _, b| got.push(b.to_vec())).unwrap();
+            assert_eq!(got, vec![body.into_bytes()], "{codec}");
+        }
+    }
 
     #[tokio::test]
     async fn embedded_cluster_creates_topics_and_round_trips() {

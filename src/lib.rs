@@ -27,5 +27,6 @@ pub mod replay;
 pub mod simulate;
 pub mod sinks;
 pub mod sources;
+pub mod tls;
 pub mod topology;
 pub mod transforms;

@@ -1252,6 +1252,15 @@ pub async fn run(
     use crate::sinks::outbox::{IvrOutbox, Outbox};
     use crate::sinks::provision::Provisioner;
     use crate::sinks::route::Routes;
+    // What outbound TLS trusts, read once for every HTTP and SMTP client.
+    let trust = crate::tls::Trust::load(cfg.sinks.tls.ca_file.as_deref(), "sinks.tls.ca_file")
+        .map_err(crate::config::ConfigError::from)?;
+    if trust.extra_roots() > 0 {
+        tracing::info!(
+            extra_roots = trust.extra_roots(),
+            "outbound TLS trusts sinks.tls.ca_file besides the built-in roots"
+        );
+    }
     let source = KafkaSource::subscribe(broker, &cfg.kafka.group_id, &cfg.kafka.topics.alarms)?;
     let mut tasks = tokio::task::JoinSet::new();
     // The NOC API: bound first, so a taken port fails the start, not later.
@@ -1278,7 +1287,7 @@ pub async fn run(
     // The IVR platform's API (re-asserted by a reconcile loop), or the outbox.
     match &cfg.sinks.ivr {
         Some(api) => {
-            let ivr = Arc::new(tokio::sync::Mutex::new(HttpIvr::new(api.clone())?));
+            let ivr = Arc::new(tokio::sync::Mutex::new(HttpIvr::new(api.clone(), &trust)?));
             let mut pipeline = Pipeline::new(cfg, broker, refdata, source, ivr.clone(), clock.clone(), stats.clone())?;
             if let Some(side) = api_side.take() {
                 pipeline = pipeline.with_api(side);
@@ -1318,13 +1327,13 @@ pub async fn run(
                 batch_size: p.batch_size.min(cfg.sinks.concurrency.max(1)),
                 ..p.clone()
             };
-            Some(Provisioner::open(&cfg.sinks.outbox_dir, p)?.with_log(log.clone()).with_clock(clock.clone()))
+            Some(Provisioner::open(&cfg.sinks.outbox_dir, p, &trust)?.with_log(log.clone()).with_clock(clock.clone()))
         }
         None => None,
     };
     let credits = BillingCredits::open(&cfg.sinks.outbox_dir, broker.producer()?, cfg.kafka.topics.credits.clone())?;
     // Notices through the configured gateways, or all to the outboxes.
-    match Notifier::from_config(&cfg.sinks, log.clone())? {
+    match Notifier::from_config(&cfg.sinks, &trust, log.clone())? {
         Some(notices) => {
             let sink = Routes { notices, grants, credits };
             tasks.spawn(Dispatcher::new(broker, cfg, sink, log, clock, stats)?.run(shutdown))

@@ -5,11 +5,18 @@
 //! - `OUTAGE_TEST_BOOTSTRAP`: the broker;
 //! - `OUTAGE_TEST_GATEWAYS`: the directory holding `fakesmsc.log` (every SMS
 //!   part Kannel handed to its SMSC) and `smtp.jsonl` (every mail received);
-//! - `KANNEL_SENDSMS_PORT`, `KANNEL_PASSWORD`, `SMTP_PORT` (script defaults
-//!   otherwise).
+//! - `KANNEL_SENDSMS_URL` (`https://127.0.0.1:PORT/cgi-bin/sendsms`: what
+//!   `scripts/kannel.sh start` printed), `KANNEL_PASSWORD`, `SMTP_TLS_PORT`
+//!   (script defaults otherwise).
 //!
-//! Ignored under `make test` (nothing to talk to); `make e2e` runs it with
-//! `--ignored`.
+//! Both gateways speak TLS with a certificate from a throw-away CA
+//! (`tls/ca.pem` in the gateways directory, made by `scripts/tls_ca.sh`)
+//! that the daemon trusts through `sinks.tls.ca_file` only: Kannel's
+//! sendsms port is HTTPS only, the SMTP server's `SMTP_TLS_PORT` listener
+//! requires STARTTLS.
+//!
+//! Ignored under `make test` (nothing to talk to); `make e2e` runs them with
+//! `--ignored --test-threads=1`: both read what the one SMTP server received.
 //!
 //! The scenario: four neighbouring sites go down over 120 customers (en, es,
 //! ru, nl, with numbers and addresses; one with a bad number, one far away).
@@ -19,12 +26,16 @@
 //! stated in-flight window (`sinks.concurrency` notices at the kill); the
 //! Spanish and Russian texts arrive intact, long ones concatenated; e-mails
 //! carry their idempotent `Message-ID`; the bad number is skipped with its
-//! reason; the delivery reports come back onto the delivery record.
+//! reason; the delivery reports come back onto the delivery record; every
+//! mail arrived over TLS.
+//! A second test shows the TLS is real: without the CA file Kannel's and
+//! the relay's certificates are refused; plain http and SMTP without
+//! STARTTLS do not get through either.
 
 mod common;
 
 use chrono::{Duration as Cd, Utc};
-use outage::config::{Config, SmsProviderConfig, SmtpConfig};
+use outage::config::{Config, SmsProviderConfig, SmtpConfig, SmtpTls};
 use outage::kafka::{read_to_end, Broker};
 use outage::model::{Action, ActionKind, AlarmState, Channel};
 use outage::sinks::deliveries::{DeliveryOutcome, DeliveryRecord};
@@ -72,7 +83,7 @@ fn write_refdata(dir: &Path) {
     std::fs::write(dir.join("customers.csv"), c).unwrap();
 }
 
-fn config(dir: &Path, dlr_port: u16) -> Config {
+fn config(dir: &Path, gateways: &Path, dlr_port: u16) -> Config {
     let mut cfg = common::config("gw");
     cfg.refdata.sites = dir.join("sites.csv");
     cfg.refdata.postcodes = dir.join("postcodes.csv");
@@ -83,21 +94,36 @@ fn config(dir: &Path, dlr_port: u16) -> Config {
     cfg.sinks.retry.base = Duration::from_millis(50);
     // Slow enough that the kill lands mid fan-out.
     cfg.sinks.sms = vec![SmsProviderConfig {
-        url: format!("http://127.0.0.1:{}/cgi-bin/sendsms", env_or("KANNEL_SENDSMS_PORT", "13013")),
-        username: Some("outage".into()),
-        password: Some(env_or("KANNEL_PASSWORD", "outage-e2e")),
-        dlr_url: Some(format!("http://127.0.0.1:{dlr_port}/dlr")),
         rate_per_second: 40,
         max_in_flight: 4,
-        ..Default::default()
+        dlr_url: Some(format!("http://127.0.0.1:{dlr_port}/dlr")),
+        ..kannel()
     }];
-    cfg.sinks.email = Some(SmtpConfig {
-        port: env_or("SMTP_PORT", "2525").parse().unwrap(),
-        rate_per_second: 40,
-        pool_size: 4,
-        ..Default::default()
-    });
+    cfg.sinks.email = Some(SmtpConfig { rate_per_second: 40, pool_size: 4, ..starttls() });
+    cfg.sinks.tls.ca_file = Some(gateways.join("tls/ca.pem"));
     cfg
+}
+
+/// Kannel's sendsms (HTTPS under `make e2e`), by address: its certificate
+/// names 127.0.0.1.
+fn kannel() -> SmsProviderConfig {
+    SmsProviderConfig {
+        url: env_or("KANNEL_SENDSMS_URL", "https://127.0.0.1:13013/cgi-bin/sendsms"),
+        username: Some("outage".into()),
+        password: Some(env_or("KANNEL_PASSWORD", "outage-e2e")),
+        ..Default::default()
+    }
+}
+
+/// The relay's STARTTLS-only listener, by address: its certificate names
+/// 127.0.0.1.
+fn starttls() -> SmtpConfig {
+    SmtpConfig {
+        host: "127.0.0.1".into(),
+        port: env_or("SMTP_TLS_PORT", "2526").parse().unwrap(),
+        tls: SmtpTls::Starttls,
+        ..Default::default()
+    }
 }
 
 fn free_port() -> u16 {
@@ -214,6 +240,8 @@ struct Mail {
     message_id: String,
     subject: String,
     text: String,
+    /// The TLS version, when it came over STARTTLS.
+    tls: Option<String>,
 }
 
 fn received_mail(path: &Path) -> Vec<Mail> {
@@ -230,6 +258,7 @@ fn received_mail(path: &Path) -> Vec<Mail> {
                 message_id: header("Message-ID").unwrap_or_default(),
                 subject: header("Subject").unwrap_or_default(),
                 text: plain.get_body().unwrap(),
+                tls: r["tls"]["version"].as_str().map(String::from),
             }
         })
         .collect()
@@ -248,7 +277,7 @@ async fn every_customer_is_told_once_through_real_gateways_even_across_a_kill() 
 
     let dir = tempfile::tempdir().unwrap();
     write_refdata(dir.path());
-    let cfg = config(dir.path(), free_port());
+    let cfg = config(dir.path(), &gateways, free_port());
     let config_path = dir.path().join("outage.toml");
     std::fs::write(&config_path, toml::to_string(&cfg).unwrap()).unwrap();
     let log = dir.path().join("outaged.log");
@@ -355,6 +384,7 @@ async fn every_customer_is_told_once_through_real_gateways_even_across_a_kill() 
         }
     }
     assert_eq!(by_id.len(), expected_mail, "no mail beyond the journalled notices");
+    assert!(mail.iter().all(|m| m.tls.as_deref().is_some_and(|v| v.starts_with("TLSv1."))), "every mail over TLS");
     let extra_mail = mail.len() - expected_mail;
     assert!(
         extra_sms + extra_mail <= CONCURRENCY,
@@ -381,4 +411,65 @@ async fn every_customer_is_told_once_through_real_gateways_even_across_a_kill() 
     for a in journal(ActionKind::Restored, Channel::Sms).iter().chain(&journal(ActionKind::Restored, Channel::Email)) {
         assert!(on_topic.contains(&a.action_id), "{} accepted but not on the deliveries topic", a.action_id);
     }
+}
+
+/// One notice through each TLS gateway with the sinks themselves, three
+/// ways: trusting the CA file it is delivered (SMTP: over TLS, the server
+/// says); with the built-in roots only, the certificate is refused; without
+/// TLS (http://, SMTP without STARTTLS) it does not get through. So the
+/// main test's notices went over verified TLS.
+#[tokio::test]
+#[ignore = "needs the real gateways `make e2e` starts"]
+async fn tls_to_kannel_and_smtp_is_verified_against_the_configured_ca() {
+    use outage::sinks::email::Smtp;
+    use outage::sinks::sms::{Outcome, Provider, Sms, SmsGateway};
+    use outage::tls::Trust;
+    let refused = |o: &Outcome| match o {
+        Outcome::Retry { reason } | Outcome::Permanent { reason } => reason.clone(),
+        Outcome::Accepted { .. } => panic!("accepted: {o:?}"),
+    };
+    let gateways = PathBuf::from(std::env::var("OUTAGE_TEST_GATEWAYS").expect("OUTAGE_TEST_GATEWAYS (make e2e)"));
+    let smtp = gateways.join("smtp.jsonl");
+    let action = |n: &str| Action {
+        action_id: format!("INC-TLS/{n}/email/down"),
+        incident_id: outage::model::IncidentId("INC-TLS".into()),
+        customer_id: n.into(),
+        channel: Channel::Email,
+        kind: ActionKind::Down,
+        to: Some(format!("{n}@example.com")),
+        language: "en".into(),
+        message: Some(outage::model::Message { subject: Some("TLS".into()), text: format!("over TLS {n}") }),
+        until: None,
+        credit: None,
+        planned_at: Utc::now(),
+        not_before: None,
+    };
+    let before = received_mail(&smtp).len();
+    let ca = Trust::load(Some(&gateways.join("tls/ca.pem")), "sinks.tls.ca_file").unwrap();
+
+    // Kannel: sendsms over HTTPS.
+    let url = kannel().url;
+    assert!(url.starts_with("https://"), "make e2e starts Kannel with HTTPS: {url}");
+    let sms = Sms { to: "+14015550001", text: "over TLS", action_id: "INC-TLS/C1/sms/down" };
+    let trusted = Provider::new(kannel(), &ca).unwrap().send(&sms).await;
+    assert!(matches!(trusted, Outcome::Accepted { .. }), "{trusted:?}");
+    let untrusted = refused(&Provider::new(kannel(), &Trust::default()).unwrap().send(&sms).await);
+    assert!(untrusted.contains("certificate") || untrusted.contains("UnknownIssuer"), "{untrusted}");
+    let plain = SmsProviderConfig { url: url.replacen("https://", "http://", 1), ..kannel() };
+    let plain = refused(&Provider::new(plain, &ca).unwrap().send(&sms).await);
+    eprintln!("Kannel HTTPS: trusted {trusted:?}; untrusted: {untrusted}; plain http: {plain}");
+
+    let trusted = Smtp::new(starttls(), &ca).unwrap().send(&action("trusted")).await;
+    assert!(matches!(trusted, Outcome::Accepted { .. }), "{trusted:?}");
+
+    let untrusted = refused(&Smtp::new(starttls(), &Trust::default()).unwrap().send(&action("untrusted")).await);
+    assert!(untrusted.contains("UnknownIssuer") || untrusted.contains("certificate"), "{untrusted}");
+    let plain = SmtpConfig { tls: SmtpTls::None, ..starttls() };
+    let plain = refused(&Smtp::new(plain, &ca).unwrap().send(&action("plain")).await);
+
+    let got: Vec<Mail> = received_mail(&smtp).into_iter().skip(before).collect();
+    assert_eq!(got.len(), 1, "only the trusted client's mail arrived: {got:?}");
+    assert_eq!(got[0].to, "trusted@example.com");
+    assert!(got[0].tls.is_some(), "it came over TLS");
+    eprintln!("SMTP STARTTLS: trusted {:?}; untrusted: {untrusted}; plain: {plain}", got[0].tls);
 }

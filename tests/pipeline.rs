@@ -480,7 +480,7 @@ async fn the_noc_api_reads_updates_and_resolves_with_roles() {
     .await;
     let daemon = Daemon::start(&cfg, &broker, refdata());
     settle(&daemon.stats, 4, |s| s.delivered(Channel::Sms) >= 2).await;
-    let http = reqwest::Client::new();
+    let http = outage::tls::http_client(&Default::default()).build().unwrap();
     let url = |path: &str| format!("http://{addr}{path}");
     let get = |path: &str, token: Option<&str>| {
         let mut r = http.get(url(path));
@@ -621,7 +621,7 @@ async fn the_noc_declares_areas_approves_links_and_resolves() {
     cfg.plan.approve_above_customers = Some(1);
     let broker = Broker::connect(&cfg.kafka).await.unwrap();
     let daemon = Daemon::start(&cfg, &broker, refdata());
-    let http = reqwest::Client::new();
+    let http = outage::tls::http_client(&Default::default()).build().unwrap();
     let url = |path: &str| format!("http://{addr}{path}");
     wait_for("the API to be ready", Duration::from_secs(60), || std::net::TcpStream::connect(addr).is_ok()).await;
     let post = |path: &str, token: &str, body: serde_json::Value| {

@@ -189,7 +189,7 @@ async fn the_status_page_draws_every_declared_incident_in_a_real_browser() {
 
     let url = format!("{server}/status");
     // No token; the first request renders, the next reuses that rendering.
-    let http = reqwest::Client::new();
+    let http = outage::tls::http_client(&Default::default()).build().unwrap();
     for n in 0..2 {
         let t = Instant::now();
         let r = http.get(&url).send().await.expect("GET /status");

@@ -10,6 +10,7 @@ use super::types::{
     UpdateRequest,
 };
 use crate::model::{Area, IncidentId, IncidentState};
+use crate::tls::Trust;
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -118,16 +119,27 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
-    /// `server` is a base URL (`http://host:port`, optionally with a path
-    /// prefix; `host:port` alone means `http://`). An empty token is no
-    /// token. `timeout` bounds each whole request.
+    /// `server` is a base URL (`http://host:port` or `https://…`, optionally
+    /// with a path prefix; `host:port` alone means `http://`). An empty
+    /// token is no token. `timeout` bounds each whole request. HTTPS trusts
+    /// the built-in roots ([`Client::with_trust`] adds a CA file's).
     pub fn new(server: &str, token: Option<String>, timeout: Duration) -> Result<Self, ClientError> {
+        Self::with_trust(server, token, timeout, &Trust::default())
+    }
+
+    /// [`Client::new`], with HTTPS trusting `trust`'s roots (`--ca-file`).
+    pub fn with_trust(
+        server: &str,
+        token: Option<String>,
+        timeout: Duration,
+        trust: &Trust,
+    ) -> Result<Self, ClientError> {
         let trimmed = server.trim();
         let with_scheme = if trimmed.contains("://") { trimmed.to_string() } else { format!("http://{trimmed}") };
         let bad = |reason: &str| ClientError::InvalidServer { server: trimmed.to_string(), reason: reason.into() };
         let mut base = Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
         if !matches!(base.scheme(), "http" | "https") {
-            return Err(bad("expected an http:// URL"));
+            return Err(bad("expected an http:// or https:// URL"));
         }
         if base.host_str().is_none_or(str::is_empty) {
             return Err(bad("no host"));
@@ -152,7 +164,7 @@ impl Client {
                 return Err(ClientError::InvalidToken);
             }
         }
-        let http = reqwest::Client::builder()
+        let http = crate::tls::http_client(trust)
             .timeout(timeout)
             .connect_timeout(timeout)
             .user_agent(concat!("outagectl/", env!("CARGO_PKG_VERSION")))
@@ -196,11 +208,11 @@ impl Client {
         }
         let unreachable = |source: reqwest::Error| {
             let cause = root_cause(&source);
-            // reqwest is built without TLS here: https fails at connect time.
-            let no_tls = self.base.scheme() == "https" && cause.contains("scheme is not http");
-            if source.is_builder() || no_tls {
-                let hint = if no_tls {
-                    "; this outagectl speaks plain http only: use http:// (e.g. through a local TLS proxy)"
+            // rustls' words for a certificate it does not trust.
+            let untrusted = self.base.scheme() == "https" && cause.contains("certificate");
+            if source.is_builder() || untrusted {
+                let hint = if untrusted {
+                    "; if the daemon's certificate is from a private CA, give its PEM with --ca-file or OUTAGE_CA_FILE"
                 } else {
                     ""
                 };
@@ -838,9 +850,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn https_without_tls_says_so() {
-        let e = client("https://127.0.0.1:1", None).incidents(None).await.unwrap_err();
-        assert!(matches!(&e, ClientError::InvalidServer { reason, .. } if reason.contains("plain http only")), "{e:?}");
+    async fn https_with_the_ca_file_and_a_hint_without_it() {
+        use crate::tls::testing::{fixture, https_server};
+        let server = format!("https://localhost:{}", https_server("[]").await);
+        let trust = Trust::load(Some(&fixture("ca.pem")), "--ca-file").unwrap();
+        let c = Client::with_trust(&server, Some(TOKEN.into()), Duration::from_secs(5), &trust).unwrap();
+        assert!(c.incidents(None).await.unwrap().is_empty());
+        let e = client(&server, None).incidents(None).await.unwrap_err();
+        assert!(matches!(&e, ClientError::InvalidServer { reason, .. } if reason.contains("--ca-file")), "{e:?}");
         assert_eq!(e.exit_code(), 1);
     }
 

@@ -688,7 +688,8 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move { axum::serve(listener, router(Arc::new(state))).await });
         let ready = || async {
-            let r = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+            let http = crate::tls::http_client(&Default::default()).build().unwrap();
+            let r = http.get(format!("http://{addr}/readyz")).send().await.unwrap();
             (r.status().as_u16(), r.text().await.unwrap())
         };
         let (code, body) = ready().await;

@@ -684,7 +684,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move { axum::serve(listener, crate::api::router(Arc::new(state))).await });
-        let http = reqwest::Client::new();
+        let http = crate::tls::http_client(&Default::default()).build().unwrap();
         let get = || http.get(format!("http://{addr}/status")).send();
         let r = get().await.unwrap();
         assert_eq!(r.status(), 200);

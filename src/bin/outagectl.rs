@@ -90,7 +90,7 @@ enum Command {
 #[derive(clap::Args)]
 #[command(next_help_heading = "Daemon")]
 struct ServerOpts {
-    /// The daemon's API base URL (plain http; `host:port` means
+    /// The daemon's API base URL (http:// or https://; `host:port` means
     /// http://host:port). Default: the config file's `server`, else
     /// http://127.0.0.1:8080.
     #[arg(long, env = "OUTAGE_SERVER")]
@@ -99,11 +99,16 @@ struct ServerOpts {
     /// flag is visible in the process list. Never printed.
     #[arg(long, env = "OUTAGE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     token: Option<String>,
-    /// Where `server` and `token` are read from when neither flag nor
+    /// Where `server`, `token` and `ca_file` are read from when neither flag nor
     /// environment gives them (TOML). Default
     /// `$XDG_CONFIG_HOME/outagectl/config.toml` (`~/.config/…`), if it exists.
     #[arg(long = "ctl-config", env = "OUTAGECTL_CONFIG", value_name = "FILE")]
     ctl_config: Option<PathBuf>,
+    /// A PEM bundle of CA certificates trusted for an https:// server
+    /// besides the built-in roots (a private CA, or a TLS proxy's).
+    /// Default: the config file's `ca_file`, else none.
+    #[arg(long, env = "OUTAGE_CA_FILE", value_name = "PEM")]
+    ca_file: Option<PathBuf>,
     /// Give up on a request after this long (e.g. 10s, 1m).
     #[arg(long, env = "OUTAGE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -118,6 +123,8 @@ struct ServerOpts {
 struct CtlConfig {
     server: Option<String>,
     token: Option<String>,
+    /// Like `--ca-file`; relative to the working directory.
+    ca_file: Option<PathBuf>,
 }
 
 impl CtlConfig {
@@ -148,13 +155,18 @@ impl CtlConfig {
 impl ServerOpts {
     /// The client: flags and environment first, then the config file.
     fn client(&self) -> anyhow::Result<Client> {
-        let file = if self.server.is_some() && self.token.is_some() {
+        let file = if self.server.is_some() && self.token.is_some() && self.ca_file.is_some() {
             CtlConfig::default()
         } else {
             CtlConfig::load(self.ctl_config.as_deref())?
         };
         let server = self.server.clone().or(file.server).unwrap_or_else(|| "http://127.0.0.1:8080".into());
-        Ok(Client::new(&server, self.token.clone().or(file.token), self.timeout)?)
+        let (ca_file, key) = match (&self.ca_file, file.ca_file) {
+            (Some(f), _) => (Some(f.clone()), "--ca-file"),
+            (None, f) => (f, "ca_file (outagectl config)"),
+        };
+        let trust = outage::tls::Trust::load(ca_file.as_deref(), key)?;
+        Ok(Client::with_trust(&server, self.token.clone().or(file.token), self.timeout, &trust)?)
     }
 }
 
@@ -797,9 +809,11 @@ mod tests {
     fn the_config_file_gives_server_and_token_and_names_bad_keys() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
-        std::fs::write(&path, "server = \"http://noc-1:8080\"\ntoken = \"t\"\n").unwrap();
+        std::fs::write(&path, "server = \"https://noc-1:8443\"\ntoken = \"t\"\nca_file = \"/etc/noc/ca.pem\"\n")
+            .unwrap();
         let cfg = CtlConfig::load(Some(&path)).unwrap();
-        assert_eq!((cfg.server.as_deref(), cfg.token.as_deref()), (Some("http://noc-1:8080"), Some("t")));
+        assert_eq!((cfg.server.as_deref(), cfg.token.as_deref()), (Some("https://noc-1:8443"), Some("t")));
+        assert_eq!(cfg.ca_file.as_deref(), Some(std::path::Path::new("/etc/noc/ca.pem")));
         std::fs::write(&path, "sever = \"x\"\n").unwrap();
         let e = format!("{:#}", CtlConfig::load(Some(&path)).unwrap_err());
         assert!(e.contains("config.toml") && e.contains("sever"), "{e}");
@@ -850,6 +864,21 @@ mod tests {
         assert!(parse(&["impact", "--postcode", "A", "--msisdn", "1"]).is_err());
         assert!(parse(&["impact", "--customer-id", "C1"]).is_ok());
         assert!(parse(&["cancel", "INC-1"]).is_err(), "a reason is required");
+    }
+
+    #[test]
+    fn ca_file_is_read_and_a_bad_one_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let args = ["incidents", "--server", "https://noc:8443", "--token", "t", "--ca-file"];
+        let cli = parse(&[&args[..], &[missing.to_str().unwrap()]].concat()).unwrap();
+        let Command::Incidents(a) = cli.command else { panic!("not incidents") };
+        let e = format!("{:#}", a.server.client().unwrap_err());
+        assert!(e.contains("--ca-file") && e.contains("missing.pem"), "{e}");
+        let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/ca.pem");
+        let cli = parse(&[&args[..], &[ca]].concat()).unwrap();
+        let Command::Incidents(a) = cli.command else { panic!("not incidents") };
+        assert_eq!(a.server.client().unwrap().server(), "https://noc:8443/");
     }
 
     #[test]

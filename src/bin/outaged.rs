@@ -63,6 +63,24 @@ fn init_tracing(default: &str) {
         .init();
 }
 
+/// `--check` beyond parsing: the Kafka clients librdkafka would make (every
+/// `kafka.client` property checked, nothing connected), the CA file, and
+/// the gateways' clients with their TLS settings.
+fn check_clients(cfg: &Config) -> anyhow::Result<()> {
+    outage::kafka::check_clients(&cfg.kafka)?;
+    let trust = outage::tls::Trust::load(cfg.sinks.tls.ca_file.as_deref(), "sinks.tls.ca_file")?;
+    for p in &cfg.sinks.sms {
+        outage::sinks::sms::Provider::new(p.clone(), &trust)?;
+    }
+    if let Some(e) = &cfg.sinks.email {
+        outage::sinks::email::Smtp::new(e.clone(), &trust)?;
+    }
+    if let Some(ivr) = &cfg.sinks.ivr {
+        outage::sinks::ivr::HttpIvr::new(ivr.clone(), &trust)?;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -97,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
                 "reference data loaded"
             );
             if cli.check {
+                check_clients(&cfg)?;
                 println!("configuration and reference data OK");
                 if let Some(path) = &cli.alarms {
                     let file = std::fs::File::open(path).with_context(|| path.display().to_string())?;

@@ -7,9 +7,11 @@
 use super::sms::Outcome;
 use crate::config::{SmtpConfig, SmtpTls};
 use crate::model::Action;
+use crate::tls::Trust;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::Tls;
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -72,13 +74,18 @@ pub struct Smtp {
 }
 
 impl Smtp {
-    pub fn new(cfg: SmtpConfig) -> Result<Self, EmailError> {
+    /// `trust`: the roots STARTTLS and TLS trust (`sinks.tls`); the relay's
+    /// certificate must name `host`.
+    pub fn new(cfg: SmtpConfig, trust: &Trust) -> Result<Self, EmailError> {
         let from: Mailbox = cfg.from.parse().map_err(|e| EmailError::Config(format!("from {:?}: {e}", cfg.from)))?;
-        let bad = |e: lettre::transport::smtp::Error| EmailError::Config(format!("host {:?}: {e}", cfg.host));
+        let tls = || trust.smtp(&cfg.host).map_err(|e| EmailError::Config(format!("tls for host {:?}: {e}", cfg.host)));
+        // builder_dangerous is lettre's builder without TLS; the TLS
+        // parameters (our roots) are set on it here.
+        let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&cfg.host);
         let builder = match cfg.tls {
-            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&cfg.host),
-            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&cfg.host).map_err(bad)?,
-            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&cfg.host).map_err(bad)?,
+            SmtpTls::None => builder,
+            SmtpTls::Starttls => builder.tls(Tls::Required(tls()?)),
+            SmtpTls::Tls => builder.tls(Tls::Wrapper(tls()?)),
         };
         let mut builder = builder.port(cfg.port).timeout(Some(cfg.timeout)).pool_config(
             // The notifier holds sends to `pool_size` at once; lettre hands a
@@ -158,11 +165,14 @@ mod tests {
     }
 
     fn smtp() -> Smtp {
-        Smtp::new(SmtpConfig {
-            unsubscribe_url: Some("https://example.net/unsub".into()),
-            unsubscribe_mailto: Some("unsubscribe@example.net".into()),
-            ..SmtpConfig::default()
-        })
+        Smtp::new(
+            SmtpConfig {
+                unsubscribe_url: Some("https://example.net/unsub".into()),
+                unsubscribe_mailto: Some("unsubscribe@example.net".into()),
+                ..SmtpConfig::default()
+            },
+            &Trust::default(),
+        )
         .unwrap()
     }
 

@@ -176,9 +176,10 @@ pub struct HttpIvr {
 }
 
 impl HttpIvr {
-    pub fn new(cfg: IvrApiConfig) -> Result<Self, ConfigError> {
+    /// `trust`: the roots HTTPS to the platform trusts (`sinks.tls`).
+    pub fn new(cfg: IvrApiConfig, trust: &crate::tls::Trust) -> Result<Self, ConfigError> {
         let base = cfg.base_url()?;
-        let http = reqwest::Client::builder()
+        let http = crate::tls::http_client(trust)
             .timeout(cfg.timeout)
             .build()
             .map_err(|e| ConfigError::Invalid { key: "sinks.ivr".into(), message: e.to_string() })?;
@@ -299,7 +300,7 @@ impl HttpIvr {
                 Ok(r) => return Err(Failure::Permanent(r.status())),
                 // Without the URL: it names the region and incident, which
                 // the caller logs anyway, and keeps the log line short.
-                Err(e) => (format!("transport: {}", e.without_url()), None),
+                Err(e) => (format!("transport: {}", crate::tls::transport_error(e)), None),
             };
             if attempt > self.cfg.retries {
                 return Err(Failure::Transient(reason));
@@ -517,7 +518,7 @@ mod tests {
     }
 
     fn sink(cfg: IvrApiConfig) -> HttpIvr {
-        let mut ivr = HttpIvr::new(cfg).unwrap();
+        let mut ivr = HttpIvr::new(cfg, &Default::default()).unwrap();
         ivr.retry.base = Duration::from_millis(2);
         ivr
     }
@@ -537,6 +538,18 @@ mod tests {
 
     fn key(region: &str, incident: &str) -> Key {
         (region.into(), incident.into())
+    }
+
+    #[tokio::test]
+    async fn an_https_platform_is_reached_only_trusting_the_ca_file() {
+        use crate::tls::testing::{fixture, https_server};
+        use crate::tls::Trust;
+        let cfg = IvrApiConfig { url: format!("https://localhost:{}", https_server("{}").await), ..Default::default() };
+        let ca = Trust::load(Some(&fixture("ca.pem")), "sinks.tls.ca_file").unwrap();
+        let mut trusted = HttpIvr::new(cfg.clone(), &ca).unwrap();
+        assert_eq!(trusted.upsert(&upsert("RI-PROV", "INC-1", true)).await.unwrap(), Delivery::Done);
+        let mut untrusted = HttpIvr::new(IvrApiConfig { retries: 0, ..cfg }, &Trust::default()).unwrap();
+        assert_eq!(untrusted.upsert(&upsert("RI-PROV", "INC-1", true)).await.unwrap(), Delivery::Failed);
     }
 
     #[tokio::test]
@@ -707,7 +720,8 @@ mod tests {
         for bad in ["", "ivr.example.net", "ftp://ivr.example.net"] {
             assert!(IvrApiConfig { url: bad.into(), ..cfg.clone() }.validate().is_err(), "{bad}");
         }
-        let ivr = HttpIvr::new(IvrApiConfig { url: "https://ivr.example.net/api/".into(), ..cfg }).unwrap();
+        let ivr = HttpIvr::new(IvrApiConfig { url: "https://ivr.example.net/api/".into(), ..cfg }, &Default::default())
+            .unwrap();
         assert_eq!(
             ivr.url(&["RI PROV", "INC/1"]).as_str(),
             "https://ivr.example.net/api/v1/announcements/RI%20PROV/INC%2F1"

@@ -35,6 +35,8 @@ pub enum SinkError {
     Email(#[from] email::EmailError),
     #[error("producing to {topic}: {source}")]
     Produce { topic: String, source: rdkafka::error::KafkaError },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// What a sink did with a record.

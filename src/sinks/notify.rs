@@ -26,6 +26,7 @@ use super::sms::{Outcome, Provider, Sms, SmsGateway};
 use super::{ActionSink, Delivery, SinkError};
 use crate::config::{RetryConfig, SinksConfig};
 use crate::model::{Action, ActionKind, Channel};
+use crate::tls::Trust;
 use rand::Rng;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -139,24 +140,27 @@ fn follows_up(kind: ActionKind) -> bool {
 
 impl Notifier {
     /// `None` when no gateway is configured (notices stay in the outboxes).
-    pub fn from_config(cfg: &SinksConfig, log: Arc<DeliveryLog>) -> Result<Option<Self>, SinkError> {
+    /// `trust`: the roots HTTPS and SMTP TLS trust (`sinks.tls`).
+    pub fn from_config(cfg: &SinksConfig, trust: &Trust, log: Arc<DeliveryLog>) -> Result<Option<Self>, SinkError> {
         if cfg.sms.is_empty() && cfg.email.is_none() {
             return Ok(None);
         }
         let sms = cfg
             .sms
             .iter()
-            .map(|p| Route {
-                pacer: Pacer::new(p.rate_per_second),
-                in_flight: Semaphore::new(p.max_in_flight.max(1) as usize),
-                gateway: Provider::new(p.clone()),
-                failures: AtomicU32::new(0),
-                resting_until: Mutex::new(None),
+            .map(|p| {
+                Ok(Route {
+                    pacer: Pacer::new(p.rate_per_second),
+                    in_flight: Semaphore::new(p.max_in_flight.max(1) as usize),
+                    gateway: Provider::new(p.clone(), trust)?,
+                    failures: AtomicU32::new(0),
+                    resting_until: Mutex::new(None),
+                })
             })
-            .collect();
+            .collect::<Result<_, SinkError>>()?;
         let email = match &cfg.email {
             Some(e) => Some((
-                Smtp::new(e.clone())?,
+                Smtp::new(e.clone(), trust)?,
                 Pacer::new(e.rate_per_second),
                 Semaphore::new(e.pool_size.max(1) as usize),
             )),
@@ -368,7 +372,7 @@ mod tests {
             ..Default::default()
         };
         let log = Arc::new(DeliveryLog::open(dir, None).unwrap());
-        Notifier::from_config(&cfg, log).unwrap().unwrap()
+        Notifier::from_config(&cfg, &Trust::default(), log).unwrap().unwrap()
     }
 
     fn sms(customer: &str, to: &str, kind: ActionKind) -> Action {

@@ -367,13 +367,16 @@ pub struct Provisioner {
 }
 
 impl Provisioner {
-    /// Open (or create) `dir/grants.jsonl` and fold it.
-    pub fn open(dir: &Path, cfg: ProvisioningConfig) -> Result<Self, SinkError> {
+    /// Open (or create) `dir/grants.jsonl` and fold it. `trust`: the roots
+    /// HTTPS to the API trusts (`sinks.tls`).
+    pub fn open(dir: &Path, cfg: ProvisioningConfig, trust: &crate::tls::Trust) -> Result<Self, SinkError> {
         let journal = Journal::open(dir)?;
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .build()
-            .map_err(|e| SinkError::Io { path: dir.into(), source: std::io::Error::other(e.without_url()) })?;
+        let http = crate::tls::http_client(trust).timeout(cfg.timeout).build().map_err(|e| {
+            crate::config::ConfigError::Invalid {
+                key: "sinks.provisioning".into(),
+                message: e.without_url().to_string(),
+            }
+        })?;
         let base = cfg.url.trim_end_matches('/');
         let batch_size = cfg.batch_size.clamp(1, MAX_BATCH);
         if batch_size != cfg.batch_size {
@@ -718,7 +721,9 @@ impl Inner {
         let r = match req.send().await {
             Ok(r) => r,
             // Timeouts and connection errors: the platform may be fine later.
-            Err(e) => return Attempt::Retry { reason: format!("transport: {}", e.without_url()), after: None },
+            Err(e) => {
+                return Attempt::Retry { reason: format!("transport: {}", crate::tls::transport_error(e)), after: None }
+            }
         };
         let status = r.status();
         let after = r
@@ -832,6 +837,7 @@ impl ActionSink for Provisioner {
 mod tests {
     use super::*;
     use crate::model::Message;
+    use crate::tls::Trust;
     use axum::http::{HeaderMap, StatusCode, Uri};
     use axum::response::IntoResponse;
     use serde_json::{json, Value};
@@ -1065,7 +1071,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let grants: Vec<Action> =
             (1..=7).map(|i| grant("0000000a", &format!("C{i}"), &format!("+1401555010{i}"))).collect();
-        let p = Provisioner::open(d.path(), cfg(&url)).unwrap();
+        let p = Provisioner::open(d.path(), cfg(&url), &Trust::default()).unwrap();
         assert_eq!(deliver_all(&p, &grants).await, [Delivery::Done; 7]);
         let mut sizes = platform.requests("data-grants:batch");
         sizes.sort();
@@ -1076,12 +1082,12 @@ mod tests {
         drop(p);
 
         // Restart: the journal says what was done; nothing goes again.
-        let p = Provisioner::open(d.path(), cfg(&url)).unwrap();
+        let p = Provisioner::open(d.path(), cfg(&url), &Trust::default()).unwrap();
         assert_eq!(deliver_all(&p, &grants).await, [Delivery::Duplicate; 7]);
         let r = revoke("0000000a", "C1", "+14015550101");
         assert_eq!(p.deliver(&r).await.unwrap(), Delivery::Done);
         drop(p);
-        let p = Provisioner::open(d.path(), cfg(&url)).unwrap();
+        let p = Provisioner::open(d.path(), cfg(&url), &Trust::default()).unwrap();
         assert_eq!(p.deliver(&r).await.unwrap(), Delivery::Duplicate);
         assert_eq!(platform.requests("data-grants:batch").len(), 3);
         assert_eq!(platform.requests("data-revokes:batch"), [1]);
@@ -1097,7 +1103,7 @@ mod tests {
         let (url, platform) = platform().await;
         let d = tempfile::tempdir().unwrap();
         let slow = ProvisioningConfig { batch_size: 500, max_wait: Duration::from_secs(60), ..cfg(&url) };
-        let p = Provisioner::open(d.path(), slow).unwrap();
+        let p = Provisioner::open(d.path(), slow, &Trust::default()).unwrap();
         let grants = [grant("0000000b", "C1", "+14015550201"), grant("0000000b", "C2", "+14015550202")];
         let run = async {
             let flushing = async {
@@ -1117,7 +1123,7 @@ mod tests {
         let (url, platform) = platform().await;
         let d = tempfile::tempdir().unwrap();
         let (c1, c2) = ("+14015550301", "+14015550302");
-        let p = Provisioner::open(d.path(), cfg(&url)).unwrap();
+        let p = Provisioner::open(d.path(), cfg(&url), &Trust::default()).unwrap();
         for a in [grant("0000000x", "C1", c1), grant("0000000y", "C1", c1), grant("0000000x", "C2", c2)] {
             assert_eq!(p.deliver(&a).await.unwrap(), Delivery::Done, "a second incident's grant is sent too");
         }
@@ -1133,7 +1139,7 @@ mod tests {
         drop(p);
 
         // After a restart the count is the same; Y's end revokes.
-        let p = Provisioner::open(d.path(), cfg(&url)).unwrap();
+        let p = Provisioner::open(d.path(), cfg(&url), &Trust::default()).unwrap();
         assert_eq!(p.deliver(&revoke("0000000x", "C1", c1)).await.unwrap(), Delivery::Duplicate);
         assert_eq!(p.deliver(&revoke("0000000y", "C1", c1)).await.unwrap(), Delivery::Done);
         assert!(!platform.is_on(c1));
@@ -1156,7 +1162,7 @@ mod tests {
         let (url, platform) = platform().await;
         let d = tempfile::tempdir().unwrap();
         let log = Arc::new(DeliveryLog::open(d.path(), None).unwrap());
-        let p = Provisioner::open(d.path(), cfg(&url)).unwrap().with_log(log.clone());
+        let p = Provisioner::open(d.path(), cfg(&url), &Trust::default()).unwrap().with_log(log.clone());
 
         platform.script(&[503]);
         assert_eq!(p.deliver(&grant("0000000e", "C1", "+14015550401")).await.unwrap(), Delivery::Done);
@@ -1180,7 +1186,12 @@ mod tests {
 
         // A wrong token is permanent too.
         let d2 = tempfile::tempdir().unwrap();
-        let bad = Provisioner::open(d2.path(), ProvisioningConfig { token: Some("nope".into()), ..cfg(&url) }).unwrap();
+        let bad = Provisioner::open(
+            d2.path(),
+            ProvisioningConfig { token: Some("nope".into()), ..cfg(&url) },
+            &Trust::default(),
+        )
+        .unwrap();
         assert_eq!(bad.deliver(&grant("0000000e", "C6", "+14015550406")).await.unwrap(), Delivery::Failed);
         assert_eq!(platform.requests("data-grants:batch").len(), 8, "401 before the platform counted it");
 
@@ -1221,7 +1232,7 @@ mod tests {
     async fn other_actions_are_skipped_or_refused_and_routed_past() {
         let (url, platform) = platform().await;
         let d = tempfile::tempdir().unwrap();
-        let p = Provisioner::open(d.path(), cfg(&url)).unwrap();
+        let p = Provisioner::open(d.path(), cfg(&url), &Trust::default()).unwrap();
         let mut sms = grant("0000000f", "C1", "+14015550501");
         (sms.channel, sms.kind, sms.until) = (Channel::Sms, ActionKind::Down, None);
         sms.action_id = Action::key(&sms.incident_id, "C1", Channel::Sms, ActionKind::Down);
@@ -1262,14 +1273,14 @@ mod tests {
         let (url, platform) = platform().await;
         let d = tempfile::tempdir().unwrap();
         let c1 = "+14015550601";
-        let p = Provisioner::open(d.path(), cfg(&url)).unwrap();
+        let p = Provisioner::open(d.path(), cfg(&url), &Trust::default()).unwrap();
         for a in [grant("0000000g", "C1", c1), grant("0000000h", "C1", c1)] {
             assert_eq!(p.deliver(&a).await.unwrap(), Delivery::Done);
         }
         drop(p);
         // Three hours on, both grants' `until` (two hours) have passed.
         let later = Arc::new(At(Utc::now() + chrono::Duration::hours(3)));
-        let p = Provisioner::open(d.path(), cfg(&url)).unwrap().with_clock(later);
+        let p = Provisioner::open(d.path(), cfg(&url), &Trust::default()).unwrap().with_clock(later);
         assert_eq!(p.deliver(&revoke("0000000g", "C1", c1)).await.unwrap(), Delivery::Done);
         assert!(!platform.is_on(c1));
     }

@@ -5,7 +5,9 @@
 //! 4xx). Rate limits, retries and failover live in [`super::notify`].
 
 use super::super::transforms::sms_text::{self, Coding};
-use crate::config::{SmsGatewayKind, SmsProviderConfig};
+use super::SinkError;
+use crate::config::{ConfigError, SmsGatewayKind, SmsProviderConfig};
+use crate::tls::{http_client, Trust};
 use std::future::Future;
 use std::time::Duration;
 
@@ -54,16 +56,16 @@ fn transport_error(e: reqwest::Error) -> Outcome {
     // Connection refused, reset, timeout: the gateway may be fine later.
     // Without the URL: Kannel's query holds the password, the number and
     // the text, and this reason goes to the delivery record and the logs.
-    Outcome::Retry { reason: format!("transport: {}", e.without_url()) }
+    Outcome::Retry { reason: format!("transport: {}", crate::tls::transport_error(e)) }
 }
 
 /// A keep-alive HTTP client shared by a provider's requests.
-fn client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
+fn client(timeout: Duration, trust: &Trust) -> Result<reqwest::Client, SinkError> {
+    http_client(trust)
         .timeout(timeout)
         .pool_max_idle_per_host(256)
         .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+        .map_err(|e| ConfigError::Invalid { key: "sinks.sms".into(), message: e.without_url().to_string() }.into())
 }
 
 /// Kannel's `sendsms` HTTP interface (smsbox).
@@ -80,8 +82,8 @@ pub struct Kannel {
 }
 
 impl Kannel {
-    pub fn new(cfg: SmsProviderConfig) -> Self {
-        Kannel { http: client(cfg.timeout), cfg }
+    pub fn new(cfg: SmsProviderConfig, trust: &Trust) -> Result<Self, SinkError> {
+        Ok(Kannel { http: client(cfg.timeout, trust)?, cfg })
     }
 
     /// The query `sendsms` gets for `sms` (without the password in logs:
@@ -147,8 +149,8 @@ pub struct JsonGateway {
 }
 
 impl JsonGateway {
-    pub fn new(cfg: SmsProviderConfig) -> Self {
-        JsonGateway { http: client(cfg.timeout), cfg }
+    pub fn new(cfg: SmsProviderConfig, trust: &Trust) -> Result<Self, SinkError> {
+        Ok(JsonGateway { http: client(cfg.timeout, trust)?, cfg })
     }
 }
 
@@ -190,11 +192,11 @@ pub enum Provider {
 }
 
 impl Provider {
-    pub fn new(cfg: SmsProviderConfig) -> Self {
-        match cfg.kind {
-            SmsGatewayKind::Kannel => Provider::Kannel(Kannel::new(cfg)),
-            SmsGatewayKind::Json => Provider::Json(JsonGateway::new(cfg)),
-        }
+    pub fn new(cfg: SmsProviderConfig, trust: &Trust) -> Result<Self, SinkError> {
+        Ok(match cfg.kind {
+            SmsGatewayKind::Kannel => Provider::Kannel(Kannel::new(cfg, trust)?),
+            SmsGatewayKind::Json => Provider::Json(JsonGateway::new(cfg, trust)?),
+        })
     }
 }
 
@@ -219,16 +221,20 @@ mod tests {
     use super::*;
 
     fn kannel(dlr: Option<&str>) -> Kannel {
-        Kannel::new(SmsProviderConfig {
-            name: "k1".into(),
-            kind: SmsGatewayKind::Kannel,
-            url: "http://127.0.0.1:13013/cgi-bin/sendsms".into(),
-            username: Some("outage".into()),
-            password: Some("pw".into()),
-            from: "ExampleTel".into(),
-            dlr_url: dlr.map(Into::into),
-            ..Default::default()
-        })
+        Kannel::new(
+            SmsProviderConfig {
+                name: "k1".into(),
+                kind: SmsGatewayKind::Kannel,
+                url: "http://127.0.0.1:13013/cgi-bin/sendsms".into(),
+                username: Some("outage".into()),
+                password: Some("pw".into()),
+                from: "ExampleTel".into(),
+                dlr_url: dlr.map(Into::into),
+                ..Default::default()
+            },
+            &Trust::default(),
+        )
+        .unwrap()
     }
 
     fn get<'a>(q: &'a [(&'static str, String)], k: &str) -> Option<&'a str> {
@@ -257,7 +263,7 @@ mod tests {
     #[tokio::test]
     async fn a_transport_error_does_not_leak_the_query() {
         let url = "http://127.0.0.1:1/cgi-bin/sendsms?password=s3cret&to=%2B34600000001&text=hola";
-        let e = reqwest::get(url).await.unwrap_err();
+        let e = http_client(&Trust::default()).build().unwrap().get(url).send().await.unwrap_err();
         match transport_error(e) {
             Outcome::Retry { reason } => {
                 assert!(!reason.contains("s3cret") && !reason.contains("600000001"), "{reason}");
