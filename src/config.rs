@@ -523,9 +523,17 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Defaults, then the TOML file (if given), then `OUTAGE_*` variables.
+    /// Defaults, then the TOML file (if given), then `OUTAGE_<SECTION>__<KEY>`
+    /// variables. Only names with a `__` are configuration: every key is in
+    /// a section, and `OUTAGE_CONFIG`, `OUTAGE_SERVER`, `OUTAGE_TOKEN` and
+    /// `OUTAGE_CA_FILE` belong to the binaries' flags, so exporting them
+    /// for `outagectl` must not stop the daemon.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::figment(path, Env::prefixed("OUTAGE_").split("__"))
+        Self::figment(path, Self::env("OUTAGE_"))
+    }
+
+    fn env(prefix: &str) -> Env {
+        Env::prefixed(prefix).filter(|k| k.as_str().contains("__")).split("__")
     }
 
     fn figment(path: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
@@ -660,6 +668,22 @@ mod tests {
         let p = d.path().join("outage.toml");
         std::fs::write(&p, body).unwrap();
         Config::figment(Some(&p), Env::prefixed("OUTAGE_TEST_NOTHING_"))
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
+    fn only_sectioned_variables_are_configuration() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("OUTAGE_JAILTEST_SERVER", "http://127.0.0.1:8080");
+            jail.set_env("OUTAGE_JAILTEST_CA_FILE", "/nowhere.pem");
+            jail.set_env("OUTAGE_JAILTEST_KAFKA__PARTITIONS", "3");
+            let cfg = Config::figment(None, Config::env("OUTAGE_JAILTEST_")).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.kafka.partitions, 3);
+            jail.set_env("OUTAGE_JAILTEST_KAFKA__PARTITONS", "3");
+            let err = Config::figment(None, Config::env("OUTAGE_JAILTEST_")).unwrap_err().to_string();
+            assert!(err.contains("partitons"), "a typo in a sectioned key is still an error: {err}");
+            Ok(())
+        });
     }
 
     #[test]
