@@ -526,6 +526,17 @@ async fn the_noc_api_reads_updates_and_resolves_with_roles() {
             .send()
     };
     assert_eq!(update("v-secret").await.unwrap().status(), 403);
+    // An ETR already past is never told to customers.
+    let past = http
+        .post(url(&format!("/v1/incidents/{id}/update")))
+        .bearer_auth("o-secret")
+        .json(&serde_json::json!({ "etr": "2020-01-01T05:00:00Z" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(past.status(), 422);
+    let body: serde_json::Value = past.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("not in the future"), "{body}");
     let updated: serde_json::Value = update("o-secret").await.unwrap().json().await.unwrap();
     assert_eq!(updated["etr"], etr);
     let entry = updated["timeline"].as_array().unwrap().iter().find(|e| e["kind"] == "updated").unwrap().clone();

@@ -381,6 +381,7 @@ async fn declare(
     if req.cause.trim().is_empty() {
         return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "give the cause".into()));
     }
+    etr_ahead(req.etr, (st.now)())?;
     // Resolved here, once: a typo is a 422 naming it, before anything
     // reaches the pipeline (which shares this reference data).
     let postcodes =
@@ -461,7 +462,24 @@ async fn update(
     if req.cause.is_none() && req.etr.is_none() && req.message.is_none() {
         return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "give at least one of cause, etr, message".into()));
     }
+    etr_ahead(req.etr, (st.now)())?;
     command(&st, &headers, Command::On(IncidentId(id.into()), Change::Update(req))).await
+}
+
+/// An ETR customers are told must lie ahead: one already past ("fix
+/// expected 05:00" sent at 09:00) is refused, naming both times.
+fn etr_ahead(etr: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<(), ApiError> {
+    match etr {
+        Some(etr) if etr <= now => Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "etr {} is not in the future (now {}): give the time service is expected back",
+                etr.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 async fn resolve(
