@@ -525,9 +525,9 @@ pub enum ConfigError {
 impl Config {
     /// Defaults, then the TOML file (if given), then `OUTAGE_<SECTION>__<KEY>`
     /// variables. Only names with a `__` are configuration: every key is in
-    /// a section, and `OUTAGE_CONFIG`, `OUTAGE_SERVER`, `OUTAGE_TOKEN` and
-    /// `OUTAGE_CA_FILE` belong to the binaries' flags, so exporting them
-    /// for `outagectl` must not stop the daemon.
+    /// a section, and `OUTAGE_CONFIG` is `outaged --config`'s, while
+    /// `OUTAGE_SERVER`, `OUTAGE_TOKEN` and `OUTAGE_CA_FILE` are older names
+    /// `outagectl` still reads: exporting them must not stop the daemon.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         Self::figment(path, Self::env("OUTAGE_"))
     }

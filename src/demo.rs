@@ -248,7 +248,7 @@ pub async fn run(
             Some(addr) => eprintln!(
                 "\nStill running (Kafka at {}). The NOC API and the status page:\n  \
                  http://{addr}/status\n  \
-                 export OUTAGE_SERVER=http://{addr} OUTAGE_TOKEN={DEMO_TOKEN}\n  \
+                 export OUTAGECTL_SERVER=http://{addr} OUTAGECTL_TOKEN={DEMO_TOKEN}\n  \
                  target/release/outagectl incidents\n  \
                  target/release/outagectl declare --postcode 02903,02905,02907 --cause 'fibre cut' --etr +2h\n\
                  (README: \"Try the NOC control plane\"). Ctrl-C to stop.",

@@ -4,7 +4,7 @@
 //! Trusted: the Mozilla roots compiled in (`webpki-roots`, the set lettre
 //! already used for SMTP) plus, when configured, every certificate of one
 //! PEM bundle (`sinks.tls.ca_file` for the daemon, `--ca-file` /
-//! `OUTAGE_CA_FILE` for `outagectl`): an operator's private CA for its
+//! `OUTAGECTL_CA_FILE` for `outagectl`): an operator's private CA for its
 //! IVR, provisioning or SMS gateways. The platform's store
 //! (`/etc/ssl/certs`) is not read, so what the daemon trusts does not depend
 //! on the image it runs in. Crypto is rustls with *ring* (no C toolchain

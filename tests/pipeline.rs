@@ -552,8 +552,8 @@ async fn the_noc_api_reads_updates_and_resolves_with_roles() {
     let ctl = |token: &str, args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_outagectl"))
             .args(args)
-            .env("OUTAGE_SERVER", format!("http://{addr}"))
-            .env("OUTAGE_TOKEN", token)
+            .env("OUTAGECTL_SERVER", format!("http://{addr}"))
+            .env("OUTAGECTL_TOKEN", token)
             .output()
             .unwrap();
         (
@@ -766,6 +766,8 @@ async fn the_noc_declares_areas_approves_links_and_resolves() {
         .args(["incidents", "--json"])
         .env_remove("OUTAGE_SERVER")
         .env_remove("OUTAGE_TOKEN")
+        .env_remove("OUTAGECTL_SERVER")
+        .env_remove("OUTAGECTL_TOKEN")
         .env("OUTAGECTL_CONFIG", &ctl_config)
         .output()
         .unwrap();

@@ -36,7 +36,7 @@ pub enum ClientError {
         source: reqwest::Error,
     },
     /// 401: no token, or one the daemon does not know.
-    #[error("unauthorized: no or bad token ({0}); give --token or set OUTAGE_TOKEN")]
+    #[error("unauthorized: no or bad token ({0}); give --token or set OUTAGECTL_TOKEN")]
     Unauthorized(String),
     /// 403: the token's role (viewer) cannot do this.
     #[error("forbidden: this token's role cannot {action} ({message})")]
@@ -148,7 +148,7 @@ impl Client {
             // Not echoed: it would print the credentials.
             return Err(ClientError::InvalidServer {
                 server: "<URL with credentials>".into(),
-                reason: "put no credentials in --server; give the token with --token or OUTAGE_TOKEN".into(),
+                reason: "put no credentials in --server; give the token with --token or OUTAGECTL_TOKEN".into(),
             });
         }
         if base.query().is_some() || base.fragment().is_some() {
@@ -212,7 +212,7 @@ impl Client {
             let untrusted = self.base.scheme() == "https" && cause.contains("certificate");
             if source.is_builder() || untrusted {
                 let hint = if untrusted {
-                    "; if the daemon's certificate is from a private CA, give its PEM with --ca-file or OUTAGE_CA_FILE"
+                    "; if the daemon's certificate is from a private CA, give its PEM with --ca-file or OUTAGECTL_CA_FILE"
                 } else {
                     ""
                 };

@@ -93,11 +93,11 @@ struct ServerOpts {
     /// The daemon's API base URL (http:// or https://; `host:port` means
     /// http://host:port). Default: the config file's `server`, else
     /// http://127.0.0.1:8080.
-    #[arg(long, env = "OUTAGE_SERVER")]
+    #[arg(long, env = "OUTAGECTL_SERVER")]
     server: Option<String>,
     /// Bearer token. Prefer the environment variable or the config file: a
     /// flag is visible in the process list. Never printed.
-    #[arg(long, env = "OUTAGE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(long, env = "OUTAGECTL_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     token: Option<String>,
     /// Where `server`, `token` and `ca_file` are read from when neither flag nor
     /// environment gives them (TOML). Default
@@ -107,10 +107,10 @@ struct ServerOpts {
     /// A PEM bundle of CA certificates trusted for an https:// server
     /// besides the built-in roots (a private CA, or a TLS proxy's).
     /// Default: the config file's `ca_file`, else none.
-    #[arg(long, env = "OUTAGE_CA_FILE", value_name = "PEM")]
+    #[arg(long, env = "OUTAGECTL_CA_FILE", value_name = "PEM")]
     ca_file: Option<PathBuf>,
     /// Give up on a request after this long (e.g. 10s, 1m).
-    #[arg(long, env = "OUTAGE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "OUTAGECTL_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: Duration,
     /// Print the daemon's answer as JSON instead of a table.
     #[arg(long)]
@@ -153,20 +153,26 @@ impl CtlConfig {
 }
 
 impl ServerOpts {
-    /// The client: flags and environment first, then the config file.
+    /// The client: flags first, then `OUTAGECTL_*`, then the older
+    /// `OUTAGE_SERVER`/`OUTAGE_TOKEN`/`OUTAGE_CA_FILE` (still read, by the
+    /// CLI only), then the config file.
     fn client(&self) -> anyhow::Result<Client> {
-        let file = if self.server.is_some() && self.token.is_some() && self.ca_file.is_some() {
+        let legacy = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let server = self.server.clone().or_else(|| legacy("OUTAGE_SERVER"));
+        let token = self.token.clone().or_else(|| legacy("OUTAGE_TOKEN"));
+        let ca_file = self.ca_file.clone().or_else(|| legacy("OUTAGE_CA_FILE").map(PathBuf::from));
+        let file = if server.is_some() && token.is_some() && ca_file.is_some() {
             CtlConfig::default()
         } else {
             CtlConfig::load(self.ctl_config.as_deref())?
         };
-        let server = self.server.clone().or(file.server).unwrap_or_else(|| "http://127.0.0.1:8080".into());
-        let (ca_file, key) = match (&self.ca_file, file.ca_file) {
-            (Some(f), _) => (Some(f.clone()), "--ca-file"),
+        let server = server.or(file.server).unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        let (ca_file, key) = match (ca_file, file.ca_file) {
+            (Some(f), _) => (Some(f), "--ca-file"),
             (None, f) => (f, "ca_file (outagectl config)"),
         };
         let trust = outage::tls::Trust::load(ca_file.as_deref(), key)?;
-        Ok(Client::with_trust(&server, self.token.clone().or(file.token), self.timeout, &trust)?)
+        Ok(Client::with_trust(&server, token.or(file.token), self.timeout, &trust)?)
     }
 }
 
