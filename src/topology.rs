@@ -161,8 +161,8 @@ pub enum TopologyError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Sink(#[from] SinkError),
-    #[error("producing to {topic}: {source}")]
-    Produce { topic: String, source: rdkafka::error::KafkaError },
+    #[error(transparent)]
+    Produce(#[from] crate::kafka::ProduceError),
     #[error("incident log: {0}")]
     Log(#[from] CorrelateError),
     #[error(transparent)]
@@ -186,9 +186,7 @@ async fn produce_all(
     topic: &str,
     records: &[(String, String)],
 ) -> Result<(), TopologyError> {
-    crate::kafka::produce_all(producer, topic, records)
-        .await
-        .map_err(|source| TopologyError::Produce { topic: topic.into(), source })
+    Ok(crate::kafka::produce_all(producer, topic, records).await?)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -316,7 +314,7 @@ async fn log_writer(
         let r = producer
             .produce_acked(&topic, &events, |e| e.incident_id.0.as_str(), write)
             .await
-            .map_err(|source| TopologyError::Produce { topic: topic.clone(), source });
+            .map_err(TopologyError::from);
         let failed = r.is_err();
         if !failed {
             stats.events_appended.fetch_add(events.len() as u64, Relaxed);

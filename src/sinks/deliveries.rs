@@ -169,9 +169,7 @@ impl DeliveryLog {
             .map_err(|source| SinkError::Io { path: self.path.clone(), source })?;
         if let Some((producer, topic)) = &self.topic {
             let records = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-            crate::kafka::produce_all(producer, topic, &records)
-                .await
-                .map_err(|source| SinkError::Produce { topic: topic.clone(), source })?;
+            crate::kafka::produce_all(producer, topic, &records).await?;
         }
         Ok(())
     }

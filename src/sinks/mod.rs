@@ -33,8 +33,8 @@ pub enum SinkError {
     Invalid { action_id: String, message: String },
     #[error(transparent)]
     Email(#[from] email::EmailError),
-    #[error("producing to {topic}: {source}")]
-    Produce { topic: String, source: rdkafka::error::KafkaError },
+    #[error(transparent)]
+    Produce(#[from] crate::kafka::ProduceError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
 }
