@@ -485,6 +485,30 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         use crate::api::{Change, Command, CommandError};
         let failed = |e: CorrelateError| CommandError::Failed(e.to_string());
         let failed_empty = || CommandError::Failed("the declaration made no events".into());
+        // An event too large for the incident log is refused here, before
+        // the correlator holds it: it would stop the log writer, and every
+        // restart after.
+        // Texts count twice: JSON escaping can double them (`"` → `\"`).
+        let text = |s: &Option<String>| s.as_ref().map_or(0, |s| 2 * s.len());
+        let bytes = match &command {
+            Command::Declare(req, postcodes) => {
+                let rd = self.planner.refdata();
+                serde_json::to_vec(&req.area).map_or(usize::MAX, |v| v.len())
+                    + postcodes.iter().map(|&p| rd.postcodes.get(p as usize).map_or(0, |p| p.postcode.len()) + 3).sum::<usize>()
+                    + 2 * req.cause.len()
+                    + text(&req.message)
+            }
+            Command::On(_, Change::Update(u)) => text(&u.cause) + text(&u.message),
+            Command::On(_, Change::Cancel(c)) => 2 * c.reason.len(),
+            Command::On(..) => 0,
+        };
+        if bytes > crate::api::EVENT_MAX_BYTES {
+            return Err(CommandError::TooLarge(format!(
+                "the command would write an incident event of about {bytes} bytes, above the {}-byte limit \
+                 of one incident-log record",
+                crate::api::EVENT_MAX_BYTES
+            )));
+        }
         let (id, change) = match command {
             Command::On(id, change) => (id, change),
             Command::Declare(req, postcodes) => {

@@ -801,3 +801,114 @@ async fn the_noc_declares_areas_approves_links_and_resolves() {
     let sms = lines(dir.path(), "sms.jsonl");
     assert_eq!(sms.iter().filter(|a| a["kind"] == "down" && a["customer_id"] == "C1").count(), 1, "told once");
 }
+
+/// Faults: one record too large for any Kafka limit must not stop the
+/// daemon. A 2 MB record (over `ingest.max_record_bytes`) and a 200 kB
+/// junk record of control bytes (each escaped to six bytes in JSON: 1.2 MB)
+/// were dead-lettered whole, over the producer's `message.max.bytes`: the
+/// daemon died with `MessageSizeTooLarge` and did again after every restart.
+/// Now their dead letters are cut and hashed, and the alarms after them flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_junk_records_are_dead_lettered_cut_and_hashed_and_the_daemon_goes_on() {
+    use outage::sources::decode::{sha256_hex, DLQ_PAYLOAD_MAX_BYTES};
+    use rdkafka::producer::FutureProducer;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config("huge", dir.path());
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    // A feed's producer, not ours: it may send records up to 3 MB.
+    let feed: FutureProducer = broker.base_config().set("message.max.bytes", "3000000").create().unwrap();
+    let huge = format!("{{\"alarm_id\":\"{}\"}}", "H".repeat(2_000_000));
+    let junk = vec![1u8; 200_000];
+    let send = |key: &'static str, body: Vec<u8>| {
+        let feed = feed.clone();
+        let topic = cfg.kafka.topics.alarms.clone();
+        async move {
+            feed.send(FutureRecord::to(&topic).key(key).payload(&body), Duration::from_secs(10)).await.unwrap();
+        }
+    };
+    send("huge", huge.clone().into_bytes()).await;
+    send("junk", junk.clone()).await;
+    let t0 = Utc::now() - Cd::minutes(30);
+    publish(
+        &broker,
+        &cfg.kafka.topics.alarms,
+        &[
+            ("S1", alarm("A1", "S1", AlarmState::Raised, t0)),
+            ("S2", alarm("A2", "S2", AlarmState::Raised, t0)),
+            ("S4", alarm("A4", "S4", AlarmState::Raised, t0)),
+        ],
+    )
+    .await;
+    let daemon = Daemon::start(&cfg, &broker, refdata());
+    settle(&daemon.stats, 5, |s| s.incidents_declared.load(Relaxed) == 1 && s.alarms_acked.load(Relaxed) == 5).await;
+    assert!(!daemon.task.is_finished(), "the daemon is still running");
+    let stats = daemon.stop().await;
+    assert_eq!(stats.alarms_dead_lettered.load(Relaxed), 2);
+    let dlq: Vec<DlqRecord> =
+        topic_records(&broker, &cfg.kafka.topics.dlq).iter().map(|b| serde_json::from_slice(b).unwrap()).collect();
+    assert_eq!(dlq.len(), 2);
+    for (d, original) in dlq.iter().zip([huge.as_bytes(), &junk[..]]) {
+        assert!(d.payload_truncated, "{}", d.reason);
+        assert_eq!(d.payload_bytes, Some(original.len() as u64));
+        assert_eq!(d.payload_sha256, Some(sha256_hex(original)));
+        assert_eq!(d.payload.len(), DLQ_PAYLOAD_MAX_BYTES);
+        assert!(original.starts_with(d.payload.as_bytes()));
+    }
+    assert!(dlq[0].reason.contains("2000015 bytes is over"), "{}", dlq[0].reason);
+    assert!(!lines(dir.path(), "sms.jsonl").is_empty(), "the alarms after them reached customers");
+}
+
+/// Faults: a NOC polygon of 1.2 MB (under the API's 2 MB body limit) went
+/// into the `scoped` event whole and killed the daemon through the
+/// incident log; so would an update with a huge message. Both are refused
+/// with 413 before they reach the pipeline's state, and the daemon goes on
+/// declaring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_polygon_or_message_is_refused_with_413_and_the_daemon_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, addr) = api_config("huge-area", dir.path(), "noc-carol");
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    let daemon = Daemon::start(&cfg, &broker, refdata());
+    let http = outage::tls::http_client(&Default::default()).build().unwrap();
+    wait_for("the API to be ready", Duration::from_secs(60), || std::net::TcpStream::connect(addr).is_ok()).await;
+    let post = |path: &str, body: serde_json::Value| {
+        http.post(format!("http://{addr}{path}")).bearer_auth("o-secret").json(&body).send()
+    };
+    // 40 000 vertices on a 5 km circle around Providence: 1.2 MB of GeoJSON.
+    let n = 40_000;
+    let ring: Vec<[f64; 2]> = (0..=n)
+        .map(|i| {
+            let a = std::f64::consts::TAU * f64::from(i % n) / f64::from(n);
+            [-71.40 + 0.06 * a.cos() + 1e-9 * f64::from(i), 41.82 + 0.045 * a.sin()]
+        })
+        .collect();
+    let polygon = serde_json::json!({"type": "Polygon", "coordinates": [ring]});
+    let body = serde_json::json!({"cause": "fibre cut", "area": {"polygon": polygon}});
+    assert!(body.to_string().len() > 1_000_000, "{}", body.to_string().len());
+    let r = post("/v1/incidents", body).await.unwrap();
+    assert_eq!(r.status(), 413);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("polygon area is") && text.contains("simplify"), "{text}");
+    // A small polygon over the same place is declared.
+    let small = serde_json::json!({"type": "Polygon", "coordinates": [[
+        [-71.42, 41.81], [-71.39, 41.81], [-71.39, 41.835], [-71.42, 41.835], [-71.42, 41.81]]]});
+    let r = post("/v1/incidents", serde_json::json!({"cause": "fibre cut", "area": {"polygon": small}})).await.unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    // An update whose message is too large for one incident-log record.
+    let r = post(&format!("/v1/incidents/{id}/update"), serde_json::json!({"message": "x".repeat(600_000)}));
+    let r = r.await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(r.text().await.unwrap().contains("incident-log record"));
+    let r = post(&format!("/v1/incidents/{id}/update"), serde_json::json!({"message": "crews on site"})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!daemon.task.is_finished(), "the daemon is still running");
+    daemon.stop().await;
+    let events: Vec<IncidentEvent> = topic_records(&broker, &cfg.kafka.topics.incidents)
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter(|e| e.incident_id.0 == id).map(|e| e.kind.type_name()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "updated").count(), 1, "{kinds:?}");
+    assert!(kinds.starts_with(&["opened", "scoped", "declared"]), "{kinds:?}");
+}

@@ -173,7 +173,23 @@ pub enum CommandError {
     Invalid(String),
     #[error("the pipeline failed: {0}")]
     Failed(String),
+    /// The events it would write are too large for the incident log (413).
+    #[error("{0}")]
+    TooLarge(String),
 }
+
+/// The largest area a declaration may draw, as JSON: the `scoped` event
+/// keeps it as given, so a larger polygon is refused (413) before anything
+/// is resolved; simplify it (fewer vertices) or give postcodes or sites.
+pub const AREA_MAX_BYTES: usize = 256 * 1024;
+
+/// The largest incident event a NOC command may make (its area, postcodes,
+/// texts, counted twice for JSON escaping): the producer's record limit
+/// less room for the event's other fields, checked by the pipeline before
+/// the command touches any state, so an event too large for the incident
+/// log is refused (413), never produced. (All 33 120 US ZIP codes make a
+/// `scoped` event of about 270 kB.)
+pub const EVENT_MAX_BYTES: usize = crate::kafka::RECORD_MAX_BYTES - 64 * 1024;
 
 /// A command in flight: what, who (the token's name), where to answer.
 pub struct Envelope {
@@ -259,6 +275,7 @@ impl From<CommandError> for ApiError {
             CommandError::NotFound(_) => StatusCode::NOT_FOUND,
             CommandError::Invalid(_) => StatusCode::CONFLICT,
             CommandError::Failed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CommandError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         };
         ApiError(status, e.to_string())
     }
@@ -380,6 +397,17 @@ async fn declare(
 ) -> Result<(StatusCode, Json<IncidentView>), ApiError> {
     if req.cause.trim().is_empty() {
         return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "give the cause".into()));
+    }
+    let area_bytes = serde_json::to_vec(&req.area).map_or(usize::MAX, |v| v.len());
+    if area_bytes > AREA_MAX_BYTES {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the {} area is {area_bytes} bytes of JSON, above the {AREA_MAX_BYTES}-byte limit: \
+                 simplify it (fewer vertices) or give postcodes or sites",
+                req.area.kind()
+            ),
+        ));
     }
     // Resolved here, once: a typo is a 422 naming it, before anything
     // reaches the pipeline (which shares this reference data).
