@@ -1137,7 +1137,7 @@ impl<A: ActionSink> Dispatcher<A> {
         stats: Arc<Stats>,
     ) -> Result<Self, TopologyError> {
         let group = format!("{}-dispatch", cfg.kafka.group_id);
-        let source = KafkaSource::subscribe(broker, &group, &cfg.kafka.topics.actions)?;
+        let source = KafkaSource::subscribe(broker, &group, &cfg.kafka.topics.actions)?.with_stage("actions");
         let held = HeldNotices::open(&cfg.sinks.outbox_dir)?;
         stats.actions_waiting.store(held.len() as u64, Relaxed);
         Ok(Dispatcher { source, sink, lanes: cfg.sinks.concurrency.max(1), held, log, clock, stats })
@@ -1283,7 +1283,9 @@ pub async fn run(
             "outbound TLS trusts sinks.tls.ca_file besides the built-in roots"
         );
     }
-    let source = KafkaSource::subscribe(broker, &cfg.kafka.group_id, &cfg.kafka.topics.alarms)?;
+    let source = KafkaSource::subscribe(broker, &cfg.kafka.group_id, &cfg.kafka.topics.alarms)?
+        .with_stage("alarms")
+        .reporting_to(stats.clone());
     let mut tasks = tokio::task::JoinSet::new();
     // The NOC API: bound first, so a taken port fails the start, not later.
     let mut api_side = None;

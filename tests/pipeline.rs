@@ -912,3 +912,136 @@ async fn a_huge_polygon_or_message_is_refused_with_413_and_the_daemon_goes_on() 
     assert_eq!(kinds.iter().filter(|k| **k == "updated").count(), 1, "{kinds:?}");
     assert!(kinds.starts_with(&["opened", "scoped", "declared"]), "{kinds:?}");
 }
+
+/// Faults: the brokers go away mid-run and come back. The daemon used to
+/// exit ~5 s after losing them (`AllBrokersDown` from the alarm consumer)
+/// while `/readyz` still said 200. Now it keeps its state, `/readyz` says
+/// 503 (and `outage_brokers_up` 0) within seconds, 200 again when the
+/// broker is back, and the alarms published during the outage make the
+/// same incidents and notices as a run without the fault. The embedded
+/// mock cluster's broker is taken down (`rd_kafka_mock_broker_set_down`:
+/// connections dropped, new ones refused) for longer than the group's
+/// session timeout, so the consumers also rejoin their groups after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_outlives_the_broker_and_resumes_where_it_was() {
+    if std::env::var("OUTAGE_TEST_BOOTSTRAP").is_ok_and(|b| !b.is_empty()) {
+        eprintln!("needs the embedded mock cluster (scripts/e2e.sh stops Tansu itself)");
+        return;
+    }
+    let t0 = Utc::now() - Cd::minutes(30);
+    let before = [("S1", alarm("A1", "S1", AlarmState::Raised, t0)), ("S2", alarm("A2", "S2", AlarmState::Raised, t0))];
+    let during = [
+        ("S4", alarm("A4", "S4", AlarmState::Raised, t0 + Cd::seconds(1))),
+        ("S3", alarm("A3", "S3", AlarmState::Raised, t0 + Cd::seconds(2))),
+    ];
+    type Outcome = (BTreeSet<(String, String, Vec<String>)>, BTreeSet<String>);
+    let outcome = |broker: &Broker, cfg: &Config, dir: &Path| -> Outcome {
+        let mut incidents: BTreeMap<String, outage::model::Incident> = BTreeMap::new();
+        for b in topic_records(broker, &cfg.kafka.topics.incidents) {
+            let ev: IncidentEvent = serde_json::from_slice(&b).unwrap();
+            let id = ev.incident_id.0.to_string();
+            match incidents.get_mut(&id) {
+                Some(inc) => {
+                    inc.apply(&ev).unwrap();
+                }
+                None => {
+                    incidents.insert(id, outage::model::Incident::open(&ev).unwrap());
+                }
+            }
+        }
+        let summary = incidents
+            .values()
+            .map(|i| (i.id.0.to_string(), i.state.as_str().to_string(), i.notified_postcodes.iter().cloned().collect()))
+            .collect();
+        let notices = ["sms.jsonl", "email.jsonl"]
+            .iter()
+            .flat_map(|f| lines(dir, f))
+            .map(|l| l["action_id"].as_str().unwrap().to_string())
+            .collect();
+        (summary, notices)
+    };
+
+    // Without the fault.
+    let calm = tempfile::tempdir().unwrap();
+    let cfg = config("calm", calm.path());
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    publish(&broker, &cfg.kafka.topics.alarms, &before).await;
+    publish(&broker, &cfg.kafka.topics.alarms, &during).await;
+    let daemon = Daemon::start(&cfg, &broker, refdata());
+    settle(&daemon.stats, 4, |s| s.incidents_declared.load(Relaxed) == 1).await;
+    daemon.stop().await;
+    let expected = outcome(&broker, &cfg, calm.path());
+    assert_eq!(expected.0.len(), 1, "{expected:?}");
+    assert!(!expected.1.is_empty());
+
+    // With it.
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, addr) = api_config("outage", dir.path(), "noc-dan");
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    publish(&broker, &cfg.kafka.topics.alarms, &before).await;
+    let daemon = Daemon::start(&cfg, &broker, refdata());
+    let http = outage::tls::http_client(&Default::default()).build().unwrap();
+    let status = |path: &'static str| {
+        let http = http.clone();
+        async move {
+            match http.get(format!("http://{addr}{path}")).send().await {
+                Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                Err(_) => (0, String::new()),
+            }
+        }
+    };
+    let wait_ready = |want: u16, limit: Duration| {
+        let status = status.clone();
+        async move {
+            let t = Instant::now();
+            loop {
+                if status("/readyz").await.0 == want {
+                    return t.elapsed();
+                }
+                assert!(t.elapsed() < limit, "/readyz never answered {want} within {limit:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_for("the first alarms", Duration::from_secs(60), || daemon.stats.alarms_acked.load(Relaxed) == 2).await;
+    wait_ready(200, Duration::from_secs(30)).await;
+    let retries_before: u64 = outage::kafka::retries().iter().map(|(_, n)| n).sum();
+
+    let mock = broker.embedded().unwrap();
+    mock.set_broker_up(1, false).unwrap();
+    let to_503 = wait_ready(503, Duration::from_secs(15)).await;
+    let metrics = status("/metrics").await.1;
+    assert!(metrics.contains("outage_brokers_up 0"), "{metrics}");
+    // Published during the outage: the feed's producer holds them.
+    let feed = {
+        let (broker, topic) = (broker.clone(), cfg.kafka.topics.alarms.clone());
+        let during = during.clone();
+        tokio::spawn(async move { publish(&broker, &topic, &during).await })
+    };
+    // Longer than the group's session timeout (6 s): the group rebalances.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(!daemon.task.is_finished(), "the daemon died without its broker");
+    let retries_during: u64 = outage::kafka::retries().iter().map(|(_, n)| n).sum();
+    assert!(retries_during > retries_before, "no retry counted");
+    assert!(status("/metrics").await.1.contains("outage_kafka_retries_total{stage="));
+
+    mock.set_broker_up(1, true).unwrap();
+    let back = Instant::now();
+    let to_200 = wait_ready(200, Duration::from_secs(30)).await;
+    feed.await.unwrap();
+    settle(&daemon.stats, 4, |s| s.incidents_declared.load(Relaxed) == 1).await;
+    let resumed = back.elapsed();
+    eprintln!("measured: /readyz 503 {to_503:?} after the broker went, 200 {to_200:?} after it came back; incident declared and notices out {resumed:?} after it came back");
+    assert!(!daemon.task.is_finished());
+    daemon.stop().await;
+    let got = outcome(&broker, &cfg, dir.path());
+    assert_eq!(got.0.len(), 1);
+    // Incident ids are random per run; compare the rest.
+    let strip = |o: &Outcome| {
+        let id = o.0.iter().next().unwrap().0.clone();
+        let inc: Vec<_> = o.0.iter().map(|(_, s, p)| (s.clone(), p.clone())).collect();
+        let notices: BTreeSet<String> = o.1.iter().map(|a| a.replace(&id, "ID")).collect();
+        (inc, notices)
+    };
+    assert_eq!(strip(&got), strip(&expected), "the same incident and notices as without the fault");
+}

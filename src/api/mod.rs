@@ -681,6 +681,17 @@ async fn metrics(State(st): Shared) -> Response {
         "Kafka brokers the alarm consumer is connected to (absent until known).",
         &health.brokers_up.map(|l| ("", l)).into_iter().collect::<Vec<_>>(),
     );
+    let retries: Vec<(String, u64)> = crate::kafka::retries()
+        .into_iter()
+        .map(|(stage, n)| (format!("{{stage=\"{}\"}}", stage.replace(['"', '\\', '\n'], "_")), n))
+        .collect();
+    metric(
+        &mut out,
+        "outage_kafka_retries_total",
+        "counter",
+        "Transient Kafka errors (brokers down, transport failures, timeouts, leader changes) retried, by stage: alarms and actions (the consumers) or the topic produced to.",
+        &retries,
+    );
     s.first_alarm_to_declared.render(
         "outage_first_alarm_to_declared_seconds",
         "From an incident's first alarm (event time) to its declaration.",
