@@ -764,6 +764,86 @@ mod tests {
         }
     }
 
+    #[test]
+    fn transient_and_permanent_errors_are_told_apart() {
+        use RDKafkaErrorCode::*;
+        for code in [
+            AllBrokersDown,
+            BrokerTransportFailure,
+            MessageTimedOut,
+            OperationTimedOut,
+            RequestTimedOut,
+            LeaderNotAvailable,
+            NotLeaderForPartition,
+            NotCoordinator,
+            CoordinatorNotAvailable,
+            NetworkException,
+            QueueFull,
+        ] {
+            assert!(code_is_transient(code), "{code:?}");
+            assert!(is_transient(&KafkaError::MessageConsumption(code)), "{code:?}");
+            assert!(is_transient(&KafkaError::MessageProduction(code)), "{code:?}");
+        }
+        for code in [
+            SaslAuthenticationFailed,
+            Authentication,
+            SSL,
+            TopicAuthorizationFailed,
+            GroupAuthorizationFailed,
+            ClusterAuthorizationFailed,
+            UnknownTopicOrPartition,
+            UnknownTopic,
+            MessageSizeTooLarge,
+            InvalidConfig,
+            Fatal,
+            ProducerFenced,
+        ] {
+            assert!(!code_is_transient(code), "{code:?}");
+            assert!(!is_transient(&KafkaError::MessageProduction(code)), "{code:?}");
+        }
+        assert!(!is_transient(&KafkaError::MessageConsumptionFatal(AllBrokersDown)));
+        assert!(!is_transient(&KafkaError::ClientCreation("bad".into())));
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let mut b = Backoff::default();
+        let waits: Vec<Duration> = (0..20).map(|_| b.next_delay()).collect();
+        assert!(waits[0] >= Duration::from_millis(50) && waits[0] <= Duration::from_millis(100), "{waits:?}");
+        assert!(waits.iter().all(|w| *w <= Backoff::MAX), "{waits:?}");
+        assert!(waits[19] >= Backoff::MAX / 2, "{waits:?}");
+    }
+
+    /// The broker down for 3 s with a 1 s message timeout: the record times
+    /// out (transient), is produced again after a backoff, counted, and
+    /// lands once. A record too large is refused before producing, named.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn produce_all_retries_through_an_outage_and_refuses_a_record_too_large() {
+        let mut cfg = with_client(&[("message.timeout.ms", "1000")]);
+        cfg.partitions = 1;
+        cfg.topics.dlq = "retry.dlq".into();
+        let broker = Broker::connect(&cfg).await.unwrap();
+        let p = broker.producer().unwrap();
+        let big = vec![("k".to_string(), "x".repeat(RECORD_MAX_BYTES))];
+        match produce_all(&p, "retry.dlq", &big).await {
+            Err(ProduceError::TooLarge { topic, bytes, .. }) => assert_eq!((topic.as_str(), bytes), ("retry.dlq", RECORD_MAX_BYTES + 1)),
+            other => panic!("{other:?}"),
+        }
+        let count = || retries().iter().find(|(s, _)| s == "retry.dlq").map_or(0, |(_, n)| *n);
+        let before = count();
+        broker.embedded().unwrap().set_broker_up(1, false).unwrap();
+        let records = vec![("k".to_string(), "during the outage".to_string())];
+        let send = tokio::spawn(async move { produce_all(&p, "retry.dlq", &records).await });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!send.is_finished());
+        broker.embedded().unwrap().set_broker_up(1, true).unwrap();
+        send.await.unwrap().unwrap();
+        assert!(count() > before, "the timeout was retried and counted");
+        let mut got = vec![];
+        read_to_end(&broker, "retry.dlq", Duration::from_millis(200), |_, _, b| got.push(b.to_vec())).unwrap();
+        assert_eq!(got, vec![b"during the outage".to_vec()]);
+    }
+
     #[tokio::test]
     async fn embedded_cluster_creates_topics_and_round_trips() {
         let cfg = KafkaConfig { partitions: 3, ..Default::default() };
