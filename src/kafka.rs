@@ -78,7 +78,12 @@ pub enum ProduceError {
 }
 
 /// Refuse a record that would exceed [`RECORD_MAX_BYTES`], naming it.
-pub fn check_record(topic: &str, what: impl FnOnce() -> String, key: &[u8], payload: &[u8]) -> Result<(), ProduceError> {
+pub fn check_record(
+    topic: &str,
+    what: impl FnOnce() -> String,
+    key: &[u8],
+    payload: &[u8],
+) -> Result<(), ProduceError> {
     let bytes = key.len() + payload.len();
     if bytes > RECORD_MAX_BYTES {
         return Err(ProduceError::TooLarge { topic: topic.into(), what: what(), bytes, limit: RECORD_MAX_BYTES });
@@ -826,7 +831,9 @@ mod tests {
         let p = broker.producer().unwrap();
         let big = vec![("k".to_string(), "x".repeat(RECORD_MAX_BYTES))];
         match produce_all(&p, "retry.dlq", &big).await {
-            Err(ProduceError::TooLarge { topic, bytes, .. }) => assert_eq!((topic.as_str(), bytes), ("retry.dlq", RECORD_MAX_BYTES + 1)),
+            Err(ProduceError::TooLarge { topic, bytes, .. }) => {
+                assert_eq!((topic.as_str(), bytes), ("retry.dlq", RECORD_MAX_BYTES + 1))
+            }
             other => panic!("{other:?}"),
         }
         let count = || retries().iter().find(|(s, _)| s == "retry.dlq").map_or(0, |(_, n)| *n);

@@ -494,7 +494,10 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             Command::Declare(req, postcodes) => {
                 let rd = self.planner.refdata();
                 serde_json::to_vec(&req.area).map_or(usize::MAX, |v| v.len())
-                    + postcodes.iter().map(|&p| rd.postcodes.get(p as usize).map_or(0, |p| p.postcode.len()) + 3).sum::<usize>()
+                    + postcodes
+                        .iter()
+                        .map(|&p| rd.postcodes.get(p as usize).map_or(0, |p| p.postcode.len()) + 3)
+                        .sum::<usize>()
                     + 2 * req.cause.len()
                     + text(&req.message)
             }

@@ -692,6 +692,13 @@ async fn metrics(State(st): Shared) -> Response {
         "Transient Kafka errors (brokers down, transport failures, timeouts, leader changes) retried, by stage: alarms and actions (the consumers) or the topic produced to.",
         &retries,
     );
+    metric(
+        &mut out,
+        "outage_journal_torn_lines_total",
+        "counter",
+        "Torn last lines (a crash mid-write) cut off the JSONL journals when they were opened.",
+        &[("", crate::sinks::journal::torn_lines())],
+    );
     s.first_alarm_to_declared.render(
         "outage_first_alarm_to_declared_seconds",
         "From an incident's first alarm (event time) to its declaration.",

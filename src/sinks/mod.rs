@@ -16,6 +16,7 @@ pub mod deliveries;
 pub mod email;
 pub mod held;
 pub mod ivr;
+pub mod journal;
 pub mod notify;
 pub mod outbox;
 pub mod provision;

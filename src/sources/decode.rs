@@ -526,7 +526,8 @@ mod tests {
 
     #[test]
     fn a_dead_letter_of_any_record_fits_the_producer_limit() {
-        let rec = |payload: Vec<u8>| SourceRecord { topic: "noc.alarms".into(), partition: 0, offset: 7, key: None, payload };
+        let rec =
+            |payload: Vec<u8>| SourceRecord { topic: "noc.alarms".into(), partition: 0, offset: 7, key: None, payload };
         let now = Utc::now();
         // 2 MB of text, 200 kB of control bytes (each escaped to six), a
         // cut inside a multi-byte character, a huge reason.

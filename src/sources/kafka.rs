@@ -16,9 +16,9 @@
 
 use super::{AlarmSource, Health, SourceError, SourceRecord};
 use crate::kafka::{is_transient, note_retry, Broker};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::{ClientContext, Message, Statistics};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
@@ -86,15 +86,10 @@ pub struct Positions {
 
 impl KafkaSource {
     pub fn subscribe(broker: &Broker, group: &str, topic: &str) -> Result<Self, SourceError> {
-        let context = LagContext {
-            lag: AtomicI64::new(-1),
-            brokers_up: AtomicI64::new(-1),
-            report: std::sync::OnceLock::new(),
-        };
-        let consumer: StreamConsumer<LagContext> = broker
-            .consumer_config(group)
-            .set("statistics.interval.ms", STATS_EVERY_MS)
-            .create_with_context(context)?;
+        let context =
+            LagContext { lag: AtomicI64::new(-1), brokers_up: AtomicI64::new(-1), report: std::sync::OnceLock::new() };
+        let consumer: StreamConsumer<LagContext> =
+            broker.consumer_config(group).set("statistics.interval.ms", STATS_EVERY_MS).create_with_context(context)?;
         consumer.subscribe(&[topic])?;
         Ok(KafkaSource { consumer, positions: Positions::default(), taken: Vec::new(), stage: "consume" })
     }
