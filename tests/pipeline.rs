@@ -990,17 +990,14 @@ async fn the_daemon_outlives_the_broker_and_resumes_where_it_was() {
             }
         }
     };
-    let wait_ready = |want: u16, limit: Duration| {
-        let status = status.clone();
-        async move {
-            let t = Instant::now();
-            loop {
-                if status("/readyz").await.0 == want {
-                    return t.elapsed();
-                }
-                assert!(t.elapsed() < limit, "/readyz never answered {want} within {limit:?}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    let wait_ready = |want: u16, limit: Duration| async move {
+        let t = Instant::now();
+        loop {
+            if status("/readyz").await.0 == want {
+                return t.elapsed();
             }
+            assert!(t.elapsed() < limit, "/readyz never answered {want} within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
     wait_for("the first alarms", Duration::from_secs(60), || daemon.stats.alarms_acked.load(Relaxed) == 2).await;
