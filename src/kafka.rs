@@ -55,6 +55,177 @@ fn ctx(context: impl Into<String>) -> impl FnOnce(KafkaError) -> BrokerError {
     }
 }
 
+/// The largest message our producers send: librdkafka's
+/// `message.max.bytes`, set explicitly on every producer (after the
+/// operator's `kafka.client` properties, so it always holds). Kafka
+/// brokers accept 1 048 588 bytes by default, Tansu more.
+pub const MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// The largest key + value handed to a producer: [`MESSAGE_MAX_BYTES`]
+/// less room for the record's and the batch's framing. Every record is
+/// checked against it before it is produced ([`check_record`]).
+pub const RECORD_MAX_BYTES: usize = MESSAGE_MAX_BYTES - 16 * 1024;
+
+/// Why a record was not produced.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    /// Refused before producing: it would never fit.
+    #[error("a record for {topic} ({what}) is {bytes} bytes, above the {limit}-byte record limit")]
+    TooLarge { topic: String, what: String, bytes: usize, limit: usize },
+    /// The broker or librdkafka refused it for good (see [`is_transient`]).
+    #[error("producing to {topic}: {source}")]
+    Kafka { topic: String, source: KafkaError },
+}
+
+/// Refuse a record that would exceed [`RECORD_MAX_BYTES`], naming it.
+pub fn check_record(
+    topic: &str,
+    what: impl FnOnce() -> String,
+    key: &[u8],
+    payload: &[u8],
+) -> Result<(), ProduceError> {
+    let bytes = key.len() + payload.len();
+    if bytes > RECORD_MAX_BYTES {
+        return Err(ProduceError::TooLarge { topic: topic.into(), what: what(), bytes, limit: RECORD_MAX_BYTES });
+    }
+    Ok(())
+}
+
+/// Whether librdkafka's error code is transient: the brokers, the network
+/// or the cluster's leadership will likely change and the same request
+/// then succeed. Everything else (authentication, authorization, unknown
+/// topics, invalid configuration, a record too large, the idempotent
+/// producer's fatal states) is permanent: retrying cannot help, and the
+/// process says so and stops. The one place this is decided.
+pub fn code_is_transient(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        code,
+        // Local: the connection, the brokers, timeouts, queues.
+        BrokerTransportFailure
+            | AllBrokersDown
+            | Resolve
+            | MessageTimedOut
+            | OperationTimedOut
+            | TimedOutQueue
+            | QueueFull
+            | WaitingForCoordinator
+            | WaitCache
+            | InProgress
+            | PreviousInProgress
+            | Retry
+            | Interrupted
+            | NodeUpdate
+            | ISRInsufficient
+            | PollExceeded
+            | AssignmentLost
+            | Outdated
+            | DestroyBroker
+            | BrokerDestroy
+            | UnknownBroker
+            // The broker's: leadership moving, replicas catching up,
+            // coordinators loading, group membership changing.
+            | LeaderNotAvailable
+            | NotLeaderForPartition
+            | RequestTimedOut
+            | BrokerNotAvailable
+            | ReplicaNotAvailable
+            | NetworkException
+            | CoordinatorLoadInProgress
+            | CoordinatorNotAvailable
+            | NotCoordinator
+            | NotEnoughReplicas
+            | NotEnoughReplicasAfterAppend
+            | NotController
+            | IllegalGeneration
+            | UnknownMemberId
+            | RebalanceInProgress
+            | MemberIdRequired
+            | KafkaStorageError
+            | FetchSessionIdNotFound
+            | InvalidFetchSessionEpoch
+            | FencedLeaderEpoch
+            | UnknownLeaderEpoch
+            | OffsetNotAvailable
+            | PreferredLeaderNotAvailable
+            | EligibleLeadersNotAvailable
+            | UnstableOffsetCommit
+            | ThrottlingQuotaExceeded
+            | ConcurrentTransactions
+            | StaleBrokerEpoch
+            | ReassignmentInProgress
+    )
+}
+
+/// Whether `e` is transient ([`code_is_transient`]); an error without a
+/// librdkafka code (configuration, client creation, a cancelled request)
+/// is not, except a wait that simply saw no message.
+pub fn is_transient(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::NoMessageReceived => true,
+        KafkaError::MessageConsumptionFatal(_) => false,
+        e => e.rdkafka_error_code().is_some_and(code_is_transient),
+    }
+}
+
+/// Capped, jittered exponential backoff for retrying Kafka operations:
+/// the n-th wait is uniform in [cap/2, cap] of min(`MAX`, 100 ms × 2ⁿ).
+#[derive(Debug, Default)]
+pub struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    /// The next wait (and count the attempt).
+    pub fn next_delay(&mut self) -> Duration {
+        let cap = Self::FIRST.saturating_mul(1 << self.attempt.min(10)).min(Self::MAX);
+        self.attempt = self.attempt.saturating_add(1);
+        cap.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Transient Kafka errors retried, by stage (`alarms`, `actions`, a topic
+/// produced to, …): process-wide, for `/metrics`
+/// (`outage_kafka_retries_total{stage}`).
+static RETRIES: std::sync::Mutex<std::collections::BTreeMap<String, RetryCount>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+#[derive(Debug, Clone, Copy)]
+struct RetryCount {
+    total: u64,
+    /// When the last log line about this stage was written, and the total then.
+    logged: Option<(Instant, u64)>,
+}
+
+/// How often a stage's retries are logged at most.
+const RETRY_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Count a transient error at `stage` and say so (at most once per
+/// [`RETRY_LOG_EVERY`] per stage, with the count since the last line).
+pub fn note_retry(stage: &str, e: &dyn std::fmt::Display) {
+    let mut all = RETRIES.lock().unwrap_or_else(|p| p.into_inner());
+    let c = all.entry(stage.to_string()).or_insert(RetryCount { total: 0, logged: None });
+    c.total += 1;
+    let due = c.logged.is_none_or(|(at, _)| at.elapsed() >= RETRY_LOG_EVERY);
+    if due {
+        let since = c.total - c.logged.map_or(0, |(_, n)| n);
+        tracing::warn!(stage, error = %e, retries = since, "Kafka unavailable: retrying (transient error)");
+        c.logged = Some((Instant::now(), c.total));
+    }
+}
+
+/// Transient Kafka errors retried so far, by stage.
+pub fn retries() -> Vec<(String, u64)> {
+    RETRIES.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, c)| (k.clone(), c.total)).collect()
+}
+
 /// Make one client of every kind the daemon makes (its producers, a group
 /// consumer, the admin client) from `cfg`, without `bootstrap.servers`, and
 /// drop them: librdkafka checks every property — names, values, the
@@ -151,6 +322,27 @@ impl EmbeddedCluster {
         &self.bootstrap
     }
 
+    /// Take the mock broker `id` (1-based) down — it drops its connections
+    /// and refuses new ones — or bring it back: the fault the reliability
+    /// tests inject.
+    pub fn set_broker_up(&self, id: i32, up: bool) -> Result<(), BrokerError> {
+        // SAFETY: `mock` is live; the call goes through the cluster's ops queue.
+        let err = unsafe {
+            if up {
+                rdkafka_sys::rd_kafka_mock_broker_set_up(self.mock, id)
+            } else {
+                rdkafka_sys::rd_kafka_mock_broker_set_down(self.mock, id)
+            }
+        };
+        if err != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return Err(BrokerError::Kafka {
+                context: format!("mock broker {id} {}", if up { "up" } else { "down" }),
+                source: KafkaError::MockCluster(err.into()),
+            });
+        }
+        Ok(())
+    }
+
     pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), BrokerError> {
         let name = CString::new(topic)
             .map_err(|_| BrokerError::CreateTopic { topic: topic.into(), message: "contains NUL".into() })?;
@@ -220,6 +412,11 @@ impl Broker {
         self.embedded.is_some()
     }
 
+    /// The embedded mock cluster, when that is what we run on.
+    pub fn embedded(&self) -> Option<&EmbeddedCluster> {
+        self.embedded.as_deref()
+    }
+
     /// Create the topics that do not exist yet; existing ones are kept as
     /// they are (partitions included).
     pub async fn ensure_topics(&self, topics: &[&str], partitions: i32, replication: i32) -> Result<(), BrokerError> {
@@ -265,10 +462,13 @@ impl Broker {
     /// fold events by `seq`, so a record that failed for good while later
     /// ones of its partition succeeded would be a gap. With
     /// `enable.gapless.guarantee` librdkafka raises a fatal error instead,
-    /// the write fails and the pipeline stops at that step.
+    /// the write fails and the pipeline stops at that step. So that an
+    /// outage of the brokers, however long, is no such failure, its
+    /// records never time out (`message.timeout.ms` 0): the writer waits
+    /// for the brokers to come back, holding the step's offsets.
     pub fn batch_producer(&self) -> Result<BatchProducer, BrokerError> {
         let mut c = self.producer_config();
-        c.set("enable.gapless.guarantee", "true");
+        c.set("enable.gapless.guarantee", "true").set("message.timeout.ms", "0");
         let producer = c.create_with_context(BatchAcks).map_err(ctx("creating a producer"))?;
         Ok(BatchProducer { producer })
     }
@@ -280,6 +480,9 @@ impl Broker {
         for (k, v) in &self.client {
             c.set(k, v);
         }
+        // Ours, whatever `kafka.client` says: every record is checked
+        // against it before producing (`check_record`).
+        c.set("message.max.bytes", MESSAGE_MAX_BYTES.to_string());
         c
     }
 
@@ -356,18 +559,46 @@ pub fn read_to_end(
 /// Produce `(key, value)` records and wait until the broker acknowledged
 /// every one. Records of one key keep their order (enqueued in order, one
 /// chunk at a time, well below the producer queue's capacity).
+///
+/// Every record is checked against [`RECORD_MAX_BYTES`] first (nothing is
+/// produced if one is too large). A record that fails with a transient
+/// error ([`is_transient`]: the brokers gone, a timeout, a leader change)
+/// is produced again after a capped, jittered backoff, counted in
+/// [`retries`] under the topic's name, until it is acknowledged; only a
+/// permanent error ends the call. A record retried after later ones of
+/// its chunk were acknowledged can land after them: callers key their
+/// records by idempotency keys, never by position.
 pub async fn produce_all(
     producer: &FutureProducer,
     topic: &str,
     records: &[(String, String)],
-) -> Result<(), KafkaError> {
+) -> Result<(), ProduceError> {
     use rdkafka::producer::FutureRecord;
+    for (k, v) in records {
+        check_record(topic, || format!("key {k}"), k.as_bytes(), v.as_bytes())?;
+    }
     for chunk in records.chunks(10_000) {
-        let sends = chunk
-            .iter()
-            .map(|(k, v)| producer.send(FutureRecord::to(topic).key(k).payload(v), Duration::from_secs(60)));
-        for r in futures::future::join_all(sends).await {
-            r.map_err(|(source, _)| source)?;
+        let mut todo: Vec<&(String, String)> = chunk.iter().collect();
+        let mut backoff = Backoff::default();
+        loop {
+            let sends = todo
+                .iter()
+                .map(|(k, v)| producer.send(FutureRecord::to(topic).key(k).payload(v), Duration::from_secs(60)));
+            let mut failed = Vec::new();
+            let mut last = None;
+            for (r, rec) in futures::future::join_all(sends).await.into_iter().zip(&todo) {
+                if let Err((e, _)) = r {
+                    if !is_transient(&e) {
+                        return Err(ProduceError::Kafka { topic: topic.into(), source: e });
+                    }
+                    failed.push(*rec);
+                    last = Some(e);
+                }
+            }
+            let Some(e) = last else { break };
+            note_retry(topic, &e);
+            tokio::time::sleep(backoff.next_delay()).await;
+            todo = failed;
         }
     }
     Ok(())
@@ -427,6 +658,8 @@ impl ProducerContext for BatchAcks {
 impl BatchProducer {
     /// Produce `(key, payload)` records to `topic` in order and wait until
     /// the broker acknowledged every one; the first failure is the error.
+    /// A record above [`RECORD_MAX_BYTES`] fails the call before it is
+    /// enqueued (records before it may be written: the caller stops).
     /// `payload` writes a record's value into the buffer it is given
     /// (reused; librdkafka copies it).
     pub async fn produce_acked<T>(
@@ -435,13 +668,18 @@ impl BatchProducer {
         records: &[T],
         key: impl Fn(&T) -> &str,
         mut payload: impl FnMut(&T, &mut Vec<u8>),
-    ) -> Result<(), KafkaError> {
+    ) -> Result<(), ProduceError> {
+        let failed = |source| ProduceError::Kafka { topic: topic.into(), source };
         let batch =
             Arc::new(BatchInFlight { left: AtomicUsize::new(1), failed: Default::default(), done: Default::default() });
         let mut buf = Vec::new();
         for r in records {
             buf.clear();
             payload(r, &mut buf);
+            if let Err(e) = check_record(topic, || format!("key {}", key(r)), key(r).as_bytes(), &buf) {
+                batch.settle_one(); // the enqueuing hold
+                return Err(e);
+            }
             batch.left.fetch_add(1, AcqRel);
             let mut rec = BaseRecord::with_opaque_to(topic, batch.clone()).key(key(r)).payload(&buf[..]);
             loop {
@@ -455,7 +693,7 @@ impl BatchProducer {
                     Err((e, _)) => {
                         batch.settle_one();
                         batch.settle_one(); // the enqueuing hold
-                        return Err(e);
+                        return Err(failed(e));
                     }
                 }
             }
@@ -464,8 +702,8 @@ impl BatchProducer {
         while batch.left.load(Acquire) > 0 {
             batch.done.notified().await;
         }
-        let failed = batch.failed.lock().unwrap_or_else(|p| p.into_inner()).take();
-        failed.map_or(Ok(()), Err)
+        let failed_with = batch.failed.lock().unwrap_or_else(|p| p.into_inner()).take();
+        failed_with.map_or(Ok(()), |e| Err(failed(e)))
     }
 }
 
@@ -529,6 +767,88 @@ mod tests {
             read_to_end(&broker, "noc.alarms", Duration::from_millis(100), |_, _, b| got.push(b.to_vec())).unwrap();
             assert_eq!(got, vec![body.into_bytes()], "{codec}");
         }
+    }
+
+    #[test]
+    fn transient_and_permanent_errors_are_told_apart() {
+        use RDKafkaErrorCode::*;
+        for code in [
+            AllBrokersDown,
+            BrokerTransportFailure,
+            MessageTimedOut,
+            OperationTimedOut,
+            RequestTimedOut,
+            LeaderNotAvailable,
+            NotLeaderForPartition,
+            NotCoordinator,
+            CoordinatorNotAvailable,
+            NetworkException,
+            QueueFull,
+        ] {
+            assert!(code_is_transient(code), "{code:?}");
+            assert!(is_transient(&KafkaError::MessageConsumption(code)), "{code:?}");
+            assert!(is_transient(&KafkaError::MessageProduction(code)), "{code:?}");
+        }
+        for code in [
+            SaslAuthenticationFailed,
+            Authentication,
+            SSL,
+            TopicAuthorizationFailed,
+            GroupAuthorizationFailed,
+            ClusterAuthorizationFailed,
+            UnknownTopicOrPartition,
+            UnknownTopic,
+            MessageSizeTooLarge,
+            InvalidConfig,
+            Fatal,
+            ProducerFenced,
+        ] {
+            assert!(!code_is_transient(code), "{code:?}");
+            assert!(!is_transient(&KafkaError::MessageProduction(code)), "{code:?}");
+        }
+        assert!(!is_transient(&KafkaError::MessageConsumptionFatal(AllBrokersDown)));
+        assert!(!is_transient(&KafkaError::ClientCreation("bad".into())));
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let mut b = Backoff::default();
+        let waits: Vec<Duration> = (0..20).map(|_| b.next_delay()).collect();
+        assert!(waits[0] >= Duration::from_millis(50) && waits[0] <= Duration::from_millis(100), "{waits:?}");
+        assert!(waits.iter().all(|w| *w <= Backoff::MAX), "{waits:?}");
+        assert!(waits[19] >= Backoff::MAX / 2, "{waits:?}");
+    }
+
+    /// The broker down for 3 s with a 1 s message timeout: the record times
+    /// out (transient), is produced again after a backoff, counted, and
+    /// lands once. A record too large is refused before producing, named.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn produce_all_retries_through_an_outage_and_refuses_a_record_too_large() {
+        let mut cfg = with_client(&[("message.timeout.ms", "1000")]);
+        cfg.partitions = 1;
+        cfg.topics.dlq = "retry.dlq".into();
+        let broker = Broker::connect(&cfg).await.unwrap();
+        let p = broker.producer().unwrap();
+        let big = vec![("k".to_string(), "x".repeat(RECORD_MAX_BYTES))];
+        match produce_all(&p, "retry.dlq", &big).await {
+            Err(ProduceError::TooLarge { topic, bytes, .. }) => {
+                assert_eq!((topic.as_str(), bytes), ("retry.dlq", RECORD_MAX_BYTES + 1))
+            }
+            other => panic!("{other:?}"),
+        }
+        let count = || retries().iter().find(|(s, _)| s == "retry.dlq").map_or(0, |(_, n)| *n);
+        let before = count();
+        broker.embedded().unwrap().set_broker_up(1, false).unwrap();
+        let records = vec![("k".to_string(), "during the outage".to_string())];
+        let send = tokio::spawn(async move { produce_all(&p, "retry.dlq", &records).await });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!send.is_finished());
+        broker.embedded().unwrap().set_broker_up(1, true).unwrap();
+        send.await.unwrap().unwrap();
+        assert!(count() > before, "the timeout was retried and counted");
+        let mut got = vec![];
+        read_to_end(&broker, "retry.dlq", Duration::from_millis(200), |_, _, b| got.push(b.to_vec())).unwrap();
+        assert_eq!(got, vec![b"during the outage".to_vec()]);
     }
 
     #[tokio::test]

@@ -161,8 +161,8 @@ pub enum TopologyError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Sink(#[from] SinkError),
-    #[error("producing to {topic}: {source}")]
-    Produce { topic: String, source: rdkafka::error::KafkaError },
+    #[error(transparent)]
+    Produce(#[from] crate::kafka::ProduceError),
     #[error("incident log: {0}")]
     Log(#[from] CorrelateError),
     #[error(transparent)]
@@ -186,9 +186,7 @@ async fn produce_all(
     topic: &str,
     records: &[(String, String)],
 ) -> Result<(), TopologyError> {
-    crate::kafka::produce_all(producer, topic, records)
-        .await
-        .map_err(|source| TopologyError::Produce { topic: topic.into(), source })
+    Ok(crate::kafka::produce_all(producer, topic, records).await?)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -316,7 +314,7 @@ async fn log_writer(
         let r = producer
             .produce_acked(&topic, &events, |e| e.incident_id.0.as_str(), write)
             .await
-            .map_err(|source| TopologyError::Produce { topic: topic.clone(), source });
+            .map_err(TopologyError::from);
         let failed = r.is_err();
         if !failed {
             stats.events_appended.fetch_add(events.len() as u64, Relaxed);
@@ -487,6 +485,33 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         use crate::api::{Change, Command, CommandError};
         let failed = |e: CorrelateError| CommandError::Failed(e.to_string());
         let failed_empty = || CommandError::Failed("the declaration made no events".into());
+        // An event too large for the incident log is refused here, before
+        // the correlator holds it: it would stop the log writer, and every
+        // restart after.
+        // Texts count twice: JSON escaping can double them (`"` → `\"`).
+        let text = |s: &Option<String>| s.as_ref().map_or(0, |s| 2 * s.len());
+        let bytes = match &command {
+            Command::Declare(req, postcodes) => {
+                let rd = self.planner.refdata();
+                serde_json::to_vec(&req.area).map_or(usize::MAX, |v| v.len())
+                    + postcodes
+                        .iter()
+                        .map(|&p| rd.postcodes.get(p as usize).map_or(0, |p| p.postcode.len()) + 3)
+                        .sum::<usize>()
+                    + 2 * req.cause.len()
+                    + text(&req.message)
+            }
+            Command::On(_, Change::Update(u)) => text(&u.cause) + text(&u.message),
+            Command::On(_, Change::Cancel(c)) => 2 * c.reason.len(),
+            Command::On(..) => 0,
+        };
+        if bytes > crate::api::EVENT_MAX_BYTES {
+            return Err(CommandError::TooLarge(format!(
+                "the command would write an incident event of about {bytes} bytes, above the {}-byte limit \
+                 of one incident-log record",
+                crate::api::EVENT_MAX_BYTES
+            )));
+        }
         let (id, change) = match command {
             Command::On(id, change) => (id, change),
             Command::Declare(req, postcodes) => {
@@ -1115,7 +1140,7 @@ impl<A: ActionSink> Dispatcher<A> {
         stats: Arc<Stats>,
     ) -> Result<Self, TopologyError> {
         let group = format!("{}-dispatch", cfg.kafka.group_id);
-        let source = KafkaSource::subscribe(broker, &group, &cfg.kafka.topics.actions)?;
+        let source = KafkaSource::subscribe(broker, &group, &cfg.kafka.topics.actions)?.with_stage("actions");
         let held = HeldNotices::open(&cfg.sinks.outbox_dir)?;
         stats.actions_waiting.store(held.len() as u64, Relaxed);
         Ok(Dispatcher { source, sink, lanes: cfg.sinks.concurrency.max(1), held, log, clock, stats })
@@ -1261,7 +1286,9 @@ pub async fn run(
             "outbound TLS trusts sinks.tls.ca_file besides the built-in roots"
         );
     }
-    let source = KafkaSource::subscribe(broker, &cfg.kafka.group_id, &cfg.kafka.topics.alarms)?;
+    let source = KafkaSource::subscribe(broker, &cfg.kafka.group_id, &cfg.kafka.topics.alarms)?
+        .with_stage("alarms")
+        .reporting_to(stats.clone());
     let mut tasks = tokio::task::JoinSet::new();
     // The NOC API: bound first, so a taken port fails the start, not later.
     let mut api_side = None;

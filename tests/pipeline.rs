@@ -814,3 +814,244 @@ async fn the_noc_declares_areas_approves_links_and_resolves() {
     let sms = lines(dir.path(), "sms.jsonl");
     assert_eq!(sms.iter().filter(|a| a["kind"] == "down" && a["customer_id"] == "C1").count(), 1, "told once");
 }
+
+/// Faults: one record too large for any Kafka limit must not stop the
+/// daemon. A 2 MB record (over `ingest.max_record_bytes`) and a 200 kB
+/// junk record of control bytes (each escaped to six bytes in JSON: 1.2 MB)
+/// were dead-lettered whole, over the producer's `message.max.bytes`: the
+/// daemon died with `MessageSizeTooLarge` and did again after every restart.
+/// Now their dead letters are cut and hashed, and the alarms after them flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_junk_records_are_dead_lettered_cut_and_hashed_and_the_daemon_goes_on() {
+    use outage::sources::decode::{sha256_hex, DLQ_PAYLOAD_MAX_BYTES};
+    use rdkafka::producer::FutureProducer;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config("huge", dir.path());
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    // A feed's producer, not ours: it may send records up to 3 MB.
+    let feed: FutureProducer = broker.base_config().set("message.max.bytes", "3000000").create().unwrap();
+    let huge = format!("{{\"alarm_id\":\"{}\"}}", "H".repeat(2_000_000));
+    let junk = vec![1u8; 200_000];
+    let send = |key: &'static str, body: Vec<u8>| {
+        let feed = feed.clone();
+        let topic = cfg.kafka.topics.alarms.clone();
+        async move {
+            feed.send(FutureRecord::to(&topic).key(key).payload(&body), Duration::from_secs(10)).await.unwrap();
+        }
+    };
+    send("huge", huge.clone().into_bytes()).await;
+    send("junk", junk.clone()).await;
+    let t0 = Utc::now() - Cd::minutes(30);
+    publish(
+        &broker,
+        &cfg.kafka.topics.alarms,
+        &[
+            ("S1", alarm("A1", "S1", AlarmState::Raised, t0)),
+            ("S2", alarm("A2", "S2", AlarmState::Raised, t0)),
+            ("S4", alarm("A4", "S4", AlarmState::Raised, t0)),
+        ],
+    )
+    .await;
+    let daemon = Daemon::start(&cfg, &broker, refdata());
+    settle(&daemon.stats, 5, |s| s.incidents_declared.load(Relaxed) == 1 && s.alarms_acked.load(Relaxed) == 5).await;
+    assert!(!daemon.task.is_finished(), "the daemon is still running");
+    let stats = daemon.stop().await;
+    assert_eq!(stats.alarms_dead_lettered.load(Relaxed), 2);
+    let dlq: Vec<DlqRecord> =
+        topic_records(&broker, &cfg.kafka.topics.dlq).iter().map(|b| serde_json::from_slice(b).unwrap()).collect();
+    assert_eq!(dlq.len(), 2);
+    for (d, original) in dlq.iter().zip([huge.as_bytes(), &junk[..]]) {
+        assert!(d.payload_truncated, "{}", d.reason);
+        assert_eq!(d.payload_bytes, Some(original.len() as u64));
+        assert_eq!(d.payload_sha256, Some(sha256_hex(original)));
+        assert_eq!(d.payload.len(), DLQ_PAYLOAD_MAX_BYTES);
+        assert!(original.starts_with(d.payload.as_bytes()));
+    }
+    assert!(dlq[0].reason.contains("2000015 bytes is over"), "{}", dlq[0].reason);
+    assert!(!lines(dir.path(), "sms.jsonl").is_empty(), "the alarms after them reached customers");
+}
+
+/// Faults: a NOC polygon of 1.2 MB (under the API's 2 MB body limit) went
+/// into the `scoped` event whole and killed the daemon through the
+/// incident log; so would an update with a huge message. Both are refused
+/// with 413 before they reach the pipeline's state, and the daemon goes on
+/// declaring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_polygon_or_message_is_refused_with_413_and_the_daemon_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, addr) = api_config("huge-area", dir.path(), "noc-carol");
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    let daemon = Daemon::start(&cfg, &broker, refdata());
+    let http = outage::tls::http_client(&Default::default()).build().unwrap();
+    wait_for("the API to be ready", Duration::from_secs(60), || std::net::TcpStream::connect(addr).is_ok()).await;
+    let post = |path: &str, body: serde_json::Value| {
+        http.post(format!("http://{addr}{path}")).bearer_auth("o-secret").json(&body).send()
+    };
+    // 40 000 vertices on a 5 km circle around Providence: 1.2 MB of GeoJSON.
+    let n = 40_000;
+    let ring: Vec<[f64; 2]> = (0..=n)
+        .map(|i| {
+            let a = std::f64::consts::TAU * f64::from(i % n) / f64::from(n);
+            [-71.40 + 0.06 * a.cos() + 1e-9 * f64::from(i), 41.82 + 0.045 * a.sin()]
+        })
+        .collect();
+    let polygon = serde_json::json!({"type": "Polygon", "coordinates": [ring]});
+    let body = serde_json::json!({"cause": "fibre cut", "area": {"polygon": polygon}});
+    assert!(body.to_string().len() > 1_000_000, "{}", body.to_string().len());
+    let r = post("/v1/incidents", body).await.unwrap();
+    assert_eq!(r.status(), 413);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("polygon area is") && text.contains("simplify"), "{text}");
+    // A small polygon over the same place is declared.
+    let small = serde_json::json!({"type": "Polygon", "coordinates": [[
+        [-71.42, 41.81], [-71.39, 41.81], [-71.39, 41.835], [-71.42, 41.835], [-71.42, 41.81]]]});
+    let r = post("/v1/incidents", serde_json::json!({"cause": "fibre cut", "area": {"polygon": small}})).await.unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    // An update whose message is too large for one incident-log record.
+    let r = post(&format!("/v1/incidents/{id}/update"), serde_json::json!({"message": "x".repeat(600_000)}));
+    let r = r.await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(r.text().await.unwrap().contains("incident-log record"));
+    let r = post(&format!("/v1/incidents/{id}/update"), serde_json::json!({"message": "crews on site"})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!daemon.task.is_finished(), "the daemon is still running");
+    daemon.stop().await;
+    let events: Vec<IncidentEvent> = topic_records(&broker, &cfg.kafka.topics.incidents)
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter(|e| e.incident_id.0 == id).map(|e| e.kind.type_name()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "updated").count(), 1, "{kinds:?}");
+    assert!(kinds.starts_with(&["opened", "scoped", "declared"]), "{kinds:?}");
+}
+
+/// Faults: the brokers go away mid-run and come back. The daemon used to
+/// exit ~5 s after losing them (`AllBrokersDown` from the alarm consumer)
+/// while `/readyz` still said 200. Now it keeps its state, `/readyz` says
+/// 503 (and `outage_brokers_up` 0) within seconds, 200 again when the
+/// broker is back, and the alarms published during the outage make the
+/// same incidents and notices as a run without the fault. The embedded
+/// mock cluster's broker is taken down (`rd_kafka_mock_broker_set_down`:
+/// connections dropped, new ones refused) for longer than the group's
+/// session timeout, so the consumers also rejoin their groups after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_outlives_the_broker_and_resumes_where_it_was() {
+    if std::env::var("OUTAGE_TEST_BOOTSTRAP").is_ok_and(|b| !b.is_empty()) {
+        eprintln!("needs the embedded mock cluster (scripts/e2e.sh stops Tansu itself)");
+        return;
+    }
+    let t0 = Utc::now() - Cd::minutes(30);
+    let before = [("S1", alarm("A1", "S1", AlarmState::Raised, t0)), ("S2", alarm("A2", "S2", AlarmState::Raised, t0))];
+    let during = [
+        ("S4", alarm("A4", "S4", AlarmState::Raised, t0 + Cd::seconds(1))),
+        ("S3", alarm("A3", "S3", AlarmState::Raised, t0 + Cd::seconds(2))),
+    ];
+    type Outcome = (BTreeSet<(String, String, Vec<String>)>, BTreeSet<String>);
+    let outcome = |broker: &Broker, cfg: &Config, dir: &Path| -> Outcome {
+        let mut incidents: BTreeMap<String, outage::model::Incident> = BTreeMap::new();
+        for b in topic_records(broker, &cfg.kafka.topics.incidents) {
+            let ev: IncidentEvent = serde_json::from_slice(&b).unwrap();
+            let id = ev.incident_id.0.to_string();
+            match incidents.get_mut(&id) {
+                Some(inc) => {
+                    inc.apply(&ev).unwrap();
+                }
+                None => {
+                    incidents.insert(id, outage::model::Incident::open(&ev).unwrap());
+                }
+            }
+        }
+        let summary = incidents
+            .values()
+            .map(|i| (i.id.0.to_string(), i.state.as_str().to_string(), i.notified_postcodes.iter().cloned().collect()))
+            .collect();
+        let notices = ["sms.jsonl", "email.jsonl"]
+            .iter()
+            .flat_map(|f| lines(dir, f))
+            .map(|l| l["action_id"].as_str().unwrap().to_string())
+            .collect();
+        (summary, notices)
+    };
+
+    // Without the fault.
+    let calm = tempfile::tempdir().unwrap();
+    let cfg = config("calm", calm.path());
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    publish(&broker, &cfg.kafka.topics.alarms, &before).await;
+    publish(&broker, &cfg.kafka.topics.alarms, &during).await;
+    let daemon = Daemon::start(&cfg, &broker, refdata());
+    settle(&daemon.stats, 4, |s| s.incidents_declared.load(Relaxed) == 1).await;
+    daemon.stop().await;
+    let expected = outcome(&broker, &cfg, calm.path());
+    assert_eq!(expected.0.len(), 1, "{expected:?}");
+    assert!(!expected.1.is_empty());
+
+    // With it.
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, addr) = api_config("outage", dir.path(), "noc-dan");
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    publish(&broker, &cfg.kafka.topics.alarms, &before).await;
+    let daemon = Daemon::start(&cfg, &broker, refdata());
+    let http = outage::tls::http_client(&Default::default()).build().unwrap();
+    let status = |path: &'static str| {
+        let http = http.clone();
+        async move {
+            match http.get(format!("http://{addr}{path}")).send().await {
+                Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                Err(_) => (0, String::new()),
+            }
+        }
+    };
+    let wait_ready = |want: u16, limit: Duration| async move {
+        let t = Instant::now();
+        loop {
+            if status("/readyz").await.0 == want {
+                return t.elapsed();
+            }
+            assert!(t.elapsed() < limit, "/readyz never answered {want} within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    wait_for("the first alarms", Duration::from_secs(60), || daemon.stats.alarms_acked.load(Relaxed) == 2).await;
+    wait_ready(200, Duration::from_secs(30)).await;
+    let retries_before: u64 = outage::kafka::retries().iter().map(|(_, n)| n).sum();
+
+    let mock = broker.embedded().unwrap();
+    mock.set_broker_up(1, false).unwrap();
+    let to_503 = wait_ready(503, Duration::from_secs(15)).await;
+    let metrics = status("/metrics").await.1;
+    assert!(metrics.contains("outage_brokers_up 0"), "{metrics}");
+    // Published during the outage: the feed's producer holds them.
+    let feed = {
+        let (broker, topic) = (broker.clone(), cfg.kafka.topics.alarms.clone());
+        let during = during.clone();
+        tokio::spawn(async move { publish(&broker, &topic, &during).await })
+    };
+    // Longer than the group's session timeout (6 s): the group rebalances.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(!daemon.task.is_finished(), "the daemon died without its broker");
+    let retries_during: u64 = outage::kafka::retries().iter().map(|(_, n)| n).sum();
+    assert!(retries_during > retries_before, "no retry counted");
+    assert!(status("/metrics").await.1.contains("outage_kafka_retries_total{stage="));
+
+    mock.set_broker_up(1, true).unwrap();
+    let back = Instant::now();
+    let to_200 = wait_ready(200, Duration::from_secs(30)).await;
+    feed.await.unwrap();
+    settle(&daemon.stats, 4, |s| s.incidents_declared.load(Relaxed) == 1).await;
+    let resumed = back.elapsed();
+    eprintln!("measured: /readyz 503 {to_503:?} after the broker went, 200 {to_200:?} after it came back; incident declared and notices out {resumed:?} after it came back");
+    assert!(!daemon.task.is_finished());
+    daemon.stop().await;
+    let got = outcome(&broker, &cfg, dir.path());
+    assert_eq!(got.0.len(), 1);
+    // Incident ids are random per run; compare the rest.
+    let strip = |o: &Outcome| {
+        let id = o.0.iter().next().unwrap().0.clone();
+        let inc: Vec<_> = o.0.iter().map(|(_, s, p)| (s.clone(), p.clone())).collect();
+        let notices: BTreeSet<String> = o.1.iter().map(|a| a.replace(&id, "ID")).collect();
+        (inc, notices)
+    };
+    assert_eq!(strip(&got), strip(&expected), "the same incident and notices as without the fault");
+}

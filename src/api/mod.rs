@@ -173,7 +173,23 @@ pub enum CommandError {
     Invalid(String),
     #[error("the pipeline failed: {0}")]
     Failed(String),
+    /// The events it would write are too large for the incident log (413).
+    #[error("{0}")]
+    TooLarge(String),
 }
+
+/// The largest area a declaration may draw, as JSON: the `scoped` event
+/// keeps it as given, so a larger polygon is refused (413) before anything
+/// is resolved; simplify it (fewer vertices) or give postcodes or sites.
+pub const AREA_MAX_BYTES: usize = 256 * 1024;
+
+/// The largest incident event a NOC command may make (its area, postcodes,
+/// texts, counted twice for JSON escaping): the producer's record limit
+/// less room for the event's other fields, checked by the pipeline before
+/// the command touches any state, so an event too large for the incident
+/// log is refused (413), never produced. (All 33 120 US ZIP codes make a
+/// `scoped` event of about 270 kB.)
+pub const EVENT_MAX_BYTES: usize = crate::kafka::RECORD_MAX_BYTES - 64 * 1024;
 
 /// A command in flight: what, who (the token's name), where to answer.
 pub struct Envelope {
@@ -259,6 +275,7 @@ impl From<CommandError> for ApiError {
             CommandError::NotFound(_) => StatusCode::NOT_FOUND,
             CommandError::Invalid(_) => StatusCode::CONFLICT,
             CommandError::Failed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CommandError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         };
         ApiError(status, e.to_string())
     }
@@ -382,6 +399,17 @@ async fn declare(
         return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "give the cause".into()));
     }
     etr_ahead(req.etr, (st.now)())?;
+    let area_bytes = serde_json::to_vec(&req.area).map_or(usize::MAX, |v| v.len());
+    if area_bytes > AREA_MAX_BYTES {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the {} area is {area_bytes} bytes of JSON, above the {AREA_MAX_BYTES}-byte limit: \
+                 simplify it (fewer vertices) or give postcodes or sites",
+                req.area.kind()
+            ),
+        ));
+    }
     // Resolved here, once: a typo is a 422 naming it, before anything
     // reaches the pipeline (which shares this reference data).
     let postcodes =
@@ -670,6 +698,24 @@ async fn metrics(State(st): Shared) -> Response {
         "gauge",
         "Kafka brokers the alarm consumer is connected to (absent until known).",
         &health.brokers_up.map(|l| ("", l)).into_iter().collect::<Vec<_>>(),
+    );
+    let retries: Vec<(String, u64)> = crate::kafka::retries()
+        .into_iter()
+        .map(|(stage, n)| (format!("{{stage=\"{}\"}}", stage.replace(['"', '\\', '\n'], "_")), n))
+        .collect();
+    metric(
+        &mut out,
+        "outage_kafka_retries_total",
+        "counter",
+        "Transient Kafka errors (brokers down, transport failures, timeouts, leader changes) retried, by stage: alarms and actions (the consumers) or the topic produced to.",
+        &retries,
+    );
+    metric(
+        &mut out,
+        "outage_journal_torn_lines_total",
+        "counter",
+        "Torn last lines (a crash mid-write) cut off the JSONL journals when they were opened.",
+        &[("", crate::sinks::journal::torn_lines())],
     );
     s.first_alarm_to_declared.render(
         "outage_first_alarm_to_declared_seconds",

@@ -68,9 +68,7 @@ impl ActionSink for BillingCredits {
         }
         let records: Vec<(String, String)> =
             credits.iter().map(|c| (c.customer_id.clone(), serde_json::to_string(c).unwrap_or_default())).collect();
-        crate::kafka::produce_all(&self.producer, &self.topic, &records)
-            .await
-            .map_err(|source| SinkError::Produce { topic: self.topic.clone(), source })?;
+        crate::kafka::produce_all(&self.producer, &self.topic, &records).await?;
         let mut journal = self.journal();
         for c in &credits {
             journal.write(c.credit_id.to_string(), c)?;

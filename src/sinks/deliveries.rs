@@ -5,14 +5,13 @@
 //! dispatcher calls before it acknowledges a batch of actions. Contacts are
 //! masked before they are recorded.
 
+use super::journal::Journal;
 use super::SinkError;
 use crate::model::{Action, ActionKind, Channel};
 use chrono::{DateTime, Utc};
 use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 /// What happened, in one word.
@@ -126,8 +125,7 @@ impl DeliveryRecord {
 
 /// Where delivery records go: the file at once, the topic on flush.
 pub struct DeliveryLog {
-    path: PathBuf,
-    file: Mutex<BufWriter<File>>,
+    file: Mutex<Journal>,
     topic: Option<(FutureProducer, String)>,
     /// `(customer_id, json)` not yet produced.
     pending: Mutex<Vec<(String, String)>>,
@@ -138,21 +136,14 @@ impl DeliveryLog {
     pub fn open(dir: &Path, topic: Option<(FutureProducer, String)>) -> Result<Self, SinkError> {
         let path = dir.join("deliveries.jsonl");
         std::fs::create_dir_all(dir).map_err(|source| SinkError::Io { path: dir.into(), source })?;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|source| SinkError::Io { path: path.clone(), source })?;
-        Ok(DeliveryLog { path, file: Mutex::new(BufWriter::new(file)), topic, pending: Mutex::default() })
+        let (file, _) = Journal::open(path)?;
+        Ok(DeliveryLog { file: Mutex::new(file), topic, pending: Mutex::default() })
     }
 
     pub fn record(&self, r: &DeliveryRecord) -> Result<(), SinkError> {
         let line = serde_json::to_string(r).unwrap_or_default();
         {
-            let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-            f.write_all(line.as_bytes())
-                .and_then(|_| f.write_all(b"\n"))
-                .map_err(|source| SinkError::Io { path: self.path.clone(), source })?;
+            self.file.lock().unwrap_or_else(|p| p.into_inner()).append_raw(&line)?;
         }
         if self.topic.is_some() {
             self.pending.lock().unwrap_or_else(|p| p.into_inner()).push((r.customer_id.clone(), line));
@@ -162,16 +153,10 @@ impl DeliveryLog {
 
     /// Flush the file and wait until the topic has every record so far.
     pub async fn flush(&self) -> Result<(), SinkError> {
-        self.file
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .flush()
-            .map_err(|source| SinkError::Io { path: self.path.clone(), source })?;
+        self.file.lock().unwrap_or_else(|p| p.into_inner()).sync()?;
         if let Some((producer, topic)) = &self.topic {
             let records = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-            crate::kafka::produce_all(producer, topic, &records)
-                .await
-                .map_err(|source| SinkError::Produce { topic: topic.clone(), source })?;
+            crate::kafka::produce_all(producer, topic, &records).await?;
         }
         Ok(())
     }

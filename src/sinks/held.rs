@@ -18,14 +18,13 @@
 //! is waiting, not history. A release whose `done` line was lost to a crash
 //! is released again and the sink drops it as a duplicate.
 
+use super::journal::{recover, Journal};
 use super::SinkError;
 use crate::model::{Action, Channel};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// One line of `held.jsonl`.
 #[derive(Serialize, Deserialize)]
@@ -44,8 +43,7 @@ fn thread_of(a: &Action) -> String {
 type Slot = (DateTime<Utc>, u64);
 
 pub struct HeldNotices {
-    path: PathBuf,
-    out: BufWriter<File>,
+    out: Journal,
     queue: BTreeMap<Slot, Action>,
     /// action id → its slot, so a replayed hold is not held twice.
     by_id: HashMap<String, Slot>,
@@ -62,9 +60,10 @@ impl HeldNotices {
         let io = |source| SinkError::Io { path: path.clone(), source };
         std::fs::create_dir_all(dir).map_err(|source| SinkError::Io { path: dir.into(), source })?;
         let mut held: Vec<Action> = Vec::new();
-        if path.exists() {
-            let lines: Vec<String> =
-                BufReader::new(File::open(&path).map_err(io)?).lines().collect::<Result<_, _>>().map_err(io)?;
+        // A torn last line is cut off here (`journal::recover`), once for
+        // every journal; any other bad line names the file and line.
+        let lines = recover(&path)?;
+        if !lines.is_empty() {
             let mut index: HashMap<String, usize> = HashMap::new();
             for (n, line) in lines.iter().enumerate() {
                 match serde_json::from_str::<Line>(line) {
@@ -79,9 +78,6 @@ impl HeldNotices {
                             held[i].action_id.clear(); // tombstone
                         }
                     }
-                    Err(_) if n + 1 == lines.len() => {
-                        tracing::warn!(path = %path.display(), line = n + 1, "torn last line of the held notices dropped")
-                    }
                     Err(e) => {
                         return Err(SinkError::Invalid {
                             action_id: String::new(),
@@ -92,24 +88,18 @@ impl HeldNotices {
             }
             held.retain(|a| !a.action_id.is_empty());
             let tmp = dir.join("held.jsonl.tmp");
-            let tmp_io = |source| SinkError::Io { path: tmp.clone(), source };
-            let mut w = BufWriter::new(File::create(&tmp).map_err(tmp_io)?);
+            let _ = std::fs::remove_file(&tmp);
+            let (mut w, _) = Journal::open(tmp.clone())?;
             for a in &held {
-                serde_json::to_writer(&mut w, &Line::Hold(Box::new(a.clone()))).map_err(|e| tmp_io(e.into()))?;
-                w.write_all(b"\n").map_err(tmp_io)?;
+                w.append(&Line::Hold(Box::new(a.clone())))?;
             }
-            w.into_inner().map_err(|e| tmp_io(e.into_error()))?.sync_all().map_err(tmp_io)?;
+            w.sync()?;
+            drop(w);
             std::fs::rename(&tmp, &path).map_err(io)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
-        let mut me = HeldNotices {
-            out: BufWriter::new(file),
-            path,
-            queue: BTreeMap::new(),
-            by_id: HashMap::new(),
-            threads: HashMap::new(),
-            next_seq: 0,
-        };
+        let (out, _) = Journal::open(path)?;
+        let mut me =
+            HeldNotices { out, queue: BTreeMap::new(), by_id: HashMap::new(), threads: HashMap::new(), next_seq: 0 };
         for a in held {
             me.insert(a);
         }
@@ -146,9 +136,7 @@ impl HeldNotices {
     }
 
     fn append(&mut self, line: &Line) -> Result<(), SinkError> {
-        let io = |source| SinkError::Io { path: self.path.clone(), source };
-        serde_json::to_writer(&mut self.out, line).map_err(|e| io(e.into()))?;
-        self.out.write_all(b"\n").map_err(io)
+        self.out.append(line)
     }
 
     /// Should `a` wait? When it is not yet due, or its thread has a notice
@@ -199,7 +187,7 @@ impl HeldNotices {
 
     /// Make every change so far durable (before the batch is acknowledged).
     pub fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|source| SinkError::Io { path: self.path.clone(), source })
+        self.out.sync()
     }
 
     /// Notices waiting.
@@ -308,7 +296,13 @@ mod tests {
         let path = d.path().join("held.jsonl");
         let good = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, format!("{good}{{\"hold\": {{\"act")).unwrap();
-        assert_eq!(HeldNotices::open(d.path()).unwrap().len(), 1);
+        let mut h = HeldNotices::open(d.path()).unwrap();
+        assert_eq!(h.len(), 1);
+        // The next line is a line of its own.
+        h.hold(&sms("C2", ActionKind::Down, Some(at(8, 0)))).unwrap();
+        h.flush().unwrap();
+        drop(h);
+        assert_eq!(HeldNotices::open(d.path()).unwrap().len(), 2);
         std::fs::write(&path, format!("nonsense\n{good}")).unwrap();
         let err = HeldNotices::open(d.path()).err().unwrap().to_string();
         assert!(err.contains("held.jsonl:1"), "{err}");

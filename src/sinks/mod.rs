@@ -16,6 +16,7 @@ pub mod deliveries;
 pub mod email;
 pub mod held;
 pub mod ivr;
+pub mod journal;
 pub mod notify;
 pub mod outbox;
 pub mod provision;
@@ -33,8 +34,8 @@ pub enum SinkError {
     Invalid { action_id: String, message: String },
     #[error(transparent)]
     Email(#[from] email::EmailError),
-    #[error("producing to {topic}: {source}")]
-    Produce { topic: String, source: rdkafka::error::KafkaError },
+    #[error(transparent)]
+    Produce(#[from] crate::kafka::ProduceError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
 }

@@ -7,46 +7,36 @@
 //! Idempotent across restarts: opening an outbox reads back the keys already
 //! written, and a record whose key is there is not written again.
 
+use super::journal::Journal;
 use super::{ActionSink, Delivery, IvrSink, SinkError};
 use crate::model::{Action, Channel, Credit, IvrUpsert, Money};
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// One JSONL file and the keys it holds.
 pub(crate) struct KeyedFile {
-    path: PathBuf,
-    out: BufWriter<File>,
+    out: Journal,
     keys: HashSet<String>,
 }
 
 impl KeyedFile {
+    /// Open `path` ([`Journal::open`]: a torn last line is cut off, and
+    /// what it recorded is written again, which is what at-least-once
+    /// wants) and read back its keys.
     pub(crate) fn open(path: PathBuf, key_of: fn(&serde_json::Value) -> Option<String>) -> Result<Self, SinkError> {
-        let io = |source| SinkError::Io { path: path.clone(), source };
-        let mut keys = HashSet::new();
-        if path.exists() {
-            for line in BufReader::new(File::open(&path).map_err(io)?).lines() {
-                let line = line.map_err(io)?;
-                // A torn last line (crash mid-write) has no key: it is
-                // written again, which is what at-least-once wants.
-                if let Some(k) = serde_json::from_str(&line).ok().as_ref().and_then(key_of) {
-                    keys.insert(k);
-                }
-            }
-        }
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
-        Ok(KeyedFile { out: BufWriter::new(file), keys, path })
+        let (out, lines) = Journal::open(path)?;
+        let keys = lines.iter().filter_map(|l| serde_json::from_str(l).ok().as_ref().and_then(key_of)).collect();
+        Ok(KeyedFile { out, keys })
     }
 
     pub(crate) fn write(&mut self, key: String, record: &impl serde::Serialize) -> Result<Delivery, SinkError> {
         if self.keys.contains(&key) {
             return Ok(Delivery::Duplicate);
         }
-        let io = |source| SinkError::Io { path: self.path.clone(), source };
-        serde_json::to_writer(&mut self.out, record).map_err(|e| io(e.into()))?;
-        self.out.write_all(b"\n").map_err(io)?;
+        self.out.append(record)?;
         self.keys.insert(key);
         Ok(Delivery::Done)
     }
@@ -55,8 +45,9 @@ impl KeyedFile {
         self.keys.contains(key)
     }
 
+    /// Durable: written and `fsync`ed ([`Journal::sync`]).
     pub(crate) fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|source| SinkError::Io { path: self.path.clone(), source })
+        self.out.sync()
     }
 }
 
@@ -295,5 +286,32 @@ mod tests {
         let mut credit = sms("C3");
         credit.channel = Channel::Credit;
         assert!(matches!(o.deliver(&credit).await, Err(SinkError::Invalid { .. })));
+    }
+
+    /// A crash mid-write left `sms.jsonl`'s last line without its end: the
+    /// outbox opens, keeps both whole lines (their notices stay sent), cuts
+    /// the torn one (its notice is sent again) and writes on a line of its own.
+    #[tokio::test]
+    async fn a_torn_outbox_opens_keeps_whole_lines_and_appends_on_a_new_line() {
+        let d = tempfile::tempdir().unwrap();
+        let o = Outbox::open(d.path()).unwrap();
+        for c in ["C1", "C2", "C3"] {
+            o.deliver(&sms(c)).await.unwrap();
+        }
+        o.flush().await.unwrap();
+        drop(o);
+        let path = d.path().join("sms.jsonl");
+        let body = std::fs::read_to_string(&path).unwrap();
+        let torn = &body[..body.len() - 20];
+        std::fs::write(&path, torn).unwrap();
+        let o = Outbox::open(d.path()).unwrap();
+        assert_eq!(o.deliver(&sms("C1")).await.unwrap(), Delivery::Duplicate);
+        assert_eq!(o.deliver(&sms("C2")).await.unwrap(), Delivery::Duplicate);
+        assert_eq!(o.deliver(&sms("C3")).await.unwrap(), Delivery::Done, "the torn line's notice goes again");
+        o.flush().await.unwrap();
+        let back: Vec<serde_json::Value> =
+            std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let ids: Vec<&str> = back.iter().map(|v| v["customer_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["C1", "C2", "C3"]);
     }
 }

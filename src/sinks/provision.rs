@@ -53,8 +53,6 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -170,8 +168,7 @@ enum Line {
 
 /// What the journal says: done action ids and live claims per customer.
 struct Journal {
-    path: PathBuf,
-    out: BufWriter<File>,
+    out: super::journal::Journal,
     done: HashSet<String>,
     /// customer → incident → the grant's `until` (claims not yet revoked).
     claims: HashMap<String, BTreeMap<String, DateTime<Utc>>>,
@@ -183,25 +180,11 @@ impl Journal {
     fn open(dir: &Path) -> Result<Self, SinkError> {
         std::fs::create_dir_all(dir).map_err(|source| SinkError::Io { path: dir.into(), source })?;
         let path = dir.join(JOURNAL);
-        let io = |source| SinkError::Io { path: path.clone(), source };
-        let mut lines = vec![];
-        if path.exists() {
-            for line in BufReader::new(File::open(&path).map_err(io)?).lines() {
-                // A torn last line (crash mid-write) is skipped: that action
-                // is sent again and the platform answers `already_applied`.
-                if let Ok(l) = serde_json::from_str::<Line>(&line.map_err(io)?) {
-                    lines.push(l);
-                }
-            }
-        }
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
-        let mut j = Journal {
-            out: BufWriter::new(file),
-            path,
-            done: HashSet::new(),
-            claims: HashMap::new(),
-            in_progress: HashSet::new(),
-        };
+        // A torn last line (crash mid-write) is cut off (`journal::recover`):
+        // that action is sent again and the platform answers `already_applied`.
+        let (out, raw) = super::journal::Journal::open(path)?;
+        let lines: Vec<Line> = raw.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let mut j = Journal { out, done: HashSet::new(), claims: HashMap::new(), in_progress: HashSet::new() };
         for l in &lines {
             j.apply(l);
         }
@@ -243,15 +226,14 @@ impl Journal {
     }
 
     fn write(&mut self, l: &Line) -> Result<(), SinkError> {
-        let io = |source| SinkError::Io { path: self.path.clone(), source };
-        serde_json::to_writer(&mut self.out, l).map_err(|e| io(e.into()))?;
-        self.out.write_all(b"\n").map_err(io)?;
+        self.out.append(l)?;
         self.apply(l);
         Ok(())
     }
 
+    /// Durable: written and `fsync`ed.
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|source| SinkError::Io { path: self.path.clone(), source })
+        self.out.sync()
     }
 }
 
@@ -802,7 +784,7 @@ impl ActionSink for Provisioner {
         inner.enqueue(op, Item { action: a.clone(), grant_id: grant_id(&a.incident_id, &a.customer_id), tx });
         rx.await.unwrap_or_else(|_| {
             Err(SinkError::Io {
-                path: inner.journal().path.clone(),
+                path: inner.journal().out.path().to_path_buf(),
                 source: std::io::Error::other("provisioning batch lost (runtime shutting down?)"),
             })
         })

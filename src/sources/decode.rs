@@ -440,25 +440,81 @@ pub(crate) fn assert_refused_naming(good: &Value, cases: &[(&str, Value, &str)])
 }
 
 /// A record the alarm source could not use (`schemas/dlq.v1.schema.json`).
+///
+/// Always far below the producer's record limit
+/// ([`crate::kafka::RECORD_MAX_BYTES`]), whatever the original: the
+/// original is kept up to [`DLQ_PAYLOAD_MAX_BYTES`] (then cut, with
+/// `payload_truncated`), its full size and SHA-256 alongside, and the
+/// reason up to [`DLQ_REASON_MAX_BYTES`]. Even all escaped (`\u0001`, six
+/// bytes a byte), that is under 400 kB.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DlqRecord {
     pub reason: String,
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
-    /// The original value as text (lossy for non-UTF-8 bytes).
+    /// The original value as text (lossy for non-UTF-8 bytes), cut to
+    /// [`DLQ_PAYLOAD_MAX_BYTES`] of the original when `payload_truncated`.
     pub payload: String,
+    /// Whether `payload` is only the beginning of the original.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub payload_truncated: bool,
+    /// The original value's size in bytes (absent in records written
+    /// before it was added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_bytes: Option<u64>,
+    /// SHA-256 of the original value's bytes, lowercase hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_sha256: Option<String>,
     pub received_at: DateTime<Utc>,
+}
+
+/// Bytes of the original record a dead letter keeps.
+pub const DLQ_PAYLOAD_MAX_BYTES: usize = 64 * 1024;
+/// Bytes of the reason a dead letter keeps (a reason can quote the input:
+/// an unknown site's id).
+pub const DLQ_REASON_MAX_BYTES: usize = 2048;
+
+/// `bytes` cut to at most `max` bytes, not inside a UTF-8 sequence.
+fn prefix(bytes: &[u8], max: usize) -> &[u8] {
+    if bytes.len() <= max {
+        return bytes;
+    }
+    let mut cut = max;
+    // Back off continuation bytes (at most 3 for valid UTF-8).
+    while cut > 0 && max - cut < 3 && bytes[cut] & 0xC0 == 0x80 {
+        cut -= 1;
+    }
+    &bytes[..cut]
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    digest.as_ref().iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 impl DlqRecord {
     pub fn new(rec: &SourceRecord, reason: String, now: DateTime<Utc>) -> Self {
+        let kept = prefix(&rec.payload, DLQ_PAYLOAD_MAX_BYTES);
+        let reason = if reason.len() > DLQ_REASON_MAX_BYTES {
+            format!("{}…", String::from_utf8_lossy(prefix(reason.as_bytes(), DLQ_REASON_MAX_BYTES)))
+        } else {
+            reason
+        };
         DlqRecord {
             reason,
             topic: rec.topic.clone(),
             partition: rec.partition,
             offset: rec.offset,
-            payload: String::from_utf8_lossy(&rec.payload).into_owned(),
+            payload: String::from_utf8_lossy(kept).into_owned(),
+            payload_truncated: kept.len() < rec.payload.len(),
+            payload_bytes: Some(rec.payload.len() as u64),
+            payload_sha256: Some(sha256_hex(&rec.payload)),
             received_at: now,
         }
     }
@@ -467,6 +523,32 @@ impl DlqRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_letter_of_any_record_fits_the_producer_limit() {
+        let rec =
+            |payload: Vec<u8>| SourceRecord { topic: "noc.alarms".into(), partition: 0, offset: 7, key: None, payload };
+        let now = Utc::now();
+        // 2 MB of text, 200 kB of control bytes (each escaped to six), a
+        // cut inside a multi-byte character, a huge reason.
+        let cases = [b"x".repeat(2_000_000), vec![1u8; 200_000], "é".repeat(DLQ_PAYLOAD_MAX_BYTES).into_bytes()];
+        for payload in cases {
+            let d = DlqRecord::new(&rec(payload.clone()), "r".repeat(1_000_000), now);
+            let json = serde_json::to_vec(&d).unwrap();
+            assert!(json.len() < crate::kafka::RECORD_MAX_BYTES / 2, "{} bytes", json.len());
+            assert!(d.payload_truncated);
+            assert_eq!(d.payload_bytes, Some(payload.len() as u64));
+            assert_eq!(d.payload_sha256.as_deref(), Some(sha256_hex(&payload).as_str()));
+            assert!(!d.payload.contains('\u{FFFD}'), "cut on a character boundary");
+            assert!(payload.starts_with(d.payload.as_bytes()));
+            assert!(d.reason.len() <= DLQ_REASON_MAX_BYTES + 3);
+        }
+        let small = DlqRecord::new(&rec(b"not json".to_vec()), "bad".into(), now);
+        assert!(!small.payload_truncated);
+        assert_eq!(small.payload, "not json");
+        assert_eq!(small.payload_bytes, Some(8));
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
 
     const GOOD: &str = r#"{"alarm_id":"A1","site_id":"S1","state":"raised","severity":"critical",
         "probable_cause":"mains power failure","event_time":"2026-11-23T06:00:00Z"}"#;

@@ -4,10 +4,21 @@
 //! offsets, `enable.auto.offset.store=false`), and warns when a partition's
 //! offsets jump (the mock cluster silently drops old batches beyond its
 //! size limit; DESIGN.md).
+//!
+//! It outlives the brokers: a transient error from the consumer (all
+//! brokers down, a transport failure, a timeout; `kafka::is_transient`)
+//! is counted (`kafka::note_retry`, stage `alarms` or `actions`) and the
+//! source keeps polling while librdkafka reconnects with its own backoff;
+//! an offset that cannot be stored because the partition went to another
+//! member (or back to this one, rejoining after the outage) is left
+//! unstored, so its records are read again. Only a permanent error ends
+//! the source.
 
 use super::{AlarmSource, Health, SourceError, SourceRecord};
-use crate::kafka::Broker;
+use crate::kafka::{is_transient, note_retry, Broker};
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Statistics};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
@@ -21,6 +32,8 @@ pub struct KafkaSource {
     /// mid-batch (the pipeline's `select!` also waits on its log writer)
     /// loses nothing: the next call returns them.
     taken: Vec<SourceRecord>,
+    /// What retries are counted as (`alarms`, `actions`).
+    stage: &'static str,
 }
 
 /// Reads the source's health out of librdkafka's statistics (every
@@ -30,6 +43,10 @@ pub struct KafkaSource {
 pub struct LagContext {
     lag: AtomicI64,
     brokers_up: AtomicI64,
+    /// Where each report also goes at once (the daemon's `/readyz` and
+    /// `outage_brokers_up`), so they follow the brokers even while the
+    /// pipeline waits on a write the outage holds up.
+    report: std::sync::OnceLock<std::sync::Arc<crate::topology::Stats>>,
 }
 
 /// How often librdkafka reports statistics (the lag's freshness).
@@ -47,6 +64,13 @@ impl ClientContext for LagContext {
         // Bootstrap entries have node id -1; the cluster's brokers do not.
         let up = s.brokers.values().filter(|b| b.nodeid >= 0 && b.state == "UP").count();
         self.brokers_up.store(up as i64, Relaxed);
+        if let Some(stats) = self.report.get() {
+            let health = Health {
+                lag: u64::try_from(self.lag.load(Relaxed)).ok(),
+                brokers_up: u64::try_from(self.brokers_up.load(Relaxed)).ok(),
+            };
+            *stats.source.lock().unwrap_or_else(|p| p.into_inner()) = health;
+        }
     }
 }
 
@@ -62,12 +86,41 @@ pub struct Positions {
 
 impl KafkaSource {
     pub fn subscribe(broker: &Broker, group: &str, topic: &str) -> Result<Self, SourceError> {
-        let consumer: StreamConsumer<LagContext> = broker
-            .consumer_config(group)
-            .set("statistics.interval.ms", STATS_EVERY_MS)
-            .create_with_context(LagContext { lag: AtomicI64::new(-1), brokers_up: AtomicI64::new(-1) })?;
+        let context =
+            LagContext { lag: AtomicI64::new(-1), brokers_up: AtomicI64::new(-1), report: std::sync::OnceLock::new() };
+        let consumer: StreamConsumer<LagContext> =
+            broker.consumer_config(group).set("statistics.interval.ms", STATS_EVERY_MS).create_with_context(context)?;
         consumer.subscribe(&[topic])?;
-        Ok(KafkaSource { consumer, positions: Positions::default(), taken: Vec::new() })
+        Ok(KafkaSource { consumer, positions: Positions::default(), taken: Vec::new(), stage: "consume" })
+    }
+
+    /// Count retries as `stage` (`alarms`, `actions`).
+    pub fn with_stage(mut self, stage: &'static str) -> Self {
+        self.stage = stage;
+        self
+    }
+
+    /// Publish the health to `stats.source` whenever librdkafka reports it
+    /// (every 2 s), not only when the pipeline steps.
+    pub fn reporting_to(self, stats: std::sync::Arc<crate::topology::Stats>) -> Self {
+        let _ = self.consumer.context().report.set(stats);
+        self
+    }
+
+    /// Keep a record (true), or count a transient error (false; logged,
+    /// rate-limited); a permanent error is the source's error.
+    fn take_owned(&mut self, r: Result<SourceRecord, KafkaError>) -> Result<bool, SourceError> {
+        match r {
+            Ok(rec) => {
+                self.taken.push(rec);
+                Ok(true)
+            }
+            Err(e) if is_transient(&e) => {
+                note_retry(self.stage, &e);
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The lag and broker connections, as far as librdkafka knows.
@@ -105,11 +158,16 @@ impl KafkaSource {
     /// had taken is kept in `taken` and returned by the next call.
     pub async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<SourceRecord>, SourceError> {
         if self.taken.is_empty() {
+            // A transient error is an empty batch: the caller's idle work
+            // (timers, commands) goes on while librdkafka reconnects.
             match tokio::time::timeout(wait, self.consumer.recv()).await {
                 Err(_) => return Ok(Vec::new()),
                 Ok(r) => {
-                    let rec = self.positions.take(&r?);
-                    self.taken.push(rec);
+                    let r = r.map(|m| self.positions.take(&m));
+                    self.take_owned(r)?;
+                    if self.taken.is_empty() {
+                        return Ok(Vec::new());
+                    }
                 }
             }
         }
@@ -117,14 +175,18 @@ impl KafkaSource {
             // Records already fetched are taken without arming a timer.
             use futures::FutureExt;
             if let Some(r) = self.consumer.recv().now_or_never() {
-                let rec = self.positions.take(&r?);
-                self.taken.push(rec);
+                let r = r.map(|m| self.positions.take(&m));
+                if !self.take_owned(r)? {
+                    break;
+                }
                 continue;
             }
             match tokio::time::timeout(Duration::from_millis(2), self.consumer.recv()).await {
                 Ok(r) => {
-                    let rec = self.positions.take(&r?);
-                    self.taken.push(rec);
+                    let r = r.map(|m| self.positions.take(&m));
+                    if !self.take_owned(r)? {
+                        break;
+                    }
                 }
                 Err(_) => break,
             }
@@ -140,7 +202,16 @@ impl KafkaSource {
             *e = (*e).max(r.offset);
         }
         for ((t, p), o) in last {
-            self.consumer.store_offset(t, p, o)?;
+            match self.consumer.store_offset(t, p, o) {
+                Ok(()) => {}
+                // Not assigned to us (any more, or not yet again after a
+                // rejoin): nothing stored, the records will be read again
+                // by whoever has the partition; their effects are idempotent.
+                Err(KafkaError::StoreOffset(RDKafkaErrorCode::State | RDKafkaErrorCode::UnknownPartition)) => {
+                    tracing::warn!(topic = t, partition = p, offset = o, "offset not stored: the partition is not assigned to this consumer now; its records will be read again");
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(())
     }
@@ -152,6 +223,12 @@ impl KafkaSource {
     pub fn commit(&mut self) -> Result<(), SourceError> {
         match self.consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
             Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) | Ok(()) => {
+                Ok(())
+            }
+            // Shutting down without the brokers: what is not committed is
+            // read again on the next start (offsets after effects holds).
+            Err(e) if is_transient(&e) => {
+                tracing::warn!(error = %e, "offsets not committed at shutdown (Kafka unavailable); they will be read again");
                 Ok(())
             }
             Err(e) => Err(e.into()),
