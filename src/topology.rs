@@ -572,6 +572,10 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             EventKind::Dismissed {} => "all sites back before declaration".into(),
             EventKind::Linked { other } => format!("linked to {other}"),
             EventKind::Merged { into } => format!("merged into {into}"),
+            EventKind::Confirmed { sites } => {
+                format!("{} site(s) down past the blip window join the footprint", sites.len())
+            }
+            EventKind::Dropped { sites, reason } => format!("{} site(s) dropped: {reason}", sites.len()),
             EventKind::Scoped { area, postcodes } => format!("area by {}: {} postcodes", area.kind(), postcodes.len()),
             EventKind::ApprovalRequired { customers } => {
                 format!("{customers} customers: the fan-out waits for an operator's approval")

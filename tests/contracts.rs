@@ -372,6 +372,8 @@ fn every_event_kind() -> Vec<EventKind> {
         EventKind::Dismissed {},
         EventKind::Linked { other: IncidentId("INC-20261123-1e956900".into()) },
         EventKind::Merged { into: IncidentId("INC-20261123-1e956900".into()) },
+        EventKind::Confirmed { sites: vec!["S-RI-000251".into(), "S-RI-000260".into()] },
+        EventKind::Dropped { sites: vec!["S-RI-000243".into()], reason: "blip: down 1m 40s (< blip_window 5m)".into() },
         EventKind::Planned { phase: Phase::Down, postcodes: vec!["02903".into(), "02904".into()], actions: 4127 },
         EventKind::Planned { phase: Phase::Restored, postcodes: vec!["02903".into()], actions: 0 },
         EventKind::Scoped { area: Area::Postcodes(vec!["02903".into()]), postcodes: vec!["02903".into()] },
@@ -584,7 +586,7 @@ fn listed_event_kind(k: &EventKind) {
     match k {
         Opened { .. } | AlarmsRaised { .. } | AlarmsCleared { .. } | Declared { .. } | Updated { .. } => {}
         Resolved { .. } | Cancelled { .. } | Dismissed {} | Linked { .. } | Merged { .. } | Planned { .. } => {}
-        Scoped { .. } | ApprovalRequired { .. } | Approved {} => {}
+        Scoped { .. } | ApprovalRequired { .. } | Approved {} | Confirmed { .. } | Dropped { .. } => {}
     }
 }
 

@@ -156,6 +156,18 @@ pub enum EventKind {
     Merged {
         into: IncidentId,
     },
+    /// Pending sites (joined after declaration) that have now been down
+    /// for the blip window: they enter the footprint.
+    Confirmed {
+        sites: Vec<CompactString>,
+    },
+    /// Sites taken out of the incident while nobody was told for them (a
+    /// probable incident's member whose failure was a blip): they leave
+    /// its sites and footprint.
+    Dropped {
+        sites: Vec<CompactString>,
+        reason: String,
+    },
     /// The area of an incident the NOC declared by hand (right after its
     /// `opened`): what was drawn and the postcodes it covers, sorted. Such
     /// an incident has no sites; the NOC resolves it, alarms never do.
@@ -192,6 +204,8 @@ impl EventKind {
             EventKind::Dismissed {} => "dismissed",
             EventKind::Linked { .. } => "linked",
             EventKind::Merged { .. } => "merged",
+            EventKind::Confirmed { .. } => "confirmed",
+            EventKind::Dropped { .. } => "dropped",
             EventKind::Scoped { .. } => "scoped",
             EventKind::ApprovalRequired { .. } => "approval_required",
             EventKind::Approved {} => "approved",
@@ -235,6 +249,12 @@ pub struct SiteWindow {
     pub up_at: Option<DateTime<Utc>>,
     /// Active (uncleared) alarm ids on the site.
     pub active: AlarmIds,
+    /// Joined after the incident was declared and not yet down for the
+    /// correlator's `blip_window`: outside the footprint (nobody is told
+    /// for it) until a `confirmed` event. Sites of a probable incident are
+    /// never pending: the declaration takes them all.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 /// A site's active alarm ids: a sorted set, serialized as a sorted list.
@@ -508,9 +528,12 @@ impl Incident {
                         }
                         None => {
                             let active = AlarmIds::one(a.alarm_id.clone());
+                            // A site joining a declared incident waits
+                            // for its `confirmed` to enter the footprint.
+                            let pending = self.state == IncidentState::Declared;
                             self.sites.0.insert(
                                 a.site_id.as_str().into(),
-                                SiteWindow { down_since: a.at, up_at: None, active },
+                                SiteWindow { down_since: a.at, up_at: None, active, pending },
                             );
                             true
                         }
@@ -568,6 +591,20 @@ impl Incident {
                 self.closed_at = Some(ev.at);
                 self.links.insert(into.clone());
             }
+            EventKind::Confirmed { sites } => {
+                for site in sites {
+                    if let Some(w) = self.sites.0.get_mut(site.as_str()) {
+                        w.pending = false;
+                    }
+                }
+            }
+            EventKind::Dropped { sites, .. } => {
+                for site in sites {
+                    if let Some(w) = self.sites.0.remove(site.as_str()) {
+                        self.down -= w.up_at.is_none() as usize;
+                    }
+                }
+            }
             EventKind::Scoped { area, postcodes } => {
                 self.scope = Some((area.clone(), postcodes.clone()));
             }
@@ -597,6 +634,12 @@ impl Incident {
     /// Sites with at least one active alarm.
     pub fn down_sites(&self) -> impl Iterator<Item = &str> {
         self.sites.iter().filter(|(_, w)| w.up_at.is_none()).map(|(s, _)| s)
+    }
+
+    /// The sites whose coverage is the incident's footprint (what
+    /// customers are told about): every site but the pending ones.
+    pub fn footprint_sites(&self) -> impl Iterator<Item = (&str, &SiteWindow)> {
+        self.sites.iter().filter(|(_, w)| !w.pending)
     }
 
     /// Sites currently down. O(1).
