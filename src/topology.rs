@@ -551,7 +551,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         let detail = match &ev.kind {
             EventKind::AlarmsRaised { .. } | EventKind::AlarmsCleared { .. } => return,
             EventKind::Opened { cause, .. } => cause.clone(),
-            EventKind::Declared { reason } => reason.clone(),
+            EventKind::Declared { reason, .. } => reason.clone(),
             EventKind::Updated { cause, etr, message } => {
                 let mut parts = Vec::new();
                 if let Some(c) = cause {

@@ -127,6 +127,12 @@ pub enum EventKind {
     },
     Declared {
         reason: String,
+        /// Sites down for less than the blip window that joined after the
+        /// failure's first minutes (the incident's onset + the window):
+        /// pending, outside the footprint until `confirmed` (a flap next to
+        /// the failure is not told for). Sorted.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pending: Vec<CompactString>,
     },
     /// NOC update of what customers are told.
     Updated {
@@ -554,9 +560,14 @@ impl Incident {
                     }
                 }
             }
-            EventKind::Declared { .. } => {
+            EventKind::Declared { pending, .. } => {
                 self.state = IncidentState::Declared;
                 self.declared_at = Some(ev.at);
+                for site in pending {
+                    if let Some(w) = self.sites.0.get_mut(site.as_str()) {
+                        w.pending = true;
+                    }
+                }
             }
             EventKind::Updated { cause, etr, message } => {
                 if let Some(c) = cause {

@@ -460,6 +460,20 @@ struct Timer {
     slot: u32,
 }
 
+/// The postcodes `inc`'s footprint sites cover, and their customers.
+fn footprint_coverage(rd: &RefData, inc: &Incident, site_index: impl Fn(&str) -> Option<u32>) -> (HashSet<u32>, u64) {
+    let (mut covered, mut customers) = (HashSet::default(), 0u64);
+    for (site, _) in inc.footprint_sites() {
+        let Some(idx) = site_index(site) else { continue };
+        for &p in rd.site_postcodes(idx) {
+            if covered.insert(p) {
+                customers += rd.customers_in(&rd.postcodes[p as usize].postcode).len() as u64;
+            }
+        }
+    }
+    (covered, customers)
+}
+
 /// Keep incident `slot`'s timer (`s.deadline`, and its entry in `timers`)
 /// at its next deadline: a probable incident's declaration (quorum held for
 /// `min_duration`) or dismissal (all up), a declared one's resolution (all
@@ -732,7 +746,7 @@ impl Correlator {
         // The actor is on the event; the reason is public (status page).
         let reason = format!("declared by the NOC over {} postcodes ({})", names.len(), area.kind());
         out.push(self.append_to(slot, at, actor, EventKind::Scoped { area, postcodes: names }, None)?);
-        out.push(self.append_to(slot, at, actor, EventKind::Declared { reason }, None)?);
+        out.push(self.append_to(slot, at, actor, EventKind::Declared { reason, pending: vec![] }, None)?);
         Ok(out)
     }
 
@@ -869,6 +883,21 @@ impl Correlator {
                     }
                 }
             }
+            EventKind::Declared { pending, .. } if !pending.is_empty() => {
+                let mut queue: Vec<Pending> = pending
+                    .iter()
+                    .filter_map(|site| {
+                        let since = s.inc.sites.get(site)?.down_since.timestamp_millis();
+                        let due_ms = since.saturating_add(*blip_ms);
+                        Some(Pending { due_ms, since_ms: since, site: site.clone(), idx: site_index(site) })
+                    })
+                    .collect();
+                queue.sort_by(|a, b| (a.due_ms, &a.site).cmp(&(b.due_ms, &b.site)));
+                s.pending.extend(queue);
+                if s.coverage.is_some() {
+                    s.coverage = Some(footprint_coverage(rd, &s.inc, site_index));
+                }
+            }
             EventKind::Dropped { sites, .. } => {
                 for site in sites {
                     let idx = site_index(site);
@@ -879,16 +908,7 @@ impl Correlator {
                 if s.inc.state.is_open() {
                     // Rebuilt from the footprint that is left (a probable
                     // incident's handful of sites).
-                    let (mut covered, mut customers) = (HashSet::default(), 0u64);
-                    for (site, _) in s.inc.footprint_sites() {
-                        let Some(idx) = site_index(site) else { continue };
-                        for &p in rd.site_postcodes(idx) {
-                            if covered.insert(p) {
-                                customers += rd.customers_in(&rd.postcodes[p as usize].postcode).len() as u64;
-                            }
-                        }
-                    }
-                    s.coverage = Some((covered, customers));
+                    s.coverage = Some(footprint_coverage(rd, &s.inc, site_index));
                 }
             }
             EventKind::Scoped { postcodes, .. } if s.inc.state.is_open() => {
@@ -1104,7 +1124,8 @@ impl Correlator {
                 None
             };
             if let Some(reason) = reason {
-                self.emit(slot, t, EventKind::Declared { reason }, None, out);
+                let pending = self.late_joiners(slot, t);
+                self.emit(slot, t, EventKind::Declared { reason, pending }, None, out);
             }
         }
         Ok(())
@@ -1124,6 +1145,27 @@ impl Correlator {
             }
         };
         down || within(own, t, self.join_ms) || within(inc.opened_at.timestamp_millis(), t, self.join_ms)
+    }
+
+    /// The sites of probable incident `slot` that a declaration at `at`
+    /// leaves pending: down for less than the blip window, having joined
+    /// after the incident's first blip window (a flap next to the failure
+    /// as it is declared). Sorted. Walks the incident's sites once, at its
+    /// declaration.
+    fn late_joiners(&self, slot: u32, at: DateTime<Utc>) -> Vec<CompactString> {
+        if self.blip_ms <= 0 {
+            return Vec::new();
+        }
+        let inc = &self.slots[slot as usize].inc;
+        let blip = Duration::milliseconds(self.blip_ms);
+        let mut v: Vec<CompactString> = inc
+            .sites
+            .iter()
+            .filter(|(_, w)| w.up_at.is_none() && w.down_since > inc.opened_at + blip && at - w.down_since < blip)
+            .map(|(s, _)| CompactString::from(s))
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     /// After a clear on `site` in probable incident `slot`: if the site is
@@ -1321,7 +1363,8 @@ impl Correlator {
                         inc.down_count(),
                         humantime::format_duration(self.cfg.min_duration)
                     );
-                    self.emit(slot, due, EventKind::Declared { reason }, None, out);
+                    let pending = self.late_joiners(slot, due);
+                    self.emit(slot, due, EventKind::Declared { reason, pending }, None, out);
                 }
                 IncidentState::Probable if inc.all_up_since().is_some() => {
                     self.emit(slot, due, EventKind::Dismissed {}, None, out);
@@ -1881,6 +1924,22 @@ mod tests {
         let id = raise_all(&mut off, &["S1", "S2", "N"], 0)[0].incident_id.clone();
         assert_eq!(kinds(&off.on_alarm(&clear("A-N", "N", 60)).unwrap()), ["alarms_cleared"]);
         assert_eq!(covered_names(&off, &id), ["P-N", "P-S1", "P-S2"]);
+    }
+
+    #[test]
+    fn a_late_joiner_down_less_than_the_blip_window_at_declaration_is_pending() {
+        let mut c = footprint_world(cfg());
+        let id = raise_all(&mut c, &["S1", "S2"], 0)[0].incident_id.clone();
+        raise_all(&mut c, &["S3"], 400);
+        // A flap next to it: four sites down, declared at once.
+        let evs = raise_all(&mut c, &["N"], 500);
+        assert_eq!(kinds(&evs), ["alarms_raised", "declared"]);
+        assert!(matches!(&evs[1].kind, EventKind::Declared { pending, .. } if pending == &["N", "S3"]), "{evs:?}");
+        assert_eq!(covered_names(&c, &id), ["P-S1", "P-S2"]);
+        c.on_alarm(&clear("A-N", "N", 560)).unwrap();
+        let evs = c.tick(t(800));
+        assert!(matches!(&evs[0].kind, EventKind::Confirmed { sites } if sites == &["S3"]), "{evs:?}");
+        assert_eq!(covered_names(&c, &id), ["P-S1", "P-S2", "P-S3"]);
     }
 
     #[test]

@@ -707,7 +707,7 @@ mod tests {
     }
 
     fn declared() -> EventKind {
-        EventKind::Declared { reason: "test".into() }
+        EventKind::Declared { reason: "test".into(), pending: vec![] }
     }
 
     #[test]
