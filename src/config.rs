@@ -201,13 +201,14 @@ pub struct CorrelatorConfig {
     pub join_window: Duration,
     /// The same for a member of the site's power/backhaul group
     /// (`group_id`), at any distance: shared infrastructure is strong
-    /// evidence. Default 2h ([`CorrelatorConfig::DEFAULT_GROUP_JOIN_WINDOW`]).
+    /// evidence. Default 1h ([`CorrelatorConfig::DEFAULT_GROUP_JOIN_WINDOW`]).
     #[serde(with = "humantime_serde")]
     pub group_join_window: Duration,
     /// A site failure shorter than this is a blip and never widens the
     /// audience: cleared within it, the site is dropped from a probable
-    /// incident; a site joining a declared incident enters its footprint
-    /// (is told) only once it has been down this long. `0s` turns it off.
+    /// incident; a site enters a declared incident's footprint (its
+    /// customers are told) only once it has been down this long — the
+    /// declaration itself is not delayed. `0s` turns it off.
     /// Default 5m ([`CorrelatorConfig::DEFAULT_BLIP_WINDOW`]).
     #[serde(with = "humantime_serde")]
     pub blip_window: Duration,
@@ -217,8 +218,9 @@ impl CorrelatorConfig {
     /// Storms cross 10-15 km (a site's reach) in about 15-20 minutes at
     /// 40-70 km/h; a power failure's sites go down within minutes.
     pub const DEFAULT_JOIN_WINDOW: Duration = Duration::from_secs(30 * 60);
-    /// A group's sites may report a shared failure late (batteries).
-    pub const DEFAULT_GROUP_JOIN_WINDOW: Duration = Duration::from_secs(2 * 3600);
+    /// A group's sites may report a shared failure late (batteries), but a
+    /// storm takes single members of many groups: an hour, not the day.
+    pub const DEFAULT_GROUP_JOIN_WINDOW: Duration = Duration::from_secs(3600);
     /// Link flaps last seconds to a few minutes.
     pub const DEFAULT_BLIP_WINDOW: Duration = Duration::from_secs(5 * 60);
 }

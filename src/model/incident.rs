@@ -127,10 +127,9 @@ pub enum EventKind {
     },
     Declared {
         reason: String,
-        /// Sites down for less than the blip window that joined after the
-        /// failure's first minutes (the incident's onset + the window):
-        /// pending, outside the footprint until `confirmed` (a flap next to
-        /// the failure is not told for). Sorted.
+        /// Sites down for less than the correlator's blip window: pending,
+        /// outside the footprint until `confirmed` (a flap beside the
+        /// failure is never told for). Sorted.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         pending: Vec<CompactString>,
     },

@@ -1148,10 +1148,10 @@ impl Correlator {
     }
 
     /// The sites of probable incident `slot` that a declaration at `at`
-    /// leaves pending: down for less than the blip window, having joined
-    /// after the incident's first blip window (a flap next to the failure
-    /// as it is declared). Sorted. Walks the incident's sites once, at its
-    /// declaration.
+    /// leaves pending: down for less than the blip window (a flap beside
+    /// the failure, even the one that opened it, is not told for; the
+    /// failure's own sites are, once down that long). Sorted. Walks the
+    /// incident's sites once, at its declaration.
     fn late_joiners(&self, slot: u32, at: DateTime<Utc>) -> Vec<CompactString> {
         if self.blip_ms <= 0 {
             return Vec::new();
@@ -1161,7 +1161,7 @@ impl Correlator {
         let mut v: Vec<CompactString> = inc
             .sites
             .iter()
-            .filter(|(_, w)| w.up_at.is_none() && w.down_since > inc.opened_at + blip && at - w.down_since < blip)
+            .filter(|(_, w)| w.up_at.is_none() && at - w.down_since < blip)
             .map(|(s, _)| CompactString::from(s))
             .collect();
         v.sort_unstable();
@@ -1450,8 +1450,15 @@ mod tests {
             declare_sites: 4,
             min_duration: Duration::from_secs(120),
             hold_down: Duration::from_secs(600),
+            // (The footprint tests below turn it on: [`fcfg`].)
+            blip_window: Duration::ZERO,
             ..Default::default()
         }
+    }
+
+    /// [`cfg`] with the default blip window (5 minutes).
+    fn fcfg() -> CorrelatorConfig {
+        CorrelatorConfig { blip_window: CorrelatorConfig::DEFAULT_BLIP_WINDOW, ..cfg() }
     }
 
     fn raise(id: &str, site: &str, at: i64) -> Alarm {
@@ -1690,8 +1697,7 @@ mod tests {
         // The same for a site the inventory lacks, located by its alarm.
         let located = |at| Alarm { lat: Some(41.821), lon: Some(-71.405), ..raise("L", "NEW", at) };
         assert_eq!(kinds(&c.on_alarm(&located(200)).unwrap()), ["alarms_raised"]);
-        // (Down 20 s while S1 is still down: a blip, dropped.)
-        assert_eq!(kinds(&c.on_alarm(&clear("L", "NEW", 220)).unwrap()), ["alarms_cleared", "dropped"]);
+        assert_eq!(kinds(&c.on_alarm(&clear("L", "NEW", 220)).unwrap()), ["alarms_cleared"]);
         assert!(c.on_alarm(&located(210)).unwrap().is_empty());
         assert_eq!(c.counts.stale_raises, 3);
     }
@@ -1834,9 +1840,9 @@ mod tests {
 
     #[test]
     fn a_noise_site_near_an_open_incident_does_not_join() {
-        let mut c = footprint_world(cfg());
+        let mut c = footprint_world(fcfg());
         let id = raise_all(&mut c, &["S1", "S2", "S3"], 0)[0].incident_id.clone();
-        assert_eq!(kinds(&c.tick(t(200))), ["declared"]);
+        assert_eq!(kinds(&c.tick(t(1000))), ["declared", "confirmed"]);
         // N, a kilometre away, fails on its own two hours later.
         let evs = c.on_alarm(&raise("A-N", "N", 7200)).unwrap();
         assert_eq!(kinds(&evs), ["opened", "alarms_raised"], "a separate incident");
@@ -1844,16 +1850,16 @@ mod tests {
         assert!(!c.incident(&id).unwrap().sites.contains_key("N"));
         assert_eq!(covered_names(&c, &id), ["P-S1", "P-S2", "P-S3"]);
         // Within the join window the same neighbour would have joined.
-        let mut c = footprint_world(cfg());
+        let mut c = footprint_world(fcfg());
         let id = raise_all(&mut c, &["S1", "S2", "S3"], 0)[0].incident_id.clone();
         let evs = c.on_alarm(&raise("A-N", "N", 600)).unwrap();
-        assert_eq!(kinds(&evs), ["declared", "alarms_raised"]);
-        assert_eq!(evs[1].incident_id, id);
+        assert_eq!(kinds(&evs), ["declared", "confirmed", "alarms_raised"]);
+        assert_eq!(evs[2].incident_id, id);
     }
 
     #[test]
     fn chaining_across_hours_is_refused() {
-        let mut c = footprint_world(cfg());
+        let mut c = footprint_world(fcfg());
         // Four long single-site outages, each next to the one before, two
         // hours apart: four incidents of one site, none declared.
         let mut ids = BTreeSet::new();
@@ -1867,7 +1873,7 @@ mod tests {
         assert!(c.incidents().all(|i| i.sites.len() == 1 && i.declared_at.is_none()));
         // A site of an open incident failing again hours after every start
         // there is not part of that failure either.
-        let mut c = footprint_world(cfg());
+        let mut c = footprint_world(fcfg());
         let id = raise_all(&mut c, &["S1", "S3"], 0)[0].incident_id.clone();
         c.on_alarm(&clear("A-S1", "S1", 3600)).unwrap();
         let evs = c.on_alarm(&raise("B-S1", "S1", 3 * 3600)).unwrap();
@@ -1881,7 +1887,7 @@ mod tests {
 
     #[test]
     fn group_members_join_at_any_distance_within_the_group_window() {
-        let mut c = footprint_world(cfg());
+        let mut c = footprint_world(fcfg());
         let id = c.on_alarm(&raise("A", "G-A", 0)).unwrap()[0].incident_id.clone();
         // 60 km away (far beyond reach), 40 minutes later (past the join
         // window): its power group still takes it.
@@ -1895,7 +1901,7 @@ mod tests {
 
     #[test]
     fn a_blip_never_widens_the_audience() {
-        let mut c = footprint_world(cfg());
+        let mut c = footprint_world(fcfg());
         // Probable: N flaps for a minute while S1, S2 are down: dropped.
         let id = raise_all(&mut c, &["S1", "S2", "N"], 0)[0].incident_id.clone();
         assert_eq!(covered_names(&c, &id), ["P-N", "P-S1", "P-S2"], "a probable incident counts every site");
@@ -1904,7 +1910,12 @@ mod tests {
         assert!(!c.incident(&id).unwrap().sites.contains_key("N"));
         assert_eq!(covered_names(&c, &id), ["P-S1", "P-S2"]);
         raise_all(&mut c, &["S3"], 90);
-        assert_eq!(kinds(&c.tick(t(300))), ["declared"]);
+        // Declared at quorum + 2 min; each site is told once down 5 min.
+        let evs = c.tick(t(210));
+        assert!(matches!(&evs[0].kind, EventKind::Declared { pending, .. } if pending == &["S1", "S2", "S3"]));
+        assert!(covered_names(&c, &id).is_empty(), "nobody told yet");
+        assert_eq!(kinds(&c.tick(t(390))), ["confirmed", "confirmed"]);
+        assert_eq!(covered_names(&c, &id), ["P-S1", "P-S2", "P-S3"]);
         // Declared: N flaps again (joins, pending) and S4 goes down for good.
         assert_eq!(kinds(&c.on_alarm(&raise("B-N", "N", 400)).unwrap()), ["alarms_raised"]);
         assert_eq!(kinds(&c.on_alarm(&raise("A-S4", "S4", 410)).unwrap()), ["alarms_raised"]);
@@ -1920,7 +1931,7 @@ mod tests {
         let fp: BTreeSet<&str> = c.incident(&id).unwrap().footprint_sites().map(|(s, _)| s).collect();
         assert_eq!(fp, BTreeSet::from(["S1", "S2", "S3", "S4"]));
         // Off: every joiner is in at once.
-        let mut off = footprint_world(CorrelatorConfig { blip_window: Duration::ZERO, ..cfg() });
+        let mut off = footprint_world(cfg());
         let id = raise_all(&mut off, &["S1", "S2", "N"], 0)[0].incident_id.clone();
         assert_eq!(kinds(&off.on_alarm(&clear("A-N", "N", 60)).unwrap()), ["alarms_cleared"]);
         assert_eq!(covered_names(&off, &id), ["P-N", "P-S1", "P-S2"]);
@@ -1928,7 +1939,7 @@ mod tests {
 
     #[test]
     fn a_late_joiner_down_less_than_the_blip_window_at_declaration_is_pending() {
-        let mut c = footprint_world(cfg());
+        let mut c = footprint_world(fcfg());
         let id = raise_all(&mut c, &["S1", "S2"], 0)[0].incident_id.clone();
         raise_all(&mut c, &["S3"], 400);
         // A flap next to it: four sites down, declared at once.
@@ -1944,15 +1955,15 @@ mod tests {
 
     #[test]
     fn membership_is_revised_while_probable_and_never_after_customers_were_told() {
-        let mut c = footprint_world(cfg());
+        let mut c = footprint_world(fcfg());
         let id = raise_all(&mut c, &["S1", "S2", "N"], 0)[0].incident_id.clone();
         c.on_alarm(&clear("A-N", "N", 100)).unwrap();
         assert_eq!(c.incident(&id).unwrap().sites.len(), 2, "revised while probable");
         raise_all(&mut c, &["S3"], 110);
-        assert_eq!(kinds(&c.tick(t(400))), ["declared"]);
+        assert_eq!(kinds(&c.tick(t(400))), ["declared", "confirmed"]);
         // Declared: a told site's short failure is not a reason to drop it.
         let evs = c.on_alarm(&clear("A-S3", "S3", 420)).unwrap();
-        assert_eq!(kinds(&evs), ["alarms_cleared"]);
+        assert_eq!(kinds(&evs), ["confirmed", "alarms_cleared"], "S3 in at 410, cleared at 420");
         assert!(c.incident(&id).unwrap().sites.contains_key("S3"));
         assert_eq!(covered_names(&c, &id), ["P-S1", "P-S2", "P-S3"]);
         // A pending joiner that blips stays out of the footprint, and the
@@ -1970,7 +1981,7 @@ mod tests {
 
     #[test]
     fn restore_from_the_log_gives_identical_state() {
-        let mut c = footprint_world(cfg());
+        let mut c = footprint_world(fcfg());
         let mut log = vec![];
         let feed = |c: &mut Correlator, a: Alarm, log: &mut Vec<IncidentEvent>| {
             log.extend(c.on_alarm(&a).unwrap());
@@ -1988,7 +1999,7 @@ mod tests {
         log.extend(c.tick(t(620))); // S4, N confirmed
         feed(&mut c, raise("X", "N", 9000), &mut log);
         assert!(kinds(&log).contains(&"dropped") && kinds(&log).contains(&"confirmed"), "{:?}", kinds(&log));
-        let mut again = footprint_world(cfg());
+        let mut again = footprint_world(fcfg());
         for e in &log {
             again.restore(e).unwrap();
         }
