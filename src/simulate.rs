@@ -474,10 +474,12 @@ pub fn generate(sites: &[Site], cfg: &ScenarioConfig) -> Result<Scenario, Simula
             continue;
         };
         noise.insert(i);
+        // One flap per slice of the day: a site's flaps never overlap.
         let times = rng.random_range(1..=4);
-        for _ in 0..times {
+        let slot = DAY_SPAN_S / times;
+        for k in 0..times {
             let dur = rng.random_range(10..=240);
-            let raise = rng.random_range(0..DAY_SPAN_S - dur);
+            let raise = k * slot + rng.random_range(0..slot - dur);
             em.condition(i, Severity::Major, CAUSE_LOSS_OF_SIGNAL, raise, raise + dur);
         }
     }

@@ -849,7 +849,17 @@ impl Correlator {
                     let Some(idx) = site_index(&a.site_id) else { continue };
                     // (At most one: a raise adds an alarm only once.)
                     let t = tag(&a.alarm_id);
-                    active[idx as usize].retain(|x| !x.is(slot, t, &a.alarm_id));
+                    let list = &mut active[idx as usize];
+                    list.retain(|x| !x.is(slot, t, &a.alarm_id));
+                    // A failure window that ended as a blip is no evidence
+                    // that a later failure nearby is part of this one.
+                    let since = &mut since_ms[idx as usize];
+                    if *blip_ms > 0
+                        && a.at.timestamp_millis().saturating_sub(*since) < *blip_ms
+                        && !list.iter().any(|x| x.slot == slot)
+                    {
+                        *since = NEVER;
+                    }
                 }
             }
             _ => {}
