@@ -12,13 +12,30 @@
 //!   [`super::classify`], not in `not_service_affecting_classes`; an
 //!   unclassified cause only if `unclassified_service_affecting`; and, if
 //!   the operator restricts them, a cause in `service_affecting_causes`)
-//!   on a site joins the open incident that has
-//!   a down or recently cleared member site within `r_a + r_b +
-//!   neighbour_gap_km` or in the same power/backhaul group, or opens a new
-//!   one (linked to the site's last resolved incident: a recurrence). When it touches several, it joins the
-//!   oldest declared one (else the oldest probable one); the other probable
-//!   ones are `merged` into it (nobody was told of them yet), the other
-//!   declared ones are `linked`, never merged, so public ids stay stable;
+//!   on a site joins an open incident only as part of the same failure, in
+//!   a space-time neighbourhood: a down or recently cleared member site
+//!   within `r_a + r_b + neighbour_gap_km` whose failure started within
+//!   `join_window` (30 min) of this one's (or the incident opened within
+//!   it), or a member of the same power/backhaul group at any distance
+//!   whose failure started within `group_join_window` (1 h). Otherwise it
+//!   opens a new incident (linked to the site's last resolved incident: a
+//!   recurrence), so unrelated failures hours apart never chain. A site the
+//!   incident already holds joins it again only while still down there or
+//!   within `join_window` of its own last failure or the incident's onset.
+//!   A failure window that ended as a blip is no evidence for anyone. When
+//!   a raise touches several incidents, it joins the oldest declared one
+//!   (else the oldest probable one); the other probable ones are `merged`
+//!   into it (nobody was told of them yet), the other declared ones are
+//!   `linked`, never merged, so public ids stay stable;
+//! - a blip never widens the audience: a failure shorter than
+//!   `blip_window` (5 min) is not in the footprint. While the incident is
+//!   probable a member that clears within it, other sites still down, is
+//!   `dropped`; the declaration leaves every site down for less than it
+//!   `pending` (`declared.pending`), as is every site joining afterwards;
+//!   a pending site enters the footprint (`confirmed`, batched per
+//!   incident by one timer) once down that long in the same window, and
+//!   one that clears sooner never does. Membership is revised only while
+//!   nobody was told for the site; the declaration itself is not delayed;
 //! - alarms pair by site and alarm id: a repeated raise and a clear of
 //!   nothing active change nothing (counted), and a raise that arrives after
 //!   its own clear, within `reorder_window` of feed time, is stale (counted,
@@ -42,8 +59,15 @@
 //! measuring a distance only to an incident not found yet. Timers live in a
 //! deadline queue.
 //!
+//! The footprint rule costs no scan either: a raise reads its neighbours'
+//! failure starts from an array by inventory index (`since_ms`) next to the
+//! grid scan it already made; a declared incident queues its pending
+//! windows in due order, and its single deadline is the earlier of its
+//! resolution and its next confirmation.
+//!
 //! Invariant: every event returned has already been applied to the
-//! correlator's own state, so its state equals the fold of the log.
+//! correlator's own state, so its state equals the fold of the log
+//! (`dropped`, `confirmed` and `declared.pending` included).
 
 use crate::config::CorrelatorConfig;
 use crate::geodesy::GeoPoint;
