@@ -360,8 +360,12 @@ fn every_event_kind() -> Vec<EventKind> {
             ],
         },
         EventKind::AlarmsCleared { alarms: vec![a("NMS-7781342", "S-RI-000241", "2026-11-23T09:47:31Z")] },
-        EventKind::Declared { reason: "3 sites down for 300 s".into(), pending: vec![] },
-        EventKind::Declared { reason: "10 sites down (>= 10)".into(), pending: vec!["S-RI-000243".into()] },
+        EventKind::Declared { reason: "3 sites down for 300 s".into(), pending: vec![], confirm_joiners: false },
+        EventKind::Declared {
+            reason: "10 sites down (>= 10)".into(),
+            pending: vec!["S-RI-000243".into()],
+            confirm_joiners: true,
+        },
         EventKind::Updated {
             cause: Some("utility power".into()),
             etr: Some(t("2026-11-23T10:00:00Z")),
@@ -770,7 +774,11 @@ fn planned_actions_conform() {
         .apply(&ev(2, "2026-11-23T06:00:00Z", EventKind::AlarmsRaised { alarms: a("2026-11-23T06:00:00Z") }))
         .unwrap();
     incident
-        .apply(&ev(3, "2026-11-23T06:02:00Z", EventKind::Declared { reason: "test".into(), pending: vec![] }))
+        .apply(&ev(
+            3,
+            "2026-11-23T06:02:00Z",
+            EventKind::Declared { reason: "test".into(), pending: vec![], confirm_joiners: false },
+        ))
         .unwrap();
     let down = planner.plan_down(&incident, &planner.footprint(&incident), t("2026-11-23T06:02:00Z"));
     let planned = EventKind::Planned { phase: Phase::Down, postcodes: down.postcodes.clone(), actions: 3 };

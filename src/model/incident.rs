@@ -132,6 +132,11 @@ pub enum EventKind {
         /// failure is never told for). Sorted.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         pending: Vec<CompactString>,
+        /// Sites joining from now on are pending until `confirmed` (the
+        /// correlator's blip filter is on). Absent (false) in older logs and
+        /// with `blip_window = "0s"`: joiners are in the footprint at once.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        confirm_joiners: bool,
     },
     /// NOC update of what customers are told.
     Updated {
@@ -459,6 +464,10 @@ pub struct Incident {
     /// A NOC operator approved the fan-out.
     #[serde(default)]
     pub approved: bool,
+    /// Sites joining after the declaration wait for a `confirmed` to
+    /// enter the footprint (set by the `declared` event).
+    #[serde(default)]
+    pub confirm_joiners: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -503,6 +512,7 @@ impl Incident {
             scope: None,
             awaiting_approval: false,
             approved: false,
+            confirm_joiners: false,
         })
     }
 
@@ -535,7 +545,7 @@ impl Incident {
                             let active = AlarmIds::one(a.alarm_id.clone());
                             // A site joining a declared incident waits
                             // for its `confirmed` to enter the footprint.
-                            let pending = self.state == IncidentState::Declared;
+                            let pending = self.state == IncidentState::Declared && self.confirm_joiners;
                             self.sites.0.insert(
                                 a.site_id.as_str().into(),
                                 SiteWindow { down_since: a.at, up_at: None, active, pending },
@@ -559,9 +569,10 @@ impl Incident {
                     }
                 }
             }
-            EventKind::Declared { pending, .. } => {
+            EventKind::Declared { pending, confirm_joiners, .. } => {
                 self.state = IncidentState::Declared;
                 self.declared_at = Some(ev.at);
+                self.confirm_joiners = *confirm_joiners;
                 for site in pending {
                     if let Some(w) = self.sites.0.get_mut(site.as_str()) {
                         w.pending = true;

@@ -247,6 +247,13 @@ const NO_SLOT: u32 = u32::MAX;
 /// A site that never failed (for [`Correlator::since_ms`]).
 const NEVER: i64 = i64::MIN;
 
+/// When a pending window that started at `since_ms` is checked for
+/// confirmation: after the blip window, on the next whole second.
+fn confirm_due(since_ms: i64, blip_ms: i64) -> i64 {
+    let due = since_ms.saturating_add(blip_ms);
+    due.saturating_add(999).div_euclid(1000).saturating_mul(1000)
+}
+
 /// Whether two failure starts (ms) are within `window_ms` of each other.
 fn within(a_ms: i64, b_ms: i64, window_ms: i64) -> bool {
     a_ms != NEVER && b_ms != NEVER && a_ms.abs_diff(b_ms) <= window_ms.max(0) as u64
@@ -470,9 +477,22 @@ struct Slot {
 struct Pending {
     due_ms: i64,
     since_ms: i64,
-    site: CompactString,
-    /// The site's inventory index, if it has one.
-    idx: Option<u32>,
+    /// The site: its inventory index, or (a site only alarms located) its id.
+    site: PendingSite,
+}
+
+enum PendingSite {
+    Inventory(u32),
+    Adhoc(CompactString),
+}
+
+impl PendingSite {
+    fn new(idx: Option<u32>, site: &str) -> Self {
+        match idx {
+            Some(i) => PendingSite::Inventory(i),
+            None => PendingSite::Adhoc(site.into()),
+        }
+    }
 }
 
 /// A pending timer: by deadline, then incident id (the deterministic order
@@ -511,7 +531,11 @@ fn schedule(s: &mut Slot, timers: &mut BTreeSet<Timer>, slot: u32, min_duration:
         },
         IncidentState::Declared => {
             let resolve = inc.all_up_since().map(|u| u + hold_down);
-            let confirm = s.pending.front().and_then(|p| DateTime::from_timestamp_millis(p.due_ms));
+            let confirm_ms = s.pending.front().map(|p| p.due_ms);
+            if resolve.is_none() && confirm_ms.is_some() && s.deadline.map(|d| d.timestamp_millis()) == confirm_ms {
+                return; // (The common case while a declared incident grows.)
+            }
+            let confirm = confirm_ms.and_then(DateTime::from_timestamp_millis);
             match (resolve, confirm) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -770,7 +794,8 @@ impl Correlator {
         // The actor is on the event; the reason is public (status page).
         let reason = format!("declared by the NOC over {} postcodes ({})", names.len(), area.kind());
         out.push(self.append_to(slot, at, actor, EventKind::Scoped { area, postcodes: names }, None)?);
-        out.push(self.append_to(slot, at, actor, EventKind::Declared { reason, pending: vec![] }, None)?);
+        let kind = EventKind::Declared { reason, pending: vec![], confirm_joiners: false };
+        out.push(self.append_to(slot, at, actor, kind, None)?);
         Ok(out)
     }
 
@@ -839,7 +864,7 @@ impl Correlator {
         // the incident's state.
         match &ev.kind {
             EventKind::AlarmsRaised { alarms } => {
-                let declared = s.inc.state == IncidentState::Declared;
+                let declared = s.inc.state == IncidentState::Declared && s.inc.confirm_joiners;
                 for a in alarms {
                     let idx = site_index(&a.site_id);
                     // A new failure window: the site was not down here.
@@ -860,11 +885,17 @@ impl Correlator {
                     };
                     if declared && new_window {
                         // (Non-decreasing dues: a late raise waits for the
-                        // one before it.)
+                        // one before it. Rounded up to a whole second, so
+                        // a busy incident's timer fires once a second, not
+                        // once an alarm.)
                         let since = a.at.timestamp_millis();
-                        let due = since.saturating_add(*blip_ms);
+                        let due = confirm_due(since, *blip_ms);
                         let due = s.pending.back().map_or(due, |b| b.due_ms.max(due));
-                        s.pending.push_back(Pending { due_ms: due, since_ms: since, site: a.site_id.clone(), idx });
+                        s.pending.push_back(Pending {
+                            due_ms: due,
+                            since_ms: since,
+                            site: PendingSite::new(idx, &a.site_id),
+                        });
                     }
                 }
             }
@@ -922,11 +953,12 @@ impl Correlator {
                     .iter()
                     .filter_map(|site| {
                         let since = s.inc.sites.get(site)?.down_since.timestamp_millis();
-                        let due_ms = since.saturating_add(*blip_ms);
-                        Some(Pending { due_ms, since_ms: since, site: site.clone(), idx: site_index(site) })
+                        let due_ms = confirm_due(since, *blip_ms);
+                        Some(Pending { due_ms, since_ms: since, site: PendingSite::new(site_index(site), site) })
                     })
                     .collect();
-                queue.sort_by(|a, b| (a.due_ms, &a.site).cmp(&(b.due_ms, &b.site)));
+                // (Stable: the event lists its sites sorted.)
+                queue.sort_by_key(|p| p.due_ms);
                 s.pending.extend(queue);
                 if s.coverage.is_some() {
                     s.coverage = Some(footprint_coverage(rd, &s.inc, site_index));
@@ -1158,8 +1190,8 @@ impl Correlator {
                 None
             };
             if let Some(reason) = reason {
-                let pending = self.late_joiners(slot, t);
-                self.emit(slot, t, EventKind::Declared { reason, pending }, None, out);
+                let (pending, confirm_joiners) = (self.late_joiners(slot, t), self.blip_ms > 0);
+                self.emit(slot, t, EventKind::Declared { reason, pending, confirm_joiners }, None, out);
             }
         }
         Ok(())
@@ -1324,12 +1356,26 @@ impl Correlator {
         let chord2 = crate::geodesy::chord2_for_km(reach);
         // An incident already found needs no distance (the costly part: a
         // storm's sites are mostly one incident's).
-        let near = |&(at, radius_km): &(GeoPoint, f64)| p.distance_km(at) <= r + radius_km + gap;
+        let cos_lat = p.cos_lat();
+        let near = |&(at, radius_km): &(GeoPoint, f64)| p.distance_km_from(cos_lat, at) <= r + radius_km + gap;
         // Temporal coherence: the member's failure start, else the
         // incident's onset, within the window of this failure's start.
         let t_ms = t.timestamp_millis();
         let (since_ms, slots) = (&self.since_ms, &self.slots);
-        let onset = |slot: u32, w: i64| within(slots[slot as usize].inc.opened_at.timestamp_millis(), t_ms, w);
+        // (Memo of the last incident's onset: a scan's open points are
+        // mostly one incident's.)
+        let last_onset = std::cell::Cell::new((NO_SLOT, NEVER));
+        let onset = |slot: u32, w: i64| {
+            let (s, at) = last_onset.get();
+            let at = if s == slot {
+                at
+            } else {
+                let at = slots[slot as usize].inc.opened_at.timestamp_millis();
+                last_onset.set((slot, at));
+                at
+            };
+            within(at, t_ms, w)
+        };
         let coherent = |j: u32, slot: u32, w: i64| within(since_ms[j as usize], t_ms, w) || onset(slot, w);
         let join = self.join_ms;
         // (`at` is read only past the first tests: it is another cache line.)
@@ -1397,8 +1443,8 @@ impl Correlator {
                         inc.down_count(),
                         humantime::format_duration(self.cfg.min_duration)
                     );
-                    let pending = self.late_joiners(slot, due);
-                    self.emit(slot, due, EventKind::Declared { reason, pending }, None, out);
+                    let (pending, confirm_joiners) = (self.late_joiners(slot, due), self.blip_ms > 0);
+                    self.emit(slot, due, EventKind::Declared { reason, pending, confirm_joiners }, None, out);
                 }
                 IncidentState::Probable if inc.all_up_since().is_some() => {
                     self.emit(slot, due, EventKind::Dismissed {}, None, out);
@@ -1414,21 +1460,27 @@ impl Correlator {
                             break;
                         }
                         // Cheap test first: still down here, in that window.
-                        let down = p.idx.is_none_or(|i| {
-                            self.since_ms[i as usize] == p.since_ms
-                                && self.active[i as usize].iter().any(|x| x.slot == slot)
+                        let site: &str = match &p.site {
+                            PendingSite::Inventory(i) => {
+                                let i = *i as usize;
+                                if self.since_ms[i] != p.since_ms || !self.active[i].iter().any(|x| x.slot == slot) {
+                                    continue;
+                                }
+                                &self.refdata.site(i as u32).site_id
+                            }
+                            PendingSite::Adhoc(site) => site,
+                        };
+                        let confirm = s.inc.sites.get(site).is_some_and(|w| {
+                            w.pending && w.up_at.is_none() && w.down_since.timestamp_millis() == p.since_ms
                         });
-                        let confirm = down
-                            && s.inc.sites.get(&p.site).is_some_and(|w| {
-                                w.pending && w.up_at.is_none() && w.down_since.timestamp_millis() == p.since_ms
-                            });
-                        if confirm && !sites.contains(&p.site) {
-                            sites.push(p.site);
+                        if confirm {
+                            sites.push(site.into());
                         }
                     }
                     let confirmed = !sites.is_empty();
                     if confirmed {
                         sites.sort_unstable();
+                        sites.dedup();
                         self.emit(slot, due, EventKind::Confirmed { sites }, None, out);
                     }
                     let s = &mut self.slots[slot as usize];

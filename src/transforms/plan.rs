@@ -707,7 +707,7 @@ mod tests {
     }
 
     fn declared() -> EventKind {
-        EventKind::Declared { reason: "test".into(), pending: vec![] }
+        EventKind::Declared { reason: "test".into(), pending: vec![], confirm_joiners: false }
     }
 
     #[test]
