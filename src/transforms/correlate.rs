@@ -60,8 +60,8 @@
 //! deadline queue.
 //!
 //! The footprint rule costs no scan either: a raise reads its neighbours'
-//! failure starts from an array by inventory index (`since_ms`) next to the
-//! grid scan it already made; a declared incident queues its pending
+//! failure starts from the per-site state an alarm of the site touches
+//! anyway (`ActiveList::since_ms`), in the grid scan it already made; a declared incident queues its pending
 //! windows in due order, and its single deadline is the earlier of its
 //! resolution and its next confirmation.
 //!
@@ -421,12 +421,21 @@ impl Active {
 
 /// A site's active alarms (in no order), the first inline: a site mostly
 /// has one, and then reading it costs no pointer chase.
-#[derive(Default)]
 struct ActiveList {
     first: Option<Active>,
     more: Vec<Active>,
     /// The site's clears within the reorder window.
     cleared: RecentClears,
+    /// When the site's latest failure window started (ms; [`NEVER`] before
+    /// any, and after a window that ended as a blip): temporal coherence
+    /// reads it here, in the cache lines an alarm of the site touches anyway.
+    since_ms: i64,
+}
+
+impl Default for ActiveList {
+    fn default() -> Self {
+        ActiveList { first: None, more: Vec::new(), cleared: RecentClears::default(), since_ms: NEVER }
+    }
 }
 
 impl ActiveList {
@@ -591,9 +600,7 @@ pub struct Correlator {
     join_ms: i64,
     group_join_ms: i64,
     blip_ms: i64,
-    /// Per inventory site: when its latest failure window started (ms;
-    /// `NEVER` before any), for temporal coherence.
-    since_ms: Vec<i64>,
+
     /// Recent clears of sites not in the inventory (those of inventory
     /// sites are in `active`).
     adhoc_cleared: HashMap<String, RecentClears>,
@@ -656,7 +663,6 @@ impl Correlator {
             join_ms,
             group_join_ms,
             blip_ms,
-            since_ms: vec![NEVER; n_sites],
             adhoc_cleared: HashMap::default(),
             watermark: None,
             counts: Counts::default(),
@@ -850,7 +856,6 @@ impl Correlator {
             min_duration,
             hold_down,
             grid,
-            since_ms,
             blip_ms,
             ..
         } = self;
@@ -877,7 +882,7 @@ impl Correlator {
                                 list.push(Active::new(slot, &a.alarm_id));
                             }
                             if new_window {
-                                since_ms[idx as usize] = a.at.timestamp_millis();
+                                list.since_ms = a.at.timestamp_millis();
                             }
                             new_window
                         }
@@ -908,12 +913,11 @@ impl Correlator {
                     list.retain(|x| !x.is(slot, t, &a.alarm_id));
                     // A failure window that ended as a blip is no evidence
                     // that a later failure nearby is part of this one.
-                    let since = &mut since_ms[idx as usize];
                     if *blip_ms > 0
-                        && a.at.timestamp_millis().saturating_sub(*since) < *blip_ms
+                        && a.at.timestamp_millis().saturating_sub(list.since_ms) < *blip_ms
                         && !list.iter().any(|x| x.slot == slot)
                     {
-                        *since = NEVER;
+                        list.since_ms = NEVER;
                     }
                 }
             }
@@ -1205,7 +1209,10 @@ impl Correlator {
         let inc = &self.slots[slot as usize].inc;
         // Still down there (another alarm of the site): the same failure.
         let (down, own) = match idx {
-            Some(i) => (self.active[i as usize].iter().any(|x| x.slot == slot), self.since_ms[i as usize]),
+            Some(i) => {
+                let list = &self.active[i as usize];
+                (list.iter().any(|x| x.slot == slot), list.since_ms)
+            }
             None => {
                 inc.sites.get(site).map_or((false, NEVER), |w| (w.up_at.is_none(), w.down_since.timestamp_millis()))
             }
@@ -1361,7 +1368,7 @@ impl Correlator {
         // Temporal coherence: the member's failure start, else the
         // incident's onset, within the window of this failure's start.
         let t_ms = t.timestamp_millis();
-        let (since_ms, slots) = (&self.since_ms, &self.slots);
+        let (active, slots) = (&self.active, &self.slots);
         // (Memo of the last incident's onset: a scan's open points are
         // mostly one incident's.)
         let last_onset = std::cell::Cell::new((NO_SLOT, NEVER));
@@ -1377,7 +1384,7 @@ impl Correlator {
             within(at, t_ms, w)
         };
         // (The onset first: memoized, it mostly reads no memory.)
-        let coherent = |j: u32, slot: u32, w: i64| onset(slot, w) || within(since_ms[j as usize], t_ms, w);
+        let coherent = |j: u32, slot: u32, w: i64| onset(slot, w) || within(active[j as usize].since_ms, t_ms, w);
         let join = self.join_ms;
         // (`at` is read only past the first tests: it is another cache line.)
         let mut seen = |q: &GridPoint, at: &(GeoPoint, f64)| {
@@ -1464,7 +1471,8 @@ impl Correlator {
                         let site: &str = match &p.site {
                             PendingSite::Inventory(i) => {
                                 let i = *i as usize;
-                                if self.since_ms[i] != p.since_ms || !self.active[i].iter().any(|x| x.slot == slot) {
+                                let list = &self.active[i];
+                                if list.since_ms != p.since_ms || !list.iter().any(|x| x.slot == slot) {
                                     continue;
                                 }
                                 &self.refdata.site(i as u32).site_id
