@@ -1365,30 +1365,16 @@ impl Correlator {
         // storm's sites are mostly one incident's).
         let cos_lat = p.cos_lat();
         let near = |&(at, radius_km): &(GeoPoint, f64)| p.distance_km_from(cos_lat, at) <= r + radius_km + gap;
-        // Temporal coherence: the member's failure start, else the
-        // incident's onset, within the window of this failure's start.
+        // Temporal coherence: the incident's onset, else the member's
+        // failure start, within the window of this failure's start.
         let t_ms = t.timestamp_millis();
-        let (active, slots) = (&self.active, &self.slots);
-        // (Memo of the last incident's onset: a scan's open points are
-        // mostly one incident's.)
-        let last_onset = std::cell::Cell::new((NO_SLOT, NEVER));
-        let onset = |slot: u32, w: i64| {
-            let (s, at) = last_onset.get();
-            let at = if s == slot {
-                at
-            } else {
-                let at = slots[slot as usize].inc.opened_at.timestamp_millis();
-                last_onset.set((slot, at));
-                at
-            };
-            within(at, t_ms, w)
-        };
-        // (The onset first: memoized, it mostly reads no memory.)
-        let coherent = |j: u32, slot: u32, w: i64| onset(slot, w) || within(active[j as usize].since_ms, t_ms, w);
+        let coherent = |j: u32, slot: u32, w: i64| self.coherent(j, slot, t_ms, w);
         let join = self.join_ms;
-        // (`at` is read only past the first tests: it is another cache line.)
+        // (Kept small, so the scan's loop takes it inline; the tests past
+        // the first run only for an incident not found yet. `at` is read
+        // only then: it is another cache line.)
         let mut seen = |q: &GridPoint, at: &(GeoPoint, f64)| {
-            if !out.contains(&q.open) && coherent(q.idx, q.open, join) && near(at) {
+            if !out.contains(&q.open) && self.part_of(q.idx, q.open, t_ms, join, |g| near(g), at) {
                 out.push(q.open);
             }
         };
@@ -1421,12 +1407,37 @@ impl Correlator {
         for e in self.adhoc_tree.locate_within_distance(p.xyz(), chord2) {
             let (s, q, rq) = &self.adhoc[e.data as usize];
             if let Some(&slot) = self.open.adhoc.get(s).filter(|s| !out.contains(s)) {
-                let since = slots[slot as usize].inc.sites.get(s).map_or(NEVER, |w| w.down_since.timestamp_millis());
-                if (within(since, t_ms, join) || onset(slot, join)) && p.distance_km(*q) <= r + rq + gap {
+                let inc = &self.slots[slot as usize].inc;
+                let since = inc.sites.get(s).map_or(NEVER, |w| w.down_since.timestamp_millis());
+                let onset = inc.opened_at.timestamp_millis();
+                if (within(since, t_ms, join) || within(onset, t_ms, join)) && p.distance_km(*q) <= r + rq + gap {
                     out.push(slot);
                 }
             }
         }
+    }
+
+    /// Whether inventory site `j`, a member of open incident `slot`, makes a
+    /// failure starting at `t_ms` part of that incident's: the incident
+    /// opened, or `j`'s own failure started, within `window_ms` of it.
+    fn coherent(&self, j: u32, slot: u32, t_ms: i64, window_ms: i64) -> bool {
+        within(self.slots[slot as usize].inc.opened_at.timestamp_millis(), t_ms, window_ms)
+            || within(self.active[j as usize].since_ms, t_ms, window_ms)
+    }
+
+    /// [`Correlator::coherent`] and within reach (`near`): out of line, so
+    /// the scan's loop over points stays small.
+    #[inline(never)]
+    fn part_of(
+        &self,
+        j: u32,
+        slot: u32,
+        t_ms: i64,
+        window_ms: i64,
+        near: impl Fn(&(GeoPoint, f64)) -> bool,
+        at: &(GeoPoint, f64),
+    ) -> bool {
+        self.coherent(j, slot, t_ms, window_ms) && near(at)
     }
 
     /// Run the timers due by `now`: declare, dismiss, resolve. Deterministic
