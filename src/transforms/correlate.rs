@@ -2041,6 +2041,12 @@ mod tests {
         let id = raise_all(&mut off, &["S1", "S2", "N"], 0)[0].incident_id.clone();
         assert_eq!(kinds(&off.on_alarm(&clear("A-N", "N", 60)).unwrap()), ["alarms_cleared"]);
         assert_eq!(covered_names(&off, &id), ["P-N", "P-S1", "P-S2"]);
+        raise_all(&mut off, &["S3"], 70);
+        off.tick(t(200));
+        raise_all(&mut off, &["S4"], 210);
+        let inc = off.incident(&id).unwrap();
+        assert!(inc.state == IncidentState::Declared && !inc.confirm_joiners && !inc.sites["S4"].pending);
+        assert_eq!(covered_names(&off, &id), ["P-N", "P-S1", "P-S2", "P-S3", "P-S4"], "joiners in at once");
     }
 
     #[test]
