@@ -18,6 +18,15 @@
 //!   flaps (`major` "loss of signal" for 30–240 s, ≥ 20 km from any incident
 //!   and from each other) and a few non-service-affecting `minor`/`warning`
 //!   alarms.
+//! - **A day's background** (off by default; `city_flaps`, `long_outages`,
+//!   `maintenance`): flaps on sites drawn uniformly — so at site density,
+//!   densest in cities — anywhere and any time, beside the incidents too;
+//!   isolated outages of 1–6 h (half during the incidents) and maintenance
+//!   windows (`outOfService`, 30–120 min, night), never within
+//!   [`COINCIDENCE_KM`] of (or in the group of) a real failure starting
+//!   within [`COINCIDENCE_S`]: closer, no one could tell them apart.
+//! - **The same area twice** (`recurrences`): a power failure's group fails
+//!   again 4–8 h after it came back; a second ground-truth incident.
 //! - **Feed defects**: repeated raises of the same `alarm_id`, delivery
 //!   out of event-time order by a bounded jitter, and late re-sends: a
 //!   raise re-sent with its original event time after the alarm cleared
