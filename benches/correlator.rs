@@ -123,7 +123,8 @@ fn fanout_world(n: usize) -> (Arc<RefData>, outage::model::Incident, DateTime<Ut
         at: t0,
     });
     inc.apply(&ev(2, EventKind::AlarmsRaised { alarms: alarms.collect() })).expect("raised");
-    inc.apply(&ev(3, EventKind::Declared { reason: "bench".into() })).expect("declared");
+    inc.apply(&ev(3, EventKind::Declared { reason: "bench".into(), pending: vec![], confirm_joiners: false }))
+        .expect("declared");
     (rd, inc, t0)
 }
 
@@ -309,7 +310,12 @@ fn core(active: usize) -> Value {
     let rd = world(env_usize("SITES", 100_000));
     let stream = alarms(&rd, active, n_alarms);
     let (build_up, churn) = stream.split_at(active);
-    let mut c = Correlator::new(Config::default().correlator, rd.clone());
+    let mut cfg = Config::default().correlator;
+    // `BLIP_WINDOW=0s`: the footprint rule's blip filter off, to see what it costs.
+    if let Some(b) = std::env::var("BLIP_WINDOW").ok().and_then(|v| humantime::parse_duration(&v).ok()) {
+        cfg.blip_window = b;
+    }
+    let mut c = Correlator::new(cfg, rd.clone());
     let (mut events, mut buf) = (0usize, Vec::new());
     let t = Instant::now();
     for a in build_up {

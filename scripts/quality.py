@@ -13,18 +13,75 @@ Owns the scoring used by `make eval` (scripts/eval.py, the correlator via
   in no incident is its own singleton on either side;
 - detection latency: for each matched pair, predicted declaration time -
   true start, in seconds;
-- noise incidents: predicted incidents with no site in any true incident.
+- noise incidents: predicted incidents with no site in any true incident;
+- purity: a predicted incident is pure when all its sites belong to one
+  true incident (no noise site, nothing of another outage);
+- audience (with `Coverage`): customers told — billed in the postcodes the
+  predicted incidents' sites cover — against the true audience, customers
+  billed in the postcodes the true incidents' sites cover (a postcode is
+  covered by a site when its centroid lies within the site's radius, the
+  reference data's rule); precision and recall by customers, and the ratio
+  told / true.
 
 Standard library only (no numpy), so `make eval` needs nothing installed.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import statistics
-from math import comb
+from math import asin, comb, cos, radians, sin, sqrt
+from pathlib import Path
 
 MATCH_JACCARD = 0.5
+EARTH_KM = 6371.0088
+
+
+def haversine_km(a: tuple[float, float], b: tuple[float, float]) -> float:
+    (la1, lo1), (la2, lo2) = (tuple(map(radians, a)), tuple(map(radians, b)))
+    h = sin((la2 - la1) / 2) ** 2 + cos(la1) * cos(la2) * sin((lo2 - lo1) / 2) ** 2
+    return 2 * EARTH_KM * asin(min(1.0, sqrt(h)))
+
+
+class Coverage:
+    """Which postcodes each site covers and how many customers each
+    postcode bills, from the reference data files."""
+
+    def __init__(self, sites_csv: Path, postcodes_csv: Path, customers_csv: Path):
+        with open(postcodes_csv, newline="") as f:
+            postcodes = [(r["postcode"], (float(r["lat"]), float(r["lon"]))) for r in csv.DictReader(f)]
+        self.customers: dict[str, int] = {}
+        with open(customers_csv, newline="") as f:
+            for r in csv.DictReader(f):
+                self.customers[r["postcode"]] = self.customers.get(r["postcode"], 0) + 1
+        self.site_postcodes: dict[str, set[str]] = {}
+        with open(sites_csv, newline="") as f:
+            for r in csv.DictReader(f):
+                at, radius = (float(r["lat"]), float(r["lon"])), float(r["radius_km"])
+                self.site_postcodes[r["site_id"]] = {p for p, c in postcodes if haversine_km(at, c) <= radius}
+
+    def postcodes(self, sites) -> set[str]:
+        out: set[str] = set()
+        for s in sites:
+            out |= self.site_postcodes.get(s, set())
+        return out
+
+    def count(self, postcodes: set[str]) -> int:
+        return sum(self.customers.get(p, 0) for p in postcodes)
+
+
+def audience(truth: dict, told_postcodes: set[str], cov: Coverage) -> dict:
+    """Customers told vs customers whose own site was down in the truth."""
+    true_pc = cov.postcodes(s for t in truth["incidents"] for s in t["sites"])
+    told, real, both = cov.count(told_postcodes), cov.count(true_pc), cov.count(told_postcodes & true_pc)
+    return {
+        "audience_told": told,
+        "audience_true": real,
+        "audience_precision": round(both / told, 4) if told else 1.0,
+        "audience_recall": round(both / real, 4) if real else 1.0,
+        "audience_ratio": round(told / real, 4) if real else (1.0 if not told else None),
+    }
 
 
 def parse_time(s: str) -> dt.datetime:
@@ -106,7 +163,10 @@ def score(truth: dict, predicted: list[list[str]], declared_at: list[str | None]
                 start = parse_time(truth["incidents"][ti]["start"])
                 latencies.append((parse_time(declared_at[pi]) - start).total_seconds())
     noise = sum(1 for p in pred_sets if not p & true_sites)
+    pure = sum(1 for p in pred_sets if any(p <= t for t in truth_sets))
     return {
+        "pure": pure,
+        "purity": round(pure / n_p, 4) if n_p else 1.0,
         "truth": n_t,
         "predicted": n_p,
         "matched": len(pairs),

@@ -196,6 +196,38 @@ pub struct CorrelatorConfig {
     /// off. Default 5m.
     #[serde(with = "humantime_serde")]
     pub reorder_window: Duration,
+    /// Temporal coherence: a down site joins an open incident only if its
+    /// failure starts within this of the failure start of a member site
+    /// within reach (`neighbour_gap_km`), or of the incident's onset. A site
+    /// failing later than that opens (or joins) a separate incident, so
+    /// unrelated failures hours apart never chain. Default 30m
+    /// ([`CorrelatorConfig::DEFAULT_JOIN_WINDOW`]).
+    #[serde(with = "humantime_serde")]
+    pub join_window: Duration,
+    /// The same for a member of the site's power/backhaul group
+    /// (`group_id`), at any distance: shared infrastructure is strong
+    /// evidence. Default 1h ([`CorrelatorConfig::DEFAULT_GROUP_JOIN_WINDOW`]).
+    #[serde(with = "humantime_serde")]
+    pub group_join_window: Duration,
+    /// A site failure shorter than this is a blip and never widens the
+    /// audience: cleared within it, the site is dropped from a probable
+    /// incident; a site enters a declared incident's footprint (its
+    /// customers are told) only once it has been down this long — the
+    /// declaration itself is not delayed. `0s` turns it off.
+    /// Default 5m ([`CorrelatorConfig::DEFAULT_BLIP_WINDOW`]).
+    #[serde(with = "humantime_serde")]
+    pub blip_window: Duration,
+}
+
+impl CorrelatorConfig {
+    /// Storms cross 10-15 km (a site's reach) in about 15-20 minutes at
+    /// 40-70 km/h; a power failure's sites go down within minutes.
+    pub const DEFAULT_JOIN_WINDOW: Duration = Duration::from_secs(30 * 60);
+    /// A group's sites may report a shared failure late (batteries), but a
+    /// storm takes single members of many groups: an hour, not the day.
+    pub const DEFAULT_GROUP_JOIN_WINDOW: Duration = Duration::from_secs(3600);
+    /// Link flaps last seconds to a few minutes.
+    pub const DEFAULT_BLIP_WINDOW: Duration = Duration::from_secs(5 * 60);
 }
 
 impl Default for CorrelatorConfig {
@@ -213,6 +245,9 @@ impl Default for CorrelatorConfig {
             service_affecting_causes: Vec::new(),
             default_radius_km: 2.0,
             reorder_window: Duration::from_secs(300),
+            join_window: Self::DEFAULT_JOIN_WINDOW,
+            group_join_window: Self::DEFAULT_GROUP_JOIN_WINDOW,
+            blip_window: Self::DEFAULT_BLIP_WINDOW,
         }
     }
 }

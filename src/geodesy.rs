@@ -28,10 +28,21 @@ impl GeoPoint {
 
     /// Great-circle distance in km (haversine).
     pub fn distance_km(self, other: GeoPoint) -> f64 {
+        self.distance_km_from(self.cos_lat(), other)
+    }
+
+    /// The cosine of the latitude, for [`GeoPoint::distance_km_from`].
+    pub fn cos_lat(self) -> f64 {
+        self.lat.to_radians().cos()
+    }
+
+    /// [`GeoPoint::distance_km`] with this point's [`GeoPoint::cos_lat`]
+    /// computed once for many distances (the same arithmetic).
+    pub fn distance_km_from(self, cos_lat: f64, other: GeoPoint) -> f64 {
         let (la1, la2) = (self.lat.to_radians(), other.lat.to_radians());
         let dla = la2 - la1;
         let dlo = (other.lon - self.lon).to_radians();
-        let a = (dla / 2.0).sin().powi(2) + la1.cos() * la2.cos() * (dlo / 2.0).sin().powi(2);
+        let a = (dla / 2.0).sin().powi(2) + cos_lat * la2.cos() * (dlo / 2.0).sin().powi(2);
         2.0 * EARTH_RADIUS_KM * a.sqrt().min(1.0).asin()
     }
 

@@ -210,7 +210,10 @@ fn report(inc: &Incident, planner: &Planner, rd: &RefData) -> IncidentReport {
             PostcodeImpact { postcode: p.clone(), customers: rd.customers_in(p).len(), down_since, restored_at }
         })
         .collect();
-    let sites: Vec<String> = inc.sites.sorted_keys().into_iter().map(String::from).collect();
+    // The footprint's sites: pending ones (joined after declaration, never
+    // down for the blip window) were never told about.
+    let mut sites: Vec<String> = inc.footprint_sites().map(|(s, _)| s.to_string()).collect();
+    sites.sort_unstable();
     let circles = sites.iter().filter_map(|s| rd.site_index(s)).map(|i| {
         let s = rd.site(i);
         (GeoPoint::new(s.lat, s.lon), s.radius_km)

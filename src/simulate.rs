@@ -18,6 +18,15 @@
 //!   flaps (`major` "loss of signal" for 30–240 s, ≥ 20 km from any incident
 //!   and from each other) and a few non-service-affecting `minor`/`warning`
 //!   alarms.
+//! - **A day's background** (off by default; `city_flaps`, `long_outages`,
+//!   `maintenance`): flaps on sites drawn uniformly — so at site density,
+//!   densest in cities — anywhere and any time, beside the incidents too;
+//!   isolated outages of 1–6 h (half during the incidents) and maintenance
+//!   windows (`outOfService`, 30–120 min, night), never within
+//!   [`COINCIDENCE_KM`] of (or in the group of) a real failure starting
+//!   within [`COINCIDENCE_S`]: closer, no one could tell them apart.
+//! - **The same area twice** (`recurrences`): a power failure's group fails
+//!   again 4–8 h after it came back; a second ground-truth incident.
 //! - **Feed defects**: repeated raises of the same `alarm_id`, delivery
 //!   out of event-time order by a bounded jitter, and late re-sends: a
 //!   raise re-sent with its original event time after the alarm cleared
@@ -56,11 +65,14 @@ pub const CAUSE_BACKHAUL: &str = "communicationsSubsystemFailure";
 pub const CAUSE_EQUIPMENT: &str = "equipmentMalfunction";
 /// Probable cause of some storm alarms and of every flap.
 pub const CAUSE_LOSS_OF_SIGNAL: &str = "lossOfSignal";
+/// Probable cause of a site taken down for planned works (X.733
+/// `outOfService`; class other, so it counts).
+pub const CAUSE_OUT_OF_SERVICE: &str = "outOfService";
 /// Every service-affecting cause the simulator emits: each is in a class
 /// the default correlator configuration counts (power, transmission,
-/// equipment).
-pub const SERVICE_AFFECTING_CAUSES: [&str; 4] =
-    [CAUSE_MAINS_POWER, CAUSE_BACKHAUL, CAUSE_EQUIPMENT, CAUSE_LOSS_OF_SIGNAL];
+/// equipment, other).
+pub const SERVICE_AFFECTING_CAUSES: [&str; 5] =
+    [CAUSE_MAINS_POWER, CAUSE_BACKHAUL, CAUSE_EQUIPMENT, CAUSE_LOSS_OF_SIGNAL, CAUSE_OUT_OF_SERVICE];
 /// The environmental causes of the noise alarms (X.733 environmental
 /// alarms): never service-affecting by default, even when `major`.
 pub const NON_SERVICE_AFFECTING_CAUSES: [&str; 2] = ["temperatureUnacceptable", "enclosureDoorOpen"];
@@ -73,6 +85,7 @@ pub fn specific_problem(cause: &str, site_id: &str) -> Option<String> {
         CAUSE_BACKHAUL => format!("S1 link from {site_id} to its hub down"),
         CAUSE_EQUIPMENT => format!("RRU 2 of {site_id} not responding"),
         CAUSE_LOSS_OF_SIGNAL => format!("LOS on port 1/3 of {site_id}"),
+        CAUSE_OUT_OF_SERVICE => format!("{site_id} locked for planned works"),
         "temperatureUnacceptable" => format!("Cabinet temperature high at {site_id}"),
         "enclosureDoorOpen" => format!("Cabinet door open at {site_id}"),
         _ => return None,
@@ -129,6 +142,25 @@ const STREAM_MINOR: u64 = 6;
 const STREAM_REPEATS: u64 = 7;
 const STREAM_JITTER: u64 = 8;
 const STREAM_LATE: u64 = 9;
+const STREAM_CITY_FLAPS: u64 = 10;
+const STREAM_LONG: u64 = 11;
+const STREAM_MAINTENANCE: u64 = 12;
+const STREAM_RECUR: u64 = 13;
+
+/// Background failures (city flaps, long outages, maintenance) fall within
+/// the first this many seconds of the scenario: a day's feed.
+const DAY_SPAN_S: i64 = 20 * 3600;
+/// Independent failures do not coincide: a background failure that lasts
+/// (a long outage, planned works) is not placed within this distance of (or
+/// in the power group of) a real incident's site or another lasting
+/// background failure whose failure starts within [`COINCIDENCE_S`] of its
+/// own. Closer in space and
+/// time, a failure is indistinguishable from the outage beside it (for any
+/// correlator, DBSCAN with hindsight included), and the ground truth would
+/// be a coin toss. Flaps have no such limit: they land anywhere, any time.
+pub const COINCIDENCE_KM: f64 = 20.0;
+/// See [`COINCIDENCE_KM`].
+pub const COINCIDENCE_S: i64 = 3600;
 
 /// What to simulate. `ScenarioConfig { seed: 7, ..Default::default() }` is
 /// the usual way to build one; in serde form every field is optional.
@@ -160,6 +192,21 @@ pub struct ScenarioConfig {
     /// original event time 1–60 s after the clear was published (plus the
     /// jitter): a resynchronising NMS. The correlator must know it as stale.
     pub late_resend_probability: f64,
+    /// Background flaps at real densities (noise): sites drawn uniformly,
+    /// so densest where sites are (cities), anywhere — beside and during
+    /// the real incidents too — down 10–240 s, 1–4 times over the day.
+    pub city_flaps: usize,
+    /// Isolated long outages (noise): one site down for 1–6 hours (a
+    /// failed board, a cut fibre), at site density; half of them start
+    /// during the real incidents (±1 h), half anywhere in the day.
+    pub long_outages: usize,
+    /// Maintenance windows (noise): one site locked for planned works for
+    /// 30–120 minutes, in the first 3 hours (the night) or the last 4.
+    pub maintenance: usize,
+    /// Of the power failures, how many strike the same group again later
+    /// the same day (4–8 hours after it came back): the same area twice,
+    /// two ground-truth incidents over the same sites.
+    pub recurrences: usize,
 }
 
 impl Default for ScenarioConfig {
@@ -173,6 +220,10 @@ impl Default for ScenarioConfig {
             repeat_probability: 0.2,
             max_jitter_s: 20,
             late_resend_probability: 0.05,
+            city_flaps: 0,
+            long_outages: 0,
+            maintenance: 0,
+            recurrences: 0,
         }
     }
 }
@@ -202,7 +253,8 @@ pub struct GroundTruth {
     /// The scenario's t = 0 (from the config).
     pub start: DateTime<Utc>,
     /// The real incidents, ordered by start time (ids `T1`, `T2`, … in that
-    /// order); their site sets are disjoint.
+    /// order); their site sets are disjoint, except that a recurrence
+    /// repeats its group's sites hours later.
     pub incidents: Vec<TruthIncident>,
     /// Sites that only carry noise (flaps, minor/warning alarms), sorted; none
     /// of them may end up in an incident.
@@ -287,8 +339,12 @@ pub fn generate(sites: &[Site], cfg: &ScenarioConfig) -> Result<Scenario, Simula
     let mut claimed = vec![false; sites.len()];
     let mut incidents: Vec<(TruthKind, Vec<usize>, i64, i64)> = Vec::new();
 
+    // Every real site failure (site, start), for the coincidence rule.
+    let mut failures: Vec<(usize, i64)> = Vec::new();
+
     // Power failures.
     let mut rng = phase_rng(cfg.seed, STREAM_POWER);
+    let mut restored_at: Vec<i64> = Vec::new();
     for &g in &chosen {
         let t0 = rng.random_range(0..=600);
         let restore = t0 + rng.random_range(45 * 60..=120 * 60);
@@ -299,6 +355,24 @@ pub fn generate(sites: &[Site], cfg: &ScenarioConfig) -> Result<Scenario, Simula
             let cause = if rng.random_bool(BACKHAUL_SHARE) { CAUSE_BACKHAUL } else { CAUSE_MAINS_POWER };
             em.condition(i, Severity::Critical, cause, raise, clear);
             claimed[i] = true;
+            failures.push((i, raise));
+            (first, last) = (first.min(raise), last.max(clear));
+        }
+        incidents.push((TruthKind::Power, groups[g].members.clone(), first, last));
+        restored_at.push(last);
+    }
+
+    // The same groups again, later the same day.
+    let mut rng = phase_rng(cfg.seed, STREAM_RECUR);
+    for (&g, &back) in chosen.iter().zip(&restored_at).take(cfg.recurrences) {
+        let t0 = back + rng.random_range(4 * 3600..=8 * 3600);
+        let restore = t0 + rng.random_range(45 * 60..=120 * 60);
+        let (mut first, mut last) = (i64::MAX, i64::MIN);
+        for &i in &groups[g].members {
+            let raise = t0 + rng.random_range(0..=120);
+            let clear = restore + rng.random_range(0..=600);
+            em.condition(i, Severity::Critical, CAUSE_MAINS_POWER, raise, clear);
+            failures.push((i, raise));
             (first, last) = (first.min(raise), last.max(clear));
         }
         incidents.push((TruthKind::Power, groups[g].members.clone(), first, last));
@@ -341,6 +415,7 @@ pub fn generate(sites: &[Site], cfg: &ScenarioConfig) -> Result<Scenario, Simula
             let cause = if rng.random_bool(0.5) { CAUSE_EQUIPMENT } else { CAUSE_LOSS_OF_SIGNAL };
             em.condition(i, Severity::Major, cause, t, clear);
             claimed[i] = true;
+            failures.push((i, t));
             members.push(i);
             (first, last) = (first.min(t), last.max(clear));
         }
@@ -395,6 +470,69 @@ pub fn generate(sites: &[Site], cfg: &ScenarioConfig) -> Result<Scenario, Simula
         };
         let raise = rng.random_range(0..NOISE_SPAN_S);
         em.condition(i, severity, cause, raise, raise + rng.random_range(60..=900));
+    }
+
+    // The day's background at real densities: flaps anywhere, long outages
+    // and planned works that do not coincide with a real failure.
+    let span = incidents.iter().fold((i64::MAX, i64::MIN), |(a, b), i| (a.min(i.2), b.max(i.3)));
+    let around =
+        if span.0 <= span.1 { ((span.0 - 3600).max(0), (span.1 + 3600).min(DAY_SPAN_S)) } else { (0, DAY_SPAN_S) };
+    let mut rng = phase_rng(cfg.seed, STREAM_CITY_FLAPS);
+    for _ in 0..cfg.city_flaps {
+        let Some(i) = (0..PLACEMENT_ATTEMPTS).map(|_| order[pick(&mut rng, order.len())]).find(|&i| !claimed[i]) else {
+            continue;
+        };
+        noise.insert(i);
+        // One flap per slice of the day: a site's flaps never overlap.
+        let times = rng.random_range(1..=4);
+        let slot = DAY_SPAN_S / times;
+        for k in 0..times {
+            let dur = rng.random_range(10..=240);
+            let raise = k * slot + rng.random_range(0..slot - dur);
+            em.condition(i, Severity::Major, CAUSE_LOSS_OF_SIGNAL, raise, raise + dur);
+        }
+    }
+    let mut lasting: Vec<(usize, i64)> = Vec::new();
+    let same_group = |i: usize, j: usize| sites[i].group_id.is_some() && sites[i].group_id == sites[j].group_id;
+    let coincides = |i: usize, start: i64, lasting: &[(usize, i64)]| {
+        failures.iter().chain(lasting).any(|&(j, s)| {
+            (s - start).abs() < COINCIDENCE_S && (km_between(pts[i], pts[j]) < COINCIDENCE_KM || same_group(i, j))
+        })
+    };
+    let mut rng = phase_rng(cfg.seed, STREAM_LONG);
+    for k in 0..cfg.long_outages {
+        let dur = rng.random_range(3600..=6 * 3600);
+        let (from, to) = if k % 2 == 0 { around } else { (0, DAY_SPAN_S) };
+        let to = to.min(MAX_OFFSET_S - dur - 1).max(from + 1);
+        let Some((i, raise)) = (0..PLACEMENT_ATTEMPTS).find_map(|_| {
+            let i = order[pick(&mut rng, order.len())];
+            let raise = rng.random_range(from..to);
+            (!claimed[i] && !noise.contains(&i) && !coincides(i, raise, &lasting)).then_some((i, raise))
+        }) else {
+            continue;
+        };
+        noise.insert(i);
+        lasting.push((i, raise));
+        let cause = if rng.random_bool(0.5) { CAUSE_EQUIPMENT } else { CAUSE_LOSS_OF_SIGNAL };
+        em.condition(i, Severity::Major, cause, raise, raise + dur);
+    }
+    let mut rng = phase_rng(cfg.seed, STREAM_MAINTENANCE);
+    for _ in 0..cfg.maintenance {
+        let dur = rng.random_range(30 * 60..=120 * 60);
+        let Some((i, raise)) = (0..PLACEMENT_ATTEMPTS).find_map(|_| {
+            let i = order[pick(&mut rng, order.len())];
+            let raise = if rng.random_bool(0.5) {
+                rng.random_range(0..3 * 3600)
+            } else {
+                rng.random_range(DAY_SPAN_S - 4 * 3600..DAY_SPAN_S)
+            };
+            (!claimed[i] && !noise.contains(&i) && !coincides(i, raise, &lasting)).then_some((i, raise))
+        }) else {
+            continue;
+        };
+        noise.insert(i);
+        lasting.push((i, raise));
+        em.condition(i, Severity::Major, CAUSE_OUT_OF_SERVICE, raise, raise + dur);
     }
 
     let at = |s: i64| cfg.start + TimeDelta::seconds(s);
@@ -1071,6 +1209,65 @@ mod tests {
                 .count();
         }
         assert!(major_environmental > 0);
+    }
+
+    #[test]
+    fn a_harder_day_has_background_noise_and_the_same_area_twice() {
+        let sites = grid(40);
+        let hard = ScenarioConfig {
+            seed: 5,
+            power_failures: 3,
+            recurrences: 1,
+            city_flaps: 60,
+            long_outages: 12,
+            maintenance: 6,
+            ..Default::default()
+        };
+        let s = generate(&sites, &hard).unwrap();
+        assert_eq!(s, generate(&sites, &hard).unwrap(), "deterministic");
+        // The background leaves the real incidents' draws alone.
+        let base = ScenarioConfig { recurrences: 0, city_flaps: 0, long_outages: 0, maintenance: 0, ..hard.clone() };
+        let base = generate(&sites, &base).unwrap();
+        assert_eq!(base.truth.incidents.len() + 1, s.truth.incidents.len(), "plus the recurrence");
+        // The same group twice, hours apart.
+        let power: Vec<&TruthIncident> = s.truth.incidents.iter().filter(|i| i.kind == TruthKind::Power).collect();
+        let twice: Vec<_> = power.iter().filter(|a| power.iter().any(|b| b.id != a.id && b.sites == a.sites)).collect();
+        assert_eq!(twice.len(), 2);
+        assert!(twice[1].start - twice[0].end >= TimeDelta::hours(4));
+        // Noise on sites no incident takes, with standard causes; lasting
+        // noise never beside a real failure starting within the hour.
+        let truth_sites: BTreeSet<&str> =
+            s.truth.incidents.iter().flat_map(|i| i.sites.iter().map(String::as_str)).collect();
+        assert!(s.truth.noise_sites.iter().all(|n| !truth_sites.contains(n.as_str())));
+        assert!(s.truth.noise_sites.len() > 60, "{}", s.truth.noise_sites.len());
+        let at: BTreeMap<&str, V3> =
+            sites.iter().map(|x| (x.site_id.as_str(), GeoPoint::new(x.lat, x.lon).xyz())).collect();
+        let starts: Vec<(&str, DateTime<Utc>)> = s
+            .alarms
+            .iter()
+            .filter(|a| a.state == AlarmState::Raised && truth_sites.contains(a.site_id.as_str()))
+            .map(|a| (a.site_id.as_str(), a.event_time))
+            .collect();
+        let mut lasting = 0;
+        for (_, alarms) in by_alarm_id(&s.alarms) {
+            let (raise, clear) = (alarms[0], alarms.iter().find(|a| a.state == AlarmState::Cleared).unwrap());
+            assert!(
+                SERVICE_AFFECTING_CAUSES.contains(&raise.probable_cause.as_str())
+                    || NON_SERVICE_AFFECTING_CAUSES.contains(&raise.probable_cause.as_str())
+            );
+            if truth_sites.contains(raise.site_id.as_str())
+                || clear.event_time - raise.event_time < TimeDelta::minutes(30)
+            {
+                continue;
+            }
+            lasting += 1;
+            for (site, start) in &starts {
+                let km = km_between(at[raise.site_id.as_str()], at[site]);
+                let dt = (raise.event_time - *start).num_seconds().abs();
+                assert!(km >= COINCIDENCE_KM || dt >= COINCIDENCE_S, "{} beside {site}", raise.site_id);
+            }
+        }
+        assert!(lasting >= 12, "{lasting}");
     }
 
     #[test]

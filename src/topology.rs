@@ -576,7 +576,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         let detail = match &ev.kind {
             EventKind::AlarmsRaised { .. } | EventKind::AlarmsCleared { .. } => return,
             EventKind::Opened { cause, .. } => cause.clone(),
-            EventKind::Declared { reason } => reason.clone(),
+            EventKind::Declared { reason, .. } => reason.clone(),
             EventKind::Updated { cause, etr, message } => {
                 let mut parts = Vec::new();
                 if let Some(c) = cause {
@@ -597,6 +597,10 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             EventKind::Dismissed {} => "all sites back before declaration".into(),
             EventKind::Linked { other } => format!("linked to {other}"),
             EventKind::Merged { into } => format!("merged into {into}"),
+            EventKind::Confirmed { sites } => {
+                format!("{} site(s) down past the blip window join the footprint", sites.len())
+            }
+            EventKind::Dropped { sites, reason } => format!("{} site(s) dropped: {reason}", sites.len()),
             EventKind::Scoped { area, postcodes } => format!("area by {}: {} postcodes", area.kind(), postcodes.len()),
             EventKind::ApprovalRequired { customers } => {
                 format!("{customers} customers: the fan-out waits for an operator's approval")

@@ -360,7 +360,12 @@ fn every_event_kind() -> Vec<EventKind> {
             ],
         },
         EventKind::AlarmsCleared { alarms: vec![a("NMS-7781342", "S-RI-000241", "2026-11-23T09:47:31Z")] },
-        EventKind::Declared { reason: "3 sites down for 300 s".into() },
+        EventKind::Declared { reason: "3 sites down for 300 s".into(), pending: vec![], confirm_joiners: false },
+        EventKind::Declared {
+            reason: "10 sites down (>= 10)".into(),
+            pending: vec!["S-RI-000243".into()],
+            confirm_joiners: true,
+        },
         EventKind::Updated {
             cause: Some("utility power".into()),
             etr: Some(t("2026-11-23T10:00:00Z")),
@@ -372,6 +377,8 @@ fn every_event_kind() -> Vec<EventKind> {
         EventKind::Dismissed {},
         EventKind::Linked { other: IncidentId("INC-20261123-1e956900".into()) },
         EventKind::Merged { into: IncidentId("INC-20261123-1e956900".into()) },
+        EventKind::Confirmed { sites: vec!["S-RI-000251".into(), "S-RI-000260".into()] },
+        EventKind::Dropped { sites: vec!["S-RI-000243".into()], reason: "blip: down 1m 40s (< blip_window 5m)".into() },
         EventKind::Planned { phase: Phase::Down, postcodes: vec!["02903".into(), "02904".into()], actions: 4127 },
         EventKind::Planned { phase: Phase::Restored, postcodes: vec!["02903".into()], actions: 0 },
         EventKind::Scoped { area: Area::Postcodes(vec!["02903".into()]), postcodes: vec!["02903".into()] },
@@ -584,7 +591,7 @@ fn listed_event_kind(k: &EventKind) {
     match k {
         Opened { .. } | AlarmsRaised { .. } | AlarmsCleared { .. } | Declared { .. } | Updated { .. } => {}
         Resolved { .. } | Cancelled { .. } | Dismissed {} | Linked { .. } | Merged { .. } | Planned { .. } => {}
-        Scoped { .. } | ApprovalRequired { .. } | Approved {} => {}
+        Scoped { .. } | ApprovalRequired { .. } | Approved {} | Confirmed { .. } | Dropped { .. } => {}
     }
 }
 
@@ -766,7 +773,13 @@ fn planned_actions_conform() {
     incident
         .apply(&ev(2, "2026-11-23T06:00:00Z", EventKind::AlarmsRaised { alarms: a("2026-11-23T06:00:00Z") }))
         .unwrap();
-    incident.apply(&ev(3, "2026-11-23T06:02:00Z", EventKind::Declared { reason: "test".into() })).unwrap();
+    incident
+        .apply(&ev(
+            3,
+            "2026-11-23T06:02:00Z",
+            EventKind::Declared { reason: "test".into(), pending: vec![], confirm_joiners: false },
+        ))
+        .unwrap();
     let down = planner.plan_down(&incident, &planner.footprint(&incident), t("2026-11-23T06:02:00Z"));
     let planned = EventKind::Planned { phase: Phase::Down, postcodes: down.postcodes.clone(), actions: 3 };
     incident.apply(&ev(4, "2026-11-23T06:02:00Z", planned)).unwrap();

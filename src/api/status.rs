@@ -496,7 +496,7 @@ mod tests {
     }
 
     fn declared() -> EventKind {
-        EventKind::Declared { reason: "2 sites down (>= 2)".into() }
+        EventKind::Declared { reason: "2 sites down (>= 2)".into(), pending: vec![], confirm_joiners: false }
     }
 
     fn snapshot(incidents: Vec<SnapshotIncident>) -> Snapshot {

@@ -471,6 +471,19 @@ struct SimulateArgs {
     /// Isolated single-site flaps (noise).
     #[arg(long, default_value_t = 20)]
     flaps: usize,
+    /// Background flaps at site density, anywhere and any time of the day,
+    /// beside the real incidents too (noise).
+    #[arg(long, default_value_t = 0)]
+    city_flaps: usize,
+    /// Isolated single-site outages of 1-6 hours at site density (noise).
+    #[arg(long, default_value_t = 0)]
+    long_outages: usize,
+    /// Single sites locked for planned works for 30-120 minutes (noise).
+    #[arg(long, default_value_t = 0)]
+    maintenance: usize,
+    /// Power failures that strike the same group again later the same day.
+    #[arg(long, default_value_t = 0)]
+    recurrences: usize,
     /// Write alarms as JSONL to this file ...
     #[arg(long, conflicts_with = "kafka", required_unless_present = "kafka")]
     out: Option<PathBuf>,
@@ -637,6 +650,10 @@ async fn simulate_cmd(a: SimulateArgs) -> anyhow::Result<()> {
         power_failures: a.power_failures,
         storms: a.storms,
         flaps: a.flaps,
+        city_flaps: a.city_flaps,
+        long_outages: a.long_outages,
+        maintenance: a.maintenance,
+        recurrences: a.recurrences,
         ..Default::default()
     };
     let scenario = simulate::generate(&sites, &cfg)?;

@@ -127,6 +127,16 @@ pub enum EventKind {
     },
     Declared {
         reason: String,
+        /// Sites down for less than the correlator's blip window: pending,
+        /// outside the footprint until `confirmed` (a flap beside the
+        /// failure is never told for). Sorted.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pending: Vec<CompactString>,
+        /// Sites joining from now on are pending until `confirmed` (the
+        /// correlator's blip filter is on). Absent (false) in older logs and
+        /// with `blip_window = "0s"`: joiners are in the footprint at once.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        confirm_joiners: bool,
     },
     /// NOC update of what customers are told.
     Updated {
@@ -155,6 +165,18 @@ pub enum EventKind {
     /// (an `alarms_raised` there carries them, with their original times).
     Merged {
         into: IncidentId,
+    },
+    /// Pending sites (joined after declaration) that have now been down
+    /// for the blip window: they enter the footprint.
+    Confirmed {
+        sites: Vec<CompactString>,
+    },
+    /// Sites taken out of the incident while nobody was told for them (a
+    /// probable incident's member whose failure was a blip): they leave
+    /// its sites and footprint.
+    Dropped {
+        sites: Vec<CompactString>,
+        reason: String,
     },
     /// The area of an incident the NOC declared by hand (right after its
     /// `opened`): what was drawn and the postcodes it covers, sorted. Such
@@ -192,6 +214,8 @@ impl EventKind {
             EventKind::Dismissed {} => "dismissed",
             EventKind::Linked { .. } => "linked",
             EventKind::Merged { .. } => "merged",
+            EventKind::Confirmed { .. } => "confirmed",
+            EventKind::Dropped { .. } => "dropped",
             EventKind::Scoped { .. } => "scoped",
             EventKind::ApprovalRequired { .. } => "approval_required",
             EventKind::Approved {} => "approved",
@@ -235,6 +259,12 @@ pub struct SiteWindow {
     pub up_at: Option<DateTime<Utc>>,
     /// Active (uncleared) alarm ids on the site.
     pub active: AlarmIds,
+    /// Joined after the incident was declared and not yet down for the
+    /// correlator's `blip_window`: outside the footprint (nobody is told
+    /// for it) until a `confirmed` event. Sites of a probable incident are
+    /// never pending: the declaration takes them all.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 /// A site's active alarm ids: a sorted set, serialized as a sorted list.
@@ -434,6 +464,10 @@ pub struct Incident {
     /// A NOC operator approved the fan-out.
     #[serde(default)]
     pub approved: bool,
+    /// Sites joining after the declaration wait for a `confirmed` to
+    /// enter the footprint (set by the `declared` event).
+    #[serde(default)]
+    pub confirm_joiners: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -478,6 +512,7 @@ impl Incident {
             scope: None,
             awaiting_approval: false,
             approved: false,
+            confirm_joiners: false,
         })
     }
 
@@ -508,9 +543,12 @@ impl Incident {
                         }
                         None => {
                             let active = AlarmIds::one(a.alarm_id.clone());
+                            // A site joining a declared incident waits
+                            // for its `confirmed` to enter the footprint.
+                            let pending = self.state == IncidentState::Declared && self.confirm_joiners;
                             self.sites.0.insert(
                                 a.site_id.as_str().into(),
-                                SiteWindow { down_since: a.at, up_at: None, active },
+                                SiteWindow { down_since: a.at, up_at: None, active, pending },
                             );
                             true
                         }
@@ -531,9 +569,15 @@ impl Incident {
                     }
                 }
             }
-            EventKind::Declared { .. } => {
+            EventKind::Declared { pending, confirm_joiners, .. } => {
                 self.state = IncidentState::Declared;
                 self.declared_at = Some(ev.at);
+                self.confirm_joiners = *confirm_joiners;
+                for site in pending {
+                    if let Some(w) = self.sites.0.get_mut(site.as_str()) {
+                        w.pending = true;
+                    }
+                }
             }
             EventKind::Updated { cause, etr, message } => {
                 if let Some(c) = cause {
@@ -568,6 +612,20 @@ impl Incident {
                 self.closed_at = Some(ev.at);
                 self.links.insert(into.clone());
             }
+            EventKind::Confirmed { sites } => {
+                for site in sites {
+                    if let Some(w) = self.sites.0.get_mut(site.as_str()) {
+                        w.pending = false;
+                    }
+                }
+            }
+            EventKind::Dropped { sites, .. } => {
+                for site in sites {
+                    if let Some(w) = self.sites.0.remove(site.as_str()) {
+                        self.down -= w.up_at.is_none() as usize;
+                    }
+                }
+            }
             EventKind::Scoped { area, postcodes } => {
                 self.scope = Some((area.clone(), postcodes.clone()));
             }
@@ -597,6 +655,12 @@ impl Incident {
     /// Sites with at least one active alarm.
     pub fn down_sites(&self) -> impl Iterator<Item = &str> {
         self.sites.iter().filter(|(_, w)| w.up_at.is_none()).map(|(s, _)| s)
+    }
+
+    /// The sites whose coverage is the incident's footprint (what
+    /// customers are told about): every site but the pending ones.
+    pub fn footprint_sites(&self) -> impl Iterator<Item = (&str, &SiteWindow)> {
+        self.sites.iter().filter(|(_, w)| !w.pending)
     }
 
     /// Sites currently down. O(1).

@@ -12,13 +12,30 @@
 //!   [`super::classify`], not in `not_service_affecting_classes`; an
 //!   unclassified cause only if `unclassified_service_affecting`; and, if
 //!   the operator restricts them, a cause in `service_affecting_causes`)
-//!   on a site joins the open incident that has
-//!   a down or recently cleared member site within `r_a + r_b +
-//!   neighbour_gap_km` or in the same power/backhaul group, or opens a new
-//!   one (linked to the site's last resolved incident: a recurrence). When it touches several, it joins the
-//!   oldest declared one (else the oldest probable one); the other probable
-//!   ones are `merged` into it (nobody was told of them yet), the other
-//!   declared ones are `linked`, never merged, so public ids stay stable;
+//!   on a site joins an open incident only as part of the same failure, in
+//!   a space-time neighbourhood: a down or recently cleared member site
+//!   within `r_a + r_b + neighbour_gap_km` whose failure started within
+//!   `join_window` (30 min) of this one's (or the incident opened within
+//!   it), or a member of the same power/backhaul group at any distance
+//!   whose failure started within `group_join_window` (1 h). Otherwise it
+//!   opens a new incident (linked to the site's last resolved incident: a
+//!   recurrence), so unrelated failures hours apart never chain. A site the
+//!   incident already holds joins it again only while still down there or
+//!   within `join_window` of its own last failure or the incident's onset.
+//!   A failure window that ended as a blip is no evidence for anyone. When
+//!   a raise touches several incidents, it joins the oldest declared one
+//!   (else the oldest probable one); the other probable ones are `merged`
+//!   into it (nobody was told of them yet), the other declared ones are
+//!   `linked`, never merged, so public ids stay stable;
+//! - a blip never widens the audience: a failure shorter than
+//!   `blip_window` (5 min) is not in the footprint. While the incident is
+//!   probable a member that clears within it, other sites still down, is
+//!   `dropped`; the declaration leaves every site down for less than it
+//!   `pending` (`declared.pending`), as is every site joining afterwards;
+//!   a pending site enters the footprint (`confirmed`, batched per
+//!   incident by one timer) once down that long in the same window, and
+//!   one that clears sooner never does. Membership is revised only while
+//!   nobody was told for the site; the declaration itself is not delayed;
 //! - alarms pair by site and alarm id: a repeated raise and a clear of
 //!   nothing active change nothing (counted), and a raise that arrives after
 //!   its own clear, within `reorder_window` of feed time, is stale (counted,
@@ -42,8 +59,15 @@
 //! measuring a distance only to an incident not found yet. Timers live in a
 //! deadline queue.
 //!
+//! The footprint rule costs no scan either: a raise reads its neighbours'
+//! failure starts from the per-site state an alarm of the site touches
+//! anyway (`ActiveList::since_ms`), in the grid scan it already made; a declared incident queues its pending
+//! windows in due order, and its single deadline is the earlier of its
+//! resolution and its next confirmation.
+//!
 //! Invariant: every event returned has already been applied to the
-//! correlator's own state, so its state equals the fold of the log.
+//! correlator's own state, so its state equals the fold of the log
+//! (`dropped`, `confirmed` and `declared.pending` included).
 
 use crate::config::CorrelatorConfig;
 use crate::geodesy::GeoPoint;
@@ -55,7 +79,7 @@ use chrono::{DateTime, Duration, Utc};
 use compact_str::CompactString;
 use foldhash::{HashMap, HashSet};
 use rstar::RTree;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -220,6 +244,21 @@ struct GridPoint {
 
 const NO_SLOT: u32 = u32::MAX;
 
+/// A site that never failed (for [`Correlator::since_ms`]).
+const NEVER: i64 = i64::MIN;
+
+/// When a pending window that started at `since_ms` is checked for
+/// confirmation: after the blip window, on the next whole second.
+fn confirm_due(since_ms: i64, blip_ms: i64) -> i64 {
+    let due = since_ms.saturating_add(blip_ms);
+    due.saturating_add(999).div_euclid(1000).saturating_mul(1000)
+}
+
+/// Whether two failure starts (ms) are within `window_ms` of each other.
+fn within(a_ms: i64, b_ms: i64, window_ms: i64) -> bool {
+    a_ms != NEVER && b_ms != NEVER && a_ms.abs_diff(b_ms) <= window_ms.max(0) as u64
+}
+
 impl SiteGrid {
     /// `None` when no reach is finite and positive (the R-tree serves then).
     fn new(rd: &RefData, max_reach_km: f64) -> Option<Self> {
@@ -382,12 +421,21 @@ impl Active {
 
 /// A site's active alarms (in no order), the first inline: a site mostly
 /// has one, and then reading it costs no pointer chase.
-#[derive(Default)]
 struct ActiveList {
     first: Option<Active>,
     more: Vec<Active>,
     /// The site's clears within the reorder window.
     cleared: RecentClears,
+    /// When the site's latest failure window started (ms; [`NEVER`] before
+    /// any, and after a window that ended as a blip): temporal coherence
+    /// reads it here, in the cache lines an alarm of the site touches anyway.
+    since_ms: i64,
+}
+
+impl Default for ActiveList {
+    fn default() -> Self {
+        ActiveList { first: None, more: Vec::new(), cleared: RecentClears::default(), since_ms: NEVER }
+    }
 }
 
 impl ActiveList {
@@ -427,6 +475,33 @@ struct Slot {
     coverage: Option<(HashSet<u32>, u64)>,
     /// Its pending timer (also in `timers`).
     deadline: Option<DateTime<Utc>>,
+    /// Declared: sites that started a failure window since the declaration,
+    /// by when they have been down for the blip window (non-decreasing):
+    /// checked then, and `confirmed` if still down in that window and
+    /// pending. Entries whose window ended are skipped when due.
+    pending: VecDeque<Pending>,
+}
+
+/// A window of a site that may enter a declared incident's footprint.
+struct Pending {
+    due_ms: i64,
+    since_ms: i64,
+    /// The site: its inventory index, or (a site only alarms located) its id.
+    site: PendingSite,
+}
+
+enum PendingSite {
+    Inventory(u32),
+    Adhoc(CompactString),
+}
+
+impl PendingSite {
+    fn new(idx: Option<u32>, site: &str) -> Self {
+        match idx {
+            Some(i) => PendingSite::Inventory(i),
+            None => PendingSite::Adhoc(site.into()),
+        }
+    }
 }
 
 /// A pending timer: by deadline, then incident id (the deterministic order
@@ -436,6 +511,56 @@ struct Timer {
     due: DateTime<Utc>,
     id: IncidentId,
     slot: u32,
+}
+
+/// The postcodes `inc`'s footprint sites cover, and their customers.
+fn footprint_coverage(rd: &RefData, inc: &Incident, site_index: impl Fn(&str) -> Option<u32>) -> (HashSet<u32>, u64) {
+    let (mut covered, mut customers) = (HashSet::default(), 0u64);
+    for (site, _) in inc.footprint_sites() {
+        let Some(idx) = site_index(site) else { continue };
+        for &p in rd.site_postcodes(idx) {
+            if covered.insert(p) {
+                customers += rd.customers_in(&rd.postcodes[p as usize].postcode).len() as u64;
+            }
+        }
+    }
+    (covered, customers)
+}
+
+/// Keep incident `slot`'s timer (`s.deadline`, and its entry in `timers`)
+/// at its next deadline: a probable incident's declaration (quorum held for
+/// `min_duration`) or dismissal (all up), a declared one's resolution (all
+/// up for `hold_down`) or its next pending site's confirmation.
+fn schedule(s: &mut Slot, timers: &mut BTreeSet<Timer>, slot: u32, min_duration: Duration, hold_down: Duration) {
+    let inc = &s.inc;
+    let due = match inc.state {
+        IncidentState::Probable => match s.quorum_since {
+            Some(q) => Some(q + min_duration),
+            None => inc.all_up_since(),
+        },
+        IncidentState::Declared => {
+            let resolve = inc.all_up_since().map(|u| u + hold_down);
+            let confirm_ms = s.pending.front().map(|p| p.due_ms);
+            if resolve.is_none() && confirm_ms.is_some() && s.deadline.map(|d| d.timestamp_millis()) == confirm_ms {
+                return; // (The common case while a declared incident grows.)
+            }
+            let confirm = confirm_ms.and_then(DateTime::from_timestamp_millis);
+            match (resolve, confirm) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
+        _ => None,
+    };
+    if due != s.deadline {
+        if let Some(old) = s.deadline.take() {
+            timers.remove(&Timer { due: old, id: inc.id.clone(), slot });
+        }
+        if let Some(due) = due {
+            s.deadline = Some(due);
+            timers.insert(Timer { due, id: inc.id.clone(), slot });
+        }
+    }
 }
 
 pub struct Correlator {
@@ -471,6 +596,11 @@ pub struct Correlator {
     scratch: Vec<u32>,
     /// `reorder_window` in ms (0: off).
     reorder_ms: i64,
+    /// `join_window`, `group_join_window` and `blip_window` in ms.
+    join_ms: i64,
+    group_join_ms: i64,
+    blip_ms: i64,
+
     /// Recent clears of sites not in the inventory (those of inventory
     /// sites are in `active`).
     adhoc_cleared: HashMap<String, RecentClears>,
@@ -508,6 +638,8 @@ impl Correlator {
         let reach = |r: f64| r + refdata.max_radius_km().max(cfg.default_radius_km) + cfg.neighbour_gap_km;
         let grid = SiteGrid::new(&refdata, reach(refdata.max_radius_km().max(cfg.default_radius_km)));
         let reorder_window = dur(cfg.reorder_window);
+        let ms = |d: std::time::Duration| dur(d).num_milliseconds();
+        let (join_ms, group_join_ms, blip_ms) = (ms(cfg.join_window), ms(cfg.group_join_window), ms(cfg.blip_window));
         Correlator {
             min_duration: dur(cfg.min_duration),
             hold_down: dur(cfg.hold_down),
@@ -528,6 +660,9 @@ impl Correlator {
             timers: BTreeSet::new(),
             scratch: Vec::new(),
             reorder_ms: reorder_window.num_milliseconds(),
+            join_ms,
+            group_join_ms,
+            blip_ms,
             adhoc_cleared: HashMap::default(),
             watermark: None,
             counts: Counts::default(),
@@ -583,7 +718,14 @@ impl Correlator {
         }
         let slot = self.slots.len() as u32;
         self.ids.insert(inc.id.clone(), slot);
-        self.slots.push(Slot { inc, replaced: false, quorum_since: None, coverage: None, deadline: None });
+        self.slots.push(Slot {
+            inc,
+            replaced: false,
+            quorum_since: None,
+            coverage: None,
+            deadline: None,
+            pending: VecDeque::new(),
+        });
         slot
     }
 
@@ -658,7 +800,8 @@ impl Correlator {
         // The actor is on the event; the reason is public (status page).
         let reason = format!("declared by the NOC over {} postcodes ({})", names.len(), area.kind());
         out.push(self.append_to(slot, at, actor, EventKind::Scoped { area, postcodes: names }, None)?);
-        out.push(self.append_to(slot, at, actor, EventKind::Declared { reason }, None)?);
+        let kind = EventKind::Declared { reason, pending: vec![], confirm_joiners: false };
+        out.push(self.append_to(slot, at, actor, kind, None)?);
         Ok(out)
     }
 
@@ -713,6 +856,7 @@ impl Correlator {
             min_duration,
             hold_down,
             grid,
+            blip_ms,
             ..
         } = self;
         let rd = &**refdata;
@@ -725,12 +869,38 @@ impl Correlator {
         // the incident's state.
         match &ev.kind {
             EventKind::AlarmsRaised { alarms } => {
+                let declared = s.inc.state == IncidentState::Declared && s.inc.confirm_joiners;
                 for a in alarms {
-                    let Some(idx) = site_index(&a.site_id) else { continue };
-                    let list = &mut active[idx as usize];
-                    let t = tag(&a.alarm_id);
-                    if !list.iter().any(|x| x.is(slot, t, &a.alarm_id)) {
-                        list.push(Active::new(slot, &a.alarm_id));
+                    let idx = site_index(&a.site_id);
+                    // A new failure window: the site was not down here.
+                    let new_window = match idx {
+                        Some(idx) => {
+                            let list = &mut active[idx as usize];
+                            let new_window = !list.iter().any(|x| x.slot == slot);
+                            let t = tag(&a.alarm_id);
+                            if !list.iter().any(|x| x.is(slot, t, &a.alarm_id)) {
+                                list.push(Active::new(slot, &a.alarm_id));
+                            }
+                            if new_window {
+                                list.since_ms = a.at.timestamp_millis();
+                            }
+                            new_window
+                        }
+                        None => true,
+                    };
+                    if declared && new_window {
+                        // (Non-decreasing dues: a late raise waits for the
+                        // one before it. Rounded up to a whole second, so
+                        // a busy incident's timer fires once a second, not
+                        // once an alarm.)
+                        let since = a.at.timestamp_millis();
+                        let due = confirm_due(since, *blip_ms);
+                        let due = s.pending.back().map_or(due, |b| b.due_ms.max(due));
+                        s.pending.push_back(Pending {
+                            due_ms: due,
+                            since_ms: since,
+                            site: PendingSite::new(idx, &a.site_id),
+                        });
                     }
                 }
             }
@@ -739,7 +909,16 @@ impl Correlator {
                     let Some(idx) = site_index(&a.site_id) else { continue };
                     // (At most one: a raise adds an alarm only once.)
                     let t = tag(&a.alarm_id);
-                    active[idx as usize].retain(|x| !x.is(slot, t, &a.alarm_id));
+                    let list = &mut active[idx as usize];
+                    list.retain(|x| !x.is(slot, t, &a.alarm_id));
+                    // A failure window that ended as a blip is no evidence
+                    // that a later failure nearby is part of this one.
+                    if *blip_ms > 0
+                        && a.at.timestamp_millis().saturating_sub(list.since_ms) < *blip_ms
+                        && !list.iter().any(|x| x.slot == slot)
+                    {
+                        list.since_ms = NEVER;
+                    }
                 }
             }
             _ => {}
@@ -751,11 +930,55 @@ impl Correlator {
                     let idx = site_index(&a.site_id);
                     set_open(open, grid, idx, &a.site_id, Some(slot));
                     let Some(idx) = idx.filter(|_| !rd.postcodes.is_empty()) else { continue };
+                    // A pending site is outside the footprint until confirmed.
+                    if s.inc.sites.get(&a.site_id).is_some_and(|w| w.pending) {
+                        continue;
+                    }
                     for &p in rd.site_postcodes(idx) {
                         if covered.insert(p) {
                             *customers += rd.customers_in(&rd.postcodes[p as usize].postcode).len() as u64;
                         }
                     }
+                }
+            }
+            EventKind::Confirmed { sites } if s.inc.state.is_open() => {
+                let (covered, customers) = s.coverage.get_or_insert_with(Default::default);
+                for site in sites {
+                    let Some(idx) = site_index(site) else { continue };
+                    for &p in rd.site_postcodes(idx) {
+                        if covered.insert(p) {
+                            *customers += rd.customers_in(&rd.postcodes[p as usize].postcode).len() as u64;
+                        }
+                    }
+                }
+            }
+            EventKind::Declared { pending, .. } if !pending.is_empty() => {
+                let mut queue: Vec<Pending> = pending
+                    .iter()
+                    .filter_map(|site| {
+                        let since = s.inc.sites.get(site)?.down_since.timestamp_millis();
+                        let due_ms = confirm_due(since, *blip_ms);
+                        Some(Pending { due_ms, since_ms: since, site: PendingSite::new(site_index(site), site) })
+                    })
+                    .collect();
+                // (Stable: the event lists its sites sorted.)
+                queue.sort_by_key(|p| p.due_ms);
+                s.pending.extend(queue);
+                if s.coverage.is_some() {
+                    s.coverage = Some(footprint_coverage(rd, &s.inc, site_index));
+                }
+            }
+            EventKind::Dropped { sites, .. } => {
+                for site in sites {
+                    let idx = site_index(site);
+                    if open.get(idx, site) == Some(slot) {
+                        set_open(open, grid, idx, site, None);
+                    }
+                }
+                if s.inc.state.is_open() {
+                    // Rebuilt from the footprint that is left (a probable
+                    // incident's handful of sites).
+                    s.coverage = Some(footprint_coverage(rd, &s.inc, site_index));
                 }
             }
             EventKind::Scoped { postcodes, .. } if s.inc.state.is_open() => {
@@ -771,6 +994,7 @@ impl Correlator {
             | EventKind::Cancelled { .. }
             | EventKind::Merged { .. } => {
                 s.coverage = None;
+                s.pending.clear();
                 let resolved = s.inc.state == IncidentState::Resolved;
                 for name in s.inc.sites.keys() {
                     let idx = site_index(name);
@@ -790,23 +1014,7 @@ impl Correlator {
         } else {
             s.quorum_since = None;
         }
-        let due = match inc.state {
-            IncidentState::Probable => match s.quorum_since {
-                Some(q) => Some(q + *min_duration),
-                None => inc.all_up_since(),
-            },
-            IncidentState::Declared => inc.all_up_since().map(|u| u + *hold_down),
-            _ => None,
-        };
-        if due != s.deadline {
-            if let Some(old) = s.deadline.take() {
-                timers.remove(&Timer { due: old, id: inc.id.clone(), slot });
-            }
-            if let Some(due) = due {
-                s.deadline = Some(due);
-                timers.insert(Timer { due, id: inc.id.clone(), slot });
-            }
-        }
+        schedule(s, timers, slot, *min_duration, *hold_down);
     }
 
     /// Where the alarm's site is and its radius; `idx` is its inventory
@@ -938,7 +1146,10 @@ impl Correlator {
         let site = Some((alarm.site_id.as_str(), idx));
         if alarm.is_clear() {
             match self.holding(alarm, idx) {
-                Some((slot, true)) => self.emit(slot, t, EventKind::AlarmsCleared { alarms: vec![aref()] }, site, out),
+                Some((slot, true)) => {
+                    self.emit(slot, t, EventKind::AlarmsCleared { alarms: vec![aref()] }, site, out);
+                    self.drop_if_blip(slot, &alarm.site_id, t, out);
+                }
                 _ => self.counts.clears_without_raise += 1,
             }
             self.record_clear(&alarm.site_id, idx, &alarm.alarm_id, t);
@@ -962,11 +1173,15 @@ impl Correlator {
                 self.counts.repeated_raises += 1;
                 return Ok(());
             }
-            Some((slot, false)) => {
+            // A new alarm of a site the open incident holds: there if the
+            // site is still down there or its own last failure or the
+            // incident's onset started within the join window; else, like
+            // any other site, by its neighbours or in an incident of its own.
+            Some((slot, false)) if self.coherent_again(slot, idx, &alarm.site_id, t) => {
                 self.emit(slot, t, EventKind::AlarmsRaised { alarms: vec![aref()] }, site, out);
                 slot
             }
-            None => self.join_or_open(alarm, idx, aref(), p, r, out)?,
+            Some((_, false)) | None => self.join_or_open(alarm, idx, aref(), p, r, out)?,
         };
         let s = &self.slots[slot as usize];
         if s.inc.state == IncidentState::Probable {
@@ -979,10 +1194,74 @@ impl Correlator {
                 None
             };
             if let Some(reason) = reason {
-                self.emit(slot, t, EventKind::Declared { reason }, None, out);
+                let (pending, confirm_joiners) = (self.late_joiners(slot, t), self.blip_ms > 0);
+                self.emit(slot, t, EventKind::Declared { reason, pending, confirm_joiners }, None, out);
             }
         }
         Ok(())
+    }
+
+    /// Whether a new alarm at `t` of a site in open incident `slot` is part
+    /// of the same failure: the site is still down there, or its own last
+    /// failure started, or the incident opened, within the join window.
+    fn coherent_again(&self, slot: u32, idx: Option<u32>, site: &str, t: DateTime<Utc>) -> bool {
+        let t = t.timestamp_millis();
+        let inc = &self.slots[slot as usize].inc;
+        // Still down there (another alarm of the site): the same failure.
+        let (down, own) = match idx {
+            Some(i) => {
+                let list = &self.active[i as usize];
+                (list.iter().any(|x| x.slot == slot), list.since_ms)
+            }
+            None => {
+                inc.sites.get(site).map_or((false, NEVER), |w| (w.up_at.is_none(), w.down_since.timestamp_millis()))
+            }
+        };
+        down || within(own, t, self.join_ms) || within(inc.opened_at.timestamp_millis(), t, self.join_ms)
+    }
+
+    /// The sites of probable incident `slot` that a declaration at `at`
+    /// leaves pending: down for less than the blip window (a flap beside
+    /// the failure, even the one that opened it, is not told for; the
+    /// failure's own sites are, once down that long). Sorted. Walks the
+    /// incident's sites once, at its declaration.
+    fn late_joiners(&self, slot: u32, at: DateTime<Utc>) -> Vec<CompactString> {
+        if self.blip_ms <= 0 {
+            return Vec::new();
+        }
+        let inc = &self.slots[slot as usize].inc;
+        let blip = Duration::milliseconds(self.blip_ms);
+        let mut v: Vec<CompactString> = inc
+            .sites
+            .iter()
+            .filter(|(_, w)| w.up_at.is_none() && at - w.down_since < blip)
+            .map(|(s, _)| CompactString::from(s))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// After a clear on `site` in probable incident `slot`: if the site is
+    /// up and its failure lasted less than the blip window, while other
+    /// sites are still down, drop it (nobody was told; a blip never widens
+    /// the audience). With every site up the incident is dismissed anyway.
+    fn drop_if_blip(&mut self, slot: u32, site: &str, t: DateTime<Utc>, out: &mut Vec<IncidentEvent>) {
+        let inc = &self.slots[slot as usize].inc;
+        if self.blip_ms <= 0 || inc.state != IncidentState::Probable || inc.down_count() == 0 {
+            return;
+        }
+        let Some(w) = inc.sites.get(site) else { return };
+        let Some(up) = w.up_at else { return };
+        let lasted = up - w.down_since;
+        if lasted.num_milliseconds() >= self.blip_ms {
+            return;
+        }
+        let reason = format!(
+            "blip: down {} (< blip_window {})",
+            humantime::format_duration(lasted.to_std().unwrap_or_default()),
+            humantime::format_duration(self.cfg.blip_window)
+        );
+        self.emit(slot, t, EventKind::Dropped { sites: vec![site.into()], reason }, None, out);
     }
 
     fn join_or_open(
@@ -997,7 +1276,7 @@ impl Correlator {
         let t = alarm.event_time;
         let site = Some((alarm.site_id.as_str(), idx));
         let mut near = std::mem::take(&mut self.scratch);
-        self.neighbours(idx, p, r, &mut near);
+        self.neighbours(idx, p, r, t, &mut near);
         // The survivor: the oldest declared incident (its id is public),
         // else the oldest probable one.
         let key = |s: &Slot| (s.inc.state != IncidentState::Declared, s.inc.opened_at);
@@ -1065,13 +1344,15 @@ impl Correlator {
         }
     }
 
-    /// Open incidents (slots, each once, in no particular order) with a
-    /// member site whose coverage is within the gap of a circle at `p` with
-    /// radius `r`, or in the same power/backhaul group as the site with
-    /// inventory index `idx` (shared infrastructure: one failure upstream,
-    /// however far apart the sites are). `p` and `r` are that site's own
-    /// when it has an index.
-    fn neighbours(&self, idx: Option<u32>, p: GeoPoint, r: f64, out: &mut Vec<u32>) {
+    /// Open incidents (slots, each once, in no particular order) that a site
+    /// failing at `t` is part of: with a member site whose coverage is
+    /// within the gap of a circle at `p` with radius `r` and whose failure
+    /// started within `join_window` of `t` (or the incident's onset did), or
+    /// a member in the same power/backhaul group as the site with inventory
+    /// index `idx` whose failure started within `group_join_window` of `t`
+    /// (shared infrastructure: one failure upstream, however far apart the
+    /// sites are). `p` and `r` are that site's own when it has an index.
+    fn neighbours(&self, idx: Option<u32>, p: GeoPoint, r: f64, t: DateTime<Utc>, out: &mut Vec<u32>) {
         fn add(out: &mut Vec<u32>, slot: u32) {
             if !out.contains(&slot) {
                 out.push(slot);
@@ -1082,10 +1363,18 @@ impl Correlator {
         let chord2 = crate::geodesy::chord2_for_km(reach);
         // An incident already found needs no distance (the costly part: a
         // storm's sites are mostly one incident's).
-        let near = |&(at, radius_km): &(GeoPoint, f64)| p.distance_km(at) <= r + radius_km + gap;
-        // (`at` is read only past the first test: it is another cache line.)
+        let cos_lat = p.cos_lat();
+        let near = |&(at, radius_km): &(GeoPoint, f64)| p.distance_km_from(cos_lat, at) <= r + radius_km + gap;
+        // Temporal coherence: the incident's onset, else the member's
+        // failure start, within the window of this failure's start.
+        let t_ms = t.timestamp_millis();
+        let coherent = |j: u32, slot: u32, w: i64| self.coherent(j, slot, t_ms, w);
+        let join = self.join_ms;
+        // (Kept small, so the scan's loop takes it inline; the tests past
+        // the first run only for an incident not found yet. `at` is read
+        // only then: it is another cache line.)
         let mut seen = |q: &GridPoint, at: &(GeoPoint, f64)| {
-            if !out.contains(&q.open) && near(at) {
+            if !out.contains(&q.open) && self.part_of(q.idx, q.open, t_ms, join, |g| near(g), at) {
                 out.push(q.open);
             }
         };
@@ -1098,7 +1387,7 @@ impl Correlator {
             for j in self.refdata.sites_within(p, reach) {
                 let Some(slot) = self.open.by_site[j as usize].filter(|s| !out.contains(s)) else { continue };
                 let s = self.refdata.site(j);
-                if near(&(GeoPoint::new(s.lat, s.lon), s.radius_km)) {
+                if coherent(j, slot, join) && near(&(GeoPoint::new(s.lat, s.lon), s.radius_km)) {
                     out.push(slot);
                 }
             }
@@ -1106,7 +1395,9 @@ impl Correlator {
         if let Some(i) = idx {
             for peer in self.refdata.group_peers(i) {
                 if let Some(slot) = self.open.by_site[peer as usize] {
-                    add(out, slot);
+                    if coherent(peer, slot, self.group_join_ms) {
+                        add(out, slot);
+                    }
                 }
             }
         }
@@ -1116,11 +1407,37 @@ impl Correlator {
         for e in self.adhoc_tree.locate_within_distance(p.xyz(), chord2) {
             let (s, q, rq) = &self.adhoc[e.data as usize];
             if let Some(&slot) = self.open.adhoc.get(s).filter(|s| !out.contains(s)) {
-                if p.distance_km(*q) <= r + rq + gap {
+                let inc = &self.slots[slot as usize].inc;
+                let since = inc.sites.get(s).map_or(NEVER, |w| w.down_since.timestamp_millis());
+                let onset = inc.opened_at.timestamp_millis();
+                if (within(since, t_ms, join) || within(onset, t_ms, join)) && p.distance_km(*q) <= r + rq + gap {
                     out.push(slot);
                 }
             }
         }
+    }
+
+    /// Whether inventory site `j`, a member of open incident `slot`, makes a
+    /// failure starting at `t_ms` part of that incident's: the incident
+    /// opened, or `j`'s own failure started, within `window_ms` of it.
+    fn coherent(&self, j: u32, slot: u32, t_ms: i64, window_ms: i64) -> bool {
+        within(self.slots[slot as usize].inc.opened_at.timestamp_millis(), t_ms, window_ms)
+            || within(self.active[j as usize].since_ms, t_ms, window_ms)
+    }
+
+    /// [`Correlator::coherent`] and within reach (`near`): out of line, so
+    /// the scan's loop over points stays small.
+    #[inline(never)]
+    fn part_of(
+        &self,
+        j: u32,
+        slot: u32,
+        t_ms: i64,
+        window_ms: i64,
+        near: impl Fn(&(GeoPoint, f64)) -> bool,
+        at: &(GeoPoint, f64),
+    ) -> bool {
+        self.coherent(j, slot, t_ms, window_ms) && near(at)
     }
 
     /// Run the timers due by `now`: declare, dismiss, resolve. Deterministic
@@ -1145,14 +1462,55 @@ impl Correlator {
                         inc.down_count(),
                         humantime::format_duration(self.cfg.min_duration)
                     );
-                    self.emit(slot, due, EventKind::Declared { reason }, None, out);
+                    let (pending, confirm_joiners) = (self.late_joiners(slot, due), self.blip_ms > 0);
+                    self.emit(slot, due, EventKind::Declared { reason, pending, confirm_joiners }, None, out);
                 }
                 IncidentState::Probable if inc.all_up_since().is_some() => {
                     self.emit(slot, due, EventKind::Dismissed {}, None, out);
                 }
                 IncidentState::Declared => {
-                    if let Some(up) = inc.all_up_since() {
-                        self.emit(slot, due, EventKind::Resolved { restored_at: up }, None, out);
+                    // Pending sites down for the blip window by now, in
+                    // this same window, enter the footprint.
+                    let due_ms = due.timestamp_millis();
+                    let mut sites: Vec<CompactString> = Vec::new();
+                    while let Some(p) = s.pending.pop_front() {
+                        if p.due_ms > due_ms {
+                            s.pending.push_front(p);
+                            break;
+                        }
+                        // Cheap test first: still down here, in that window.
+                        let site: &str = match &p.site {
+                            PendingSite::Inventory(i) => {
+                                let i = *i as usize;
+                                let list = &self.active[i];
+                                if list.since_ms != p.since_ms || !list.iter().any(|x| x.slot == slot) {
+                                    continue;
+                                }
+                                &self.refdata.site(i as u32).site_id
+                            }
+                            PendingSite::Adhoc(site) => site,
+                        };
+                        let confirm = s.inc.sites.get(site).is_some_and(|w| {
+                            w.pending && w.up_at.is_none() && w.down_since.timestamp_millis() == p.since_ms
+                        });
+                        if confirm {
+                            sites.push(site.into());
+                        }
+                    }
+                    let confirmed = !sites.is_empty();
+                    if confirmed {
+                        sites.sort_unstable();
+                        sites.dedup();
+                        self.emit(slot, due, EventKind::Confirmed { sites }, None, out);
+                    }
+                    let s = &mut self.slots[slot as usize];
+                    match s.inc.all_up_since() {
+                        Some(up) if up + self.hold_down <= due => {
+                            self.emit(slot, due, EventKind::Resolved { restored_at: up }, None, out);
+                        }
+                        // (`emit` reschedules after an event.)
+                        _ if !confirmed => schedule(s, &mut self.timers, slot, self.min_duration, self.hold_down),
+                        _ => {}
                     }
                 }
                 _ => {}
@@ -1198,8 +1556,15 @@ mod tests {
             declare_sites: 4,
             min_duration: Duration::from_secs(120),
             hold_down: Duration::from_secs(600),
+            // (The footprint tests below turn it on: [`fcfg`].)
+            blip_window: Duration::ZERO,
             ..Default::default()
         }
+    }
+
+    /// [`cfg`] with the default blip window (5 minutes).
+    fn fcfg() -> CorrelatorConfig {
+        CorrelatorConfig { blip_window: CorrelatorConfig::DEFAULT_BLIP_WINDOW, ..cfg() }
     }
 
     fn raise(id: &str, site: &str, at: i64) -> Alarm {
@@ -1514,6 +1879,260 @@ mod tests {
             .flat_map(|(i, s)| c2.on_alarm(&raise(&format!("A{i}"), s, 0)).unwrap())
             .collect();
         assert!(!kinds(&evs).contains(&"declared"), "without customers the rule waits");
+    }
+
+    /// S1..S4 and N (a noise site among them), each 1 km from the next,
+    /// radius 0.4 km, each covering its own postcode (P-S1, …) of 10
+    /// customers; G-A, G-B (60 km east) and G-C (120 km east) share power
+    /// group G1.
+    fn footprint_world(cfg: CorrelatorConfig) -> Correlator {
+        use crate::model::money::{Currency, Money};
+        use crate::model::{Customer, Postcode, Services};
+        let at = [
+            ("S1", 41.820, -71.410),
+            ("S2", 41.829, -71.410),
+            ("S3", 41.820, -71.398),
+            ("S4", 41.829, -71.398),
+            ("N", 41.838, -71.404),
+            ("G-A", 41.600, -71.400),
+            ("G-B", 41.600, -70.680),
+            ("G-C", 41.600, -69.960),
+        ];
+        let sites = at
+            .iter()
+            .map(|&(id, lat, lon)| Site {
+                site_id: id.into(),
+                lat,
+                lon,
+                radius_km: 0.4,
+                group_id: id.starts_with("G-").then(|| "G1".to_string()),
+            })
+            .collect();
+        let postcodes = at.iter().map(|&(id, lat, lon)| Postcode {
+            postcode: format!("P-{id}"),
+            lat,
+            lon,
+            population: None,
+            timezone: None,
+        });
+        let fee = Money::new(3000, Currency::parse("USD").unwrap());
+        let customers = at
+            .iter()
+            .flat_map(|&(id, _, _)| {
+                (0..10).map(move |k| Customer {
+                    customer_id: format!("C-{id}-{k}"),
+                    msisdn: None,
+                    email: None,
+                    postcode: format!("P-{id}"),
+                    language: "en".into(),
+                    services: Services::parse("voice").unwrap(),
+                    opt_out: Default::default(),
+                    monthly_fee: fee,
+                    avg_bill_3m: fee,
+                })
+            })
+            .collect();
+        let rd = RefData::build(sites, postcodes.collect(), customers).unwrap();
+        Correlator::new(cfg, Arc::new(rd))
+    }
+
+    /// The postcodes an open incident covers, by name, sorted.
+    fn covered_names(c: &Correlator, id: &IncidentId) -> Vec<String> {
+        let mut v: Vec<String> =
+            c.covered(id).unwrap().iter().map(|&p| c.refdata.postcodes[p as usize].postcode.clone()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_noise_site_near_an_open_incident_does_not_join() {
+        let mut c = footprint_world(fcfg());
+        let id = raise_all(&mut c, &["S1", "S2", "S3"], 0)[0].incident_id.clone();
+        assert_eq!(kinds(&c.tick(t(1000))), ["declared", "confirmed"]);
+        // N, a kilometre away, fails on its own two hours later.
+        let evs = c.on_alarm(&raise("A-N", "N", 7200)).unwrap();
+        assert_eq!(kinds(&evs), ["opened", "alarms_raised"], "a separate incident");
+        assert_ne!(evs[0].incident_id, id);
+        assert!(!c.incident(&id).unwrap().sites.contains_key("N"));
+        assert_eq!(covered_names(&c, &id), ["P-S1", "P-S2", "P-S3"]);
+        // Within the join window the same neighbour would have joined.
+        let mut c = footprint_world(fcfg());
+        let id = raise_all(&mut c, &["S1", "S2", "S3"], 0)[0].incident_id.clone();
+        let evs = c.on_alarm(&raise("A-N", "N", 600)).unwrap();
+        assert_eq!(kinds(&evs), ["declared", "confirmed", "alarms_raised"]);
+        assert_eq!(evs[2].incident_id, id);
+    }
+
+    #[test]
+    fn chaining_across_hours_is_refused() {
+        let mut c = footprint_world(fcfg());
+        // Four long single-site outages, each next to the one before, two
+        // hours apart: four incidents of one site, none declared.
+        let mut ids = BTreeSet::new();
+        for (k, s) in ["S1", "S2", "S4", "N"].iter().enumerate() {
+            let evs = c.on_alarm(&raise(&format!("A-{s}"), s, k as i64 * 7200)).unwrap();
+            assert_eq!(kinds(&evs)[..2], ["opened", "alarms_raised"], "{s}");
+            ids.insert(evs[0].incident_id.clone());
+        }
+        c.tick(t(10 * 3600));
+        assert_eq!(ids.len(), 4);
+        assert!(c.incidents().all(|i| i.sites.len() == 1 && i.declared_at.is_none()));
+        // A site of an open incident failing again hours after every start
+        // there is not part of that failure either.
+        let mut c = footprint_world(fcfg());
+        let id = raise_all(&mut c, &["S1", "S3"], 0)[0].incident_id.clone();
+        c.on_alarm(&clear("A-S1", "S1", 3600)).unwrap();
+        let evs = c.on_alarm(&raise("B-S1", "S1", 3 * 3600)).unwrap();
+        assert_eq!(kinds(&evs)[..2], ["opened", "alarms_raised"]);
+        assert_ne!(evs[0].incident_id, id);
+        // Within the window it is.
+        let evs = c.on_alarm(&raise("B-S3", "S3", 3 * 3600 + 60)).unwrap();
+        assert_eq!(kinds(&evs), ["alarms_raised"]);
+        assert_eq!(c.incident(&id).unwrap().sites["S3"].active.len(), 2, "S3's own incident takes its new alarm");
+    }
+
+    #[test]
+    fn group_members_join_at_any_distance_within_the_group_window() {
+        let mut c = footprint_world(fcfg());
+        let id = c.on_alarm(&raise("A", "G-A", 0)).unwrap()[0].incident_id.clone();
+        // 60 km away (far beyond reach), 40 minutes later (past the join
+        // window): its power group still takes it.
+        let evs = c.on_alarm(&raise("B", "G-B", 2400)).unwrap();
+        assert_eq!((kinds(&evs), &evs[0].incident_id), (vec!["alarms_raised"], &id));
+        // Past the group window: a failure of its own.
+        let evs = c.on_alarm(&raise("C", "G-C", 3 * 3600)).unwrap();
+        assert_eq!(kinds(&evs)[..2], ["opened", "alarms_raised"]);
+        assert_ne!(evs[0].incident_id, id);
+    }
+
+    #[test]
+    fn a_blip_never_widens_the_audience() {
+        let mut c = footprint_world(fcfg());
+        // Probable: N flaps for a minute while S1, S2 are down: dropped.
+        let id = raise_all(&mut c, &["S1", "S2", "N"], 0)[0].incident_id.clone();
+        assert_eq!(covered_names(&c, &id), ["P-N", "P-S1", "P-S2"], "a probable incident counts every site");
+        let evs = c.on_alarm(&clear("A-N", "N", 60)).unwrap();
+        assert_eq!(kinds(&evs), ["alarms_cleared", "dropped"]);
+        assert!(!c.incident(&id).unwrap().sites.contains_key("N"));
+        assert_eq!(covered_names(&c, &id), ["P-S1", "P-S2"]);
+        raise_all(&mut c, &["S3"], 90);
+        // Declared at quorum + 2 min; each site is told once down 5 min.
+        let evs = c.tick(t(210));
+        assert!(matches!(&evs[0].kind, EventKind::Declared { pending, .. } if pending == &["S1", "S2", "S3"]));
+        assert!(covered_names(&c, &id).is_empty(), "nobody told yet");
+        assert_eq!(kinds(&c.tick(t(390))), ["confirmed", "confirmed"]);
+        assert_eq!(covered_names(&c, &id), ["P-S1", "P-S2", "P-S3"]);
+        // Declared: N flaps again (joins, pending) and S4 goes down for good.
+        assert_eq!(kinds(&c.on_alarm(&raise("B-N", "N", 400)).unwrap()), ["alarms_raised"]);
+        assert_eq!(kinds(&c.on_alarm(&raise("A-S4", "S4", 410)).unwrap()), ["alarms_raised"]);
+        let inc = c.incident(&id).unwrap();
+        assert!(inc.sites["N"].pending && inc.sites["S4"].pending);
+        assert_eq!(covered_names(&c, &id), ["P-S1", "P-S2", "P-S3"], "nobody told for pending sites");
+        c.on_alarm(&clear("B-N", "N", 500)).unwrap();
+        // S4 has been down for the blip window: in; N never.
+        let evs = c.tick(t(410 + 300));
+        assert_eq!(kinds(&evs), ["confirmed"]);
+        assert!(matches!(&evs[0].kind, EventKind::Confirmed { sites } if sites == &["S4"]));
+        assert_eq!(covered_names(&c, &id), ["P-S1", "P-S2", "P-S3", "P-S4"]);
+        let fp: BTreeSet<&str> = c.incident(&id).unwrap().footprint_sites().map(|(s, _)| s).collect();
+        assert_eq!(fp, BTreeSet::from(["S1", "S2", "S3", "S4"]));
+        // Off: every joiner is in at once.
+        let mut off = footprint_world(cfg());
+        let id = raise_all(&mut off, &["S1", "S2", "N"], 0)[0].incident_id.clone();
+        assert_eq!(kinds(&off.on_alarm(&clear("A-N", "N", 60)).unwrap()), ["alarms_cleared"]);
+        assert_eq!(covered_names(&off, &id), ["P-N", "P-S1", "P-S2"]);
+        raise_all(&mut off, &["S3"], 70);
+        off.tick(t(200));
+        raise_all(&mut off, &["S4"], 210);
+        let inc = off.incident(&id).unwrap();
+        assert!(inc.state == IncidentState::Declared && !inc.confirm_joiners && !inc.sites["S4"].pending);
+        assert_eq!(covered_names(&off, &id), ["P-N", "P-S1", "P-S2", "P-S3", "P-S4"], "joiners in at once");
+    }
+
+    #[test]
+    fn a_late_joiner_down_less_than_the_blip_window_at_declaration_is_pending() {
+        let mut c = footprint_world(fcfg());
+        let id = raise_all(&mut c, &["S1", "S2"], 0)[0].incident_id.clone();
+        raise_all(&mut c, &["S3"], 400);
+        // A flap next to it: four sites down, declared at once.
+        let evs = raise_all(&mut c, &["N"], 500);
+        assert_eq!(kinds(&evs), ["alarms_raised", "declared"]);
+        assert!(matches!(&evs[1].kind, EventKind::Declared { pending, .. } if pending == &["N", "S3"]), "{evs:?}");
+        assert_eq!(covered_names(&c, &id), ["P-S1", "P-S2"]);
+        c.on_alarm(&clear("A-N", "N", 560)).unwrap();
+        let evs = c.tick(t(800));
+        assert!(matches!(&evs[0].kind, EventKind::Confirmed { sites } if sites == &["S3"]), "{evs:?}");
+        assert_eq!(covered_names(&c, &id), ["P-S1", "P-S2", "P-S3"]);
+    }
+
+    #[test]
+    fn membership_is_revised_while_probable_and_never_after_customers_were_told() {
+        let mut c = footprint_world(fcfg());
+        let id = raise_all(&mut c, &["S1", "S2", "N"], 0)[0].incident_id.clone();
+        c.on_alarm(&clear("A-N", "N", 100)).unwrap();
+        assert_eq!(c.incident(&id).unwrap().sites.len(), 2, "revised while probable");
+        raise_all(&mut c, &["S3"], 110);
+        assert_eq!(kinds(&c.tick(t(400))), ["declared", "confirmed"]);
+        // Declared: a told site's short failure is not a reason to drop it.
+        let evs = c.on_alarm(&clear("A-S3", "S3", 420)).unwrap();
+        assert_eq!(kinds(&evs), ["confirmed", "alarms_cleared"], "S3 in at 410, cleared at 420");
+        assert!(c.incident(&id).unwrap().sites.contains_key("S3"));
+        assert_eq!(covered_names(&c, &id), ["P-S1", "P-S2", "P-S3"]);
+        // A pending joiner that blips stays out of the footprint, and the
+        // incident resolves as usual once everything is back.
+        raise_all(&mut c, &["S4"], 430);
+        c.on_alarm(&clear("A-S4", "S4", 440)).unwrap();
+        c.on_alarm(&clear("A-S1", "S1", 450)).unwrap();
+        c.on_alarm(&clear("A-S2", "S2", 460)).unwrap();
+        let evs = c.tick(t(460 + 600));
+        assert_eq!(kinds(&evs), ["resolved"]);
+        let inc = c.incident(&id).unwrap();
+        assert!(inc.sites["S4"].pending);
+        assert_eq!(inc.footprint_sites().count(), 3);
+    }
+
+    #[test]
+    fn restore_from_the_log_gives_identical_state() {
+        let mut c = footprint_world(fcfg());
+        let mut log = vec![];
+        let feed = |c: &mut Correlator, a: Alarm, log: &mut Vec<IncidentEvent>| {
+            log.extend(c.on_alarm(&a).unwrap());
+        };
+        for (k, s) in ["S1", "S2", "N"].iter().enumerate() {
+            feed(&mut c, raise(&format!("A-{s}"), s, k as i64), &mut log);
+        }
+        feed(&mut c, clear("A-N", "N", 30), &mut log); // dropped
+        feed(&mut c, raise("A-S3", "S3", 40), &mut log);
+        feed(&mut c, raise("A-G-A", "G-A", 50), &mut log);
+        log.extend(c.tick(t(300))); // declared
+        feed(&mut c, raise("A-S4", "S4", 310), &mut log); // pending
+        feed(&mut c, raise("B-N", "N", 320), &mut log); // pending
+        feed(&mut c, raise("A-G-B", "G-B", 330), &mut log);
+        log.extend(c.tick(t(620))); // S4, N confirmed
+        feed(&mut c, raise("X", "N", 9000), &mut log);
+        assert!(kinds(&log).contains(&"dropped") && kinds(&log).contains(&"confirmed"), "{:?}", kinds(&log));
+        let mut again = footprint_world(fcfg());
+        for e in &log {
+            again.restore(e).unwrap();
+        }
+        let state = |c: &Correlator| {
+            let mut v: Vec<(String, Option<Vec<String>>, u64)> = c
+                .incidents()
+                .map(|i| {
+                    let cov = c.covered(&i.id).map(|_| covered_names(c, &i.id));
+                    (serde_json::to_string(i).unwrap(), cov, c.customers(&i.id))
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(state(&again), state(&c));
+        // And both go on alike.
+        for a in [raise("A-S4b", "S4", 9100), clear("A-S1", "S1", 9200), raise("Y", "S3", 9300)] {
+            assert_eq!(again.on_alarm(&a).unwrap(), c.on_alarm(&a).unwrap());
+        }
+        assert_eq!(again.tick(t(20_000)), c.tick(t(20_000)));
+        assert_eq!(state(&again), state(&c));
     }
 
     /// West (W1..W3) and east (E1..E3) clusters 25 km apart, too far to

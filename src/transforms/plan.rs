@@ -232,14 +232,17 @@ impl Planner {
     }
 
     /// Postcodes (indexes into `refdata.postcodes`) whose centroid lies in
-    /// the coverage of any site of the incident, sorted by postcode.
+    /// the coverage of any footprint site of the incident (not a pending
+    /// one: [`Incident::footprint_sites`]), sorted by postcode.
     /// A NOC-drawn incident's footprint is its area's postcodes.
     pub fn footprint(&self, inc: &Incident) -> Vec<u32> {
         if let Some((_, postcodes)) = &inc.scope {
             return postcodes.iter().filter_map(|p| self.refdata.postcode_index(p)).collect();
         }
         let mut set = BTreeSet::new();
-        for site_id in inc.sites.keys() {
+        // Pending sites (joined after declaration, not yet down for the
+        // blip window) are outside it.
+        for (site_id, _) in inc.footprint_sites() {
             let Some(i) = self.refdata.site_index(site_id) else { continue };
             set.extend(self.refdata.site_postcodes(i).iter().copied());
         }
@@ -262,7 +265,7 @@ impl Planner {
             let window = (inc.opened_at, inc.restored_at);
             return self.footprint(inc).into_iter().map(|p| (p, window)).collect();
         }
-        for (site_id, w) in inc.sites.iter() {
+        for (site_id, w) in inc.footprint_sites() {
             let Some(i) = self.refdata.site_index(site_id) else { continue };
             for &p in self.refdata.site_postcodes(i) {
                 out.entry(p)
@@ -704,7 +707,7 @@ mod tests {
     }
 
     fn declared() -> EventKind {
-        EventKind::Declared { reason: "test".into() }
+        EventKind::Declared { reason: "test".into(), pending: vec![], confirm_joiners: false }
     }
 
     #[test]

@@ -200,7 +200,7 @@ mod tests {
     fn declared_with_all_down(r: &mut Restorations) -> Log {
         let mut log = Log::new();
         log.push(0, EventKind::AlarmsRaised { alarms: Log::alarms(&["A", "A2", "B"], 0) });
-        log.push(300, EventKind::Declared { reason: "test".into() });
+        log.push(300, EventKind::Declared { reason: "test".into(), pending: vec![], confirm_joiners: false });
         let codes = ["PA", "PAB", "PB"].map(String::from).to_vec();
         let ev = log.push(300, EventKind::Planned { phase: Phase::Down, postcodes: codes, actions: 3 });
         r.observe(&log.inc, &ev);
