@@ -914,7 +914,13 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             }
             _ => None,
         };
-        out.ivr.extend(self.planner.ivr(inc, &footprint, now));
+        // The IVR announces at declaration, pending sites' regions included
+        // (see `Planner::announced`); the same area withdraws it.
+        if inc.sites.iter().any(|(_, w)| w.pending) {
+            out.ivr.extend(self.planner.ivr(inc, &self.planner.announced(inc), now));
+        } else {
+            out.ivr.extend(self.planner.ivr(inc, &footprint, now));
+        }
         let Some((phase, plan)) = plan else { return Ok(()) };
         if plan.postcodes.is_empty() && phase == Phase::Down {
             return Ok(());

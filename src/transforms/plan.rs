@@ -236,13 +236,28 @@ impl Planner {
     /// one: [`Incident::footprint_sites`]), sorted by postcode.
     /// A NOC-drawn incident's footprint is its area's postcodes.
     pub fn footprint(&self, inc: &Incident) -> Vec<u32> {
+        // Pending sites (not yet down for the blip window) are outside it.
+        self.postcodes_of(inc, inc.footprint_sites().map(|(s, _)| s))
+    }
+
+    /// The area the IVR announces in (indexes into `refdata.postcodes`):
+    /// the footprint and the pending sites' postcodes too. The IVR is told
+    /// the moment an incident is declared (a caller hears "we know of an
+    /// outage in your area"); only the notices to each customer wait for a
+    /// site's confirmation. The same set announces and withdraws, so an
+    /// announcement made for a pending site is cleared with the rest.
+    pub fn announced(&self, inc: &Incident) -> Vec<u32> {
+        self.postcodes_of(inc, inc.sites.keys())
+    }
+
+    /// Postcodes covered by `sites` of `inc` (its scope's, for a NOC-drawn
+    /// incident), sorted by postcode.
+    fn postcodes_of<'a>(&self, inc: &Incident, sites: impl Iterator<Item = &'a str>) -> Vec<u32> {
         if let Some((_, postcodes)) = &inc.scope {
             return postcodes.iter().filter_map(|p| self.refdata.postcode_index(p)).collect();
         }
         let mut set = BTreeSet::new();
-        // Pending sites (joined after declaration, not yet down for the
-        // blip window) are outside it.
-        for (site_id, _) in inc.footprint_sites() {
+        for site_id in sites {
             let Some(i) = self.refdata.site_index(site_id) else { continue };
             set.extend(self.refdata.site_postcodes(i).iter().copied());
         }
@@ -812,6 +827,21 @@ mod tests {
         assert!(on[0].active && !on[0].message.is_empty());
         let resolved = incident(vec![declared(), EventKind::Resolved { restored_at: t(5) }]);
         let off = p.ivr(&resolved, &p.footprint(&resolved), t(9));
+        assert!(!off[0].active);
+    }
+
+    #[test]
+    fn ivr_announces_at_declaration_before_a_pending_site_is_confirmed() {
+        let p = planner();
+        let pending = EventKind::Declared { reason: "test".into(), pending: vec!["S1".into()], confirm_joiners: true };
+        let inc = incident(vec![pending.clone()]);
+        assert!(p.footprint(&inc).is_empty(), "no customer is told for a pending site");
+        let on = p.ivr(&inc, &p.announced(&inc), t(0));
+        assert_eq!(on.len(), 1, "the IVR announces in the pending site's region at once");
+        assert!(on[0].active);
+        let resolved = incident(vec![pending, EventKind::Resolved { restored_at: t(5) }]);
+        let off = p.ivr(&resolved, &p.announced(&resolved), t(9));
+        assert_eq!(off.len(), 1, "the same area withdraws it");
         assert!(!off[0].active);
     }
 
