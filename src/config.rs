@@ -264,6 +264,12 @@ pub struct PlanConfig {
     /// Unlimited data lasts until restoration plus this grace. Default 24h.
     #[serde(with = "humantime_serde")]
     pub data_grant_grace: Duration,
+    /// With no ETR, a grant is provisioned until now plus this (the revoke
+    /// at restoration ends it, a grace later); no end is quoted to the
+    /// customer. With an ETR it lasts until the ETR plus the grace, and is
+    /// extended whenever the ETR moves. Default 7d.
+    #[serde(with = "humantime_serde")]
+    pub data_grant_horizon: Duration,
     /// Outages shorter than this earn no credit. Default 1h.
     #[serde(with = "humantime_serde")]
     pub credit_min_outage: Duration,
@@ -330,6 +336,7 @@ impl Default for PlanConfig {
             ivr_region_prefix: 3,
             default_language: "en".into(),
             data_grant_grace: Duration::from_secs(24 * 3600),
+            data_grant_horizon: Duration::from_secs(7 * 24 * 3600),
             credit_min_outage: Duration::from_secs(3600),
             operator_name: "Example Telecom".into(),
             status_url: "https://status.example.net".into(),

@@ -114,6 +114,13 @@ impl Action {
         format!("{}/{version}", Self::key(incident, customer, channel, ActionKind::EtrUpdate))
     }
 
+    /// The key of the `version`-th extension of a data grant (the ETR
+    /// moved, so does the grant's end): a later one is a new grant, a
+    /// replayed one is not.
+    pub fn grant_extension_key(incident: &IncidentId, customer: &str, version: u64) -> String {
+        format!("{}/{version}", Self::key(incident, customer, Channel::DataGrant, ActionKind::Grant))
+    }
+
     /// The key of a credit action: a customer may get one per rule and
     /// service.
     pub fn credit_key(incident: &IncidentId, customer: &str, rule_id: &str, service: &str) -> String {
@@ -128,7 +135,7 @@ impl Action {
         let kind = serde_json::from_value(serde_json::Value::String(parts.next()?.into())).ok()?;
         let version_ok = match parts.next() {
             None => kind != ActionKind::EtrUpdate,
-            Some(v) if kind == ActionKind::EtrUpdate => v.parse::<u64>().is_ok(),
+            Some(v) if matches!(kind, ActionKind::EtrUpdate | ActionKind::Grant) => v.parse::<u64>().is_ok(),
             Some(v) => kind == ActionKind::Credit && !v.is_empty(),
         };
         if !version_ok || parts.next().is_some() || incident.is_empty() || customer.is_empty() {

@@ -448,7 +448,8 @@ pub struct Incident {
     /// Latest time a site of the incident came back up.
     #[serde(default)]
     pub last_up: Option<DateTime<Utc>>,
-    /// Seq of the latest `updated` event that set the ETR (0: none).
+    /// Seq of the latest `updated` event that set the ETR or changed the
+    /// NOC's message (0: none): what an update notice tells.
     #[serde(default)]
     pub etr_version: u64,
     /// `etr_version` when ETR update notices were last planned.
@@ -587,8 +588,11 @@ impl Incident {
                     self.etr = *etr;
                     self.etr_version = ev.seq;
                 }
-                if message.is_some() {
+                if message.is_some() && *message != self.message {
+                    // New words from the NOC go to those told, as an
+                    // update (the same versioned notice as an ETR change).
                     self.message = message.clone();
+                    self.etr_version = ev.seq;
                 }
             }
             EventKind::Resolved { restored_at } => {

@@ -15,7 +15,7 @@
 use super::compensate;
 use super::templates::{TemplateError, Templates, Vars};
 use crate::config::{PlanConfig, QuietHoursConfig};
-use crate::model::{Action, ActionKind, Channel, Credit, Customer, Incident, IncidentState, IvrUpsert, Message};
+use crate::model::{Action, ActionKind, Channel, Credit, Customer, Incident, IncidentState, IvrUpsert, Message, Money};
 use crate::refdata::RefData;
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -97,15 +97,19 @@ pub struct Planner {
     default_tz: Tz,
 }
 
-/// Renders each notice once per (kind, channel, language, postcode, grant)
-/// within one plan: a storm's customers share a few hundred texts.
+/// What a text depends on: kind, channel, language, postcode, whether the
+/// customer has a grant, and the credit a restored notice names.
+type TextKey<'a> = (ActionKind, Channel, &'a str, &'a str, bool, Option<Money>);
+
+/// Renders each notice once per [`TextKey`] within one plan: a storm's
+/// customers share a few hundred texts.
 struct Texts<'a> {
     planner: &'a Planner,
     inc: &'a Incident,
     now: DateTime<Utc>,
     /// Provisional end of unlimited data, quoted in `down` notices.
     data_until: Option<DateTime<Utc>>,
-    cache: HashMap<(ActionKind, Channel, &'a str, &'a str, bool), Message>,
+    cache: HashMap<TextKey<'a>, Message>,
     /// Quiet hours, unless off or the incident is severe.
     quiet: Option<&'a QuietHoursConfig>,
     /// Per postcode: until when its SMS notices are held (quiet hours).
@@ -113,16 +117,21 @@ struct Texts<'a> {
 }
 
 impl<'a> Texts<'a> {
-    fn get(&mut self, kind: ActionKind, channel: Channel, c: &'a Customer) -> Message {
+    /// The text of `kind` on `channel` for `c`; `credit`: what a restored
+    /// notice names (this customer's credit for the outage).
+    fn get(&mut self, kind: ActionKind, channel: Channel, c: &'a Customer, credit: Option<Money>) -> Message {
         let p = self.planner;
         let lang = p.templates.resolve(&c.language);
         let granted = c.services.mobile && c.msisdn.is_some();
-        let key = (kind, channel, lang, c.postcode.as_str(), granted);
+        let key = (kind, channel, lang, c.postcode.as_str(), granted, credit);
         if let Some(m) = self.cache.get(&key) {
             return m.clone();
         }
         let vars = Vars {
-            data_until: if granted { self.data_until } else { None },
+            // The end of unlimited data is quoted only with an ETR: without
+            // one it lasts until restoration plus the grace, an unknown time.
+            data_until: if granted && self.inc.etr.is_some() { self.data_until } else { None },
+            credit,
             ..p.vars(self.inc, &c.postcode, p.timezone(&c.postcode), self.now)
         };
         let m = p.templates.render(kind, channel, lang, &vars).unwrap_or_else(|e| {
@@ -172,7 +181,8 @@ impl Planner {
     /// Load and check the notice templates (the longest postcode of
     /// `refdata` is the worst-case area), then build the planner.
     pub fn new(cfg: PlanConfig, refdata: Arc<RefData>) -> Result<Self, TemplateError> {
-        let templates = Templates::load(cfg.templates.as_deref(), &cfg.default_language)?;
+        let templates =
+            Templates::load(cfg.templates.as_deref(), &cfg.default_language)?.with_sms_budget(cfg.sms_max_segments);
         let area = refdata.postcodes.iter().map(|p| p.postcode.as_str()).max_by_key(|p| p.chars().count());
         templates.check(cfg.sms_max_segments, &cfg.operator_name, &cfg.status_url, area.unwrap_or(""))?;
         let default_tz = cfg.default_timezone.parse().unwrap_or(Tz::UTC);
@@ -209,7 +219,10 @@ impl Planner {
             start: inc.opened_at,
             etr: inc.etr,
             data_until: None,
-            compensation: self.cfg.compensation_promise,
+            // A promise only where rules can pay it.
+            compensation: self.cfg.compensation_promise && !self.cfg.compensation.rules.is_empty(),
+            credit: None,
+            message: inc.message.as_deref(),
             incident: &inc.id.0,
             url: &self.cfg.status_url,
             tz,
@@ -330,10 +343,7 @@ impl Planner {
             .cloned()
             .collect();
         postcodes.sort_unstable();
-        // Provisional end: the ETR (or now) plus the grace; the revoke at
-        // restoration sets the real one.
-        let until = inc.etr.unwrap_or(now).max(now) + self.grace();
-        Plan { postcodes, audience: Audience::Down { until }, now }
+        Plan { postcodes, audience: Audience::Down { until: self.grant_until(inc, now) }, now }
     }
 
     /// The plan's actions, `per_page` customers at a time, in postcode then
@@ -379,14 +389,18 @@ impl Planner {
         let now = plan.now;
         match &plan.audience {
             Audience::Down { until } => {
-                self.notices(inc, c, ActionKind::Down, now, texts, out);
+                self.notices(inc, c, ActionKind::Down, None, texts, out);
                 out.extend(self.data_grant(inc, c, ActionKind::Grant, *until, now));
             }
             Audience::Restored { windows } => {
                 let Some(&window) = windows.get(&c.postcode) else { return };
-                self.notices(inc, c, ActionKind::Restored, now, texts, out);
+                let credits = self.credits(inc, c, window);
+                // The notice names what the customer will get: the sum of
+                // their credits (one currency per customer's rules).
+                let total = credits.iter().map(|c| c.amount).reduce(|a, b| Money::new(a.minor + b.minor, a.currency));
+                self.notices(inc, c, ActionKind::Restored, total, texts, out);
                 out.extend(self.data_grant(inc, c, ActionKind::Revoke, window.1 + self.grace(), now));
-                for credit in self.credits(inc, c, window) {
+                for credit in credits {
                     let mut a = self.action(inc, c, Channel::Credit, ActionKind::Credit, now);
                     a.action_id = Action::credit_key(&inc.id, &c.customer_id, &credit.rule_id, &credit.service);
                     a.credit = Some(credit);
@@ -394,14 +408,22 @@ impl Planner {
                 }
             }
             Audience::Cancelled { until } => {
-                self.notices(inc, c, ActionKind::Cancelled, now, texts, out);
+                self.notices(inc, c, ActionKind::Cancelled, None, texts, out);
                 out.extend(self.data_grant(inc, c, ActionKind::Revoke, *until, now));
             }
             Audience::EtrUpdate { version } => {
                 let first = out.len();
-                self.notices(inc, c, ActionKind::EtrUpdate, now, texts, out);
+                self.notices(inc, c, ActionKind::EtrUpdate, None, texts, out);
+                // The grant follows the ETR (never shortened: the platform
+                // keeps the later end), under a key of its own version.
+                if let Some(mut g) = self.data_grant(inc, c, ActionKind::Grant, self.grant_until(inc, now), now) {
+                    g.action_id = Action::grant_extension_key(&inc.id, &c.customer_id, *version);
+                    out.push(g);
+                }
                 for a in &mut out[first..] {
-                    a.action_id = Action::etr_update_key(&inc.id, &c.customer_id, a.channel, *version);
+                    if a.kind == ActionKind::EtrUpdate {
+                        a.action_id = Action::etr_update_key(&inc.id, &c.customer_id, a.channel, *version);
+                    }
                 }
             }
         }
@@ -494,6 +516,16 @@ impl Planner {
         self.cfg.force_majeure_causes.iter().any(|c| !c.is_empty() && cause.contains(&c.to_lowercase()))
     }
 
+    /// The provisional end of a data grant: the ETR plus the grace, or,
+    /// with no ETR, `data_grant_horizon` from now. The revoke at
+    /// restoration sets the real end (restoration plus the grace).
+    fn grant_until(&self, inc: &Incident, now: DateTime<Utc>) -> DateTime<Utc> {
+        match inc.etr {
+            Some(etr) => etr.max(now) + self.grace(),
+            None => now + chrono::Duration::from_std(self.cfg.data_grant_horizon).unwrap_or(chrono::Duration::days(7)),
+        }
+    }
+
     fn grace(&self) -> chrono::Duration {
         chrono::Duration::from_std(self.cfg.data_grant_grace).unwrap_or(chrono::Duration::days(1))
     }
@@ -521,16 +553,17 @@ impl Planner {
         inc: &Incident,
         c: &'a Customer,
         kind: ActionKind,
-        now: DateTime<Utc>,
+        credit: Option<Money>,
         texts: &mut Texts<'a>,
         out: &mut Vec<Action>,
     ) {
+        let now = texts.now;
         let channels = [(Channel::Sms, &c.msisdn, c.opt_out.sms), (Channel::Email, &c.email, c.opt_out.email)];
         for (channel, to, opted_out) in channels {
             if let (Some(to), false) = (to, opted_out) {
                 let mut a = self.action(inc, c, channel, kind, now);
                 a.to = Some(to.clone());
-                a.message = Some(texts.get(kind, channel, c));
+                a.message = Some(texts.get(kind, channel, c, credit));
                 if channel == Channel::Sms {
                     a.not_before = texts.not_before(c);
                 }
@@ -928,6 +961,64 @@ mod tests {
     }
 
     #[test]
+    fn unlimited_data_is_quoted_only_with_an_etr_and_lasts_until_restoration() {
+        let p = planner();
+        // No ETR: no end quoted; the grant is provisioned for the horizon.
+        let inc = incident(vec![declared()]);
+        let actions = p.actions(&inc, &p.plan_down(&inc, &p.footprint(&inc), t(60)));
+        let sms = actions.iter().find(|a| a.channel == Channel::Sms && a.customer_id == "C1").unwrap();
+        assert!(!sms.message.as_ref().unwrap().text.contains("unlimited data until"), "{:?}", sms.message);
+        let grant = actions.iter().find(|a| a.channel == Channel::DataGrant).unwrap();
+        assert_eq!(grant.until, Some(t(60) + chrono::Duration::days(7)), "the horizon, not now + grace");
+        // With an ETR: quoted, and the grant ends at ETR + grace.
+        let etr = EventKind::Updated { cause: None, etr: Some(t(3 * 3600)), message: None };
+        let inc = incident(vec![declared(), etr]);
+        let actions = p.actions(&inc, &p.plan_down(&inc, &p.footprint(&inc), t(60)));
+        let sms = actions.iter().find(|a| a.channel == Channel::Sms && a.customer_id == "C1").unwrap();
+        assert!(sms.message.as_ref().unwrap().text.contains("unlimited data until"), "{:?}", sms.message);
+        let grant = actions.iter().find(|a| a.channel == Channel::DataGrant).unwrap();
+        assert_eq!(grant.until, Some(t(3 * 3600) + chrono::Duration::days(1)));
+    }
+
+    #[test]
+    fn a_new_noc_message_is_an_update_to_those_told_in_every_channel() {
+        let p = planner();
+        let down = EventKind::Planned { phase: Phase::Down, postcodes: vec!["02901".into()], actions: 5 };
+        let say = |m: &str| EventKind::Updated { cause: None, etr: None, message: Some(m.into()) };
+        let inc = incident(vec![declared(), down.clone(), say("Crews are on site.")]);
+        let plan = p.plan_etr_update(&inc, t(60));
+        assert_eq!(plan.postcodes, ["02901"], "a new message goes to the told");
+        let actions = p.actions(&inc, &plan);
+        for ch in [Channel::Sms, Channel::Email] {
+            let a = actions.iter().find(|a| a.channel == ch).unwrap();
+            assert!(a.message.as_ref().unwrap().text.contains("Crews are on site."), "{ch:?}: {:?}", a.message);
+        }
+        let ivr = p.ivr(&inc, &p.footprint(&inc), t(60));
+        assert!(ivr[0].message.contains("Crews are on site."), "{}", ivr[0].message);
+        // The same words again are no news.
+        let told = EventKind::Planned { phase: Phase::EtrUpdate, postcodes: vec!["02901".into()], actions: 5 };
+        let same = incident(vec![declared(), down, say("Crews are on site."), told, say("Crews are on site.")]);
+        assert!(p.plan_etr_update(&same, t(60)).postcodes.is_empty());
+    }
+
+    #[test]
+    fn a_restored_notice_names_the_credit_or_promises_nothing() {
+        let p = planner();
+        let down = EventKind::Planned { phase: Phase::Down, postcodes: vec!["02901".into()], actions: 5 };
+        let long = incident(vec![declared(), down.clone(), EventKind::Resolved { restored_at: t(3 * 3600) }]);
+        let actions = p.actions(&long, &p.plan_restored(&long, t(3 * 3600)));
+        let sms = actions.iter().find(|a| a.channel == Channel::Sms && a.customer_id == "C1").unwrap();
+        assert!(sms.message.as_ref().unwrap().text.contains("A credit of $0.13"), "{:?}", sms.message);
+        let short = incident(vec![declared(), down, EventKind::Resolved { restored_at: t(600) }]);
+        let actions = p.actions(&short, &p.plan_restored(&short, t(600)));
+        assert!(actions.iter().all(|a| a.credit.is_none()));
+        let sms = actions.iter().find(|a| a.channel == Channel::Sms && a.customer_id == "C1").unwrap();
+        assert!(!sms.message.as_ref().unwrap().text.contains("credit"), "no promise: {:?}", sms.message);
+        let mail = actions.iter().find(|a| a.channel == Channel::Email && a.customer_id == "C1").unwrap();
+        assert!(mail.message.as_ref().unwrap().text.contains("does not qualify"), "{:?}", mail.message);
+    }
+
+    #[test]
     fn etr_updates_go_once_per_change_to_the_told_and_not_restored() {
         let p = planner();
         let etr = |h: i64| EventKind::Updated { cause: None, etr: Some(t(h * 3600)), message: None };
@@ -944,8 +1035,15 @@ mod tests {
         let actions = p.actions(&inc, &plan);
         let ids: BTreeSet<&str> = actions.iter().map(|a| a.action_id.as_str()).collect();
         assert!(ids.contains("INC-20261123-00000001/C1/sms/etr_update/5"), "{ids:?}");
-        assert!(actions.iter().all(|a| a.kind == ActionKind::EtrUpdate && a.message.is_some()));
-        assert!(actions.iter().all(|a| matches!(a.channel, Channel::Sms | Channel::Email)), "no grants or credits");
+        let notices: Vec<&Action> = actions.iter().filter(|a| a.channel != Channel::DataGrant).collect();
+        assert!(notices.iter().all(|a| a.kind == ActionKind::EtrUpdate && a.message.is_some()));
+        assert!(notices.iter().all(|a| matches!(a.channel, Channel::Sms | Channel::Email)), "no credits");
+        // The grants follow the ETR: a versioned extension to ETR + grace.
+        let grants: Vec<&Action> = actions.iter().filter(|a| a.channel == Channel::DataGrant).collect();
+        assert!(!grants.is_empty() && grants.iter().all(|a| a.kind == ActionKind::Grant));
+        assert!(grants.iter().all(|a| a.action_id.ends_with("/data_grant/grant/5")), "{grants:?}");
+        assert!(grants.iter().all(|a| a.until == Some(t(4 * 3600) + chrono::Duration::days(1))));
+        assert!(grants.iter().all(|a| Action::parse_key(&a.action_id).is_some()), "the key parses");
         let told = incident(vec![declared(), down("02901"), etr(4), update.clone()]);
         assert!(p.plan_etr_update(&told, t(60)).postcodes.is_empty(), "told once");
         let again = incident(vec![declared(), down("02901"), etr(4), update.clone(), etr(6)]);

@@ -7,7 +7,8 @@
 
 use super::classify::{CauseClass, Classifier};
 use super::sms_text;
-use crate::model::{ActionKind, Channel, Message};
+use crate::model::money::Currency;
+use crate::model::{ActionKind, Channel, Message, Money};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
@@ -71,16 +72,53 @@ struct LanguageFile {
     time: String,
     /// strftime for a time on another day.
     datetime: String,
+    /// How an amount is written: `{amount}` and `{symbol}`.
+    #[serde(default = "default_money")]
+    money: String,
+    /// The decimal separator of `{amount}`.
+    #[serde(default = "default_decimal")]
+    decimal: String,
     causes: BTreeMap<String, String>,
     sms: BTreeMap<String, String>,
     email: BTreeMap<String, String>,
     ivr: BTreeMap<String, String>,
 }
 
+fn default_money() -> String {
+    "{amount} {symbol}".into()
+}
+
+fn default_decimal() -> String {
+    ".".into()
+}
+
 struct Language {
     time: String,
     datetime: String,
+    money: String,
+    decimal: String,
     causes: BTreeMap<String, String>,
+}
+
+impl Language {
+    /// `m` as this language writes money: `12,34 €`, `€12.34`.
+    fn money(&self, m: &Money) -> String {
+        let digits = m.currency.exponent();
+        let (neg, abs) = (m.minor < 0, m.minor.unsigned_abs());
+        let scale = 10u64.pow(digits);
+        let mut amount = format!("{}{}", if neg { "-" } else { "" }, abs / scale);
+        if digits > 0 {
+            amount.push_str(&format!("{}{:0width$}", self.decimal, abs % scale, width = digits as usize));
+        }
+        let symbol = match m.currency.as_str() {
+            "EUR" => "€",
+            "GBP" => "£",
+            "USD" => "$",
+            "RUB" => "₽",
+            code => code,
+        };
+        self.money.replace("{amount}", &amount).replace("{symbol}", symbol)
+    }
 }
 
 /// What a notice is about. Times are UTC; they are shown in `tz`.
@@ -94,7 +132,13 @@ pub struct Vars<'a> {
     pub start: DateTime<Utc>,
     pub etr: Option<DateTime<Utc>>,
     pub data_until: Option<DateTime<Utc>>,
+    /// "Down" notices may say a due credit comes without asking
+    /// (compensation rules configured and `plan.compensation_promise`).
     pub compensation: bool,
+    /// Restored notices: this customer's credit for the outage, if any.
+    pub credit: Option<Money>,
+    /// The NOC's own words (`--message`), if any.
+    pub message: Option<&'a str>,
     pub incident: &'a str,
     pub url: &'a str,
     pub tz: Tz,
@@ -109,6 +153,9 @@ pub struct Templates {
     env: minijinja::Environment<'static>,
     langs: BTreeMap<String, Language>,
     default_language: String,
+    /// `plan.sms_max_segments`: an SMS carries the NOC's message only when
+    /// the whole text still fits (see [`Templates::render`]).
+    sms_budget: usize,
 }
 
 fn kind_name(kind: ActionKind) -> &'static str {
@@ -184,12 +231,22 @@ impl Templates {
                     }
                 })?;
             }
-            langs.insert(lang, Language { time: f.time, datetime: f.datetime, causes: f.causes });
+            if !f.money.contains("{amount}") {
+                return Err(file_err(format!("language {lang:?}: money {:?} has no {{amount}}", f.money)));
+            }
+            let (money, decimal) = (f.money, f.decimal);
+            langs.insert(lang, Language { time: f.time, datetime: f.datetime, money, decimal, causes: f.causes });
         }
         if !langs.contains_key(default_language) {
             return Err(TemplateError::NoDefault(path.display().to_string(), default_language.to_string()));
         }
-        Ok(Templates { classifier: Arc::default(), env, langs, default_language: default_language.to_string() })
+        Ok(Templates {
+            classifier: Arc::default(),
+            env,
+            langs,
+            default_language: default_language.to_string(),
+            sms_budget: usize::MAX,
+        })
     }
 
     /// Languages with templates.
@@ -234,6 +291,8 @@ impl Templates {
             etr => v.etr.map(local),
             data_until => v.data_until.map(local),
             compensation => v.compensation,
+            credit => v.credit.as_ref().filter(|m| m.minor > 0).map(|m| lang.money(m)),
+            message => v.message.map(str::trim).filter(|m| !m.is_empty()),
             incident => v.incident,
             url => v.url,
         }
@@ -249,7 +308,16 @@ impl Templates {
         Ok(t.render(ctx).map_err(err)?.trim().to_string())
     }
 
-    /// Render one customer notice in `lang` (a resolved language).
+    /// SMS notices carry the NOC's message only when the whole text still
+    /// fits `segments` (`plan.sms_max_segments`); e-mail and IVR always do.
+    pub fn with_sms_budget(mut self, segments: usize) -> Self {
+        self.sms_budget = segments;
+        self
+    }
+
+    /// Render one customer notice in `lang` (a resolved language). An SMS
+    /// that would exceed the segment budget with the NOC's message is
+    /// rendered without it (`Message::message_left_out`).
     pub fn render(
         &self,
         kind: ActionKind,
@@ -265,7 +333,14 @@ impl Templates {
                 subject: Some(self.render_one(lang, &format!("email.{k}_subject"), &ctx)?),
                 text: self.render_one(lang, &format!("email.{k}"), &ctx)?,
             }),
-            _ => Ok(Message { subject: None, text: self.render_one(lang, &format!("sms.{k}"), &ctx)? }),
+            _ => {
+                let text = self.render_one(lang, &format!("sms.{k}"), &ctx)?;
+                if v.message.is_none() || sms_text::segments(&text).count <= self.sms_budget {
+                    return Ok(Message { subject: None, text });
+                }
+                let ctx = self.context(l, &Vars { message: None, ..v.clone() });
+                Ok(Message { subject: None, text: self.render_one(lang, &format!("sms.{k}"), &ctx)? })
+            }
         }
     }
 
@@ -295,6 +370,10 @@ impl Templates {
                             etr: full.then_some(start + chrono::Duration::hours(10)),
                             data_until: full.then_some(start + chrono::Duration::days(2)),
                             compensation: full,
+                            credit: full
+                                .then(|| Currency::parse("EUR").map(|c| Money::new(9_999_999, c)).ok())
+                                .flatten(),
+                            message: None,
                             incident: "INC-20261228-ffffffff",
                             url,
                             tz: Tz::UTC,
@@ -303,6 +382,12 @@ impl Templates {
                         let m = self.render(kind, Channel::Sms, lang, &v)?;
                         self.render(kind, Channel::Email, lang, &v)?;
                         self.ivr(true, lang, &v)?;
+                        // The NOC's message renders everywhere (an SMS
+                        // leaves it out when over budget, so it is not
+                        // part of the worst case).
+                        let with_message = Vars { message: Some("Crews are on site."), ..v.clone() };
+                        self.render(kind, Channel::Email, lang, &with_message)?;
+                        self.ivr(true, lang, &with_message)?;
                         let s = sms_text::segments(&m.text);
                         if s.count > max_segments {
                             over.push(format!(
@@ -354,6 +439,8 @@ mod tests {
             etr: Some(t("2026-11-23T17:30:00Z")),
             data_until: Some(t("2026-11-24T17:30:00Z")),
             compensation: true,
+            credit: None,
+            message: None,
             incident: "INC-20261123-0000abcd",
             url: "https://status.example.net",
             tz,
@@ -393,9 +480,11 @@ mod tests {
         let v = Vars { etr: None, data_until: None, compensation: false, ..vars(Tz::UTC) };
         let sms = tpl.render(ActionKind::Down, Channel::Sms, "en", &v).unwrap();
         assert!(!sms.text.contains("Fix expected") && !sms.text.contains("unlimited"), "{}", sms.text);
-        let mail = tpl.render(ActionKind::Restored, Channel::Email, "ru", &vars(Tz::UTC)).unwrap();
+        let eur = |minor| Some(Money::new(minor, Currency::parse("EUR").unwrap()));
+        let mail = tpl.render(ActionKind::Restored, Channel::Email, "ru", &Vars { credit: eur(42), ..vars(Tz::UTC) });
+        let mail = mail.unwrap();
         assert_eq!(mail.subject.as_deref(), Some("Связь в 28013 восстановлена (INC-20261123-0000abcd)"));
-        assert!(mail.text.contains("Компенсация"), "{}", mail.text);
+        assert!(mail.text.contains("Компенсация за аварию (0,42 €)"), "{}", mail.text);
         for kind in NOTICE_KINDS {
             for lang in ["en", "es", "nl", "ru"] {
                 let m = tpl.render(kind, Channel::Sms, lang, &vars(Tz::UTC)).unwrap();
@@ -403,6 +492,39 @@ mod tests {
                 assert!(!m.text.contains("{{") && !m.text.contains("{%"), "{lang} {kind:?}: {}", m.text);
             }
         }
+    }
+
+    #[test]
+    fn credits_are_written_as_each_language_writes_money() {
+        let tpl = shipped();
+        let money = |cur: &str, minor| Some(Money::new(minor, Currency::parse(cur).unwrap()));
+        let restored = |lang, credit| {
+            tpl.render(ActionKind::Restored, Channel::Sms, lang, &Vars { credit, ..vars(Tz::UTC) }).unwrap().text
+        };
+        assert!(restored("en", money("EUR", 1234)).contains("A credit of €12.34 "));
+        assert!(restored("es", money("EUR", 42)).contains("abono de 0,42 €"));
+        assert!(restored("nl", money("EUR", 5)).contains("vergoeding van € 0,05"));
+        assert!(restored("en", money("JPY", 500)).contains("A credit of JPY500 "), "no minor unit");
+        assert!(!restored("en", None).contains("credit"), "none due: no promise");
+        assert!(!restored("en", money("EUR", 0)).contains("credit"), "zero is none");
+    }
+
+    #[test]
+    fn the_noc_message_is_in_every_channel_and_in_sms_only_when_it_fits() {
+        let tpl = shipped().with_sms_budget(2);
+        let short = Vars { message: Some("Crews are on site."), ..vars(Tz::UTC) };
+        for kind in [ActionKind::Down, ActionKind::EtrUpdate] {
+            let sms = tpl.render(kind, Channel::Sms, "en", &short).unwrap();
+            assert!(sms.text.contains("Crews are on site."), "{kind:?}: {}", sms.text);
+        }
+        let long_words = "Crews are on site and the generator is on its way; ".repeat(6);
+        let long = Vars { message: Some(&long_words), ..vars(Tz::UTC) };
+        let sms = tpl.render(ActionKind::Down, Channel::Sms, "en", &long).unwrap();
+        assert!(!sms.text.contains("generator"), "over the budget: left out");
+        assert!(crate::transforms::sms_text::segments(&sms.text).count <= 2);
+        let mail = tpl.render(ActionKind::Down, Channel::Email, "en", &long).unwrap();
+        assert!(mail.text.contains("generator"), "e-mail always carries it");
+        assert!(tpl.ivr(true, "es", &long).unwrap().contains("generator"), "and the IVR");
     }
 
     #[test]
