@@ -283,7 +283,9 @@ pub struct PlanConfig {
     /// Most SMS segments a notice may take; every template is checked at
     /// start-up with the longest values. Default 2.
     pub sms_max_segments: usize,
-    /// IANA zone for customers whose postcode has none. Default `UTC`.
+    /// IANA zone of the IVR's fallback and of a postcode whose row names
+    /// no zone and whose centroid lies in none (a postcode's own zone, or
+    /// its centroid's, comes first). Default `UTC`.
     pub default_timezone: String,
     /// Notices promise automatic compensation. Default true.
     pub compensation_promise: bool,

@@ -368,10 +368,12 @@ async fn at_night_sms_waits_for_the_morning_across_a_restart_and_a_repair_withdr
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config("quiet", dir.path());
     cfg.correlator.hold_down = Duration::from_secs(600);
-    cfg.plan.quiet_hours = Some(Default::default()); // 21:00–08:00, postcodes in UTC
+    // 21:00–08:00 in the postcodes' zone: the file names none, so it is
+    // their centroids' (Providence: America/New_York, EST in November).
+    cfg.plan.quiet_hours = Some(Default::default());
     let broker = Broker::connect(&cfg.kafka).await.unwrap();
-    let night: DateTime<Utc> = "2026-11-23T23:00:00Z".parse().unwrap();
-    let morning: DateTime<Utc> = "2026-11-24T08:00:00Z".parse().unwrap();
+    let night: DateTime<Utc> = "2026-11-24T04:00:00Z".parse().unwrap(); // 23:00 EST
+    let morning: DateTime<Utc> = "2026-11-24T13:00:00Z".parse().unwrap(); // 08:00 EST
     let t0 = night - Cd::hours(4);
     // S1–S3 stay down all night; S5 (alone over 02903, C5) is repaired at
     // 20:30, but the incident is only seen at 23:00 (say, a late feed).

@@ -93,8 +93,68 @@ pub struct Planner {
     cfg: PlanConfig,
     refdata: Arc<RefData>,
     templates: Templates,
-    /// `cfg.default_timezone`, parsed (validated with the config).
+    /// `cfg.default_timezone`, parsed (validated with the config): the
+    /// IVR's and the last resort for a postcode's zone.
     default_tz: Tz,
+    /// Each postcode's zone (by index into `refdata.postcodes`): the CSV's
+    /// when it names a known IANA zone, else the zone its centroid lies in,
+    /// else `default_tz` (see [`postcode_zones`]).
+    zones: Vec<Tz>,
+}
+
+/// Where the postcodes' time zones came from (logged at start-up).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ZoneSources {
+    /// Named by the postcode file.
+    pub file: usize,
+    /// Looked up from the postcode's centroid (no zone, or an unknown one,
+    /// in the file).
+    pub coordinates: usize,
+    /// The file named a zone that does not exist (then by coordinates).
+    pub unknown_in_file: usize,
+    /// Neither: `plan.default_timezone` (at sea, or no coordinates).
+    pub default: usize,
+}
+
+/// Each postcode's zone: the file's, else from its centroid (time-zone
+/// boundaries, `tzf-rs`), else `default`. Local time decides what a
+/// customer reads and the 08:00–22:00 window of Spain's art. 16, so an
+/// unknown zone must not silently become UTC.
+pub fn postcode_zones(refdata: &RefData, default: Tz) -> (Vec<Tz>, ZoneSources) {
+    // Built once per process, and only when a postcode needs it (it holds
+    // the world's zone boundaries, simplified: a few MB).
+    static FINDER: std::sync::OnceLock<tzf_rs::DefaultFinder> = std::sync::OnceLock::new();
+    let mut n = ZoneSources::default();
+    let zones = refdata
+        .postcodes
+        .iter()
+        .map(|p| {
+            let named = p.timezone.as_deref().map(|z| z.parse::<Tz>());
+            match named {
+                Some(Ok(tz)) => {
+                    n.file += 1;
+                    return tz;
+                }
+                Some(Err(_)) => n.unknown_in_file += 1,
+                None => {}
+            }
+            let f = FINDER.get_or_init(tzf_rs::DefaultFinder::new);
+            let found = (p.lat.is_finite() && p.lon.is_finite())
+                .then(|| f.get_tz_name(p.lon, p.lat).parse::<Tz>().ok())
+                .flatten();
+            match found {
+                Some(tz) => {
+                    n.coordinates += 1;
+                    tz
+                }
+                None => {
+                    n.default += 1;
+                    default
+                }
+            }
+        })
+        .collect();
+    (zones, n)
 }
 
 /// What a text depends on: kind, channel, language, postcode, whether the
@@ -186,7 +246,21 @@ impl Planner {
         let area = refdata.postcodes.iter().map(|p| p.postcode.as_str()).max_by_key(|p| p.chars().count());
         templates.check(cfg.sms_max_segments, &cfg.operator_name, &cfg.status_url, area.unwrap_or(""))?;
         let default_tz = cfg.default_timezone.parse().unwrap_or(Tz::UTC);
-        Ok(Planner { cfg, refdata, templates, default_tz })
+        let (zones, from) = postcode_zones(&refdata, default_tz);
+        if from.unknown_in_file > 0 {
+            tracing::warn!(
+                postcodes = from.unknown_in_file,
+                "postcode file names time zones that do not exist; their postcodes' zones come from coordinates"
+            );
+        }
+        tracing::info!(
+            from_file = from.file,
+            from_coordinates = from.coordinates,
+            default = from.default,
+            default_timezone = %default_tz,
+            "postcode time zones"
+        );
+        Ok(Planner { cfg, refdata, templates, default_tz, zones })
     }
 
     /// Word causes by `classifier` (the operator's `[causes]` rules as
@@ -203,11 +277,10 @@ impl Planner {
     }
 
     /// The zone notices to a postcode's customers are written in.
-    fn timezone(&self, postcode: &str) -> Tz {
+    pub fn timezone(&self, postcode: &str) -> Tz {
         self.refdata
             .postcode_index(postcode)
-            .and_then(|i| self.refdata.postcodes[i as usize].timezone.as_deref())
-            .and_then(|z| z.parse().ok())
+            .and_then(|i| self.zones.get(i as usize).copied())
             .unwrap_or(self.default_tz)
     }
 
@@ -651,42 +724,51 @@ impl Planner {
 
     /// Desired IVR state of each region (postcode prefix) of the footprint:
     /// announced while declared, withdrawn once resolved or cancelled.
+    /// Times are the region's local time (the zone of its first postcode
+    /// in the footprint), as in the SMS its callers got.
     pub fn ivr(&self, inc: &Incident, footprint: &[u32], now: DateTime<Utc>) -> Vec<IvrUpsert> {
         let active = match inc.state {
             IncidentState::Declared => true,
             IncidentState::Resolved | IncidentState::Cancelled => false,
             _ => return vec![],
         };
-        let regions: BTreeSet<String> =
-            footprint.iter().map(|&i| self.region(&self.refdata.postcodes[i as usize].postcode)).collect();
-        if regions.is_empty() {
-            return vec![]; // No region to announce in: render no texts.
+        let mut regions: BTreeMap<String, Tz> = BTreeMap::new();
+        for &i in footprint {
+            let p = &self.refdata.postcodes[i as usize].postcode;
+            regions.entry(self.region(p)).or_insert_with(|| self.timezone(p));
         }
         let lang = self.templates.resolve(&self.cfg.default_language);
-        let vars = self.vars(inc, "", self.default_tz, now);
-        let messages: BTreeMap<String, String> = self
-            .templates
-            .languages()
-            .map(|l| {
-                let text = self.templates.ivr(active, l, &vars).unwrap_or_else(|e| {
-                    tracing::error!(error = %e, language = l, "IVR template failed");
-                    String::new()
-                });
-                (l.to_string(), text)
-            })
-            .collect();
-        let message = messages.get(lang).cloned().unwrap_or_default();
+        // Rendered once per zone (a country has one or a few).
+        let mut by_zone: HashMap<Tz, BTreeMap<String, String>> = HashMap::new();
         let valid_until = if active { inc.etr.unwrap_or(now + chrono::Duration::hours(4)) } else { now };
         regions
             .into_iter()
-            .map(|region| IvrUpsert {
-                region,
-                active,
-                message: message.clone(),
-                language: lang.to_string(),
-                messages: messages.clone(),
-                incident_id: inc.id.clone(),
-                valid_until,
+            .map(|(region, tz)| {
+                let messages = by_zone
+                    .entry(tz)
+                    .or_insert_with(|| {
+                        let vars = self.vars(inc, "", tz, now);
+                        self.templates
+                            .languages()
+                            .map(|l| {
+                                let text = self.templates.ivr(active, l, &vars).unwrap_or_else(|e| {
+                                    tracing::error!(error = %e, language = l, "IVR template failed");
+                                    String::new()
+                                });
+                                (l.to_string(), text)
+                            })
+                            .collect()
+                    })
+                    .clone();
+                IvrUpsert {
+                    region,
+                    active,
+                    message: messages.get(lang).cloned().unwrap_or_default(),
+                    language: lang.to_string(),
+                    messages,
+                    incident_id: inc.id.clone(),
+                    valid_until,
+                }
             })
             .collect()
     }
@@ -937,14 +1019,44 @@ mod tests {
     }
 
     #[test]
+    fn a_postcode_zone_comes_from_the_file_else_its_coordinates_else_the_default() {
+        let pc = |p: &str, lat, lon, tz: Option<&str>| Postcode {
+            postcode: p.into(),
+            lat,
+            lon,
+            population: None,
+            timezone: tz.map(Into::into),
+        };
+        let postcodes = vec![
+            pc("28013", 40.42, -3.70, Some("Europe/Madrid")),
+            pc("02901", 41.82, -71.41, Some("America/Providence")), // no such zone
+            pc("00000", 0.0, -30.0, None),                          // mid-Atlantic
+            pc("08001", 41.38, 2.17, None),                         // Barcelona
+        ];
+        let rd = RefData::build(vec![], postcodes, vec![]).unwrap();
+        let n = rd.postcodes.len();
+        let (zones, from) = postcode_zones(&rd, chrono_tz::Europe::Lisbon);
+        let zone = |p: &str| zones[rd.postcode_index(p).unwrap() as usize];
+        assert_eq!(zone("08001"), chrono_tz::Europe::Madrid, "no zone in the file: by its centroid");
+        assert_eq!(zone("28013"), chrono_tz::Europe::Madrid, "the file's zone");
+        assert_eq!(zone("02901"), chrono_tz::America::New_York, "an unknown name: by its Providence centroid");
+        assert!(zone("00000") != chrono_tz::Europe::Madrid, "at sea: a nautical zone or the default");
+        assert_eq!(from.file, 1);
+        assert_eq!(from.unknown_in_file, 1);
+        assert_eq!(from.coordinates + from.default, n - 1);
+    }
+
+    #[test]
     fn at_night_sms_notices_wait_for_the_morning_unless_the_incident_is_severe() {
         let quiet = |severe_customers| PlanConfig {
             quiet_hours: Some(QuietHoursConfig { severe_customers, ..Default::default() }),
             ..PlanConfig::default()
         };
         let inc = incident(vec![declared()]);
-        let morning = Utc.with_ymd_and_hms(2026, 9, 22, 8, 0, 0).unwrap();
-        let night = t(10 * 3600); // 00:13 UTC (the postcodes' zone)
+        // The postcodes have no zone in the file: theirs is found from
+        // their centroids (Providence, America/New_York, EDT in September).
+        let morning = Utc.with_ymd_and_hms(2026, 9, 22, 12, 0, 0).unwrap(); // 08:00 EDT
+        let night = t(14 * 3600); // 04:13 UTC, 00:13 EDT
         let p = planner_with(quiet(1000));
         let actions = p.actions(&inc, &p.plan_down(&inc, &p.footprint(&inc), night));
         for a in &actions {
@@ -953,7 +1065,7 @@ mod tests {
         }
         assert!(actions.iter().any(|a| a.channel == Channel::Sms));
         let day = p.actions(&inc, &p.plan_down(&inc, &p.footprint(&inc), t(0)));
-        assert!(day.iter().all(|a| a.not_before.is_none()), "14:13 is not quiet");
+        assert!(day.iter().all(|a| a.not_before.is_none()), "10:13 EDT is not quiet");
         // 4 customers in 02901: with a threshold of 4 the incident is severe.
         let p = planner_with(quiet(4));
         let severe = p.actions(&inc, &p.plan_down(&inc, &p.footprint(&inc), night));
