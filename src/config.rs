@@ -305,6 +305,10 @@ pub struct PlanConfig {
     /// at `…/preview`); the IVR announcement does not wait. Default: none
     /// (never wait).
     pub approve_above_customers: Option<u64>,
+    /// An approved incident whose audience grows past this many times the
+    /// audience approved asks again (`approval_required` anew; what was
+    /// told stays told, the rest waits). Default 2.
+    pub reapprove_growth: u64,
 }
 
 /// When SMS notices must not wake customers, in each customer's local time
@@ -350,6 +354,7 @@ impl Default for PlanConfig {
             compensation: CompensationConfig::default(),
             force_majeure_causes: Vec::new(),
             approve_above_customers: None,
+            reapprove_growth: 2,
         }
     }
 }

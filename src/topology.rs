@@ -893,9 +893,18 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             inc
         };
         let customers = self.correlator.customers(id);
-        let wait = inc.state == IncidentState::Declared
-            && !inc.approved
-            && self.cfg.plan.approve_above_customers.is_some_and(|n| customers > n);
+        // Above the threshold the fan-out waits for a NOC approval; an
+        // approved one asks again once it has grown `reapprove_growth`-fold.
+        let limit = self.cfg.plan.approve_above_customers.map(|n| {
+            if inc.approved && inc.approval_customers == 0 {
+                u64::MAX // approved before the audience was recorded (an older log)
+            } else if inc.approved {
+                n.max(inc.approval_customers.saturating_mul(self.cfg.plan.reapprove_growth.max(1)))
+            } else {
+                n
+            }
+        });
+        let wait = inc.state == IncidentState::Declared && limit.is_some_and(|n| customers > n);
         if wait && !inc.awaiting_approval {
             let ev = self.correlator.append(id, now, "planner", EventKind::ApprovalRequired { customers })?;
             tracing::warn!(incident = %id, customers, "fan-out waits for an operator's approval");

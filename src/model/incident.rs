@@ -186,7 +186,9 @@ pub enum EventKind {
         postcodes: Vec<String>,
     },
     /// The "down" fan-out would reach more customers than
-    /// `plan.approve_above_customers`: it waits for an `approved`.
+    /// `plan.approve_above_customers` (or, approved, more than
+    /// `plan.reapprove_growth` times the audience approved): it waits for
+    /// an `approved`.
     ApprovalRequired {
         customers: u64,
     },
@@ -465,6 +467,11 @@ pub struct Incident {
     /// A NOC operator approved the fan-out.
     #[serde(default)]
     pub approved: bool,
+    /// The audience (customers) the latest `approval_required` asked about:
+    /// an approved incident that grows past `plan.reapprove_growth` times
+    /// this asks again.
+    #[serde(default)]
+    pub approval_customers: u64,
     /// Sites joining after the declaration wait for a `confirmed` to
     /// enter the footprint (set by the `declared` event).
     #[serde(default)]
@@ -513,6 +520,7 @@ impl Incident {
             scope: None,
             awaiting_approval: false,
             approved: false,
+            approval_customers: 0,
             confirm_joiners: false,
         })
     }
@@ -599,10 +607,13 @@ impl Incident {
                 self.state = IncidentState::Resolved;
                 self.restored_at = Some(*restored_at);
                 self.closed_at = Some(ev.at);
+                // A closed incident's fan-out waits for nobody.
+                self.awaiting_approval = false;
             }
             EventKind::Cancelled { .. } => {
                 self.state = IncidentState::Cancelled;
                 self.closed_at = Some(ev.at);
+                self.awaiting_approval = false;
             }
             EventKind::Dismissed {} => {
                 self.state = IncidentState::Dismissed;
@@ -633,7 +644,12 @@ impl Incident {
             EventKind::Scoped { area, postcodes } => {
                 self.scope = Some((area.clone(), postcodes.clone()));
             }
-            EventKind::ApprovalRequired { .. } => self.awaiting_approval = true,
+            EventKind::ApprovalRequired { customers } => {
+                // Asked (again): what was approved covers a smaller audience.
+                self.awaiting_approval = true;
+                self.approved = false;
+                self.approval_customers = *customers;
+            }
             EventKind::Approved {} => {
                 self.awaiting_approval = false;
                 self.approved = true;
@@ -729,6 +745,24 @@ mod tests {
         inc.apply(&ev(4, 90, EventKind::AlarmsCleared { alarms: vec![a("a2", "S1", 90)] })).unwrap();
         assert_eq!(inc.all_up_since(), Some(t(90)));
         assert!(matches!(inc.apply(&ev(6, 99, EventKind::Dismissed {})), Err(ApplyError::Gap { .. })));
+    }
+
+    #[test]
+    fn an_approval_is_asked_again_and_withdrawn_when_the_incident_closes() {
+        let mut inc = Incident::open(&ev(1, 0, EventKind::Opened { cause: "power".into(), detail: None })).unwrap();
+        inc.apply(&ev(2, 0, EventKind::Declared { reason: "t".into(), pending: vec![], confirm_joiners: false }))
+            .unwrap();
+        inc.apply(&ev(3, 1, EventKind::ApprovalRequired { customers: 1200 })).unwrap();
+        assert!(inc.awaiting_approval && !inc.approved && inc.approval_customers == 1200);
+        inc.apply(&ev(4, 2, EventKind::Approved {})).unwrap();
+        assert!(!inc.awaiting_approval && inc.approved);
+        // Grown past what was approved: asked again, the approval no
+        // longer covers it.
+        inc.apply(&ev(5, 3, EventKind::ApprovalRequired { customers: 9000 })).unwrap();
+        assert!(inc.awaiting_approval && !inc.approved && inc.approval_customers == 9000);
+        // Resolved while waiting: nothing waits any more.
+        inc.apply(&ev(6, 4, EventKind::Resolved { restored_at: t(4) })).unwrap();
+        assert!(!inc.awaiting_approval, "a closed incident's fan-out waits for nobody");
     }
 
     #[test]
