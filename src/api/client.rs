@@ -100,6 +100,37 @@ impl ImpactQuery {
     }
 }
 
+/// The base URL a `--server` value means (`host:port` alone: `http://`),
+/// ending in `/`; refused: other schemes, no host, credentials (not
+/// echoed), a query or fragment.
+pub fn base_url(server: &str) -> Result<Url, ClientError> {
+    let trimmed = server.trim();
+    let with_scheme = if trimmed.contains("://") { trimmed.to_string() } else { format!("http://{trimmed}") };
+    let bad = |reason: &str| ClientError::InvalidServer { server: trimmed.to_string(), reason: reason.into() };
+    let mut base = Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(base.scheme(), "http" | "https") {
+        return Err(bad("expected an http:// or https:// URL"));
+    }
+    if base.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    if !base.username().is_empty() || base.password().is_some() {
+        // Not echoed: it would print the credentials.
+        return Err(ClientError::InvalidServer {
+            server: "<URL with credentials>".into(),
+            reason: "put no credentials in --server; give the token with --token or OUTAGECTL_TOKEN".into(),
+        });
+    }
+    if base.query().is_some() || base.fragment().is_some() {
+        return Err(bad("a server address has no ?query or #fragment"));
+    }
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    Ok(base)
+}
+
 /// A client for one daemon. Cheap to clone (the connection pool is shared).
 #[derive(Clone)]
 pub struct Client {
@@ -134,30 +165,8 @@ impl Client {
         timeout: Duration,
         trust: &Trust,
     ) -> Result<Self, ClientError> {
-        let trimmed = server.trim();
-        let with_scheme = if trimmed.contains("://") { trimmed.to_string() } else { format!("http://{trimmed}") };
-        let bad = |reason: &str| ClientError::InvalidServer { server: trimmed.to_string(), reason: reason.into() };
-        let mut base = Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(bad("expected an http:// or https:// URL"));
-        }
-        if base.host_str().is_none_or(str::is_empty) {
-            return Err(bad("no host"));
-        }
-        if !base.username().is_empty() || base.password().is_some() {
-            // Not echoed: it would print the credentials.
-            return Err(ClientError::InvalidServer {
-                server: "<URL with credentials>".into(),
-                reason: "put no credentials in --server; give the token with --token or OUTAGECTL_TOKEN".into(),
-            });
-        }
-        if base.query().is_some() || base.fragment().is_some() {
-            return Err(bad("a server address has no ?query or #fragment"));
-        }
-        if !base.path().ends_with('/') {
-            let path = format!("{}/", base.path());
-            base.set_path(&path);
-        }
+        let base = base_url(server)?;
+        let bad = |reason: &str| ClientError::InvalidServer { server: server.trim().to_string(), reason: reason.into() };
         let token = token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
         if let Some(t) = &token {
             if reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).is_err() {
