@@ -164,3 +164,66 @@ async fn query_routes_and_methods_answer_problems() {
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["detail"], "no incident NOPE");
 }
+
+/// `outagectl` against this server: exit code, stderr.
+async fn outagectl(args: Vec<String>) -> (Option<i32>, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_outagectl"))
+            .args(&args)
+            .env_remove("OUTAGECTL_SERVER")
+            .env_remove("OUTAGECTL_TOKEN")
+            .env_remove("OUTAGE_SERVER")
+            .env_remove("OUTAGE_TOKEN")
+            .env_remove("OUTAGECTL_CONFIG")
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outagectl_prints_the_problems_detail_with_the_documented_exit_code() {
+    let base = serve().await;
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    // Global flags before the command; the daemon's 422 is exit 6 with its words and field.
+    let (code, err) = outagectl(s(&[
+        "--server",
+        &base,
+        "--token",
+        OPERATOR,
+        "declare",
+        "--postcode",
+        "02903",
+        "--cause",
+        "fibre cut",
+        "--etr",
+        "2020-01-01T00:00:00Z",
+    ]))
+    .await;
+    assert_eq!(code, Some(6), "{err}");
+    assert!(err.contains("request refused: etr 2020-01-01T00:00:00Z is not in the future"), "{err}");
+    // The same flags after the command; no token: exit 4, the daemon's words.
+    let (code, err) = outagectl(s(&["incidents", "--server", &base])).await;
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("a bearer token is required"), "{err}");
+    // Unknown incident: 5.
+    let (code, err) = outagectl(s(&["show", "INC-NOPE", "--server", &base, "--token", VIEWER])).await;
+    assert_eq!(code, Some(5), "{err}");
+    assert!(err.contains("no incident INC-NOPE"), "{err}");
+    // Usage errors: exit 2 with clap's message, nothing sent.
+    for args in [
+        s(&["--server", "ftp://noc", "incidents"]),
+        s(&["declare", "--server", &base, "--cause", "x", "--polygon", "/nonexistent/area.geojson"]),
+        s(&["declare", "--server", &base, "--cause", "x", "--circle", "NaN,-71.4,3"]),
+        s(&["declare", "--server", &base, "--cause", "x", "--circle", "41.8,-200,3"]),
+        s(&["update", "INC-1", "--server", &base, "--etr=-1h"]),
+        s(&["update", "INC-1", "--server", &base, "--etr", "-1h"]),
+    ] {
+        let (code, err) = outagectl(args.clone()).await;
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+    }
+}
