@@ -139,11 +139,9 @@ async fn body_rejections_name_the_field() {
     assert_eq!(status, 422, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("colour"), "{body}");
     // An ETR in the past.
-    let (status, _, body) = problem(declare(
-        &base,
-        json!({"cause": "x", "area": {"postcodes": ["1"]}, "etr": "2020-01-01T00:00:00Z"}),
-    ))
-    .await;
+    let (status, _, body) =
+        problem(declare(&base, json!({"cause": "x", "area": {"postcodes": ["1"]}, "etr": "2020-01-01T00:00:00Z"})))
+            .await;
     assert_eq!((status, &body["field"]), (422, &json!("etr")), "{body}");
     // Not JSON at all: 400; JSON without its content type: 415 (axum's
     // own rejections would be text/plain).

@@ -166,7 +166,8 @@ impl Client {
         trust: &Trust,
     ) -> Result<Self, ClientError> {
         let base = base_url(server)?;
-        let bad = |reason: &str| ClientError::InvalidServer { server: server.trim().to_string(), reason: reason.into() };
+        let bad =
+            |reason: &str| ClientError::InvalidServer { server: server.trim().to_string(), reason: reason.into() };
         let token = token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
         if let Some(t) = &token {
             if reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).is_err() {
@@ -1078,7 +1079,11 @@ mod tests {
         ];
         sort_incidents(&mut list);
         let ids: Vec<&str> = list.iter().map(|i| i.id.0.as_str()).collect();
-        assert_eq!(ids, ["A", "B", "P"], "declared 11:00 before declared 12:00 though opened later; never declared last");
+        assert_eq!(
+            ids,
+            ["A", "B", "P"],
+            "declared 11:00 before declared 12:00 though opened later; never declared last"
+        );
     }
 
     #[tokio::test]

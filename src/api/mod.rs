@@ -30,12 +30,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use problem::{ApiError, ApiJson, ApiPath, ApiQuery, Kind};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
-use problem::{ApiError, ApiJson, ApiPath, ApiQuery, Kind};
 use types::*;
 
 /// `[api]` in the config.
@@ -293,8 +293,7 @@ fn bearer(value: &str) -> Option<&str> {
 
 /// The caller's token, if it has at least `need`.
 fn authorize<'a>(st: &'a ApiState, headers: &HeaderMap, need: Role) -> Result<&'a ApiToken, ApiError> {
-    let presented =
-        headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
+    let presented = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
     let Some(presented) = presented else {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "a bearer token is required (Authorization: Bearer …)"));
     };
@@ -370,7 +369,11 @@ async fn list(
     Ok(Json(snap.incidents.iter().filter(|i| q.state.is_none_or(|s| i.inc.state == s)).map(|i| i.view()).collect()))
 }
 
-async fn show(State(st): Shared, headers: HeaderMap, ApiPath(id): ApiPath<String>) -> Result<Json<IncidentView>, ApiError> {
+async fn show(
+    State(st): Shared,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<IncidentView>, ApiError> {
     authorize(&st, &headers, Role::Viewer)?;
     let snap = st.snapshots.borrow().clone();
     snap.incidents
@@ -414,9 +417,7 @@ async fn declare(
         .field("area"));
     }
     let area_field = format!("area.{}", req.area.kind());
-    req.area
-        .check_geometry()
-        .map_err(|e| ApiError::invalid(&area_field, e.to_string()).kind(Kind::InvalidGeometry))?;
+    req.area.check_geometry().map_err(|e| ApiError::invalid(&area_field, e.to_string()).kind(Kind::InvalidGeometry))?;
     // Resolved here, once: a typo is a 422 naming it, before anything
     // reaches the pipeline (which shares this reference data).
     let postcodes = req.area.postcodes(&st.refdata).map_err(|e| ApiError::invalid(&area_field, e.to_string()))?;
@@ -469,7 +470,11 @@ async fn link(
 }
 
 /// What the fan-out still to go would send, per channel and IVR region.
-async fn preview(State(st): Shared, headers: HeaderMap, ApiPath(id): ApiPath<String>) -> Result<Json<Preview>, ApiError> {
+async fn preview(
+    State(st): Shared,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Preview>, ApiError> {
     authorize(&st, &headers, Role::Viewer)?;
     let snap = st.snapshots.borrow().clone();
     if !snap.incidents.iter().any(|i| i.inc.id.0 == id) {
@@ -580,9 +585,11 @@ async fn impact(
                 .get(m.trim())
                 .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no customer with that number").field("msisdn"))?,
         ),
-        (None, None, Some(c)) => {
-            Some(st.by_id.get(c.trim()).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no customer {c}")).field("customer_id"))?)
-        }
+        (None, None, Some(c)) => Some(
+            st.by_id
+                .get(c.trim())
+                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no customer {c}")).field("customer_id"))?,
+        ),
         _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "give exactly one of postcode, msisdn, customer_id")),
     };
     let (postcode, language) = match customer {

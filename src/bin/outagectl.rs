@@ -471,7 +471,10 @@ fn parse_time(s: &str, now: DateTime<Utc>, toward: Toward) -> Result<DateTime<Ut
     let other = if sign == '+' { '-' } else { '+' };
     if let Some(rel) = s.strip_prefix(other) {
         if humantime::parse_duration(rel.trim()).is_ok() {
-            return Err(format!("{s:?} is {}: {words} is written {examples}", if other == '-' { "in the past" } else { "in the future" }));
+            return Err(format!(
+                "{s:?} is {}: {words} is written {examples}",
+                if other == '-' { "in the past" } else { "in the future" }
+            ));
         }
     }
     if let Some(rel) = s.strip_prefix(sign) {
@@ -1096,10 +1099,15 @@ mod publish {
         for (i, r) in records.iter_mut().enumerate() {
             shift(&mut r.value, by);
             let payload = serde_json::to_vec(&r.value)?;
-            let times: Vec<DateTime<Utc>> = decode_formats(&payload).into_iter().filter_map(|(_, a)| a.ok()).map(|a| a.event_time).collect();
+            let times: Vec<DateTime<Utc>> =
+                decode_formats(&payload).into_iter().filter_map(|(_, a)| a.ok()).map(|a| a.event_time).collect();
             let moved = times.len() == r.times.len()
                 && times.iter().zip(&r.times).all(|(t, o)| (*t - (*o + by)).num_milliseconds().abs() <= 1);
-            anyhow::ensure!(moved, "record {}: its event times could not be shifted (a time field this tool does not know)", i + 1);
+            anyhow::ensure!(
+                moved,
+                "record {}: its event times could not be shifted (a time field this tool does not know)",
+                i + 1
+            );
             r.times = times;
         }
         Ok(by)
@@ -1146,8 +1154,7 @@ mod publish {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             t
         });
-        let payloads: Vec<(String, String)> =
-            records.iter().map(|r| (r.key.clone(), r.value.to_string())).collect();
+        let payloads: Vec<(String, String)> = records.iter().map(|r| (r.key.clone(), r.value.to_string())).collect();
         let mut pending = futures::stream::FuturesUnordered::new();
         for (key, payload) in &payloads {
             outage::kafka::check_record(&topic, || format!("key {key}"), key.as_bytes(), payload.as_bytes())?;
@@ -1176,7 +1183,8 @@ mod publish {
             bar.inc(1);
         }
         bar.finish_and_clear();
-        let left = if skipped > 0 { format!(" ({skipped} records without a usable alarm left out)") } else { String::new() };
+        let left =
+            if skipped > 0 { format!(" ({skipped} records without a usable alarm left out)") } else { String::new() };
         eprintln!("published {} records to {topic} on {bootstrap}{left}", records.len());
         Ok(())
     }
@@ -1349,7 +1357,9 @@ mod tests {
         assert_eq!(kind(&["--server", "ftp://noc", "incidents"]), invalid);
         assert_eq!(kind(&["incidents", "--server", "http://"]), invalid);
         assert_eq!(kind(&["declare", "--cause", "x", "--polygon", "/nonexistent/area.geojson"]), invalid);
-        for circle in ["NaN,-71.4,3", "41.8,inf,3", "91,-71.4,3", "41.8,-181,3", "41.8,-71.4,0", "41.8,-71.4,NaN", "1,2"] {
+        for circle in
+            ["NaN,-71.4,3", "41.8,inf,3", "91,-71.4,3", "41.8,-181,3", "41.8,-71.4,0", "41.8,-71.4,NaN", "1,2"]
+        {
             assert_eq!(kind(&["declare", "--cause", "x", "--circle", circle]), invalid, "{circle}");
         }
         let cli = parse(&["declare", "--cause", "x", "--circle", "-33.92,18.42,3"]).unwrap();
@@ -1408,7 +1418,9 @@ mod tests {
         assert_eq!(ids.len(), 8, "{ids:#?}");
         assert!(zsh.contains("_outagectl_incident_ids() {") && zsh.contains("outagectl __complete-ids"));
         let fish = completion_script(Shell::Fish).unwrap();
-        assert!(fish.contains("__fish_seen_subcommand_from show preview") && fish.contains("(outagectl __complete-ids"));
+        assert!(
+            fish.contains("__fish_seen_subcommand_from show preview") && fish.contains("(outagectl __complete-ids")
+        );
     }
 
     #[test]
@@ -1441,4 +1453,3 @@ mod tests {
         assert_eq!((records.len(), skipped), (1, 1));
     }
 }
-
