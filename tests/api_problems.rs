@@ -86,6 +86,13 @@ async fn a_401_is_a_problem_with_a_bearer_challenge() {
     let (status, auth, _) = problem(http().get(format!("{base}/v1/incidents")).bearer_auth("nope")).await;
     assert_eq!(status, 401);
     assert_eq!(auth.as_deref(), Some("Bearer realm=\"outage\", error=\"invalid_token\""));
+    // The token is checked before the body is read: no token and a
+    // malformed body is 401, not 400.
+    let r = http()
+        .post(format!("{base}/v1/incidents/INC-1/update"))
+        .header("content-type", "application/json")
+        .body("{\"etr\": ");
+    assert_eq!(problem(r).await.0, 401);
     // A viewer asking for an operator's command: 403, a problem too.
     let r = http().post(format!("{base}/v1/incidents")).bearer_auth(VIEWER).json(&json!({}));
     assert_eq!(problem(r).await.0, 403);

@@ -295,7 +295,7 @@ fn bearer(value: &str) -> Option<&str> {
 fn authorize<'a>(st: &'a ApiState, headers: &HeaderMap, need: Role) -> Result<&'a ApiToken, ApiError> {
     let presented = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
     let Some(presented) = presented else {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "a bearer token is required (Authorization: Bearer …)"));
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "a bearer token is required"));
     };
     let Some(t) = st.tokens.iter().find(|t| same(&t.token, presented)) else {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unknown token"));
@@ -310,6 +310,31 @@ fn authorize<'a>(st: &'a ApiState, headers: &HeaderMap, need: Role) -> Result<&'
 }
 
 type Shared = State<Arc<ApiState>>;
+
+/// A caller with a viewer's (or operator's) token: an extractor, so it is
+/// checked before the path, query or body is read — a caller without a
+/// token learns nothing about the request (401 before any 400/422).
+struct Viewer;
+
+/// A caller with an operator's token, and its name (the actor of the
+/// command's event).
+struct Operator(String);
+
+impl axum::extract::FromRequestParts<Arc<ApiState>> for Viewer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, st: &Arc<ApiState>) -> Result<Self, ApiError> {
+        authorize(st, &parts.headers, Role::Viewer).map(|_| Viewer)
+    }
+}
+
+impl axum::extract::FromRequestParts<Arc<ApiState>> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, st: &Arc<ApiState>) -> Result<Self, ApiError> {
+        authorize(st, &parts.headers, Role::Operator).map(|t| Operator(t.name.clone()))
+    }
+}
 
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
@@ -361,20 +386,14 @@ struct ListQuery {
 
 async fn list(
     State(st): Shared,
-    headers: HeaderMap,
+    _: Viewer,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<IncidentView>>, ApiError> {
-    authorize(&st, &headers, Role::Viewer)?;
     let snap = st.snapshots.borrow().clone();
     Ok(Json(snap.incidents.iter().filter(|i| q.state.is_none_or(|s| i.inc.state == s)).map(|i| i.view()).collect()))
 }
 
-async fn show(
-    State(st): Shared,
-    headers: HeaderMap,
-    ApiPath(id): ApiPath<String>,
-) -> Result<Json<IncidentView>, ApiError> {
-    authorize(&st, &headers, Role::Viewer)?;
+async fn show(State(st): Shared, _: Viewer, ApiPath(id): ApiPath<String>) -> Result<Json<IncidentView>, ApiError> {
     let snap = st.snapshots.borrow().clone();
     snap.incidents
         .iter()
@@ -383,8 +402,7 @@ async fn show(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no incident {id}")))
 }
 
-async fn command(st: &ApiState, headers: &HeaderMap, command: Command) -> Result<Json<IncidentView>, ApiError> {
-    let actor = authorize(st, headers, Role::Operator)?.name.clone();
+async fn command(st: &ApiState, actor: String, command: Command) -> Result<Json<IncidentView>, ApiError> {
     tracing::info!(%actor, ?command, "NOC command");
     let (reply, answer) = oneshot::channel();
     let down = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the pipeline is not running");
@@ -394,10 +412,9 @@ async fn command(st: &ApiState, headers: &HeaderMap, command: Command) -> Result
 
 async fn declare(
     State(st): Shared,
-    headers: HeaderMap,
+    Operator(actor): Operator,
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<(StatusCode, Json<IncidentView>), ApiError> {
-    authorize(&st, &headers, Role::Operator)?;
     one_area_kind(&body)?;
     let req: DeclareRequest = problem::from_value(body)?;
     if req.cause.trim().is_empty() {
@@ -421,7 +438,7 @@ async fn declare(
     // Resolved here, once: a typo is a 422 naming it, before anything
     // reaches the pipeline (which shares this reference data).
     let postcodes = req.area.postcodes(&st.refdata).map_err(|e| ApiError::invalid(&area_field, e.to_string()))?;
-    let view = command(&st, &headers, Command::Declare(req, postcodes)).await?;
+    let view = command(&st, actor, Command::Declare(req, postcodes)).await?;
     Ok((StatusCode::CREATED, view))
 }
 
@@ -454,28 +471,23 @@ fn one_area_kind(body: &serde_json::Value) -> Result<(), ApiError> {
 
 async fn approve(
     State(st): Shared,
-    headers: HeaderMap,
+    Operator(actor): Operator,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<IncidentView>, ApiError> {
-    command(&st, &headers, Command::On(IncidentId(id.into()), Change::Approve)).await
+    command(&st, actor, Command::On(IncidentId(id.into()), Change::Approve)).await
 }
 
 async fn link(
     State(st): Shared,
-    headers: HeaderMap,
+    Operator(actor): Operator,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<LinkRequest>,
 ) -> Result<Json<IncidentView>, ApiError> {
-    command(&st, &headers, Command::On(IncidentId(id.into()), Change::Link(req.other))).await
+    command(&st, actor, Command::On(IncidentId(id.into()), Change::Link(req.other))).await
 }
 
 /// What the fan-out still to go would send, per channel and IVR region.
-async fn preview(
-    State(st): Shared,
-    headers: HeaderMap,
-    ApiPath(id): ApiPath<String>,
-) -> Result<Json<Preview>, ApiError> {
-    authorize(&st, &headers, Role::Viewer)?;
+async fn preview(State(st): Shared, _: Viewer, ApiPath(id): ApiPath<String>) -> Result<Json<Preview>, ApiError> {
     let snap = st.snapshots.borrow().clone();
     if !snap.incidents.iter().any(|i| i.inc.id.0 == id) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no incident {id}")));
@@ -521,7 +533,7 @@ async fn preview(
 
 async fn update(
     State(st): Shared,
-    headers: HeaderMap,
+    Operator(actor): Operator,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateRequest>,
 ) -> Result<Json<IncidentView>, ApiError> {
@@ -529,7 +541,7 @@ async fn update(
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "give at least one of cause, etr, message"));
     }
     etr_ahead(req.etr, (st.now)())?;
-    command(&st, &headers, Command::On(IncidentId(id.into()), Change::Update(req))).await
+    command(&st, actor, Command::On(IncidentId(id.into()), Change::Update(req))).await
 }
 
 /// An ETR customers are told must lie ahead: one already past ("fix
@@ -550,19 +562,19 @@ fn etr_ahead(etr: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<(), ApiEr
 
 async fn resolve(
     State(st): Shared,
-    headers: HeaderMap,
+    Operator(actor): Operator,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<IncidentView>, ApiError> {
-    command(&st, &headers, Command::On(IncidentId(id.into()), Change::Resolve)).await
+    command(&st, actor, Command::On(IncidentId(id.into()), Change::Resolve)).await
 }
 
 async fn cancel(
     State(st): Shared,
-    headers: HeaderMap,
+    Operator(actor): Operator,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<CancelRequest>,
 ) -> Result<Json<IncidentView>, ApiError> {
-    command(&st, &headers, Command::On(IncidentId(id.into()), Change::Cancel(req))).await
+    command(&st, actor, Command::On(IncidentId(id.into()), Change::Cancel(req))).await
 }
 
 #[derive(Deserialize)]
@@ -574,10 +586,9 @@ struct ImpactQuery {
 
 async fn impact(
     State(st): Shared,
-    headers: HeaderMap,
+    _: Viewer,
     ApiQuery(q): ApiQuery<ImpactQuery>,
 ) -> Result<Json<ImpactResponse>, ApiError> {
-    authorize(&st, &headers, Role::Viewer)?;
     let customer = match (&q.postcode, &q.msisdn, &q.customer_id) {
         (Some(_), None, None) => None,
         (None, Some(m), None) => Some(
