@@ -25,7 +25,8 @@ const EXIT_CODES: &str = "\
 Exit codes (commands that call the daemon):
   0  success
   1  other error (daemon error such as 503 not ready, unexpected answer)
-  2  bad command line
+  2  bad command line (clap's message): also a bad --server URL, a missing --ca-file,
+     --ctl-config or --polygon file, an invalid polygon, coordinates out of range
   3  daemon unreachable (not running at --server? connection refused, DNS, timeout)
   4  unauthorized or forbidden (no or bad token; a viewer token asking for an operator action)
   5  not found (e.g. unknown incident)
