@@ -131,20 +131,38 @@ struct ServerOpts {
     #[arg(long, global = true, env = "OUTAGECTL_CA_FILE", value_name = "PEM", value_parser = existing_file)]
     ca_file: Option<PathBuf>,
     /// Give up on a request after this long (e.g. 10s, 1m).
-    #[arg(long, global = true, env = "OUTAGECTL_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, env = "OUTAGECTL_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
     timeout: Duration,
     /// Print the answer as JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
 }
 
-/// `--server`: a usable base URL, else a usage error (exit 2).
+/// `--server`: a usable base URL, else a usage error (exit 2). Empty (an
+/// exported but empty `OUTAGECTL_SERVER`) is no value.
 fn parse_server(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Ok(String::new());
+    }
     client::base_url(s).map(|_| s.trim().to_string()).map_err(|e| e.to_string())
 }
 
-/// A file that exists (a usage error, exit 2, when it does not).
+/// `--timeout`; empty is the default.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    if s.trim().is_empty() {
+        return Ok(DEFAULT_TIMEOUT);
+    }
+    humantime::parse_duration(s.trim()).map_err(|e| e.to_string())
+}
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A file that exists (a usage error, exit 2, when it does not). Empty (an
+/// exported but empty variable) is no value.
 fn existing_file(s: &str) -> Result<PathBuf, String> {
+    if s.trim().is_empty() {
+        return Ok(PathBuf::new());
+    }
     let p = PathBuf::from(s);
     match std::fs::metadata(&p) {
         Ok(m) if m.is_file() => Ok(p),
@@ -194,13 +212,16 @@ impl ServerOpts {
     /// CLI only), then the config file.
     fn client(&self) -> anyhow::Result<Client> {
         let legacy = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let server = self.server.clone().or_else(|| legacy("OUTAGE_SERVER"));
-        let token = self.token.clone().or_else(|| legacy("OUTAGE_TOKEN"));
-        let ca_file = self.ca_file.clone().or_else(|| legacy("OUTAGE_CA_FILE").map(PathBuf::from));
+        // An empty value (an exported but empty variable) is none.
+        let given = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
+        let path = |v: &Option<PathBuf>| v.clone().filter(|p| !p.as_os_str().is_empty());
+        let server = given(&self.server).or_else(|| legacy("OUTAGE_SERVER"));
+        let token = given(&self.token).or_else(|| legacy("OUTAGE_TOKEN"));
+        let ca_file = path(&self.ca_file).or_else(|| legacy("OUTAGE_CA_FILE").map(PathBuf::from));
         let file = if server.is_some() && token.is_some() && ca_file.is_some() {
             CtlConfig::default()
         } else {
-            CtlConfig::load(self.ctl_config.as_deref())?
+            CtlConfig::load(path(&self.ctl_config).as_deref())?
         };
         let server = server.or(file.server).unwrap_or_else(|| "http://127.0.0.1:8080".into());
         let (ca_file, key) = match (ca_file, file.ca_file) {
@@ -1147,7 +1168,7 @@ mod publish {
         let producer: FutureProducer = c.create().context("creating the Kafka producer")?;
         let bar = indicatif::ProgressBar::new(records.len() as u64);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} alarms records · {per_sec} · eta {eta}")
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records · {per_sec} · eta {eta}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         let mut pace = a.rate.map(|r| {
@@ -1342,6 +1363,23 @@ mod tests {
             let usage = sub.render_usage().to_string();
             assert!(!usage.contains("--server") && !usage.contains("--token"), "{usage}");
         }
+    }
+
+    #[test]
+    fn empty_values_are_no_values() {
+        // What exported but empty OUTAGECTL_* variables give.
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(&cfg, "").unwrap();
+        let cli = parse(&["--server", "", "incidents", "--ca-file", "", "--timeout", " ", "--ctl-config"])
+            .err()
+            .map(|e| e.kind());
+        assert!(cli.is_some(), "--ctl-config needs a value");
+        let args =
+            ["--server", "", "incidents", "--ca-file", "", "--timeout", " ", "--ctl-config", cfg.to_str().unwrap()];
+        let cli = parse(&args).unwrap();
+        assert_eq!(cli.opts.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(cli.opts.client().unwrap().server(), "http://127.0.0.1:8080/");
     }
 
     #[test]
