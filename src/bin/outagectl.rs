@@ -1450,6 +1450,12 @@ mod tests {
         use clap_complete::Shell;
         let bash = completion_script(Shell::Bash).unwrap();
         assert!(bash.contains("complete -F _outagectl_with_ids ") && !bash.contains("complete -F _outagectl "));
+        // The hook parses (bash is on every machine the project runs on).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outagectl.bash");
+        std::fs::write(&path, &bash).unwrap();
+        let check = std::process::Command::new("bash").arg("-n").arg(&path).output().unwrap();
+        assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
         assert!(bash.contains("outagectl __complete-ids") && bash.contains("show|preview|approve|link|update"));
         let zsh = completion_script(Shell::Zsh).unwrap();
         let ids: Vec<&str> = zsh.lines().filter(|l| l.ends_with(":_outagectl_incident_ids' \\")).collect();
