@@ -538,7 +538,7 @@ async fn the_noc_api_reads_updates_and_resolves_with_roles() {
         .unwrap();
     assert_eq!(past.status(), 422);
     let body: serde_json::Value = past.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("not in the future"), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("not in the future"), "{body}");
     let updated: serde_json::Value = update("o-secret").await.unwrap().json().await.unwrap();
     assert_eq!(updated["etr"], etr);
     let entry = updated["timeline"].as_array().unwrap().iter().find(|e| e["kind"] == "updated").unwrap().clone();

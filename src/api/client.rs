@@ -6,8 +6,8 @@
 //! the CLI prints. Bodies are the ones in [`super::types`].
 
 use super::types::{
-    CancelRequest, DeclareRequest, ErrorBody, ImpactResponse, IncidentView, LinkRequest, Preview, TimelineEntry,
-    UpdateRequest,
+    CancelRequest, DeclareRequest, ErrorBody, ImpactResponse, IncidentView, LinkRequest, Preview, Problem,
+    TimelineEntry, UpdateRequest,
 };
 use crate::model::{Area, IncidentId, IncidentState};
 use crate::tls::Trust;
@@ -100,6 +100,37 @@ impl ImpactQuery {
     }
 }
 
+/// The base URL a `--server` value means (`host:port` alone: `http://`),
+/// ending in `/`; refused: other schemes, no host, credentials (not
+/// echoed), a query or fragment.
+pub fn base_url(server: &str) -> Result<Url, ClientError> {
+    let trimmed = server.trim();
+    let with_scheme = if trimmed.contains("://") { trimmed.to_string() } else { format!("http://{trimmed}") };
+    let bad = |reason: &str| ClientError::InvalidServer { server: trimmed.to_string(), reason: reason.into() };
+    let mut base = Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(base.scheme(), "http" | "https") {
+        return Err(bad("expected an http:// or https:// URL"));
+    }
+    if base.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    if !base.username().is_empty() || base.password().is_some() {
+        // Not echoed: it would print the credentials.
+        return Err(ClientError::InvalidServer {
+            server: "<URL with credentials>".into(),
+            reason: "put no credentials in --server; give the token with --token or OUTAGECTL_TOKEN".into(),
+        });
+    }
+    if base.query().is_some() || base.fragment().is_some() {
+        return Err(bad("a server address has no ?query or #fragment"));
+    }
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    Ok(base)
+}
+
 /// A client for one daemon. Cheap to clone (the connection pool is shared).
 #[derive(Clone)]
 pub struct Client {
@@ -134,30 +165,9 @@ impl Client {
         timeout: Duration,
         trust: &Trust,
     ) -> Result<Self, ClientError> {
-        let trimmed = server.trim();
-        let with_scheme = if trimmed.contains("://") { trimmed.to_string() } else { format!("http://{trimmed}") };
-        let bad = |reason: &str| ClientError::InvalidServer { server: trimmed.to_string(), reason: reason.into() };
-        let mut base = Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(bad("expected an http:// or https:// URL"));
-        }
-        if base.host_str().is_none_or(str::is_empty) {
-            return Err(bad("no host"));
-        }
-        if !base.username().is_empty() || base.password().is_some() {
-            // Not echoed: it would print the credentials.
-            return Err(ClientError::InvalidServer {
-                server: "<URL with credentials>".into(),
-                reason: "put no credentials in --server; give the token with --token or OUTAGECTL_TOKEN".into(),
-            });
-        }
-        if base.query().is_some() || base.fragment().is_some() {
-            return Err(bad("a server address has no ?query or #fragment"));
-        }
-        if !base.path().ends_with('/') {
-            let path = format!("{}/", base.path());
-            base.set_path(&path);
-        }
+        let base = base_url(server)?;
+        let bad =
+            |reason: &str| ClientError::InvalidServer { server: server.trim().to_string(), reason: reason.into() };
         let token = token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
         if let Some(t) = &token {
             if reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).is_err() {
@@ -230,17 +240,18 @@ impl Client {
         Err(self.status_error(status, &bytes, &what, action))
     }
 
-    /// The error for a non-success answer, with the daemon's `{"error": …}`
-    /// text when there is one.
+    /// The error for a non-success answer, with the daemon's words when
+    /// there are some: a problem's `detail` and the `field` it names
+    /// (`application/problem+json`), or an older daemon's `{"error": …}`.
     fn status_error(&self, status: StatusCode, body: &[u8], what: &str, action: &'static str) -> ClientError {
-        let said = serde_json::from_slice::<ErrorBody>(body).ok().map(|b| b.error);
-        let message = self.scrub(said.clone().unwrap_or_else(|| {
+        let said = problem_text(body).or_else(|| serde_json::from_slice::<ErrorBody>(body).ok().map(|b| b.error));
+        let message = self.scrub(said.clone().map(|s| sanitize(&s)).unwrap_or_else(|| {
             let text = String::from_utf8_lossy(body);
             let text = text.trim();
             if text.is_empty() {
                 status.canonical_reason().unwrap_or("no message").to_string()
             } else {
-                truncate(text, 300)
+                sanitize(&truncate(text, 300))
             }
         }));
         match status {
@@ -359,6 +370,17 @@ impl<T: Serialize + Sync> ErasedBody for T {
     }
 }
 
+/// A problem body (RFC 9457) in one line: its detail, and the field it
+/// names when the detail does not already start with it.
+fn problem_text(body: &[u8]) -> Option<String> {
+    let p: Problem = serde_json::from_slice(body).ok()?;
+    let detail = if p.detail.trim().is_empty() { p.title.clone() } else { p.detail.clone() };
+    Some(match &p.field {
+        Some(f) if !detail.starts_with(f.as_str()) => format!("{detail} (field {f})"),
+        _ => detail,
+    })
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
@@ -377,18 +399,69 @@ pub fn fmt_time(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(|| "-".to_string(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
 }
 
+/// `s` safe to print to a terminal: ANSI/VT escape sequences (CSI, OSC and
+/// the rest) removed with their parameters, newlines and tabs made spaces,
+/// other control characters (C0, DEL, C1) and bidirectional overrides
+/// dropped. A cause or message comes from outside: it must not recolour,
+/// retitle or reorder the NOC's terminal.
+pub fn sanitize(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' | '\u{9b}' | '\u{9d}' => {
+                // ESC [ … final, ESC ] … BEL|ST, ESC x; CSI/OSC (C1) likewise.
+                let kind = if c == '\u{1b}' { chars.next() } else { Some(if c == '\u{9b}' { '[' } else { ']' }) };
+                match kind {
+                    Some('[') => {
+                        for d in chars.by_ref() {
+                            if ('\u{40}'..='\u{7e}').contains(&d) {
+                                break;
+                            }
+                        }
+                    }
+                    Some(']' | 'P' | '_' | '^') => {
+                        while let Some(d) = chars.next() {
+                            if d == '\u{7}' || d == '\u{9c}' {
+                                break;
+                            }
+                            if d == '\u{1b}' && chars.peek() == Some(&'\\') {
+                                chars.next();
+                                break;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            '\n' | '\t' | '\r' => out.push(' '),
+            c if c.is_control() => {}
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// How many terminal columns `s` takes (CJK and most emoji: two each,
+/// combining marks: none).
+pub fn display_width(s: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(s)
+}
+
 /// An aligned plain-text table: a header row, then rows, columns padded to
-/// the widest cell (in characters) and separated by two spaces; no
-/// trailing spaces. Rows shorter than the header are padded with blanks.
+/// the widest cell (in terminal columns, so CJK and emoji line up) and
+/// separated by two spaces; no trailing spaces. Every cell is
+/// [`sanitize`]d. Rows shorter than the header are padded with blanks.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let cols = headers.len().max(rows.iter().map(Vec::len).max().unwrap_or(0));
-    let cell = |row: &[String], i: usize| row.get(i).map_or(String::new(), |c| c.replace(['\n', '\t'], " "));
+    let cell = |row: &[String], i: usize| row.get(i).map_or(String::new(), |c| sanitize(c));
     let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
     // No headers (a key: value list): no header line.
     let header = (!headers.is_empty()).then_some(&header);
     let all: Vec<Vec<String>> =
         header.into_iter().chain(rows).map(|r| (0..cols).map(|i| cell(r, i)).collect()).collect();
-    let widths: Vec<usize> = (0..cols).map(|i| all.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols).map(|i| all.iter().map(|r| display_width(&r[i])).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for row in &all {
         let mut line = String::new();
@@ -398,7 +471,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
             }
             line.push_str(c);
             if i + 1 < cols {
-                line.extend(std::iter::repeat_n(' ', widths[i] - c.chars().count()));
+                line.extend(std::iter::repeat_n(' ', widths[i].saturating_sub(display_width(c))));
             }
         }
         out.push_str(line.trim_end());
@@ -420,7 +493,6 @@ fn first_few(items: &[String], n: usize) -> String {
     }
 }
 
-/// `outagectl incidents`: one line per incident.
 /// `outagectl incidents` without `--state` or `--all`: leaves out the
 /// dismissed and merged incidents (flaps and probable incidents nobody was
 /// told of, most of a busy day's list); returns how many it left out.
@@ -430,6 +502,37 @@ pub fn drop_untold(incidents: &mut Vec<IncidentView>) -> usize {
     before - incidents.len()
 }
 
+/// `outagectl incidents`' order, by the DECLARED column it shows: declared
+/// incidents first, oldest declaration first (the newest lands next to the
+/// prompt), then those never declared (probable, dismissed, merged) by
+/// when they opened; ties by id.
+pub fn sort_incidents(incidents: &mut [IncidentView]) {
+    incidents.sort_by(|a, b| {
+        let key = |i: &IncidentView| (i.declared_at.is_none(), i.declared_at.unwrap_or(i.opened_at));
+        key(a).cmp(&key(b)).then_with(|| a.id.0.cmp(&b.id.0))
+    });
+}
+
+/// At most `max` terminal columns of `s`, `…` marking a cut.
+pub fn truncate_width(s: &str, max: usize) -> String {
+    if display_width(s) <= max {
+        return s.to_string();
+    }
+    let mut out = String::new();
+    let mut w = 0;
+    for c in s.chars() {
+        let cw = unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+        if w + cw + 1 > max {
+            break;
+        }
+        w += cw;
+        out.push(c);
+    }
+    out.push('…');
+    out
+}
+
+/// One line per incident, in the order given (see [`sort_incidents`]).
 pub fn incidents_table(incidents: &[IncidentView]) -> String {
     let rows: Vec<Vec<String>> = incidents
         .iter()
@@ -437,7 +540,7 @@ pub fn incidents_table(incidents: &[IncidentView]) -> String {
             vec![
                 i.id.to_string(),
                 i.state.as_str().to_string(),
-                truncate(&i.cause, 40),
+                truncate_width(&sanitize(&i.cause), 40),
                 fmt_time(i.declared_at),
                 fmt_time(i.etr),
                 format!("{}/{}", i.sites_down, i.sites.len()),
@@ -511,7 +614,7 @@ pub fn preview_table(p: &Preview) -> String {
     };
     let mut out = format!(
         "{}: {} customers in {} postcodes not told yet{}\n\n",
-        p.id,
+        sanitize(&p.id.0),
         p.customers,
         p.postcodes,
         if p.awaiting_approval { "; the fan-out waits for approval (outagectl approve ID)" } else { "" }
@@ -534,7 +637,7 @@ pub fn preview_table(p: &Preview) -> String {
 
 /// `outagectl impact`: the postcode, then each incident and its text.
 pub fn impact_text(r: &ImpactResponse) -> String {
-    let mut out = format!("Postcode {} (language {})\n", r.postcode, r.language);
+    let mut out = format!("Postcode {} (language {})\n", sanitize(&r.postcode), sanitize(&r.language));
     if r.incidents.is_empty() {
         out.push_str("No open incident affects it.\n");
         return out;
@@ -546,7 +649,8 @@ pub fn impact_text(r: &ImpactResponse) -> String {
         .collect();
     out.push_str(&table(&["ID", "STATE", "CAUSE", "ETR"], &rows));
     for i in &r.incidents {
-        out.push_str(&format!("\n{}:\n  {}\n", i.id, i.text.replace('\n', "\n  ")));
+        let lines: Vec<String> = i.text.lines().map(sanitize).collect();
+        out.push_str(&format!("\n{}:\n  {}\n", sanitize(&i.id.0), lines.join("\n  ")));
     }
     out
 }
@@ -934,5 +1038,74 @@ mod tests {
         assert!(d.contains("2026-11-23 14:05 UTC  correlator  declared  3 sites\n"), "{d}");
         let none = ImpactResponse { postcode: "ZZ1".into(), language: "en".into(), incidents: vec![] };
         assert_eq!(impact_text(&none), "Postcode ZZ1 (language en)\nNo open incident affects it.\n");
+    }
+
+    #[test]
+    fn escape_sequences_and_controls_never_reach_the_terminal() {
+        let evil = "fibre\u{1b}[31m cut\u{1b}[0m\u{1b}]0;pwned\u{7}\r\non\u{7f} Main\u{202e}St\u{9b}2J";
+        assert_eq!(sanitize(evil), "fibre cut  on MainSt");
+        let out = incidents_table(&[IncidentView { cause: evil.into(), ..sample("INC-1") }]);
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+        assert!(out.contains("fibre cut  on MainSt"), "{out}");
+        let out = table(&["A"], &[vec!["x\u{1b}[2Jy".into()]]);
+        assert_eq!(out, "A\nxy\n");
+    }
+
+    #[test]
+    fn wide_characters_keep_columns_aligned() {
+        let out = table(
+            &["CAUSE", "N"],
+            &[vec!["光纤中断".into(), "1".into()], vec!["⚡🔥 power".into(), "2".into()], vec!["é".into(), "3".into()]],
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        // Every N sits at the same terminal column.
+        let col = |l: &str| display_width(&l[..l.rfind(['N', '1', '2', '3']).unwrap()]);
+        assert_eq!(lines.iter().map(|l| col(l)).collect::<Vec<_>>(), vec![12, 12, 12, 12], "{out}");
+        assert_eq!(truncate_width("光纤中断光纤中断", 7), "光纤中…");
+        assert!(display_width(&truncate_width("光纤中断光纤中断", 7)) <= 7);
+    }
+
+    #[test]
+    fn incidents_sort_by_the_declared_time_they_show() {
+        let at = |id: &str, opened: &str, declared: Option<&str>| IncidentView {
+            opened_at: t(opened),
+            declared_at: declared.map(t),
+            ..sample(id)
+        };
+        let mut list = vec![
+            at("P", "2026-11-23T09:00:00Z", None),
+            at("B", "2026-11-23T08:00:00Z", Some("2026-11-23T12:00:00Z")),
+            at("A", "2026-11-23T10:00:00Z", Some("2026-11-23T11:00:00Z")),
+        ];
+        sort_incidents(&mut list);
+        let ids: Vec<&str> = list.iter().map(|i| i.id.0.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["A", "B", "P"],
+            "declared 11:00 before declared 12:00 though opened later; never declared last"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_problem_answer_is_shown_by_its_detail_and_field() {
+        let body = serde_json::json!({
+            "type": "https://schemas.outage.invalid/problems/invalid-field", "title": "Invalid field",
+            "status": 422, "detail": "2026-01-01T00:00:00Z is not in the future", "field": "etr"
+        });
+        let app = Router::new().route(
+            "/v1/incidents",
+            get(move || {
+                let body = body.clone();
+                async move {
+                    (AxStatus::UNPROCESSABLE_ENTITY, [("content-type", "application/problem+json")], body.to_string())
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let e = client(&format!("http://{addr}"), None).incidents(None).await.unwrap_err();
+        assert_eq!(e.exit_code(), 6);
+        assert_eq!(e.to_string(), "request refused: 2026-01-01T00:00:00Z is not in the future (field etr)");
     }
 }

@@ -15,6 +15,7 @@
 //! Tokens are never logged; the listen address defaults to loopback.
 
 pub mod client;
+pub mod problem;
 pub mod status;
 pub mod types;
 
@@ -23,12 +24,13 @@ use crate::refdata::RefData;
 use crate::topology::{Shutdown, Stats};
 use crate::transforms::classify::CauseClass;
 use crate::transforms::plan::Planner;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use problem::{ApiError, ApiJson, ApiPath, ApiQuery, Kind};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -260,15 +262,6 @@ impl ApiState {
     }
 }
 
-/// An error answer: the status and `{"error": …}`.
-struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(ErrorBody { error: self.1 })).into_response()
-    }
-}
-
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
         let status = match e {
@@ -277,7 +270,7 @@ impl From<CommandError> for ApiError {
             CommandError::Failed(_) => StatusCode::SERVICE_UNAVAILABLE,
             CommandError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         };
-        ApiError(status, e.to_string())
+        ApiError::new(status, e.to_string())
     }
 }
 
@@ -291,21 +284,24 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The token an `Authorization` header presents: the `Bearer` scheme in
+/// any case (RFC 9110 §11.1: schemes are case-insensitive), then the token.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(char::is_whitespace)?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
 /// The caller's token, if it has at least `need`.
 fn authorize<'a>(st: &'a ApiState, headers: &HeaderMap, need: Role) -> Result<&'a ApiToken, ApiError> {
-    let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let presented = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
     let Some(presented) = presented else {
-        return Err(ApiError(StatusCode::UNAUTHORIZED, "a bearer token is required".into()));
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "a bearer token is required"));
     };
     let Some(t) = st.tokens.iter().find(|t| same(&t.token, presented)) else {
-        return Err(ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()));
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unknown token"));
     };
     if t.role < need {
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("token {:?} is a {:?}; this needs an operator", t.name, t.role),
         ));
@@ -314,6 +310,31 @@ fn authorize<'a>(st: &'a ApiState, headers: &HeaderMap, need: Role) -> Result<&'
 }
 
 type Shared = State<Arc<ApiState>>;
+
+/// A caller with a viewer's (or operator's) token: an extractor, so it is
+/// checked before the path, query or body is read — a caller without a
+/// token learns nothing about the request (401 before any 400/422).
+struct Viewer;
+
+/// A caller with an operator's token, and its name (the actor of the
+/// command's event).
+struct Operator(String);
+
+impl axum::extract::FromRequestParts<Arc<ApiState>> for Viewer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, st: &Arc<ApiState>) -> Result<Self, ApiError> {
+        authorize(st, &parts.headers, Role::Viewer).map(|_| Viewer)
+    }
+}
+
+impl axum::extract::FromRequestParts<Arc<ApiState>> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, st: &Arc<ApiState>) -> Result<Self, ApiError> {
+        authorize(st, &parts.headers, Role::Operator).map(|t| Operator(t.name.clone()))
+    }
+}
 
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
@@ -330,6 +351,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/incidents/{id}/resolve", post(resolve))
         .route("/v1/incidents/{id}/cancel", post(cancel))
         .route("/v1/impact", get(impact))
+        .fallback(problem::not_found)
+        .method_not_allowed_fallback(problem::method_not_allowed)
         .with_state(state)
 }
 
@@ -348,9 +371,9 @@ pub async fn serve(
 async fn readyz(State(st): Shared) -> Response {
     let brokers_up = st.stats.source.lock().unwrap_or_else(|p| p.into_inner()).brokers_up;
     if !st.snapshots.borrow().ready {
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, "the incident log is still being read".into()).into_response()
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the incident log is still being read").into_response()
     } else if brokers_up == Some(0) {
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, "no connection to a Kafka broker".into()).into_response()
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no connection to a Kafka broker").into_response()
     } else {
         (StatusCode::OK, "ready").into_response()
     }
@@ -363,84 +386,111 @@ struct ListQuery {
 
 async fn list(
     State(st): Shared,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    _: Viewer,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<IncidentView>>, ApiError> {
-    authorize(&st, &headers, Role::Viewer)?;
     let snap = st.snapshots.borrow().clone();
     Ok(Json(snap.incidents.iter().filter(|i| q.state.is_none_or(|s| i.inc.state == s)).map(|i| i.view()).collect()))
 }
 
-async fn show(State(st): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<IncidentView>, ApiError> {
-    authorize(&st, &headers, Role::Viewer)?;
+async fn show(State(st): Shared, _: Viewer, ApiPath(id): ApiPath<String>) -> Result<Json<IncidentView>, ApiError> {
     let snap = st.snapshots.borrow().clone();
     snap.incidents
         .iter()
         .find(|i| i.inc.id.0 == id)
         .map(|i| Json(i.view()))
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no incident {id}")))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no incident {id}")))
 }
 
-async fn command(st: &ApiState, headers: &HeaderMap, command: Command) -> Result<Json<IncidentView>, ApiError> {
-    let actor = authorize(st, headers, Role::Operator)?.name.clone();
+async fn command(st: &ApiState, actor: String, command: Command) -> Result<Json<IncidentView>, ApiError> {
     tracing::info!(%actor, ?command, "NOC command");
     let (reply, answer) = oneshot::channel();
-    let down = || ApiError(StatusCode::SERVICE_UNAVAILABLE, "the pipeline is not running".into());
+    let down = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the pipeline is not running");
     st.commands.send(Envelope { command, actor, reply }).await.map_err(|_| down())?;
     Ok(Json(answer.await.map_err(|_| down())??))
 }
 
 async fn declare(
     State(st): Shared,
-    headers: HeaderMap,
-    Json(req): Json<DeclareRequest>,
+    Operator(actor): Operator,
+    ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<(StatusCode, Json<IncidentView>), ApiError> {
+    one_area_kind(&body)?;
+    let req: DeclareRequest = problem::from_value(body)?;
     if req.cause.trim().is_empty() {
-        return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "give the cause".into()));
+        return Err(ApiError::invalid("cause", "give the cause"));
     }
     etr_ahead(req.etr, (st.now)())?;
     let area_bytes = serde_json::to_vec(&req.area).map_or(usize::MAX, |v| v.len());
     if area_bytes > AREA_MAX_BYTES {
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "the {} area is {area_bytes} bytes of JSON, above the {AREA_MAX_BYTES}-byte limit: \
                  simplify it (fewer vertices) or give postcodes or sites",
                 req.area.kind()
             ),
-        ));
+        )
+        .field("area"));
     }
+    let area_field = format!("area.{}", req.area.kind());
+    req.area.check_geometry().map_err(|e| ApiError::invalid(&area_field, e.to_string()).kind(Kind::InvalidGeometry))?;
     // Resolved here, once: a typo is a 422 naming it, before anything
     // reaches the pipeline (which shares this reference data).
-    let postcodes =
-        req.area.postcodes(&st.refdata).map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-    let view = command(&st, &headers, Command::Declare(req, postcodes)).await?;
+    let postcodes = req.area.postcodes(&st.refdata).map_err(|e| ApiError::invalid(&area_field, e.to_string()))?;
+    let view = command(&st, actor, Command::Declare(req, postcodes)).await?;
     Ok((StatusCode::CREATED, view))
+}
+
+/// The kinds an area may be drawn as.
+const AREA_KINDS: [&str; 4] = ["postcodes", "sites", "polygon", "circle"];
+
+/// `area` is an object with exactly one kind: said in those words (serde
+/// would answer "expected value at line 1 column 42" for two).
+fn one_area_kind(body: &serde_json::Value) -> Result<(), ApiError> {
+    let Some(area) = body.get("area") else { return Ok(()) }; // serde names the missing field
+    let Some(obj) = area.as_object() else {
+        return Err(ApiError::invalid("area", "area must be an object: {\"postcodes\": […]}, {\"sites\": […]}, {\"polygon\": GeoJSON} or {\"circle\": {\"lat\", \"lon\", \"radius_km\"}}"));
+    };
+    let given: Vec<&str> = obj.keys().map(String::as_str).collect();
+    if let Some(unknown) = given.iter().find(|k| !AREA_KINDS.contains(k)) {
+        return Err(ApiError::invalid(
+            &format!("area.{unknown}"),
+            format!("area kind {unknown:?} is not one of {}", AREA_KINDS.join(", ")),
+        ));
+    }
+    if given.len() != 1 {
+        let got = if given.is_empty() { "none".to_string() } else { given.join(" and ") };
+        return Err(ApiError::invalid(
+            "area",
+            format!("give exactly one area kind ({}); got {got}", AREA_KINDS.join(", ")),
+        ));
+    }
+    Ok(())
 }
 
 async fn approve(
     State(st): Shared,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    Operator(actor): Operator,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<IncidentView>, ApiError> {
-    command(&st, &headers, Command::On(IncidentId(id.into()), Change::Approve)).await
+    command(&st, actor, Command::On(IncidentId(id.into()), Change::Approve)).await
 }
 
 async fn link(
     State(st): Shared,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Json(req): Json<LinkRequest>,
+    Operator(actor): Operator,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<LinkRequest>,
 ) -> Result<Json<IncidentView>, ApiError> {
-    command(&st, &headers, Command::On(IncidentId(id.into()), Change::Link(req.other))).await
+    command(&st, actor, Command::On(IncidentId(id.into()), Change::Link(req.other))).await
 }
 
 /// What the fan-out still to go would send, per channel and IVR region.
-async fn preview(State(st): Shared, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Preview>, ApiError> {
-    authorize(&st, &headers, Role::Viewer)?;
+async fn preview(State(st): Shared, _: Viewer, ApiPath(id): ApiPath<String>) -> Result<Json<Preview>, ApiError> {
     let snap = st.snapshots.borrow().clone();
     if !snap.incidents.iter().any(|i| i.inc.id.0 == id) {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no incident {id}")));
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no incident {id}")));
     }
     let now = (st.now)();
     let st2 = st.clone();
@@ -477,29 +527,29 @@ async fn preview(State(st): Shared, headers: HeaderMap, Path(id): Path<String>) 
         })
     })
     .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("preview failed: {e}")))?;
-    preview.map(Json).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "the incident vanished".into()))
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("preview failed: {e}")))?;
+    preview.map(Json).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "the incident vanished"))
 }
 
 async fn update(
     State(st): Shared,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Json(req): Json<UpdateRequest>,
+    Operator(actor): Operator,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<UpdateRequest>,
 ) -> Result<Json<IncidentView>, ApiError> {
     if req.cause.is_none() && req.etr.is_none() && req.message.is_none() {
-        return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "give at least one of cause, etr, message".into()));
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "give at least one of cause, etr, message"));
     }
     etr_ahead(req.etr, (st.now)())?;
-    command(&st, &headers, Command::On(IncidentId(id.into()), Change::Update(req))).await
+    command(&st, actor, Command::On(IncidentId(id.into()), Change::Update(req))).await
 }
 
 /// An ETR customers are told must lie ahead: one already past ("fix
 /// expected 05:00" sent at 09:00) is refused, naming both times.
 fn etr_ahead(etr: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<(), ApiError> {
     match etr {
-        Some(etr) if etr <= now => Err(ApiError(
-            StatusCode::UNPROCESSABLE_ENTITY,
+        Some(etr) if etr <= now => Err(ApiError::invalid(
+            "etr",
             format!(
                 "etr {} is not in the future (now {}): give the time service is expected back",
                 etr.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -512,19 +562,19 @@ fn etr_ahead(etr: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<(), ApiEr
 
 async fn resolve(
     State(st): Shared,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    Operator(actor): Operator,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<IncidentView>, ApiError> {
-    command(&st, &headers, Command::On(IncidentId(id.into()), Change::Resolve)).await
+    command(&st, actor, Command::On(IncidentId(id.into()), Change::Resolve)).await
 }
 
 async fn cancel(
     State(st): Shared,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Json(req): Json<CancelRequest>,
+    Operator(actor): Operator,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<CancelRequest>,
 ) -> Result<Json<IncidentView>, ApiError> {
-    command(&st, &headers, Command::On(IncidentId(id.into()), Change::Cancel(req))).await
+    command(&st, actor, Command::On(IncidentId(id.into()), Change::Cancel(req))).await
 }
 
 #[derive(Deserialize)]
@@ -536,21 +586,22 @@ struct ImpactQuery {
 
 async fn impact(
     State(st): Shared,
-    headers: HeaderMap,
-    Query(q): Query<ImpactQuery>,
+    _: Viewer,
+    ApiQuery(q): ApiQuery<ImpactQuery>,
 ) -> Result<Json<ImpactResponse>, ApiError> {
-    authorize(&st, &headers, Role::Viewer)?;
     let customer = match (&q.postcode, &q.msisdn, &q.customer_id) {
         (Some(_), None, None) => None,
         (None, Some(m), None) => Some(
             st.by_msisdn
                 .get(m.trim())
-                .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no customer with that number".into()))?,
+                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no customer with that number").field("msisdn"))?,
         ),
-        (None, None, Some(c)) => {
-            Some(st.by_id.get(c.trim()).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no customer {c}")))?)
-        }
-        _ => return Err(ApiError(StatusCode::BAD_REQUEST, "give exactly one of postcode, msisdn, customer_id".into())),
+        (None, None, Some(c)) => Some(
+            st.by_id
+                .get(c.trim())
+                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no customer {c}")).field("customer_id"))?,
+        ),
+        _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "give exactly one of postcode, msisdn, customer_id")),
     };
     let (postcode, language) = match customer {
         Some(&i) => {

@@ -147,7 +147,29 @@ pub struct ImpactedBy {
     pub text: String,
 }
 
-/// Every error body: `{"error": "..."}` with the HTTP status saying which.
+/// Every error answer's body (`application/problem+json`, RFC 9457
+/// problem details): what kind of problem, its status, what happened and
+/// the request field to blame, when one is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Problem {
+    /// A URI naming the kind, e.g.
+    /// `https://schemas.outage.invalid/problems/invalid-field`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The kind in words, the same for every problem of the kind.
+    pub title: String,
+    /// The HTTP status, repeated.
+    pub status: u16,
+    /// What happened, for a person.
+    pub detail: String,
+    /// The request field that failed: a body path (`area.circle.lat`,
+    /// `etr`) or a query parameter (`state`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// The error body of daemons before problem details (`{"error": "..."}`);
+/// the client still reads it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,

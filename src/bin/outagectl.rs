@@ -2,7 +2,9 @@
 //! `replay`) and incident commands against the daemon's HTTP API
 //! (`incidents`, `show`, `declare`, `preview`, `approve`, `update`, `link`,
 //! `resolve`, `cancel`, `impact`; the client and the tables live in
-//! `outage::api::client`).
+//! `outage::api::client`), `publish` (an alarm file onto the alarm topic)
+//! and `completions` (with incident ids from the daemon, through the
+//! hidden `__complete-ids`).
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -23,15 +25,23 @@ const EXIT_CODES: &str = "\
 Exit codes (commands that call the daemon):
   0  success
   1  other error (daemon error such as 503 not ready, unexpected answer)
-  2  bad command line
+  2  bad command line (clap's message): also a bad --server URL, a missing --ca-file,
+     --ctl-config or --polygon file, an invalid polygon, coordinates out of range
   3  daemon unreachable (not running at --server? connection refused, DNS, timeout)
   4  unauthorized or forbidden (no or bad token; a viewer token asking for an operator action)
   5  not found (e.g. unknown incident)
   6  request refused (400/409/422: invalid values, incident not in a state that allows it)";
 
+/// `outagectl --version`: the crate's version and the git commit it was
+/// built from (`build.rs`).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("OUTAGE_GIT_COMMIT"), ")");
+
 #[derive(Parser)]
-#[command(version, about = "NOC command line for the outage pipeline", after_help = EXIT_CODES)]
+#[command(name = "outagectl", version = VERSION, about = "NOC command line for the outage pipeline", after_help = EXIT_CODES)]
 struct Cli {
+    /// How to reach the daemon: accepted before or after the command.
+    #[command(flatten)]
+    opts: ServerOpts,
     #[command(subcommand)]
     command: Command,
 }
@@ -81,40 +91,84 @@ enum Command {
     /// and what customers are told.
     #[command(after_help = EXIT_CODES)]
     Impact(ImpactArgs),
+    /// Put an alarm file (native JSON lines, VES or TMF642, as the daemon
+    /// reads them) onto the alarm topic, keyed by site: rehearse with a
+    /// past feed.
+    Publish(PublishArgs),
     /// Print shell completions, e.g. `outagectl completions bash >
-    /// /etc/bash_completion.d/outagectl`.
+    /// /etc/bash_completion.d/outagectl`. Incident ids are completed from
+    /// the daemon (`OUTAGECTL_SERVER`/`OUTAGECTL_TOKEN` or the config
+    /// file), for bash, zsh and fish.
     Completions { shell: clap_complete::Shell },
+    /// The ids of the daemon's incidents, one per line (what the
+    /// completion scripts call; prints nothing when the daemon does not answer).
+    #[command(name = "__complete-ids", hide = true)]
+    CompleteIds,
 }
 
-/// How to reach the daemon; every API command takes these.
+/// How to reach the daemon; global: `outagectl --server X incidents` and
+/// `outagectl incidents --server X` are the same.
 #[derive(clap::Args)]
 #[command(next_help_heading = "Daemon")]
 struct ServerOpts {
     /// The daemon's API base URL (http:// or https://; `host:port` means
     /// http://host:port). Default: the config file's `server`, else
     /// http://127.0.0.1:8080.
-    #[arg(long, env = "OUTAGECTL_SERVER")]
+    #[arg(long, global = true, env = "OUTAGECTL_SERVER", value_name = "URL", value_parser = parse_server)]
     server: Option<String>,
     /// Bearer token. Prefer the environment variable or the config file: a
     /// flag is visible in the process list. Never printed.
-    #[arg(long, env = "OUTAGECTL_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(long, global = true, env = "OUTAGECTL_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     token: Option<String>,
     /// Where `server`, `token` and `ca_file` are read from when neither flag nor
     /// environment gives them (TOML). Default
     /// `$XDG_CONFIG_HOME/outagectl/config.toml` (`~/.config/…`), if it exists.
-    #[arg(long = "ctl-config", env = "OUTAGECTL_CONFIG", value_name = "FILE")]
+    #[arg(long = "ctl-config", global = true, env = "OUTAGECTL_CONFIG", value_name = "FILE", value_parser = existing_file)]
     ctl_config: Option<PathBuf>,
     /// A PEM bundle of CA certificates trusted for an https:// server
     /// besides the built-in roots (a private CA, or a TLS proxy's).
     /// Default: the config file's `ca_file`, else none.
-    #[arg(long, env = "OUTAGECTL_CA_FILE", value_name = "PEM")]
+    #[arg(long, global = true, env = "OUTAGECTL_CA_FILE", value_name = "PEM", value_parser = existing_file)]
     ca_file: Option<PathBuf>,
     /// Give up on a request after this long (e.g. 10s, 1m).
-    #[arg(long, env = "OUTAGECTL_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, env = "OUTAGECTL_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
     timeout: Duration,
-    /// Print the daemon's answer as JSON instead of a table.
-    #[arg(long)]
+    /// Print the answer as JSON instead of a table.
+    #[arg(long, global = true)]
     json: bool,
+}
+
+/// `--server`: a usable base URL, else a usage error (exit 2). Empty (an
+/// exported but empty `OUTAGECTL_SERVER`) is no value.
+fn parse_server(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Ok(String::new());
+    }
+    client::base_url(s).map(|_| s.trim().to_string()).map_err(|e| e.to_string())
+}
+
+/// `--timeout`; empty is the default.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    if s.trim().is_empty() {
+        return Ok(DEFAULT_TIMEOUT);
+    }
+    humantime::parse_duration(s.trim()).map_err(|e| e.to_string())
+}
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A file that exists (a usage error, exit 2, when it does not). Empty (an
+/// exported but empty variable) is no value.
+fn existing_file(s: &str) -> Result<PathBuf, String> {
+    if s.trim().is_empty() {
+        return Ok(PathBuf::new());
+    }
+    let p = PathBuf::from(s);
+    match std::fs::metadata(&p) {
+        Ok(m) if m.is_file() => Ok(p),
+        Ok(_) => Err(format!("{s}: not a file")),
+        Err(e) => Err(format!("{s}: {e}")),
+    }
 }
 
 /// `outagectl`'s own config file: where the daemon is and the token.
@@ -158,13 +212,16 @@ impl ServerOpts {
     /// CLI only), then the config file.
     fn client(&self) -> anyhow::Result<Client> {
         let legacy = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let server = self.server.clone().or_else(|| legacy("OUTAGE_SERVER"));
-        let token = self.token.clone().or_else(|| legacy("OUTAGE_TOKEN"));
-        let ca_file = self.ca_file.clone().or_else(|| legacy("OUTAGE_CA_FILE").map(PathBuf::from));
+        // An empty value (an exported but empty variable) is none.
+        let given = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
+        let path = |v: &Option<PathBuf>| v.clone().filter(|p| !p.as_os_str().is_empty());
+        let server = given(&self.server).or_else(|| legacy("OUTAGE_SERVER"));
+        let token = given(&self.token).or_else(|| legacy("OUTAGE_TOKEN"));
+        let ca_file = path(&self.ca_file).or_else(|| legacy("OUTAGE_CA_FILE").map(PathBuf::from));
         let file = if server.is_some() && token.is_some() && ca_file.is_some() {
             CtlConfig::default()
         } else {
-            CtlConfig::load(self.ctl_config.as_deref())?
+            CtlConfig::load(path(&self.ctl_config).as_deref())?
         };
         let server = server.or(file.server).unwrap_or_else(|| "http://127.0.0.1:8080".into());
         let (ca_file, key) = match (ca_file, file.ca_file) {
@@ -193,8 +250,6 @@ struct IncidentsArgs {
     /// incidents nobody was told of), which are left out by default.
     #[arg(long, conflicts_with = "state")]
     all: bool,
-    #[command(flatten)]
-    server: ServerOpts,
 }
 
 #[derive(clap::Args)]
@@ -202,8 +257,6 @@ struct ShowArgs {
     /// Incident id, e.g. INC-20261123-3f9a1c2e.
     #[arg(value_parser = non_empty)]
     id: String,
-    #[command(flatten)]
-    server: ServerOpts,
 }
 
 #[derive(clap::Args)]
@@ -216,11 +269,13 @@ struct DeclareArgs {
     #[arg(long = "site", value_name = "SITE", value_delimiter = ',', value_parser = non_empty)]
     sites: Vec<String>,
     /// A GeoJSON file (`-`: stdin) holding a Polygon or MultiPolygon
-    /// geometry, or a Feature with one.
-    #[arg(long, value_name = "FILE")]
-    polygon: Option<PathBuf>,
-    /// A circle: `LAT,LON,RADIUS_KM`, e.g. `41.82,-71.41,3`.
-    #[arg(long, value_name = "LAT,LON,KM", value_parser = parse_circle)]
+    /// geometry, or a Feature with one; read and checked (valid, simple
+    /// polygons) before anything is sent.
+    #[arg(long, value_name = "FILE", value_parser = parse_polygon_arg)]
+    polygon: Option<PolygonArg>,
+    /// A circle: `LAT,LON,RADIUS_KM`, e.g. `41.82,-71.41,3` (latitude
+    /// -90..90, longitude -180..180, radius above 0 and at most 500 km).
+    #[arg(long, value_name = "LAT,LON,KM", value_parser = parse_circle, allow_hyphen_values = true)]
     circle: Option<Area>,
     /// The cause, in words.
     #[arg(long, value_parser = non_empty)]
@@ -229,13 +284,11 @@ struct DeclareArgs {
     #[arg(long, value_parser = parse_since_arg, allow_hyphen_values = true)]
     since: Option<DateTime<Utc>>,
     /// Expected restoration: RFC 3339 (2026-11-23T18:00:00Z) or from now (+90m, +2h).
-    #[arg(long, value_parser = parse_etr_arg)]
+    #[arg(long, value_parser = parse_etr_arg, allow_hyphen_values = true)]
     etr: Option<DateTime<Utc>>,
     /// Customer-facing message.
     #[arg(long)]
     message: Option<String>,
-    #[command(flatten)]
-    server: ServerOpts,
 }
 
 impl DeclareArgs {
@@ -259,22 +312,53 @@ impl DeclareArgs {
         if let Some(c) = &self.circle {
             return Ok(c.clone());
         }
-        let Some(path) = &self.polygon else { anyhow::bail!("give --postcode, --site, --polygon or --circle") };
-        let text = if path.as_os_str() == "-" {
-            std::io::read_to_string(std::io::stdin()).context("reading the polygon from stdin")?
-        } else {
-            std::fs::read_to_string(path).with_context(|| path.display().to_string())?
-        };
-        let v: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
-        // A Feature carries its geometry; the server checks the geometry.
-        let geometry = if v.get("type").and_then(|t| t.as_str()) == Some("Feature") {
-            v.get("geometry").cloned().unwrap_or_default()
-        } else {
-            v
-        };
-        Ok(Area::Polygon(geometry))
+        match &self.polygon {
+            Some(PolygonArg::Area(a)) => Ok(a.clone()),
+            Some(PolygonArg::Stdin) => {
+                let text = std::io::read_to_string(std::io::stdin()).context("reading the polygon from stdin")?;
+                polygon_area(&text).map_err(|e| usage_error(&format!("--polygon -: {e}")))
+            }
+            None => anyhow::bail!("give --postcode, --site, --polygon or --circle"),
+        }
     }
+}
+
+/// `--polygon`: the area read from a file at parse time (a missing file or
+/// bad GeoJSON is a usage error, exit 2), or stdin, read when needed.
+#[derive(Clone, Debug)]
+enum PolygonArg {
+    Area(Area),
+    Stdin,
+}
+
+fn parse_polygon_arg(s: &str) -> Result<PolygonArg, String> {
+    if s == "-" {
+        return Ok(PolygonArg::Stdin);
+    }
+    let text = std::fs::read_to_string(s).map_err(|e| format!("{s}: {e}"))?;
+    polygon_area(&text).map(PolygonArg::Area).map_err(|e| format!("{s}: {e}"))
+}
+
+/// GeoJSON text (a Polygon or MultiPolygon, or a Feature with one) as an
+/// area, checked as the daemon checks it: positions in range, rings
+/// closed, no ring crossing itself.
+fn polygon_area(text: &str) -> Result<Area, String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    // A Feature carries its geometry.
+    let geometry = if v.get("type").and_then(|t| t.as_str()) == Some("Feature") {
+        v.get("geometry").cloned().unwrap_or_default()
+    } else {
+        v
+    };
+    let area = Area::Polygon(geometry);
+    area.check_geometry().map_err(|e| e.to_string())?;
+    Ok(area)
+}
+
+/// A usage error found after parsing: clap's message format, exit 2.
+fn usage_error(msg: &str) -> anyhow::Error {
+    use clap::CommandFactory;
+    Cli::command().error(clap::error::ErrorKind::ValueValidation, msg).exit()
 }
 
 #[derive(clap::Args)]
@@ -285,8 +369,6 @@ struct LinkArgs {
     /// The incident to link it with.
     #[arg(value_parser = non_empty)]
     other: String,
-    #[command(flatten)]
-    server: ServerOpts,
 }
 
 #[derive(clap::Args)]
@@ -296,7 +378,7 @@ struct UpdateArgs {
     #[arg(value_parser = non_empty)]
     id: String,
     /// New expected restoration: RFC 3339 (2026-11-23T18:00:00Z) or from now (+90m, +2h).
-    #[arg(long, value_parser = parse_etr_arg)]
+    #[arg(long, value_parser = parse_etr_arg, allow_hyphen_values = true)]
     etr: Option<DateTime<Utc>>,
     /// New cause, in words.
     #[arg(long, value_parser = non_empty)]
@@ -304,8 +386,6 @@ struct UpdateArgs {
     /// New customer-facing message.
     #[arg(long)]
     message: Option<String>,
-    #[command(flatten)]
-    server: ServerOpts,
 }
 
 #[derive(clap::Args)]
@@ -313,8 +393,6 @@ struct ResolveArgs {
     /// Incident id.
     #[arg(value_parser = non_empty)]
     id: String,
-    #[command(flatten)]
-    server: ServerOpts,
 }
 
 #[derive(clap::Args)]
@@ -325,8 +403,6 @@ struct CancelArgs {
     /// Why it was a false positive (kept in the incident's timeline).
     #[arg(long, value_parser = non_empty)]
     reason: String,
-    #[command(flatten)]
-    server: ServerOpts,
 }
 
 #[derive(clap::Args)]
@@ -341,8 +417,6 @@ struct ImpactArgs {
     /// A customer id.
     #[arg(long, value_parser = non_empty)]
     customer_id: Option<String>,
-    #[command(flatten)]
-    server: ServerOpts,
 }
 
 /// A value with surrounding blanks removed; empty is refused.
@@ -355,14 +429,29 @@ fn non_empty(s: &str) -> Result<String, String> {
     }
 }
 
-/// `LAT,LON,RADIUS_KM`.
+/// `LAT,LON,RADIUS_KM`: finite numbers, a latitude and longitude in range
+/// and a radius the daemon accepts (a usage error otherwise, exit 2: never
+/// a NaN sent as `null`).
 fn parse_circle(s: &str) -> Result<Area, String> {
     let parts: Vec<&str> = s.split(',').map(str::trim).collect();
     let nums: Vec<f64> = parts.iter().filter_map(|p| p.parse().ok()).collect();
-    match nums[..] {
-        [lat, lon, radius_km] if parts.len() == 3 => Ok(Area::Circle { lat, lon, radius_km }),
-        _ => Err(format!("{s:?} is not LAT,LON,RADIUS_KM (e.g. 41.82,-71.41,3)")),
+    let [lat, lon, radius_km] = nums[..] else {
+        return Err(format!("{s:?} is not LAT,LON,RADIUS_KM (e.g. 41.82,-71.41,3)"));
+    };
+    if parts.len() != 3 {
+        return Err(format!("{s:?} is not LAT,LON,RADIUS_KM (e.g. 41.82,-71.41,3)"));
     }
+    if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) {
+        return Err(format!("latitude {lat} is not between -90 and 90"));
+    }
+    if !(lon.is_finite() && (-180.0..=180.0).contains(&lon)) {
+        return Err(format!("longitude {lon} is not between -180 and 180"));
+    }
+    let max = outage::model::area::MAX_RADIUS_KM;
+    if !(radius_km.is_finite() && radius_km > 0.0 && radius_km <= max) {
+        return Err(format!("radius {radius_km} km is not above 0 and at most {max}"));
+    }
+    Ok(Area::Circle { lat, lon, radius_km })
 }
 
 fn parse_since_arg(s: &str) -> Result<DateTime<Utc>, String> {
@@ -401,6 +490,15 @@ fn parse_time(s: &str, now: DateTime<Utc>, toward: Toward) -> Result<DateTime<Ut
         Toward::Past => ('-', "a time ago", "-45m, -2h", "in the past"),
     };
     let s = s.trim();
+    let other = if sign == '+' { '-' } else { '+' };
+    if let Some(rel) = s.strip_prefix(other) {
+        if humantime::parse_duration(rel.trim()).is_ok() {
+            return Err(format!(
+                "{s:?} is {}: {words} is written {examples}",
+                if other == '-' { "in the past" } else { "in the future" }
+            ));
+        }
+    }
     if let Some(rel) = s.strip_prefix(sign) {
         let d =
             humantime::parse_duration(rel.trim()).map_err(|e| format!("{s:?}: {e} ({words} looks like {examples})"))?;
@@ -440,9 +538,6 @@ struct ReplayArgs {
     /// `[[ingest.elements]]` matter here).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
     /// Write the credits the incidents would queue (one JSON credit per
     /// line, as on `billing.credits`), under the config's
     /// `[[plan.compensation.rules]]`: a rule change checked before it goes
@@ -509,15 +604,17 @@ struct SimulateArgs {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter("warn").init();
-    let result = match Cli::parse().command {
+    let Cli { opts, command } = Cli::parse();
+    let result = match command {
         Command::Simulate(a) => simulate_cmd(a).await,
-        Command::Replay(a) => replay_cmd(a),
-        Command::Completions { shell } => {
-            use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "outagectl", &mut std::io::stdout());
+        Command::Replay(a) => replay_cmd(a, opts.json),
+        Command::Publish(a) => publish::run(a).await,
+        Command::Completions { shell } => completions(shell),
+        Command::CompleteIds => {
+            complete_ids(&opts).await;
             Ok(())
         }
-        api => return api_main(api).await,
+        api => return api_main(api, &opts).await,
     };
     // A reader that stops early (`| head`) is not an error.
     match result {
@@ -531,14 +628,93 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The subcommands whose positional arguments are incident ids.
+const ID_COMMANDS: [&str; 7] = ["show", "preview", "approve", "link", "update", "resolve", "cancel"];
+
+/// clap_complete's script for `shell`, with incident ids completed from
+/// the daemon through `outagectl __complete-ids` where a command takes one.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    std::io::stdout().write_all(completion_script(shell)?.as_bytes())?;
+    Ok(())
+}
+
+fn completion_script(shell: clap_complete::Shell) -> anyhow::Result<String> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "outagectl", &mut buf);
+    let script = String::from_utf8(buf).context("completion script")?;
+    let ids = ID_COMMANDS.join(" ");
+    let script = match shell {
+        Shell::Bash => {
+            let hook = format!(
+                r#"
+# Incident ids from the daemon (outagectl __complete-ids) for: {ids}
+_outagectl_with_ids() {{
+    local cur="${{COMP_WORDS[COMP_CWORD]}}" prev="${{COMP_WORDS[COMP_CWORD-1]}}" w sub=""
+    for w in "${{COMP_WORDS[@]:1:COMP_CWORD-1}}"; do
+        case "$w" in {alts}) sub="$w"; break ;; esac
+    done
+    if [[ -n "$sub" && "$cur" != -* && ( "$prev" != --* || "$prev" == --json ) ]]; then
+        COMPREPLY=( $(compgen -W "$(outagectl __complete-ids 2>/dev/null)" -- "$cur") )
+        return 0
+    fi
+    _outagectl "$@"
+}}
+"#,
+                alts = ID_COMMANDS.join("|")
+            );
+            script.replace("complete -F _outagectl ", "complete -F _outagectl_with_ids ") + &hook
+        }
+        Shell::Zsh => {
+            let hook = "\n_outagectl_incident_ids() {\n    local -a ids\n    ids=(${(f)\"$(outagectl __complete-ids 2>/dev/null)\"})\n    compadd -a ids\n}\n";
+            let mut out = String::new();
+            for line in script.lines() {
+                let is_id = line.starts_with("':id -- ") || line.starts_with("':other -- ");
+                match line.strip_suffix(":_default' \\") {
+                    Some(head) if is_id => out.push_str(&format!("{head}:_outagectl_incident_ids' \\")),
+                    _ => out.push_str(line),
+                }
+                out.push('\n');
+                if line.starts_with("#compdef") {
+                    out.push_str(hook);
+                }
+            }
+            out
+        }
+        Shell::Fish => {
+            let conds = ID_COMMANDS.join(" ");
+            script + &format!("complete -c outagectl -n \"__fish_seen_subcommand_from {conds}\" -f -a \"(outagectl __complete-ids 2>/dev/null)\"\n")
+        }
+        _ => script,
+    };
+    Ok(script)
+}
+
+/// `__complete-ids`: every incident the daemon lists but dismissed and
+/// merged ones, open ones first; nothing (and exit 0) when it does not
+/// answer within 3 s: a completion must never hang a shell or print errors.
+async fn complete_ids(opts: &ServerOpts) {
+    let Ok(c) = opts.client() else { return };
+    let Ok(Ok(mut list)) = tokio::time::timeout(Duration::from_secs(3), c.incidents(None)).await else { return };
+    client::drop_untold(&mut list);
+    list.sort_by_key(|i| (!i.state.is_open(), std::cmp::Reverse(i.updated_at)));
+    let mut out = std::io::stdout().lock();
+    for i in list {
+        if writeln!(out, "{}", client::sanitize(&i.id.0)).is_err() {
+            return;
+        }
+    }
+}
+
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// The API commands: `outagectl: <message>` on stderr and the documented
 /// exit code on failure.
-async fn api_main(cmd: Command) -> ExitCode {
-    match api_cmd(cmd).await {
+async fn api_main(cmd: Command, opts: &ServerOpts) -> ExitCode {
+    match api_cmd(cmd, opts).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<ClientError>() {
@@ -554,12 +730,13 @@ async fn api_main(cmd: Command) -> ExitCode {
     }
 }
 
-async fn api_cmd(cmd: Command) -> anyhow::Result<()> {
+async fn api_cmd(cmd: Command, opts: &ServerOpts) -> anyhow::Result<()> {
     match cmd {
         Command::Incidents(a) => {
-            let mut list = a.server.client()?.incidents(a.state).await?;
+            let mut list = opts.client()?.incidents(a.state).await?;
             let hidden = if a.all || a.state.is_some() { 0 } else { client::drop_untold(&mut list) };
-            output(a.server.json, &list, || {
+            client::sort_incidents(&mut list);
+            output(opts.json, &list, || {
                 let mut out = client::incidents_table(&list);
                 if hidden > 0 {
                     out.push_str(&format!("({hidden} dismissed or merged not shown: --all lists them)\n"));
@@ -568,14 +745,14 @@ async fn api_cmd(cmd: Command) -> anyhow::Result<()> {
             })
         }
         Command::Show(a) => {
-            let inc = a.server.client()?.incident(&IncidentId(a.id.into())).await?;
-            output(a.server.json, &inc, || client::incident_details(&inc))
+            let inc = opts.client()?.incident(&IncidentId(a.id.into())).await?;
+            output(opts.json, &inc, || client::incident_details(&inc))
         }
         Command::Declare(a) => {
             let area = a.area()?;
             let req = DeclareRequest { cause: a.cause, area, since: a.since, etr: a.etr, message: a.message };
-            let inc = a.server.client()?.declare(&req).await?;
-            output(a.server.json, &inc, || {
+            let inc = opts.client()?.declare(&req).await?;
+            output(opts.json, &inc, || {
                 let mut out = format!("declared {}\n\n{}", inc.id, client::incident_details(&inc));
                 if inc.awaiting_approval {
                     out.push_str(&format!(
@@ -588,29 +765,29 @@ async fn api_cmd(cmd: Command) -> anyhow::Result<()> {
             })
         }
         Command::Preview(a) => {
-            let p = a.server.client()?.preview(&IncidentId(a.id.into())).await?;
-            output(a.server.json, &p, || client::preview_table(&p))
+            let p = opts.client()?.preview(&IncidentId(a.id.into())).await?;
+            output(opts.json, &p, || client::preview_table(&p))
         }
         Command::Approve(a) => {
-            let inc = a.server.client()?.approve(&IncidentId(a.id.into())).await?;
-            output(a.server.json, &inc, || format!("approved {}\n\n{}", inc.id, client::incident_details(&inc)))
+            let inc = opts.client()?.approve(&IncidentId(a.id.into())).await?;
+            output(opts.json, &inc, || format!("approved {}\n\n{}", inc.id, client::incident_details(&inc)))
         }
         Command::Link(a) => {
-            let inc = a.server.client()?.link(&IncidentId(a.id.into()), &IncidentId(a.other.into())).await?;
-            output(a.server.json, &inc, || format!("linked {}\n\n{}", inc.id, client::incident_details(&inc)))
+            let inc = opts.client()?.link(&IncidentId(a.id.into()), &IncidentId(a.other.into())).await?;
+            output(opts.json, &inc, || format!("linked {}\n\n{}", inc.id, client::incident_details(&inc)))
         }
         Command::Update(a) => {
             let req = UpdateRequest { cause: a.cause, etr: a.etr, message: a.message };
-            let inc = a.server.client()?.update(&IncidentId(a.id.into()), &req).await?;
-            output(a.server.json, &inc, || format!("updated {}\n\n{}", inc.id, client::incident_details(&inc)))
+            let inc = opts.client()?.update(&IncidentId(a.id.into()), &req).await?;
+            output(opts.json, &inc, || format!("updated {}\n\n{}", inc.id, client::incident_details(&inc)))
         }
         Command::Resolve(a) => {
-            let inc = a.server.client()?.resolve(&IncidentId(a.id.into())).await?;
-            output(a.server.json, &inc, || format!("resolved {}\n\n{}", inc.id, client::incident_details(&inc)))
+            let inc = opts.client()?.resolve(&IncidentId(a.id.into())).await?;
+            output(opts.json, &inc, || format!("resolved {}\n\n{}", inc.id, client::incident_details(&inc)))
         }
         Command::Cancel(a) => {
-            let inc = a.server.client()?.cancel(&IncidentId(a.id.into()), &CancelRequest { reason: a.reason }).await?;
-            output(a.server.json, &inc, || format!("cancelled {}\n\n{}", inc.id, client::incident_details(&inc)))
+            let inc = opts.client()?.cancel(&IncidentId(a.id.into()), &CancelRequest { reason: a.reason }).await?;
+            output(opts.json, &inc, || format!("cancelled {}\n\n{}", inc.id, client::incident_details(&inc)))
         }
         Command::Impact(a) => {
             let q = match (a.postcode, a.msisdn, a.customer_id) {
@@ -620,12 +797,14 @@ async fn api_cmd(cmd: Command) -> anyhow::Result<()> {
                 // clap's "who" group requires exactly one.
                 (None, None, None) => anyhow::bail!("give --postcode, --msisdn or --customer-id"),
             };
-            let r = a.server.client()?.impact(&q).await?;
-            output(a.server.json, &r, || client::impact_text(&r))
+            let r = opts.client()?.impact(&q).await?;
+            output(opts.json, &r, || client::impact_text(&r))
         }
-        Command::Simulate(_) | Command::Replay(_) | Command::Completions { .. } => {
-            unreachable!("offline commands are run by main")
-        }
+        Command::Simulate(_)
+        | Command::Replay(_)
+        | Command::Publish(_)
+        | Command::Completions { .. }
+        | Command::CompleteIds => anyhow::bail!("offline commands are run by main"),
     }
 }
 
@@ -694,7 +873,7 @@ async fn simulate_cmd(a: SimulateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
+fn replay_cmd(a: ReplayArgs, json: bool) -> anyhow::Result<()> {
     use outage::refdata::{load_customers, load_postcodes, RefData};
     use std::io::BufRead;
     let cfg = outage::config::Config::load(a.config.as_deref())?;
@@ -734,7 +913,7 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
         eprintln!("{n} credits written to {} ({})", path.display(), totals.join(", "));
     }
     let mut out = std::io::stdout().lock();
-    if a.json {
+    if json {
         serde_json::to_writer_pretty(&mut out, &report).map_err(std::io::Error::from)?;
         writeln!(out)?;
         return Ok(());
@@ -782,6 +961,257 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(clap::Args)]
+struct PublishArgs {
+    /// The alarm file: JSON records one after another — JSON lines as
+    /// `simulate --out` writes them, pretty-printed documents, or a JSON
+    /// array of records — in any format the daemon reads (native v1, VES
+    /// incl. stndDefined and `eventList`, TMF642; detected per record).
+    #[arg(value_name = "FILE", value_parser = existing_file)]
+    file: PathBuf,
+    /// Kafka bootstrap servers (`host:port,…`). Default: the `--config`
+    /// file's `kafka.bootstrap`.
+    #[arg(long, value_name = "BOOTSTRAP")]
+    kafka: Option<String>,
+    /// The topic. Default: the `--config` file's `kafka.topics.alarms`, else noc.alarms.
+    #[arg(long)]
+    topic: Option<String>,
+    /// The daemon's configuration (TOML, with its `OUTAGE_*` variables):
+    /// its `[kafka.client]` properties (TLS, SASL) are used as the daemon
+    /// uses them, its bootstrap and alarm topic are the defaults.
+    #[arg(long, value_name = "FILE", value_parser = existing_file)]
+    config: Option<PathBuf>,
+    /// Messages per second (default: as fast as the broker takes them).
+    #[arg(long, value_name = "N", value_parser = parse_rate)]
+    rate: Option<f64>,
+    /// `now`: shift every event time so that the earliest alarm is now,
+    /// keeping the spacing (a past feed replayed as if it happened today).
+    #[arg(long, value_enum)]
+    retime: Option<publish::Retime>,
+    /// Leave out records the daemon would dead-letter (undecodable, no
+    /// alarm change, unsupported) instead of refusing the file.
+    #[arg(long)]
+    skip_invalid: bool,
+}
+
+/// `--rate`: a finite number above 0.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("{s:?} is not a rate above 0 (messages per second)")),
+    }
+}
+
+/// `outagectl publish`: an alarm file onto the alarm topic.
+mod publish {
+    use super::PublishArgs;
+    use anyhow::Context;
+    use chrono::{DateTime, Utc};
+    use outage::sources::decode::decode_formats;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use serde_json::Value;
+    use std::time::Duration;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+    pub enum Retime {
+        /// The earliest alarm at the moment of publishing.
+        Now,
+    }
+
+    /// One record to produce: its key (the site of its first alarm), the
+    /// payload, and its alarms' event times.
+    #[derive(Debug)]
+    pub struct Record {
+        pub key: String,
+        pub value: Value,
+        pub times: Vec<DateTime<Utc>>,
+    }
+
+    /// The records of a file: consecutive JSON values (JSON lines,
+    /// pretty-printed documents, or arrays of records), each decoded as the
+    /// daemon would. A record the daemon would dead-letter is an error
+    /// naming it and why, or left out with `skip_invalid`; a record carrying
+    /// no alarm (a VES heartbeat) is left out. Returns the records and how
+    /// many were left out.
+    pub fn read(text: &str, skip_invalid: bool) -> anyhow::Result<(Vec<Record>, usize)> {
+        let mut values = Vec::new();
+        for (i, v) in serde_json::Deserializer::from_str(text).into_iter::<Value>().enumerate() {
+            match v.with_context(|| format!("record {}: not JSON", i + 1))? {
+                Value::Array(items) => values.extend(items),
+                v => values.push(v),
+            }
+        }
+        let (mut records, mut bad, mut skipped) = (Vec::new(), Vec::new(), 0usize);
+        for (i, value) in values.into_iter().enumerate() {
+            let payload = serde_json::to_vec(&value)?;
+            let decoded = decode_formats(&payload);
+            let errors: Vec<String> = decoded
+                .iter()
+                .filter_map(|(f, r)| r.as_ref().err().map(|e| format!("record {} ({f}): {e}", i + 1)))
+                .collect();
+            if !errors.is_empty() {
+                skipped += 1;
+                bad.extend(errors);
+                continue;
+            }
+            let alarms: Vec<_> = decoded.into_iter().filter_map(|(_, r)| r.ok()).collect();
+            let Some(first) = alarms.first() else {
+                skipped += 1;
+                continue;
+            };
+            records.push(Record {
+                key: first.site_id.clone(),
+                times: alarms.iter().map(|a| a.event_time).collect(),
+                value,
+            });
+        }
+        if !bad.is_empty() && !skip_invalid {
+            let more = if bad.len() > 5 { format!("\n  … and {} more", bad.len() - 5) } else { String::new() };
+            anyhow::bail!(
+                "{} of the file's alarms would be dead-lettered (nothing was published; --skip-invalid leaves them out):\n  {}{more}",
+                bad.len(),
+                bad[..bad.len().min(5)].join("\n  ")
+            );
+        }
+        Ok((records, skipped))
+    }
+
+    /// Every event time in `v` shifted by `by`: RFC 3339 strings under keys
+    /// ending in `Time`/`_time` (`event_time`, `eventTime`,
+    /// `alarmRaisedTime`, …) and VES epochs (`…EpochMicrosec`, numbers or
+    /// quoted numbers), at any depth; the rest untouched.
+    pub fn shift(v: &mut Value, by: chrono::Duration) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    let time_key = k.ends_with("Time") || k.ends_with("_time");
+                    if k.ends_with("EpochMicrosec") {
+                        let micros = match x {
+                            Value::Number(n) => n.as_f64(),
+                            Value::String(s) => s.trim().parse::<f64>().ok(),
+                            _ => None,
+                        };
+                        if let Some(m) = micros {
+                            let shifted = (m + by.num_microseconds().unwrap_or(0) as f64).round() as i64;
+                            *x = if x.is_string() { Value::String(shifted.to_string()) } else { shifted.into() };
+                        }
+                    } else if let (true, Value::String(s)) = (time_key, &*x) {
+                        if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+                            let t = t.with_timezone(&Utc) + by;
+                            *x = Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+                        }
+                    } else {
+                        shift(x, by);
+                    }
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| shift(x, by)),
+            _ => {}
+        }
+    }
+
+    /// Shift every record so the earliest alarm is at `now`, and check
+    /// that each record's alarms moved by exactly that (within a
+    /// millisecond: VES epochs may be written as floats).
+    pub fn retime(records: &mut [Record], now: DateTime<Utc>) -> anyhow::Result<chrono::Duration> {
+        let Some(first) = records.iter().flat_map(|r| r.times.iter()).min().copied() else {
+            return Ok(chrono::Duration::zero());
+        };
+        let by = now - first;
+        for (i, r) in records.iter_mut().enumerate() {
+            shift(&mut r.value, by);
+            let payload = serde_json::to_vec(&r.value)?;
+            let times: Vec<DateTime<Utc>> =
+                decode_formats(&payload).into_iter().filter_map(|(_, a)| a.ok()).map(|a| a.event_time).collect();
+            let moved = times.len() == r.times.len()
+                && times.iter().zip(&r.times).all(|(t, o)| (*t - (*o + by)).num_milliseconds().abs() <= 1);
+            anyhow::ensure!(
+                moved,
+                "record {}: its event times could not be shifted (a time field this tool does not know)",
+                i + 1
+            );
+            r.times = times;
+        }
+        Ok(by)
+    }
+
+    pub async fn run(a: PublishArgs) -> anyhow::Result<()> {
+        let cfg = match &a.config {
+            Some(p) => Some(outage::config::Config::load(Some(p))?),
+            None => None,
+        };
+        let bootstrap = a
+            .kafka
+            .clone()
+            .or_else(|| cfg.as_ref().and_then(|c| c.kafka.bootstrap.clone()))
+            .context("give --kafka BOOTSTRAP (or a --config with kafka.bootstrap)")?;
+        let topic = a
+            .topic
+            .clone()
+            .or_else(|| cfg.as_ref().map(|c| c.kafka.topics.alarms.clone()))
+            .unwrap_or_else(|| "noc.alarms".into());
+        let text = std::fs::read_to_string(&a.file).with_context(|| a.file.display().to_string())?;
+        let (mut records, skipped) = read(&text, a.skip_invalid).with_context(|| a.file.display().to_string())?;
+        anyhow::ensure!(!records.is_empty(), "{}: no alarm to publish", a.file.display());
+        if a.retime == Some(Retime::Now) {
+            let by = retime(&mut records, Utc::now())?;
+            eprintln!("event times shifted by {}", humantime::format_duration(by.to_std().unwrap_or_default()));
+        }
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &bootstrap);
+        for (k, v) in cfg.iter().flat_map(|c| c.kafka.client.iter()) {
+            c.set(k, v);
+        }
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.max.bytes", outage::kafka::MESSAGE_MAX_BYTES.to_string());
+        let producer: FutureProducer = c.create().context("creating the Kafka producer")?;
+        let bar = indicatif::ProgressBar::new(records.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records · {per_sec} · eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let mut pace = a.rate.map(|r| {
+            let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / r));
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            t
+        });
+        let payloads: Vec<(String, String)> = records.iter().map(|r| (r.key.clone(), r.value.to_string())).collect();
+        let mut pending = futures::stream::FuturesUnordered::new();
+        for (key, payload) in &payloads {
+            outage::kafka::check_record(&topic, || format!("key {key}"), key.as_bytes(), payload.as_bytes())?;
+        }
+        use futures::StreamExt;
+        let acked = |r: Result<_, (rdkafka::error::KafkaError, _)>| {
+            r.map(|_| ()).map_err(|(e, _)| e).with_context(|| format!("publishing to {topic} on {bootstrap}"))
+        };
+        for (key, payload) in &payloads {
+            if let Some(p) = pace.as_mut() {
+                // Wait for the next slot, counting acknowledgements meanwhile.
+                loop {
+                    tokio::select! {
+                        _ = p.tick() => break,
+                        Some(r) = pending.next(), if !pending.is_empty() => {
+                            acked(r)?;
+                            bar.inc(1);
+                        }
+                    }
+                }
+            }
+            pending.push(producer.send(FutureRecord::to(&topic).key(key).payload(payload), Duration::from_secs(30)));
+        }
+        while let Some(r) = pending.next().await {
+            acked(r)?;
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let left =
+            if skipped > 0 { format!(" ({skipped} records without a usable alarm left out)") } else { String::new() };
+        eprintln!("published {} records to {topic} on {bootstrap}{left}", records.len());
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -792,7 +1222,7 @@ mod tests {
         let mut out = Vec::new();
         clap_complete::generate(clap_complete::Shell::Bash, &mut Cli::command(), "outagectl", &mut out);
         let script = String::from_utf8(out).unwrap();
-        for sub in Cli::command().get_subcommands() {
+        for sub in Cli::command().get_subcommands().filter(|s| !s.is_hide_set()) {
             assert!(script.contains(sub.get_name()), "{} missing from the bash completions", sub.get_name());
         }
     }
@@ -890,31 +1320,181 @@ mod tests {
     }
 
     #[test]
-    fn ca_file_is_read_and_a_bad_one_named() {
+    fn ca_file_is_read_and_a_missing_one_is_a_usage_error() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.pem");
         let args = ["incidents", "--server", "https://noc:8443", "--token", "t", "--ca-file"];
-        let cli = parse(&[&args[..], &[missing.to_str().unwrap()]].concat()).unwrap();
-        let Command::Incidents(a) = cli.command else { panic!("not incidents") };
-        let e = format!("{:#}", a.server.client().unwrap_err());
-        assert!(e.contains("--ca-file") && e.contains("missing.pem"), "{e}");
+        let e = parse(&[&args[..], &[missing.to_str().unwrap()]].concat()).err().unwrap();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("--ca-file") && e.to_string().contains("missing.pem"), "{e}");
         let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/ca.pem");
         let cli = parse(&[&args[..], &[ca]].concat()).unwrap();
-        let Command::Incidents(a) = cli.command else { panic!("not incidents") };
-        assert_eq!(a.server.client().unwrap().server(), "https://noc:8443/");
+        assert_eq!(cli.opts.client().unwrap().server(), "https://noc:8443/");
+        // A file that is not PEM is named when the client is made.
+        let not_pem = dir.path().join("x.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let cli = parse(&[&args[..], &[not_pem.to_str().unwrap()]].concat()).unwrap();
+        let e = format!("{:#}", cli.opts.client().unwrap_err());
+        assert!(e.contains("--ca-file") && e.contains("x.pem"), "{e}");
     }
 
     #[test]
-    fn server_options_and_token_never_shown() {
-        let cli = parse(&["incidents", "--state", "declared", "--json", "--token", "tok", "--server", "h:1"]).unwrap();
-        let Command::Incidents(a) = cli.command else { panic!("not incidents") };
-        assert!(a.server.json && a.server.server.as_deref() == Some("h:1"));
+    fn server_options_are_global_and_the_token_never_shown() {
+        // Before and after the command alike.
+        for args in [
+            &["--server", "h:1", "--json", "incidents", "--state", "declared", "--token", "tok"][..],
+            &["incidents", "--state", "declared", "--json", "--token", "tok", "--server", "h:1"][..],
+        ] {
+            let cli = parse(args).unwrap();
+            assert!(cli.opts.json && cli.opts.server.as_deref() == Some("h:1"), "{args:?}");
+            assert_eq!(cli.opts.token.as_deref(), Some("tok"));
+            assert!(matches!(cli.command, Command::Incidents(_)));
+        }
         let mut cmd = Cli::command();
+        cmd.build();
         for sub in ["incidents", "show", "declare", "update", "resolve", "cancel", "impact"] {
             let sub = cmd.find_subcommand_mut(sub).unwrap();
             let token = sub.get_arguments().find(|a| a.get_id() == "token").unwrap();
-            assert!(token.is_hide_env_values_set());
-            assert!(sub.render_long_help().to_string().contains("Exit codes"));
+            assert!(token.is_hide_env_values_set() && token.is_global_set());
+            let help = sub.render_long_help().to_string();
+            assert!(help.contains("Exit codes"), "{help}");
+            // Optional, so not in the usage line.
+            let usage = sub.render_usage().to_string();
+            assert!(!usage.contains("--server") && !usage.contains("--token"), "{usage}");
         }
+    }
+
+    #[test]
+    fn empty_values_are_no_values() {
+        // What exported but empty OUTAGECTL_* variables give.
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(&cfg, "").unwrap();
+        let cli = parse(&["--server", "", "incidents", "--ca-file", "", "--timeout", " ", "--ctl-config"])
+            .err()
+            .map(|e| e.kind());
+        assert!(cli.is_some(), "--ctl-config needs a value");
+        let args =
+            ["--server", "", "incidents", "--ca-file", "", "--timeout", " ", "--ctl-config", cfg.to_str().unwrap()];
+        let cli = parse(&args).unwrap();
+        assert_eq!(cli.opts.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(cli.opts.client().unwrap().server(), "http://127.0.0.1:8080/");
+    }
+
+    #[test]
+    fn version_says_the_crate_version_and_the_commit() {
+        let v = Cli::command().render_version().to_string();
+        assert!(v.starts_with(&format!("outagectl {} (git ", env!("CARGO_PKG_VERSION"))), "{v}");
+        assert!(v.trim_end().ends_with(')') && !v.contains("(git )"), "{v}");
+    }
+
+    #[test]
+    fn usage_errors_are_clap_errors_exit_2() {
+        let kind = |args: &[&str]| parse(args).err().map(|e| (e.kind(), e.exit_code()));
+        let invalid = Some((clap::error::ErrorKind::ValueValidation, 2));
+        assert_eq!(kind(&["--server", "ftp://noc", "incidents"]), invalid);
+        assert_eq!(kind(&["incidents", "--server", "http://"]), invalid);
+        assert_eq!(kind(&["declare", "--cause", "x", "--polygon", "/nonexistent/area.geojson"]), invalid);
+        for circle in
+            ["NaN,-71.4,3", "41.8,inf,3", "91,-71.4,3", "41.8,-181,3", "41.8,-71.4,0", "41.8,-71.4,NaN", "1,2"]
+        {
+            assert_eq!(kind(&["declare", "--cause", "x", "--circle", circle]), invalid, "{circle}");
+        }
+        let cli = parse(&["declare", "--cause", "x", "--circle", "-33.92,18.42,3"]).unwrap();
+        let Command::Declare(a) = cli.command else { panic!("not declare") };
+        assert_eq!(a.area().unwrap(), Area::Circle { lat: -33.92, lon: 18.42, radius_km: 3.0 });
+    }
+
+    #[test]
+    fn a_polygon_file_is_read_and_checked_at_parse_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, v: serde_json::Value| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, v.to_string()).unwrap();
+            p.to_str().unwrap().to_string()
+        };
+        let ring = |pts: &[[f64; 2]]| serde_json::json!({"type": "Polygon", "coordinates": [pts]});
+        let square = [[-71.4, 41.8], [-71.3, 41.8], [-71.3, 41.9], [-71.4, 41.9], [-71.4, 41.8]];
+        let bow_tie = [[-71.4, 41.8], [-71.3, 41.9], [-71.3, 41.8], [-71.4, 41.9], [-71.4, 41.8]];
+        let ok = write("ok.geojson", serde_json::json!({"type": "Feature", "geometry": ring(&square)}));
+        let cli = parse(&["declare", "--cause", "x", "--polygon", &ok]).unwrap();
+        let Command::Declare(a) = cli.command else { panic!("not declare") };
+        assert_eq!(a.area().unwrap(), Area::Polygon(ring(&square)));
+        let bad = write("bow.geojson", ring(&bow_tie));
+        let e = parse(&["declare", "--cause", "x", "--polygon", &bad]).err().unwrap();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("self-intersection"), "{e}");
+        let not_json = dir.path().join("x.geojson");
+        std::fs::write(&not_json, "{").unwrap();
+        assert!(parse(&["declare", "--cause", "x", "--polygon", not_json.to_str().unwrap()]).is_err());
+    }
+
+    #[test]
+    fn negative_relative_times_are_values_not_flags() {
+        let cli = parse(&["declare", "--postcode", "1", "--cause", "x", "--since", "-45m"]).unwrap();
+        let Command::Declare(a) = cli.command else { panic!("not declare") };
+        let ago = Utc::now() - a.since.unwrap();
+        assert!((44..=45).contains(&ago.num_minutes()), "{ago}");
+        // `--etr -1h` is read as the value -1h, and refused in words.
+        for args in [&["update", "INC-1", "--etr", "-1h"][..], &["update", "INC-1", "--etr=-1h"][..]] {
+            let e = parse(args).err().unwrap();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{e}");
+            assert!(e.to_string().contains("in the past") && e.to_string().contains("+90m"), "{e}");
+        }
+        assert!(parse(&["declare", "--postcode", "1", "--cause", "x", "--since=-2h"]).is_ok());
+    }
+
+    #[test]
+    fn completion_scripts_call_for_incident_ids() {
+        use clap_complete::Shell;
+        let bash = completion_script(Shell::Bash).unwrap();
+        assert!(bash.contains("complete -F _outagectl_with_ids ") && !bash.contains("complete -F _outagectl "));
+        // The hook parses (bash is on every machine the project runs on).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outagectl.bash");
+        std::fs::write(&path, &bash).unwrap();
+        let check = std::process::Command::new("bash").arg("-n").arg(&path).output().unwrap();
+        assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+        assert!(bash.contains("outagectl __complete-ids") && bash.contains("show|preview|approve|link|update"));
+        let zsh = completion_script(Shell::Zsh).unwrap();
+        let ids: Vec<&str> = zsh.lines().filter(|l| l.ends_with(":_outagectl_incident_ids' \\")).collect();
+        // show, preview, approve, update, resolve, cancel: id; link: id and other.
+        assert_eq!(ids.len(), 8, "{ids:#?}");
+        assert!(zsh.contains("_outagectl_incident_ids() {") && zsh.contains("outagectl __complete-ids"));
+        let fish = completion_script(Shell::Fish).unwrap();
+        assert!(
+            fish.contains("__fish_seen_subcommand_from show preview") && fish.contains("(outagectl __complete-ids")
+        );
+    }
+
+    #[test]
+    fn publish_reads_every_format_and_keys_by_site() {
+        let feeds = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/feeds");
+        let read = |p: &str| std::fs::read_to_string(format!("{feeds}/{p}")).unwrap();
+        let native = r#"{"alarm_id":"A1","site_id":"S-RI-000241","state":"raised","severity":"critical","probable_cause":"powerProblem","event_time":"2026-11-23T04:00:00Z"}"#;
+        let text = format!(
+            "{native}\n{}\n{}\n{}",
+            read("ves/fault-7.2-los-raise.json"),
+            read("tmf642/alarm-create-event-los.json"),
+            read("ves/fault-7.0-onap-exponent-epoch.json")
+        );
+        let (mut records, skipped) = publish::read(&text, false).unwrap();
+        assert_eq!((records.len(), skipped), (4, 0));
+        assert_eq!(records[0].key, "S-RI-000241");
+        let now: DateTime<Utc> = "2030-01-01T12:00:00Z".parse().unwrap();
+        let before: Vec<_> = records.iter().map(|r| r.times.clone()).collect();
+        let by = publish::retime(&mut records, now).unwrap();
+        let first = records.iter().flat_map(|r| r.times.iter()).min().copied().unwrap();
+        assert_eq!(first, now);
+        for (r, b) in records.iter().zip(&before) {
+            assert_eq!(r.times, b.iter().map(|t| *t + by).collect::<Vec<_>>(), "spacing kept");
+        }
+        // A record the daemon would dead-letter stops the file, named.
+        let ack = read("stnddefined/notify-ack-state-changed.json");
+        let e = publish::read(&format!("{native}\n{ack}"), false).unwrap_err().to_string();
+        assert!(e.contains("record 2") && e.contains("--skip-invalid"), "{e}");
+        let (records, skipped) = publish::read(&format!("{native}\n{ack}"), true).unwrap();
+        assert_eq!((records.len(), skipped), (1, 1));
     }
 }

@@ -63,6 +63,26 @@ impl Area {
         }
     }
 
+    /// A polygon area is a valid simple geometry (OGC Simple Features, as
+    /// `geo::Validation` checks it): no ring crosses itself (a "bow tie"),
+    /// holes lie inside their exterior, rings do not cross each other. The
+    /// polygons of a MultiPolygon may overlap (the area is their union).
+    /// Other kinds have nothing to check here. The error names the polygon
+    /// and the ring.
+    pub fn check_geometry(&self) -> Result<(), AreaError> {
+        use geo::Validation;
+        let Area::Polygon(g) = self else { return Ok(()) };
+        let mp = multipolygon(g).map_err(AreaError::Polygon)?;
+        let many = mp.0.len() > 1;
+        for (i, p) in mp.0.iter().enumerate() {
+            if let Err(e) = p.check_validation() {
+                let which = if many { format!("polygon {i}: ") } else { String::new() };
+                return Err(AreaError::Polygon(format!("{which}not a valid polygon: {e}")));
+            }
+        }
+        Ok(())
+    }
+
     /// The postcodes (indexes into `rd.postcodes`) the area covers, sorted
     /// by postcode. Every listed postcode or site must exist: a typo is an
     /// error, not a smaller incident.
