@@ -905,13 +905,16 @@ mod tests {
         (url, seen)
     }
 
+    /// What the retry loops settled: (action id, what became of it).
+    type SettledLog = Arc<Mutex<Vec<(String, Delivery)>>>;
+
     /// A notifier with small backoffs, its retry loops started on `clock`;
     /// the trigger stops them, the list collects what they settled.
     fn started(
         dir: &std::path::Path,
         sms: Vec<SmsProviderConfig>,
         clock: Arc<Mutex<DateTime<Utc>>>,
-    ) -> (Notifier, crate::topology::ShutdownTrigger, Arc<Mutex<Vec<(String, Delivery)>>>) {
+    ) -> (Notifier, crate::topology::ShutdownTrigger, SettledLog) {
         let cfg = SinksConfig {
             outbox_dir: dir.into(),
             sms,
