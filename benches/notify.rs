@@ -8,7 +8,10 @@
 //! after the other, the lanes joined (`join_all`) on one task, then one
 //! `flush`. The gateway runs on the same tokio runtime as the notifier: a
 //! multi-threaded runtime with 2 worker threads (the 2-core CI box). Timed
-//! from the first `deliver` to the end of the `flush`; building the
+//! from the first `deliver` to the end of the `flush` and of the notices
+//! the engine parked (a notice that finds no sending slot within
+//! `sinks.retry.queue_after` waits in the park queue, which the engine's
+//! retry loop sends, so the lanes never wait on a slow channel); building the
 //! notices, the notifier and the gateway is not timed.
 //!
 //! Cases (each runs in its own child process, so its peak RSS — `VmHWM`,
@@ -134,12 +137,23 @@ fn notices(n: usize, channel: Channel) -> Vec<Action> {
         .collect()
 }
 
+/// What the notifier's retry loops settled (parked notices), by outcome.
+static SETTLED: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+
 fn notifier(dir: &Path, sms: Vec<SmsProviderConfig>, email: Option<SmtpConfig>) -> Arc<Notifier> {
     let log = Arc::new(DeliveryLog::open(dir, None).expect("a delivery log"));
     let cfg = SinksConfig { outbox_dir: dir.to_path_buf(), sms, email, ..SinksConfig::default() };
     let n = Notifier::from_config(&cfg, &outage::tls::Trust::default(), log)
         .expect("a notifier")
         .expect("a gateway is configured");
+    // The retry loops run until the notifier is dropped (the trigger is
+    // kept alive with it: a dropped trigger is a shutdown).
+    let (trigger, shutdown) = outage::topology::Shutdown::new();
+    let settled = move |_: &Action, d: Delivery| {
+        let _keep = &trigger;
+        *SETTLED.lock().unwrap_or_else(|p| p.into_inner()).entry(format!("{d:?}")).or_insert(0) += 1;
+    };
+    n.start(Utc::now, settled, shutdown);
     Arc::new(n)
 }
 
@@ -186,12 +200,17 @@ async fn dispatch(n: Arc<Notifier>, actions: Vec<Action>) -> Dispatched {
         });
         let results = futures::future::join_all(work).await;
         n.flush().await.expect("flush the notifier");
+        while n.parked(Channel::Sms) + n.parked(Channel::Email) > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let seconds = t.elapsed().as_secs_f64();
-        let mut outcomes = BTreeMap::new();
+        let mut outcomes = std::mem::take(&mut *SETTLED.lock().unwrap_or_else(|p| p.into_inner()));
         let mut first_error = None;
         for r in results.into_iter().flatten() {
             let key = match r {
                 Ok(Delivery::Skipped(why)) => format!("Skipped({why})"),
+                // Settled by the retry loop, counted in SETTLED.
+                Ok(Delivery::Parked) => continue,
                 Ok(d) => format!("{d:?}"),
                 Err(e) => {
                     first_error.get_or_insert(e);

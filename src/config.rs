@@ -530,34 +530,56 @@ impl Default for SmtpConfig {
     }
 }
 
-/// Exponential backoff with full jitter, for retriable failures only.
+/// Retriable failures (timeouts, refused connections, 5xx, 429, SMTP 4xx):
+/// a few attempts in line, then the notice is parked (`parked_*.jsonl`) and
+/// retried with capped exponential backoff until a gateway takes it, its
+/// incident ends or `park_horizon` passes. Permanent refusals are final.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
-    /// Attempts per message across all providers. Default 6.
+    /// Attempts in line (across providers) before a notice is parked for
+    /// the retry loop. Default 2.
     pub max_attempts: u32,
     #[serde(with = "humantime_serde")]
     /// First backoff. Default 200ms.
     pub base: Duration,
     #[serde(with = "humantime_serde")]
-    /// Longest backoff. Default 30s.
+    /// Longest backoff (in line and parked). Default 30s.
     pub max: Duration,
-    /// Consecutive failures after which a provider is passed over for
-    /// `cooldown`. Default 5.
+    /// Consecutive retriable failures after which a provider is down:
+    /// passed over while another is up, and its channel's notices parked
+    /// while none is. Default 5.
     pub failover_after: u32,
     #[serde(with = "humantime_serde")]
-    /// Default 30s.
+    /// A down provider is tried again this long after its last failure
+    /// while another one carries its traffic (failback). Default 30s.
     pub cooldown: Duration,
+    #[serde(with = "humantime_serde")]
+    /// How long a parked notice is retried before it is given up
+    /// (`gave_up`, reason `park_horizon`). Default 6h.
+    pub park_horizon: Duration,
+    #[serde(with = "humantime_serde")]
+    /// A notice that cannot get a sending slot on its channel within this
+    /// is parked, so a slow channel never holds the action consumer (and
+    /// with it the other channels). Default 1s.
+    pub queue_after: Duration,
+}
+
+impl RetryConfig {
+    /// `park_horizon`'s default.
+    pub const PARK_HORIZON: Duration = Duration::from_secs(6 * 3600);
 }
 
 impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {
-            max_attempts: 6,
+            max_attempts: 2,
             base: Duration::from_millis(200),
             max: Duration::from_secs(30),
             failover_after: 5,
             cooldown: Duration::from_secs(30),
+            park_horizon: Self::PARK_HORIZON,
+            queue_after: Duration::from_secs(1),
         }
     }
 }
@@ -691,6 +713,9 @@ impl Config {
         }
         if self.sinks.retry.max_attempts == 0 {
             return bad("sinks.retry.max_attempts", "must be at least 1");
+        }
+        if self.sinks.retry.park_horizon.is_zero() {
+            return bad("sinks.retry.park_horizon", "must be more than 0s");
         }
         if self.plan.sms_max_segments == 0 {
             return bad("plan.sms_max_segments", "must be at least 1");

@@ -1266,6 +1266,8 @@ fn count(stats: &Stats, a: &Action, d: Result<Delivery, SinkError>, now: DateTim
         Ok(Delivery::Duplicate) => {
             stats.duplicates.fetch_add(1, Relaxed);
         }
+        // Counted by the park queue's gauges; settled later.
+        Ok(Delivery::Parked) => {}
         Ok(Delivery::Failed) => {
             stats.notices_failed.fetch_add(1, Relaxed);
         }
@@ -1381,6 +1383,10 @@ pub async fn run(
     // Notices through the configured gateways, or all to the outboxes.
     match Notifier::from_config(&cfg.sinks, &trust, log.clone())? {
         Some(notices) => {
+            // Parked notices are settled by the notifier's retry loops.
+            let (st, ck, now) = (stats.clone(), clock.clone(), clock.clone());
+            let settled = move |a: &Action, d| drop(count(&st, a, Ok(d), ck.now()));
+            notices.start(move || now.now(), settled, shutdown.clone());
             let sink = Routes { notices, grants, credits };
             tasks.spawn(Dispatcher::new(broker, cfg, sink, log, clock, stats)?.run(shutdown))
         }

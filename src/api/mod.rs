@@ -768,6 +768,7 @@ async fn metrics(State(st): Shared) -> Response {
         "Torn last lines (a crash mid-write) cut off the JSONL journals when they were opened.",
         &[("", crate::sinks::journal::torn_lines())],
     );
+    crate::sinks::park::render_metrics(&mut out);
     s.first_alarm_to_declared.render(
         "outage_first_alarm_to_declared_seconds",
         "From an incident's first alarm (event time) to its declaration.",

@@ -24,8 +24,11 @@ pub enum DeliveryOutcome {
     Retry,
     /// Refused for good.
     Permanent,
-    /// Retries ran out.
+    /// Retries ran out (`reason`: `park_horizon` when it waited that long).
     GaveUp,
+    /// Its gateway could not take it now: it waits in the park queue and is
+    /// retried (`reason`: `provider_down`, `backlog`, `queue`, `retry: …`).
+    Parked,
     /// Never sent: bad or missing contact, or nothing to follow up on.
     Skipped,
     /// Held until its time (quiet hours, a revoke's grace); `reason` says until when.

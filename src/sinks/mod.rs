@@ -6,7 +6,8 @@
 //! SMTP ([`email`]); [`provision`] (data grants to the provisioning API, in
 //! batches); [`billing`] (credits to `billing.credits`); [`ivr`] (the IVR
 //! platform's HTTP API, with a reconcile loop); [`route`] puts them behind
-//! one `ActionSink`; [`held`] parks actions until their `not_before`.
+//! one `ActionSink`; [`held`] holds actions until their `not_before`;
+//! [`park`] keeps notices whose gateway is down until it answers.
 //!
 //! Invariant: a sink is idempotent by the record's key (`action_id`,
 //! `credit_id`, IVR region/incident/state); delivering twice is a no-op.
@@ -19,6 +20,7 @@ pub mod ivr;
 pub mod journal;
 pub mod notify;
 pub mod outbox;
+pub mod park;
 pub mod provision;
 pub mod route;
 pub mod sms;
@@ -50,6 +52,9 @@ pub enum Delivery {
     Failed,
     /// Not sent: the contact is missing or invalid (the reason, recorded).
     Skipped(&'static str),
+    /// Its gateway cannot take it now: it waits, durably, in the delivery
+    /// engine's park queue (`notify`, `park`), which settles it later.
+    Parked,
 }
 
 /// Shared by the dispatcher's concurrent lanes, hence `&self`.
