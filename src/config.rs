@@ -116,6 +116,8 @@ impl Default for RefDataPaths {
             postcodes: "data/demo/postcodes.csv".into(),
             customers: "data/demo/customers.csv".into(),
             elements: None,
+            default_country: None,
+            max_bad_ratio: RefDataPaths::DEFAULT_MAX_BAD_RATIO,
         }
     }
 }
@@ -803,6 +805,15 @@ impl Config {
         }
         if self.kafka.group_id.is_empty() {
             return bad("kafka.group_id", "must not be empty");
+        }
+        if let Some(c) = &self.refdata.default_country {
+            if !crate::refdata::known_countries().any(|k| k == c) {
+                let known: Vec<&str> = crate::refdata::known_countries().collect();
+                return bad("refdata.default_country", &format!("{c:?} is not one of {}", known.join(", ")));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.refdata.max_bad_ratio) {
+            return bad("refdata.max_bad_ratio", "must be a share between 0 and 1 (0.001: one row in a thousand)");
         }
         if self.ingest.max_record_bytes < 64 {
             return bad("ingest.max_record_bytes", "must be at least 64");

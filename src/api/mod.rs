@@ -593,6 +593,7 @@ async fn metrics(State(st): Shared) -> Response {
     fn labelled<'a>(label: &str, counts: impl IntoIterator<Item = (&'a str, u64)>) -> Vec<(String, u64)> {
         counts.into_iter().map(|(k, v)| (format!("{{{label}=\"{k}\"}}"), v)).collect()
     }
+    out.push_str(&st.refdata.rejected.metrics());
     let read = s.alarms_read.load(Relaxed);
     let dead = s.alarms_dead_lettered.load(Relaxed);
     metric(

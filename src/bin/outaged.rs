@@ -150,7 +150,18 @@ async fn run() -> anyhow::Result<()> {
             );
             if cli.check {
                 check_clients(&cfg)?;
-                println!("configuration and reference data OK");
+                if refdata.rejected.rows.is_empty() {
+                    println!("configuration and reference data OK");
+                } else {
+                    // Within refdata.max_bad_ratio (above it, loading failed
+                    // with the same summary): the daemon would skip these.
+                    print!("{}", refdata.rejected.summary(3));
+                    println!(
+                        "configuration OK; reference data OK but for the rows above, which the daemon skips \
+                         (within refdata.max_bad_ratio = {})",
+                        cfg.refdata.max_bad_ratio
+                    );
+                }
                 if let Some(path) = &cli.alarms {
                     let file = std::fs::File::open(path).with_context(|| path.display().to_string())?;
                     let lines = std::io::BufRead::split(std::io::BufReader::new(file), b'\n');
