@@ -118,6 +118,7 @@ impl Default for RefDataPaths {
             elements: None,
             default_country: None,
             max_bad_ratio: RefDataPaths::DEFAULT_MAX_BAD_RATIO,
+            unsubscribes: "out/unsubscribes.jsonl".into(),
         }
     }
 }
@@ -496,8 +497,18 @@ pub struct SmtpConfig {
     /// Default 30s.
     pub timeout: Duration,
     /// One-click unsubscribe endpoint (RFC 8058); adds `List-Unsubscribe-Post`.
+    /// The daemon serves it at `GET/POST /unsubscribe` (the API's
+    /// listener): point this at that, through the TLS proxy.
     pub unsubscribe_url: Option<String>,
     pub unsubscribe_mailto: Option<String>,
+    /// The HMAC-SHA256 key signing each link's token (customer, channel,
+    /// expiry): required, at least 32 characters, when either link is set.
+    /// Never logged; keep it out of the file:
+    /// `OUTAGE_SINKS__EMAIL='{unsubscribe_secret="…"}'`.
+    pub unsubscribe_secret: Option<String>,
+    /// How long a link works after its mail was planned. Default 60 days.
+    #[serde(with = "humantime_serde")]
+    pub unsubscribe_valid_for: Duration,
 }
 
 impl Default for SmtpConfig {
@@ -514,6 +525,8 @@ impl Default for SmtpConfig {
             timeout: Duration::from_secs(30),
             unsubscribe_url: None,
             unsubscribe_mailto: None,
+            unsubscribe_secret: None,
+            unsubscribe_valid_for: Duration::from_secs(60 * 24 * 3600),
         }
     }
 }
@@ -881,6 +894,17 @@ impl Config {
         if let Some(e) = &self.sinks.email {
             if e.rate_per_second == 0 || e.pool_size == 0 {
                 return bad("sinks.email.rate_per_second", "rate_per_second and pool_size must be at least 1");
+            }
+            let links = e.unsubscribe_url.is_some() || e.unsubscribe_mailto.is_some();
+            if links && e.unsubscribe_secret.as_deref().is_none_or(|s| s.chars().count() < 32) {
+                return bad(
+                    "sinks.email.unsubscribe_secret",
+                    "required (at least 32 characters, random) when unsubscribe_url or unsubscribe_mailto is set: \
+                     it signs each link so nobody can unsubscribe anyone else",
+                );
+            }
+            if e.unsubscribe_valid_for.is_zero() {
+                return bad("sinks.email.unsubscribe_valid_for", "must be longer than 0s");
             }
         }
         if self.sinks.retry.max_attempts == 0 {

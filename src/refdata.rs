@@ -608,12 +608,20 @@ pub struct RefDataPaths {
     /// 0.001 ([`RefDataPaths::DEFAULT_MAX_BAD_RATIO`]: one row in a thousand).
     #[serde(default = "RefDataPaths::default_max_bad_ratio")]
     pub max_bad_ratio: f64,
+    /// Opt-outs made through unsubscribe links (`GET/POST /unsubscribe`),
+    /// journalled here and honoured with `customers.csv`'s `opt_out`.
+    /// Default `out/unsubscribes.jsonl`.
+    #[serde(default = "RefDataPaths::default_unsubscribes")]
+    pub unsubscribes: PathBuf,
 }
 
 impl RefDataPaths {
     pub const DEFAULT_MAX_BAD_RATIO: f64 = 0.001;
     fn default_max_bad_ratio() -> f64 {
         Self::DEFAULT_MAX_BAD_RATIO
+    }
+    fn default_unsubscribes() -> PathBuf {
+        "out/unsubscribes.jsonl".into()
     }
 }
 
@@ -647,6 +655,9 @@ pub struct RefData {
     element_site: HashMap<compact_str::CompactString, u32>,
     /// The rows [`RefData::load`] turned away (counted on `/metrics`).
     pub rejected: Rejections,
+    /// Opt-outs made through unsubscribe links since the export, shared
+    /// with the API that records them.
+    pub opt_outs: std::sync::Arc<crate::unsubscribe::OptOuts>,
 }
 
 impl RefData {
@@ -691,6 +702,10 @@ impl RefData {
             message,
         })?;
         rd.rejected = rejected;
+        rd.opt_outs =
+            std::sync::Arc::new(crate::unsubscribe::OptOuts::open(&paths.unsubscribes).map_err(|e| {
+                RefDataError::Row { file: paths.unsubscribes.clone(), line: 0, message: e.to_string() }
+            })?);
         match (elements, &paths.elements) {
             (Some(rows), Some(file)) => {
                 rd.with_elements(rows).map_err(|message| RefDataError::Row { file: file.clone(), line: 0, message })
@@ -790,6 +805,7 @@ impl RefData {
             site_postcodes,
             element_site: HashMap::default(),
             rejected: Rejections::default(),
+            opt_outs: Default::default(),
         })
     }
 
@@ -837,6 +853,13 @@ impl RefData {
         let p = &self.postcodes[idx as usize];
         self.sites_within(GeoPoint::new(p.lat, p.lon), self.max_radius_km)
             .filter(move |&s| self.site_postcodes[s as usize].contains(&idx))
+    }
+
+    /// The channels `c` opted out of: the export's `opt_out` column and
+    /// the unsubscribe links since.
+    pub fn opt_out(&self, c: &Customer) -> OptOut {
+        let link = self.opt_outs.get(&c.customer_id);
+        OptOut { sms: c.opt_out.sms || link.sms, email: c.opt_out.email || link.email }
     }
 
     pub fn customers_in(&self, postcode: &str) -> &[u32] {
@@ -887,6 +910,7 @@ mod tests {
             elements: None,
             default_country: Some("US".into()),
             max_bad_ratio,
+            unsubscribes: dir.join("no-unsubscribes.jsonl"),
         })
     }
 

@@ -17,6 +17,7 @@
 pub mod client;
 pub mod status;
 pub mod types;
+mod unsubscribe;
 
 use crate::model::{Incident, IncidentId, IncidentState};
 use crate::refdata::RefData;
@@ -216,6 +217,8 @@ pub struct ApiState {
     by_msisdn: HashMap<String, u32>,
     by_id: HashMap<String, u32>,
     now: Box<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+    /// Checks unsubscribe links' tokens (`sinks.email.unsubscribe_secret`).
+    unsubscribe: Option<crate::unsubscribe::Signer>,
 }
 
 /// The channels between the API and the pipeline (commands bounded: a
@@ -256,6 +259,12 @@ impl ApiState {
             by_msisdn,
             by_id,
             now,
+            unsubscribe: cfg
+                .sinks
+                .email
+                .as_ref()
+                .and_then(|e| e.unsubscribe_secret.as_deref())
+                .map(crate::unsubscribe::Signer::new),
         })
     }
 }
@@ -330,6 +339,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/incidents/{id}/resolve", post(resolve))
         .route("/v1/incidents/{id}/cancel", post(cancel))
         .route("/v1/impact", get(impact))
+        .route("/unsubscribe", get(unsubscribe::page).post(unsubscribe::confirm))
         .with_state(state)
 }
 

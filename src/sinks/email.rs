@@ -151,6 +151,8 @@ pub struct Smtp {
     security: Security,
     hello: ClientId,
     idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    /// Signs the unsubscribe links' tokens (`unsubscribe_secret`).
+    signer: Option<crate::unsubscribe::Signer>,
     /// Connections opened (for tests and the bench's churn figure).
     opened: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -170,9 +172,15 @@ impl Smtp {
                 Security::Implicit(tokio_rustls::TlsConnector::from(trust.rustls_config()), name)
             }
         };
+        let links = cfg.unsubscribe_url.is_some() || cfg.unsubscribe_mailto.is_some();
+        let signer = cfg.unsubscribe_secret.as_deref().map(crate::unsubscribe::Signer::new);
+        if links && signer.is_none() {
+            return Err(EmailError::Config("unsubscribe links need unsubscribe_secret".into()));
+        }
         Ok(Smtp {
             from,
             security,
+            signer,
             hello: ClientId::default(),
             idle: Mutex::new(Vec::new()),
             opened: Arc::default(),
@@ -255,12 +263,19 @@ impl Smtp {
             .subject(m.subject.clone().unwrap_or_default())
             .message_id(Some(message_id(&a.action_id, &domain)));
         let mut targets = Vec::new();
-        if let Some(mailto) = &self.cfg.unsubscribe_mailto {
-            targets.push(format!("<mailto:{mailto}?subject=unsubscribe%20{}>", a.customer_id));
+        // A signed, expiring token for this customer and channel: a
+        // sequential customer id alone would let anyone unsubscribe anyone.
+        // It expires `unsubscribe_valid_for` after planning, so a re-sent
+        // mail is byte for byte the same.
+        let valid_for = chrono::Duration::from_std(self.cfg.unsubscribe_valid_for).unwrap_or(chrono::Duration::MAX);
+        let expires = a.planned_at.checked_add_signed(valid_for).unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        let token = self.signer.as_ref().map(|s| s.token(&a.customer_id, a.channel, expires));
+        if let (Some(mailto), Some(token)) = (&self.cfg.unsubscribe_mailto, &token) {
+            targets.push(format!("<mailto:{mailto}?subject=unsubscribe%20{token}>"));
         }
-        if let Some(url) = &self.cfg.unsubscribe_url {
+        if let (Some(url), Some(token)) = (&self.cfg.unsubscribe_url, &token) {
             let sep = if url.contains('?') { '&' } else { '?' };
-            targets.push(format!("<{url}{sep}customer={}>", a.customer_id));
+            targets.push(format!("<{url}{sep}token={token}>"));
             b = b.header(ListUnsubscribePost);
         }
         if !targets.is_empty() {
@@ -310,11 +325,14 @@ mod tests {
         }
     }
 
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
     fn smtp() -> Smtp {
         Smtp::new(
             SmtpConfig {
                 unsubscribe_url: Some("https://example.net/unsub".into()),
                 unsubscribe_mailto: Some("unsubscribe@example.net".into()),
+                unsubscribe_secret: Some(SECRET.into()),
                 ..SmtpConfig::default()
             },
             &Trust::default(),
@@ -328,7 +346,17 @@ mod tests {
         let raw = String::from_utf8(smtp().message(&action("c1@example.com")).unwrap().formatted()).unwrap();
         assert!(raw.contains(&format!("Message-ID: {}", message_id("INC-1/C1/email/down", "example.net"))), "{raw}");
         assert!(raw.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"), "{raw}");
-        assert!(raw.contains("<https://example.net/unsub?customer=C1>"), "{raw}");
+        let token = crate::unsubscribe::Signer::new(SECRET).token(
+            "C1",
+            Channel::Email,
+            chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(60),
+        );
+        // lettre folds long header lines; unfold before looking.
+        let unfolded = raw.replace("\r\n ", " ").replace("\r\n\t", " ");
+        assert!(unfolded.contains(&format!("<https://example.net/unsub?token={token}>")), "{raw}");
+        assert!(!unfolded.contains("customer=C1") && !unfolded.contains("unsubscribe%20C1"), "no bare id: {raw}");
+        let s = crate::unsubscribe::Signer::new(SECRET);
+        assert_eq!(s.verify(&token, chrono::DateTime::UNIX_EPOCH), Ok(("C1".into(), Channel::Email)));
         assert!(raw.contains("multipart/alternative"), "{raw}");
         assert!(raw.contains("text/plain") && raw.contains("text/html"), "{raw}");
         assert!(raw.contains("Subject: =?utf-8?"), "a non-ASCII subject is encoded: {raw}");
