@@ -363,54 +363,137 @@ mod tests {
         assert_ne!(message_id("a", "x"), message_id("b", "x"));
     }
 
-    /// A minimal SMTP server on loopback: counts connections and mails,
-    /// refuses RCPT to `nobody@…` with 550.
-    async fn sink() -> (u16, Arc<std::sync::atomic::AtomicU64>) {
+    /// One SMTP session on `stream` (after the greeting when `greet` is
+    /// false): counts mails, refuses RCPT to `nobody@…` with 550, offers
+    /// STARTTLS when `starttls` and hands the plain stream back for it.
+    async fn session<S>(
+        stream: S,
+        greet: bool,
+        starttls: bool,
+        mails: Arc<std::sync::atomic::AtomicU64>,
+    ) -> std::io::Result<Option<S>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let mut s = BufReader::new(stream);
+        if greet {
+            s.get_mut().write_all(b"220 test ESMTP\r\n").await?;
+        }
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if s.read_line(&mut line).await? == 0 {
+                return Ok(None);
+            }
+            let upper = line.to_ascii_uppercase();
+            let answer: &[u8] = if upper.starts_with("EHLO") && starttls {
+                b"250-test\r\n250-8BITMIME\r\n250 STARTTLS\r\n"
+            } else if upper.starts_with("EHLO") {
+                b"250-test\r\n250 8BITMIME\r\n"
+            } else if upper.starts_with("STARTTLS") {
+                s.get_mut().write_all(b"220 go ahead\r\n").await?;
+                return Ok(Some(s.into_inner()));
+            } else if upper.starts_with("MAIL") && starttls {
+                b"530 must issue STARTTLS first\r\n"
+            } else if upper.starts_with("RCPT") && upper.contains("NOBODY@") {
+                b"550 no such user\r\n"
+            } else if upper.starts_with("DATA") {
+                s.get_mut().write_all(b"354 go ahead\r\n").await?;
+                loop {
+                    line.clear();
+                    if s.read_line(&mut line).await? == 0 || line == ".\r\n" {
+                        break;
+                    }
+                }
+                mails.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                b"250 2.0.0 queued as q1\r\n"
+            } else if upper.starts_with("QUIT") {
+                s.get_mut().write_all(b"221 bye\r\n").await?;
+                return Ok(None);
+            } else {
+                b"250 OK\r\n"
+            };
+            s.get_mut().write_all(answer).await?;
+        }
+    }
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum SinkTls {
+        None,
+        Starttls,
+        Implicit,
+    }
+
+    /// A minimal SMTP server on loopback (TLS with the fixture certificate
+    /// of `tests/fixtures/tls`): returns its port and the mails it took.
+    async fn sink_with(tls: SinkTls) -> (u16, Arc<std::sync::atomic::AtomicU64>) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let fixture = crate::tls::testing::fixture;
+        let certs =
+            CertificateDer::pem_file_iter(fixture("server.pem")).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+        let key = PrivateKeyDer::from_pem_file(fixture("server.key")).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let mails = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = mails.clone();
         tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let mails = counted.clone();
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (mails, acceptor) = (counted.clone(), acceptor.clone());
                 tokio::spawn(async move {
-                    let (r, mut w) = stream.into_split();
-                    let mut r = BufReader::new(r);
-                    w.write_all(b"220 test ESMTP\r\n").await?;
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if r.read_line(&mut line).await? == 0 {
-                            return Ok::<_, std::io::Error>(());
+                    match tls {
+                        SinkTls::None => {
+                            let _ = session(tcp, true, false, mails).await;
                         }
-                        let upper = line.to_ascii_uppercase();
-                        let answer: &[u8] = if upper.starts_with("EHLO") {
-                            b"250-test\r\n250 8BITMIME\r\n"
-                        } else if upper.starts_with("RCPT") && upper.contains("NOBODY@") {
-                            b"550 no such user\r\n"
-                        } else if upper.starts_with("DATA") {
-                            w.write_all(b"354 go ahead\r\n").await?;
-                            loop {
-                                line.clear();
-                                if r.read_line(&mut line).await? == 0 || line == ".\r\n" {
-                                    break;
+                        SinkTls::Implicit => {
+                            if let Ok(tls) = acceptor.accept(tcp).await {
+                                let _ = session(tls, true, false, mails).await;
+                            }
+                        }
+                        SinkTls::Starttls => {
+                            if let Ok(Some(tcp)) = session(tcp, true, true, mails.clone()).await {
+                                if let Ok(tls) = acceptor.accept(tcp).await {
+                                    let _ = session(tls, false, false, mails).await;
                                 }
                             }
-                            mails.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            b"250 2.0.0 queued as q1\r\n"
-                        } else if upper.starts_with("QUIT") {
-                            w.write_all(b"221 bye\r\n").await?;
-                            return Ok(());
-                        } else {
-                            b"250 OK\r\n"
-                        };
-                        w.write_all(answer).await?;
+                        }
                     }
                 });
             }
         });
         (port, mails)
+    }
+
+    async fn sink() -> (u16, Arc<std::sync::atomic::AtomicU64>) {
+        sink_with(SinkTls::None).await
+    }
+
+    #[tokio::test]
+    async fn starttls_and_implicit_tls_go_over_our_socket_trusting_the_ca_file() {
+        let trust = Trust::load(Some(&crate::tls::testing::fixture("ca.pem")), "sinks.tls.ca_file").unwrap();
+        for (sink_tls, tls) in [(SinkTls::Starttls, SmtpTls::Starttls), (SinkTls::Implicit, SmtpTls::Tls)] {
+            let (port, mails) = sink_with(sink_tls).await;
+            let cfg = SmtpConfig { host: "localhost".into(), port, tls, ..SmtpConfig::default() };
+            let smtp = Smtp::new(cfg.clone(), &trust).unwrap();
+            for _ in 0..2 {
+                let out = smtp.send(&action("c1@example.com")).await;
+                assert!(matches!(out, Outcome::Accepted { .. }), "{tls:?}: {out:?}");
+            }
+            assert_eq!((mails.load(std::sync::atomic::Ordering::Relaxed), smtp.connections_opened()), (2, 1));
+            // Without the CA file the relay's certificate is refused.
+            let untrusting = Smtp::new(cfg, &Trust::default()).unwrap();
+            let out = untrusting.send(&action("c1@example.com")).await;
+            assert!(matches!(out, Outcome::Retry { .. } | Outcome::Permanent { .. }), "{tls:?}: {out:?}");
+            assert_eq!(mails.load(std::sync::atomic::Ordering::Relaxed), 2, "{tls:?}: nothing sent untrusted");
+        }
     }
 
     #[tokio::test]
