@@ -248,17 +248,25 @@ pub async fn run(
             Some(addr) => eprintln!(
                 "\nStill running (Kafka at {}). The NOC API and the status page:\n  \
                  http://{addr}/status\n  \
-                 export OUTAGECTL_SERVER=http://{addr} OUTAGECTL_TOKEN={DEMO_TOKEN}\n  \
+                 export OUTAGECTL_SERVER=http://{addr} OUTAGECTL_TOKEN={}\n  \
                  target/release/outagectl incidents\n  \
                  target/release/outagectl declare --postcode 02903,02905,02907 --cause 'fibre cut' --etr +2h\n\
                  (README: \"Try the NOC control plane\"). Ctrl-C to stop.",
-                summary.bootstrap
+                summary.bootstrap,
+                token_in_force(&cfg.api.tokens).unwrap_or("<none: set OUTAGE_API__TOKENS>")
             ),
             None => eprintln!("still running (Kafka at {}); Ctrl-C to stop", summary.bootstrap),
         }
     }
     daemon.await.map_err(TopologyError::from)??;
     Ok(summary)
+}
+
+/// The token to try the API with: the first operator token in force (the
+/// demo's own only when the configuration and `OUTAGE_API__TOKENS` gave
+/// none), else the first token.
+pub fn token_in_force(tokens: &[crate::api::ApiToken]) -> Option<&str> {
+    tokens.iter().find(|t| t.role == crate::api::Role::Operator).or(tokens.first()).map(|t| t.token.as_str())
 }
 
 /// How many lines of a JSONL file have `kind` (an action's, or a held
@@ -326,4 +334,18 @@ pub fn print_summary(s: &Summary) {
     println!("  first alarm → SMS      {} of wall time", ms(s.wall_to_sms_ms));
     println!("  outboxes               {}", s.out.display());
     println!("  took                   {:.1} s", s.elapsed_ms as f64 / 1000.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::api::{ApiToken, Role};
+
+    #[test]
+    fn the_demo_names_the_operator_token_in_force() {
+        let t = |name: &str, role, token: &str| ApiToken { name: name.into(), role, token: token.into() };
+        let from_env = [t("ro", Role::Viewer, "viewer-secret"), t("noc", Role::Operator, "env-operator-token")];
+        assert_eq!(super::token_in_force(&from_env), Some("env-operator-token"));
+        assert_eq!(super::token_in_force(&from_env[..1]), Some("viewer-secret"));
+        assert_eq!(super::token_in_force(&[]), None);
+    }
 }

@@ -30,3 +30,4 @@ pub mod sources;
 pub mod tls;
 pub mod topology;
 pub mod transforms;
+pub mod unsubscribe;

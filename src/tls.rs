@@ -97,6 +97,12 @@ impl Trust {
         Ok(Trust { http: Arc::new(http), extra: extra.into() })
     }
 
+    /// The rustls client configuration with these roots (implicit TLS to
+    /// the SMTP relay, over the socket `sinks::email` opens).
+    pub fn rustls_config(&self) -> Arc<rustls::ClientConfig> {
+        self.http.clone()
+    }
+
     /// lettre's TLS parameters for `domain` (the SMTP relay's name, which
     /// its certificate must carry): the same roots.
     pub fn smtp(&self, domain: &str) -> Result<lettre::transport::smtp::client::TlsParameters, String> {

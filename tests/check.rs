@@ -52,3 +52,28 @@ fn check_names_a_ca_file_it_cannot_use() {
     let (ok, out) = check(d.path(), "[sinks.tls]\nca_file = \"/nonexistent/ca.pem\"\n");
     assert!(!ok && out.contains("sinks.tls.ca_file") && out.contains("/nonexistent/ca.pem"), "{out}");
 }
+
+#[test]
+fn check_summarises_a_damaged_export_and_fails_above_the_budget() {
+    let d = tempfile::tempdir().unwrap();
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/refdata-damaged");
+    let toml = |ratio: &str| {
+        format!(
+            "[refdata]\nsites = {:?}\npostcodes = {:?}\ncustomers = {:?}\ndefault_country = \"US\"\n{ratio}",
+            fx.join("sites.csv"),
+            fx.join("postcodes.csv"),
+            fx.join("customers.csv")
+        )
+    };
+    let (ok, out) = check(d.path(), &toml(""));
+    assert!(!ok, "above the default budget: {out}");
+    assert!(out.contains("above the budget refdata.max_bad_ratio = 0.001"), "{out}");
+    for line in ["bad_msisdn: 1", "bad_email: 1", "duplicate_id: 1", "unknown_postcode: 2", "unknown_timezone: 1"] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
+    assert!(out.contains("customers.csv:5: msisdn"), "{out}");
+    assert!(!out.contains("c1@example.org") && !out.contains("backtrace"), "{out}");
+    let (ok, out) = check(d.path(), &toml("max_bad_ratio = 1.0\n"));
+    assert!(ok, "within the budget: {out}");
+    assert!(out.contains("customers.csv: 11 rows, 8 rejected") && out.contains("which the daemon skips"), "{out}");
+}

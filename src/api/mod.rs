@@ -18,6 +18,7 @@ pub mod client;
 pub mod problem;
 pub mod status;
 pub mod types;
+mod unsubscribe;
 
 use crate::model::{Incident, IncidentId, IncidentState};
 use crate::refdata::RefData;
@@ -218,6 +219,8 @@ pub struct ApiState {
     by_msisdn: HashMap<String, u32>,
     by_id: HashMap<String, u32>,
     now: Box<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+    /// Checks unsubscribe links' tokens (`sinks.email.unsubscribe_secret`).
+    unsubscribe: Option<crate::unsubscribe::Signer>,
 }
 
 /// The channels between the API and the pipeline (commands bounded: a
@@ -258,6 +261,12 @@ impl ApiState {
             by_msisdn,
             by_id,
             now,
+            unsubscribe: cfg
+                .sinks
+                .email
+                .as_ref()
+                .and_then(|e| e.unsubscribe_secret.as_deref())
+                .map(crate::unsubscribe::Signer::new),
         })
     }
 }
@@ -351,6 +360,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/incidents/{id}/resolve", post(resolve))
         .route("/v1/incidents/{id}/cancel", post(cancel))
         .route("/v1/impact", get(impact))
+        .route("/unsubscribe", get(unsubscribe::page).post(unsubscribe::confirm))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .with_state(state)
@@ -644,6 +654,7 @@ async fn metrics(State(st): Shared) -> Response {
     fn labelled<'a>(label: &str, counts: impl IntoIterator<Item = (&'a str, u64)>) -> Vec<(String, u64)> {
         counts.into_iter().map(|(k, v)| (format!("{{{label}=\"{k}\"}}"), v)).collect()
     }
+    out.push_str(&st.refdata.rejected.metrics());
     let read = s.alarms_read.load(Relaxed);
     let dead = s.alarms_dead_lettered.load(Relaxed);
     metric(

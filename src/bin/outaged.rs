@@ -81,8 +81,42 @@ fn check_clients(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A mistake in what the operator gave us (configuration, reference data,
+/// a CA file, a Kafka property): its message says what to fix, and a
+/// backtrace of our code would only bury it.
+fn is_user_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<outage::config::ConfigError>()
+            || c.is::<outage::refdata::RefDataError>()
+            || c.is::<outage::tls::CaFileError>()
+            || c.is::<outage::sinks::email::EmailError>()
+            || c.is::<std::io::Error>()
+            || matches!(
+                c.downcast_ref::<outage::kafka::BrokerError>(),
+                Some(outage::kafka::BrokerError::Property { .. } | outage::kafka::BrokerError::Client { .. })
+            )
+    })
+}
+
+/// Errors are printed like a compiler's, `error: ` and the whole chain
+/// (`{:#}`), never as `Debug`; with `RUST_BACKTRACE` set, a backtrace
+/// follows only errors that are not the operator's mistake (bugs).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let bt = e.backtrace();
+            if !is_user_error(&e) && bt.status() == std::backtrace::BacktraceStatus::Captured {
+                eprintln!("\nbacktrace (a bug, please report it):\n{bt}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cfg = Config::load(cli.config.as_deref())?;
     let (trigger, shutdown) = Shutdown::new();
@@ -116,7 +150,18 @@ async fn main() -> anyhow::Result<()> {
             );
             if cli.check {
                 check_clients(&cfg)?;
-                println!("configuration and reference data OK");
+                if refdata.rejected.rows.is_empty() {
+                    println!("configuration and reference data OK");
+                } else {
+                    // Within refdata.max_bad_ratio (above it, loading failed
+                    // with the same summary): the daemon would skip these.
+                    print!("{}", refdata.rejected.summary(3));
+                    println!(
+                        "configuration OK; reference data OK but for the rows above, which the daemon skips \
+                         (within refdata.max_bad_ratio = {})",
+                        cfg.refdata.max_bad_ratio
+                    );
+                }
                 if let Some(path) = &cli.alarms {
                     let file = std::fs::File::open(path).with_context(|| path.display().to_string())?;
                     let lines = std::io::BufRead::split(std::io::BufReader::new(file), b'\n');

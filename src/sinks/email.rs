@@ -1,4 +1,6 @@
-//! E-mail over SMTP (lettre, pooled connections, TLS as configured). Owns
+//! E-mail over SMTP (lettre's SMTP client on sockets we open, pooled, TLS
+//! as configured). Owns the connection set-up (`TCP_NODELAY`, see
+//! [`Smtp`]) and
 //! how a notice becomes a message: multipart text + HTML (the HTML escaped
 //! from the text), a `Message-ID` derived from the action's idempotency key
 //! (so a re-send is recognisably the same message), and `List-Unsubscribe` /
@@ -8,12 +10,16 @@ use super::sms::Outcome;
 use crate::config::{SmtpConfig, SmtpTls};
 use crate::model::Action;
 use crate::tls::Trust;
+use lettre::address::Envelope;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::Tls;
-use lettre::transport::smtp::PoolConfig;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::response::Response;
+use lettre::Message;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmailError {
@@ -67,38 +73,183 @@ fn html_of(text: &str) -> String {
     format!("<!DOCTYPE html>\n<html><body style=\"font-family:sans-serif\">\n{paras}</body></html>\n")
 }
 
+/// How the connection is secured, with what it needs.
+enum Security {
+    None,
+    /// STARTTLS after the greeting (lettre's upgrade of our socket).
+    Starttls(TlsParameters),
+    /// TLS from the first byte (port 465): rustls over our socket, then
+    /// SMTP inside it.
+    Implicit(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>),
+}
+
+/// Implicit TLS over our own socket, as lettre's stream trait wants it.
+#[derive(Debug)]
+struct TlsSocket(tokio_rustls::client::TlsStream<tokio::net::TcpStream>);
+
+impl tokio::io::AsyncRead for TlsSocket {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsSocket {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for TlsSocket {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+/// Why a send did not happen.
+enum SendError {
+    /// The server's answer or lettre's (`is_permanent`: a 5xx).
+    Smtp(lettre::transport::smtp::Error),
+    /// Connecting, the TLS handshake, or the time limit.
+    Connect(String),
+}
+
+/// A pooled connection is not reused after this long idle: relays close
+/// idle sessions (lettre's pool used 60 s), and a dead one costs a retry.
+const IDLE_MAX: Duration = Duration::from_secs(30);
+
+/// SMTP with our own connection pool. lettre's `AsyncSmtpTransport`
+/// opens its sockets itself and sets no `TCP_NODELAY`; it writes a mail's
+/// body and the closing `.` separately, so each mail waited for the
+/// server's delayed ACK (~40 ms: 22 mails/s per connection). We open the
+/// socket (`TCP_NODELAY` set), secure it as configured, and hand it to
+/// lettre's `AsyncSmtpConnection` (greeting, EHLO, STARTTLS, AUTH, the
+/// transaction). Connections are kept idle for reuse, at most `pool_size`
+/// of them (the notifier sends at most `pool_size` at once).
 pub struct Smtp {
     cfg: SmtpConfig,
     from: Mailbox,
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    security: Security,
+    hello: ClientId,
+    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    /// Signs the unsubscribe links' tokens (`unsubscribe_secret`).
+    signer: Option<crate::unsubscribe::Signer>,
+    /// Connections opened (for tests and the bench's churn figure).
+    opened: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Smtp {
     /// `trust`: the roots STARTTLS and TLS trust (`sinks.tls`); the relay's
-    /// certificate must name `host`.
+    /// certificate must name `host`. Connects nothing.
     pub fn new(cfg: SmtpConfig, trust: &Trust) -> Result<Self, EmailError> {
         let from: Mailbox = cfg.from.parse().map_err(|e| EmailError::Config(format!("from {:?}: {e}", cfg.from)))?;
-        let tls = || trust.smtp(&cfg.host).map_err(|e| EmailError::Config(format!("tls for host {:?}: {e}", cfg.host)));
-        // builder_dangerous is lettre's builder without TLS; the TLS
-        // parameters (our roots) are set on it here.
-        let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&cfg.host);
-        let builder = match cfg.tls {
-            SmtpTls::None => builder,
-            SmtpTls::Starttls => builder.tls(Tls::Required(tls()?)),
-            SmtpTls::Tls => builder.tls(Tls::Wrapper(tls()?)),
+        let tls_err = |e: String| EmailError::Config(format!("tls for host {:?}: {e}", cfg.host));
+        let security = match cfg.tls {
+            SmtpTls::None => Security::None,
+            SmtpTls::Starttls => Security::Starttls(trust.smtp(&cfg.host).map_err(tls_err)?),
+            SmtpTls::Tls => {
+                let name =
+                    rustls::pki_types::ServerName::try_from(cfg.host.clone()).map_err(|e| tls_err(e.to_string()))?;
+                Security::Implicit(tokio_rustls::TlsConnector::from(trust.rustls_config()), name)
+            }
         };
-        let mut builder = builder.port(cfg.port).timeout(Some(cfg.timeout)).pool_config(
-            // The notifier holds sends to `pool_size` at once; lettre hands a
-            // connection back to its pool in a task of its own, after the
-            // next send may have started. Room for twice as many keeps the
-            // returning connection instead of closing it (with exactly
-            // pool_size, 20 000 mails opened 308 connections).
-            PoolConfig::new().max_size(cfg.pool_size.saturating_mul(2)),
-        );
-        if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
-            builder = builder.credentials(Credentials::new(u.clone(), p.clone()));
+        let links = cfg.unsubscribe_url.is_some() || cfg.unsubscribe_mailto.is_some();
+        let signer = cfg.unsubscribe_secret.as_deref().map(crate::unsubscribe::Signer::new);
+        if links && signer.is_none() {
+            return Err(EmailError::Config("unsubscribe links need unsubscribe_secret".into()));
         }
-        Ok(Smtp { transport: builder.build(), from, cfg })
+        Ok(Smtp {
+            from,
+            security,
+            signer,
+            hello: ClientId::default(),
+            idle: Mutex::new(Vec::new()),
+            opened: Arc::default(),
+            cfg,
+        })
+    }
+
+    /// How many SMTP connections this sink has opened.
+    pub fn connections_opened(&self) -> u64 {
+        self.opened.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A new session: TCP with `TCP_NODELAY`, TLS as configured, EHLO,
+    /// AUTH when credentials are set.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
+        let addr = (self.cfg.host.as_str(), self.cfg.port);
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| SendError::Connect(format!("connecting to {}:{}: {e}", self.cfg.host, self.cfg.port)))?;
+        tcp.set_nodelay(true).map_err(|e| SendError::Connect(format!("TCP_NODELAY: {e}")))?;
+        self.opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stream: Box<dyn AsyncTokioStream> = match &self.security {
+            Security::Implicit(connector, name) => Box::new(TlsSocket(
+                connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| SendError::Connect(format!("TLS with {}: {e}", self.cfg.host)))?,
+            )),
+            _ => Box::new(tcp),
+        };
+        let mut conn =
+            AsyncSmtpConnection::connect_with_transport(stream, &self.hello).await.map_err(SendError::Smtp)?;
+        if let Security::Starttls(params) = &self.security {
+            conn.starttls(params.clone(), &self.hello).await.map_err(SendError::Smtp)?;
+        }
+        if let (Some(u), Some(p)) = (&self.cfg.username, &self.cfg.password) {
+            conn.auth(DEFAULT_MECHANISMS, &Credentials::new(u.clone(), p.clone())).await.map_err(SendError::Smtp)?;
+        }
+        Ok(conn)
+    }
+
+    /// An idle connection young enough to trust, if any.
+    fn checkout(&self) -> Option<AsyncSmtpConnection> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((conn, since)) = idle.pop() {
+            if since.elapsed() < IDLE_MAX && !conn.has_broken() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, conn: AsyncSmtpConnection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if !conn.has_broken() && idle.len() < self.cfg.pool_size.max(1) as usize {
+            idle.push((conn, Instant::now()));
+        }
+    }
+
+    /// One mail on a pooled (or new) connection; a connection that failed
+    /// is dropped, never reused.
+    async fn transact(&self, envelope: &Envelope, body: &[u8]) -> Result<Response, SendError> {
+        let mut conn = match self.checkout() {
+            Some(c) => c,
+            None => self.connect().await?,
+        };
+        let r = conn.send(envelope, body).await.map_err(SendError::Smtp)?;
+        self.checkin(conn);
+        Ok(r)
     }
 
     /// The message a notice action becomes.
@@ -112,12 +263,19 @@ impl Smtp {
             .subject(m.subject.clone().unwrap_or_default())
             .message_id(Some(message_id(&a.action_id, &domain)));
         let mut targets = Vec::new();
-        if let Some(mailto) = &self.cfg.unsubscribe_mailto {
-            targets.push(format!("<mailto:{mailto}?subject=unsubscribe%20{}>", a.customer_id));
+        // A signed, expiring token for this customer and channel: a
+        // sequential customer id alone would let anyone unsubscribe anyone.
+        // It expires `unsubscribe_valid_for` after planning, so a re-sent
+        // mail is byte for byte the same.
+        let valid_for = chrono::Duration::from_std(self.cfg.unsubscribe_valid_for).unwrap_or(chrono::Duration::MAX);
+        let expires = a.planned_at.checked_add_signed(valid_for).unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        let token = self.signer.as_ref().map(|s| s.token(&a.customer_id, a.channel, expires));
+        if let (Some(mailto), Some(token)) = (&self.cfg.unsubscribe_mailto, &token) {
+            targets.push(format!("<mailto:{mailto}?subject=unsubscribe%20{token}>"));
         }
-        if let Some(url) = &self.cfg.unsubscribe_url {
+        if let (Some(url), Some(token)) = (&self.cfg.unsubscribe_url, &token) {
             let sep = if url.contains('?') { '&' } else { '?' };
-            targets.push(format!("<{url}{sep}customer={}>", a.customer_id));
+            targets.push(format!("<{url}{sep}token={token}>"));
             b = b.header(ListUnsubscribePost);
         }
         if !targets.is_empty() {
@@ -131,10 +289,13 @@ impl Smtp {
             Ok(m) => m,
             Err(reason) => return Outcome::Permanent { reason },
         };
-        match self.transport.send(msg).await {
-            Ok(r) => Outcome::Accepted { reference: r.message().next().map(str::to_string) },
-            Err(e) if e.is_permanent() => Outcome::Permanent { reason: e.to_string() },
-            Err(e) => Outcome::Retry { reason: e.to_string() },
+        let body = msg.formatted();
+        match tokio::time::timeout(self.cfg.timeout, self.transact(msg.envelope(), &body)).await {
+            Ok(Ok(r)) => Outcome::Accepted { reference: r.message().next().map(str::to_string) },
+            Ok(Err(SendError::Smtp(e))) if e.is_permanent() => Outcome::Permanent { reason: e.to_string() },
+            Ok(Err(SendError::Smtp(e))) => Outcome::Retry { reason: e.to_string() },
+            Ok(Err(SendError::Connect(reason))) => Outcome::Retry { reason },
+            Err(_) => Outcome::Retry { reason: format!("no answer within {:?}", self.cfg.timeout) },
         }
     }
 }
@@ -164,11 +325,14 @@ mod tests {
         }
     }
 
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
     fn smtp() -> Smtp {
         Smtp::new(
             SmtpConfig {
                 unsubscribe_url: Some("https://example.net/unsub".into()),
                 unsubscribe_mailto: Some("unsubscribe@example.net".into()),
+                unsubscribe_secret: Some(SECRET.into()),
                 ..SmtpConfig::default()
             },
             &Trust::default(),
@@ -182,11 +346,178 @@ mod tests {
         let raw = String::from_utf8(smtp().message(&action("c1@example.com")).unwrap().formatted()).unwrap();
         assert!(raw.contains(&format!("Message-ID: {}", message_id("INC-1/C1/email/down", "example.net"))), "{raw}");
         assert!(raw.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"), "{raw}");
-        assert!(raw.contains("<https://example.net/unsub?customer=C1>"), "{raw}");
+        let token = crate::unsubscribe::Signer::new(SECRET).token(
+            "C1",
+            Channel::Email,
+            chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(60),
+        );
+        // lettre folds long header lines; unfold before looking.
+        let unfolded = raw.replace("\r\n ", " ").replace("\r\n\t", " ");
+        assert!(unfolded.contains(&format!("<https://example.net/unsub?token={token}>")), "{raw}");
+        assert!(!unfolded.contains("customer=C1") && !unfolded.contains("unsubscribe%20C1"), "no bare id: {raw}");
+        let s = crate::unsubscribe::Signer::new(SECRET);
+        assert_eq!(s.verify(&token, chrono::DateTime::UNIX_EPOCH), Ok(("C1".into(), Channel::Email)));
         assert!(raw.contains("multipart/alternative"), "{raw}");
         assert!(raw.contains("text/plain") && raw.contains("text/html"), "{raw}");
         assert!(raw.contains("Subject: =?utf-8?"), "a non-ASCII subject is encoded: {raw}");
         assert_ne!(message_id("a", "x"), message_id("b", "x"));
+    }
+
+    /// One SMTP session on `stream` (after the greeting when `greet` is
+    /// false): counts mails, refuses RCPT to `nobody@…` with 550, offers
+    /// STARTTLS when `starttls` and hands the plain stream back for it.
+    async fn session<S>(
+        stream: S,
+        greet: bool,
+        starttls: bool,
+        mails: Arc<std::sync::atomic::AtomicU64>,
+    ) -> std::io::Result<Option<S>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let mut s = BufReader::new(stream);
+        if greet {
+            s.get_mut().write_all(b"220 test ESMTP\r\n").await?;
+        }
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if s.read_line(&mut line).await? == 0 {
+                return Ok(None);
+            }
+            let upper = line.to_ascii_uppercase();
+            let answer: &[u8] = if upper.starts_with("EHLO") && starttls {
+                b"250-test\r\n250-8BITMIME\r\n250 STARTTLS\r\n"
+            } else if upper.starts_with("EHLO") {
+                b"250-test\r\n250 8BITMIME\r\n"
+            } else if upper.starts_with("STARTTLS") {
+                s.get_mut().write_all(b"220 go ahead\r\n").await?;
+                return Ok(Some(s.into_inner()));
+            } else if upper.starts_with("MAIL") && starttls {
+                b"530 must issue STARTTLS first\r\n"
+            } else if upper.starts_with("RCPT") && upper.contains("NOBODY@") {
+                b"550 no such user\r\n"
+            } else if upper.starts_with("DATA") {
+                s.get_mut().write_all(b"354 go ahead\r\n").await?;
+                loop {
+                    line.clear();
+                    if s.read_line(&mut line).await? == 0 || line == ".\r\n" {
+                        break;
+                    }
+                }
+                mails.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                b"250 2.0.0 queued as q1\r\n"
+            } else if upper.starts_with("QUIT") {
+                s.get_mut().write_all(b"221 bye\r\n").await?;
+                return Ok(None);
+            } else {
+                b"250 OK\r\n"
+            };
+            s.get_mut().write_all(answer).await?;
+        }
+    }
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum SinkTls {
+        None,
+        Starttls,
+        Implicit,
+    }
+
+    /// A minimal SMTP server on loopback (TLS with the fixture certificate
+    /// of `tests/fixtures/tls`): returns its port and the mails it took.
+    async fn sink_with(tls: SinkTls) -> (u16, Arc<std::sync::atomic::AtomicU64>) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let fixture = crate::tls::testing::fixture;
+        let certs =
+            CertificateDer::pem_file_iter(fixture("server.pem")).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+        let key = PrivateKeyDer::from_pem_file(fixture("server.key")).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mails = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = mails.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (mails, acceptor) = (counted.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    match tls {
+                        SinkTls::None => {
+                            let _ = session(tcp, true, false, mails).await;
+                        }
+                        SinkTls::Implicit => {
+                            if let Ok(tls) = acceptor.accept(tcp).await {
+                                let _ = session(tls, true, false, mails).await;
+                            }
+                        }
+                        SinkTls::Starttls => {
+                            if let Ok(Some(tcp)) = session(tcp, true, true, mails.clone()).await {
+                                if let Ok(tls) = acceptor.accept(tcp).await {
+                                    let _ = session(tls, false, false, mails).await;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (port, mails)
+    }
+
+    async fn sink() -> (u16, Arc<std::sync::atomic::AtomicU64>) {
+        sink_with(SinkTls::None).await
+    }
+
+    #[tokio::test]
+    async fn starttls_and_implicit_tls_go_over_our_socket_trusting_the_ca_file() {
+        let trust = Trust::load(Some(&crate::tls::testing::fixture("ca.pem")), "sinks.tls.ca_file").unwrap();
+        for (sink_tls, tls) in [(SinkTls::Starttls, SmtpTls::Starttls), (SinkTls::Implicit, SmtpTls::Tls)] {
+            let (port, mails) = sink_with(sink_tls).await;
+            let cfg = SmtpConfig { host: "localhost".into(), port, tls, ..SmtpConfig::default() };
+            let smtp = Smtp::new(cfg.clone(), &trust).unwrap();
+            for _ in 0..2 {
+                let out = smtp.send(&action("c1@example.com")).await;
+                assert!(matches!(out, Outcome::Accepted { .. }), "{tls:?}: {out:?}");
+            }
+            assert_eq!((mails.load(std::sync::atomic::Ordering::Relaxed), smtp.connections_opened()), (2, 1));
+            // Without the CA file the relay's certificate is refused.
+            let untrusting = Smtp::new(cfg, &Trust::default()).unwrap();
+            let out = untrusting.send(&action("c1@example.com")).await;
+            assert!(matches!(out, Outcome::Retry { .. } | Outcome::Permanent { .. }), "{tls:?}: {out:?}");
+            assert_eq!(mails.load(std::sync::atomic::Ordering::Relaxed), 2, "{tls:?}: nothing sent untrusted");
+        }
+    }
+
+    #[tokio::test]
+    async fn mails_go_over_pooled_connections_and_a_refusal_is_permanent() {
+        let (port, mails) = sink().await;
+        let smtp = Smtp::new(SmtpConfig { port, pool_size: 2, ..SmtpConfig::default() }, &Trust::default()).unwrap();
+        for _ in 0..3 {
+            match smtp.send(&action("c1@example.com")).await {
+                Outcome::Accepted { reference } => assert_eq!(reference.as_deref(), Some("2.0.0 queued as q1")),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(mails.load(std::sync::atomic::Ordering::Relaxed), 3);
+        assert_eq!(smtp.connections_opened(), 1, "one connection, kept and reused");
+        assert!(matches!(smtp.send(&action("nobody@example.com")).await, Outcome::Permanent { .. }));
+        // The refused transaction's connection is not reused.
+        assert!(matches!(smtp.send(&action("c1@example.com")).await, Outcome::Accepted { .. }));
+        assert_eq!(smtp.connections_opened(), 2);
+        // Nobody listening: retried later, not a crash.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let smtp = Smtp::new(SmtpConfig { port, ..SmtpConfig::default() }, &Trust::default()).unwrap();
+        assert!(matches!(smtp.send(&action("c1@example.com")).await, Outcome::Retry { .. }));
     }
 
     #[test]

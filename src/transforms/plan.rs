@@ -631,12 +631,17 @@ impl Planner {
         out: &mut Vec<Action>,
     ) {
         let now = texts.now;
-        let channels = [(Channel::Sms, &c.msisdn, c.opt_out.sms), (Channel::Email, &c.email, c.opt_out.email)];
+        let opt_out = self.refdata.opt_out(c);
+        let channels = [(Channel::Sms, &c.msisdn, opt_out.sms), (Channel::Email, &c.email, opt_out.email)];
         for (channel, to, opted_out) in channels {
             if let (Some(to), false) = (to, opted_out) {
                 let mut a = self.action(inc, c, channel, kind, now);
                 a.to = Some(to.clone());
                 a.message = Some(texts.get(kind, channel, c, credit));
+                // The language of the text sent (after fallback: `es-MX`
+                // and, with `default_language = "es"`, a Catalan `ca`
+                // customer read Spanish), not the customer's tag.
+                a.language = self.templates.resolve(&c.language).to_string();
                 if channel == Channel::Sms {
                     a.not_before = texts.not_before(c);
                 }
@@ -841,6 +846,51 @@ mod tests {
     }
 
     #[test]
+    fn an_opt_out_by_link_stops_that_channel_from_the_next_plan() {
+        let p = planner();
+        let inc = incident(vec![declared()]);
+        let emailed = |p: &Planner| -> Vec<String> {
+            let actions = p.actions(&inc, &p.plan_down(&inc, &p.footprint(&inc), t(10)));
+            actions.into_iter().filter(|a| a.channel == Channel::Email).map(|a| a.customer_id).collect()
+        };
+        assert_eq!(emailed(&p), ["C1", "C2", "C4"]);
+        p.refdata.opt_outs.record("C1", Channel::Email, t(5)).unwrap();
+        assert_eq!(emailed(&p), ["C2", "C4"], "C1 unsubscribed from e-mail");
+        let sms = p.actions(&inc, &p.plan_down(&inc, &p.footprint(&inc), t(10)));
+        assert!(sms.iter().any(|a| a.customer_id == "C1" && a.channel == Channel::Sms), "SMS still goes");
+    }
+
+    #[test]
+    fn a_catalan_customer_read_in_spanish_is_recorded_as_spanish() {
+        let usd = Money { minor: 3000, currency: Currency::parse("USD").unwrap() };
+        let rd = RefData::build(
+            vec![Site { site_id: "S1".into(), lat: 41.82, lon: -71.41, radius_km: 2.0, group_id: None }],
+            vec![Postcode { postcode: "02901".into(), lat: 41.821, lon: -71.409, population: None, timezone: None }],
+            vec![Customer {
+                customer_id: "CA1".into(),
+                msisdn: Some("+34612345678".into()),
+                email: Some("ca1@example.com".into()),
+                postcode: "02901".into(),
+                language: "ca".into(),
+                services: Services::parse("voice").unwrap(),
+                opt_out: Default::default(),
+                monthly_fee: usd,
+                avg_bill_3m: usd,
+            }],
+        )
+        .unwrap();
+        let p =
+            Planner::new(PlanConfig { default_language: "es".into(), ..PlanConfig::default() }, Arc::new(rd)).unwrap();
+        let inc = incident(vec![declared()]);
+        let actions = p.actions(&inc, &p.plan_down(&inc, &p.footprint(&inc), t(10)));
+        assert_eq!(actions.len(), 2);
+        for a in &actions {
+            assert!(a.message.as_ref().unwrap().text.contains("avería"), "{a:?}");
+            assert_eq!(a.language, "es", "the record names the language of the text, not the customer's tag");
+        }
+    }
+
+    #[test]
     fn down_plan_covers_the_footprint_once_per_channel_a_customer_has() {
         let p = planner();
         let probable = incident(vec![]);
@@ -865,6 +915,8 @@ mod tests {
         );
         assert!(actions[4].message.as_ref().unwrap().text.contains("авария"), "ru reads Russian");
         assert!(actions[3].message.as_ref().unwrap().text.contains("avería"), "es-MX reads Spanish");
+        let langs: Vec<&str> = actions.iter().filter(|a| a.message.is_some()).map(|a| a.language.as_str()).collect();
+        assert_eq!(langs, ["en", "en", "es", "ru", "en"], "the record says the language sent: es-MX read es");
         assert_eq!(plan, p.plan_down(&inc, &p.footprint(&inc), t(10)), "plans are deterministic");
         assert_eq!(actions, p.actions(&inc, &plan), "and so are their actions");
         let paged: Vec<Vec<Action>> = p.pages(&inc, &plan, 2).collect();
