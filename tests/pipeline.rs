@@ -513,6 +513,15 @@ async fn the_noc_api_reads_updates_and_resolves_with_roles() {
     assert_eq!((by_number["postcode"].as_str(), by_number["language"].as_str()), (Some("02902"), Some("es")));
     assert_eq!(by_number["incidents"][0]["id"], id.as_str());
     assert!(by_number["incidents"][0]["text"].as_str().unwrap().contains("avería"), "{by_number}");
+    assert_eq!(by_number["customer_id"], "C2", "the customer matched is named");
+    // Any spelling of the number: spaces, dashes, parentheses, 00.
+    for spelling in ["%2B1%20401%20555%200102", "001-401-555-0102", "%2B1%20(401)%20555-0102"] {
+        let r: serde_json::Value =
+            get(&format!("/v1/impact?msisdn={spelling}"), Some("v-secret")).await.unwrap().json().await.unwrap();
+        assert_eq!(r["customer_id"], "C2", "{spelling}: {r}");
+    }
+    let junk = get("/v1/impact?msisdn=not-a-number", Some("v-secret")).await.unwrap();
+    assert_eq!(junk.status(), 422, "a number that cannot be one is a clear error");
     let far: serde_json::Value =
         get("/v1/impact?postcode=01001", Some("v-secret")).await.unwrap().json().await.unwrap();
     assert_eq!(far["incidents"], serde_json::json!([]));

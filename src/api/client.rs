@@ -637,7 +637,15 @@ pub fn preview_table(p: &Preview) -> String {
 
 /// `outagectl impact`: the postcode, then each incident and its text.
 pub fn impact_text(r: &ImpactResponse) -> String {
-    let mut out = format!("Postcode {} (language {})\n", sanitize(&r.postcode), sanitize(&r.language));
+    let mut out = match &r.customer_id {
+        Some(c) => format!(
+            "Customer {} in postcode {} (language {})\n",
+            sanitize(c),
+            sanitize(&r.postcode),
+            sanitize(&r.language)
+        ),
+        None => format!("Postcode {} (language {})\n", sanitize(&r.postcode), sanitize(&r.language)),
+    };
     if r.incidents.is_empty() {
         out.push_str("No open incident affects it.\n");
         return out;
@@ -792,6 +800,7 @@ mod tests {
                 Ok::<_, axum::response::Response>(Json(ImpactResponse {
                     postcode: q.get("postcode").cloned().unwrap_or_else(|| "AB1 2CD".into()),
                     language: "en".into(),
+                    customer_id: None,
                     incidents: vec![ImpactedBy {
                         id: IncidentId("INC-1".into()),
                         state: IncidentState::Declared,
@@ -1036,7 +1045,8 @@ mod tests {
         assert!(d.contains("Restored:    -\n"), "{d}");
         assert!(d.contains("Timeline:\nAT                    ACTOR       EVENT     DETAIL\n"), "{d}");
         assert!(d.contains("2026-11-23 14:05 UTC  correlator  declared  3 sites\n"), "{d}");
-        let none = ImpactResponse { postcode: "ZZ1".into(), language: "en".into(), incidents: vec![] };
+        let none =
+            ImpactResponse { postcode: "ZZ1".into(), language: "en".into(), customer_id: None, incidents: vec![] };
         assert_eq!(impact_text(&none), "Postcode ZZ1 (language en)\nNo open incident affects it.\n");
     }
 

@@ -218,6 +218,9 @@ pub struct ApiState {
     /// Customer index by MSISDN and by id, for `/v1/impact`.
     by_msisdn: HashMap<String, u32>,
     by_id: HashMap<String, u32>,
+    /// `refdata.default_country`: a number asked about in national form is
+    /// read as the billing import reads the customer file.
+    default_country: Option<String>,
     now: Box<dyn Fn() -> DateTime<Utc> + Send + Sync>,
     /// Checks unsubscribe links' tokens (`sinks.email.unsubscribe_secret`).
     unsubscribe: Option<crate::unsubscribe::Signer>,
@@ -260,6 +263,7 @@ impl ApiState {
             stats,
             by_msisdn,
             by_id,
+            default_country: cfg.refdata.default_country.clone(),
             now,
             unsubscribe: cfg
                 .sinks
@@ -599,25 +603,29 @@ async fn impact(
     _: Viewer,
     ApiQuery(q): ApiQuery<ImpactQuery>,
 ) -> Result<Json<ImpactResponse>, ApiError> {
-    let customer = match (&q.postcode, &q.msisdn, &q.customer_id) {
-        (Some(_), None, None) => None,
-        (None, Some(m), None) => Some(
-            st.by_msisdn
-                .get(m.trim())
-                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no customer with that number").field("msisdn"))?,
-        ),
-        (None, None, Some(c)) => Some(
-            st.by_id
-                .get(c.trim())
-                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no customer {c}")).field("customer_id"))?,
-        ),
-        _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "give exactly one of postcode, msisdn, customer_id")),
-    };
-    let (postcode, language) = match customer {
-        Some(&i) => {
-            let c = &st.refdata.customers[i as usize];
-            (c.postcode.clone(), st.planner.language(&c.language))
-        }
+    let customer =
+        match (&q.postcode, &q.msisdn, &q.customer_id) {
+            (Some(_), None, None) => None,
+            (None, Some(m), None) => {
+                // Any spelling of the number: spaces, dashes, 00, a national
+                // form — normalised as the customer file was.
+                let e164 = crate::refdata::e164(m, st.default_country.as_deref()).map_err(|why| {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("msisdn: {why}")).field("msisdn")
+                })?;
+                Some(st.by_msisdn.get(&e164).ok_or_else(|| {
+                    ApiError::new(StatusCode::NOT_FOUND, "no customer with that number").field("msisdn")
+                })?)
+            }
+            (None, None, Some(c)) => Some(st.by_id.get(c.trim()).ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, format!("no customer {c}")).field("customer_id")
+            })?),
+            _ => {
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, "give exactly one of postcode, msisdn, customer_id"))
+            }
+        };
+    let who = customer.map(|&i| &st.refdata.customers[i as usize]);
+    let (postcode, language) = match who {
+        Some(c) => (c.postcode.clone(), st.planner.language(&c.language)),
         None => (q.postcode.clone().unwrap_or_default().trim().to_string(), st.planner.language("")),
     };
     let now = (st.now)();
@@ -631,10 +639,11 @@ async fn impact(
             state: i.inc.state,
             cause: i.inc.cause.clone(),
             etr: i.inc.etr,
-            text: st.planner.customer_text(&i.inc, &postcode, &language, now),
+            text: st.planner.customer_text(&i.inc, &postcode, &language, who, now),
         })
         .collect();
-    Ok(Json(ImpactResponse { postcode, language, incidents }))
+    let customer_id = who.map(|c| c.customer_id.clone());
+    Ok(Json(ImpactResponse { postcode, language, customer_id, incidents }))
 }
 
 /// Prometheus text exposition of the daemon's counters.

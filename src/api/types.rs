@@ -134,6 +134,10 @@ pub struct ImpactResponse {
     pub postcode: String,
     /// The customer's language (BCP 47), or the default for a postcode.
     pub language: String,
+    /// The customer matched (asked by number or id), so an agent knows
+    /// whom they are talking about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
     pub incidents: Vec<ImpactedBy>,
 }
 

@@ -556,14 +556,28 @@ impl Planner {
     /// The customer-facing text of an incident for `postcode` in
     /// `language` (its "down" SMS, or "restored" once closed): the one
     /// answer agents, IVR and chat bots give (`GET /v1/impact`).
-    pub fn customer_text(&self, inc: &Incident, postcode: &str, language: &str, now: DateTime<Utc>) -> String {
+    /// With `customer`, the text that customer's SMS carries (their
+    /// unlimited-data line included when they have a grant).
+    pub fn customer_text(
+        &self,
+        inc: &Incident,
+        postcode: &str,
+        language: &str,
+        customer: Option<&Customer>,
+        now: DateTime<Utc>,
+    ) -> String {
         let lang = self.templates.resolve(language);
         let kind = match inc.state {
             IncidentState::Resolved => ActionKind::Restored,
             IncidentState::Cancelled => ActionKind::Cancelled,
             _ => ActionKind::Down,
         };
-        let vars = self.vars(inc, postcode, self.timezone(postcode), now);
+        let granted = customer.is_some_and(|c| c.services.mobile && c.msisdn.is_some());
+        let vars = Vars {
+            // As the "down" plan quotes it: with an ETR only.
+            data_until: (granted && kind == ActionKind::Down && inc.etr.is_some()).then(|| self.grant_until(inc, now)),
+            ..self.vars(inc, postcode, self.timezone(postcode), now)
+        };
         match self.templates.render(kind, Channel::Sms, lang, &vars) {
             Ok(m) => m.text,
             Err(e) => {
