@@ -252,6 +252,13 @@ impl AlarmSource for KafkaSource {
     fn health(&self) -> Health {
         KafkaSource::health(self)
     }
+
+    fn assigned(&self) -> Vec<(String, i32)> {
+        match self.consumer.assignment() {
+            Ok(tpl) => tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
 }
 
 #[cfg(test)]
