@@ -141,7 +141,9 @@ pub struct IngestConfig {
     /// the incidents do not depend on batching or partition interleaving.
     /// Later arrivals are applied at once, in arrival order, and counted
     /// (`outage_alarms_late_total`). It delays declarations and
-    /// resolutions by as much. Default 10s ([`IngestConfig::DEFAULT_LATENESS`]).
+    /// resolutions by as much (wall clock; event-time latencies are unchanged).
+    /// Default 30s ([`IngestConfig::DEFAULT_LATENESS`]): above the delivery
+    /// jitter of NMS feeds (the simulator's is 20 s).
     #[serde(with = "humantime_serde")]
     pub lateness: Duration,
     /// A partition that delivered nothing for this long (wall clock) no
@@ -153,7 +155,7 @@ pub struct IngestConfig {
 }
 
 impl IngestConfig {
-    pub const DEFAULT_LATENESS: Duration = Duration::from_secs(10);
+    pub const DEFAULT_LATENESS: Duration = Duration::from_secs(30);
     pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(10);
 }
 

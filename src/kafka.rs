@@ -557,7 +557,12 @@ pub fn read_to_end(
             // A broker that never says "end of partition": the watermark
             // and a long quiet spell will do.
             if last.elapsed() >= settle.max(Duration::from_secs(10)) {
-                tracing::warn!(topic, partitions = parts.len(), at_end = at_end.len(), "reading to the end without end-of-partition from every partition");
+                tracing::warn!(
+                    topic,
+                    partitions = parts.len(),
+                    at_end = at_end.len(),
+                    "reading to the end without end-of-partition from every partition"
+                );
                 break;
             }
         }
@@ -809,16 +814,18 @@ mod tests {
             let rec = FutureRecord::to(&topic).partition(i % 2).key("k").payload("x");
             idem.send(rec, Duration::from_secs(5)).await.unwrap();
         }
-        let tx: FutureProducer =
-            broker.producer_config().set("transactional.id", "read-to-end-test").create().unwrap();
+        let tx: FutureProducer = broker.producer_config().set("transactional.id", "read-to-end-test").create().unwrap();
         tx.init_transactions(Duration::from_secs(10)).unwrap();
         tx.begin_transaction().unwrap();
         for _ in 0..5 {
-            tx.send(FutureRecord::to(&topic).partition(1).key("k").payload("open"), Duration::from_secs(5)).await.unwrap();
+            tx.send(FutureRecord::to(&topic).partition(1).key("k").payload("open"), Duration::from_secs(5))
+                .await
+                .unwrap();
         }
         tx.flush(Duration::from_secs(5)).unwrap();
         let mut seen = Vec::new();
-        let n = read_to_end(&broker, &topic, Duration::from_millis(200), |p, o, b| seen.push((p, o, b.to_vec()))).unwrap();
+        let n =
+            read_to_end(&broker, &topic, Duration::from_millis(200), |p, o, b| seen.push((p, o, b.to_vec()))).unwrap();
         assert_eq!(n, 25);
         assert_eq!(seen.iter().filter(|(_, _, b)| b == b"open").count(), 5);
         assert!(seen.iter().all(|(p, _, _)| *p < 2), "partition 2 is empty");

@@ -257,6 +257,10 @@ pub struct Pipeline<S: AlarmSource, I: IvrSink> {
     restorations: Restorations,
     /// Alarms waiting for the watermark, released in a total order.
     reorder: Reorder,
+    /// The origin of the reorderer's monotonic time (partition idleness).
+    born: Instant,
+    /// The correlator's output buffer, reused from alarm to alarm.
+    scratch: Vec<IncidentEvent>,
     producer: FutureProducer,
     limits: Limits,
     /// Network element → site, before correlation.
@@ -382,6 +386,8 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             planner: Planner::new(cfg.plan.clone(), refdata.clone())?.with_classifier(classifier),
             restorations: Restorations::new(refdata, cfg.correlator.hold_down),
             reorder: Reorder::new(cfg.ingest.lateness, cfg.ingest.idle_after),
+            born: Instant::now(),
+            scratch: Vec::new(),
             producer: broker.producer()?,
             limits: cfg.ingest.limits(),
             elements: Elements::new(&cfg.ingest.elements)
@@ -720,16 +726,18 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
     /// apply what it released (and late arrivals, at once) with the timers
     /// and early restorations due in between, and plan: the step's output
     /// and the offsets its acknowledgement may store. No I/O: `wall` is the
-    /// clock, for idleness and the decoder's limits.
+    /// clock (the decoder's limits, an idle feed's watermark), `mono` the
+    /// monotonic time partitions' idleness is measured on.
     fn prepare(
         &mut self,
         batch: Vec<Arc<SourceRecord>>,
         wall: DateTime<Utc>,
+        mono: crate::transforms::order::Mono,
     ) -> Result<(Pending, Vec<SourceRecord>), TopologyError> {
         let mut out = Pending { started: Some(Instant::now()), ..Pending::default() };
         let mut now_apply = Vec::new();
         for rec in &batch {
-            self.reorder.read(rec, wall);
+            self.reorder.read(rec, mono);
             for (n, (format, decoded)) in decode_record(&rec.payload, wall, &self.limits).into_iter().enumerate() {
                 match decoded {
                     // The element becomes its site before correlation: an
@@ -738,7 +746,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
                     Ok(mut a) => match self.elements.resolve(self.planner.refdata(), format, &mut a) {
                         Ok(()) => {
                             let n = u32::try_from(n).unwrap_or(u32::MAX);
-                            if let Some(a) = self.reorder.push(rec, n, a, wall) {
+                            if let Some(a) = self.reorder.push(rec, n, a, mono) {
                                 now_apply.push((rec.clone(), a));
                             }
                         }
@@ -754,7 +762,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         }
         // The rest in the total order, each after the timers and
         // restorations due by its time; then those due by the watermark.
-        for h in self.reorder.release(wall) {
+        for h in self.reorder.release(wall, mono) {
             self.run_due(h.alarm.event_time, &mut out)?;
             self.apply_alarm(&h.rec, &h.alarm, &mut out, wall)?;
         }
@@ -771,17 +779,21 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         out: &mut Pending,
         wall: DateTime<Utc>,
     ) -> Result<(), TopologyError> {
-        let mut events = Vec::new();
-        match self.correlator.on_alarm_into(alarm, &mut events) {
+        // A buffer reused across alarms (emptied by `apply_effects`).
+        let mut events = std::mem::take(&mut self.scratch);
+        let r = match self.correlator.on_alarm_into(alarm, &mut events) {
             Ok(()) => self.apply_effects(&mut events, out),
             Err(e @ CorrelateError::UnknownSite(_)) => {
                 // Timers the alarm's time ran are applied: record them.
-                self.apply_effects(&mut events, out)?;
+                let r = self.apply_effects(&mut events, out);
                 out.dead_letter(rec, "unknown_site", e.to_string(), wall);
-                Ok(())
+                r
             }
             Err(e) => Err(e.into()),
-        }
+        };
+        events.clear();
+        self.scratch = events;
+        r
     }
 
     /// Run the correlator's timers and the early restorations due by `t`
@@ -809,10 +821,11 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
     /// may still move (`ingest.idle_after`).
     pub async fn step(&mut self, batch: Vec<SourceRecord>) -> Result<(), TopologyError> {
         let now = self.clock.now();
+        let mono = self.born.elapsed();
         let assigned = self.source.assigned();
-        self.reorder.assign(&assigned, now);
+        self.reorder.assign(&assigned, mono);
         let records = batch.len() as u64;
-        let (out, marks) = self.prepare(batch.into_iter().map(Arc::new).collect(), now)?;
+        let (out, marks) = self.prepare(batch.into_iter().map(Arc::new).collect(), now, mono)?;
         self.stats.alarms_read.fetch_add(records, Relaxed);
         self.stats.alarms_late.store(self.reorder.late, Relaxed);
         self.stats.alarms_replayed.store(self.reorder.replayed, Relaxed);
@@ -1605,8 +1618,13 @@ mod determinism {
     fn broker() -> &'static Broker {
         static BROKER: OnceLock<Broker> = OnceLock::new();
         BROKER.get_or_init(|| {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(Broker::connect(&crate::config::KafkaConfig::default())).unwrap()
+            // On a thread of its own: callers may be inside a runtime.
+            std::thread::spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(Broker::connect(&crate::config::KafkaConfig::default())).unwrap()
+            })
+            .join()
+            .unwrap()
         })
     }
 
@@ -1683,6 +1701,7 @@ mod determinism {
     struct Run {
         pipeline: Pipeline<NoSource, NoIvr>,
         clock: Arc<Manual>,
+        mono: Duration,
     }
 
     impl Run {
@@ -1691,17 +1710,17 @@ mod determinism {
             let cfg = config();
             let pipeline =
                 Pipeline::new(&cfg, broker(), rd.clone(), NoSource, NoIvr, clock.clone(), Arc::default()).unwrap();
-            let mut run = Run { pipeline, clock };
+            let mut run = Run { pipeline, clock, mono: Duration::ZERO };
             let assigned: Vec<(String, i32)> = (0..PARTITIONS).map(|p| ("alarms".to_string(), p)).collect();
-            let now = run.clock.now();
-            run.pipeline.reorder.assign(&assigned, now);
+            run.pipeline.reorder.assign(&assigned, run.mono);
             run
         }
 
         /// One step; its events go to `log`, its marks to `stored`.
         fn step(&mut self, batch: Vec<SourceRecord>, log: &mut Vec<IncidentEvent>, stored: &mut BTreeMap<i32, i64>) {
             let now = self.clock.now();
-            let (out, marks) = self.pipeline.prepare(batch.into_iter().map(Arc::new).collect(), now).unwrap();
+            let batch = batch.into_iter().map(Arc::new).collect();
+            let (out, marks) = self.pipeline.prepare(batch, now, self.mono).unwrap();
             log.extend(out.events);
             for m in marks {
                 let o = stored.entry(m.partition).or_insert(-1);
@@ -1712,6 +1731,7 @@ mod determinism {
         /// The feed goes quiet: the watermark follows the wall clock.
         fn idle(&mut self, log: &mut Vec<IncidentEvent>, stored: &mut BTreeMap<i32, i64>) {
             *self.clock.0.lock().unwrap() = base() + chrono::Duration::days(10);
+            self.mono = Duration::from_secs(3600);
             self.step(Vec::new(), log, stored);
         }
     }
@@ -1805,6 +1825,62 @@ mod determinism {
             let got = serialized(&shuffled(&rd, &parts, (&choices, &sizes, restart_after, lose_marks)));
             prop_assert_eq!(got, want);
         }
+    }
+
+    /// An IVR sink that, at every announcement, reads the incident log and
+    /// requires the incident's declaration in it.
+    struct CheckingIvr {
+        topic: String,
+        checked: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl IvrSink for CheckingIvr {
+        async fn upsert(&mut self, u: &crate::model::IvrUpsert) -> Result<Delivery, SinkError> {
+            let mut declared = false;
+            read_to_end(broker(), &self.topic, Duration::from_millis(100), |_, _, b| {
+                let e: IncidentEvent = serde_json::from_slice(b).unwrap();
+                declared |= e.incident_id == u.incident_id && matches!(e.kind, EventKind::Declared { .. });
+            })
+            .unwrap();
+            assert!(declared, "IVR set for {} before its declaration was in the log", u.incident_id);
+            self.checked.fetch_add(1, Relaxed);
+            Ok(Delivery::Done)
+        }
+    }
+
+    /// Nothing happens before its cause is durable: when the IVR is set, and
+    /// when the actions are on their topic, the events that caused them
+    /// are in the incident log. (Until issue 20 both went out before the
+    /// step's events were written: a crash then left customers told of an
+    /// incident the log never held, and a restart folded `records=0`.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_ivr_and_the_actions_follow_their_causes_into_the_log() {
+        let mut cfg = config();
+        cfg.ingest.lateness = Duration::ZERO;
+        let run = format!("causes-first-{}", std::process::id());
+        cfg.kafka.topics.incidents = format!("outage.incidents.{run}");
+        cfg.kafka.topics.actions = format!("outage.actions.{run}");
+        let mock = broker().embedded().unwrap();
+        mock.create_topic(&cfg.kafka.topics.incidents, 3).unwrap();
+        mock.create_topic(&cfg.kafka.topics.actions, 3).unwrap();
+        let checked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let ivr = CheckingIvr { topic: cfg.kafka.topics.incidents.clone(), checked: checked.clone() };
+        let clock = Arc::new(Manual(Mutex::new(base() + chrono::Duration::days(1))));
+        let mut p = Pipeline::new(&cfg, broker(), refdata(), NoSource, ivr, clock, Arc::default()).unwrap();
+        // Three sites of cluster 0 go down; a later alarm moves the watermark.
+        let parts = records(&[(0, 0, 4000), (1, 10, 4000), (2, 20, 4000), (8, 3000, 60)]);
+        p.step(parts.concat()).await.unwrap();
+        p.settle_all().await.unwrap();
+        assert!(checked.load(Relaxed) > 0, "no IVR announcement was set");
+        let actions = {
+            let mut ids = Vec::new();
+            read_to_end(broker(), &cfg.kafka.topics.actions, Duration::from_millis(100), |_, _, b| {
+                ids.push(serde_json::from_slice::<Action>(b).unwrap().incident_id);
+            })
+            .unwrap();
+            ids
+        };
+        assert!(!actions.is_empty(), "no action was produced");
     }
 
     /// The property's fixture makes incidents at all (a vacuous log would

@@ -28,6 +28,7 @@
 use crate::model::{Alarm, AlarmState};
 use crate::sources::SourceRecord;
 use chrono::{DateTime, Duration, Utc};
+use compact_str::CompactString;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -41,15 +42,16 @@ pub struct Held {
 
 /// The release order: event time, site, alarm id, raise before clear;
 /// then the record's position, so two copies of one alarm are ordered too.
-type Key = (DateTime<Utc>, String, String, bool, i32, i64, u32);
+/// (Ids inline up to 24 bytes: a key allocates nothing for usual ids.)
+type Key = (DateTime<Utc>, CompactString, CompactString, bool, i32, i64, u32);
 
 #[derive(Debug, Default)]
 struct Part {
     topic: String,
     /// Latest event time the partition delivered.
     max_t: Option<DateTime<Utc>>,
-    /// When (wall) it last delivered a record, or was first known.
-    heard: Option<DateTime<Utc>>,
+    /// When (monotonic) it last delivered a record, or was first known.
+    heard: Option<Mono>,
     /// Whether it ever delivered a record.
     seen: bool,
     /// Last offset read, and last offset handed out as a mark.
@@ -59,11 +61,15 @@ struct Part {
     pending: BTreeMap<i64, u32>,
 }
 
+/// Monotonic time since an origin the caller picks (idleness is measured
+/// on it, not on the wall clock, which tests and replays may hold still).
+pub type Mono = std::time::Duration;
+
 pub struct Reorder {
     lateness: Duration,
-    idle: Duration,
-    /// When (wall) the reorderer first saw the clock.
-    born: Option<DateTime<Utc>>,
+    idle: Mono,
+    /// When the reorderer was first used.
+    born: Option<Mono>,
     parts: BTreeMap<i32, Part>,
     buf: BTreeMap<Key, Held>,
     /// Alarms up to here are released; timers may run up to here.
@@ -84,7 +90,7 @@ impl Reorder {
     pub fn new(lateness: std::time::Duration, idle_after: std::time::Duration) -> Self {
         Reorder {
             lateness: dur(lateness),
-            idle: dur(idle_after),
+            idle: idle_after,
             born: None,
             parts: BTreeMap::new(),
             buf: BTreeMap::new(),
@@ -114,42 +120,42 @@ impl Reorder {
 
     /// The partitions the source has assigned now (`(topic, partition)`);
     /// one not heard from holds the watermark back for `idle_after`.
-    pub fn assign(&mut self, partitions: &[(String, i32)], wall: DateTime<Utc>) {
-        self.born.get_or_insert(wall);
+    pub fn assign(&mut self, partitions: &[(String, i32)], mono: Mono) {
+        self.born.get_or_insert(mono);
         for (topic, p) in partitions {
             let part = self.parts.entry(*p).or_insert_with(|| Part { read: -1, marked: -1, ..Part::default() });
             if part.topic.is_empty() {
                 part.topic.clone_from(topic);
             }
-            part.heard.get_or_insert(wall);
+            part.heard.get_or_insert(mono);
         }
     }
 
-    fn part(&mut self, rec: &SourceRecord, wall: DateTime<Utc>) -> &mut Part {
+    fn part(&mut self, rec: &SourceRecord, mono: Mono) -> &mut Part {
         let part = self.parts.entry(rec.partition).or_insert_with(|| Part { read: -1, marked: -1, ..Part::default() });
         if part.topic.is_empty() {
             part.topic.clone_from(&rec.topic);
         }
-        part.heard = Some(wall);
+        part.heard = Some(mono);
         part.seen = true;
         part.read = part.read.max(rec.offset);
         part
     }
 
     /// A record was read (whatever it held: dead letters too).
-    pub fn read(&mut self, rec: &SourceRecord, wall: DateTime<Utc>) {
-        self.born.get_or_insert(wall);
-        self.part(rec, wall);
+    pub fn read(&mut self, rec: &SourceRecord, mono: Mono) {
+        self.born.get_or_insert(mono);
+        self.part(rec, mono);
     }
 
     /// One alarm of `rec`: buffered, or skipped as a re-read of an alarm
     /// the restored log accounts for (None); or handed back to be applied
     /// at once because the watermark has passed it (late).
-    pub fn push(&mut self, rec: &Arc<SourceRecord>, n: u32, alarm: Alarm, wall: DateTime<Utc>) -> Option<Alarm> {
-        self.born.get_or_insert(wall);
+    pub fn push(&mut self, rec: &Arc<SourceRecord>, n: u32, alarm: Alarm, mono: Mono) -> Option<Alarm> {
+        self.born.get_or_insert(mono);
         let t = alarm.event_time;
         let (frontier, floor) = (self.frontier, self.floor);
-        let part = self.part(rec, wall);
+        let part = self.part(rec, mono);
         part.max_t = Some(part.max_t.map_or(t, |m| m.max(t)));
         if t <= floor {
             // Applied before the restart (a raise repeated since, or a
@@ -161,12 +167,12 @@ impl Reorder {
             self.late += 1;
             return Some(alarm);
         }
-        let part = self.part(rec, wall);
+        let part = self.part(rec, mono);
         *part.pending.entry(rec.offset).or_default() += 1;
         let key = (
             t,
-            alarm.site_id.clone(),
-            alarm.alarm_id.clone(),
+            CompactString::from(alarm.site_id.as_str()),
+            CompactString::from(alarm.alarm_id.as_str()),
             alarm.state == AlarmState::Cleared,
             rec.partition,
             rec.offset,
@@ -177,9 +183,9 @@ impl Reorder {
     }
 
     /// Where the watermark may go at `wall` (never back: see [`Reorder::release`]).
-    fn candidate(&self, wall: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    fn candidate(&self, wall: DateTime<Utc>, mono: Mono) -> Option<DateTime<Utc>> {
         let back = |t: DateTime<Utc>| t.checked_sub_signed(self.lateness).unwrap_or(DateTime::<Utc>::MIN_UTC);
-        let awake = |heard: Option<DateTime<Utc>>| heard.is_some_and(|h| wall - h < self.idle);
+        let awake = |heard: Option<Mono>| heard.is_some_and(|h| mono.saturating_sub(h) < self.idle);
         let (mut any, mut least) = (false, None::<DateTime<Utc>>);
         for p in self.parts.values().filter(|p| awake(p.heard)) {
             any = true;
@@ -196,14 +202,15 @@ impl Reorder {
             return least;
         }
         // Nobody awake: the wall clock, once we are that old.
-        self.born.filter(|b| wall - *b >= self.idle).map(|_| back(wall))
+        self.born.filter(|b| mono.saturating_sub(*b) >= self.idle).map(|_| back(wall))
     }
 
-    /// Advance the watermark as far as `wall` allows, and take the alarms
-    /// it passed, in order.
-    pub fn release(&mut self, wall: DateTime<Utc>) -> Vec<Held> {
-        self.born.get_or_insert(wall);
-        if let Some(w) = self.candidate(wall) {
+    /// Advance the watermark as far as the partitions (and, when all are
+    /// idle at `mono`, the wall clock) allow, and take the alarms it
+    /// passed, in order.
+    pub fn release(&mut self, wall: DateTime<Utc>, mono: Mono) -> Vec<Held> {
+        self.born.get_or_insert(mono);
+        if let Some(w) = self.candidate(wall, mono) {
             self.frontier = self.frontier.max(w);
         }
         let mut out = Vec::new();
@@ -235,7 +242,13 @@ impl Reorder {
             let upto = p.pending.keys().next().map_or(p.read, |first| first - 1);
             if upto > p.marked {
                 p.marked = upto;
-                out.push(SourceRecord { topic: p.topic.clone(), partition, offset: upto, key: None, payload: Vec::new() });
+                out.push(SourceRecord {
+                    topic: p.topic.clone(),
+                    partition,
+                    offset: upto,
+                    key: None,
+                    payload: Vec::new(),
+                });
             }
         }
         out
@@ -277,32 +290,33 @@ mod tests {
     #[test]
     fn alarms_wait_for_every_assigned_partition_and_come_out_in_order() {
         let mut r = Reorder::new(Std::from_secs(10), Std::from_secs(30));
-        let wall = t(1000);
-        r.assign(&[("a".into(), 0), ("a".into(), 1)], wall);
-        assert!(r.push(&rec(0, 0), 0, alarm("b", "S2", t(100)), wall).is_none());
-        assert!(r.push(&rec(0, 1), 0, alarm("d", "S2", t(200)), wall).is_none());
+        let (wall, m) = (t(1000), Std::ZERO);
+        r.assign(&[("a".into(), 0), ("a".into(), 1)], m);
+        assert!(r.push(&rec(0, 0), 0, alarm("b", "S2", t(100)), m).is_none());
+        assert!(r.push(&rec(0, 1), 0, alarm("d", "S2", t(200)), m).is_none());
         // Partition 1 has said nothing yet: nothing is released.
-        assert!(r.release(wall).is_empty());
+        assert!(r.release(wall, m).is_empty());
         assert_eq!(r.marks().iter().map(|m| m.offset).collect::<Vec<_>>(), Vec::<i64>::new());
-        assert!(r.push(&rec(1, 0), 0, alarm("a", "S1", t(100)), wall).is_none());
-        assert!(r.push(&rec(1, 1), 0, alarm("c", "S1", t(150)), wall).is_none());
+        assert!(r.push(&rec(1, 0), 0, alarm("a", "S1", t(100)), m).is_none());
+        assert!(r.push(&rec(1, 1), 0, alarm("c", "S1", t(150)), m).is_none());
         // Watermark: min(200, 150) - 10 = 140.
-        assert_eq!(ids(&r.release(wall)), ["a", "b"]);
+        assert_eq!(ids(&r.release(wall, m)), ["a", "b"]);
         assert_eq!(r.watermark(), t(140));
         let marks: Vec<_> = r.marks().iter().map(|m| (m.partition, m.offset)).collect();
         assert_eq!(marks, [(0, 0), (1, 0)]);
         // An alarm at or below the watermark is late, handed back.
-        assert!(r.push(&rec(1, 2), 0, alarm("z", "S9", t(120)), wall).is_some());
+        assert!(r.push(&rec(1, 2), 0, alarm("z", "S9", t(120)), m).is_some());
         assert_eq!(r.late, 1);
-        // Partition 1 goes silent for idle_after: partition 0 alone decides.
-        let later = wall + Duration::seconds(31);
+        // Partition 1 goes silent for idle_after: partition 0 alone decides
+        // (the wall clock standing still changes nothing).
+        let later = m + Std::from_secs(31);
         r.read(&rec(0, 2), later);
-        assert_eq!(ids(&r.release(later)), ["c"]);
+        assert_eq!(ids(&r.release(wall, later)), ["c"]);
         assert_eq!(r.watermark(), t(190));
         // Everything silent: the wall clock minus the lateness.
-        let idle = later + Duration::seconds(31);
-        assert_eq!(ids(&r.release(idle)), ["d"]);
-        assert_eq!(r.watermark(), idle - Duration::seconds(10));
+        let idle = later + Std::from_secs(31);
+        assert_eq!(ids(&r.release(wall, idle)), ["d"]);
+        assert_eq!(r.watermark(), wall - Duration::seconds(10));
         let marks: Vec<_> = r.marks().iter().map(|m| (m.partition, m.offset)).collect();
         assert_eq!(marks, [(0, 2), (1, 2)]);
     }
@@ -311,14 +325,14 @@ mod tests {
     fn after_a_restart_re_reads_are_replays_not_late() {
         let mut r = Reorder::new(Std::from_secs(10), Std::from_secs(30));
         r.restart(t(500));
-        let wall = t(1000);
-        assert!(r.push(&rec(0, 0), 0, alarm("a", "S1", t(400)), wall).is_none());
-        assert!(r.push(&rec(0, 1), 0, alarm("b", "S1", t(600)), wall).is_none());
+        let (wall, m) = (t(1000), Std::ZERO);
+        assert!(r.push(&rec(0, 0), 0, alarm("a", "S1", t(400)), m).is_none());
+        assert!(r.push(&rec(0, 1), 0, alarm("b", "S1", t(600)), m).is_none());
         assert_eq!((r.replayed, r.late), (1, 0));
         // Never back, whatever a partition says.
-        r.release(wall);
+        r.release(wall, m);
         assert_eq!(r.watermark(), t(590));
-        assert!(r.release(wall).is_empty());
+        assert!(r.release(wall, m).is_empty());
         assert_eq!(r.buffered(), 1);
         // The replay holds no offset back.
         assert_eq!(r.marks().iter().map(|m| m.offset).collect::<Vec<_>>(), [0]);
@@ -327,20 +341,25 @@ mod tests {
     #[test]
     fn the_same_time_is_ordered_by_site_then_alarm_then_raise_before_clear() {
         let mut r = Reorder::new(Std::ZERO, Std::from_secs(30));
-        let wall = t(1000);
+        let (wall, m) = (t(1000), Std::ZERO);
         let mut clear = alarm("x", "S1", t(5));
         clear.state = AlarmState::Cleared;
-        r.push(&rec(0, 0), 0, clear, wall);
-        r.push(&rec(0, 1), 0, alarm("y", "S1", t(5)), wall);
-        r.push(&rec(0, 2), 0, alarm("x", "S1", t(5)), wall);
-        r.push(&rec(0, 3), 0, alarm("a", "S0", t(5)), wall);
+        r.push(&rec(0, 0), 0, clear, m);
+        r.push(&rec(0, 1), 0, alarm("y", "S1", t(5)), m);
+        r.push(&rec(0, 2), 0, alarm("x", "S1", t(5)), m);
+        r.push(&rec(0, 3), 0, alarm("a", "S0", t(5)), m);
         // Partition 1 is a second ahead: the watermark is partition 0's 5.
-        r.push(&rec(1, 0), 0, alarm("next", "S0", t(6)), wall);
-        let out = r.release(wall);
+        r.push(&rec(1, 0), 0, alarm("next", "S0", t(6)), m);
+        let out = r.release(wall, m);
         let got: Vec<_> = out.iter().map(|h| (h.alarm.alarm_id.as_str(), h.alarm.state)).collect();
         assert_eq!(
             got,
-            [("a", AlarmState::Raised), ("x", AlarmState::Raised), ("x", AlarmState::Cleared), ("y", AlarmState::Raised)]
+            [
+                ("a", AlarmState::Raised),
+                ("x", AlarmState::Raised),
+                ("x", AlarmState::Cleared),
+                ("y", AlarmState::Raised)
+            ]
         );
         // Partition 0's offsets are done; partition 1's only one is buffered.
         let marks: Vec<_> = r.marks().iter().map(|m| (m.partition, m.offset)).collect();
