@@ -573,11 +573,8 @@ pub fn read_to_end(
                 n += 1;
                 last = Instant::now();
             }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                if at_end.insert(p) {
-                    last = Instant::now();
-                }
-            }
+            Some(Err(KafkaError::PartitionEOF(p))) if at_end.insert(p) => last = Instant::now(),
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) if is_transient(&e) => note_retry("incident-log", &e),
             Some(Err(e)) => return Err(ctx("reading")(e)),
             None => {}

@@ -161,7 +161,6 @@ pub fn replay_with_credits(
     for h in order.release(chrono::DateTime::<chrono::Utc>::MAX_UTC, idle) {
         apply(&h.alarm, &mut dead);
     }
-    drop(apply);
     let settle = cfg.correlator.hold_down.max(cfg.correlator.min_duration);
     let end = correlator.watermark() + chrono::Duration::from_std(settle).unwrap_or(chrono::Duration::zero());
     correlator.tick(end);
