@@ -525,13 +525,13 @@ pub fn read_to_end(
     settle: Duration,
     mut f: impl FnMut(i32, i64, &[u8]),
 ) -> Result<u64, BrokerError> {
-    let consumer: BaseConsumer = broker
+    let consumer: BaseConsumer<ReaderContext> = broker
         .base_config()
         .set("group.id", "outage-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_uncommitted")
-        .create()
+        .create_with_context(ReaderContext)
         .map_err(ctx("creating a reader"))?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(ctx("metadata"))?;
     let parts: Vec<i32> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
@@ -582,6 +582,21 @@ pub fn read_to_end(
     }
     Ok(n)
 }
+
+/// [`read_to_end`]'s client: an end of partition is what it waits for,
+/// not an error to log.
+struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error, KafkaError::PartitionEOF(_)) {
+            return;
+        }
+        DefaultClientContext.error(error, reason)
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {}
 
 /// Produce `(key, value)` records and wait until the broker acknowledged
 /// every one. Records of one key keep their order (enqueued in order, one
