@@ -138,11 +138,39 @@ pub struct IngestConfig {
     /// element's name, per input format, tried in order after the element
     /// table (`sources::elements`). Default none.
     pub elements: Vec<crate::sources::elements::ElementRule>,
+    /// How far out of event-time order alarms may arrive and still be
+    /// applied in order (`transforms::order`): an alarm is applied once
+    /// every assigned partition has shown an alarm this much later, so
+    /// the incidents do not depend on batching or partition interleaving.
+    /// Later arrivals are applied at once, in arrival order, and counted
+    /// (`outage_alarms_late_total`). It delays declarations and
+    /// resolutions by as much (wall clock; event-time latencies are unchanged).
+    /// Default 30s ([`IngestConfig::DEFAULT_LATENESS`]): above the delivery
+    /// jitter of NMS feeds (the simulator's is 20 s).
+    #[serde(with = "humantime_serde")]
+    pub lateness: Duration,
+    /// A partition that delivered nothing for this long (wall clock) no
+    /// longer holds the watermark back; when every partition is that idle,
+    /// the watermark follows the wall clock minus `lateness`, so timers
+    /// still run on an idle feed. Default 10s ([`IngestConfig::DEFAULT_IDLE_AFTER`]).
+    #[serde(with = "humantime_serde")]
+    pub idle_after: Duration,
+}
+
+impl IngestConfig {
+    pub const DEFAULT_LATENESS: Duration = Duration::from_secs(30);
+    pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(10);
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { max_record_bytes: 1 << 20, max_future: Duration::from_secs(300), elements: Vec::new() }
+        IngestConfig {
+            max_record_bytes: 1 << 20,
+            max_future: Duration::from_secs(300),
+            elements: Vec::new(),
+            lateness: Self::DEFAULT_LATENESS,
+            idle_after: Self::DEFAULT_IDLE_AFTER,
+        }
     }
 }
 

@@ -508,21 +508,30 @@ impl Broker {
 
 /// Read every record of `topic` from the beginning, without a consumer
 /// group, and return the payloads in per-partition order (partitions in
-/// order). Stops once every partition reached its high watermark and no
-/// record arrived for `settle`: the watermark alone is not trusted (Tansu
-/// under-reports it), but everything fetched is drained.
+/// order). Stops once every partition has answered a fetch at its end
+/// (partition EOF), reached its high watermark, and no record arrived for
+/// `settle`: neither the watermark alone (Tansu under-reports it, and a
+/// watermark queried before the first fetch can be stale) nor a quiet spell
+/// before the first fetch answered is taken for the end, and everything
+/// fetched is drained.
+///
+/// Reads uncommitted records: nothing here writes transactions, and a
+/// `read_committed` reader (librdkafka's default) sees nothing past a
+/// partition's last stable offset, which a transaction left open by
+/// another producer (or a broker that mis-tracks it) holds back.
 pub fn read_to_end(
     broker: &Broker,
     topic: &str,
     settle: Duration,
     mut f: impl FnMut(i32, i64, &[u8]),
 ) -> Result<u64, BrokerError> {
-    let consumer: BaseConsumer = broker
+    let consumer: BaseConsumer<ReaderContext> = broker
         .base_config()
         .set("group.id", "outage-reader")
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_uncommitted")
+        .create_with_context(ReaderContext)
         .map_err(ctx("creating a reader"))?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(ctx("metadata"))?;
     let parts: Vec<i32> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
@@ -535,12 +544,27 @@ pub fn read_to_end(
     }
     consumer.assign(&tpl).map_err(ctx("assign"))?;
     let mut pos: std::collections::HashMap<i32, i64> = parts.iter().map(|&p| (p, 0)).collect();
+    let mut at_end: std::collections::HashSet<i32> = std::collections::HashSet::new();
     let mut n = 0;
     let mut last = Instant::now();
     loop {
+        let fetched = at_end.len() == parts.len();
         let reached = pos.iter().all(|(p, o)| *o >= high[p]);
         if reached && last.elapsed() >= settle {
-            break;
+            if fetched {
+                break;
+            }
+            // A broker that never says "end of partition": the watermark
+            // and a long quiet spell will do.
+            if last.elapsed() >= settle.max(Duration::from_secs(10)) {
+                tracing::warn!(
+                    topic,
+                    partitions = parts.len(),
+                    at_end = at_end.len(),
+                    "reading to the end without end-of-partition from every partition"
+                );
+                break;
+            }
         }
         match consumer.poll(Duration::from_millis(50)) {
             Some(Ok(m)) => {
@@ -549,12 +573,30 @@ pub fn read_to_end(
                 n += 1;
                 last = Instant::now();
             }
+            Some(Err(KafkaError::PartitionEOF(p))) if at_end.insert(p) => last = Instant::now(),
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) if is_transient(&e) => note_retry("incident-log", &e),
             Some(Err(e)) => return Err(ctx("reading")(e)),
             None => {}
         }
     }
     Ok(n)
 }
+
+/// [`read_to_end`]'s client: an end of partition is what it waits for,
+/// not an error to log.
+struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error, KafkaError::PartitionEOF(_)) {
+            return;
+        }
+        DefaultClientContext.error(error, reason)
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {}
 
 /// Produce `(key, value)` records and wait until the broker acknowledged
 /// every one. Records of one key keep their order (enqueued in order, one
@@ -767,6 +809,38 @@ mod tests {
             read_to_end(&broker, "noc.alarms", Duration::from_millis(100), |_, _, b| got.push(b.to_vec())).unwrap();
             assert_eq!(got, vec![body.into_bytes()], "{codec}");
         }
+    }
+
+    /// The restart's fold reads every record: on every partition (one
+    /// empty), records of an idempotent producer and of a transaction
+    /// left open (a `read_committed` reader stops at the last stable
+    /// offset), and only once each partition answered a fetch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn read_to_end_reads_every_record_written_even_of_an_open_transaction() {
+        use rdkafka::producer::{FutureRecord, Producer};
+        let cfg = KafkaConfig { partitions: 3, ..Default::default() };
+        let broker = Broker::connect(&cfg).await.unwrap();
+        let topic = cfg.topics.incidents.clone();
+        let idem = broker.producer().unwrap();
+        for i in 0..20 {
+            let rec = FutureRecord::to(&topic).partition(i % 2).key("k").payload("x");
+            idem.send(rec, Duration::from_secs(5)).await.unwrap();
+        }
+        let tx: FutureProducer = broker.producer_config().set("transactional.id", "read-to-end-test").create().unwrap();
+        tx.init_transactions(Duration::from_secs(10)).unwrap();
+        tx.begin_transaction().unwrap();
+        for _ in 0..5 {
+            tx.send(FutureRecord::to(&topic).partition(1).key("k").payload("open"), Duration::from_secs(5))
+                .await
+                .unwrap();
+        }
+        tx.flush(Duration::from_secs(5)).unwrap();
+        let mut seen = Vec::new();
+        let n =
+            read_to_end(&broker, &topic, Duration::from_millis(200), |p, o, b| seen.push((p, o, b.to_vec()))).unwrap();
+        assert_eq!(n, 25);
+        assert_eq!(seen.iter().filter(|(_, _, b)| b == b"open").count(), 5);
+        assert!(seen.iter().all(|(p, _, _)| *p < 2), "partition 2 is empty");
     }
 
     #[test]

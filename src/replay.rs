@@ -114,32 +114,52 @@ pub fn replay_with_credits(
     let mut alarms = 0;
     let mut dead = BTreeMap::new();
     let mut events = Vec::new();
-    for line in lines {
+    // As the daemon: alarms in the watermark's order (`transforms::order`),
+    // the file being one partition read in one go; a later arrival than
+    // `ingest.lateness` is applied as it comes, as it would be live.
+    let mut order = crate::transforms::order::Reorder::new(cfg.ingest.lateness, cfg.ingest.idle_after);
+    let (wall, mono) = (chrono::DateTime::<chrono::Utc>::UNIX_EPOCH, std::time::Duration::ZERO);
+    let mut apply = |a: &crate::model::Alarm, dead: &mut BTreeMap<String, u64>| {
+        if let Err(e) = correlator.on_alarm_into(a, &mut events) {
+            *dead.entry(e.to_string()).or_insert(0) += 1;
+        }
+        events.clear();
+    };
+    for (n, line) in lines.enumerate() {
         let line = line?;
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        for (format, decoded) in decode_formats(&line) {
+        let rec = Arc::new(crate::sources::SourceRecord {
+            topic: "replay".into(),
+            partition: 0,
+            offset: i64::try_from(n).unwrap_or(i64::MAX),
+            key: None,
+            payload: Vec::new(),
+        });
+        for (i, (format, decoded)) in decode_formats(&line).into_iter().enumerate() {
             alarms += 1;
             // As the daemon: the element becomes its site before correlation.
             let decoded = decoded
                 .map_err(|e| e.to_string())
                 .and_then(|mut a| elements.resolve(&refdata, format, &mut a).map(|()| a).map_err(|e| e.to_string()));
-            let reason = match decoded {
-                Err(e) => e,
-                Ok(a) => match correlator.on_alarm_into(&a, &mut events) {
-                    Ok(()) => {
-                        events.clear();
-                        continue;
+            match decoded {
+                Err(e) => *dead.entry(e).or_insert(0) += 1,
+                Ok(a) => {
+                    if let Some(late) = order.push(&rec, u32::try_from(i).unwrap_or(u32::MAX), a, mono) {
+                        apply(&late, &mut dead);
                     }
-                    Err(e) => {
-                        events.clear();
-                        e.to_string()
-                    }
-                },
-            };
-            *dead.entry(reason).or_insert(0) += 1;
+                }
+            }
         }
+        for h in order.release(wall, mono) {
+            apply(&h.alarm, &mut dead);
+        }
+    }
+    // The end of the file: every partition idle, everything released.
+    let idle = cfg.ingest.idle_after + std::time::Duration::from_secs(1);
+    for h in order.release(chrono::DateTime::<chrono::Utc>::MAX_UTC, idle) {
+        apply(&h.alarm, &mut dead);
     }
     let settle = cfg.correlator.hold_down.max(cfg.correlator.min_duration);
     let end = correlator.watermark() + chrono::Duration::from_std(settle).unwrap_or(chrono::Duration::zero());

@@ -1027,7 +1027,12 @@ async fn the_daemon_outlives_the_broker_and_resumes_where_it_was() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    wait_for("the first alarms", Duration::from_secs(60), || daemon.stats.alarms_acked.load(Relaxed) == 2).await;
+    // Applied (the watermark passed them) and their events written.
+    wait_for("the first alarms", Duration::from_secs(60), || {
+        let s = &daemon.stats;
+        s.alarms_acked.load(Relaxed) == 2 && s.alarms_buffered.load(Relaxed) == 0 && s.events_appended.load(Relaxed) > 0
+    })
+    .await;
     wait_ready(200, Duration::from_secs(30)).await;
     let retries_before: u64 = outage::kafka::retries().iter().map(|(_, n)| n).sum();
 

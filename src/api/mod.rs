@@ -690,6 +690,20 @@ async fn metrics(State(st): Shared) -> Response {
         "Alarms decoded but not applied (repeated raise, clear without raise, not service-affecting, stale raise), by reason.",
         &labelled("reason", ignored),
     );
+    metric(
+        &mut out,
+        "outage_alarms_late_total",
+        "counter",
+        "Alarms that arrived after the watermark had passed their event time (ingest.lateness): applied in arrival order.",
+        &[("", s.alarms_late.load(Relaxed))],
+    );
+    metric(
+        &mut out,
+        "outage_buffered_alarms",
+        "gauge",
+        "Alarms waiting for the watermark to pass them.",
+        &[("", s.alarms_buffered.load(Relaxed))],
+    );
     let causes = s.causes.lock().unwrap_or_else(|p| p.into_inner()).clone();
     metric(
         &mut out,

@@ -47,6 +47,10 @@ pub struct LagContext {
     /// `outage_brokers_up`), so they follow the brokers even while the
     /// pipeline waits on a write the outage holds up.
     report: std::sync::OnceLock<std::sync::Arc<crate::topology::Stats>>,
+    /// The partitions assigned to us, as the last rebalance left them
+    /// (eager protocol: an assignment replaces the last, a revocation
+    /// empties it).
+    assigned: std::sync::Mutex<Vec<(String, i32)>>,
 }
 
 /// How often librdkafka reports statistics (the lag's freshness).
@@ -74,7 +78,19 @@ impl ClientContext for LagContext {
     }
 }
 
-impl ConsumerContext for LagContext {}
+impl ConsumerContext for LagContext {
+    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        use rdkafka::consumer::Rebalance;
+        let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                *assigned = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+            }
+            Rebalance::Revoke(_) => assigned.clear(),
+            Rebalance::Error(_) => {}
+        }
+    }
+}
 
 /// Next offset we expect per partition, to detect jumps.
 #[derive(Debug, Default)]
@@ -86,8 +102,12 @@ pub struct Positions {
 
 impl KafkaSource {
     pub fn subscribe(broker: &Broker, group: &str, topic: &str) -> Result<Self, SourceError> {
-        let context =
-            LagContext { lag: AtomicI64::new(-1), brokers_up: AtomicI64::new(-1), report: std::sync::OnceLock::new() };
+        let context = LagContext {
+            lag: AtomicI64::new(-1),
+            brokers_up: AtomicI64::new(-1),
+            report: std::sync::OnceLock::new(),
+            assigned: Default::default(),
+        };
         let consumer: StreamConsumer<LagContext> =
             broker.consumer_config(group).set("statistics.interval.ms", STATS_EVERY_MS).create_with_context(context)?;
         consumer.subscribe(&[topic])?;
@@ -251,6 +271,12 @@ impl AlarmSource for KafkaSource {
 
     fn health(&self) -> Health {
         KafkaSource::health(self)
+    }
+
+    fn assigned(&self) -> Vec<(String, i32)> {
+        // From the rebalance callback: asking librdkafka (`assignment`)
+        // is a blocking round trip through its group thread.
+        self.consumer.context().assigned.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

@@ -54,6 +54,13 @@ pub trait AlarmSource: Send {
     /// Commit what was acknowledged now (on shutdown).
     fn commit(&mut self) -> Result<(), SourceError>;
 
+    /// The `(topic, partition)`s assigned to this reader now: one that has
+    /// delivered nothing yet holds the watermark back for a while
+    /// (`transforms::order`). Empty when not known.
+    fn assigned(&self) -> Vec<(String, i32)> {
+        Vec::new()
+    }
+
     /// What the source knows of its feed (`/metrics`, `/readyz`).
     fn health(&self) -> Health {
         Health::default()

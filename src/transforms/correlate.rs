@@ -1440,6 +1440,11 @@ impl Correlator {
         self.coherent(j, slot, t_ms, window_ms) && near(at)
     }
 
+    /// When the next timer is due, if any.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.timers.first().map(|t| t.due)
+    }
+
     /// Run the timers due by `now`: declare, dismiss, resolve. Deterministic
     /// order: by deadline, then incident id.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<IncidentEvent> {

@@ -108,6 +108,11 @@ impl Restorations {
         }
     }
 
+    /// When the next queued postcode is due to be checked, if any.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.queue.first().map(|q| q.0)
+    }
+
     /// Postcodes to tell "restored" by `now`, per incident (sorted), each
     /// checked against the incident's current state.
     pub fn due<'a>(
