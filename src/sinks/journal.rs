@@ -113,6 +113,12 @@ impl Journal {
         self.out.write_all(&self.line).map_err(io(&self.path))
     }
 
+    /// Hand what is buffered to the kernel, without `fsync`: the line then
+    /// survives the process (a kill -9), not the machine.
+    pub fn write_through(&mut self) -> Result<(), SinkError> {
+        self.out.flush().map_err(io(&self.path))
+    }
+
     /// Write what is buffered and `fsync` the file's data.
     pub fn sync(&mut self) -> Result<(), SinkError> {
         self.out.flush().map_err(io(&self.path))?;

@@ -45,6 +45,11 @@ impl KeyedFile {
         self.keys.contains(key)
     }
 
+    /// Written through to the kernel (survives the process, not the machine).
+    pub(crate) fn write_through(&mut self) -> Result<(), SinkError> {
+        self.out.write_through()
+    }
+
     /// Durable: written and `fsync`ed ([`Journal::sync`]).
     pub(crate) fn flush(&mut self) -> Result<(), SinkError> {
         self.out.sync()
@@ -173,6 +178,13 @@ impl Outbox {
             Some(c) if a.channel == Channel::Credit => files.credits.write(key, c),
             _ => files.of(a.channel).write(key, a),
         }
+    }
+
+    /// `channel`'s journal written through to the kernel, not synced: a
+    /// crashed process loses nothing written so far; the `fsync` comes
+    /// with [`Outbox::flush_now`], before the batch's offsets are stored.
+    pub(crate) fn write_through(&self, channel: Channel) -> Result<(), SinkError> {
+        self.files().of(channel).write_through()
     }
 
     pub(crate) fn flush_now(&self) -> Result<(), SinkError> {
