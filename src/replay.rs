@@ -244,7 +244,9 @@ fn report(inc: &Incident, planner: &Planner, rd: &RefData) -> IncidentReport {
         cause: inc.cause.clone(),
         detail: inc.detail.clone(),
         opened_at: inc.opened_at,
-        declared_at: inc.declared_at,
+        // A merged incident was never public: only one declared in the
+        // same instant as the merge, with nothing planned, is merged.
+        declared_at: inc.declared_at.filter(|_| inc.state != IncidentState::Merged),
         restored_at: inc.restored_at,
         closed_at: inc.closed_at,
         footprint: geodesy::to_geojson(&geodesy::union_of_circles(circles)),

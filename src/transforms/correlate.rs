@@ -26,7 +26,9 @@
 //!   a raise touches several incidents, it joins the oldest declared one
 //!   (else the oldest probable one); the other probable ones are `merged`
 //!   into it (nobody was told of them yet), the other declared ones are
-//!   `linked`, never merged, so public ids stay stable;
+//!   `linked`, never merged, so public ids stay stable (one declared in
+//!   this same instant with nothing planned for it is merged: its id was
+//!   never public);
 //! - a blip never widens the audience: a failure shorter than
 //!   `blip_window` (5 min) is not in the footprint. While the incident is
 //!   probable a member that clears within it, other sites still down, is
@@ -1289,7 +1291,16 @@ impl Correlator {
             for &other in others {
                 let (probable, other_id) = {
                     let o = &self.slots[other as usize].inc;
-                    (o.state != IncidentState::Declared, &o.id)
+                    // Declared in this same instant, with nothing planned
+                    // for it yet, it is still one failure seen from two
+                    // sides (a storm hitting many sites in the same second,
+                    // applied in (time, site) order): merged, like a
+                    // probable one. Its id was never public.
+                    let fresh = o.state == IncidentState::Declared
+                        && o.declared_at == Some(t)
+                        && o.notified_postcodes.is_empty()
+                        && !o.awaiting_approval;
+                    (o.state != IncidentState::Declared || fresh, &o.id)
                 };
                 if probable {
                     self.merge(other, first, t, out);
@@ -1323,7 +1334,8 @@ impl Correlator {
         Ok(slot)
     }
 
-    /// Fold probable incident `from` into `into`: `from` closes as merged,
+    /// Fold probable (or just declared, see [`Self::join_or_open`])
+    /// incident `from` into `into`: `from` closes as merged,
     /// and its down sites' active alarms are raised in `into` with the time
     /// each site went down (so compensation windows keep their start).
     fn merge(&mut self, from: u32, into: u32, t: DateTime<Utc>, out: &mut Vec<IncidentEvent>) {
@@ -2179,6 +2191,31 @@ mod tests {
         assert_eq!(w.sites["E1"].down_since, t(10), "merged sites keep the time they went down");
         let more = c.on_alarm(&clear("A-E1", "E1", 40)).unwrap();
         assert_eq!(more[0].incident_id, west, "later alarms of merged sites go to the survivor");
+    }
+
+    #[test]
+    fn incidents_declared_in_the_same_instant_they_meet_are_one_and_later_ones_are_linked() {
+        // A storm takes seven sites in one second, applied in (time, site)
+        // order: west and east each reach declare_sites before M joins them.
+        let mut c = two_clusters(CorrelatorConfig { declare_sites: 3, ..cfg() });
+        let west = raise_all(&mut c, &["W1", "W2", "W3"], 0)[0].incident_id.clone();
+        let east = raise_all(&mut c, &["E1", "E2", "E3"], 0)[0].incident_id.clone();
+        assert_eq!((state(&c, &west), state(&c, &east)), (IncidentState::Declared, IncidentState::Declared));
+        let evs = raise_all(&mut c, &["M"], 0);
+        assert_eq!(kinds(&evs)[0], "merged", "{:?}", kinds(&evs));
+        // (Opened in the same instant: the survivor is the smaller id.)
+        let (gone, kept) = if evs[0].incident_id == east { (east, west) } else { (west, east) };
+        assert_eq!(state(&c, &gone), IncidentState::Merged, "declared this instant, nothing planned: merged");
+        assert_eq!(state(&c, &kept), IncidentState::Declared);
+        assert_eq!(c.incident(&kept).unwrap().down_count(), 7);
+        // A second later, two declared incidents are public: linked.
+        let mut c = two_clusters(CorrelatorConfig { declare_sites: 3, ..cfg() });
+        let west = raise_all(&mut c, &["W1", "W2", "W3"], 0)[0].incident_id.clone();
+        let east = raise_all(&mut c, &["E1", "E2", "E3"], 0)[0].incident_id.clone();
+        let evs = raise_all(&mut c, &["M"], 1);
+        assert!(!kinds(&evs).contains(&"merged"), "{:?}", kinds(&evs));
+        assert_eq!((state(&c, &west), state(&c, &east)), (IncidentState::Declared, IncidentState::Declared));
+        assert!(c.incident(&west).unwrap().links.contains(&east));
     }
 
     #[test]
