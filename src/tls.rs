@@ -157,9 +157,9 @@ pub(crate) mod testing {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls").join(name)
     }
 
-    /// Answers every request with 200 and `body` (JSON) over TLS, one
-    /// request per connection. Returns the port.
-    pub async fn https_server(body: &'static str) -> u16 {
+    /// The server side of a test TLS endpoint: the fixture's server
+    /// certificate and key (signed by the fixture CA).
+    pub fn acceptor() -> tokio_rustls::TlsAcceptor {
         let certs =
             CertificateDer::pem_file_iter(fixture("server.pem")).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
         let key = PrivateKeyDer::from_pem_file(fixture("server.key")).unwrap();
@@ -170,7 +170,13 @@ pub(crate) mod testing {
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+
+    /// Answers every request with 200 and `body` (JSON) over TLS, one
+    /// request per connection. Returns the port.
+    pub async fn https_server(body: &'static str) -> u16 {
+        let acceptor = acceptor();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {

@@ -428,19 +428,7 @@ mod tests {
     /// A minimal SMTP server on loopback (TLS with the fixture certificate
     /// of `tests/fixtures/tls`): returns its port and the mails it took.
     async fn sink_with(tls: SinkTls) -> (u16, Arc<std::sync::atomic::AtomicU64>) {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let fixture = crate::tls::testing::fixture;
-        let certs =
-            CertificateDer::pem_file_iter(fixture("server.pem")).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
-        let key = PrivateKeyDer::from_pem_file(fixture("server.key")).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let acceptor = crate::tls::testing::acceptor();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let mails = Arc::new(std::sync::atomic::AtomicU64::new(0));
