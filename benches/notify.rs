@@ -148,7 +148,7 @@ fn notifier(dir: &Path, sms: Vec<SmsProviderConfig>, email: Option<SmtpConfig>) 
         .expect("a gateway is configured");
     // The retry loops run until the notifier is dropped (the trigger is
     // kept alive with it: a dropped trigger is a shutdown).
-    let (trigger, shutdown) = outage::topology::Shutdown::new();
+    let (trigger, shutdown) = outage::runtime::Shutdown::new();
     let settled = move |_: &Action, d: Delivery| {
         let _keep = &trigger;
         *SETTLED.lock().unwrap_or_else(|p| p.into_inner()).entry(format!("{d:?}")).or_insert(0) += 1;

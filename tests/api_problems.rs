@@ -8,7 +8,7 @@
 
 use outage::api::{channels, router, ApiState, ApiToken, Role};
 use outage::refdata::RefData;
-use outage::topology::Stats;
+use outage::runtime::Stats;
 use serde_json::{json, Value};
 use std::sync::Arc;
 

@@ -13,8 +13,9 @@ use outage::model::{
     Action, ActionKind, AlarmState, Channel, Customer, EventKind, IncidentEvent, Money, Postcode, Services, Site,
 };
 use outage::refdata::RefData;
+use outage::runtime::{Clock, Shutdown, ShutdownTrigger, Stats, SystemClock};
 use outage::sources::decode::DlqRecord;
-use outage::topology::{self, Clock, Shutdown, ShutdownTrigger, Stats, SystemClock};
+use outage::topology;
 use rdkafka::producer::FutureRecord;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -22,7 +22,7 @@ mod unsubscribe;
 
 use crate::model::{Incident, IncidentId, IncidentState};
 use crate::refdata::RefData;
-use crate::topology::{Shutdown, Stats};
+use crate::runtime::{Shutdown, Stats};
 use crate::transforms::classify::CauseClass;
 use crate::transforms::plan::Planner;
 use axum::extract::State;

@@ -677,7 +677,7 @@ mod tests {
             Arc::new(refdata()),
             commands,
             snapshots,
-            Arc::new(crate::topology::Stats::default()),
+            Arc::new(crate::runtime::Stats::default()),
             Box::new(|| t(10)),
         )
         .unwrap();

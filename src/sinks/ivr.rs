@@ -11,7 +11,7 @@ use super::notify::backoff;
 use super::{Delivery, IvrSink, SinkError};
 use crate::config::{ConfigError, RetryConfig};
 use crate::model::IvrUpsert;
-use crate::topology::Shutdown;
+use crate::runtime::Shutdown;
 use chrono::{DateTime, Utc};
 use reqwest::{header, Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};

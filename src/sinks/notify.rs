@@ -49,8 +49,8 @@ use super::sms::{Outcome, Provider, Sms, SmsGateway};
 use super::{ActionSink, Delivery, SinkError};
 use crate::config::{RetryConfig, SinksConfig};
 use crate::model::{Action, ActionKind, Channel};
+use crate::runtime::Shutdown;
 use crate::tls::Trust;
-use crate::topology::Shutdown;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
@@ -920,7 +920,7 @@ mod tests {
         dir: &std::path::Path,
         sms: Vec<SmsProviderConfig>,
         clock: Arc<Mutex<DateTime<Utc>>>,
-    ) -> (Notifier, crate::topology::ShutdownTrigger, SettledLog) {
+    ) -> (Notifier, crate::runtime::ShutdownTrigger, SettledLog) {
         let cfg = SinksConfig {
             outbox_dir: dir.into(),
             sms,

@@ -48,7 +48,7 @@ use super::deliveries::{DeliveryLog, DeliveryOutcome, DeliveryRecord};
 use super::notify::is_e164;
 use super::{ActionSink, Delivery, SinkError};
 use crate::model::{Action, ActionKind, Channel, IncidentId};
-use crate::topology::Clock;
+use crate::runtime::Clock;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};

@@ -46,7 +46,7 @@ pub struct LagContext {
     /// Where each report also goes at once (the daemon's `/readyz` and
     /// `outage_brokers_up`), so they follow the brokers even while the
     /// pipeline waits on a write the outage holds up.
-    report: std::sync::OnceLock<std::sync::Arc<crate::topology::Stats>>,
+    report: std::sync::OnceLock<std::sync::Arc<crate::runtime::Stats>>,
     /// The partitions assigned to us, as the last rebalance left them
     /// (eager protocol: an assignment replaces the last, a revocation
     /// empties it).
@@ -122,7 +122,7 @@ impl KafkaSource {
 
     /// Publish the health to `stats.source` whenever librdkafka reports it
     /// (every 2 s), not only when the pipeline steps.
-    pub fn reporting_to(self, stats: std::sync::Arc<crate::topology::Stats>) -> Self {
+    pub fn reporting_to(self, stats: std::sync::Arc<crate::runtime::Stats>) -> Self {
         let _ = self.consumer.context().report.set(stats);
         self
     }

@@ -67,11 +67,5 @@ pub trait AlarmSource: Send {
     }
 }
 
-/// A source's view of its feed; `None`: not known (yet).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Health {
-    /// Records waiting on the feed (the consumer lag).
-    pub lag: Option<u64>,
-    /// Brokers the client is connected to.
-    pub brokers_up: Option<u64>,
-}
+/// A source's view of its feed (published on [`crate::runtime::Stats`]).
+pub use crate::runtime::stats::Health;

@@ -96,33 +96,9 @@ pub enum CorrelateError {
 
 const ACTOR: &str = "correlator";
 
-/// What the correlator saw but did not turn into events.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Counts {
-    /// Raises of an alarm already active (feeds re-send).
-    pub repeated_raises: u64,
-    /// Clears of an alarm no open incident holds.
-    pub clears_without_raise: u64,
-    /// Raises below the severity or outside the causes that count.
-    pub not_service_affecting: u64,
-    /// Raises that arrived after their own clear (a re-sent raise crossing
-    /// the clear, or a short condition delivered in reverse): the condition
-    /// is over, so they are not applied.
-    pub stale_raises: u64,
-}
-
-impl Counts {
-    /// Each count with the reason it is published under (`/metrics`,
-    /// the replay report).
-    pub fn by_reason(&self) -> [(&'static str, u64); 4] {
-        [
-            ("repeated_raise", self.repeated_raises),
-            ("clear_without_raise", self.clears_without_raise),
-            ("not_service_affecting", self.not_service_affecting),
-            ("stale_raise", self.stale_raises),
-        ]
-    }
-}
+/// What the correlator saw but did not turn into events (published on
+/// [`crate::runtime::Stats`], so it lives on the ground floor).
+pub use crate::runtime::stats::Counts;
 
 /// One clear seen lately on a site, so a raise that arrives after its own
 /// clear is known as stale: feeds deliver slightly out of event-time order,
