@@ -673,7 +673,7 @@ mod tests {
     async fn the_router_serves_the_page_without_a_token() {
         let (side, commands, snapshots) = crate::api::channels();
         let state = ApiState::new(
-            &crate::config::Config::default(),
+            crate::config::Config::default().api_settings(),
             Arc::new(refdata()),
             commands,
             snapshots,

@@ -20,6 +20,13 @@ struct Cli {
     /// overridden by OUTAGE_<SECTION>__<KEY> environment variables.
     #[arg(long, short, global = true, env = "OUTAGE_CONFIG")]
     config: Option<PathBuf>,
+    /// What this process runs: `all` (one process), `correlator` (alarms →
+    /// incidents → actions, the IVR and the NOC API's commands; run one),
+    /// `dispatcher` (actions → gateways; run any number) or `api` (the NOC
+    /// API's reads and /status from the incident log; any number). See
+    /// README, "Running in production".
+    #[arg(long, env = "OUTAGE_ROLE", default_value = "all", value_name = "ROLE")]
+    role: topology::Role,
     /// Check the configuration and reference data, then exit.
     #[arg(long)]
     check: bool,
@@ -184,7 +191,7 @@ async fn run() -> anyhow::Result<()> {
                 trigger.trigger();
             });
             let stats = Arc::new(Stats::default());
-            topology::run(&cfg, &broker, refdata, Arc::new(SystemClock), stats, shutdown).await?;
+            topology::run_role(cli.role, &cfg, &broker, refdata, Arc::new(SystemClock), stats, shutdown).await?;
             Ok(())
         }
     }

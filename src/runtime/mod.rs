@@ -52,3 +52,20 @@ impl ShutdownTrigger {
         let _ = self.0.send(true);
     }
 }
+
+/// A setting a component rejects: the full key (e.g.
+/// `plan.compensation.rules[1].window_end`, `sinks.sms.url`) and why.
+/// Components own their config structs and check them with this;
+/// `config::ConfigError` takes it in and locates the key in the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{key}`: {message}")]
+pub struct InvalidSetting {
+    pub key: String,
+    pub message: String,
+}
+
+impl InvalidSetting {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        InvalidSetting { key: key.into(), message: message.into() }
+    }
+}

@@ -1103,6 +1103,94 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
     }
 }
 
+/// The alarm source of a process that does not correlate (`--role api`,
+/// which never runs the alarm loop) and of the tests: never an alarm.
+pub(crate) struct NoSource;
+
+impl AlarmSource for NoSource {
+    async fn next_batch(&mut self, _: usize, _: Duration) -> Result<Vec<SourceRecord>, crate::sources::SourceError> {
+        Ok(Vec::new())
+    }
+    fn ack(&mut self, _: &[SourceRecord]) -> Result<(), crate::sources::SourceError> {
+        Ok(())
+    }
+    fn commit(&mut self) -> Result<(), crate::sources::SourceError> {
+        Ok(())
+    }
+}
+
+/// The IVR of a process that does not correlate: the correlator process
+/// owns the announcements.
+pub(crate) struct NoIvr;
+
+impl IvrSink for NoIvr {
+    async fn upsert(&mut self, _: &crate::model::IvrUpsert) -> Result<Delivery, crate::sinks::SinkError> {
+        Ok(Delivery::Done)
+    }
+}
+
+impl Pipeline<NoSource, NoIvr> {
+    /// Follow the incident log without correlating (`outaged --role api`):
+    /// fold it as it grows and publish the NOC API's read model from it.
+    /// Alarms, plans, actions and the IVR belong to the correlator process;
+    /// this one writes nothing. Ready once the log is folded to the end it
+    /// had at start.
+    pub async fn follow(mut self, broker: &Broker, mut shutdown: Shutdown) -> Result<(), TopologyError> {
+        let topic = self.cfg.kafka.topics.incidents.clone();
+        let mut last = HashMap::new();
+        let mut events = Vec::new();
+        let mut bad = None;
+        let n = read_to_end(broker, &topic, Duration::from_millis(300), |partition, offset, bytes| {
+            last.insert(partition, offset);
+            match serde_json::from_slice::<IncidentEvent>(bytes) {
+                Ok(ev) => events.push(ev),
+                Err(e) => {
+                    bad.get_or_insert(TopologyError::BadLogRecord { partition, offset, message: e.to_string() });
+                }
+            }
+        })?;
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        for ev in &events {
+            self.correlator.restore(ev)?;
+            self.note(ev);
+        }
+        tracing::info!(
+            records = n,
+            incidents = self.correlator.incidents().count(),
+            "incident log folded; following it"
+        );
+        self.publish_snapshot(true);
+        let mut tail = crate::sources::kafka::KafkaSource::tail(broker, &topic, &last)?
+            .with_stage("follow")
+            .reporting_to(self.stats.clone());
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.requested() => return Ok(()),
+                b = tail.next_batch(ALARM_BATCH, Duration::from_millis(200)) => b?,
+            };
+            for rec in &batch {
+                match serde_json::from_slice::<IncidentEvent>(&rec.payload) {
+                    Ok(ev) => {
+                        self.correlator.restore(&ev)?;
+                        self.note(&ev);
+                    }
+                    // The writer checks every event; a record that is not
+                    // one is someone else's, named and passed over.
+                    Err(e) => tracing::error!(
+                        partition = rec.partition,
+                        offset = rec.offset,
+                        error = %e,
+                        "incident log record is not an incident event; not shown"
+                    ),
+                }
+            }
+            self.publish_snapshot(false);
+        }
+    }
+}
+
 /// Issue 20's invariant, as a property: the incident log a set of alarms
 /// writes is a function of the alarms alone — not of how the feed batched
 /// them, how it interleaved its partitions, or where a restart fell.
@@ -1113,33 +1201,10 @@ mod determinism {
     use crate::model::Action;
     use crate::model::{Alarm, AlarmState, Customer, Money, Postcode, Services, Severity, Site};
     use crate::sinks::SinkError;
-    use crate::sources::SourceError;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
     use std::sync::Mutex;
     use std::sync::OnceLock;
-
-    struct NoSource;
-
-    impl AlarmSource for NoSource {
-        async fn next_batch(&mut self, _: usize, _: Duration) -> Result<Vec<SourceRecord>, SourceError> {
-            Ok(Vec::new())
-        }
-        fn ack(&mut self, _: &[SourceRecord]) -> Result<(), SourceError> {
-            Ok(())
-        }
-        fn commit(&mut self) -> Result<(), SourceError> {
-            Ok(())
-        }
-    }
-
-    struct NoIvr;
-
-    impl IvrSink for NoIvr {
-        async fn upsert(&mut self, _: &crate::model::IvrUpsert) -> Result<Delivery, SinkError> {
-            Ok(Delivery::Done)
-        }
-    }
 
     struct Manual(Mutex<DateTime<Utc>>);
 
@@ -1189,7 +1254,7 @@ mod determinism {
             // On a thread of its own: callers may be inside a runtime.
             std::thread::spawn(|| {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                rt.block_on(Broker::connect(&crate::config::KafkaConfig::default())).unwrap()
+                rt.block_on(Broker::connect(&crate::kafka::KafkaConfig::default())).unwrap()
             })
             .join()
             .unwrap()
