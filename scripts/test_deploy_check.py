@@ -61,11 +61,16 @@ class DeployCheck(unittest.TestCase):
 
     def test_a_patch_of_nothing_fails_the_overlay(self) -> None:
         self.edit("k8s/overlays/example/correlator-single.yaml", "name: outage-correlator", "name: outage-correlater")
-        self.assert_fails("k8s", "applies to no resource of the base")
+        self.assert_fails("k8s", "kubectl kustomize", "no resource matches strategic merge patch")
+
+    def test_a_patch_target_selecting_nothing_fails(self) -> None:
+        self.edit("k8s/overlays/example/kustomization.yaml", "labelSelector: app.kubernetes.io/part-of=outage",
+                  "labelSelector: app.kubernetes.io/part-of=outages")
+        self.assert_fails("k8s", "kafka-bootstrap.yaml: target", "selects no resource")
 
     def test_a_missing_resource_file_fails(self) -> None:
         (self.deploy / "k8s/base/pdb.yaml").unlink()
-        self.assert_fails("k8s", "resource pdb.yaml does not exist")
+        self.assert_fails("k8s", "kubectl kustomize", "pdb.yaml")
 
     def test_a_pdb_that_blocks_every_drain_fails(self) -> None:
         (self.deploy / "k8s/overlays/example/correlator-pdb.yaml").unlink()
