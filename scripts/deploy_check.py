@@ -15,9 +15,9 @@ without a cluster, a container engine or PID 1 systemd.
   capabilities; what they reference (ConfigMap, Secret, claim, HPA target,
   Service and PDB selectors) exists; a PDB never blocks a drain.
 - The configuration: the ConfigMap's outage.toml with the Secret's
-  variables goes through `outaged --check` (reference data pointed at
-  data/demo), so a key the daemon does not know, or a bad token list, fails
-  here and not at 3 a.m.
+  variables, and with the systemd example env file's, goes through
+  `outaged --check` (reference data pointed at data/demo), so a key the
+  daemon does not know, or a bad token list, fails here and not at 3 a.m.
 - systemd (deploy/systemd): `systemd-analyze verify` on each unit (any
   warning fails: verify itself exits 0 on an unknown key), the exposure
   score of `systemd-analyze security --offline` at most SECURITY_MAX, and
@@ -256,20 +256,32 @@ def validate_k8s(docs: list[dict], where: str, c: Checks) -> None:
         c.check(f"{where}: {rid(d)} against the Kubernetes {'/'.join(K8S_VERSIONS)} schemas", problems)
 
 
-def check_config(docs: list[dict], outaged: str | None, c: Checks) -> None:
-    what = "ConfigMap outage.toml + Secret through `outaged --check`"
-    if not outaged:
-        c.fail(what, "no outaged binary given (--outaged)")
-        return
-    cm = next(d for d in docs if d["kind"] == "ConfigMap")
-    secret = next(d for d in docs if d["kind"] == "Secret")
+def env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines as systemd's EnvironmentFile= reads these (comments,
+    blank lines, values in single or double quotes)."""
+    out = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith(("#", ";")):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key.strip()):
+            raise ValueError(f"{path.name}:{n}: not KEY=VALUE")
+        words = shlex.split(value)
+        if len(words) != 1:
+            raise ValueError(f"{path.name}:{n}: {key}: quote the value (one word wanted)")
+        out[key.strip()] = words[0]
+    return out
+
+
+def outaged_check(outaged: str, toml: str, secrets: dict[str, str]) -> subprocess.CompletedProcess:
+    """`outaged --check` of a config file and its OUTAGE_* variables. The
+    volumes of a pod or host are not here: the demo's reference data and a
+    scratch directory stand in for them."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTAGE_")}
-    env.update(secret.get("stringData", {}))
+    env.update(secrets)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "outage.toml"
-        cfg.write_text(cm["data"]["outage.toml"])
-        # The pods' volumes are not here: the demo's reference data and a
-        # scratch directory stand in for them.
+        cfg.write_text(toml)
         env.update({
             "OUTAGE_REFDATA__SITES": str(ROOT / "data/demo/sites.csv"),
             "OUTAGE_REFDATA__POSTCODES": str(ROOT / "data/demo/postcodes.csv"),
@@ -278,14 +290,28 @@ def check_config(docs: list[dict], outaged: str | None, c: Checks) -> None:
             "OUTAGE_SINKS__OUTBOX_DIR": str(Path(tmp) / "out"),
             "RUST_LOG": "warn",
         })
-        r = subprocess.run([outaged, "--config", str(cfg), "--check"], env=env, capture_output=True, text=True)
-    if r.returncode != 0:
-        c.fail(what, (r.stderr or r.stdout).strip())
-    else:
-        c.ok(what)
-    env_file = DEPLOY / "systemd/outage.env.example"
-    names = {line.split("=", 1)[0] for line in env_file.read_text().splitlines() if "=" in line and not line.startswith("#")}
-    missing = sorted(set(secret.get("stringData", {})) - names)
+        return subprocess.run([outaged, "--config", str(cfg), "--check"], env=env, capture_output=True, text=True)
+
+
+def check_config(docs: list[dict], outaged: str | None, c: Checks) -> None:
+    what = "ConfigMap outage.toml + Secret through `outaged --check`"
+    what_env = "ConfigMap outage.toml + systemd outage.env.example through `outaged --check`"
+    if not outaged:
+        c.fail(what, "no outaged binary given (--outaged)")
+        return
+    cm = next(d for d in docs if d["kind"] == "ConfigMap")
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    toml = cm["data"]["outage.toml"]
+    r = outaged_check(outaged, toml, secret.get("stringData", {}))
+    c.check(what, [(r.stderr or r.stdout).strip()] if r.returncode else [])
+    try:
+        unit_env = env_file(DEPLOY / "systemd/outage.env.example")
+    except ValueError as e:
+        c.fail(what_env, str(e))
+        return
+    r = outaged_check(outaged, toml, unit_env)
+    c.check(what_env, [(r.stderr or r.stdout).strip()] if r.returncode else [])
+    missing = sorted(set(secret.get("stringData", {})) - set(unit_env))
     c.check("systemd outage.env.example sets what the Secret sets",
             [f"missing {missing}"] if missing else [])
 

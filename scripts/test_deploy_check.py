@@ -96,6 +96,11 @@ class DeployCheck(unittest.TestCase):
         self.edit("k8s/base/secret.yaml", 'role="viewer"', 'role="admin"')
         self.assert_fails("config", "OUTAGE_API__TOKENS", "unknown value `admin`")
 
+    @unittest.skipUnless(OUTAGED or "--outaged" in sys.argv, "needs --outaged")
+    def test_a_bad_provider_in_the_unit_env_file_fails_the_config(self) -> None:
+        self.edit("systemd/outage.env.example", 'max_in_flight=32', 'max_inflight=32')
+        self.assert_fails("config", "outage.env.example through", "unknown key `max_inflight`")
+
     def test_a_unit_key_in_the_wrong_section_fails(self) -> None:
         self.edit("systemd/outaged@.service", "Restart=on-failure", "Restart=on-failure\nWantedBy=multi-user.target")
         self.assert_fails("systemd", "systemd-analyze verify outaged@api.service", "Unknown key")
