@@ -61,6 +61,23 @@ enum Command {
     },
 }
 
+/// SIGINT (Ctrl-C) or SIGTERM (what Kubernetes and systemd send to stop a
+/// process): either drains and stops. Returns which.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    "SIGINT"
+}
+
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -186,8 +203,8 @@ async fn run() -> anyhow::Result<()> {
             let broker = Broker::connect(&cfg.kafka).await?;
             tracing::info!(bootstrap = broker.bootstrap(), embedded = broker.is_embedded(), "kafka ready");
             tokio::spawn(async move {
-                let _ = tokio::signal::ctrl_c().await;
-                tracing::info!("shutting down");
+                let signal = stop_signal().await;
+                tracing::info!(signal, "shutting down");
                 trigger.trigger();
             });
             let stats = Arc::new(Stats::default());
