@@ -83,6 +83,10 @@ pub struct Topics {
     /// customer (`outage.deliveries`): where "why did customer X not get
     /// message Y?" is answered.
     pub deliveries: String,
+    /// The correlators' election (`outage.control`, no records): the
+    /// `--role correlator` process assigned its partition 0 correlates
+    /// (`topology::leadership`).
+    pub control: String,
 }
 
 impl Default for Topics {
@@ -94,13 +98,14 @@ impl Default for Topics {
             actions: "outage.actions".into(),
             credits: "billing.credits".into(),
             deliveries: "outage.deliveries".into(),
+            control: "outage.control".into(),
         }
     }
 }
 
 impl Topics {
-    pub fn all(&self) -> [&str; 6] {
-        [&self.alarms, &self.dlq, &self.incidents, &self.actions, &self.credits, &self.deliveries]
+    pub fn all(&self) -> [&str; 7] {
+        [&self.alarms, &self.dlq, &self.incidents, &self.actions, &self.credits, &self.deliveries, &self.control]
     }
 }
 
@@ -529,6 +534,13 @@ impl Broker {
 
     /// An idempotent, acks=all producer: a retry never duplicates a record
     /// within a partition.
+    /// How many partitions `topic` has, as the cluster says.
+    pub fn partitions(&self, topic: &str) -> Result<usize, BrokerError> {
+        let consumer: BaseConsumer = self.base_config().create().map_err(ctx("creating a metadata client"))?;
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(ctx("metadata"))?;
+        Ok(md.topics().iter().map(|t| t.partitions().len()).sum())
+    }
+
     pub fn producer(&self) -> Result<FutureProducer, BrokerError> {
         self.producer_config().create().map_err(ctx("creating a producer"))
     }
