@@ -1086,7 +1086,8 @@ async fn the_roles_split_one_daemon_across_processes() {
     use topology::Role;
     let dir = tempfile::tempdir().unwrap();
     let dispatch_dir = tempfile::tempdir().unwrap();
-    let (cfg, corr_addr) = api_config("roles", dir.path(), "noc-alice");
+    let (mut cfg, corr_addr) = api_config("roles", dir.path(), "noc-alice");
+    cfg.kafka.partitions = 1; // the correlator role's fence orders a one-partition log
     let broker = Broker::connect(&cfg.kafka).await.unwrap();
     let t0 = Utc::now() - Cd::hours(1);
     publish(
@@ -1156,26 +1157,26 @@ async fn the_roles_split_one_daemon_across_processes() {
         "the api process folds the same incident from the log"
     );
     assert_eq!(get(api_addr, "/readyz").await.unwrap().status(), 200);
-    // A command on the api process: refused, naming where it goes.
-    let refused = http
+    // A command on the api process goes to the leader through
+    // outage.commands, with the leader's validation and answer.
+    let unknown = http
+        .post(format!("http://{api_addr}/v1/incidents/INC-nope/update"))
+        .bearer_auth("o-secret")
+        .json(&serde_json::json!({ "message": "Crews are on site" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404, "the leader's answer for an unknown incident");
+    let applied = http
         .post(format!("http://{api_addr}/v1/incidents/{id}/update"))
         .bearer_auth("o-secret")
         .json(&serde_json::json!({ "message": "Crews are on site" }))
         .send()
         .await
         .unwrap();
-    assert_eq!(refused.status(), 503);
-    let problem: serde_json::Value = refused.json().await.unwrap();
-    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("correlator")), "{problem}");
-    // The same command on the correlator: applied, and the api process follows.
-    let applied = http
-        .post(format!("http://{corr_addr}/v1/incidents/{id}/update"))
-        .bearer_auth("o-secret")
-        .json(&serde_json::json!({ "message": "Crews are on site" }))
-        .send()
-        .await
-        .unwrap();
     assert_eq!(applied.status(), 200, "{:?}", applied.text().await);
+    let view: serde_json::Value = applied.json().await.unwrap();
+    assert_eq!(view["message"], "Crews are on site", "the answer is the leader's view after the command");
     let mut seen = false;
     for _ in 0..100 {
         let shown = list(api_addr).await;
@@ -1186,6 +1187,8 @@ async fn the_roles_split_one_daemon_across_processes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(seen, "the api process shows the update the correlator applied");
+    let on_correlator = list(corr_addr).await;
+    assert_eq!(on_correlator[0]["message"], "Crews are on site");
     // The dispatcher: probes and metrics only.
     assert_eq!(get(disp_addr, "/readyz").await.unwrap().status(), 200);
     assert_eq!(get(disp_addr, "/metrics").await.unwrap().status(), 200);
@@ -1270,9 +1273,9 @@ async fn a_standby_correlator_takes_over_and_the_log_fences_the_deposed_one() {
             .json(&serde_json::json!({ "message": "Crews are on site" }))
             .send()
     };
-    let refused = update(b_addr).await.unwrap();
-    assert_eq!(refused.status(), 503);
-    assert!(refused.text().await.unwrap().contains("standby"));
+    // A command on the standby goes to the leader (outage.commands).
+    let forwarded = update(b_addr).await.unwrap();
+    assert_eq!(forwarded.status(), 200, "{:?}", forwarded.text().await);
 
     // The leader stops (leaves the group): the standby is elected, folds
     // the log, and takes the alarms from the committed offsets on.
@@ -1291,8 +1294,10 @@ async fn a_standby_correlator_takes_over_and_the_log_fences_the_deposed_one() {
     wait_for("the standby to take over", Duration::from_secs(60), || b.stats.alarms_read.load(Relaxed) >= 3).await;
     println!("takeover (leader stopped → the standby reads alarms): {:.1} s", stopped.elapsed().as_secs_f64());
     wait_for("the new leader to resolve", Duration::from_secs(60), || b.stats.incidents_open.load(Relaxed) == 0).await;
-    let applied = update(b_addr).await.unwrap();
-    assert_ne!(applied.status(), 503, "the new leader applies commands");
+    // The new leader answers commands itself, with its own validation: the
+    // incident is over, so an update is a conflict (not a 503).
+    let answered = update(b_addr).await.unwrap();
+    assert_eq!(answered.status(), 409, "{:?}", answered.text().await);
 
     // The log: two marks (epochs 1 and 2), each event stamped by the
     // leader of its time, the incident's seq gap-free.

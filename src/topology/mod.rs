@@ -36,6 +36,7 @@ use crate::sources::SourceError;
 use crate::transforms::correlate::CorrelateError;
 use std::sync::Arc;
 
+pub mod commands;
 pub mod dispatch;
 pub mod leadership;
 pub mod pipeline;
@@ -89,18 +90,17 @@ pub enum Role {
     /// Everything in one process (the default; the demo).
     #[default]
     All,
-    /// Alarms → incident log → actions, the IVR, and the NOC API whose
-    /// commands it applies. Run one: two correlators on one cluster split
-    /// the alarm partitions and each builds half-incidents (no leader
-    /// election yet).
+    /// Alarms → incident log → actions, the IVR, and the NOC commands of
+    /// every process's API — while elected (`leadership`): run two or more,
+    /// one leads and the others stand by, following the log.
     Correlator,
     /// `outage.actions` → SMS, e-mail, grants, credits; delivery reports.
     /// Any number share the actions topic's partitions. Serves only
     /// `/healthz`, `/readyz` and `/metrics` on `api.listen`.
     Dispatcher,
     /// The NOC API's read side and `/status`, from a fold of the incident
-    /// log it follows; writes nothing. Commands are answered 503 naming the
-    /// correlator, whose API applies them.
+    /// log it follows; writes nothing itself: commands go to the leading
+    /// correlator through `outage.commands` (`commands`).
     Api,
 }
 
@@ -184,8 +184,11 @@ pub async fn run_role(
     // later. The NOC API where incidents are (correlator, api); only the
     // probes and metrics on a dispatcher.
     let mut api_side = None;
+    // The API's command channel into the pipeline, for the leader's relay.
+    let mut into_pipeline = None;
     if let Some(addr) = cfg.api.listen {
         let (side, commands, snapshots) = crate::api::channels();
+        into_pipeline = Some(commands.clone());
         let now_clock = clock.clone();
         let state = Arc::new(crate::api::ApiState::new(
             cfg.api_settings(),
@@ -224,12 +227,11 @@ pub async fn run_role(
         if let Some(side) = api_side.take() {
             follower = follower.with_api(side);
         }
+        let forward = commands::Forwarder::start(broker, &cfg.kafka.topics.commands, shutdown.clone())?;
         if role == Role::Api {
-            const REFUSAL: &str =
-                "this process runs `--role api` (reads only): send commands to the correlator process's API";
             let broker = broker.clone();
             tasks.spawn(async move {
-                follower.follow_until(&broker, shutdown, std::future::pending(), REFUSAL).await.map(drop)
+                follower.follow_until(&broker, shutdown, std::future::pending(), forward).await.map(drop)
             });
             return join(tasks).await;
         }
@@ -237,8 +239,7 @@ pub async fn run_role(
         let election =
             leadership::Election::join(broker, &cfg.kafka.group_id, &cfg.kafka.topics.control, shutdown.clone())?;
         tracing::info!(member = election.member(), "correlator standing by for election");
-        const STANDBY: &str = "this correlator is a standby: send commands to the leading correlator's API";
-        let Some((side, fence)) = follower.follow_until(broker, shutdown.clone(), election.elected(), STANDBY).await?
+        let Some((side, fence)) = follower.follow_until(broker, shutdown.clone(), election.elected(), forward).await?
         else {
             return Ok(());
         };
@@ -259,8 +260,19 @@ pub async fn run_role(
             .produce_acked(&cfg.kafka.topics.incidents, &[record], |_| "leader", |r, buf| buf.extend_from_slice(r))
             .await?;
         tracing::warn!(leader = %me, "elected: this process correlates");
+        // Commands from the other processes' APIs, into the same channel.
+        let (side, into_pipeline) = match (side, into_pipeline) {
+            (Some(side), Some(tx)) => (side, tx),
+            _ => {
+                let (side, tx, _) = crate::api::channels();
+                (side, tx)
+            }
+        };
         let parts = Parts { cfg, broker, trust: &trust, clock: &clock, stats: &stats, shutdown: &shutdown };
-        start_pipeline(parts, refdata, side, Some(me), &mut tasks).await?;
+        start_pipeline(parts, refdata, Some(side), Some(me), &mut tasks).await?;
+        let (b, group, topic, now) =
+            (broker.clone(), cfg.kafka.group_id.clone(), cfg.kafka.topics.commands.clone(), clock.clone());
+        tasks.spawn(commands::relay(b, group, topic, into_pipeline, move || now.now(), shutdown.clone()));
         let mut joined = std::pin::pin!(join(tasks));
         return tokio::select! {
             r = &mut joined => r,

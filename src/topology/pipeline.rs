@@ -1170,7 +1170,7 @@ impl Pipeline<NoSource, NoIvr> {
     /// Follow the incident log without correlating (a standby correlator,
     /// `outaged --role api`) until `until` resolves or shutdown: fold it as
     /// it grows, through the fence, and publish the NOC API's read model;
-    /// commands are answered with `refusal` (503). Writes nothing. Ready
+    /// commands go to the leader through `forward`. Writes nothing. Ready
     /// once the log is folded to the end it had at start. Returns the
     /// API's channels and the fence as of the last record read when
     /// `until` resolved (none on shutdown), for the process to lead.
@@ -1179,7 +1179,7 @@ impl Pipeline<NoSource, NoIvr> {
         broker: &Broker,
         mut shutdown: Shutdown,
         until: impl std::future::Future<Output = ()>,
-        refusal: &'static str,
+        forward: super::commands::Forwarder,
     ) -> Result<Option<(Option<crate::api::PipelineSide>, Fence)>, TopologyError> {
         let topic = self.cfg.kafka.topics.incidents.clone();
         let mut last = HashMap::new();
@@ -1227,7 +1227,7 @@ impl Pipeline<NoSource, NoIvr> {
                 _ = shutdown.requested() => return Ok(None),
                 _ = &mut until => break,
                 Some(envelope) = command => {
-                    let _ = envelope.reply.send(Err(crate::api::CommandError::Failed(refusal.into())));
+                    forward.forward(envelope, self.clock.now());
                     continue;
                 }
                 b = tail.next_batch(ALARM_BATCH, Duration::from_millis(200)) => b?,
