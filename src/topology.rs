@@ -113,6 +113,8 @@ pub struct Stats {
     pub causes: std::sync::Mutex<crate::transforms::classify::TallySummary>,
     pub events_appended: AtomicU64,
     pub actions_planned: AtomicU64,
+    /// ETRs that passed while their incident was still declared.
+    pub etr_passed: AtomicU64,
     /// Actions the dispatcher took off the topic (delivered or duplicate).
     pub actions_dispatched: AtomicU64,
     /// Delivered per channel, in [`Channel::ALL`] order.
@@ -451,6 +453,9 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
     fn fold(&mut self, events: &[IncidentEvent]) -> Result<Pending, TopologyError> {
         for ev in events {
             self.correlator.restore(ev)?;
+            if let Some(inc) = self.correlator.incident(&ev.incident_id) {
+                self.planner.observe(inc, ev);
+            }
             self.note(ev);
         }
         // Alarms at or below the log's watermark were applied before the
@@ -656,8 +661,16 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
                 format!("{customers} customers: the fan-out waits for an operator's approval")
             }
             EventKind::Approved {} => "fan-out approved".into(),
-            EventKind::Planned { phase, postcodes, actions } => {
+            EventKind::Planned { phase, postcodes, actions, silent } if silent.is_empty() => {
                 format!("{phase:?}: {} postcodes, {actions} actions", postcodes.len())
+            }
+            EventKind::Planned { phase, postcodes, actions, silent } => format!(
+                "{phase:?}: {} postcodes ({} held by another incident: not told again), {actions} actions",
+                postcodes.len(),
+                silent.len()
+            ),
+            EventKind::EtrPassed { etr } => {
+                format!("ETR {} passed and service is not back: set a new one", etr.format("%Y-%m-%d %H:%M UTC"))
             }
         };
         let t = self.timelines.entry(ev.incident_id.clone()).or_default();
@@ -768,6 +781,16 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         }
         self.run_due(self.reorder.watermark(), &mut out)?;
         self.plan_deferred(&mut out)?;
+        // ETRs passed by the clock (no alarm needed to notice).
+        let passed: Vec<IncidentId> = self
+            .correlator
+            .incidents()
+            .filter(|i| self.planner.etr_passed(i, wall).is_some())
+            .map(|i| i.id.clone())
+            .collect();
+        for id in &passed {
+            self.plan_effects(id, &mut out)?;
+        }
         Ok((out, self.reorder.marks()))
     }
 
@@ -921,6 +944,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         for e in events.iter() {
             if let Some(inc) = self.correlator.incident(&e.incident_id) {
                 self.restorations.observe(inc, e);
+                self.planner.observe(inc, e);
             }
             if !touched.contains(&e.incident_id) && !self.changes_no_plan(e) {
                 touched.insert(e.incident_id.clone());
@@ -997,7 +1021,46 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             let Some(inc) = self.correlator.incident(id) else { return Ok(()) };
             inc
         };
-        let customers = self.correlator.customers(id);
+        // An ETR that passed while the outage goes on: the NOC is alerted
+        // (the event, a warning, a metric, the incident view) and those
+        // told get one "still working".
+        let inc = match self.planner.etr_passed(inc, now) {
+            Some(etr) => {
+                let ev = self.correlator.append(id, now, "planner", EventKind::EtrPassed { etr })?;
+                tracing::warn!(incident = %id, %etr, "ETR passed and the incident is still declared: set a new ETR");
+                self.stats.etr_passed.fetch_add(1, Relaxed);
+                out.events.push(ev);
+                let Some(inc) = self.correlator.incident(id) else { return Ok(()) };
+                inc
+            }
+            None => inc,
+        };
+        let still = self.planner.plan_still_working(inc, now);
+        let inc = if inc.etr_passed_seq <= inc.still_working_seq {
+            inc
+        } else {
+            // Recorded even when it reaches nobody: once per passed ETR.
+            self.record_plan(id, Phase::StillWorking, still, now, out)?;
+            let Some(inc) = self.correlator.incident(id) else { return Ok(()) };
+            inc
+        };
+        // Above the threshold the fan-out waits for an approval, on the
+        // audience estimated from the whole announced area (pending sites
+        // too) before anyone is told: nothing but the IVR goes first.
+        let mut customers = self.correlator.customers(id);
+        if inc.state == IncidentState::Declared
+            && inc.notified_postcodes.is_empty()
+            && self.cfg.plan.approve_above_customers.is_some()
+        {
+            let rd = self.planner.refdata();
+            let announced: u64 = self
+                .planner
+                .announced(inc)
+                .iter()
+                .map(|&p| rd.customers_in(&rd.postcodes[p as usize].postcode).len() as u64)
+                .sum();
+            customers = customers.max(announced);
+        }
         // Above the threshold the fan-out waits for a NOC approval; an
         // approved one asks again once it has grown `reapprove_growth`-fold.
         let limit = self.cfg.plan.approve_above_customers.map(|n| {
@@ -1041,7 +1104,23 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         if plan.postcodes.is_empty() && phase == Phase::Down {
             return Ok(());
         }
-        self.record_plan(id, phase, plan, now, out)
+        // Joining another incident's customers: the two are linked (the
+        // NOC sees one outage told once, whoever declared it first).
+        let mut others: BTreeSet<IncidentId> = BTreeSet::new();
+        if phase == Phase::Down {
+            for p in &plan.silent {
+                others.extend(self.planner.threads().others(p, id).filter(|o| !inc.links.contains(*o)).cloned());
+            }
+        }
+        self.record_plan(id, phase, plan, now, out)?;
+        for other in others {
+            for (a, b) in [(id, &other), (&other, id)] {
+                let ev = self.correlator.append(a, now, "planner", EventKind::Linked { other: b.clone() })?;
+                out.events.push(ev);
+            }
+            tracing::info!(incident = %id, %other, "joined the customers of another incident: linked, not told again");
+        }
+        Ok(())
     }
 
     /// Put a plan's actions out and append the `planned` event recording them.
@@ -1053,10 +1132,12 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         now: DateTime<Utc>,
         out: &mut Pending,
     ) -> Result<(), TopologyError> {
-        let kind = EventKind::Planned { phase, postcodes: plan.postcodes.clone(), actions: 0 };
+        let silent = plan.silent.iter().cloned().collect();
+        let kind = EventKind::Planned { phase, postcodes: plan.postcodes.clone(), actions: 0, silent };
         let ev = self.correlator.append(id, now, "planner", kind)?;
         if let Some(inc) = self.correlator.incident(id) {
             self.restorations.observe(inc, &ev);
+            self.planner.observe(inc, &ev);
         }
         out.plans.push(PlanJob { incident: id.clone(), plan, event: out.events.len() });
         out.events.push(ev);

@@ -207,7 +207,7 @@ mod tests {
         log.push(0, EventKind::AlarmsRaised { alarms: Log::alarms(&["A", "A2", "B"], 0) });
         log.push(300, EventKind::Declared { reason: "test".into(), pending: vec![], confirm_joiners: false });
         let codes = ["PA", "PAB", "PB"].map(String::from).to_vec();
-        let ev = log.push(300, EventKind::Planned { phase: Phase::Down, postcodes: codes, actions: 3 });
+        let ev = log.push(300, EventKind::Planned { phase: Phase::Down, postcodes: codes, actions: 3, silent: vec![] });
         r.observe(&log.inc, &ev);
         assert_eq!(r.pending(), 0, "nothing is up yet");
         log
@@ -259,7 +259,7 @@ mod tests {
         let released: Vec<String> =
             due[&log.inc.id].iter().map(|&p| rd.postcodes[p as usize].postcode.clone()).collect();
         assert_eq!(released, ["PA", "PAB"]);
-        log.push(1600, EventKind::Planned { phase: Phase::Restored, postcodes: released, actions: 2 });
+        log.push(1600, EventKind::Planned { phase: Phase::Restored, postcodes: released, actions: 2, silent: vec![] });
         assert!(!log.inc.restored_planned, "a partial restored plan is not the closing one");
         fresh.rebuild(&log.inc);
         assert!(fresh.due(t(9999), |_| Some(&log.inc)).is_empty(), "already restored");
