@@ -969,7 +969,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
 
     /// Whether `e` is churn that leaves every plan of its incident as it
     /// was: a clear, or a raise whose site covers no postcode the incident
-    /// has not been planned for (the correlator's coverage grows only by a
+    /// has not been planned for or has told "restored" (the correlator's coverage grows only by a
     /// raised site's postcodes).
     fn changes_no_plan(&self, e: &IncidentEvent) -> bool {
         match &e.kind {
@@ -979,9 +979,11 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
                 let rd = self.planner.refdata();
                 alarms.iter().all(|a| {
                     rd.site_index(&a.site_id).is_none_or(|i| {
-                        rd.site_postcodes(i)
-                            .iter()
-                            .all(|&p| inc.notified_postcodes.contains(&rd.postcodes[p as usize].postcode))
+                        // (A postcode told "restored" early may go down again.)
+                        rd.site_postcodes(i).iter().all(|&p| {
+                            let code = &rd.postcodes[p as usize].postcode;
+                            inc.notified_postcodes.contains(code) && !inc.restored_postcodes.contains(code)
+                        })
                     })
                 })
             }

@@ -346,7 +346,8 @@ fn action(channel: Channel, kind: ActionKind) -> Action {
         credit: (channel == Channel::Credit).then(credit),
         planned_at: t("2026-11-23T04:17:45Z"),
         not_before: None,
-        follows: None,
+        follows: (kind == ActionKind::Restored)
+            .then(|| format!("INC-20261123-1e956900/{customer}/{}/down", channel.as_str())),
     }
 }
 
@@ -463,6 +464,7 @@ fn rust_actions_conform() {
         (Channel::Sms, ActionKind::Down),
         (Channel::Sms, ActionKind::Restored),
         (Channel::Sms, ActionKind::EtrUpdate),
+        (Channel::Sms, ActionKind::StillWorking),
         (Channel::Email, ActionKind::Cancelled),
         (Channel::Email, ActionKind::Down),
         (Channel::Email, ActionKind::Restored),

@@ -8,9 +8,10 @@
 //! Invariant: a postcode is released only if, at release time, every site
 //! of the incident that covers it has been up for the hold-down. A site
 //! going down again before that takes it out (the next clear reschedules
-//! it). Once released, a postcode stays restored for this incident: if its
-//! area goes down again the customers are not told a second time (they
-//! keep the unlimited data until restoration + grace).
+//! it). Once released, a postcode is restored for this incident until one
+//! of its sites goes down again: then the planner tells it "down" again in
+//! a new round (keys `/r{n}`, see `plan::Planner::plan_down`), and it
+//! waits here again for its sites to come back.
 
 use crate::model::{EventKind, Incident, IncidentEvent, IncidentId, IncidentState};
 use crate::refdata::RefData;
