@@ -1981,6 +1981,46 @@ mod determinism {
         assert!(!actions.is_empty(), "no action was produced");
     }
 
+    /// An ETR passing is noticed by the clock parameter, between alarms:
+    /// one `etr_passed` (the NOC's alert, counted) and one "still working"
+    /// plan, however many steps follow.
+    #[test]
+    fn an_etr_that_passes_alerts_the_noc_and_says_still_working_once() {
+        let rd = refdata();
+        let mut run = Run::start(&rd);
+        let (mut log, mut stored) = (Vec::new(), BTreeMap::new());
+        // Three sites of cluster 0 go down for months; a later alarm moves the watermark.
+        let parts = records(&[(0, 0, 9_000_000), (1, 10, 9_000_000), (2, 20, 9_000_000), (8, 3000, 60)]);
+        run.step(parts.concat(), &mut log, &mut stored);
+        run.idle(&mut log, &mut stored);
+        let id = log.iter().find(|e| matches!(e.kind, EventKind::Declared { .. })).unwrap().incident_id.clone();
+        let now = run.clock.now();
+        let etr = Some(now + chrono::Duration::hours(1));
+        let set = EventKind::Updated { cause: None, etr, message: None };
+        let ev = run.pipeline.correlator.append(&id, now, "noc:test", set).unwrap();
+        let mut out = Pending::default();
+        run.pipeline.apply_effects(&mut vec![ev], &mut out).unwrap();
+        log.extend(out.events);
+        let count = |log: &[IncidentEvent], kind: &str| {
+            log.iter().filter(|e| e.incident_id == id && e.kind.type_name() == kind).count()
+        };
+        let still = |log: &[IncidentEvent]| {
+            let still_working = |e: &&IncidentEvent| matches!(&e.kind, EventKind::Planned { phase: Phase::StillWorking, postcodes, .. } if !postcodes.is_empty());
+            log.iter().filter(still_working).count()
+        };
+        run.step(vec![], &mut log, &mut stored);
+        assert_eq!(count(&log, "etr_passed"), 0, "not before it passes");
+        *run.clock.0.lock().unwrap() = now + chrono::Duration::hours(2);
+        for _ in 0..3 {
+            run.step(vec![], &mut log, &mut stored);
+        }
+        assert_eq!(count(&log, "etr_passed"), 1, "alerted once");
+        assert_eq!(still(&log), 1, "one \"still working\" plan, to the told");
+        assert_eq!(run.pipeline.stats.etr_passed.load(Relaxed), 1);
+        let inc = run.pipeline.correlator.incident(&id).unwrap();
+        assert_eq!(inc.etr_passed, etr, "the incident view shows it");
+    }
+
     /// The property's fixture makes incidents at all (a vacuous log would
     /// pass it), and the reference is what in-order correlation gives.
     #[test]
