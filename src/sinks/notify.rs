@@ -500,7 +500,13 @@ impl Shared {
         let waiting = {
             let mut q = lock(&eng.parked);
             if matches!(a.kind, ActionKind::Restored | ActionKind::Cancelled) {
-                let gone = q.withdraw(&a.incident_id.0, &a.customer_id)?;
+                let mut gone = q.withdraw(&a.incident_id.0, &a.customer_id)?;
+                // The thread's "down" may be another incident's.
+                if let Some((opener, ..)) = a.follows.as_deref().and_then(Action::parse_key) {
+                    if opener != a.incident_id.0 {
+                        gone.extend(q.withdraw(&opener, &a.customer_id)?);
+                    }
+                }
                 if !gone.is_empty() {
                     park::set_parked(eng.channel, q.len(), 0);
                     drop(q);
