@@ -134,6 +134,7 @@ fn notices(n: usize, channel: Channel) -> Vec<Action> {
                 credit: None,
                 planned_at: planned_at(),
                 not_before: None,
+                follows: None,
             }
         })
         .collect()

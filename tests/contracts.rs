@@ -346,6 +346,8 @@ fn action(channel: Channel, kind: ActionKind) -> Action {
         credit: (channel == Channel::Credit).then(credit),
         planned_at: t("2026-11-23T04:17:45Z"),
         not_before: None,
+        follows: (kind == ActionKind::Restored)
+            .then(|| format!("INC-20261123-1e956900/{customer}/{}/down", channel.as_str())),
     }
 }
 
@@ -379,8 +381,26 @@ fn every_event_kind() -> Vec<EventKind> {
         EventKind::Merged { into: IncidentId("INC-20261123-1e956900".into()) },
         EventKind::Confirmed { sites: vec!["S-RI-000251".into(), "S-RI-000260".into()] },
         EventKind::Dropped { sites: vec!["S-RI-000243".into()], reason: "blip: down 1m 40s (< blip_window 5m)".into() },
-        EventKind::Planned { phase: Phase::Down, postcodes: vec!["02903".into(), "02904".into()], actions: 4127 },
-        EventKind::Planned { phase: Phase::Restored, postcodes: vec!["02903".into()], actions: 0 },
+        EventKind::Planned {
+            phase: Phase::Down,
+            postcodes: vec!["02903".into(), "02904".into()],
+            actions: 4127,
+            silent: vec![],
+        },
+        EventKind::Planned { phase: Phase::Restored, postcodes: vec!["02903".into()], actions: 0, silent: vec![] },
+        EventKind::Planned {
+            phase: Phase::Down,
+            postcodes: vec!["02903".into(), "02904".into()],
+            actions: 2210,
+            silent: vec!["02904".into()],
+        },
+        EventKind::Planned {
+            phase: Phase::StillWorking,
+            postcodes: vec!["02903".into()],
+            actions: 1803,
+            silent: vec![],
+        },
+        EventKind::EtrPassed { etr: t("2026-11-23T11:00:00Z") },
         EventKind::Scoped { area: Area::Postcodes(vec!["02903".into()]), postcodes: vec!["02903".into()] },
         EventKind::Scoped {
             area: Area::Circle { lat: 41.82, lon: -71.41, radius_km: 3.0 },
@@ -444,6 +464,7 @@ fn rust_actions_conform() {
         (Channel::Sms, ActionKind::Down),
         (Channel::Sms, ActionKind::Restored),
         (Channel::Sms, ActionKind::EtrUpdate),
+        (Channel::Sms, ActionKind::StillWorking),
         (Channel::Email, ActionKind::Cancelled),
         (Channel::Email, ActionKind::Down),
         (Channel::Email, ActionKind::Restored),
@@ -560,17 +581,17 @@ fn all_severities() -> Vec<Severity> {
 
 fn all_action_kinds() -> Vec<ActionKind> {
     use ActionKind::*;
-    let v = vec![Down, EtrUpdate, Restored, Cancelled, Grant, Revoke, Credit];
+    let v = vec![Down, EtrUpdate, StillWorking, Restored, Cancelled, Grant, Revoke, Credit];
     v.iter().for_each(|x| match x {
-        Down | EtrUpdate | Restored | Cancelled | Grant | Revoke | Credit => {}
+        Down | EtrUpdate | StillWorking | Restored | Cancelled | Grant | Revoke | Credit => {}
     });
     v
 }
 
 fn all_phases() -> Vec<Phase> {
-    let v = vec![Phase::Down, Phase::Restored, Phase::EtrUpdate];
+    let v = vec![Phase::Down, Phase::Restored, Phase::EtrUpdate, Phase::StillWorking];
     v.iter().for_each(|x| match x {
-        Phase::Down | Phase::Restored | Phase::EtrUpdate => {}
+        Phase::Down | Phase::Restored | Phase::EtrUpdate | Phase::StillWorking => {}
     });
     v
 }
@@ -592,6 +613,7 @@ fn listed_event_kind(k: &EventKind) {
         Opened { .. } | AlarmsRaised { .. } | AlarmsCleared { .. } | Declared { .. } | Updated { .. } => {}
         Resolved { .. } | Cancelled { .. } | Dismissed {} | Linked { .. } | Merged { .. } | Planned { .. } => {}
         Scoped { .. } | ApprovalRequired { .. } | Approved {} | Confirmed { .. } | Dropped { .. } => {}
+        EtrPassed { .. } => {}
     }
 }
 
@@ -781,7 +803,8 @@ fn planned_actions_conform() {
         ))
         .unwrap();
     let down = planner.plan_down(&incident, &planner.footprint(&incident), t("2026-11-23T06:02:00Z"));
-    let planned = EventKind::Planned { phase: Phase::Down, postcodes: down.postcodes.clone(), actions: 3 };
+    let planned =
+        EventKind::Planned { phase: Phase::Down, postcodes: down.postcodes.clone(), actions: 3, silent: vec![] };
     incident.apply(&ev(4, "2026-11-23T06:02:00Z", planned)).unwrap();
     incident
         .apply(&ev(5, "2026-11-23T09:00:00Z", EventKind::AlarmsCleared { alarms: a("2026-11-23T09:00:00Z") }))

@@ -827,6 +827,93 @@ async fn the_noc_declares_areas_approves_links_and_resolves() {
     assert_eq!(sms.iter().filter(|a| a["kind"] == "down" && a["customer_id"] == "C1").count(), 1, "told once");
 }
 
+/// One thread per customer: a NOC circle drawn over a correlated
+/// incident's customers joins them (linked, no second "down"), tells its
+/// later ETR as an update following the first "down", leaves them silently
+/// when it ends first, and the correlated incident's end tells "restored"
+/// once. A restart re-plans nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_noc_area_over_a_correlated_incident_tells_its_customers_one_story() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, addr) = api_config("threads", dir.path(), "noc-carol");
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    let t0 = Utc::now() - Cd::hours(1);
+    let raised = |id: &str, site: &str| (site.to_string(), alarm(id, site, AlarmState::Raised, t0));
+    let alarms = [raised("A1", "S1"), raised("A2", "S2"), raised("A3", "S3")];
+    let records: Vec<(&str, String)> = alarms.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    publish(&broker, &cfg.kafka.topics.alarms, &records).await;
+    let daemon = Daemon::start(&cfg, &broker, refdata());
+    settle(&daemon.stats, 3, |s| s.delivered(Channel::Sms) >= 2).await;
+    let http = outage::tls::http_client(&Default::default()).build().unwrap();
+    let url = |path: &str| format!("http://{addr}{path}");
+    let post = |path: &str, body: serde_json::Value| {
+        http.post(url(path)).bearer_auth("o-secret".to_string()).json(&body).send()
+    };
+    let events = || -> Vec<IncidentEvent> {
+        topic_records(&broker, &cfg.kafka.topics.incidents).iter().map(|b| serde_json::from_slice(b).unwrap()).collect()
+    };
+    let correlated = events().iter().find(|e| e.actor == "correlator").unwrap().incident_id.clone();
+
+    // The NOC draws a circle over 02901 (C1) with an ETR.
+    let etr = (Utc::now() + Cd::hours(5)).format("%Y-%m-%dT%H:%M:00Z").to_string();
+    let body = serde_json::json!({
+        "cause": "power", "area": {"circle": {"lat": 41.822, "lon": -71.408, "radius_km": 0.5}}, "etr": etr,
+    });
+    let noc: serde_json::Value = post("/v1/incidents", body).await.unwrap().json().await.unwrap();
+    let noc_id = noc["id"].as_str().unwrap().to_string();
+    assert_eq!(noc["postcodes"], serde_json::json!(["02901"]), "{noc}");
+    let sms_of = |kind: &str, incident: &str| -> Vec<serde_json::Value> {
+        lines(dir.path(), "sms.jsonl")
+            .into_iter()
+            .filter(|a| a["kind"] == kind && a["customer_id"] == "C1" && a["incident_id"] == incident)
+            .collect()
+    };
+    wait_for("the NOC incident's ETR to reach C1", Duration::from_secs(60), || {
+        !sms_of("etr_update", &noc_id).is_empty()
+    })
+    .await;
+    let update = &sms_of("etr_update", &noc_id)[0];
+    assert_eq!(update["follows"], format!("{correlated}/C1/sms/down"), "it follows the first \"down\"");
+    assert!(sms_of("down", &noc_id).is_empty(), "no second \"down\"");
+    let log = events();
+    let planned = log.iter().find(|e| e.incident_id.0 == noc_id && e.kind.type_name() == "planned").unwrap();
+    assert!(
+        matches!(&planned.kind, EventKind::Planned { silent, .. } if silent == &["02901".to_string()]),
+        "{planned:?}"
+    );
+    let linked = |a: &str, b: &str| {
+        log.iter().any(|e| e.incident_id.0 == a && matches!(&e.kind, EventKind::Linked { other } if other.0 == b))
+    };
+    assert!(linked(&noc_id, &correlated.0) && linked(&correlated.0, &noc_id), "linked both ways");
+
+    // The NOC's incident ends first: C1 is still in the correlated one.
+    let resolved = post(&format!("/v1/incidents/{noc_id}/resolve"), serde_json::json!({})).await.unwrap();
+    assert_eq!(resolved.status(), 200);
+    wait_for("the NOC incident's closing plan", Duration::from_secs(60), || {
+        events().iter().any(|e| {
+            e.incident_id.0 == noc_id
+                && matches!(&e.kind, EventKind::Planned { phase: outage::model::Phase::Restored, .. })
+        })
+    })
+    .await;
+    // The correlated incident ends: "restored" once, from it.
+    let cleared = |id: &str, site: &str| (site.to_string(), alarm(id, site, AlarmState::Cleared, Utc::now()));
+    let clears = [cleared("A1", "S1"), cleared("A2", "S2"), cleared("A3", "S3")];
+    let records: Vec<(&str, String)> = clears.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    publish(&broker, &cfg.kafka.topics.alarms, &records).await;
+    wait_for("C1's \"restored\"", Duration::from_secs(60), || !sms_of("restored", &correlated.0).is_empty()).await;
+    daemon.stop().await;
+    let daemon = Daemon::start(&cfg, &broker, refdata());
+    wait_for("the API after the restart", Duration::from_secs(60), || std::net::TcpStream::connect(addr).is_ok()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let replanned = daemon.stop().await.actions_planned.load(Relaxed);
+    assert_eq!(replanned, 0, "a restart re-plans nothing");
+    let sms: Vec<serde_json::Value> =
+        lines(dir.path(), "sms.jsonl").into_iter().filter(|a| a["customer_id"] == "C1").collect();
+    let kinds: Vec<&str> = sms.iter().map(|a| a["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["down", "etr_update", "restored"], "one story: {sms:?}");
+}
+
 /// Faults: one record too large for any Kafka limit must not stop the
 /// daemon. A 2 MB record (over `ingest.max_record_bytes`) and a 200 kB
 /// junk record of control bytes (each escaped to six bytes in JSON: 1.2 MB)

@@ -565,7 +565,13 @@ pub fn incident_details(i: &IncidentView) -> String {
         ("Message", i.message.clone().unwrap_or_else(|| "-".into())),
         ("Opened", fmt_time(Some(i.opened_at))),
         ("Declared", fmt_time(i.declared_at)),
-        ("ETR", fmt_time(i.etr)),
+        (
+            "ETR",
+            match i.etr_passed {
+                Some(_) => format!("{} (PASSED: service not back; set a new ETR)", fmt_time(i.etr)),
+                None => fmt_time(i.etr),
+            },
+        ),
         ("Restored", fmt_time(i.restored_at)),
         ("Closed", fmt_time(i.closed_at)),
         ("Updated", fmt_time(Some(i.updated_at))),
@@ -701,6 +707,7 @@ mod tests {
             links: vec![],
             area: None,
             awaiting_approval: false,
+            etr_passed: None,
             updated_at: t("2026-11-23T14:10:00Z"),
             timeline: vec![TimelineEntry {
                 at: t("2026-11-23T14:05:00Z"),

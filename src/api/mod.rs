@@ -125,6 +125,7 @@ impl SnapshotIncident {
             sites: i.sites.sorted_keys().into_iter().map(String::from).collect(),
             area: i.scope.as_ref().map(|(a, _)| a.clone()),
             awaiting_approval: i.awaiting_approval,
+            etr_passed: i.etr_passed,
             sites_down: i.down_count(),
             postcodes: self.postcodes.clone(),
             customers: self.customers,
@@ -784,6 +785,13 @@ async fn metrics(State(st): Shared) -> Response {
         "counter",
         "Actions planned onto the actions topic.",
         &[("", s.actions_planned.load(Relaxed))],
+    );
+    metric(
+        &mut out,
+        "outage_etr_passed_total",
+        "counter",
+        "ETRs that passed while their incident was still declared (the NOC was alerted, customers told \"still working\").",
+        &[("", s.etr_passed.load(Relaxed))],
     );
     metric(
         &mut out,

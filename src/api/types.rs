@@ -40,6 +40,10 @@ pub struct IncidentView {
     /// The "down" fan-out waits for an operator's approval.
     #[serde(default)]
     pub awaiting_approval: bool,
+    /// The ETR that passed while the incident is still declared, until the
+    /// NOC sets a new one: an alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etr_passed: Option<DateTime<Utc>>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
     /// The incident log: the updates a person reads (declared, updated,

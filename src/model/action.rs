@@ -2,7 +2,9 @@
 //! customer), the credit record for billing, and the IVR upsert.
 //!
 //! Every action carries `action_id`, its idempotency key: deterministic from
-//! (incident, customer, channel, kind), so a replayed plan produces
+//! (incident, customer, channel, kind) and, for what can happen more than
+//! once, a version (the n-th ETR update; the round of a postcode that went
+//! down again after being told "restored"), so a replayed plan produces
 //! the same ids and sinks drop what they already did.
 
 use super::incident::IncidentId;
@@ -40,6 +42,9 @@ pub enum ActionKind {
     Restored,
     /// The NOC changed the expected restoration time: to those told `down`.
     EtrUpdate,
+    /// The ETR passed and service is not back: "we are still working on
+    /// it", once per ETR that passed, to those told `down`.
+    StillWorking,
     /// The incident was a false positive: a short correction to those told
     /// `down`.
     Cancelled,
@@ -57,6 +62,7 @@ impl ActionKind {
             ActionKind::Down => "down",
             ActionKind::Restored => "restored",
             ActionKind::EtrUpdate => "etr_update",
+            ActionKind::StillWorking => "still_working",
             ActionKind::Cancelled => "cancelled",
             ActionKind::Grant => "grant",
             ActionKind::Revoke => "revoke",
@@ -76,8 +82,12 @@ pub struct Message {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Action {
     /// Idempotency key: `{incident}/{customer}/{channel}/{kind}`, with
-    /// `/{n}` after `etr_update` (the n-th update: each is told once) and
-    /// `/{rule_id}:{service}` after `credit`.
+    /// `/{n}` after `etr_update` and `still_working` (the update's event
+    /// seq: each is told once) and after a grant extension,
+    /// `/{rule_id}:{service}` after `credit`, and `/r{n}` after the notices,
+    /// grants, revokes and credits of a postcode's later round (down again
+    /// within the incident after a "restored": `n` is the seq of the
+    /// `planned` event that told it "restored").
     pub action_id: String,
     pub incident_id: IncidentId,
     pub customer_id: String,
@@ -101,11 +111,33 @@ pub struct Action {
     /// local morning; a data revoke until the grant's end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<DateTime<Utc>>,
+    /// For a follow-up notice (`etr_update`, `still_working`, `restored`,
+    /// `cancelled`): the `action_id` of the "down" notice on this channel
+    /// it follows, when that is not this incident's own unversioned one (the
+    /// customer's thread was opened by another incident, or this is a later
+    /// round). The notifier sends a follow-up only where that "down" went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows: Option<String>,
 }
 
 impl Action {
     pub fn key(incident: &IncidentId, customer: &str, channel: Channel, kind: ActionKind) -> String {
         format!("{incident}/{customer}/{}/{}", channel.as_str(), kind.as_str())
+    }
+
+    /// `key` in round `round` of its postcode (0: the first, unversioned).
+    pub fn in_round(key: String, round: u64) -> String {
+        if round == 0 {
+            key
+        } else {
+            format!("{key}/r{round}")
+        }
+    }
+
+    /// The key of the "still working" notice sent when the ETR set by
+    /// event `version` passed.
+    pub fn still_working_key(incident: &IncidentId, customer: &str, channel: Channel, version: u64) -> String {
+        format!("{}/{version}", Self::key(incident, customer, channel, ActionKind::StillWorking))
     }
 
     /// The key of the `version`-th ETR update notice: a later update is a
@@ -133,12 +165,19 @@ impl Action {
         let (incident, customer) = (parts.next()?, parts.next()?);
         let channel = serde_json::from_value(serde_json::Value::String(parts.next()?.into())).ok()?;
         let kind = serde_json::from_value(serde_json::Value::String(parts.next()?.into())).ok()?;
-        let version_ok = match parts.next() {
-            None => kind != ActionKind::EtrUpdate,
-            Some(v) if matches!(kind, ActionKind::EtrUpdate | ActionKind::Grant) => v.parse::<u64>().is_ok(),
-            Some(v) => kind == ActionKind::Credit && !v.is_empty(),
+        let round = |v: &str| v.strip_prefix('r').is_some_and(|n| n.parse::<u64>().is_ok_and(|n| n > 0));
+        let versioned = matches!(kind, ActionKind::EtrUpdate | ActionKind::StillWorking);
+        let rest: Vec<&str> = parts.collect();
+        let version_ok = match rest.as_slice() {
+            [] => !versioned,
+            [v] if versioned => v.parse::<u64>().is_ok(),
+            [v] if kind == ActionKind::Grant => v.parse::<u64>().is_ok() || round(v),
+            [v] if kind == ActionKind::Credit => !v.is_empty(),
+            [v, r] if kind == ActionKind::Credit => !v.is_empty() && round(r),
+            [v] => round(v),
+            _ => false,
         };
-        if !version_ok || parts.next().is_some() || incident.is_empty() || customer.is_empty() {
+        if !version_ok || incident.is_empty() || customer.is_empty() {
             return None;
         }
         Some((incident.into(), customer.into(), channel, kind))
@@ -167,6 +206,19 @@ impl Credit {
         uuid::Uuid::new_v5(
             &uuid::Uuid::NAMESPACE_OID,
             format!("credit\u{1f}{incident}\u{1f}{customer}\u{1f}{service}\u{1f}{rule}").as_bytes(),
+        )
+    }
+
+    /// [`Credit::id_for`] in round `round` of the customer's postcode
+    /// (down again after "restored" within the incident): a new outage
+    /// window, a new credit; round 0 is the id `id_for` gives.
+    pub fn id_in_round(incident: &IncidentId, customer: &str, service: &str, rule: &str, round: u64) -> uuid::Uuid {
+        if round == 0 {
+            return Self::id_for(incident, customer, service, rule);
+        }
+        uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            format!("credit\u{1f}{incident}\u{1f}{customer}\u{1f}{service}\u{1f}{rule}\u{1f}r{round}").as_bytes(),
         )
     }
 }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// Stable incident id, e.g. `INC-20261123-3f9a1c2e`: the date and a hash of
@@ -103,6 +103,8 @@ pub enum Phase {
     Restored,
     /// ETR update notices (the incident's latest ETR).
     EtrUpdate,
+    /// "Still working" notices: the ETR passed while the outage goes on.
+    StillWorking,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,6 +201,18 @@ pub enum EventKind {
         phase: Phase,
         postcodes: Vec<String>,
         actions: u64,
+        /// Of `postcodes`, those whose customers were not sent this phase's
+        /// notice because another open incident holds their thread (one
+        /// thread per customer, see `transforms::threads`): `down`: they were
+        /// told "down" by it already; `restored`: it still holds them, its
+        /// end will tell them. Sorted; absent when none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        silent: Vec<String>,
+    },
+    /// The ETR passed while the incident is still declared (the planner's
+    /// clock): the NOC is alerted, and those told get one "still working".
+    EtrPassed {
+        etr: DateTime<Utc>,
     },
 }
 
@@ -222,6 +236,7 @@ impl EventKind {
             EventKind::ApprovalRequired { .. } => "approval_required",
             EventKind::Approved {} => "approved",
             EventKind::Planned { .. } => "planned",
+            EventKind::EtrPassed { .. } => "etr_passed",
         }
     }
 }
@@ -442,6 +457,25 @@ pub struct Incident {
     /// The closing "restored" plan (for the postcodes not restored early)
     /// was made.
     pub restored_planned: bool,
+    /// Per postcode told "restored": the seq of the `planned` event that
+    /// told it (the next round's version, should it go down again).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub restored_seq: BTreeMap<String, u64>,
+    /// Per postcode down again after being told "restored" within this
+    /// incident: its round (the `restored_seq` that ended the one before),
+    /// which versions the keys of its actions. Absent: round 0.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rounds: BTreeMap<String, u64>,
+    /// The ETR that passed while the incident was declared (an
+    /// `etr_passed` event), until the NOC sets a new one: the NOC's alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etr_passed: Option<DateTime<Utc>>,
+    /// Seq of the latest `etr_passed` event (0: none).
+    #[serde(default)]
+    pub etr_passed_seq: u64,
+    /// `etr_passed_seq` when "still working" notices were last planned.
+    #[serde(default)]
+    pub still_working_seq: u64,
     /// Last time the incident changed (for hold-downs and display).
     pub updated_at: DateTime<Utc>,
     /// Sites currently down (kept by `apply`, so counting is O(1)).
@@ -512,6 +546,11 @@ impl Incident {
             notified_postcodes: BTreeSet::new(),
             restored_postcodes: BTreeSet::new(),
             restored_planned: false,
+            restored_seq: BTreeMap::new(),
+            rounds: BTreeMap::new(),
+            etr_passed: None,
+            etr_passed_seq: 0,
+            still_working_seq: 0,
             updated_at: ev.at,
             down: 0,
             last_up: None,
@@ -595,6 +634,8 @@ impl Incident {
                 if etr.is_some() {
                     self.etr = *etr;
                     self.etr_version = ev.seq;
+                    // A new ETR: the alert is over until it passes too.
+                    self.etr_passed = None;
                 }
                 if message.is_some() && *message != self.message {
                     // New words from the NOC go to those told, as an
@@ -655,6 +696,12 @@ impl Incident {
                 self.approved = true;
             }
             EventKind::Planned { phase: Phase::Down, postcodes, .. } => {
+                for p in postcodes {
+                    // Down again after "restored": a new round.
+                    if self.restored_postcodes.remove(p) {
+                        self.rounds.insert(p.clone(), self.restored_seq.get(p).copied().unwrap_or(0));
+                    }
+                }
                 self.notified_postcodes.extend(postcodes.iter().cloned());
                 // The "down" notices carry the current ETR; those told
                 // before got an update planned ahead of this plan.
@@ -662,14 +709,29 @@ impl Incident {
             }
             EventKind::Planned { phase: Phase::Restored, postcodes, .. } => {
                 self.restored_postcodes.extend(postcodes.iter().cloned());
+                for p in postcodes {
+                    self.restored_seq.insert(p.clone(), ev.seq);
+                }
                 // Before resolution a restored plan is a partial one.
                 self.restored_planned |= !self.state.is_open();
             }
             EventKind::Planned { phase: Phase::EtrUpdate, .. } => {
                 self.etr_told_version = self.etr_version;
             }
+            EventKind::Planned { phase: Phase::StillWorking, .. } => {
+                self.still_working_seq = self.etr_passed_seq;
+            }
+            EventKind::EtrPassed { etr } => {
+                self.etr_passed = Some(*etr);
+                self.etr_passed_seq = ev.seq;
+            }
         }
         Ok(true)
+    }
+
+    /// The round `postcode` is in (0: the first; see [`Incident::rounds`]).
+    pub fn round(&self, postcode: &str) -> u64 {
+        self.rounds.get(postcode).copied().unwrap_or(0)
     }
 
     /// Sites with at least one active alarm.

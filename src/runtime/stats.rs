@@ -37,6 +37,8 @@ pub struct Stats {
     pub causes: std::sync::Mutex<TallySummary>,
     pub events_appended: AtomicU64,
     pub actions_planned: AtomicU64,
+    /// ETRs that passed while their incident was still declared.
+    pub etr_passed: AtomicU64,
     /// Actions the dispatcher took off the topic (delivered or duplicate).
     pub actions_dispatched: AtomicU64,
     /// Delivered per channel, in [`Channel::ALL`] order.

@@ -389,6 +389,7 @@ mod tests {
             credit: None,
             planned_at: chrono::DateTime::UNIX_EPOCH,
             not_before: None,
+            follows: None,
         }
     }
 

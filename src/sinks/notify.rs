@@ -280,7 +280,7 @@ impl Drop for Notifier {
 
 /// Whether a notice of this kind follows up on a "down" notice.
 fn follows_up(kind: ActionKind) -> bool {
-    matches!(kind, ActionKind::Restored | ActionKind::EtrUpdate | ActionKind::Cancelled)
+    matches!(kind, ActionKind::Restored | ActionKind::EtrUpdate | ActionKind::StillWorking | ActionKind::Cancelled)
 }
 
 /// What trying a parked notice came to.
@@ -419,7 +419,12 @@ impl Shared {
     /// Whether `a` is a follow-up whose "down" was never accepted.
     fn not_told_down(&self, a: &Action) -> bool {
         follows_up(a.kind) && {
-            let down = Action::key(&a.incident_id, &a.customer_id, a.channel, ActionKind::Down);
+            // The "down" of the customer's thread: another incident's when
+            // that one told them first, or a later round's.
+            let down = match &a.follows {
+                Some(k) => std::borrow::Cow::Borrowed(k.as_str()),
+                None => Action::key(&a.incident_id, &a.customer_id, a.channel, ActionKind::Down).into(),
+            };
             !self.outbox.holds(a.channel, &down)
         }
     }
@@ -495,7 +500,13 @@ impl Shared {
         let waiting = {
             let mut q = lock(&eng.parked);
             if matches!(a.kind, ActionKind::Restored | ActionKind::Cancelled) {
-                let gone = q.withdraw(&a.incident_id.0, &a.customer_id)?;
+                let mut gone = q.withdraw(&a.incident_id.0, &a.customer_id)?;
+                // The thread's "down" may be another incident's.
+                if let Some((opener, ..)) = a.follows.as_deref().and_then(Action::parse_key) {
+                    if opener != a.incident_id.0 {
+                        gone.extend(q.withdraw(&opener, &a.customer_id)?);
+                    }
+                }
                 if !gone.is_empty() {
                     park::set_parked(eng.channel, q.len(), 0);
                     drop(q);
@@ -875,6 +886,7 @@ mod tests {
             credit: None,
             planned_at: chrono::Utc::now(),
             not_before: None,
+            follows: None,
         }
     }
 

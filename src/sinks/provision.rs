@@ -1024,6 +1024,7 @@ mod tests {
             credit: None,
             planned_at: Utc::now(),
             not_before: None,
+            follows: None,
         }
     }
 

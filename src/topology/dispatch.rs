@@ -113,7 +113,14 @@ impl<A: ActionSink> Dispatcher<A> {
     fn park(&mut self, a: &Action, now: DateTime<Utc>) -> Result<bool, TopologyError> {
         use crate::sinks::deliveries::{DeliveryOutcome, DeliveryRecord};
         if matches!(a.kind, ActionKind::Restored | ActionKind::Cancelled) {
-            let withdrawn = self.held.withdraw(&a.incident_id.0, &a.customer_id, a.channel)?;
+            let mut withdrawn = self.held.withdraw(&a.incident_id.0, &a.customer_id, a.channel)?;
+            // The thread's "down" may be another incident's (one thread per
+            // customer): a held one of those is as moot.
+            if let Some((opener, ..)) = a.follows.as_deref().and_then(Action::parse_key) {
+                if opener != a.incident_id.0 {
+                    withdrawn.extend(self.held.withdraw(&opener, &a.customer_id, a.channel)?);
+                }
+            }
             for w in &withdrawn {
                 self.log
                     .record(&DeliveryRecord::of(w, "", 0, DeliveryOutcome::Skipped).because("withdrawn_while_held"))?;

@@ -319,6 +319,9 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
     fn fold(&mut self, events: &[IncidentEvent]) -> Result<Pending, TopologyError> {
         for ev in events {
             self.correlator.restore(ev)?;
+            if let Some(inc) = self.correlator.incident(&ev.incident_id) {
+                self.planner.observe(inc, ev);
+            }
             self.note(ev);
         }
         // Alarms at or below the log's watermark were applied before the
@@ -524,8 +527,16 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
                 format!("{customers} customers: the fan-out waits for an operator's approval")
             }
             EventKind::Approved {} => "fan-out approved".into(),
-            EventKind::Planned { phase, postcodes, actions } => {
+            EventKind::Planned { phase, postcodes, actions, silent } if silent.is_empty() => {
                 format!("{phase:?}: {} postcodes, {actions} actions", postcodes.len())
+            }
+            EventKind::Planned { phase, postcodes, actions, silent } => format!(
+                "{phase:?}: {} postcodes ({} held by another incident: not told again), {actions} actions",
+                postcodes.len(),
+                silent.len()
+            ),
+            EventKind::EtrPassed { etr } => {
+                format!("ETR {} passed and service is not back: set a new one", etr.format("%Y-%m-%d %H:%M UTC"))
             }
         };
         let t = self.timelines.entry(ev.incident_id.clone()).or_default();
@@ -636,6 +647,16 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         }
         self.run_due(self.reorder.watermark(), &mut out)?;
         self.plan_deferred(&mut out)?;
+        // ETRs passed by the clock (no alarm needed to notice).
+        let passed: Vec<IncidentId> = self
+            .correlator
+            .incidents()
+            .filter(|i| self.planner.etr_passed(i, wall).is_some())
+            .map(|i| i.id.clone())
+            .collect();
+        for id in &passed {
+            self.plan_effects(id, &mut out)?;
+        }
         Ok((out, self.reorder.marks()))
     }
 
@@ -789,6 +810,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         for e in events.iter() {
             if let Some(inc) = self.correlator.incident(&e.incident_id) {
                 self.restorations.observe(inc, e);
+                self.planner.observe(inc, e);
             }
             if !touched.contains(&e.incident_id) && !self.changes_no_plan(e) {
                 touched.insert(e.incident_id.clone());
@@ -813,7 +835,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
 
     /// Whether `e` is churn that leaves every plan of its incident as it
     /// was: a clear, or a raise whose site covers no postcode the incident
-    /// has not been planned for (the correlator's coverage grows only by a
+    /// has not been planned for or has told "restored" (the correlator's coverage grows only by a
     /// raised site's postcodes).
     fn changes_no_plan(&self, e: &IncidentEvent) -> bool {
         match &e.kind {
@@ -823,9 +845,11 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
                 let rd = self.planner.refdata();
                 alarms.iter().all(|a| {
                     rd.site_index(&a.site_id).is_none_or(|i| {
-                        rd.site_postcodes(i)
-                            .iter()
-                            .all(|&p| inc.notified_postcodes.contains(&rd.postcodes[p as usize].postcode))
+                        // (A postcode told "restored" early may go down again.)
+                        rd.site_postcodes(i).iter().all(|&p| {
+                            let code = &rd.postcodes[p as usize].postcode;
+                            inc.notified_postcodes.contains(code) && !inc.restored_postcodes.contains(code)
+                        })
                     })
                 })
             }
@@ -865,7 +889,46 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             let Some(inc) = self.correlator.incident(id) else { return Ok(()) };
             inc
         };
-        let customers = self.correlator.customers(id);
+        // An ETR that passed while the outage goes on: the NOC is alerted
+        // (the event, a warning, a metric, the incident view) and those
+        // told get one "still working".
+        let inc = match self.planner.etr_passed(inc, now) {
+            Some(etr) => {
+                let ev = self.correlator.append(id, now, "planner", EventKind::EtrPassed { etr })?;
+                tracing::warn!(incident = %id, %etr, "ETR passed and the incident is still declared: set a new ETR");
+                self.stats.etr_passed.fetch_add(1, Relaxed);
+                out.events.push(ev);
+                let Some(inc) = self.correlator.incident(id) else { return Ok(()) };
+                inc
+            }
+            None => inc,
+        };
+        let still = self.planner.plan_still_working(inc, now);
+        let inc = if inc.etr_passed_seq <= inc.still_working_seq {
+            inc
+        } else {
+            // Recorded even when it reaches nobody: once per passed ETR.
+            self.record_plan(id, Phase::StillWorking, still, now, out)?;
+            let Some(inc) = self.correlator.incident(id) else { return Ok(()) };
+            inc
+        };
+        // Above the threshold the fan-out waits for an approval, on the
+        // audience estimated from the whole announced area (pending sites
+        // too) before anyone is told: nothing but the IVR goes first.
+        let mut customers = self.correlator.customers(id);
+        if inc.state == IncidentState::Declared
+            && inc.notified_postcodes.is_empty()
+            && self.cfg.plan.approve_above_customers.is_some()
+        {
+            let rd = self.planner.refdata();
+            let announced: u64 = self
+                .planner
+                .announced(inc)
+                .iter()
+                .map(|&p| rd.customers_in(&rd.postcodes[p as usize].postcode).len() as u64)
+                .sum();
+            customers = customers.max(announced);
+        }
         // Above the threshold the fan-out waits for a NOC approval; an
         // approved one asks again once it has grown `reapprove_growth`-fold.
         let limit = self.cfg.plan.approve_above_customers.map(|n| {
@@ -909,7 +972,23 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         if plan.postcodes.is_empty() && phase == Phase::Down {
             return Ok(());
         }
-        self.record_plan(id, phase, plan, now, out)
+        // Joining another incident's customers: the two are linked (the
+        // NOC sees one outage told once, whoever declared it first).
+        let mut others: BTreeSet<IncidentId> = BTreeSet::new();
+        if phase == Phase::Down {
+            for p in &plan.silent {
+                others.extend(self.planner.threads().others(p, id).filter(|o| !inc.links.contains(*o)).cloned());
+            }
+        }
+        self.record_plan(id, phase, plan, now, out)?;
+        for other in others {
+            for (a, b) in [(id, &other), (&other, id)] {
+                let ev = self.correlator.append(a, now, "planner", EventKind::Linked { other: b.clone() })?;
+                out.events.push(ev);
+            }
+            tracing::info!(incident = %id, %other, "joined the customers of another incident: linked, not told again");
+        }
+        Ok(())
     }
 
     /// Put a plan's actions out and append the `planned` event recording them.
@@ -921,10 +1000,12 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         now: DateTime<Utc>,
         out: &mut Pending,
     ) -> Result<(), TopologyError> {
-        let kind = EventKind::Planned { phase, postcodes: plan.postcodes.clone(), actions: 0 };
+        let silent = plan.silent.iter().cloned().collect();
+        let kind = EventKind::Planned { phase, postcodes: plan.postcodes.clone(), actions: 0, silent };
         let ev = self.correlator.append(id, now, "planner", kind)?;
         if let Some(inc) = self.correlator.incident(id) {
             self.restorations.observe(inc, &ev);
+            self.planner.observe(inc, &ev);
         }
         out.plans.push(PlanJob { incident: id.clone(), plan, event: out.events.len() });
         out.events.push(ev);
@@ -1584,6 +1665,46 @@ mod determinism {
             ids
         };
         assert!(!actions.is_empty(), "no action was produced");
+    }
+
+    /// An ETR passing is noticed by the clock parameter, between alarms:
+    /// one `etr_passed` (the NOC's alert, counted) and one "still working"
+    /// plan, however many steps follow.
+    #[test]
+    fn an_etr_that_passes_alerts_the_noc_and_says_still_working_once() {
+        let rd = refdata();
+        let mut run = Run::start(&rd);
+        let (mut log, mut stored) = (Vec::new(), BTreeMap::new());
+        // Three sites of cluster 0 go down for months; a later alarm moves the watermark.
+        let parts = records(&[(0, 0, 9_000_000), (1, 10, 9_000_000), (2, 20, 9_000_000), (8, 3000, 60)]);
+        run.step(parts.concat(), &mut log, &mut stored);
+        run.idle(&mut log, &mut stored);
+        let id = log.iter().find(|e| matches!(e.kind, EventKind::Declared { .. })).unwrap().incident_id.clone();
+        let now = run.clock.now();
+        let etr = Some(now + chrono::Duration::hours(1));
+        let set = EventKind::Updated { cause: None, etr, message: None };
+        let ev = run.pipeline.correlator.append(&id, now, "noc:test", set).unwrap();
+        let mut out = Pending::default();
+        run.pipeline.apply_effects(&mut vec![ev], &mut out).unwrap();
+        log.extend(out.events);
+        let count = |log: &[IncidentEvent], kind: &str| {
+            log.iter().filter(|e| e.incident_id == id && e.kind.type_name() == kind).count()
+        };
+        let still = |log: &[IncidentEvent]| {
+            let still_working = |e: &&IncidentEvent| matches!(&e.kind, EventKind::Planned { phase: Phase::StillWorking, postcodes, .. } if !postcodes.is_empty());
+            log.iter().filter(still_working).count()
+        };
+        run.step(vec![], &mut log, &mut stored);
+        assert_eq!(count(&log, "etr_passed"), 0, "not before it passes");
+        *run.clock.0.lock().unwrap() = now + chrono::Duration::hours(2);
+        for _ in 0..3 {
+            run.step(vec![], &mut log, &mut stored);
+        }
+        assert_eq!(count(&log, "etr_passed"), 1, "alerted once");
+        assert_eq!(still(&log), 1, "one \"still working\" plan, to the told");
+        assert_eq!(run.pipeline.stats.etr_passed.load(Relaxed), 1);
+        let inc = run.pipeline.correlator.incident(&id).unwrap();
+        assert_eq!(inc.etr_passed, etr, "the incident view shows it");
     }
 
     /// The property's fixture makes incidents at all (a vacuous log would

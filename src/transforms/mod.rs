@@ -10,3 +10,4 @@ pub mod plan;
 pub mod restore;
 pub mod sms_text;
 pub mod templates;
+pub mod threads;

@@ -11,10 +11,22 @@
 //! not the actions themselves: those are made page by page
 //! ([`Planner::pages`]) as they are produced, so a million-customer
 //! incident never holds a million actions in memory.
+//!
+//! One thread per customer: the planner keeps the customers' threads
+//! ([`super::threads::Threads`], folded from the log with
+//! [`Planner::observe`]), so a customer inside several incidents is told
+//! "down" once, hears the outlook of the incident with the latest ETR, and
+//! is told "restored" when the last of them lets go. A postcode told
+//! "restored" early that goes down again within the incident starts a new
+//! round: its actions' keys carry `/r{n}` (see [`Action::in_round`]).
 
 use super::compensate;
 use super::templates::{TemplateError, Templates, Vars};
-use crate::model::{Action, ActionKind, Channel, Credit, Customer, Incident, IncidentState, IvrUpsert, Message, Money};
+use super::threads::Threads;
+use crate::model::{
+    Action, ActionKind, Channel, Credit, Customer, Incident, IncidentEvent, IncidentId, IncidentState, IvrUpsert,
+    Message, Money,
+};
 use crate::refdata::RefData;
 use crate::transforms::compensate::CompensationConfig;
 use chrono::{DateTime, TimeZone, Utc};
@@ -146,6 +158,9 @@ pub enum Audience {
     /// The NOC changed the ETR: the `version`-th update notice (the seq of
     /// the `updated` event), to everyone told and not yet restored.
     EtrUpdate { version: u64 },
+    /// The ETR passed and service is not back: one "still working" notice
+    /// per ETR that passed (`version`: the seq of the `etr_passed` event).
+    StillWorking { version: u64 },
 }
 
 /// Newly covered postcodes (down) or everyone told (restored), sorted, and
@@ -156,11 +171,42 @@ pub struct Plan {
     pub audience: Audience,
     /// When it was planned (the actions' `planned_at`).
     pub now: DateTime<Utc>,
+    /// Of `postcodes`, those whose customers' thread another open incident
+    /// holds: a `down` plan joins them without a "down" notice, a
+    /// `restored` (or cancelled) plan leaves them without a "restored".
+    pub silent: BTreeSet<String>,
+    /// Of `silent` (down plans): those whose outlook this incident's later
+    /// ETR now sets: they get its ETR as an update instead.
+    pub outlook: BTreeSet<String>,
+    /// Per postcode whose thread was opened by another incident's "down",
+    /// or by a later round's: that "down" (incident, round), which
+    /// follow-ups name (`Action::follows`).
+    pub follows: HashMap<String, (IncidentId, u64)>,
+    /// Down plans: postcodes down again after "restored", and the round
+    /// they start (the incident's `rounds` once the plan is recorded).
+    pub rounds: HashMap<String, u64>,
 }
 
 impl Plan {
     fn nobody(now: DateTime<Utc>) -> Self {
-        Plan { postcodes: vec![], audience: Audience::Down { until: now }, now }
+        Plan::to(vec![], Audience::Down { until: now }, now)
+    }
+
+    fn to(postcodes: Vec<String>, audience: Audience, now: DateTime<Utc>) -> Self {
+        Plan {
+            postcodes,
+            audience,
+            now,
+            silent: BTreeSet::new(),
+            outlook: BTreeSet::new(),
+            follows: HashMap::new(),
+            rounds: HashMap::new(),
+        }
+    }
+
+    /// Postcodes whose customers get this plan's notices.
+    pub fn told(&self) -> usize {
+        self.postcodes.len() - self.silent.len()
     }
 }
 
@@ -209,6 +255,8 @@ pub struct Planner {
     /// when it names a known IANA zone, else the zone its centroid lies in,
     /// else `default_tz` (see [`postcode_zones`]).
     zones: Vec<Tz>,
+    /// The customers' threads across incidents, folded from the log.
+    threads: Threads,
 }
 
 /// Where the postcodes' time zones came from (logged at start-up).
@@ -369,7 +417,18 @@ impl Planner {
             default_timezone = %default_tz,
             "postcode time zones"
         );
-        Ok(Planner { cfg, refdata, templates, default_tz, zones })
+        Ok(Planner { cfg, refdata, templates, default_tz, zones, threads: Threads::default() })
+    }
+
+    /// Follow one incident event already applied to `inc` (every event of
+    /// the log, as folded and as appended): the customers' threads.
+    pub fn observe(&mut self, inc: &Incident, ev: &IncidentEvent) {
+        self.threads.observe(inc, ev);
+    }
+
+    /// The customers' threads.
+    pub fn threads(&self) -> &Threads {
+        &self.threads
     }
 
     /// Word causes by `classifier` (the operator's `[causes]` rules as
@@ -503,6 +562,7 @@ impl Planner {
             credit: None,
             planned_at: now,
             not_before: None,
+            follows: None,
         }
     }
 
@@ -518,14 +578,64 @@ impl Planner {
         if inc.state != IncidentState::Declared {
             return Plan::nobody(now);
         }
+        // Not told yet, or told "restored" early and down again (a new
+        // round).
         let mut postcodes: Vec<String> = footprint
             .iter()
-            .map(|&i| &self.refdata.postcodes[i as usize].postcode)
-            .filter(|p| !inc.notified_postcodes.contains(*p))
-            .cloned()
+            .filter(|&&i| {
+                let p = &self.refdata.postcodes[i as usize].postcode;
+                !inc.notified_postcodes.contains(p) || (inc.restored_postcodes.contains(p) && self.down_again(inc, i))
+            })
+            .map(|&i| self.refdata.postcodes[i as usize].postcode.clone())
             .collect();
         postcodes.sort_unstable();
-        Plan { postcodes, audience: Audience::Down { until: self.grant_until(inc, now) }, now }
+        let mut plan = Plan::to(postcodes, Audience::Down { until: self.grant_until(inc, now) }, now);
+        for p in &plan.postcodes {
+            if let Some(&seq) = inc.restored_postcodes.contains(p).then(|| inc.restored_seq.get(p)).flatten() {
+                plan.rounds.insert(p.clone(), seq);
+            }
+            if self.threads.held_by_other(p, &inc.id) {
+                plan.silent.insert(p.clone());
+                if inc.etr_version > 0 && self.threads.speaks(p, inc) {
+                    plan.outlook.insert(p.clone());
+                    self.follow(inc, p, &mut plan.follows);
+                }
+            }
+        }
+        plan
+    }
+
+    /// Whether postcode `p` (told "restored" early) is down again within
+    /// `inc`: one of the incident's footprint sites covering it is down.
+    fn down_again(&self, inc: &Incident, p: u32) -> bool {
+        if inc.scope.is_some() {
+            return false; // a NOC-drawn area is restored once, at its end
+        }
+        self.refdata
+            .postcode_sites(p)
+            .any(|s| inc.sites.get(&self.refdata.site(s).site_id).is_some_and(|w| w.up_at.is_none() && !w.pending))
+    }
+
+    /// Note the "down" that `postcode`'s follow-ups from `inc` follow,
+    /// when it is not `inc`'s own first-round one.
+    fn follow(&self, inc: &Incident, postcode: &str, follows: &mut HashMap<String, (IncidentId, u64)>) {
+        if let Some((id, round)) = self.threads.opener(postcode) {
+            if id != &inc.id || round != 0 {
+                follows.insert(postcode.to_string(), (id.clone(), round));
+            }
+        }
+    }
+
+    /// Mark the postcodes of a follow-up plan: silent where another open
+    /// incident still holds them (closing plans), and what each follows.
+    fn threaded(&self, inc: &Incident, mut plan: Plan, closing: bool) -> Plan {
+        for p in &plan.postcodes {
+            if closing && self.threads.held_by_other(p, &inc.id) {
+                plan.silent.insert(p.clone());
+            }
+            self.follow(inc, p, &mut plan.follows);
+        }
+        plan
     }
 
     /// The plan's actions, `per_page` customers at a time, in postcode then
@@ -569,9 +679,23 @@ impl Planner {
         out: &mut Vec<Action>,
     ) {
         let now = plan.now;
+        let first = out.len();
+        // Another incident holds this customer's thread: no notice of
+        // this phase (the data and the credits still go).
+        let silent = plan.silent.contains(&c.postcode);
         match &plan.audience {
             Audience::Down { until } => {
-                self.notices(inc, c, ActionKind::Down, None, texts, out);
+                if !silent {
+                    self.notices(inc, c, ActionKind::Down, None, texts, out);
+                } else if plan.outlook.contains(&c.postcode) {
+                    // Joined with a later ETR than the thread's: told as an
+                    // update of this incident's.
+                    let from = out.len();
+                    self.notices(inc, c, ActionKind::EtrUpdate, None, texts, out);
+                    for a in &mut out[from..] {
+                        a.action_id = Action::etr_update_key(&inc.id, &c.customer_id, a.channel, inc.etr_version);
+                    }
+                }
                 out.extend(self.data_grant(inc, c, ActionKind::Grant, *until, now));
             }
             Audience::Restored { windows } => {
@@ -580,21 +704,29 @@ impl Planner {
                 // The notice names what the customer will get: the sum of
                 // their credits (one currency per customer's rules).
                 let total = credits.iter().map(|c| c.amount).reduce(|a, b| Money::new(a.minor + b.minor, a.currency));
-                self.notices(inc, c, ActionKind::Restored, total, texts, out);
+                if !silent {
+                    self.notices(inc, c, ActionKind::Restored, total, texts, out);
+                }
                 out.extend(self.data_grant(inc, c, ActionKind::Revoke, window.1 + self.grace(), now));
-                for credit in credits {
+                let round = inc.round(&c.postcode);
+                for mut credit in credits {
                     let mut a = self.action(inc, c, Channel::Credit, ActionKind::Credit, now);
                     a.action_id = Action::credit_key(&inc.id, &c.customer_id, &credit.rule_id, &credit.service);
+                    if round > 0 {
+                        credit.credit_id =
+                            Credit::id_in_round(&inc.id, &c.customer_id, &credit.service, &credit.rule_id, round);
+                    }
                     a.credit = Some(credit);
                     out.push(a);
                 }
             }
             Audience::Cancelled { until } => {
-                self.notices(inc, c, ActionKind::Cancelled, None, texts, out);
+                if !silent {
+                    self.notices(inc, c, ActionKind::Cancelled, None, texts, out);
+                }
                 out.extend(self.data_grant(inc, c, ActionKind::Revoke, *until, now));
             }
             Audience::EtrUpdate { version } => {
-                let first = out.len();
                 self.notices(inc, c, ActionKind::EtrUpdate, None, texts, out);
                 // The grant follows the ETR (never shortened: the platform
                 // keeps the later end), under a key of its own version.
@@ -608,6 +740,37 @@ impl Planner {
                     }
                 }
             }
+            Audience::StillWorking { version } => {
+                self.notices(inc, c, ActionKind::StillWorking, None, texts, out);
+                for a in &mut out[first..] {
+                    a.action_id = Action::still_working_key(&inc.id, &c.customer_id, a.channel, *version);
+                }
+            }
+        }
+        self.thread_keys(inc, plan, c, &mut out[first..]);
+    }
+
+    /// Version the keys of a later round (`/r{n}`), and name the "down"
+    /// each follow-up follows when it is not this incident's own first one.
+    fn thread_keys(&self, inc: &Incident, plan: &Plan, c: &Customer, actions: &mut [Action]) {
+        let round = plan.rounds.get(&c.postcode).copied().unwrap_or_else(|| inc.round(&c.postcode));
+        let follows = plan.follows.get(&c.postcode);
+        for a in actions {
+            let unversioned = Action::key(&inc.id, &c.customer_id, a.channel, a.kind);
+            let per_round =
+                matches!(a.kind, ActionKind::Down | ActionKind::Restored | ActionKind::Cancelled | ActionKind::Revoke)
+                    || (a.kind == ActionKind::Grant && a.action_id == unversioned)
+                    || a.kind == ActionKind::Credit;
+            if round > 0 && per_round {
+                a.action_id = Action::in_round(std::mem::take(&mut a.action_id), round);
+            }
+            let follow_up = matches!(
+                a.kind,
+                ActionKind::Restored | ActionKind::Cancelled | ActionKind::EtrUpdate | ActionKind::StillWorking
+            );
+            if let (true, Some((id, r))) = (follow_up, follows) {
+                a.follows = Some(Action::in_round(Action::key(id, &c.customer_id, a.channel, ActionKind::Down), *r));
+            }
         }
     }
 
@@ -620,17 +783,46 @@ impl Planner {
         }
         let postcodes: Vec<String> = inc.notified_postcodes.difference(&inc.restored_postcodes).cloned().collect();
         let until = inc.closed_at.unwrap_or(now) + self.grace();
-        Plan { postcodes, audience: Audience::Cancelled { until }, now }
+        self.threaded(inc, Plan::to(postcodes, Audience::Cancelled { until }, now), true)
     }
 
     /// ETR update notices, when the NOC changed the ETR since the last
-    /// ones were planned: to everyone told "down" and not yet "restored".
+    /// ones were planned: to everyone told "down" and not yet "restored",
+    /// where this incident sets their thread's outlook (the latest ETR of
+    /// the incidents holding it, [`Threads::speaks`]).
     pub fn plan_etr_update(&self, inc: &Incident, now: DateTime<Utc>) -> Plan {
         if inc.state != IncidentState::Declared || inc.etr_version <= inc.etr_told_version {
             return Plan::nobody(now);
         }
-        let postcodes: Vec<String> = inc.notified_postcodes.difference(&inc.restored_postcodes).cloned().collect();
-        Plan { postcodes, audience: Audience::EtrUpdate { version: inc.etr_version }, now }
+        let postcodes = self.speaking(inc);
+        self.threaded(inc, Plan::to(postcodes, Audience::EtrUpdate { version: inc.etr_version }, now), false)
+    }
+
+    /// Postcodes told and not restored whose outlook `inc` sets.
+    fn speaking(&self, inc: &Incident) -> Vec<String> {
+        inc.notified_postcodes
+            .difference(&inc.restored_postcodes)
+            .filter(|p| self.threads.speaks(p, inc))
+            .cloned()
+            .collect()
+    }
+
+    /// The ETR that has passed by `now` while `inc` is still declared, if
+    /// the NOC has not been alerted of it yet (no `etr_passed` for it).
+    pub fn etr_passed(&self, inc: &Incident, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let etr = inc.etr.filter(|e| *e < now)?;
+        (inc.state == IncidentState::Declared && inc.etr_passed != Some(etr)).then_some(etr)
+    }
+
+    /// One "still working" notice per ETR that passed (an `etr_passed`
+    /// event not yet planned for), to everyone told and not restored whose
+    /// outlook this incident sets.
+    pub fn plan_still_working(&self, inc: &Incident, now: DateTime<Utc>) -> Plan {
+        if inc.state != IncidentState::Declared || inc.etr_passed_seq <= inc.still_working_seq {
+            return Plan::nobody(now);
+        }
+        let postcodes = self.speaking(inc);
+        self.threaded(inc, Plan::to(postcodes, Audience::StillWorking { version: inc.etr_passed_seq }, now), false)
     }
 
     /// The credits `c` gets for an outage of their area over `window`
@@ -787,7 +979,7 @@ impl Planner {
             })
             .filter(|(p, _)| inc.notified_postcodes.contains(p) && !inc.restored_postcodes.contains(p))
             .collect();
-        self.restored_actions(windows, now)
+        self.threaded(inc, self.restored_actions(windows, now), true)
     }
 
     /// A partial plan while the incident is still declared: the same
@@ -805,7 +997,7 @@ impl Planner {
             })
             .filter(|(code, _)| inc.notified_postcodes.contains(code) && !inc.restored_postcodes.contains(code))
             .collect();
-        self.restored_actions(windows, now)
+        self.threaded(inc, self.restored_actions(windows, now), true)
     }
 
     /// "Restored" notices, data revokes (at the postcode's restoration +
@@ -814,7 +1006,7 @@ impl Planner {
     fn restored_actions(&self, windows: HashMap<String, (DateTime<Utc>, DateTime<Utc>)>, now: DateTime<Utc>) -> Plan {
         let mut postcodes: Vec<String> = windows.keys().cloned().collect();
         postcodes.sort_unstable();
-        Plan { postcodes, audience: Audience::Restored { windows }, now }
+        Plan::to(postcodes, Audience::Restored { windows }, now)
     }
 
     /// The IVR region (postcode prefix) a postcode is in.
@@ -1046,7 +1238,7 @@ mod tests {
         assert_eq!(paged.concat(), actions, "pages add up to the whole plan, in order");
         let told = incident(vec![
             declared(),
-            EventKind::Planned { phase: Phase::Down, postcodes: plan.postcodes.clone(), actions: 5 },
+            EventKind::Planned { phase: Phase::Down, postcodes: plan.postcodes.clone(), actions: 5, silent: vec![] },
         ]);
         let again = p.plan_down(&told, &p.footprint(&told), t(20));
         assert!(p.actions(&told, &again).is_empty(), "told postcodes are not told again");
@@ -1055,7 +1247,8 @@ mod tests {
     #[test]
     fn restored_plan_tells_the_told_revokes_data_and_credits_long_outages() {
         let p = planner();
-        let planned = EventKind::Planned { phase: Phase::Down, postcodes: vec!["02901".into()], actions: 5 };
+        let planned =
+            EventKind::Planned { phase: Phase::Down, postcodes: vec!["02901".into()], actions: 5, silent: vec![] };
         let cleared = EventKind::AlarmsCleared {
             alarms: vec![AlarmRef { alarm_id: "A1".into(), site_id: "S1".into(), at: t(3 * 3600) }],
         };
@@ -1084,7 +1277,8 @@ mod tests {
     #[test]
     fn a_cancellation_after_notice_corrects_and_ends_the_data_without_credit() {
         let p = planner();
-        let planned = EventKind::Planned { phase: Phase::Down, postcodes: vec!["02901".into()], actions: 5 };
+        let planned =
+            EventKind::Planned { phase: Phase::Down, postcodes: vec!["02901".into()], actions: 5, silent: vec![] };
         let declared_only = incident(vec![declared(), planned.clone()]);
         assert!(p.plan_cancelled(&declared_only, t(60)).postcodes.is_empty(), "nothing while declared");
         let inc = incident(vec![declared(), planned, EventKind::Cancelled { reason: "false alarm".into() }]);
@@ -1146,8 +1340,11 @@ mod tests {
         inc.apply(&ev(2, EventKind::AlarmsRaised { alarms: a("S1", 0) })).unwrap();
         inc.apply(&ev(3, EventKind::AlarmsRaised { alarms: a("S9", 0) })).unwrap();
         inc.apply(&ev(4, declared())).unwrap();
-        inc.apply(&ev(5, EventKind::Planned { phase: Phase::Down, postcodes: vec!["02901".into()], actions: 5 }))
-            .unwrap();
+        inc.apply(&ev(
+            5,
+            EventKind::Planned { phase: Phase::Down, postcodes: vec!["02901".into()], actions: 5, silent: vec![] },
+        ))
+        .unwrap();
         inc.apply(&ev(6, EventKind::AlarmsCleared { alarms: a("S1", 2 * 3600) })).unwrap();
         let windows = p.postcode_windows(&inc);
         assert_eq!(windows.len(), 1);
@@ -1269,7 +1466,8 @@ mod tests {
     #[test]
     fn a_new_noc_message_is_an_update_to_those_told_in_every_channel() {
         let p = planner();
-        let down = EventKind::Planned { phase: Phase::Down, postcodes: vec!["02901".into()], actions: 5 };
+        let down =
+            EventKind::Planned { phase: Phase::Down, postcodes: vec!["02901".into()], actions: 5, silent: vec![] };
         let say = |m: &str| EventKind::Updated { cause: None, etr: None, message: Some(m.into()) };
         let inc = incident(vec![declared(), down.clone(), say("Crews are on site.")]);
         let plan = p.plan_etr_update(&inc, t(60));
@@ -1282,7 +1480,8 @@ mod tests {
         let ivr = p.ivr(&inc, &p.footprint(&inc), t(60));
         assert!(ivr[0].message.contains("Crews are on site."), "{}", ivr[0].message);
         // The same words again are no news.
-        let told = EventKind::Planned { phase: Phase::EtrUpdate, postcodes: vec!["02901".into()], actions: 5 };
+        let told =
+            EventKind::Planned { phase: Phase::EtrUpdate, postcodes: vec!["02901".into()], actions: 5, silent: vec![] };
         let same = incident(vec![declared(), down, say("Crews are on site."), told, say("Crews are on site.")]);
         assert!(p.plan_etr_update(&same, t(60)).postcodes.is_empty());
     }
@@ -1290,7 +1489,8 @@ mod tests {
     #[test]
     fn a_restored_notice_names_the_credit_or_promises_nothing() {
         let p = planner();
-        let down = EventKind::Planned { phase: Phase::Down, postcodes: vec!["02901".into()], actions: 5 };
+        let down =
+            EventKind::Planned { phase: Phase::Down, postcodes: vec!["02901".into()], actions: 5, silent: vec![] };
         let long = incident(vec![declared(), down.clone(), EventKind::Resolved { restored_at: t(3 * 3600) }]);
         let actions = p.actions(&long, &p.plan_restored(&long, t(3 * 3600)));
         let sms = actions.iter().find(|a| a.channel == Channel::Sms && a.customer_id == "C1").unwrap();
@@ -1308,8 +1508,14 @@ mod tests {
     fn etr_updates_go_once_per_change_to_the_told_and_not_restored() {
         let p = planner();
         let etr = |h: i64| EventKind::Updated { cause: None, etr: Some(t(h * 3600)), message: None };
-        let down = |pc: &str| EventKind::Planned { phase: Phase::Down, postcodes: vec![pc.into()], actions: 5 };
-        let update = EventKind::Planned { phase: Phase::EtrUpdate, postcodes: vec!["02901".into()], actions: 5 };
+        let down = |pc: &str| EventKind::Planned {
+            phase: Phase::Down,
+            postcodes: vec![pc.into()],
+            actions: 5,
+            silent: vec![],
+        };
+        let update =
+            EventKind::Planned { phase: Phase::EtrUpdate, postcodes: vec!["02901".into()], actions: 5, silent: vec![] };
         // An ETR set before anyone was told is in the "down" notices.
         let inc = incident(vec![declared(), etr(4), down("02901")]);
         assert!(p.plan_etr_update(&inc, t(60)).postcodes.is_empty());
@@ -1335,8 +1541,283 @@ mod tests {
         let again = incident(vec![declared(), down("02901"), etr(4), update.clone(), etr(6)]);
         let second = p.actions(&again, &p.plan_etr_update(&again, t(60)));
         assert!(second.iter().any(|a| a.action_id.ends_with("/etr_update/7")), "a new change is a new notice");
-        let restored = EventKind::Planned { phase: Phase::Restored, postcodes: vec!["02901".into()], actions: 5 };
+        let restored =
+            EventKind::Planned { phase: Phase::Restored, postcodes: vec!["02901".into()], actions: 5, silent: vec![] };
         let back = incident(vec![declared(), down("02901"), restored, etr(6)]);
         assert!(p.plan_etr_update(&back, t(60)).postcodes.is_empty(), "not to postcodes already restored");
+    }
+
+    /// An incident of its own id: `sites` down (S1) or a NOC area, then
+    /// `kinds`; every event is folded into `p`'s threads as the daemon does.
+    struct Log {
+        inc: Incident,
+    }
+
+    impl Log {
+        fn new(p: &mut Planner, id: &str, area: Option<crate::model::Area>) -> Log {
+            let id = IncidentId(id.into());
+            let ev = |seq, kind| IncidentEvent { incident_id: id.clone(), seq, at: t(0), actor: "test".into(), kind };
+            let opened = ev(1, EventKind::Opened { cause: "power".into(), detail: None });
+            let inc = Incident::open(&opened).unwrap();
+            p.observe(&inc, &opened);
+            EVENTS.with(|e| e.borrow_mut().insert(id.clone(), vec![opened]));
+            let mut log = Log { inc };
+            match area {
+                Some(area) => {
+                    let postcodes: Vec<String> = area
+                        .postcodes(p.refdata())
+                        .unwrap()
+                        .into_iter()
+                        .map(|i| p.refdata().postcodes[i as usize].postcode.clone())
+                        .collect();
+                    log.push(p, 0, EventKind::Scoped { area, postcodes });
+                }
+                None => {
+                    let raised = vec![AlarmRef { alarm_id: "A1".into(), site_id: "S1".into(), at: t(0) }];
+                    log.push(p, 0, EventKind::AlarmsRaised { alarms: raised });
+                }
+            }
+            log.push(p, 0, declared());
+            log
+        }
+
+        fn push(&mut self, p: &mut Planner, at: i64, kind: EventKind) -> IncidentEvent {
+            let ev = IncidentEvent {
+                incident_id: self.inc.id.clone(),
+                seq: self.inc.seq + 1,
+                at: t(at),
+                actor: "test".into(),
+                kind,
+            };
+            self.inc.apply(&ev).unwrap();
+            p.observe(&self.inc, &ev);
+            EVENTS.with(|e| e.borrow_mut().entry(self.inc.id.clone()).or_default().push(ev.clone()));
+            ev
+        }
+
+        /// Plan as the pipeline does, record the `planned` event, and
+        /// return the actions.
+        fn plan(&mut self, p: &mut Planner, phase: Phase, plan: Plan) -> Vec<Action> {
+            let actions = p.actions(&self.inc, &plan);
+            let silent = plan.silent.iter().cloned().collect();
+            let kind = EventKind::Planned { phase, postcodes: plan.postcodes.clone(), actions: 0, silent };
+            self.push(p, plan.now.timestamp() - t(0).timestamp(), kind);
+            actions
+        }
+
+        fn down(&mut self, p: &mut Planner, at: i64) -> Vec<Action> {
+            let plan = p.plan_down(&self.inc, &p.footprint(&self.inc), t(at));
+            self.plan(p, Phase::Down, plan)
+        }
+
+        fn resolve(&mut self, p: &mut Planner, at: i64) -> Vec<Action> {
+            if self.inc.scope.is_none() {
+                let a = vec![AlarmRef { alarm_id: "A1".into(), site_id: "S1".into(), at: t(at) }];
+                self.push(p, at, EventKind::AlarmsCleared { alarms: a });
+            }
+            self.push(p, at, EventKind::Resolved { restored_at: t(at) });
+            let plan = p.plan_restored(&self.inc, t(at));
+            self.plan(p, Phase::Restored, plan)
+        }
+    }
+
+    fn notices(actions: &[Action], kind: ActionKind) -> Vec<&Action> {
+        actions.iter().filter(|a| a.kind == kind && matches!(a.channel, Channel::Sms | Channel::Email)).collect()
+    }
+
+    /// Every kind of overlap: a second correlated incident on the same
+    /// site (a split or a recurrence), and NOC areas drawn by postcodes, by
+    /// sites, by a circle and by a polygon over a correlated incident.
+    fn overlaps() -> Vec<(&'static str, Option<crate::model::Area>)> {
+        use crate::model::Area;
+        let square = serde_json::json!({"type": "Polygon", "coordinates": [[
+            [-71.42, 41.81], [-71.40, 41.81], [-71.40, 41.83], [-71.42, 41.83], [-71.42, 41.81]
+        ]]});
+        vec![
+            ("correlated", None),
+            ("postcodes", Some(Area::Postcodes(vec!["02901".into()]))),
+            ("sites", Some(Area::Sites(vec!["S1".into()]))),
+            ("circle", Some(Area::Circle { lat: 41.821, lon: -71.409, radius_km: 1.0 })),
+            ("polygon", Some(Area::Polygon(square))),
+        ]
+    }
+
+    #[test]
+    fn overlapping_incidents_of_every_kind_tell_down_once_and_restored_when_the_last_ends() {
+        for (kind, area) in overlaps() {
+            for b_ends_first in [true, false] {
+                let mut p = planner();
+                let mut a = Log::new(&mut p, "INC-A", None);
+                let told = a.down(&mut p, 60);
+                assert_eq!(notices(&told, ActionKind::Down).len(), 5, "{kind}: C1 ×2, C2, C3, C4");
+                let mut b = Log::new(&mut p, "INC-B", area.clone());
+                let joined = b.down(&mut p, 120);
+                assert!(notices(&joined, ActionKind::Down).is_empty(), "{kind}: no second \"down\": {joined:?}");
+                assert!(joined.iter().any(|x| x.kind == ActionKind::Grant), "{kind}: the grant still goes");
+                assert!(b.inc.notified_postcodes.contains("02901"), "{kind}: B holds the thread too");
+                let (first, last) = if b_ends_first { (&mut b, &mut a) } else { (&mut a, &mut b) };
+                let left = first.resolve(&mut p, 3600);
+                assert!(notices(&left, ActionKind::Restored).is_empty(), "{kind}: still down in the other: {left:?}");
+                assert!(left.iter().any(|x| x.kind == ActionKind::Revoke), "{kind}: its own grant ends");
+                let ended = last.resolve(&mut p, 7200);
+                let restored = notices(&ended, ActionKind::Restored);
+                assert_eq!(restored.len(), 5, "{kind}: the last one tells \"restored\"");
+                for r in restored {
+                    // B's "restored" follows A's "down": the notifier sends
+                    // it where that went.
+                    let down = Action::key(&IncidentId("INC-A".into()), &r.customer_id, r.channel, ActionKind::Down);
+                    let want = (r.incident_id.0 == "INC-B").then_some(down);
+                    assert_eq!(r.follows, want, "{kind}: {}", r.action_id);
+                }
+                assert_eq!(p.threads().held(), 0, "{kind}: every thread closed");
+            }
+        }
+    }
+
+    #[test]
+    fn the_outlook_is_the_latest_etr_of_the_incidents_holding_a_customer() {
+        let etr = |h: i64| EventKind::Updated { cause: None, etr: Some(t(h * 3600)), message: None };
+        let mut p = planner();
+        let mut a = Log::new(&mut p, "INC-A", None);
+        a.push(&mut p, 10, etr(4));
+        a.down(&mut p, 60);
+        // The NOC declares over it with a later ETR: no second "down", its
+        // ETR told as an update of B's, following A's "down".
+        let mut b = Log::new(&mut p, "INC-B", Some(crate::model::Area::Postcodes(vec!["02901".into()])));
+        b.push(&mut p, 100, etr(6));
+        let joined = b.down(&mut p, 120);
+        assert!(notices(&joined, ActionKind::Down).is_empty());
+        let updates = notices(&joined, ActionKind::EtrUpdate);
+        assert_eq!(updates.len(), 5, "{joined:?}");
+        let sms = updates.iter().find(|x| x.customer_id == "C1" && x.channel == Channel::Sms).unwrap();
+        assert_eq!(sms.action_id, format!("INC-B/C1/sms/etr_update/{}", b.inc.etr_version));
+        assert_eq!(sms.follows.as_deref(), Some("INC-A/C1/sms/down"));
+        // A moves its ETR, still earlier than B's: not the customer's outlook.
+        a.push(&mut p, 200, etr(5));
+        assert!(p.plan_etr_update(&a.inc, t(200)).postcodes.is_empty(), "B's 6 h stands");
+        // Past B's: A speaks again.
+        a.push(&mut p, 300, etr(8));
+        assert_eq!(p.plan_etr_update(&a.inc, t(300)).postcodes, ["02901"]);
+        // A lower ETR joining says nothing.
+        let mut c = Log::new(&mut p, "INC-C", Some(crate::model::Area::Sites(vec!["S1".into()])));
+        c.push(&mut p, 310, etr(2));
+        let quiet = c.down(&mut p, 320);
+        assert!(notices(&quiet, ActionKind::Down).is_empty() && notices(&quiet, ActionKind::EtrUpdate).is_empty());
+    }
+
+    #[test]
+    fn threads_folded_in_another_order_plan_the_same_actions() {
+        // The log of two overlapping incidents, folded A-then-B and
+        // B-then-A (partitions interleave any way on a restart): the same
+        // closing plan, the same ids.
+        let mut p = planner();
+        let mut a = Log::new(&mut p, "INC-A", None);
+        a.down(&mut p, 60);
+        let mut b = Log::new(&mut p, "INC-B", Some(crate::model::Area::Postcodes(vec!["02901".into()])));
+        b.down(&mut p, 120);
+        a.push(&mut p, 3600, EventKind::Resolved { restored_at: t(3600) });
+        let live = p.actions(&a.inc, &p.plan_restored(&a.inc, t(3600)));
+        let refold = |first: &Incident, second: &Incident| {
+            let mut q = planner();
+            for inc in [first, second] {
+                // Each incident's events in its own order, from a fresh fold.
+                let mut folded: Option<Incident> = None;
+                for seq in 1..=inc.seq {
+                    let ev = events_of(inc).into_iter().find(|e| e.seq == seq).unwrap();
+                    match folded.as_mut() {
+                        None => folded = Some(Incident::open(&ev).unwrap()),
+                        Some(f) => {
+                            f.apply(&ev).unwrap();
+                        }
+                    }
+                    q.observe(folded.as_ref().unwrap(), &ev);
+                }
+            }
+            q.actions(&a.inc, &q.plan_restored(&a.inc, t(3600)))
+        };
+        assert_eq!(refold(&a.inc, &b.inc), live);
+        assert_eq!(refold(&b.inc, &a.inc), live);
+        assert!(notices(&live, ActionKind::Restored).is_empty(), "B still holds them");
+    }
+
+    /// The events a test incident was built from (kept on the side).
+    fn events_of(inc: &Incident) -> Vec<IncidentEvent> {
+        EVENTS.with(|e| e.borrow().get(&inc.id).cloned().unwrap_or_default())
+    }
+
+    thread_local! {
+        static EVENTS: std::cell::RefCell<HashMap<IncidentId, Vec<IncidentEvent>>> = Default::default();
+    }
+
+    #[test]
+    fn a_postcode_down_again_after_restored_is_told_again_under_versioned_keys() {
+        let mut p = planner();
+        let mut a = Log::new(&mut p, "INC-A", None);
+        a.down(&mut p, 60);
+        // S1 back: 02901 told "restored" early.
+        let s1 = |at| vec![AlarmRef { alarm_id: "A1".into(), site_id: "S1".into(), at: t(at) }];
+        a.push(&mut p, 3600, EventKind::AlarmsCleared { alarms: s1(3600) });
+        let plan = p.plan_partly_restored(&a.inc, &p.footprint(&a.inc), t(4000));
+        let first = a.plan(&mut p, Phase::Restored, plan);
+        assert_eq!(notices(&first, ActionKind::Restored).len(), 5);
+        let restored_seq = a.inc.seq;
+        assert!(p.plan_down(&a.inc, &p.footprint(&a.inc), t(4100)).postcodes.is_empty(), "up: nothing to tell");
+        // Down again within the incident: told again, in a new round.
+        a.push(&mut p, 5000, EventKind::AlarmsRaised { alarms: s1(5000) });
+        let again = a.down(&mut p, 5000);
+        let downs = notices(&again, ActionKind::Down);
+        assert_eq!(downs.len(), 5, "{again:?}");
+        let round = format!("/r{restored_seq}");
+        assert!(again.iter().all(|x| x.action_id.ends_with(&round)), "{again:?}");
+        assert!(again.iter().all(|x| Action::parse_key(&x.action_id).is_some()), "keys parse");
+        assert_eq!(a.inc.round("02901"), restored_seq);
+        // Replayed: the same ids (the same plan from the same log) and told once.
+        assert!(p.plan_down(&a.inc, &p.footprint(&a.inc), t(5100)).postcodes.is_empty(), "told once per round");
+        // Its end: "restored" in the round, following the round's "down",
+        // a credit of its own (new id) for the second window only.
+        let end = a.resolve(&mut p, 5000 + 3 * 3600);
+        let restored = notices(&end, ActionKind::Restored);
+        assert_eq!(restored.len(), 5);
+        let c1 = restored.iter().find(|x| x.customer_id == "C1" && x.channel == Channel::Sms).unwrap();
+        assert_eq!(c1.action_id, format!("INC-A/C1/sms/restored{round}"));
+        assert_eq!(c1.follows.as_deref(), Some(format!("INC-A/C1/sms/down{round}").as_str()));
+        let credits: Vec<&Credit> = end.iter().filter_map(|x| x.credit.as_ref()).collect();
+        assert!(!credits.is_empty());
+        let c1_credit = credits.iter().find(|c| c.customer_id == "C1").unwrap();
+        assert_eq!(c1_credit.outage_seconds, 3 * 3600, "the second window");
+        assert_ne!(c1_credit.credit_id, Credit::id_for(&a.inc.id, "C1", &c1_credit.service, &c1_credit.rule_id));
+        let c1_credit_action = end.iter().find(|x| x.kind == ActionKind::Credit && x.customer_id == "C1").unwrap();
+        assert!(c1_credit_action.action_id.ends_with(&round), "{}", c1_credit_action.action_id);
+        assert!(Action::parse_key(&c1_credit_action.action_id).is_some());
+    }
+
+    #[test]
+    fn a_passed_etr_alerts_once_and_says_still_working_once() {
+        let mut p = planner();
+        let mut a = Log::new(&mut p, "INC-A", None);
+        a.push(&mut p, 10, EventKind::Updated { cause: None, etr: Some(t(3600)), message: None });
+        a.down(&mut p, 60);
+        assert_eq!(p.etr_passed(&a.inc, t(3600)), None, "not before it passes");
+        assert_eq!(p.etr_passed(&a.inc, t(3601)), Some(t(3600)));
+        a.push(&mut p, 3601, EventKind::EtrPassed { etr: t(3600) });
+        assert_eq!(p.etr_passed(&a.inc, t(9000)), None, "alerted once");
+        assert_eq!(a.inc.etr_passed, Some(t(3600)));
+        let plan = p.plan_still_working(&a.inc, t(3601));
+        assert_eq!(plan.postcodes, ["02901"]);
+        let still = a.plan(&mut p, Phase::StillWorking, plan);
+        let sms = still.iter().find(|x| x.customer_id == "C1" && x.channel == Channel::Sms).unwrap();
+        assert_eq!(sms.kind, ActionKind::StillWorking);
+        assert_eq!(sms.action_id, format!("INC-A/C1/sms/still_working/{}", a.inc.etr_passed_seq));
+        assert!(sms.message.as_ref().unwrap().text.contains("still working"), "{:?}", sms.message);
+        assert!(still.iter().all(|x| x.kind == ActionKind::StillWorking), "notices only: {still:?}");
+        assert!(p.plan_still_working(&a.inc, t(4000)).postcodes.is_empty(), "told once");
+        // A new ETR ends the alert; should it pass too, once more.
+        a.push(&mut p, 4000, EventKind::Updated { cause: None, etr: Some(t(7200)), message: None });
+        assert_eq!(a.inc.etr_passed, None);
+        assert_eq!(p.etr_passed(&a.inc, t(7000)), None);
+        assert_eq!(p.etr_passed(&a.inc, t(7201)), Some(t(7200)));
+        // Resolved: nothing passes any more.
+        a.resolve(&mut p, 7000);
+        assert_eq!(p.etr_passed(&a.inc, t(9999)), None);
     }
 }

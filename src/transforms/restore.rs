@@ -8,9 +8,10 @@
 //! Invariant: a postcode is released only if, at release time, every site
 //! of the incident that covers it has been up for the hold-down. A site
 //! going down again before that takes it out (the next clear reschedules
-//! it). Once released, a postcode stays restored for this incident: if its
-//! area goes down again the customers are not told a second time (they
-//! keep the unlimited data until restoration + grace).
+//! it). Once released, a postcode is restored for this incident until one
+//! of its sites goes down again: then the planner tells it "down" again in
+//! a new round (keys `/r{n}`, see `plan::Planner::plan_down`), and it
+//! waits here again for its sites to come back.
 
 use crate::model::{EventKind, Incident, IncidentEvent, IncidentId, IncidentState};
 use crate::refdata::RefData;
@@ -207,7 +208,7 @@ mod tests {
         log.push(0, EventKind::AlarmsRaised { alarms: Log::alarms(&["A", "A2", "B"], 0) });
         log.push(300, EventKind::Declared { reason: "test".into(), pending: vec![], confirm_joiners: false });
         let codes = ["PA", "PAB", "PB"].map(String::from).to_vec();
-        let ev = log.push(300, EventKind::Planned { phase: Phase::Down, postcodes: codes, actions: 3 });
+        let ev = log.push(300, EventKind::Planned { phase: Phase::Down, postcodes: codes, actions: 3, silent: vec![] });
         r.observe(&log.inc, &ev);
         assert_eq!(r.pending(), 0, "nothing is up yet");
         log
@@ -259,7 +260,7 @@ mod tests {
         let released: Vec<String> =
             due[&log.inc.id].iter().map(|&p| rd.postcodes[p as usize].postcode.clone()).collect();
         assert_eq!(released, ["PA", "PAB"]);
-        log.push(1600, EventKind::Planned { phase: Phase::Restored, postcodes: released, actions: 2 });
+        log.push(1600, EventKind::Planned { phase: Phase::Restored, postcodes: released, actions: 2, silent: vec![] });
         assert!(!log.inc.restored_planned, "a partial restored plan is not the closing one");
         fresh.rebuild(&log.inc);
         assert!(fresh.due(t(9999), |_| Some(&log.inc)).is_empty(), "already restored");

@@ -20,8 +20,8 @@ use std::sync::Arc;
 pub const DEFAULT_TEMPLATES: &str = include_str!("../../templates/notices.toml");
 
 /// Message kinds with customer-facing text, in check order.
-pub const NOTICE_KINDS: [ActionKind; 4] =
-    [ActionKind::Down, ActionKind::EtrUpdate, ActionKind::Restored, ActionKind::Cancelled];
+pub const NOTICE_KINDS: [ActionKind; 5] =
+    [ActionKind::Down, ActionKind::EtrUpdate, ActionKind::StillWorking, ActionKind::Restored, ActionKind::Cancelled];
 
 /// Cause keys every language must word, and the words in a free-text
 /// cause (lower case) that select them when its class is unknown; the
@@ -214,12 +214,19 @@ impl Templates {
             let mut names = Vec::new();
             for kind in NOTICE_KINDS {
                 let k = kind_name(kind);
-                names.push(("sms", k.to_string(), f.sms.get(k)));
-                names.push(("email", k.to_string(), f.email.get(k)));
-                names.push(("email", format!("{k}_subject"), f.email.get(&format!("{k}_subject"))));
+                // A set written before `still_working` existed says it with
+                // its `etr_update` (whose no-ETR branch says as much).
+                let or = |m: &BTreeMap<String, String>, name: &str| {
+                    let older = (kind == ActionKind::StillWorking).then(|| name.replace(k, "etr_update"));
+                    m.get(name).or_else(|| older.and_then(|o| m.get(&o))).cloned()
+                };
+                names.push(("sms", k.to_string(), or(&f.sms, k)));
+                names.push(("email", k.to_string(), or(&f.email, k)));
+                let subject = format!("{k}_subject");
+                names.push(("email", subject.clone(), or(&f.email, &subject)));
             }
-            names.push(("ivr", "active".into(), f.ivr.get("active")));
-            names.push(("ivr", "inactive".into(), f.ivr.get("inactive")));
+            names.push(("ivr", "active".into(), f.ivr.get("active").cloned()));
+            names.push(("ivr", "inactive".into(), f.ivr.get("inactive").cloned()));
             for (channel, name, source) in names {
                 let source = source.ok_or_else(|| missing(format!("{channel}.{name}")))?;
                 let full = format!("{lang}.{channel}.{name}");
