@@ -132,6 +132,7 @@ fn notices(n: usize, channel: Channel) -> Vec<Action> {
                 credit: None,
                 planned_at: planned_at(),
                 not_before: None,
+                skip: None,
             }
         })
         .collect()

@@ -88,6 +88,11 @@ pub struct Topics {
     /// customer (`outage.deliveries`): where "why did customer X not get
     /// message Y?" is answered.
     pub deliveries: String,
+    /// The compensation ledger: each accrued entitlement of a rule with a
+    /// period threshold and the credit it made due, keyed by customer
+    /// (`outage.ledger`). Created with the actions topic's partition count
+    /// (`kafka.partitions`), so it is co-partitioned with it.
+    pub ledger: String,
 }
 
 impl Default for Topics {
@@ -99,13 +104,14 @@ impl Default for Topics {
             actions: "outage.actions".into(),
             credits: "billing.credits".into(),
             deliveries: "outage.deliveries".into(),
+            ledger: "outage.ledger".into(),
         }
     }
 }
 
 impl Topics {
-    pub fn all(&self) -> [&str; 6] {
-        [&self.alarms, &self.dlq, &self.incidents, &self.actions, &self.credits, &self.deliveries]
+    pub fn all(&self) -> [&str; 7] {
+        [&self.alarms, &self.dlq, &self.incidents, &self.actions, &self.credits, &self.deliveries, &self.ledger]
     }
 }
 

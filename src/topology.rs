@@ -1292,6 +1292,8 @@ pub struct Dispatcher<A: ActionSink> {
     log: Arc<DeliveryLog>,
     clock: Arc<dyn Clock>,
     stats: Arc<Stats>,
+    /// The partitions the sink was last told it owns (`ActionSink::assigned`).
+    assigned: Option<Vec<i32>>,
 }
 
 /// Held notices released per round, so a morning's backlog does not make
@@ -1311,7 +1313,7 @@ impl<A: ActionSink> Dispatcher<A> {
         let source = KafkaSource::subscribe(broker, &group, &cfg.kafka.topics.actions)?.with_stage("actions");
         let held = HeldNotices::open(&cfg.sinks.outbox_dir)?;
         stats.actions_waiting.store(held.len() as u64, Relaxed);
-        Ok(Dispatcher { source, sink, lanes: cfg.sinks.concurrency.max(1), held, log, clock, stats })
+        Ok(Dispatcher { source, sink, lanes: cfg.sinks.concurrency.max(1), held, log, clock, stats, assigned: None })
     }
 
     pub async fn run(mut self, mut shutdown: Shutdown) -> Result<(), TopologyError> {
@@ -1322,6 +1324,14 @@ impl<A: ActionSink> Dispatcher<A> {
                 _ = shutdown.requested() => return Ok(self.source.commit()?),
                 b = self.source.next_batch(2000, Duration::from_millis(200)) => b?,
             };
+            // A new assignment (start, rebalance): per-customer state is
+            // rebuilt for the partitions now ours before their actions run.
+            let mut parts: Vec<i32> = self.source.assigned().into_iter().map(|(_, p)| p).collect();
+            parts.sort_unstable();
+            if self.assigned.as_ref() != Some(&parts) && (!parts.is_empty() || !batch.is_empty()) {
+                self.sink.assigned(&parts).await?;
+                self.assigned = Some(parts);
+            }
             let now = self.clock.now();
             let mut lanes: Vec<Vec<Action>> = (0..self.lanes).map(|_| Vec::new()).collect();
             let n = self.lanes as u64;
@@ -1334,6 +1344,10 @@ impl<A: ActionSink> Dispatcher<A> {
             for rec in &batch {
                 match serde_json::from_slice::<Action>(&rec.payload) {
                     Ok(a) => {
+                        if let Some(reason) = crate::sinks::notify::planned_skip(&a) {
+                            self.skipped(&a, reason, now)?;
+                            continue;
+                        }
                         if self.park(&a, now)? {
                             continue;
                         }
@@ -1391,6 +1405,15 @@ impl<A: ActionSink> Dispatcher<A> {
             self.stats.actions_held.fetch_add(1, Relaxed);
         }
         Ok(true)
+    }
+}
+
+impl<A: ActionSink> Dispatcher<A> {
+    /// Record a notice that is not sent (no contact, opted out) as skipped.
+    fn skipped(&self, a: &Action, reason: &'static str, now: DateTime<Utc>) -> Result<(), TopologyError> {
+        use crate::sinks::deliveries::{DeliveryOutcome, DeliveryRecord};
+        self.log.record(&DeliveryRecord::of(a, "", 0, DeliveryOutcome::Skipped).because(reason))?;
+        count(&self.stats, a, Ok(Delivery::Skipped(reason)), now)
     }
 }
 
@@ -1528,7 +1551,14 @@ pub async fn run(
         }
         None => None,
     };
-    let credits = BillingCredits::open(&cfg.sinks.outbox_dir, broker.producer()?, cfg.kafka.topics.credits.clone())?;
+    let ledger = cfg.kafka.topics.ledger.clone();
+    let credits = BillingCredits::open(
+        &cfg.sinks.outbox_dir,
+        broker.producer()?,
+        cfg.kafka.topics.credits.clone(),
+        ledger.clone(),
+        Some(ledger_reader(broker.clone(), ledger)),
+    )?;
     // Notices through the configured gateways, or all to the outboxes.
     match Notifier::from_config(&cfg.sinks, &trust, log.clone())? {
         Some(notices) => {
@@ -1552,6 +1582,26 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Reads the compensation ledger's records of some partitions back from
+/// its topic (an undecodable record is logged by position and skipped).
+fn ledger_reader(broker: Broker, topic: String) -> crate::sinks::billing::LedgerReader {
+    Arc::new(move |parts: &[i32]| {
+        let mut out = Vec::new();
+        read_to_end(&broker, &topic, Duration::from_millis(300), |partition, offset, bytes| {
+            // No partitions known: every record (a reader that cannot say).
+            if !parts.is_empty() && !parts.contains(&partition) {
+                return;
+            }
+            match serde_json::from_slice::<crate::transforms::ledger::LedgerRecord>(bytes) {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::error!(partition, offset, error = %e, "undecodable ledger record skipped"),
+            }
+        })
+        .map_err(|source| SinkError::Read { topic: topic.clone(), source })?;
+        Ok(out)
+    })
 }
 
 /// Issue 20's invariant, as a property: the incident log a set of alarms
@@ -1624,6 +1674,7 @@ mod determinism {
                     opt_out: Default::default(),
                     monthly_fee: usd(5000),
                     avg_bill_3m: usd(5000),
+                    billing_cycle_day: None,
                 });
             }
         }

@@ -318,6 +318,8 @@ fn credit() -> Credit {
         outage_end: t("2026-11-23T09:47:31Z"),
         outage_seconds: 20_122,
         calculation: "1 day of 40.00 USD / 30 days = 1.33 USD".into(),
+        period: None,
+        shares: vec![],
     }
 }
 
@@ -346,6 +348,7 @@ fn action(channel: Channel, kind: ActionKind) -> Action {
         credit: (channel == Channel::Credit).then(credit),
         planned_at: t("2026-11-23T04:17:45Z"),
         not_before: None,
+        skip: None,
     }
 }
 
@@ -761,6 +764,7 @@ fn planned_actions_conform() {
             opt_out: Default::default(),
             monthly_fee: usd(4500),
             avg_bill_3m: usd(5000),
+            billing_cycle_day: None,
         }],
     )
     .unwrap();

@@ -444,6 +444,7 @@ async fn tls_to_kannel_and_smtp_is_verified_against_the_configured_ca() {
         credit: None,
         planned_at: Utc::now(),
         not_before: None,
+        skip: None,
     };
     let before = received_mail(&smtp).len();
     let ca = Trust::load(Some(&gateways.join("tls/ca.pem")), "sinks.tls.ca_file").unwrap();

@@ -47,6 +47,7 @@ fn refdata() -> Arc<RefData> {
             opt_out: Default::default(),
             monthly_fee: usd(6000),
             avg_bill_3m: usd(6500),
+            billing_cycle_day: None,
         };
     Arc::new(
         RefData::build(

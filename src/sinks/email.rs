@@ -322,6 +322,7 @@ mod tests {
             credit: None,
             planned_at: chrono::DateTime::UNIX_EPOCH,
             not_before: None,
+            skip: None,
         }
     }
 

@@ -231,6 +231,7 @@ mod tests {
             credit: None,
             planned_at: eve(),
             not_before,
+            skip: None,
         }
     }
 

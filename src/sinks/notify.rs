@@ -75,6 +75,23 @@ pub fn bad_contact(a: &Action) -> Option<&'static str> {
     }
 }
 
+/// Why a notice is not to be sent at all, known before any gateway is
+/// tried: the planner marked it (`Action::skip`: `opted_out`, `no_contact`)
+/// or it has no contact. The dispatcher records it as `skipped` with this
+/// reason, whichever sink would have carried it.
+pub fn planned_skip(a: &Action) -> Option<&'static str> {
+    if !matches!(a.channel, Channel::Sms | Channel::Email) {
+        return None;
+    }
+    match a.skip.as_deref() {
+        Some("opted_out") => Some("opted_out"),
+        Some("no_contact") => Some("no_contact"),
+        Some(_) => Some("not_sent"),
+        None if a.to.as_deref().is_none_or(str::is_empty) => Some("no_contact"),
+        None => None,
+    }
+}
+
 /// Backoff before attempt `n + 1` (n ≥ 1): uniform in [0, min(max, base·2ⁿ⁻¹)].
 pub fn backoff(r: &RetryConfig, n: u32, rng: &mut impl Rng) -> Duration {
     let cap = r.base.saturating_mul(1u32 << n.saturating_sub(1).min(20)).min(r.max);
@@ -875,6 +892,7 @@ mod tests {
             credit: None,
             planned_at: chrono::Utc::now(),
             not_before: None,
+            skip: None,
         }
     }
 

@@ -252,6 +252,7 @@ mod tests {
             credit: None,
             planned_at: Utc.with_ymd_and_hms(2026, 11, 23, 6, 0, 0).unwrap(),
             not_before: None,
+            skip: None,
         }
     }
 

@@ -401,6 +401,7 @@ mod tests {
             credit: None,
             planned_at: Utc::now(),
             not_before: None,
+            skip: None,
         }
     }
 

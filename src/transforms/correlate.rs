@@ -1874,6 +1874,7 @@ mod tests {
                 opt_out: Default::default(),
                 monthly_fee: fee,
                 avg_bill_3m: fee,
+                billing_cycle_day: None,
             })
             .collect();
         let rd = RefData::build(
@@ -1946,6 +1947,7 @@ mod tests {
                     opt_out: Default::default(),
                     monthly_fee: fee,
                     avg_bill_3m: fee,
+                    billing_cycle_day: None,
                 })
             })
             .collect();
