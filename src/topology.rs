@@ -1599,7 +1599,7 @@ fn ledger_reader(broker: Broker, topic: String) -> crate::sinks::billing::Ledger
                 Err(e) => tracing::error!(partition, offset, error = %e, "undecodable ledger record skipped"),
             }
         })
-        .map_err(|source| SinkError::Read { topic: topic.clone(), source })?;
+        .map_err(|source| SinkError::Read { topic: topic.clone(), source: Box::new(source) })?;
         Ok(out)
     })
 }

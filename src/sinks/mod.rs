@@ -41,7 +41,7 @@ pub enum SinkError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("reading topic {topic}: {source}")]
-    Read { topic: String, source: crate::kafka::BrokerError },
+    Read { topic: String, source: Box<crate::kafka::BrokerError> },
 }
 
 /// What a sink did with a record.

@@ -1130,6 +1130,96 @@ mod tests {
         assert_eq!(paid(&run(with_mobile, &mobile, w, MADRID, false)), [("mobile", 75)]);
     }
 
+    /// The credits the Spanish rules pay for `outages` ((incident, local
+    /// start, seconds)) of one customer, through one ledger, in order.
+    fn period_run(rule: RuleConfig, c: &Customer, outages: &[(&str, &str, i64)]) -> Vec<Credit> {
+        let cfg = CompensationConfig { rules: vec![rule], ..Default::default() };
+        let mut ledger = super::super::ledger::Ledger::new();
+        let mut out = Vec::new();
+        for (id, start, secs) in outages {
+            let mut inc = incident(IncidentState::Resolved);
+            inc.id = IncidentId((*id).into());
+            let t = local(MADRID, start);
+            for e in credits(&cfg, &inc, c, (t, t + chrono::Duration::seconds(*secs)), MADRID, false, HOUR) {
+                let r = ledger.accrue(&e).expect("a period entitlement, new");
+                ledger.apply(&r);
+                out.extend(r.credited);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn es_rules_apply_their_thresholds_per_billing_period() {
+        let amounts =
+            |cs: &[Credit]| -> Vec<(String, i64)> { cs.iter().map(|c| (c.service.clone(), c.amount.minor)).collect() };
+        let voice = RuleConfig::EsRd899Voice(EsRd899Voice::default());
+        // 5 × 10.00 = 50.00 a month: 21 773 s → 0.42, 31 104 s → 0.60 (the average bill is 0).
+        let c = customer("voice", 1000, 0, "EUR");
+        // One month: 0.42 + 0.60 = 1.02 > 1.00, one credit with two shares.
+        let got = period_run(
+            voice.clone(),
+            &c,
+            &[("INC-A", "2025-06-03T10:00", 21_773), ("INC-B", "2025-06-20T10:00", 31_104)],
+        );
+        assert_eq!(amounts(&got), [("voice".to_string(), 102)]);
+        let shares: Vec<(&str, i64)> =
+            got[0].shares.iter().map(|s| (s.incident_id.0.as_str(), s.amount.minor)).collect();
+        assert_eq!(shares, [("INC-A", 42), ("INC-B", 60)]);
+        assert_eq!(got[0].rule_id, ES_RD899_VOICE_ID);
+        // Either side of a month's end (local time): nothing.
+        let got = period_run(
+            voice.clone(),
+            &c,
+            &[("INC-A", "2025-06-30T20:00", 21_773), ("INC-B", "2025-07-01T10:00", 31_104)],
+        );
+        assert!(got.is_empty(), "{got:?}");
+        // Cycle day 15: 10 June and 20 June are two periods (15 May–14 June, 15 June–14 July) ...
+        let c15 = Customer { billing_cycle_day: Some(15), ..c.clone() };
+        let got = period_run(
+            voice.clone(),
+            &c15,
+            &[("INC-A", "2025-06-10T10:00", 21_773), ("INC-B", "2025-06-20T10:00", 31_104)],
+        );
+        assert!(got.is_empty(), "{got:?}");
+        // ... 20 June and 10 July one.
+        let got = period_run(
+            voice.clone(),
+            &c15,
+            &[("INC-A", "2025-06-20T10:00", 21_773), ("INC-B", "2025-07-10T10:00", 31_104)],
+        );
+        assert_eq!(amounts(&got), [("voice".to_string(), 102)]);
+        let p = got[0].period.as_ref().unwrap();
+        assert_eq!((p.start.to_string(), p.end.to_string()), ("2025-06-15".to_string(), "2025-07-15".to_string()));
+        // The configured default cycle day applies to customers without one.
+        let cfg15 = CompensationConfig { rules: vec![voice], billing_cycle_day: 15 };
+        let inc = incident(IncidentState::Resolved);
+        let t = local(MADRID, "2025-06-10T10:00");
+        let e = credits(&cfg15, &inc, &c, (t, t + chrono::Duration::hours(1)), MADRID, false, HOUR);
+        assert_eq!(e[0].period.as_ref().unwrap().start.to_string(), "2025-05-15");
+
+        // Internet: 4 h + 3 h between 08:00 and 22:00 in one period: 7 h > 6 h, due.
+        let net = RuleConfig::EsRd899Internet(EsRd899Internet::default());
+        let b = customer("broadband", 3000, 0, "EUR");
+        let got = period_run(
+            net.clone(),
+            &b,
+            &[("INC-A", "2025-06-03T10:00", 4 * 3600), ("INC-B", "2025-06-12T15:00", 3 * 3600)],
+        );
+        // 3000 × 14 400 / 2 592 000 = 16.66… → 17; 3000 × 10 800 / 2 592 000 = 12.5 → 13.
+        assert_eq!(amounts(&got), [("broadband".to_string(), 30)]);
+        assert_eq!(got[0].shares.len(), 2);
+        // 4 h in the window + 3 h at night: 4 h, not due.
+        let got =
+            period_run(net, &b, &[("INC-A", "2025-06-03T10:00", 4 * 3600), ("INC-B", "2025-06-12T23:00", 3 * 3600)]);
+        assert!(got.is_empty(), "{got:?}");
+        // Whether a notice may promise an entitlement on its own.
+        let one = credits(&cfg15, &inc, &c, (t, t + chrono::Duration::seconds(21_773)), MADRID, false, HOUR);
+        assert!(!certain(&one[0]), "0.42 may never be paid");
+        let big = credits(&cfg15, &inc, &c, (t, t + chrono::Duration::days(1)), MADRID, false, HOUR);
+        assert!(certain(&big[0]), "1.67 is paid whatever else the period holds");
+    }
+
     #[test]
     fn es_rd899_internet_calculation_names_both_durations() {
         let rule = RuleConfig::EsRd899Internet(EsRd899Internet::default());

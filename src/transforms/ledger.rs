@@ -441,6 +441,13 @@ mod tests {
             assert!(live.accrue(e).is_none());
             assert!(rebuilt.accrue(e).is_none());
         }
+        // Read back out of order (a retried produce can land late): each share still credited once.
+        let mut reversed = Ledger::new();
+        for r in records.iter().rev() {
+            reversed.apply(&serde_json::from_str(r).unwrap());
+        }
+        assert_eq!(reversed.below_threshold().count(), 0, "INC-A was credited with INC-B");
+        assert!(es.iter().all(|e| reversed.accrue(e).is_none()));
         // A crash after billing took the credit but before the ledger record:
         // the same accrual again gives the same credit id (billing drops it).
         let mut before = Ledger::new();
