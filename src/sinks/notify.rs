@@ -896,6 +896,30 @@ mod tests {
         }
     }
 
+    #[test]
+    fn planned_skips_name_their_reason_and_only_notices_have_them() {
+        let ok = sms("C1", "+14015550101", ActionKind::Down);
+        assert_eq!(planned_skip(&ok), None);
+        // (action, reason): no number, an empty one, opted out, a reason the planner may add later.
+        let cases = [
+            (Action { to: None, ..ok.clone() }, "no_contact"),
+            (Action { to: Some(String::new()), ..ok.clone() }, "no_contact"),
+            (Action { skip: Some("opted_out".into()), ..ok.clone() }, "opted_out"),
+            (Action { to: None, skip: Some("no_contact".into()), ..ok.clone() }, "no_contact"),
+            (Action { skip: Some("something_new".into()), ..ok.clone() }, "not_sent"),
+            (Action { channel: Channel::Email, to: None, ..ok.clone() }, "no_contact"),
+        ];
+        for (a, want) in cases {
+            assert_eq!(planned_skip(&a), Some(want), "{:?} {:?}", a.to, a.skip);
+        }
+        // Credits and data grants are not notices: never skipped here.
+        let credit = Action { channel: Channel::Credit, to: None, skip: Some("opted_out".into()), ..ok.clone() };
+        assert_eq!(planned_skip(&credit), None);
+        // An invalid number is the notifier's to refuse, with its own reason.
+        assert_eq!(planned_skip(&sms("C1", "0034", ActionKind::Down)), None);
+        assert_eq!(bad_contact(&sms("C1", "0034", ActionKind::Down)), Some("invalid_msisdn"));
+    }
+
     /// A gateway that can be switched off (503) and on, and remembers
     /// what it accepted, in order; numbers ending in 99 are refused (400).
     #[derive(Default)]
