@@ -12,7 +12,6 @@
 //! wrong LATEST offset after multi-record batches, so readers never trust a
 //! high watermark alone (see [`read_to_end`]).
 
-use crate::config::KafkaConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
@@ -23,10 +22,93 @@ use rdkafka::producer::{
     BaseProducer, BaseRecord, DeliveryResult, FutureProducer, Producer, ProducerContext, ThreadedProducer,
 };
 use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
 use std::sync::atomic::{AtomicUsize, Ordering::AcqRel, Ordering::Acquire};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `host:port,...` of the cluster. Empty: start librdkafka's in-process
+    /// mock cluster (the embedded default) and log its address.
+    pub bootstrap: Option<String>,
+    /// Partitions for topics we create. Actions are keyed by customer, so
+    /// this bounds how many dispatchers share the work. Default 8.
+    pub partitions: i32,
+    /// Replication factor for topics we create on a real cluster. Default 1.
+    pub replication_factor: i32,
+    /// Consumer group of the daemon. Default `outaged`.
+    pub group_id: String,
+    pub topics: Topics,
+    /// Extra librdkafka properties for every client (security, tuning),
+    /// e.g. `"security.protocol" = "SASL_SSL"`, `"sasl.mechanism" =
+    /// "SCRAM-SHA-512"`, `"ssl.ca.location" = "/etc/outage/kafka-ca.pem"`.
+    /// librdkafka checks them when a client is made (`outaged --check`
+    /// makes every client once); `sasl.password` and other secrets are
+    /// never logged. Default: none.
+    pub client: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap: None,
+            partitions: 8,
+            replication_factor: 1,
+            group_id: "outaged".into(),
+            topics: Topics::default(),
+            client: BTreeMap::new(),
+        }
+    }
+}
+
+/// Topic names; the defaults are the names DESIGN.md uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topics {
+    /// Alarm feed in (`noc.alarms`).
+    pub alarms: String,
+    /// Undecodable alarms with their reason (`noc.alarms.dlq`).
+    pub dlq: String,
+    /// The incident log, keyed by incident id (`outage.incidents`).
+    pub incidents: String,
+    /// Per-customer actions, keyed by customer id (`outage.actions`).
+    pub actions: String,
+    /// Credits for billing (`billing.credits`).
+    pub credits: String,
+    /// Every send attempt, its result and every delivery report, keyed by
+    /// customer (`outage.deliveries`): where "why did customer X not get
+    /// message Y?" is answered.
+    pub deliveries: String,
+    /// The compensation ledger: each accrued entitlement of a rule with a
+    /// period threshold and the credit it made due, keyed by customer
+    /// (`outage.ledger`). Created with the actions topic's partition count
+    /// (`kafka.partitions`), so it is co-partitioned with it.
+    pub ledger: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            alarms: "noc.alarms".into(),
+            dlq: "noc.alarms.dlq".into(),
+            incidents: "outage.incidents".into(),
+            actions: "outage.actions".into(),
+            credits: "billing.credits".into(),
+            deliveries: "outage.deliveries".into(),
+            ledger: "outage.ledger".into(),
+        }
+    }
+}
+
+impl Topics {
+    pub fn all(&self) -> [&str; 7] {
+        [&self.alarms, &self.dlq, &self.incidents, &self.actions, &self.credits, &self.deliveries, &self.ledger]
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {

@@ -13,8 +13,9 @@ use outage::model::{
     Action, ActionKind, AlarmState, Channel, Customer, EventKind, IncidentEvent, Money, Postcode, Services, Site,
 };
 use outage::refdata::RefData;
+use outage::runtime::{Clock, Shutdown, ShutdownTrigger, Stats, SystemClock};
 use outage::sources::decode::DlqRecord;
-use outage::topology::{self, Clock, Shutdown, ShutdownTrigger, Stats, SystemClock};
+use outage::topology;
 use rdkafka::producer::FutureRecord;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -1148,4 +1149,124 @@ async fn the_daemon_outlives_the_broker_and_resumes_where_it_was() {
         (inc, notices)
     };
     assert_eq!(strip(&got), strip(&expected), "the same incident and notices as without the fault");
+}
+
+/// Issue 22 item 1: one daemon split into its roles on one broker, each
+/// with its own listener (and the dispatcher its own state directory): the
+/// correlator declares and its API applies commands, the dispatcher sends,
+/// the api process shows what the correlator's API shows and refuses
+/// commands naming the correlator, the dispatcher serves only the probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_roles_split_one_daemon_across_processes() {
+    use topology::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let dispatch_dir = tempfile::tempdir().unwrap();
+    let (cfg, corr_addr) = api_config("roles", dir.path(), "noc-alice");
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    let t0 = Utc::now() - Cd::hours(1);
+    publish(
+        &broker,
+        &cfg.kafka.topics.alarms,
+        &[
+            ("S1", alarm("A1", "S1", AlarmState::Raised, t0)),
+            ("S2", alarm("A2", "S2", AlarmState::Raised, t0)),
+            ("S3", alarm("A3", "S3", AlarmState::Raised, t0)),
+        ],
+    )
+    .await;
+    let start = |role: Role, cfg: Config| {
+        let stats = Arc::new(Stats::default());
+        let (trigger, shutdown) = Shutdown::new();
+        let (broker, s) = (broker.clone(), stats.clone());
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let task =
+            tokio::spawn(async move { topology::run_role(role, &cfg, &broker, refdata(), clock, s, shutdown).await });
+        Daemon { stats, trigger, task }
+    };
+    let mut dcfg = cfg.clone();
+    dcfg.sinks.outbox_dir = dispatch_dir.path().to_path_buf();
+    let disp_addr = free_port();
+    dcfg.api.listen = Some(disp_addr);
+    let mut acfg = cfg.clone();
+    let api_addr = free_port();
+    acfg.api.listen = Some(api_addr);
+    let correlator = start(Role::Correlator, cfg.clone());
+    let dispatcher = start(Role::Dispatcher, dcfg);
+    let api = start(Role::Api, acfg);
+
+    wait_for("the dispatcher to send the SMS", Duration::from_secs(90), || {
+        lines(dispatch_dir.path(), "sms.jsonl").len() >= 2
+    })
+    .await;
+    assert!(lines(dir.path(), "sms.jsonl").is_empty(), "the correlator sent notices itself");
+    assert!(lines(dispatch_dir.path(), "ivr.jsonl").is_empty(), "the dispatcher touched the IVR");
+    assert!(lines(dir.path(), "ivr.jsonl").iter().any(|u| u["active"] == true), "the correlator announces");
+    assert_eq!(correlator.stats.actions_dispatched.load(Relaxed), 0);
+    assert!(dispatcher.stats.actions_dispatched.load(Relaxed) > 0);
+
+    let http = outage::tls::http_client(&Default::default()).build().unwrap();
+    let get = |addr: std::net::SocketAddr, path: &str| {
+        http.get(format!("http://{addr}{path}")).bearer_auth("o-secret").send()
+    };
+    let list = |addr| async move {
+        let r = get(addr, "/v1/incidents").await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Vec<serde_json::Value>>().await.unwrap()
+    };
+    let from_correlator = list(corr_addr).await;
+    assert_eq!(from_correlator.len(), 1, "{from_correlator:?}");
+    let id = from_correlator[0]["id"].as_str().unwrap().to_string();
+    let mut from_api = list(api_addr).await;
+    for _ in 0..100 {
+        if from_api.first().map(|i| &i["postcodes"]) == Some(&from_correlator[0]["postcodes"]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        from_api = list(api_addr).await;
+    }
+    assert_eq!(from_api.len(), 1, "{from_api:?}");
+    assert_eq!(
+        (&from_api[0]["id"], &from_api[0]["state"], &from_api[0]["postcodes"]),
+        (&from_correlator[0]["id"], &from_correlator[0]["state"], &from_correlator[0]["postcodes"]),
+        "the api process folds the same incident from the log"
+    );
+    assert_eq!(get(api_addr, "/readyz").await.unwrap().status(), 200);
+    // A command on the api process: refused, naming where it goes.
+    let refused = http
+        .post(format!("http://{api_addr}/v1/incidents/{id}/update"))
+        .bearer_auth("o-secret")
+        .json(&serde_json::json!({ "message": "Crews are on site" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    let problem: serde_json::Value = refused.json().await.unwrap();
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("correlator")), "{problem}");
+    // The same command on the correlator: applied, and the api process follows.
+    let applied = http
+        .post(format!("http://{corr_addr}/v1/incidents/{id}/update"))
+        .bearer_auth("o-secret")
+        .json(&serde_json::json!({ "message": "Crews are on site" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(applied.status(), 200, "{:?}", applied.text().await);
+    let mut seen = false;
+    for _ in 0..100 {
+        let shown = list(api_addr).await;
+        if shown[0]["message"] == "Crews are on site" {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the api process shows the update the correlator applied");
+    // The dispatcher: probes and metrics only.
+    assert_eq!(get(disp_addr, "/readyz").await.unwrap().status(), 200);
+    assert_eq!(get(disp_addr, "/metrics").await.unwrap().status(), 200);
+    assert_eq!(get(disp_addr, "/v1/incidents").await.unwrap().status(), 404);
+
+    api.stop().await;
+    dispatcher.stop().await;
+    correlator.stop().await;
 }
