@@ -88,6 +88,13 @@ pub struct Topics {
     /// (`outage.ledger`). Created with the actions topic's partition count
     /// (`kafka.partitions`), so it is co-partitioned with it.
     pub ledger: String,
+    /// The correlators' election (`outage.control`, no records): the
+    /// `--role correlator` process assigned its partition 0 correlates
+    /// (`topology::leadership`).
+    pub control: String,
+    /// NOC commands from any process's API to the leading correlator, and
+    /// its answers (`outage.commands`; `topology::commands`).
+    pub commands: String,
 }
 
 impl Default for Topics {
@@ -100,13 +107,25 @@ impl Default for Topics {
             credits: "billing.credits".into(),
             deliveries: "outage.deliveries".into(),
             ledger: "outage.ledger".into(),
+            control: "outage.control".into(),
+            commands: "outage.commands".into(),
         }
     }
 }
 
 impl Topics {
-    pub fn all(&self) -> [&str; 7] {
-        [&self.alarms, &self.dlq, &self.incidents, &self.actions, &self.credits, &self.deliveries, &self.ledger]
+    pub fn all(&self) -> [&str; 9] {
+        [
+            &self.alarms,
+            &self.dlq,
+            &self.incidents,
+            &self.actions,
+            &self.credits,
+            &self.deliveries,
+            &self.control,
+            &self.commands,
+            &self.ledger,
+        ]
     }
 }
 
@@ -535,6 +554,26 @@ impl Broker {
 
     /// An idempotent, acks=all producer: a retry never duplicates a record
     /// within a partition.
+    /// How many partitions `topic` has, as the cluster says.
+    pub fn partitions(&self, topic: &str) -> Result<usize, BrokerError> {
+        let consumer: BaseConsumer = self.base_config().create().map_err(ctx("creating a metadata client"))?;
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(ctx("metadata"))?;
+        Ok(md.topics().iter().map(|t| t.partitions().len()).sum())
+    }
+
+    /// Per partition of `topic`, the offset of its last record (-1: empty):
+    /// where a reader that wants only what comes next starts after.
+    pub fn ends(&self, topic: &str) -> Result<std::collections::HashMap<i32, i64>, BrokerError> {
+        let consumer: BaseConsumer = self.base_config().create().map_err(ctx("creating a metadata client"))?;
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(ctx("metadata"))?;
+        let mut ends = std::collections::HashMap::new();
+        for p in md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())) {
+            let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).map_err(ctx("watermarks"))?;
+            ends.insert(p, high - 1);
+        }
+        Ok(ends)
+    }
+
     pub fn producer(&self) -> Result<FutureProducer, BrokerError> {
         self.producer_config().create().map_err(ctx("creating a producer"))
     }

@@ -146,7 +146,10 @@ pub struct Snapshot {
 }
 
 /// A NOC command for the pipeline, answered with the incident after it.
-#[derive(Debug)]
+/// Serialized when it travels through `outage.commands` to the leading
+/// correlator (`topology::commands`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Command {
     /// Open and declare an incident over an area, with the postcodes it
     /// resolved to (indexes into the reference data; resolved once, by the
@@ -157,7 +160,8 @@ pub enum Command {
 }
 
 /// What a command does to an existing incident.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Change {
     Update(UpdateRequest),
     Resolve,
@@ -168,7 +172,8 @@ pub enum Change {
     Link(IncidentId),
 }
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CommandError {
     #[error("no incident {0}")]
     NotFound(IncidentId),

@@ -36,7 +36,9 @@ use crate::sources::SourceError;
 use crate::transforms::correlate::CorrelateError;
 use std::sync::Arc;
 
+pub mod commands;
 pub mod dispatch;
+pub mod leadership;
 pub mod pipeline;
 
 use dispatch::count;
@@ -67,6 +69,10 @@ pub enum TopologyError {
     LogWriterStopped,
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// This correlator lost the leadership (`topology::leadership`): it
+    /// stops, and its supervisor restarts it as a standby.
+    #[error("no longer the leading correlator: {0}")]
+    Deposed(String),
     #[error("NOC API on {0}: {1}")]
     Api(std::net::SocketAddr, std::io::Error),
 }
@@ -84,18 +90,17 @@ pub enum Role {
     /// Everything in one process (the default; the demo).
     #[default]
     All,
-    /// Alarms → incident log → actions, the IVR, and the NOC API whose
-    /// commands it applies. Run one: two correlators on one cluster split
-    /// the alarm partitions and each builds half-incidents (no leader
-    /// election yet).
+    /// Alarms → incident log → actions, the IVR, and the NOC commands of
+    /// every process's API — while elected (`leadership`): run two or more,
+    /// one leads and the others stand by, following the log.
     Correlator,
     /// `outage.actions` → SMS, e-mail, grants, credits; delivery reports.
     /// Any number share the actions topic's partitions. Serves only
     /// `/healthz`, `/readyz` and `/metrics` on `api.listen`.
     Dispatcher,
     /// The NOC API's read side and `/status`, from a fold of the incident
-    /// log it follows; writes nothing. Commands are answered 503 naming the
-    /// correlator, whose API applies them.
+    /// log it follows; writes nothing itself: commands go to the leading
+    /// correlator through `outage.commands` (`commands`).
     Api,
 }
 
@@ -149,18 +154,6 @@ pub async fn run(
     run_role(Role::All, cfg, broker, refdata, clock, stats, shutdown).await
 }
 
-/// The API's commands on a process that does not correlate: each answered
-/// at once, naming where commands go.
-fn refuse_commands(mut commands: tokio::sync::mpsc::Receiver<crate::api::Envelope>) {
-    tokio::spawn(async move {
-        while let Some(e) = commands.recv().await {
-            let _ = e.reply.send(Err(crate::api::CommandError::Failed(
-                "this process runs `--role api` (reads only): send commands to the correlator process's API".into(),
-            )));
-        }
-    });
-}
-
 /// Run `role`'s tasks until shutdown or the first task error.
 pub async fn run_role(
     role: Role,
@@ -172,9 +165,8 @@ pub async fn run_role(
     shutdown: Shutdown,
 ) -> Result<(), TopologyError> {
     use crate::sinks::billing::BillingCredits;
-    use crate::sinks::ivr::{reconcile_loop, HttpIvr};
     use crate::sinks::notify::Notifier;
-    use crate::sinks::outbox::{IvrOutbox, Outbox};
+    use crate::sinks::outbox::Outbox;
     use crate::sinks::provision::Provisioner;
     use crate::sinks::route::Routes;
     tracing::info!(role = role.name(), "starting");
@@ -192,8 +184,11 @@ pub async fn run_role(
     // later. The NOC API where incidents are (correlator, api); only the
     // probes and metrics on a dispatcher.
     let mut api_side = None;
+    // The API's command channel into the pipeline, for the leader's relay.
+    let mut into_pipeline = None;
     if let Some(addr) = cfg.api.listen {
         let (side, commands, snapshots) = crate::api::channels();
+        into_pipeline = Some(commands.clone());
         let now_clock = clock.clone();
         let state = Arc::new(crate::api::ApiState::new(
             cfg.api_settings(),
@@ -219,7 +214,7 @@ pub async fn run_role(
         });
         api_side = Some(side);
     }
-    if role == Role::Api {
+    if matches!(role, Role::Api | Role::Correlator) {
         let mut follower = Pipeline::new(
             cfg,
             broker,
@@ -230,48 +225,67 @@ pub async fn run_role(
             stats.clone(),
         )?;
         if let Some(side) = api_side.take() {
-            refuse_commands(side.commands);
-            follower = follower.with_api(crate::api::PipelineSide {
-                commands: tokio::sync::mpsc::channel(1).1,
-                snapshots: side.snapshots,
-            });
+            follower = follower.with_api(side);
         }
-        let broker = broker.clone();
-        tasks.spawn(async move { follower.follow(&broker, shutdown).await });
-        return join(tasks).await;
+        let forward = commands::Forwarder::start(broker, &cfg.kafka.topics.commands, shutdown.clone())?;
+        if role == Role::Api {
+            let broker = broker.clone();
+            tasks.spawn(async move {
+                follower.follow_until(&broker, shutdown, std::future::pending(), forward).await.map(drop)
+            });
+            return join(tasks).await;
+        }
+        // A standby until elected (`leadership`), then the one writer.
+        let election =
+            leadership::Election::join(broker, &cfg.kafka.group_id, &cfg.kafka.topics.control, shutdown.clone())?;
+        tracing::info!(member = election.member(), "correlator standing by for election");
+        let Some((side, fence)) = follower.follow_until(broker, shutdown.clone(), election.elected(), forward).await?
+        else {
+            return Ok(());
+        };
+        let me = leadership::LeaderId { epoch: fence.next_epoch(), member: election.member().to_string() };
+        let partitions = broker.partitions(&cfg.kafka.topics.incidents)?;
+        if partitions != 1 {
+            return Err(TopologyError::Config(crate::config::ConfigError::Invalid {
+                key: "kafka.topics.incidents".into(),
+                message: format!(
+                    "`{}` has {partitions} partitions; --role correlator fences the log by its order and needs 1",
+                    cfg.kafka.topics.incidents
+                ),
+            }));
+        }
+        let marks = broker.batch_producer()?;
+        let record = leadership::mark(&me, clock.now());
+        marks
+            .produce_acked(&cfg.kafka.topics.incidents, &[record], |_| "leader", |r, buf| buf.extend_from_slice(r))
+            .await?;
+        tracing::warn!(leader = %me, "elected: this process correlates");
+        // Commands from the other processes' APIs, into the same channel.
+        let (side, into_pipeline) = match (side, into_pipeline) {
+            (Some(side), Some(tx)) => (side, tx),
+            _ => {
+                let (side, tx, _) = crate::api::channels();
+                (side, tx)
+            }
+        };
+        let parts = Parts { cfg, broker, trust: &trust, clock: &clock, stats: &stats, shutdown: &shutdown };
+        start_pipeline(parts, refdata, Some(side), Some(me), &mut tasks).await?;
+        let (b, group, topic, now) =
+            (broker.clone(), cfg.kafka.group_id.clone(), cfg.kafka.topics.commands.clone(), clock.clone());
+        tasks.spawn(commands::relay(b, group, topic, into_pipeline, move || now.now(), shutdown.clone()));
+        let mut joined = std::pin::pin!(join(tasks));
+        return tokio::select! {
+            r = &mut joined => r,
+            // Leaving the group on shutdown takes the leadership too.
+            _ = election.deposed() => match shutdown.is_requested() {
+                true => joined.await,
+                false => Err(TopologyError::Deposed("the group assigned the leadership elsewhere".into())),
+            },
+        };
     }
     if role.correlates() {
-        let source = KafkaSource::subscribe(broker, &cfg.kafka.group_id, &cfg.kafka.topics.alarms)?
-            .with_stage("alarms")
-            .reporting_to(stats.clone());
-        // The IVR platform's API (re-asserted by a reconcile loop), or the outbox.
-        match &cfg.sinks.ivr {
-            Some(api) => {
-                let ivr = Arc::new(tokio::sync::Mutex::new(HttpIvr::new(api.clone(), &trust)?));
-                let mut pipeline =
-                    Pipeline::new(cfg, broker, refdata.clone(), source, ivr.clone(), clock.clone(), stats.clone())?;
-                if let Some(side) = api_side.take() {
-                    pipeline = pipeline.with_api(side);
-                }
-                pipeline.restore(broker).await?;
-                tasks.spawn(pipeline.run(shutdown.clone()));
-                let (every, clock, shutdown) = (api.reconcile_every, clock.clone(), shutdown.clone());
-                tasks.spawn(async move {
-                    reconcile_loop(ivr, every, move || clock.now(), shutdown).await;
-                    Ok(())
-                });
-            }
-            None => {
-                let ivr = IvrOutbox::open(&cfg.sinks.outbox_dir)?;
-                let mut pipeline =
-                    Pipeline::new(cfg, broker, refdata.clone(), source, ivr, clock.clone(), stats.clone())?;
-                if let Some(side) = api_side.take() {
-                    pipeline = pipeline.with_api(side);
-                }
-                pipeline.restore(broker).await?;
-                tasks.spawn(pipeline.run(shutdown.clone()));
-            }
-        }
+        let parts = Parts { cfg, broker, trust: &trust, clock: &clock, stats: &stats, shutdown: &shutdown };
+        start_pipeline(parts, refdata.clone(), api_side.take(), None, &mut tasks).await?;
     }
     if role.dispatches() {
         let topic = (broker.producer()?, cfg.kafka.topics.deliveries.clone());
@@ -324,6 +338,60 @@ pub async fn run_role(
         };
     }
     join(tasks).await
+}
+
+/// What starting a stage takes of the process.
+struct Parts<'a> {
+    cfg: &'a Config,
+    broker: &'a Broker,
+    trust: &'a crate::tls::Trust,
+    clock: &'a Arc<dyn Clock>,
+    stats: &'a Arc<Stats>,
+    shutdown: &'a Shutdown,
+}
+
+/// The pipeline on the alarms, with the IVR platform's API (re-asserted by
+/// a reconcile loop) or the IVR outbox, and the NOC API's channels; the
+/// log folded before it runs. `leader`: the leadership it writes as.
+async fn start_pipeline(
+    p: Parts<'_>,
+    refdata: Arc<RefData>,
+    api_side: Option<crate::api::PipelineSide>,
+    leader: Option<leadership::LeaderId>,
+    tasks: &mut tokio::task::JoinSet<Result<(), TopologyError>>,
+) -> Result<(), TopologyError> {
+    use crate::sinks::ivr::{reconcile_loop, HttpIvr};
+    use crate::sinks::outbox::IvrOutbox;
+    let Parts { cfg, broker, trust, clock, stats, shutdown } = p;
+    let source = KafkaSource::subscribe(broker, &cfg.kafka.group_id, &cfg.kafka.topics.alarms)?
+        .with_stage("alarms")
+        .reporting_to(stats.clone());
+    macro_rules! start {
+        ($ivr:expr) => {{
+            let mut pipeline = Pipeline::new(cfg, broker, refdata, source, $ivr, clock.clone(), stats.clone())?;
+            if let Some(l) = leader {
+                pipeline = pipeline.leading(l);
+            }
+            if let Some(side) = api_side {
+                pipeline = pipeline.with_api(side);
+            }
+            pipeline.restore(broker).await?;
+            tasks.spawn(pipeline.run(shutdown.clone()));
+        }};
+    }
+    match &cfg.sinks.ivr {
+        Some(api) => {
+            let ivr = Arc::new(tokio::sync::Mutex::new(HttpIvr::new(api.clone(), trust)?));
+            start!(ivr.clone());
+            let (every, clock, shutdown) = (api.reconcile_every, clock.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                reconcile_loop(ivr, every, move || clock.now(), shutdown).await;
+                Ok(())
+            });
+        }
+        None => start!(IvrOutbox::open(&cfg.sinks.outbox_dir)?),
+    }
+    Ok(())
 }
 
 /// Wait for every task; the first error ends the daemon.

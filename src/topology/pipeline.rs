@@ -1,6 +1,7 @@
 //! The pipeline: alarms → decode → order → correlate → incident log →
 //! plan → actions and IVR, with the NOC API's commands applied in line.
 
+use super::leadership::{Admit, Fence, LeaderId, Stamped};
 use super::TopologyError;
 use crate::runtime::{Clock, Shutdown, Stats};
 
@@ -122,6 +123,11 @@ pub struct Pipeline<S: AlarmSource, I: IvrSink> {
     /// The cause tally as of the last "unclassified causes" log line, and
     /// when that was (wall clock): the line names what is new since.
     causes_logged: (crate::transforms::classify::CauseTally, Option<DateTime<Utc>>),
+    /// The leader this process writes the log as (`--role correlator`;
+    /// none for `--role all`): every record is stamped with it.
+    leader: Option<LeaderId>,
+    /// Which log records count (`topology::leadership`), as of the fold.
+    fence: Fence,
 }
 
 /// A step's incident-log records, produced in the order jobs are sent.
@@ -163,13 +169,18 @@ const MAX_IN_FLIGHT: usize = 2;
 async fn log_writer(
     producer: crate::kafka::BatchProducer,
     topic: String,
+    leader: Option<LeaderId>,
     stats: Arc<Stats>,
     mut jobs: tokio::sync::mpsc::Receiver<LogJob>,
 ) {
     while let Some(LogJob { events, done }) = jobs.recv().await {
         let write = |e: &IncidentEvent, buf: &mut Vec<u8>| {
             // Our own model types always serialize.
-            if serde_json::to_writer(&mut *buf, e).is_err() {
+            let written = match &leader {
+                Some(l) => serde_json::to_writer(&mut *buf, &Stamped { event: e, leader: l }),
+                None => serde_json::to_writer(&mut *buf, e),
+            };
+            if written.is_err() {
                 buf.clear();
             }
         };
@@ -237,7 +248,16 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             log_producer: Some(broker.batch_producer()?),
             in_flight: Default::default(),
             causes_logged: Default::default(),
+            leader: None,
+            fence: Fence::default(),
         })
+    }
+
+    /// Write the log as `leader` (its mark is in the log already): every
+    /// record stamped, and the fold must find the log naming it.
+    pub fn leading(mut self, leader: LeaderId) -> Self {
+        self.leader = Some(leader);
+        self
     }
 
     /// Serve the NOC API's commands and publish its read model.
@@ -252,7 +272,11 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         let mut events = Vec::new();
         let mut bad = None;
         let topic = self.cfg.kafka.topics.incidents.clone();
+        let fence = &mut self.fence;
         let n = read_to_end(broker, &topic, Duration::from_millis(300), |partition, offset, bytes| {
+            if fence.admit(bytes) != Admit::Event {
+                return;
+            }
             match serde_json::from_slice::<IncidentEvent>(bytes) {
                 Ok(ev) => events.push(ev),
                 Err(e) => {
@@ -262,6 +286,18 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         })?;
         if let Some(e) = bad {
             return Err(e);
+        }
+        if let Some(me) = &self.leader {
+            if self.fence.current() != Some(me) {
+                let named = self.fence.current().map_or("nobody".to_string(), ToString::to_string);
+                return Err(TopologyError::Deposed(format!("the incident log names {named} as its writer, not {me}")));
+            }
+        }
+        if self.fence.ignored > 0 {
+            tracing::warn!(
+                ignored = self.fence.ignored,
+                "incident log: records of a deposed correlator ignored (written after its successor's mark)"
+            );
         }
         let out = self.fold(&events)?;
         tracing::info!(
@@ -1047,6 +1083,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
                 tokio::spawn(log_writer(
                     self.log_producer.take().ok_or(TopologyError::LogWriterStopped)?,
                     topic,
+                    self.leader.clone(),
                     self.stats.clone(),
                     rx,
                 ));
@@ -1130,18 +1167,30 @@ impl IvrSink for NoIvr {
 }
 
 impl Pipeline<NoSource, NoIvr> {
-    /// Follow the incident log without correlating (`outaged --role api`):
-    /// fold it as it grows and publish the NOC API's read model from it.
-    /// Alarms, plans, actions and the IVR belong to the correlator process;
-    /// this one writes nothing. Ready once the log is folded to the end it
-    /// had at start.
-    pub async fn follow(mut self, broker: &Broker, mut shutdown: Shutdown) -> Result<(), TopologyError> {
+    /// Follow the incident log without correlating (a standby correlator,
+    /// `outaged --role api`) until `until` resolves or shutdown: fold it as
+    /// it grows, through the fence, and publish the NOC API's read model;
+    /// commands go to the leader through `forward`. Writes nothing. Ready
+    /// once the log is folded to the end it had at start. Returns the
+    /// API's channels and the fence as of the last record read when
+    /// `until` resolved (none on shutdown), for the process to lead.
+    pub async fn follow_until(
+        mut self,
+        broker: &Broker,
+        mut shutdown: Shutdown,
+        until: impl std::future::Future<Output = ()>,
+        forward: super::commands::Forwarder,
+    ) -> Result<Option<(Option<crate::api::PipelineSide>, Fence)>, TopologyError> {
         let topic = self.cfg.kafka.topics.incidents.clone();
         let mut last = HashMap::new();
         let mut events = Vec::new();
         let mut bad = None;
+        let fence = &mut self.fence;
         let n = read_to_end(broker, &topic, Duration::from_millis(300), |partition, offset, bytes| {
             last.insert(partition, offset);
+            if fence.admit(bytes) != Admit::Event {
+                return;
+            }
             match serde_json::from_slice::<IncidentEvent>(bytes) {
                 Ok(ev) => events.push(ev),
                 Err(e) => {
@@ -1165,12 +1214,28 @@ impl Pipeline<NoSource, NoIvr> {
         let mut tail = crate::sources::kafka::KafkaSource::tail(broker, &topic, &last)?
             .with_stage("follow")
             .reporting_to(self.stats.clone());
+        let mut commands = self.commands.take();
+        tokio::pin!(until);
         loop {
+            let command = async {
+                match commands.as_mut() {
+                    Some(c) => c.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             let batch = tokio::select! {
-                _ = shutdown.requested() => return Ok(()),
+                _ = shutdown.requested() => return Ok(None),
+                _ = &mut until => break,
+                Some(envelope) = command => {
+                    forward.forward(envelope, self.clock.now());
+                    continue;
+                }
                 b = tail.next_batch(ALARM_BATCH, Duration::from_millis(200)) => b?,
             };
             for rec in &batch {
+                if self.fence.admit(&rec.payload) != Admit::Event {
+                    continue;
+                }
                 match serde_json::from_slice::<IncidentEvent>(&rec.payload) {
                     Ok(ev) => {
                         self.correlator.restore(&ev)?;
@@ -1188,6 +1253,11 @@ impl Pipeline<NoSource, NoIvr> {
             }
             self.publish_snapshot(false);
         }
+        let side = match (commands, self.snapshots.take()) {
+            (Some(commands), Some(snapshots)) => Some(crate::api::PipelineSide { commands, snapshots }),
+            _ => None,
+        };
+        Ok(Some((side, self.fence)))
     }
 }
 
