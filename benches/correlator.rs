@@ -110,6 +110,7 @@ fn fanout_world(n: usize) -> (Arc<RefData>, outage::model::Incident, DateTime<Ut
             opt_out: Default::default(),
             monthly_fee: usd(6000),
             avg_bill_3m: usd(6500),
+            billing_cycle_day: None,
         })
         .collect();
     let rd = Arc::new(RefData::build(sites, postcodes, customers).expect("a valid synthetic world"));

@@ -135,6 +135,7 @@ fn notices(n: usize, channel: Channel) -> Vec<Action> {
                 planned_at: planned_at(),
                 not_before: None,
                 follows: None,
+                skip: None,
             }
         })
         .collect()

@@ -83,6 +83,11 @@ pub struct Topics {
     /// customer (`outage.deliveries`): where "why did customer X not get
     /// message Y?" is answered.
     pub deliveries: String,
+    /// The compensation ledger: each accrued entitlement of a rule with a
+    /// period threshold and the credit it made due, keyed by customer
+    /// (`outage.ledger`). Created with the actions topic's partition count
+    /// (`kafka.partitions`), so it is co-partitioned with it.
+    pub ledger: String,
     /// The correlators' election (`outage.control`, no records): the
     /// `--role correlator` process assigned its partition 0 correlates
     /// (`topology::leadership`).
@@ -101,6 +106,7 @@ impl Default for Topics {
             actions: "outage.actions".into(),
             credits: "billing.credits".into(),
             deliveries: "outage.deliveries".into(),
+            ledger: "outage.ledger".into(),
             control: "outage.control".into(),
             commands: "outage.commands".into(),
         }
@@ -108,7 +114,7 @@ impl Default for Topics {
 }
 
 impl Topics {
-    pub fn all(&self) -> [&str; 8] {
+    pub fn all(&self) -> [&str; 9] {
         [
             &self.alarms,
             &self.dlq,
@@ -118,6 +124,7 @@ impl Topics {
             &self.deliveries,
             &self.control,
             &self.commands,
+            &self.ledger,
         ]
     }
 }

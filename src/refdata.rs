@@ -223,6 +223,10 @@ struct CustomerRow {
     /// Optional column: `sms;email`, either, or empty.
     #[serde(default)]
     opt_out: Option<String>,
+    /// Optional column: the day of the month (1–28) the customer's
+    /// billing period starts; empty or absent: the configured default.
+    #[serde(default)]
+    billing_cycle_day: Option<String>,
     monthly_fee: String,
     avg_bill_3m: String,
     currency: String,
@@ -379,6 +383,18 @@ fn postcodes_checked(path: &Path, rejected: &mut Rejections) -> Result<Vec<Postc
     })
 }
 
+/// The optional `billing_cycle_day` column: empty or absent is `None`, else
+/// a day of the month from 1 to 28 (every month has it).
+fn cycle_day(v: Option<&str>) -> Result<Option<u8>, String> {
+    match v.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => match v.parse::<u8>() {
+            Ok(d @ 1..=28) => Ok(Some(d)),
+            _ => Err(format!("billing_cycle_day {v:?} is not a day of the month from 1 to 28")),
+        },
+    }
+}
+
 /// `postcodes`: the known postcodes, when the customers are checked
 /// against them.
 fn customers_checked(
@@ -426,8 +442,20 @@ fn customers_checked(
                 format!("postcode {postcode:?} (of customer {customer_id}) is not in the postcodes file"),
             ));
         }
+        let billing_cycle_day = bad(cycle_day(r.billing_cycle_day.as_deref()))?;
         seen.first("customer_id", &customer_id, line)?;
-        Ok(Customer { customer_id, msisdn, email, postcode, language, services, opt_out, monthly_fee, avg_bill_3m })
+        Ok(Customer {
+            customer_id,
+            msisdn,
+            email,
+            postcode,
+            language,
+            services,
+            opt_out,
+            monthly_fee,
+            avg_bill_3m,
+            billing_cycle_day,
+        })
     })
 }
 
@@ -988,6 +1016,25 @@ mod tests {
         assert_eq!(c.msisdn, None);
         assert!(c.services.broadband && !c.services.mobile);
         assert_eq!(c.opt_out, OptOut::default(), "no opt_out column: no opt-outs");
+    }
+
+    #[test]
+    fn billing_cycle_day_is_an_optional_column_from_1_to_28() {
+        let d = tempfile::tempdir().unwrap();
+        let header =
+            "customer_id,msisdn,email,postcode,language,services,billing_cycle_day,monthly_fee,avg_bill_3m,currency\n";
+        let p = write(
+            d.path(),
+            "customers.csv",
+            &format!("{header}C1,,,02901,en,voice,15,1,1,EUR\nC2,,,02901,en,voice,,1,1,EUR\nC3,,,02901,en,voice,28,1,1,EUR\n"),
+        );
+        let days: Vec<Option<u8>> = load_customers(&p).unwrap().iter().map(|c| c.billing_cycle_day).collect();
+        assert_eq!(days, [Some(15), None, Some(28)]);
+        for bad in ["0", "29", "x"] {
+            let p = write(d.path(), "bad.csv", &format!("{header}C1,,,02901,en,voice,{bad},1,1,EUR\n"));
+            let err = load_customers(&p).unwrap_err().to_string();
+            assert!(err.contains("bad.csv:2:") && err.contains("billing_cycle_day"), "{bad}: {err}");
+        }
     }
 
     #[test]

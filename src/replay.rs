@@ -9,7 +9,11 @@
 //!
 //! The JSON form (`--json`) is `schemas/replay-report.v1.schema.json`;
 //! `--credits FILE` writes the credits the incidents would queue
-//! (`schemas/credit.v1`, one per line).
+//! (`schemas/credit.v1`, one per line): the rules without a period
+//! threshold per incident, the Spanish rules through the compensation
+//! ledger (incidents in order of opening), then one `below_threshold` line
+//! per customer, rule and billing period whose entitlements never became
+//! due ([`crate::transforms::ledger::BelowThreshold`]).
 
 use crate::config::Config;
 use crate::geodesy::{self, GeoPoint};
@@ -18,6 +22,7 @@ use crate::refdata::RefData;
 use crate::sources::decode::decode_formats;
 use crate::sources::elements::Elements;
 use crate::transforms::correlate::Correlator;
+use crate::transforms::ledger::{BelowThreshold, Ledger};
 use crate::transforms::plan::Planner;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -106,6 +111,19 @@ pub fn replay_with_credits(
     cfg: &Config,
     credits: &mut dyn FnMut(Credit) -> std::io::Result<()>,
 ) -> std::io::Result<ReplayReport> {
+    replay_with_ledger(lines, refdata, cfg, credits, &mut |_| Ok(()))
+}
+
+/// [`replay_with_credits`], and hand every (customer, rule, billing
+/// period) whose entitlements never became due to `below`, after the
+/// credits.
+pub fn replay_with_ledger(
+    lines: impl Iterator<Item = std::io::Result<Vec<u8>>>,
+    refdata: Arc<RefData>,
+    cfg: &Config,
+    credits: &mut dyn FnMut(Credit) -> std::io::Result<()>,
+    below: &mut dyn FnMut(BelowThreshold) -> std::io::Result<()>,
+) -> std::io::Result<ReplayReport> {
     let classifier = cfg.classifier().map_err(std::io::Error::other)?;
     let mut correlator = Correlator::with_classifier(cfg.correlator.clone(), refdata.clone(), classifier.clone());
     let planner =
@@ -166,8 +184,23 @@ pub fn replay_with_credits(
     correlator.tick(end);
     let mut incidents: Vec<&Incident> = correlator.incidents().collect();
     incidents.sort_by(|a, b| (a.opened_at, &a.id).cmp(&(b.opened_at, &b.id)));
+    // As the billing sink: period entitlements through the ledger.
+    let mut ledger = Ledger::new();
     for inc in &incidents {
-        planner.backtest_credits(inc, credits)?;
+        planner.backtest_credits(inc, &mut |c: Credit| {
+            if c.period.is_none() {
+                return credits(c);
+            }
+            let Some(r) = ledger.accrue(&c) else { return Ok(()) };
+            ledger.apply(&r);
+            match r.credited {
+                Some(due) => credits(due),
+                None => Ok(()),
+            }
+        })?;
+    }
+    for b in ledger.below_threshold() {
+        below(b)?;
     }
     let incidents = incidents.into_iter().map(|inc| report(inc, &planner, &refdata)).collect();
     let ignored =

@@ -318,6 +318,8 @@ fn credit() -> Credit {
         outage_end: t("2026-11-23T09:47:31Z"),
         outage_seconds: 20_122,
         calculation: "1 day of 40.00 USD / 30 days = 1.33 USD".into(),
+        period: None,
+        shares: vec![],
     }
 }
 
@@ -348,6 +350,7 @@ fn action(channel: Channel, kind: ActionKind) -> Action {
         not_before: None,
         follows: (kind == ActionKind::Restored)
             .then(|| format!("INC-20261123-1e956900/{customer}/{}/down", channel.as_str())),
+        skip: None,
     }
 }
 
@@ -498,6 +501,30 @@ fn rust_credit_and_ivr_conform() {
     assert_conforms("credit.v1", "credit", &credit());
     let jpy = Credit { amount: Money::new(180, Currency::parse("JPY").unwrap()), ..credit() };
     assert_conforms("credit.v1", "JPY credit", &jpy);
+    // A credit of a rule with a period threshold (RD 899/2009): its period and each incident's share.
+    let share = |id: &str, minor| outage::model::CreditShare {
+        incident_id: outage::model::IncidentId(id.into()),
+        amount: usd(minor),
+        outage_start: t("2026-11-23T04:12:09Z"),
+        outage_end: t("2026-11-23T06:12:09Z"),
+        outage_seconds: 7200,
+        in_window_seconds: Some(3600),
+        calculation: "its share".into(),
+    };
+    let period = Credit {
+        period: Some(outage::model::BillingPeriod {
+            start: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
+            end: chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
+            amount_above_minor: Some(100),
+            in_window_seconds_above: None,
+        }),
+        shares: vec![share("INC-20261123-00000001", 42), share("INC-20261123-00000002", 91)],
+        ..credit()
+    };
+    assert_conforms("credit.v1", "period credit", &period);
+    let mut wrong = serde_json::to_value(&period).unwrap();
+    wrong["shares"][0]["amount"] = serde_json::json!(42);
+    assert!(!validator(&schema("credit.v1")).is_valid(&wrong), "a share's amount is Money");
     let ivr = IvrUpsert {
         region: "RI-PROVIDENCE".into(),
         active: true,
@@ -666,7 +693,7 @@ fn enums_agree() {
 #[test]
 fn embedded_credit_definitions_are_identical_copies() {
     let (action, credit) = (schema("action.v1"), schema("credit.v1"));
-    for def in ["Credit", "Money"] {
+    for def in ["Credit", "Money", "BillingPeriod", "CreditShare"] {
         assert_eq!(action["$defs"][def], credit["$defs"][def], "$defs/{def} differs between action.v1 and credit.v1");
     }
 }
@@ -783,6 +810,7 @@ fn planned_actions_conform() {
             opt_out: Default::default(),
             monthly_fee: usd(4500),
             avg_bill_3m: usd(5000),
+            billing_cycle_day: None,
         }],
     )
     .unwrap();

@@ -447,6 +447,7 @@ async fn tls_to_kannel_and_smtp_is_verified_against_the_configured_ca() {
         planned_at: Utc::now(),
         not_before: None,
         follows: None,
+        skip: None,
     };
     let before = received_mail(&smtp).len();
     let ca = Trust::load(Some(&gateways.join("tls/ca.pem")), "sinks.tls.ca_file").unwrap();

@@ -48,6 +48,7 @@ fn refdata() -> Arc<RefData> {
             opt_out: Default::default(),
             monthly_fee: usd(6000),
             avg_bill_3m: usd(6500),
+            billing_cycle_day: None,
         };
     Arc::new(
         RefData::build(
@@ -179,6 +180,18 @@ async fn restart_rebuilds_incidents_and_repeats_no_action() {
     assert!(lines(dir.path(), "ivr.jsonl").iter().any(|u| u["active"] == true), "the IVR announces the outage");
     let actions1 = topic_records(&broker, &cfg.kafka.topics.actions).len();
     assert!(actions1 > 0);
+    // Every customer of the audience without a notice on a channel has a
+    // `skipped` record with the reason (issue 21 item 7).
+    let skipped: BTreeSet<(String, String, String)> = lines(dir.path(), "deliveries.jsonl")
+        .iter()
+        .filter(|d| d["outcome"] == "skipped" && d["kind"] == "down")
+        .map(|d| {
+            let f = |k: &str| d[k].as_str().unwrap().to_string();
+            (f("customer_id"), f("channel"), f("reason"))
+        })
+        .collect();
+    let want = |c: &str, ch: &str| (c.to_string(), ch.to_string(), "no_contact".to_string());
+    assert_eq!(skipped, BTreeSet::from([want("C2", "email"), want("C3", "sms"), want("C3", "email")]));
 
     // Run 2, a new daemon on the same broker: the sites come back.
     publish(
@@ -421,6 +434,68 @@ async fn at_night_sms_waits_for_the_morning_across_a_restart_and_a_repair_withdr
     assert_eq!(BTreeSet::from_iter(got.iter().copied()), BTreeSet::from([("C1", "down"), ("C2", "down")]));
     assert_eq!(got.len(), 2, "each once: {got:?}");
     assert!(sms.iter().all(|a| a["not_before"] == morning.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+}
+
+/// RD 899/2009 art. 15 per billing period, across a restart: two outages
+/// of one month, each owed less than the €1-equivalent threshold, are one
+/// credit with two shares once the second accrues; the second daemon knows
+/// the first share only from the ledger topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_small_outages_of_one_billing_period_are_credited_once_across_a_restart() {
+    use chrono::TimeZone;
+    use outage::transforms::compensate::{EsRd899Voice, RuleConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config("ledger", dir.path());
+    let usd = outage::model::money::Currency::parse("USD").unwrap();
+    // Voice: 5 × 60.00 a month prorated; 2 h = 300.00 × 7200 / 2592000 = 0.83 each, 1.66 in the period.
+    cfg.plan.compensation.rules =
+        vec![RuleConfig::EsRd899Voice(EsRd899Voice { currency: usd, ..EsRd899Voice::default() })];
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    let topic = cfg.kafka.topics.alarms.clone();
+    // Mid-June, far from a month's end in any zone.
+    let t0 = Utc.with_ymd_and_hms(2026, 6, 10, 14, 0, 0).unwrap();
+    let outage = |n: &str, at: DateTime<Utc>| -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
+        for s in ["S1", "S2", "S3"] {
+            let s: &'static str = s;
+            v.push((s, alarm(&format!("{n}{s}"), s, AlarmState::Raised, at)));
+        }
+        for s in ["S1", "S2", "S3"] {
+            let s: &'static str = s;
+            v.push((s, alarm(&format!("{n}{s}"), s, AlarmState::Cleared, at + Cd::hours(2))));
+        }
+        v
+    };
+    let credited = |broker: &Broker| -> Vec<outage::model::Credit> {
+        topic_records(broker, &cfg.kafka.topics.credits).iter().map(|b| serde_json::from_slice(b).unwrap()).collect()
+    };
+    let first = outage("X", t0);
+    let first: Vec<(&str, String)> = first.iter().map(|(k, v)| (*k, v.clone())).collect();
+    publish(&broker, &topic, &first).await;
+    let daemon = Daemon::start_at(&cfg, &broker, refdata(), Arc::new(FixedClock(t0 + Cd::hours(3))));
+    let ledger_records = |broker: &Broker| topic_records(broker, &cfg.kafka.topics.ledger).len();
+    wait_for("the first outage's entitlements", Duration::from_secs(90), || ledger_records(&broker) >= 2).await;
+    daemon.stop().await;
+    assert!(credited(&broker).is_empty(), "0.83 alone is not more than 1.00");
+
+    let second = outage("Y", t0 + Cd::days(3));
+    let second: Vec<(&str, String)> = second.iter().map(|(k, v)| (*k, v.clone())).collect();
+    publish(&broker, &topic, &second).await;
+    let daemon = Daemon::start_at(&cfg, &broker, refdata(), Arc::new(FixedClock(t0 + Cd::days(3) + Cd::hours(3))));
+    wait_for("the period's credits", Duration::from_secs(90), || credited(&broker).len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    daemon.stop().await;
+    let credits = credited(&broker);
+    // C1 (mobile;voice) and C3 (voice) in 02901: one credit each, with both incidents' shares.
+    let got: BTreeSet<(&str, i64, usize)> =
+        credits.iter().map(|c| (c.customer_id.as_str(), c.amount.minor, c.shares.len())).collect();
+    assert_eq!(got, BTreeSet::from([("C1", 166, 2), ("C3", 166, 2)]), "{credits:#?}");
+    for c in &credits {
+        let p = c.period.as_ref().unwrap();
+        assert_eq!((p.start.to_string(), p.amount_above_minor), ("2026-06-01".to_string(), Some(100)));
+        assert_eq!(c.credit_id, outage::model::Credit::period_id_for(&c.customer_id, &c.rule_id, p.start, 1));
+    }
+    assert_eq!(ledger_records(&broker), 4, "one ledger record per incident and customer");
 }
 
 /// A free loopback port (bound, read, released).

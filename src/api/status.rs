@@ -463,6 +463,7 @@ mod tests {
             opt_out: Default::default(),
             monthly_fee: usd(),
             avg_bill_3m: usd(),
+            billing_cycle_day: None,
         };
         RefData::build(
             vec![

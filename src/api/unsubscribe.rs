@@ -176,6 +176,7 @@ mod tests {
                 minor: 0,
                 currency: crate::model::money::Currency::parse("USD").unwrap(),
             },
+            billing_cycle_day: None,
         };
         assert!(rd.opt_out(&c).email, "the planner's view includes the link's opt-out");
         let again = OptOuts::open(&journal).unwrap();

@@ -541,7 +541,10 @@ struct ReplayArgs {
     /// Write the credits the incidents would queue (one JSON credit per
     /// line, as on `billing.credits`), under the config's
     /// `[[plan.compensation.rules]]`: a rule change checked before it goes
-    /// live. Needs `--customers`.
+    /// live. Rules with a period threshold (RD 899/2009) are accrued per
+    /// customer and billing period; what never became due follows as one
+    /// `{"status":"below_threshold",…}` line per customer, rule and period.
+    /// Needs `--customers`.
     #[arg(long, requires = "customers")]
     credits: Option<PathBuf>,
 }
@@ -905,12 +908,32 @@ fn replay_cmd(a: ReplayArgs, json: bool) -> anyhow::Result<()> {
         totals.entry(c.amount.currency.to_string()).or_insert(zero).minor += c.amount.minor;
         Ok(())
     };
-    let report = outage::replay::replay_with_credits(lines, std::sync::Arc::new(refdata), &cfg, &mut write_credit)
+    let mut below = Vec::new();
+    let report =
+        outage::replay::replay_with_ledger(lines, std::sync::Arc::new(refdata), &cfg, &mut write_credit, &mut |b| {
+            below.push(b);
+            Ok(())
+        })
         .with_context(|| a.alarms.display().to_string())?;
     if let Some((mut w, path)) = credits_out {
+        let mut unpaid = std::collections::BTreeMap::<String, outage::model::Money>::new();
+        for b in &below {
+            serde_json::to_writer(&mut w, b).map_err(std::io::Error::from)?;
+            w.write_all(b"\n")?;
+            let zero = outage::model::Money { minor: 0, currency: b.amount.currency };
+            unpaid.entry(b.amount.currency.to_string()).or_insert(zero).minor += b.amount.minor;
+        }
         w.flush().with_context(|| path.display().to_string())?;
         let totals: Vec<String> = totals.values().map(|m| m.to_string()).collect();
         eprintln!("{n} credits written to {} ({})", path.display(), totals.join(", "));
+        if !below.is_empty() {
+            let unpaid: Vec<String> = unpaid.values().map(|m| m.to_string()).collect();
+            eprintln!(
+                "{} customer billing periods below their threshold, not credited ({})",
+                below.len(),
+                unpaid.join(", ")
+            );
+        }
     }
     let mut out = std::io::stdout().lock();
     if json {

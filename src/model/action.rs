@@ -118,6 +118,13 @@ pub struct Action {
     /// round). The notifier sends a follow-up only where that "down" went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follows: Option<String>,
+    /// A notice the planner knows will not go out, and why (`opted_out`):
+    /// the dispatcher records it as `skipped` on the deliveries record
+    /// instead of sending it, so "why did X get nothing?" has an answer.
+    /// A notice without a contact (`to` absent) is skipped as `no_contact`
+    /// whatever this says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip: Option<String>,
 }
 
 impl Action {
@@ -199,6 +206,17 @@ pub struct Credit {
     pub outage_seconds: i64,
     /// How the amount was computed, in words and numbers a person can redo.
     pub calculation: String,
+    /// For a rule whose threshold applies per billing period (RD 899/2009
+    /// art. 15 and 16): the customer's billing period and the threshold.
+    /// On an action, the credit is one incident's entitlement for the
+    /// ledger (`transforms::ledger`) to accrue; on `billing.credits`, what
+    /// became due in that period, with each incident's share in `shares`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<BillingPeriod>,
+    /// Each incident's share of a period credit (empty for a credit of a
+    /// rule without a period threshold).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<CreditShare>,
 }
 
 impl Credit {
@@ -221,6 +239,48 @@ impl Credit {
             format!("credit\u{1f}{incident}\u{1f}{customer}\u{1f}{service}\u{1f}{rule}\u{1f}r{round}").as_bytes(),
         )
     }
+    /// The id of the `seq`-th credit (1-based) of `customer`'s billing
+    /// period starting `period_start` under `rule`: the same on every
+    /// replay and restart, as the ledger's order is the topic's.
+    pub fn period_id_for(customer: &str, rule: &str, period_start: chrono::NaiveDate, seq: u32) -> uuid::Uuid {
+        uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            format!("credit-period\u{1f}{customer}\u{1f}{rule}\u{1f}{period_start}\u{1f}{seq}").as_bytes(),
+        )
+    }
+}
+
+/// A customer's billing period, `[start, end)` in local dates, and the
+/// threshold a rule applies to the period's total.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BillingPeriod {
+    /// First day of the period (local date).
+    pub start: chrono::NaiveDate,
+    /// First day of the next period (local date): the period ends before it.
+    pub end: chrono::NaiveDate,
+    /// The period's entitlements are paid when their amounts add up to
+    /// more than this (RD 899/2009 art. 15: €1 = 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_above_minor: Option<i64>,
+    /// The period's entitlements are paid when their outage seconds inside
+    /// the daily window add up to more than this (art. 16: 6 h = 21600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_window_seconds_above: Option<i64>,
+}
+
+/// One incident's share of a period credit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreditShare {
+    pub incident_id: IncidentId,
+    pub amount: Money,
+    pub outage_start: DateTime<Utc>,
+    pub outage_end: DateTime<Utc>,
+    pub outage_seconds: i64,
+    /// Seconds of the outage inside the rule's daily window (art. 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_window_seconds: Option<i64>,
+    /// How the share was computed.
+    pub calculation: String,
 }
 
 /// Desired IVR state for one region (the published upsert contract).

@@ -12,7 +12,7 @@ pub mod incident;
 pub mod money;
 pub mod refdata;
 
-pub use action::{Action, ActionKind, Channel, Credit, IvrUpsert, Message};
+pub use action::{Action, ActionKind, BillingPeriod, Channel, Credit, CreditShare, IvrUpsert, Message};
 pub use alarm::{Alarm, AlarmState, Severity};
 pub use area::{Area, AreaError};
 pub use incident::{AlarmRef, EventKind, Incident, IncidentEvent, IncidentId, IncidentState, Phase, SiteMap};

@@ -99,4 +99,9 @@ pub struct Customer {
     pub opt_out: OptOut,
     pub monthly_fee: Money,
     pub avg_bill_3m: Money,
+    /// The day of the month the customer's billing period starts (1–28;
+    /// the CSV's optional `billing_cycle_day`); `None`: the configured
+    /// default (`compensation.billing_cycle_day`, 1: the calendar month).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_cycle_day: Option<u8>,
 }

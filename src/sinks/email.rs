@@ -390,6 +390,7 @@ mod tests {
             planned_at: chrono::DateTime::UNIX_EPOCH,
             not_before: None,
             follows: None,
+            skip: None,
         }
     }
 

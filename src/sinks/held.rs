@@ -232,6 +232,7 @@ mod tests {
             planned_at: eve(),
             not_before,
             follows: None,
+            skip: None,
         }
     }
 

@@ -153,6 +153,8 @@ pub enum SinkError {
     Produce(#[from] crate::kafka::ProduceError),
     #[error(transparent)]
     Config(#[from] crate::runtime::InvalidSetting),
+    #[error("reading topic {topic}: {source}")]
+    Read { topic: String, source: Box<crate::kafka::BrokerError> },
 }
 
 /// What a sink did with a record.
@@ -175,6 +177,13 @@ pub trait ActionSink: Send + Sync {
     fn deliver(&self, action: &Action) -> impl Future<Output = Result<Delivery, SinkError>> + Send;
     /// Make every delivery so far durable (and recorded).
     fn flush(&self) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// The dispatcher's partitions of the actions topic are now
+    /// `partitions` (on start and after every rebalance): rebuild state
+    /// kept per customer (the compensation ledger). Default: nothing.
+    fn assigned(&self, partitions: &[i32]) -> impl Future<Output = Result<(), SinkError>> + Send {
+        let _ = partitions;
+        async { Ok(()) }
+    }
 }
 
 pub trait IvrSink: Send {

@@ -75,6 +75,23 @@ pub fn bad_contact(a: &Action) -> Option<&'static str> {
     }
 }
 
+/// Why a notice is not to be sent at all, known before any gateway is
+/// tried: the planner marked it (`Action::skip`: `opted_out`, `no_contact`)
+/// or it has no contact. The dispatcher records it as `skipped` with this
+/// reason, whichever sink would have carried it.
+pub fn planned_skip(a: &Action) -> Option<&'static str> {
+    if !matches!(a.channel, Channel::Sms | Channel::Email) {
+        return None;
+    }
+    match a.skip.as_deref() {
+        Some("opted_out") => Some("opted_out"),
+        Some("no_contact") => Some("no_contact"),
+        Some(_) => Some("not_sent"),
+        None if a.to.as_deref().is_none_or(str::is_empty) => Some("no_contact"),
+        None => None,
+    }
+}
+
 /// Backoff before attempt `n + 1` (n ≥ 1): uniform in [0, min(max, base·2ⁿ⁻¹)].
 pub fn backoff(r: &RetryConfig, n: u32, rng: &mut impl Rng) -> Duration {
     let cap = r.base.saturating_mul(1u32 << n.saturating_sub(1).min(20)).min(r.max);
@@ -887,7 +904,32 @@ mod tests {
             planned_at: chrono::Utc::now(),
             not_before: None,
             follows: None,
+            skip: None,
         }
+    }
+
+    #[test]
+    fn planned_skips_name_their_reason_and_only_notices_have_them() {
+        let ok = sms("C1", "+14015550101", ActionKind::Down);
+        assert_eq!(planned_skip(&ok), None);
+        // (action, reason): no number, an empty one, opted out, a reason the planner may add later.
+        let cases = [
+            (Action { to: None, ..ok.clone() }, "no_contact"),
+            (Action { to: Some(String::new()), ..ok.clone() }, "no_contact"),
+            (Action { skip: Some("opted_out".into()), ..ok.clone() }, "opted_out"),
+            (Action { to: None, skip: Some("no_contact".into()), ..ok.clone() }, "no_contact"),
+            (Action { skip: Some("something_new".into()), ..ok.clone() }, "not_sent"),
+            (Action { channel: Channel::Email, to: None, ..ok.clone() }, "no_contact"),
+        ];
+        for (a, want) in cases {
+            assert_eq!(planned_skip(&a), Some(want), "{:?} {:?}", a.to, a.skip);
+        }
+        // Credits and data grants are not notices: never skipped here.
+        let credit = Action { channel: Channel::Credit, to: None, skip: Some("opted_out".into()), ..ok.clone() };
+        assert_eq!(planned_skip(&credit), None);
+        // An invalid number is the notifier's to refuse, with its own reason.
+        assert_eq!(planned_skip(&sms("C1", "0034", ActionKind::Down)), None);
+        assert_eq!(bad_contact(&sms("C1", "0034", ActionKind::Down)), Some("invalid_msisdn"));
     }
 
     /// A gateway that can be switched off (503) and on, and remembers

@@ -253,6 +253,7 @@ mod tests {
             planned_at: Utc.with_ymd_and_hms(2026, 11, 23, 6, 0, 0).unwrap(),
             not_before: None,
             follows: None,
+            skip: None,
         }
     }
 

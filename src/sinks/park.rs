@@ -402,6 +402,7 @@ mod tests {
             planned_at: Utc::now(),
             not_before: None,
             follows: None,
+            skip: None,
         }
     }
 

@@ -1025,6 +1025,7 @@ mod tests {
             planned_at: Utc::now(),
             not_before: None,
             follows: None,
+            skip: None,
         }
     }
 

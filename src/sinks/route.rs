@@ -31,4 +31,8 @@ impl<N: ActionSink, C: ActionSink> ActionSink for Routes<N, C> {
         }
         self.credits.flush().await
     }
+
+    async fn assigned(&self, partitions: &[i32]) -> Result<(), SinkError> {
+        self.credits.assigned(partitions).await
+    }
 }

@@ -10,6 +10,7 @@ use crate::sinks::deliveries::DeliveryLog;
 use crate::sinks::held::HeldNotices;
 use crate::sinks::{ActionSink, Delivery, SinkError};
 use crate::sources::kafka::KafkaSource;
+use crate::sources::AlarmSource as _;
 use chrono::{DateTime, Utc};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub struct Dispatcher<A: ActionSink> {
     log: Arc<DeliveryLog>,
     clock: Arc<dyn Clock>,
     stats: Arc<Stats>,
+    /// The partitions the sink was last told it owns (`ActionSink::assigned`).
+    assigned: Option<Vec<i32>>,
 }
 
 /// Held notices released per round, so a morning's backlog does not make
@@ -55,7 +58,7 @@ impl<A: ActionSink> Dispatcher<A> {
         let source = KafkaSource::subscribe(broker, &group, &cfg.kafka.topics.actions)?.with_stage("actions");
         let held = HeldNotices::open(&cfg.sinks.outbox_dir)?;
         stats.actions_waiting.store(held.len() as u64, Relaxed);
-        Ok(Dispatcher { source, sink, lanes: cfg.sinks.concurrency.max(1), held, log, clock, stats })
+        Ok(Dispatcher { source, sink, lanes: cfg.sinks.concurrency.max(1), held, log, clock, stats, assigned: None })
     }
 
     pub async fn run(mut self, mut shutdown: Shutdown) -> Result<(), TopologyError> {
@@ -66,6 +69,14 @@ impl<A: ActionSink> Dispatcher<A> {
                 _ = shutdown.requested() => return Ok(self.source.commit()?),
                 b = self.source.next_batch(2000, Duration::from_millis(200)) => b?,
             };
+            // A new assignment (start, rebalance): per-customer state is
+            // rebuilt for the partitions now ours before their actions run.
+            let mut parts: Vec<i32> = self.source.assigned().into_iter().map(|(_, p)| p).collect();
+            parts.sort_unstable();
+            if self.assigned.as_ref() != Some(&parts) && (!parts.is_empty() || !batch.is_empty()) {
+                self.sink.assigned(&parts).await?;
+                self.assigned = Some(parts);
+            }
             let now = self.clock.now();
             let mut lanes: Vec<Vec<Action>> = (0..self.lanes).map(|_| Vec::new()).collect();
             let n = self.lanes as u64;
@@ -78,6 +89,10 @@ impl<A: ActionSink> Dispatcher<A> {
             for rec in &batch {
                 match serde_json::from_slice::<Action>(&rec.payload) {
                     Ok(a) => {
+                        if let Some(reason) = crate::sinks::notify::planned_skip(&a) {
+                            self.skipped(&a, reason, now)?;
+                            continue;
+                        }
                         if self.park(&a, now)? {
                             continue;
                         }
@@ -142,6 +157,15 @@ impl<A: ActionSink> Dispatcher<A> {
             self.stats.actions_held.fetch_add(1, Relaxed);
         }
         Ok(true)
+    }
+}
+
+impl<A: ActionSink> Dispatcher<A> {
+    /// Record a notice that is not sent (no contact, opted out) as skipped.
+    fn skipped(&self, a: &Action, reason: &'static str, now: DateTime<Utc>) -> Result<(), TopologyError> {
+        use crate::sinks::deliveries::{DeliveryOutcome, DeliveryRecord};
+        self.log.record(&DeliveryRecord::of(a, "", 0, DeliveryOutcome::Skipped).because(reason))?;
+        count(&self.stats, a, Ok(Delivery::Skipped(reason)), now)
     }
 }
 

@@ -313,8 +313,14 @@ pub async fn run_role(
             }
             None => None,
         };
-        let credits =
-            BillingCredits::open(&cfg.sinks.outbox_dir, broker.producer()?, cfg.kafka.topics.credits.clone())?;
+        let ledger = cfg.kafka.topics.ledger.clone();
+        let credits = BillingCredits::open(
+            &cfg.sinks.outbox_dir,
+            broker.producer()?,
+            cfg.kafka.topics.credits.clone(),
+            ledger.clone(),
+            Some(ledger_reader(broker.clone(), ledger)),
+        )?;
         // Notices through the configured gateways, or all to the outboxes.
         match Notifier::from_config(&cfg.sinks, &trust, log.clone())? {
             Some(notices) => {
@@ -397,4 +403,29 @@ async fn join(mut tasks: tokio::task::JoinSet<Result<(), TopologyError>>) -> Res
         }
     }
     Ok(())
+}
+
+/// Reads the compensation ledger's records of some partitions back from
+/// its topic (an undecodable record is logged by position and skipped).
+fn ledger_reader(broker: Broker, topic: String) -> crate::sinks::billing::LedgerReader {
+    Arc::new(move |parts: &[i32]| {
+        let mut out = Vec::new();
+        crate::kafka::read_to_end(
+            &broker,
+            &topic,
+            std::time::Duration::from_millis(300),
+            |partition, offset, bytes| {
+                // No partitions known: every record (a reader that cannot say).
+                if !parts.is_empty() && !parts.contains(&partition) {
+                    return;
+                }
+                match serde_json::from_slice::<crate::transforms::ledger::LedgerRecord>(bytes) {
+                    Ok(r) => out.push(r),
+                    Err(e) => tracing::error!(partition, offset, error = %e, "undecodable ledger record skipped"),
+                }
+            },
+        )
+        .map_err(|source| SinkError::Read { topic: topic.clone(), source: Box::new(source) })?;
+        Ok(out)
+    })
 }

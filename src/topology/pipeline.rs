@@ -1393,6 +1393,7 @@ mod determinism {
                     opt_out: Default::default(),
                     monthly_fee: usd(5000),
                     avg_bill_3m: usd(5000),
+                    billing_cycle_day: None,
                 });
             }
         }

@@ -9,8 +9,10 @@
 //! `credit_id`; change the arithmetic of a rule, bump its version.
 //!
 //! The rules:
-//! - `es_rd899_voice`: Spain, RD 899/2009 art. 15 (fixed and mobile voice);
-//! - `es_rd899_internet`: Spain, RD 899/2009 art. 16 (internet access);
+//! - `es_rd899_voice`: Spain, RD 899/2009 art. 15 (fixed and mobile voice),
+//!   threshold per billing period;
+//! - `es_rd899_internet`: Spain, RD 899/2009 art. 16 (internet access),
+//!   threshold per billing period;
 //! - `uk_auto_comp`: UK, Ofcom automatic compensation for delayed repair;
 //! - `flat_goodwill`: a number of days of the monthly fee;
 //! - `goodwill_prorated`: the monthly fee prorated by the outage (the
@@ -26,6 +28,71 @@
 //! day, can pay per service (`per_service`). Rules stack: every configured
 //! rule is applied, so list only the ones the operator owes.
 //!
+//! ## Thresholds per billing period (the Spanish rules)
+//!
+//! Real Decreto 899/2009, de 22 de mayo, por el que se aprueba la carta de
+//! derechos del usuario de los servicios de comunicaciones electrónicas
+//! (BOE núm. 131, 30 May 2009, BOE-A-2009-9481). The text relied on (quoted
+//! from the consolidated text as reproduced in secondary sources; check it
+//! against boe.es before relying on it in a dispute):
+//!
+//! > Artículo 15.1. «Cuando, durante un período de facturación, un abonado
+//! > sufra interrupciones temporales del servicio telefónico disponible al
+//! > público, el operador deberá indemnizar con una cantidad que será, al
+//! > menos, igual a la mayor de las dos siguientes: a) El promedio del
+//! > importe facturado por todos los servicios interrumpidos durante los
+//! > tres meses anteriores a la interrupción, prorrateado por el tiempo que
+//! > haya durado la interrupción. […] b) Cinco veces la cuota mensual de
+//! > abono o equivalente vigente en el momento de la interrupción,
+//! > prorrateado por el tiempo de duración de ésta.» […] «El operador
+//! > estará obligado a indemnizar automáticamente al abonado, en la factura
+//! > correspondiente al período inmediato al considerado, cuando la
+//! > interrupción del servicio suponga el derecho a una indemnización por
+//! > importe superior a 1 euro.»
+//!
+//! (*When, during a billing period, a subscriber suffers temporary
+//! interruptions of the publicly available telephone service, the operator
+//! shall compensate with an amount at least equal to the greater of: a) the
+//! average amount billed for all the interrupted services over the three
+//! months before the interruption, prorated by the time the interruption
+//! lasted; b) five times the monthly subscription fee or equivalent in
+//! force at the time of the interruption, prorated by its duration. […] The
+//! operator shall compensate the subscriber automatically, in the bill for
+//! the period following the one considered, when the interruption gives
+//! the right to compensation of more than 1 euro.*)
+//!
+//! > Artículo 16.1. «Cuando, durante un período de facturación, un abonado
+//! > sufra interrupciones temporales del servicio de acceso a Internet, el
+//! > operador deberá compensar al abonado con la devolución del importe de
+//! > la cuota de abono y otras cuotas fijas, prorrateadas por el tiempo que
+//! > hubiera durado la interrupción.» […] 16.2. «El operador estará obligado
+//! > a indemnizar automáticamente al abonado, en la factura correspondiente
+//! > al período inmediato al considerado, cuando la interrupción del
+//! > servicio se haya producido de manera continua o discontinua y sea
+//! > superior a seis horas en horario de 8 a 22.»
+//!
+//! (*When, during a billing period, a subscriber suffers temporary
+//! interruptions of the internet access service, the operator shall
+//! compensate by refunding the subscription fee and other fixed charges,
+//! prorated by the time the interruption lasted. […] The operator shall
+//! compensate automatically, in the bill for the following period, when
+//! the interruption, continuous or discontinuous, exceeds six hours between
+//! 08:00 and 22:00.*)
+//!
+//! Both articles count the interruptions *of a billing period*: so the
+//! Spanish rules return, per incident, an **entitlement** (a [`Credit`]
+//! with `period` set and its own share), not a payment. The ledger
+//! ([`super::ledger`], on the ledger topic keyed by customer) adds a
+//! customer's entitlements up per (rule, billing period) and credits what
+//! became due once: €0.42 + €0.60 in one month is one credit of €1.02 with
+//! two shares; the same across a month boundary is nothing (each period
+//! stays at or under €1; `replay --credits` shows them as
+//! `below_threshold`). The billing period is the calendar month, or starts
+//! on the customer's `billing_cycle_day` (the CSV column, else
+//! `billing_cycle_day` here), in their local time; an outage belongs to the
+//! period its start falls in. The other rules have no period threshold and
+//! pay per incident, as [`credits`] returns them.
+//!
 //! Rounding: all arithmetic is integer (`i128` inside), never floating
 //! point. Each product (`amount × numerator / denominator`) is computed
 //! exactly and rounded half up to the currency's minor unit once, at its
@@ -34,7 +101,7 @@
 //! term, so a person can redo them by hand.
 
 use crate::model::money::Currency;
-use crate::model::{Credit, Customer, Incident, IncidentState, Money};
+use crate::model::{BillingPeriod, Credit, CreditShare, Customer, Incident, IncidentState, Money};
 use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc, Weekday};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
@@ -47,8 +114,11 @@ pub const MONTH_SECONDS: i64 = 30 * 86_400;
 pub const SERVICES: [&str; 3] = ["mobile", "voice", "broadband"];
 
 /// Rule ids: stable, versioned (they are part of every `credit_id`).
-pub const ES_RD899_VOICE_ID: &str = "es-rd899-art15-voice-v1";
-pub const ES_RD899_INTERNET_ID: &str = "es-rd899-art16-internet-v1";
+///
+/// v2 of the Spanish rules: thresholds per billing period (the ledger,
+/// [`super::ledger`]) instead of per incident.
+pub const ES_RD899_VOICE_ID: &str = "es-rd899-art15-voice-v2";
+pub const ES_RD899_INTERNET_ID: &str = "es-rd899-art16-internet-v2";
 pub const UK_AUTO_COMP_ID: &str = "uk-ofcom-auto-comp-v1";
 pub const FLAT_GOODWILL_ID: &str = "flat-goodwill-v1";
 pub const GOODWILL_PRORATED_ID: &str = "goodwill-prorated-v1";
@@ -87,7 +157,8 @@ pub fn credits(
     if !matches!(inc.state, IncidentState::Declared | IncidentState::Resolved) {
         return vec![];
     }
-    let Some(o) = Outage::new(inc, customer, window, tz, force_majeure, min_outage) else {
+    let cycle_day = customer.billing_cycle_day.unwrap_or(cfg.billing_cycle_day);
+    let Some(o) = Outage::new(inc, customer, window, tz, force_majeure, min_outage, cycle_day) else {
         return vec![];
     };
     let mut out: Vec<Credit> = Vec::new();
@@ -103,6 +174,15 @@ pub fn credits(
     out
 }
 
+/// Whether `credit` will be paid as it is: a credit of a rule without a
+/// period threshold, or a period entitlement that passes its period's
+/// threshold on its own (so whatever else the period holds, it is paid).
+pub fn certain(credit: &Credit) -> bool {
+    let Some(p) = &credit.period else { return true };
+    let window: i64 = credit.shares.iter().filter_map(|s| s.in_window_seconds).sum();
+    p.amount_above_minor.is_none_or(|m| credit.amount.minor > m) && p.in_window_seconds_above.is_none_or(|w| window > w)
+}
+
 /// Which compensation rules apply (`[compensation]` in the config).
 ///
 /// Default: `rules = [{ rule = "goodwill_prorated" }]`, the behaviour before
@@ -112,11 +192,18 @@ pub fn credits(
 pub struct CompensationConfig {
     /// The rules, applied in order; each kind at most once.
     pub rules: Vec<RuleConfig>,
+    /// The day of the month (1–28) billing periods start on, for customers
+    /// whose row has no `billing_cycle_day`. Default 1: the calendar month.
+    /// Only the rules with a period threshold (`es_rd899_*`) use it.
+    pub billing_cycle_day: u8,
 }
 
 impl Default for CompensationConfig {
     fn default() -> Self {
-        CompensationConfig { rules: vec![RuleConfig::GoodwillProrated(GoodwillProrated::default())] }
+        CompensationConfig {
+            rules: vec![RuleConfig::GoodwillProrated(GoodwillProrated::default())],
+            billing_cycle_day: 1,
+        }
     }
 }
 
@@ -131,6 +218,12 @@ impl CompensationConfig {
     /// [`validate`](Self::validate) with keys under `prefix` (e.g.
     /// `plan.compensation` if the section lives there).
     pub fn validate_at(&self, prefix: &str) -> Result<(), InvalidSetting> {
+        if !(1..=28).contains(&self.billing_cycle_day) {
+            return Err(InvalidSetting {
+                key: format!("{prefix}.billing_cycle_day"),
+                message: format!("{} is not a day of the month from 1 to 28", self.billing_cycle_day),
+            });
+        }
         for (i, rule) in self.rules.iter().enumerate() {
             let at = |field: &str| format!("{prefix}.rules[{i}].{field}");
             if let Some(j) = self.rules[..i].iter().position(|r| r.kind() == rule.kind()) {
@@ -252,11 +345,11 @@ fn check_services(services: &[String], allowed: &[&str]) -> Result<(), (&'static
 ///   a 30-day month, and
 /// - 5 × their monthly fee prorated likewise;
 ///
-/// under force majeure only the monthly fee prorated (art. 15.2). The
-/// credit is paid automatically only when it is more than
-/// `min_automatic_minor` (€1: art. 15 says "superior a 1 euro", so exactly
-/// €1.00 is not paid). The threshold is checked per incident; adding up the
-/// interruptions of a billing period is billing's job.
+/// under force majeure only the monthly fee prorated (art. 15.2). Each
+/// incident's amount is an **entitlement** accrued in the customer's
+/// billing period ([`super::ledger`]); the period's entitlements are paid
+/// automatically once they add up to more than `min_automatic_minor` (€1:
+/// "superior a 1 euro", so exactly €1.00 is not paid).
 ///
 /// One credit per customer (fee and average are per contract), booked on
 /// the first of `services` the customer has. Customers billed in another
@@ -310,28 +403,32 @@ impl EsRd899Voice {
                 (five, format!("{five_text} (3-month average bill in {}, not comparable)", avg.currency))
             }
         };
-        let threshold = money(self.min_automatic_minor);
-        if minor <= self.min_automatic_minor {
+        if minor < 1 {
             return vec![];
         }
+        let threshold = money(self.min_automatic_minor);
         let calculation = format!(
             "RD 899/2009 art. 15: outage {} ({s} s) of a 30-day month ({MONTH_SECONDS} s): {terms}, each product \
-             rounded half up to {}; more than {threshold}, so paid automatically",
+             rounded half up to {}; paid automatically when the billing period's amounts add up to more than \
+             {threshold}",
             human(s),
             unit(fee.currency),
         );
-        vec![o.credit(service, money(minor), ES_RD899_VOICE_ID, calculation)]
+        let period = o.period(Some(self.min_automatic_minor), None);
+        vec![o.entitlement(service, money(minor), ES_RD899_VOICE_ID, calculation, period, None)]
     }
 }
 
 /// RD 899/2009 art. 16 (Spain): a customer whose internet access was
-/// interrupted for more than `min_hours_in_window` hours counted only
-/// between `window_start` and `window_end` local time (each day of the
-/// outage, in the customer's zone, so a day of a DST change has its real
-/// length) gets the monthly fee prorated by the **whole** interruption ("por
-/// el tiempo que hubiera durado la interrupción"), not just its in-window
-/// part. Exactly `min_hours_in_window` hours is not enough ("superior a
-/// seis horas"). Force majeure does not change it (its credit already is
+/// interrupted gets the monthly fee prorated by the **whole** interruption
+/// ("por el tiempo que hubiera durado la interrupción"), as an entitlement
+/// accrued in their billing period ([`super::ledger`]) with the seconds of
+/// it that fell between `window_start` and `window_end` local time (each
+/// day of the outage, in the customer's zone, so a day of a DST change has
+/// its real length). The period's entitlements are paid automatically once
+/// those seconds add up to more than `min_hours_in_window` hours
+/// ("continua o discontinua … superior a seis horas"; exactly six is not
+/// enough). Force majeure does not change it (its credit already is
 /// the fee prorated). A local window boundary that falls in a DST gap is
 /// the instant the clocks jump; one that falls twice (clocks going back)
 /// opens at its first and closes at its second occurrence.
@@ -378,9 +475,6 @@ impl EsRd899Internet {
             return vec![];
         }
         let inside = seconds_in_daily_window(o.start, o.end, o.tz, self.window_start, self.window_end);
-        if inside <= i64::from(self.min_hours_in_window) * 3600 {
-            return vec![];
-        }
         let s = o.seconds;
         let minor = prorate(fee.minor, s, MONTH_SECONDS);
         if minor < 1 {
@@ -388,18 +482,22 @@ impl EsRd899Internet {
         }
         let amount = Money::new(minor, fee.currency);
         let calculation = format!(
-            "RD 899/2009 art. 16: {} ({inside} s) of the outage fell between {} and {} local time ({}), more than \
-             {} h; monthly fee {fee} × the whole outage {} ({s} s) / 30 days ({MONTH_SECONDS} s) = {amount}, \
-             rounded half up to {}",
+            "RD 899/2009 art. 16: {} ({inside} s) of the outage fell between {} and {} local time ({}); monthly \
+             fee {fee} × the whole outage {} ({s} s) / 30 days ({MONTH_SECONDS} s) = {amount}, rounded half up to \
+             {}; paid automatically when the billing period's interruptions add up to more than {} h between {} \
+             and {}",
             human(inside),
             self.window_start.format("%H:%M"),
             self.window_end.format("%H:%M"),
             o.tz.name(),
-            self.min_hours_in_window,
             human(s),
             unit(fee.currency),
+            self.min_hours_in_window,
+            self.window_start.format("%H:%M"),
+            self.window_end.format("%H:%M"),
         );
-        vec![o.credit(service, amount, ES_RD899_INTERNET_ID, calculation)]
+        let period = o.period(None, Some(i64::from(self.min_hours_in_window) * 3600));
+        vec![o.entitlement(service, amount, ES_RD899_INTERNET_ID, calculation, period, Some(inside))]
     }
 }
 
@@ -627,6 +725,8 @@ struct Outage<'a> {
     tz: Tz,
     force_majeure: bool,
     min_outage: Duration,
+    /// The day the customer's billing periods start on (1–28).
+    cycle_day: u8,
 }
 
 impl<'a> Outage<'a> {
@@ -637,9 +737,43 @@ impl<'a> Outage<'a> {
         tz: Tz,
         force_majeure: bool,
         min_outage: Duration,
+        cycle_day: u8,
     ) -> Option<Self> {
         let seconds = (end - start).num_seconds();
-        (seconds > 0).then_some(Outage { inc, customer, start, end, seconds, tz, force_majeure, min_outage })
+        (seconds > 0).then_some(Outage { inc, customer, start, end, seconds, tz, force_majeure, min_outage, cycle_day })
+    }
+
+    /// The billing period the outage accrues to: the one its start falls
+    /// in, in the customer's local time (an outage across a period's end
+    /// is not split).
+    fn period(&self, amount_above_minor: Option<i64>, in_window_seconds_above: Option<i64>) -> BillingPeriod {
+        let (start, end) = super::ledger::period_of(self.start, self.tz, self.cycle_day);
+        BillingPeriod { start, end, amount_above_minor, in_window_seconds_above }
+    }
+
+    /// This incident's entitlement under a period rule: a credit carrying
+    /// its period and its own share, for the ledger to accrue.
+    fn entitlement(
+        &self,
+        service: &str,
+        amount: Money,
+        rule_id: &str,
+        calculation: String,
+        period: BillingPeriod,
+        in_window_seconds: Option<i64>,
+    ) -> Credit {
+        let mut c = self.credit(service, amount, rule_id, calculation);
+        c.shares = vec![CreditShare {
+            incident_id: c.incident_id.clone(),
+            amount,
+            outage_start: c.outage_start,
+            outage_end: c.outage_end,
+            outage_seconds: c.outage_seconds,
+            in_window_seconds,
+            calculation: c.calculation.clone(),
+        }];
+        c.period = Some(period);
+        c
     }
 
     fn credit(&self, service: &str, amount: Money, rule_id: &str, calculation: String) -> Credit {
@@ -654,6 +788,8 @@ impl<'a> Outage<'a> {
             outage_end: self.end,
             outage_seconds: self.seconds,
             calculation,
+            period: None,
+            shares: vec![],
         }
     }
 }
@@ -827,6 +963,7 @@ mod tests {
             opt_out: Default::default(),
             monthly_fee: Money::new(fee, cur(currency)),
             avg_bill_3m: Money::new(avg, cur(currency)),
+            billing_cycle_day: None,
         }
     }
 
@@ -845,16 +982,26 @@ mod tests {
     const HOUR: Duration = Duration::from_secs(3600);
 
     fn run(rule: RuleConfig, c: &Customer, window: (DateTime<Utc>, DateTime<Utc>), tz: Tz, fm: bool) -> Vec<Credit> {
-        let cfg = CompensationConfig { rules: vec![rule] };
+        let cfg = CompensationConfig { rules: vec![rule], ..Default::default() };
         credits(&cfg, &incident(IncidentState::Resolved), c, window, tz, fm, HOUR)
     }
 
     /// Expected (service, minor) credits of a table row.
     type Paid = Vec<(&'static str, i64)>;
 
-    /// (service, minor) of each credit.
-    fn paid(credits: &[Credit]) -> Vec<(&str, i64)> {
-        credits.iter().map(|c| (c.service.as_str(), c.amount.minor)).collect()
+    /// (service, minor) of each credit paid when the outage is the only
+    /// one of the customer's billing period: a period rule's entitlement
+    /// goes through a fresh ledger, the others are paid as they are.
+    fn paid(credits: &[Credit]) -> Vec<(&'static str, i64)> {
+        let service = |c: &Credit| SERVICES.into_iter().find(|s| *s == c.service).unwrap();
+        credits
+            .iter()
+            .filter_map(|c| match c.period {
+                Some(_) => super::super::ledger::Ledger::new().accrue(c)?.credited,
+                None => Some(c.clone()),
+            })
+            .map(|c| (service(&c), c.amount.minor))
+            .collect()
     }
 
     #[test]
@@ -910,8 +1057,15 @@ mod tests {
             got[0].calculation,
             "RD 899/2009 art. 15: outage 3 h 20 min (12000 s) of a 30-day month (2592000 s): max(3-month average bill \
              42.00 EUR × 12000 / 2592000 = 0.19 EUR, 5 × monthly fee 20.00 EUR × 12000 / 2592000 = 0.46 EUR) = 0.46 \
-             EUR, each product rounded half up to 0.01 EUR; more than 0.00 EUR, so paid automatically"
+             EUR, each product rounded half up to 0.01 EUR; paid automatically when the billing period's amounts add \
+             up to more than 0.00 EUR"
         );
+        // An entitlement of its billing period (calendar month, Madrid time), with its own share.
+        let p = got[0].period.as_ref().unwrap();
+        assert_eq!((p.start.to_string(), p.end.to_string()), ("2025-06-01".into(), "2025-07-01".into()));
+        assert_eq!((p.amount_above_minor, p.in_window_seconds_above), (Some(0), None));
+        assert_eq!(got[0].shares.len(), 1);
+        assert_eq!(got[0].shares[0].amount, got[0].amount);
         let fm = run(rule, &customer("voice", 3000, 9000, "EUR"), (t0, t0 + chrono::Duration::days(2)), MADRID, true);
         assert!(
             fm[0]
@@ -969,6 +1123,96 @@ mod tests {
         assert_eq!(paid(&run(with_mobile, &mobile, w, MADRID, false)), [("mobile", 75)]);
     }
 
+    /// The credits the Spanish rules pay for `outages` ((incident, local
+    /// start, seconds)) of one customer, through one ledger, in order.
+    fn period_run(rule: RuleConfig, c: &Customer, outages: &[(&str, &str, i64)]) -> Vec<Credit> {
+        let cfg = CompensationConfig { rules: vec![rule], ..Default::default() };
+        let mut ledger = super::super::ledger::Ledger::new();
+        let mut out = Vec::new();
+        for (id, start, secs) in outages {
+            let mut inc = incident(IncidentState::Resolved);
+            inc.id = IncidentId((*id).into());
+            let t = local(MADRID, start);
+            for e in credits(&cfg, &inc, c, (t, t + chrono::Duration::seconds(*secs)), MADRID, false, HOUR) {
+                let r = ledger.accrue(&e).expect("a period entitlement, new");
+                ledger.apply(&r);
+                out.extend(r.credited);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn es_rules_apply_their_thresholds_per_billing_period() {
+        let amounts =
+            |cs: &[Credit]| -> Vec<(String, i64)> { cs.iter().map(|c| (c.service.clone(), c.amount.minor)).collect() };
+        let voice = RuleConfig::EsRd899Voice(EsRd899Voice::default());
+        // 5 × 10.00 = 50.00 a month: 21 773 s → 0.42, 31 104 s → 0.60 (the average bill is 0).
+        let c = customer("voice", 1000, 0, "EUR");
+        // One month: 0.42 + 0.60 = 1.02 > 1.00, one credit with two shares.
+        let got = period_run(
+            voice.clone(),
+            &c,
+            &[("INC-A", "2025-06-03T10:00", 21_773), ("INC-B", "2025-06-20T10:00", 31_104)],
+        );
+        assert_eq!(amounts(&got), [("voice".to_string(), 102)]);
+        let shares: Vec<(&str, i64)> =
+            got[0].shares.iter().map(|s| (s.incident_id.0.as_str(), s.amount.minor)).collect();
+        assert_eq!(shares, [("INC-A", 42), ("INC-B", 60)]);
+        assert_eq!(got[0].rule_id, ES_RD899_VOICE_ID);
+        // Either side of a month's end (local time): nothing.
+        let got = period_run(
+            voice.clone(),
+            &c,
+            &[("INC-A", "2025-06-30T20:00", 21_773), ("INC-B", "2025-07-01T10:00", 31_104)],
+        );
+        assert!(got.is_empty(), "{got:?}");
+        // Cycle day 15: 10 June and 20 June are two periods (15 May–14 June, 15 June–14 July) ...
+        let c15 = Customer { billing_cycle_day: Some(15), ..c.clone() };
+        let got = period_run(
+            voice.clone(),
+            &c15,
+            &[("INC-A", "2025-06-10T10:00", 21_773), ("INC-B", "2025-06-20T10:00", 31_104)],
+        );
+        assert!(got.is_empty(), "{got:?}");
+        // ... 20 June and 10 July one.
+        let got = period_run(
+            voice.clone(),
+            &c15,
+            &[("INC-A", "2025-06-20T10:00", 21_773), ("INC-B", "2025-07-10T10:00", 31_104)],
+        );
+        assert_eq!(amounts(&got), [("voice".to_string(), 102)]);
+        let p = got[0].period.as_ref().unwrap();
+        assert_eq!((p.start.to_string(), p.end.to_string()), ("2025-06-15".to_string(), "2025-07-15".to_string()));
+        // The configured default cycle day applies to customers without one.
+        let cfg15 = CompensationConfig { rules: vec![voice], billing_cycle_day: 15 };
+        let inc = incident(IncidentState::Resolved);
+        let t = local(MADRID, "2025-06-10T10:00");
+        let e = credits(&cfg15, &inc, &c, (t, t + chrono::Duration::hours(1)), MADRID, false, HOUR);
+        assert_eq!(e[0].period.as_ref().unwrap().start.to_string(), "2025-05-15");
+
+        // Internet: 4 h + 3 h between 08:00 and 22:00 in one period: 7 h > 6 h, due.
+        let net = RuleConfig::EsRd899Internet(EsRd899Internet::default());
+        let b = customer("broadband", 3000, 0, "EUR");
+        let got = period_run(
+            net.clone(),
+            &b,
+            &[("INC-A", "2025-06-03T10:00", 4 * 3600), ("INC-B", "2025-06-12T15:00", 3 * 3600)],
+        );
+        // 3000 × 14 400 / 2 592 000 = 16.66… → 17; 3000 × 10 800 / 2 592 000 = 12.5 → 13.
+        assert_eq!(amounts(&got), [("broadband".to_string(), 30)]);
+        assert_eq!(got[0].shares.len(), 2);
+        // 4 h in the window + 3 h at night: 4 h, not due.
+        let got =
+            period_run(net, &b, &[("INC-A", "2025-06-03T10:00", 4 * 3600), ("INC-B", "2025-06-12T23:00", 3 * 3600)]);
+        assert!(got.is_empty(), "{got:?}");
+        // Whether a notice may promise an entitlement on its own.
+        let one = credits(&cfg15, &inc, &c, (t, t + chrono::Duration::seconds(21_773)), MADRID, false, HOUR);
+        assert!(!certain(&one[0]), "0.42 may never be paid");
+        let big = credits(&cfg15, &inc, &c, (t, t + chrono::Duration::days(1)), MADRID, false, HOUR);
+        assert!(certain(&big[0]), "1.67 is paid whatever else the period holds");
+    }
+
     #[test]
     fn es_rd899_internet_calculation_names_both_durations() {
         let rule = RuleConfig::EsRd899Internet(EsRd899Internet::default());
@@ -976,10 +1220,13 @@ mod tests {
         let got = run(rule, &customer("broadband", 3000, 4000, "EUR"), w, MADRID, false);
         assert_eq!(
             got[0].calculation,
-            "RD 899/2009 art. 16: 8 h (28800 s) of the outage fell between 08:00 and 22:00 local time (Europe/Madrid), \
-             more than 6 h; monthly fee 30.00 EUR × the whole outage 18 h (64800 s) / 30 days (2592000 s) = 0.75 EUR, \
-             rounded half up to 0.01 EUR"
+            "RD 899/2009 art. 16: 8 h (28800 s) of the outage fell between 08:00 and 22:00 local time (Europe/Madrid); \
+             monthly fee 30.00 EUR × the whole outage 18 h (64800 s) / 30 days (2592000 s) = 0.75 EUR, rounded half up \
+             to 0.01 EUR; paid automatically when the billing period's interruptions add up to more than 6 h between \
+             08:00 and 22:00"
         );
+        assert_eq!(got[0].shares[0].in_window_seconds, Some(28_800));
+        assert_eq!(got[0].period.as_ref().unwrap().in_window_seconds_above, Some(6 * 3600));
     }
 
     #[test]
@@ -1145,6 +1392,7 @@ mod tests {
                 RuleConfig::EsRd899Internet(EsRd899Internet::default()),
                 RuleConfig::GoodwillProrated(GoodwillProrated::default()),
             ],
+            ..Default::default()
         };
         let c = customer("voice;broadband", 3000, 9000, "EUR");
         let w = (local(MADRID, "2025-06-02T08:00"), local(MADRID, "2025-06-03T08:00"));
@@ -1166,7 +1414,8 @@ mod tests {
         assert!(credits(&cfg, &inc, &c, (w.1, w.0), MADRID, false, HOUR).is_empty());
         assert!(credits(&cfg, &inc, &c, (w.0, w.0), MADRID, false, HOUR).is_empty());
         // A rule listed twice still credits once.
-        let twice = CompensationConfig { rules: vec![cfg.rules[0].clone(), cfg.rules[0].clone()] };
+        let twice =
+            CompensationConfig { rules: vec![cfg.rules[0].clone(), cfg.rules[0].clone()], ..Default::default() };
         assert_eq!(credits(&twice, &inc, &c, w, MADRID, false, HOUR).len(), 1);
     }
 

@@ -1951,6 +1951,7 @@ mod tests {
                 opt_out: Default::default(),
                 monthly_fee: fee,
                 avg_bill_3m: fee,
+                billing_cycle_day: None,
             })
             .collect();
         let rd = RefData::build(
@@ -2023,6 +2024,7 @@ mod tests {
                     opt_out: Default::default(),
                     monthly_fee: fee,
                     avg_bill_3m: fee,
+                    billing_cycle_day: None,
                 })
             })
             .collect();

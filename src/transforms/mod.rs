@@ -5,6 +5,7 @@
 pub mod classify;
 pub mod compensate;
 pub mod correlate;
+pub mod ledger;
 pub mod order;
 pub mod plan;
 pub mod restore;

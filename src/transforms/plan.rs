@@ -563,6 +563,7 @@ impl Planner {
             planned_at: now,
             not_before: None,
             follows: None,
+            skip: None,
         }
     }
 
@@ -702,8 +703,15 @@ impl Planner {
                 let Some(&window) = windows.get(&c.postcode) else { return };
                 let credits = self.credits(inc, c, window);
                 // The notice names what the customer will get: the sum of
-                // their credits (one currency per customer's rules).
-                let total = credits.iter().map(|c| c.amount).reduce(|a, b| Money::new(a.minor + b.minor, a.currency));
+                // their credits (one currency per customer's rules). A
+                // period entitlement counts only when it is due on its own
+                // (`certain`); one that becomes due with later outages of
+                // the period is not promised here.
+                let total = credits
+                    .iter()
+                    .filter(|c| compensate::certain(c))
+                    .map(|c| c.amount)
+                    .reduce(|a, b| Money::new(a.minor + b.minor, a.currency));
                 if !silent {
                     self.notices(inc, c, ActionKind::Restored, total, texts, out);
                 }
@@ -949,6 +957,15 @@ impl Planner {
         let opt_out = self.refdata.opt_out(c);
         let channels = [(Channel::Sms, &c.msisdn, opt_out.sms), (Channel::Email, &c.email, opt_out.email)];
         for (channel, to, opted_out) in channels {
+            // No contact or opted out: an action the dispatcher records as
+            // skipped with its reason (no text, never sent), so the
+            // deliveries record answers "why did X get nothing?".
+            if to.is_none() || opted_out {
+                let mut a = self.action(inc, c, channel, kind, now);
+                a.skip = Some(if to.is_none() { "no_contact" } else { "opted_out" }.into());
+                out.push(a);
+                continue;
+            }
             if let (Some(to), false) = (to, opted_out) {
                 let mut a = self.action(inc, c, channel, kind, now);
                 a.to = Some(to.clone());
@@ -1035,7 +1052,7 @@ impl Planner {
         for (c, actions) in self.customers(&plan.postcodes).zip(self.pages(inc, &plan, 1)) {
             let r = regions.entry(self.region(&c.postcode)).or_default();
             r.customers += 1;
-            for a in actions {
+            for a in actions.iter().filter(|a| a.skip.is_none()) {
                 *r.channels.entry(a.channel).or_default() += 1;
             }
         }
@@ -1118,6 +1135,7 @@ mod tests {
                 opt_out: Default::default(),
                 monthly_fee: usd(3000),
                 avg_bill_3m: usd(3500),
+                billing_cycle_day: None,
             };
         let pc = |p: &str, lat, lon| Postcode { postcode: p.into(), lat, lon, population: None, timezone: None };
         let rd = RefData::build(
@@ -1165,11 +1183,19 @@ mod tests {
         let inc = incident(vec![declared()]);
         let emailed = |p: &Planner| -> Vec<String> {
             let actions = p.actions(&inc, &p.plan_down(&inc, &p.footprint(&inc), t(10)));
-            actions.into_iter().filter(|a| a.channel == Channel::Email).map(|a| a.customer_id).collect()
+            actions
+                .into_iter()
+                .filter(|a| a.channel == Channel::Email && a.skip.is_none())
+                .map(|a| a.customer_id)
+                .collect()
         };
         assert_eq!(emailed(&p), ["C1", "C2", "C4"]);
         p.refdata.opt_outs.record("C1", Channel::Email, t(5)).unwrap();
         assert_eq!(emailed(&p), ["C2", "C4"], "C1 unsubscribed from e-mail");
+        // … and the skip is planned, with its reason, for the deliveries record.
+        let actions = p.actions(&inc, &p.plan_down(&inc, &p.footprint(&inc), t(10)));
+        let c1 = actions.iter().find(|a| a.customer_id == "C1" && a.channel == Channel::Email).unwrap();
+        assert_eq!((c1.skip.as_deref(), c1.to.as_deref(), c1.message.as_ref()), (Some("opted_out"), None, None));
         let sms = p.actions(&inc, &p.plan_down(&inc, &p.footprint(&inc), t(10)));
         assert!(sms.iter().any(|a| a.customer_id == "C1" && a.channel == Channel::Sms), "SMS still goes");
     }
@@ -1190,6 +1216,7 @@ mod tests {
                 opt_out: Default::default(),
                 monthly_fee: usd,
                 avg_bill_3m: usd,
+                billing_cycle_day: None,
             }],
         )
         .unwrap();
@@ -1214,7 +1241,19 @@ mod tests {
         let plan = p.plan_down(&inc, &p.footprint(&inc), t(10));
         assert_eq!(plan.postcodes, ["02901"]);
         let actions = p.actions(&inc, &plan);
-        let got: Vec<(&str, Channel)> = actions.iter().map(|a| (a.customer_id.as_str(), a.channel)).collect();
+        let got: Vec<(&str, Channel)> =
+            actions.iter().filter(|a| a.skip.is_none()).map(|a| (a.customer_id.as_str(), a.channel)).collect();
+        // Every notice not sent is planned as a skip with its reason.
+        let skips: Vec<(&str, Channel, &str)> =
+            actions.iter().filter_map(|a| Some((a.customer_id.as_str(), a.channel, a.skip.as_deref()?))).collect();
+        assert_eq!(
+            skips,
+            [
+                ("C2", Channel::Sms, "no_contact"),
+                ("C3", Channel::Email, "no_contact"),
+                ("C4", Channel::Sms, "opted_out")
+            ],
+        );
         assert_eq!(
             got,
             [
@@ -1227,8 +1266,9 @@ mod tests {
             ],
             "C4 opted out of SMS"
         );
-        assert!(actions[4].message.as_ref().unwrap().text.contains("авария"), "ru reads Russian");
-        assert!(actions[3].message.as_ref().unwrap().text.contains("avería"), "es-MX reads Spanish");
+        let sent: Vec<&Action> = actions.iter().filter(|a| a.skip.is_none()).collect();
+        assert!(sent[4].message.as_ref().unwrap().text.contains("авария"), "ru reads Russian");
+        assert!(sent[3].message.as_ref().unwrap().text.contains("avería"), "es-MX reads Spanish");
         let langs: Vec<&str> = actions.iter().filter(|a| a.message.is_some()).map(|a| a.language.as_str()).collect();
         assert_eq!(langs, ["en", "en", "es", "ru", "en"], "the record says the language sent: es-MX read es");
         assert_eq!(plan, p.plan_down(&inc, &p.footprint(&inc), t(10)), "plans are deterministic");
@@ -1431,7 +1471,7 @@ mod tests {
         let p = planner_with(quiet(1000));
         let actions = p.actions(&inc, &p.plan_down(&inc, &p.footprint(&inc), night));
         for a in &actions {
-            let want = (a.channel == Channel::Sms).then_some(morning);
+            let want = (a.channel == Channel::Sms && a.skip.is_none()).then_some(morning);
             assert_eq!(a.not_before, want, "{} {:?}: only SMS waits", a.customer_id, a.channel);
         }
         assert!(actions.iter().any(|a| a.channel == Channel::Sms));
@@ -1527,7 +1567,8 @@ mod tests {
         let actions = p.actions(&inc, &plan);
         let ids: BTreeSet<&str> = actions.iter().map(|a| a.action_id.as_str()).collect();
         assert!(ids.contains("INC-20261123-00000001/C1/sms/etr_update/5"), "{ids:?}");
-        let notices: Vec<&Action> = actions.iter().filter(|a| a.channel != Channel::DataGrant).collect();
+        let notices: Vec<&Action> =
+            actions.iter().filter(|a| a.channel != Channel::DataGrant && a.skip.is_none()).collect();
         assert!(notices.iter().all(|a| a.kind == ActionKind::EtrUpdate && a.message.is_some()));
         assert!(notices.iter().all(|a| matches!(a.channel, Channel::Sms | Channel::Email)), "no credits");
         // The grants follow the ETR: a versioned extension to ETR + grace.
@@ -1621,8 +1662,12 @@ mod tests {
         }
     }
 
+    /// The notices that go out (planned skips aside: no contact, opted out).
     fn notices(actions: &[Action], kind: ActionKind) -> Vec<&Action> {
-        actions.iter().filter(|a| a.kind == kind && matches!(a.channel, Channel::Sms | Channel::Email)).collect()
+        actions
+            .iter()
+            .filter(|a| a.kind == kind && matches!(a.channel, Channel::Sms | Channel::Email) && a.skip.is_none())
+            .collect()
     }
 
     /// Every kind of overlap: a second correlated incident on the same
