@@ -1031,6 +1031,16 @@ mod tests {
     }
 
     #[test]
+    fn show_marks_a_passed_etr_for_the_noc() {
+        let i = sample("INC-20261123-3f9a1c2e");
+        assert!(!incident_details(&i).contains("PASSED"));
+        let passed = IncidentView { etr_passed: i.etr, ..i };
+        let out = incident_details(&passed);
+        let etr = out.lines().find(|l| l.starts_with("ETR:")).unwrap();
+        assert!(etr.contains("2026-11-23 18:00 UTC (PASSED: service not back; set a new ETR)"), "{out}");
+    }
+
+    #[test]
     fn incidents_table_shows_the_summary() {
         let out = incidents_table(&[sample("INC-20261123-3f9a1c2e")]);
         let lines: Vec<&str> = out.lines().collect();

@@ -1284,6 +1284,11 @@ impl Pipeline<NoSource, NoIvr> {
         }
         for ev in &events {
             self.correlator.restore(ev)?;
+            // The customers' threads too: a standby that takes over plans
+            // from them.
+            if let Some(inc) = self.correlator.incident(&ev.incident_id) {
+                self.planner.observe(inc, ev);
+            }
             self.note(ev);
         }
         tracing::info!(
@@ -1320,6 +1325,9 @@ impl Pipeline<NoSource, NoIvr> {
                 match serde_json::from_slice::<IncidentEvent>(&rec.payload) {
                     Ok(ev) => {
                         self.correlator.restore(&ev)?;
+                        if let Some(inc) = self.correlator.incident(&ev.incident_id) {
+                            self.planner.observe(inc, &ev);
+                        }
                         self.note(&ev);
                     }
                     // The writer checks every event; a record that is not
