@@ -25,6 +25,7 @@ pub fn config(tag: &str) -> Config {
         &mut t.deliveries,
         &mut t.control,
         &mut t.commands,
+        &mut t.ledger,
     ] {
         *name = format!("{name}.{run}");
     }
