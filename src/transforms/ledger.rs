@@ -143,6 +143,7 @@ impl Ledger {
             Some(a) => (a.shares.clone(), a.open(), a.credits),
             None => (Vec::new(), Vec::new(), 0),
         };
+        let share = once_only(share, &all);
         all.push(share.clone());
         open.push(share.clone());
         let currency = entitlement.amount.currency;
@@ -206,6 +207,39 @@ impl Ledger {
 
 /// The shares' amounts added up (a rule's customers are billed in one
 /// currency, `currency`).
+/// `share` less the time other shares of the account already cover: two
+/// incidents over one customer at once (overlapping NOC areas, a split)
+/// are one interruption, paid once. The rules are linear in the outage's
+/// duration, so the amount (and the seconds in the daily window) shrink in
+/// proportion to what is left.
+fn once_only(mut share: CreditShare, others: &[CreditShare]) -> CreditShare {
+    let (start, end) = (share.outage_start, share.outage_end);
+    let mut spans: Vec<(DateTime<Utc>, DateTime<Utc>)> =
+        others.iter().map(|o| (o.outage_start.max(start), o.outage_end.min(end))).filter(|(a, b)| a < b).collect();
+    spans.sort();
+    let mut covered = 0i64;
+    let mut reach: Option<DateTime<Utc>> = None;
+    for (a, b) in spans {
+        let a = reach.map_or(a, |r| a.max(r));
+        if b > a {
+            covered += (b - a).num_seconds();
+        }
+        reach = Some(reach.map_or(b, |r| r.max(b)));
+    }
+    let total = share.outage_seconds.max(1);
+    if covered <= 0 {
+        return share;
+    }
+    let left = (total - covered).max(0);
+    share.amount = Money::new(super::compensate::prorate(share.amount.minor, left, total), share.amount.currency);
+    share.in_window_seconds = share.in_window_seconds.map(|w| super::compensate::prorate(w, left, total));
+    share.calculation = format!(
+        "{}; {covered} s of it already counted in another incident of the period: {left} of {total} s paid",
+        share.calculation
+    );
+    share
+}
+
 fn sum(shares: &[CreditShare], currency: Currency) -> Money {
     Money::new(shares.iter().fold(0i64, |t, s| t.saturating_add(s.amount.minor)), currency)
 }
@@ -308,7 +342,10 @@ mod tests {
         Money::new(minor, Currency::parse("EUR").unwrap())
     }
 
-    /// An entitlement of `incident` for C1 in the period starting `start`.
+    /// An entitlement of `incident` for C1 in the period starting `start`:
+    /// an hour's outage on that day, from 10:00 plus two hours per letter
+    /// of the incident's last character (INC-A 10:00, INC-B 12:00…), so
+    /// distinct incidents never overlap.
     fn entitlement(incident: &str, start: &str, minor: i64, in_window: Option<i64>) -> Credit {
         let s = date(start);
         let period = BillingPeriod {
@@ -317,7 +354,8 @@ mod tests {
             amount_above_minor: in_window.is_none().then_some(100),
             in_window_seconds_above: in_window.map(|_| 6 * 3600),
         };
-        let at = utc(&format!("{start}T10:00:00Z"));
+        let slot = i64::from(incident.bytes().last().unwrap_or(b'A').saturating_sub(b'A'));
+        let at = utc(&format!("{start}T10:00:00Z")) + chrono::Duration::hours(2 * slot);
         let share = CreditShare {
             incident_id: IncidentId(incident.into()),
             amount: eur(minor),
@@ -419,6 +457,33 @@ mod tests {
         assert!(got.is_empty());
         let b = l.below_threshold().next().unwrap();
         assert_eq!((b.amount, b.in_window_seconds), (eur(30), Some(6 * 3600)));
+    }
+
+    #[test]
+    fn two_incidents_over_one_customer_at_once_are_paid_once() {
+        // `e` moved to start at `from` and last `minutes`, its amount `minor`.
+        let moved = |mut e: Credit, from: &str, minutes: i64, minor: i64| {
+            e.outage_start = utc(from);
+            e.outage_end = e.outage_start + chrono::Duration::minutes(minutes);
+            e.outage_seconds = minutes * 60;
+            e.amount = eur(minor);
+            let s = &mut e.shares[0];
+            (s.outage_start, s.outage_end, s.outage_seconds, s.amount) =
+                (e.outage_start, e.outage_end, e.outage_seconds, e.amount);
+            e
+        };
+        let mut l = Ledger::new();
+        // 2 h, and 2 h overlapping its second hour: 3 h of outage, paid once.
+        let a = moved(entitlement("INC-A", "2025-06-01", 0, None), "2025-06-03T10:00:00Z", 120, 300);
+        let b = moved(entitlement("INC-B", "2025-06-01", 0, None), "2025-06-03T11:00:00Z", 120, 300);
+        let got = run(&mut l, &[a, b]);
+        let shares: Vec<i64> = got.iter().flat_map(|c| c.shares.iter().map(|s| s.amount.minor)).collect();
+        assert_eq!(shares, [300, 150], "{got:?}");
+        assert!(got.iter().flat_map(|c| &c.shares).any(|s| s.calculation.contains("already counted")), "{got:?}");
+        // A third entirely inside the others: nothing more to pay.
+        let c = moved(entitlement("INC-C", "2025-06-01", 0, None), "2025-06-03T10:30:00Z", 30, 75);
+        let more = run(&mut l, &[c]);
+        assert_eq!(more.iter().map(|c| c.amount.minor).sum::<i64>(), 0, "{more:?}");
     }
 
     #[test]
