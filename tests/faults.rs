@@ -139,10 +139,7 @@ fn write_refdata(dir: &Path) {
         for i in 0..PER_INCIDENT {
             let email = if i % 3 == 0 { String::new() } else { format!("{cluster}{i:03}@example.com") };
             let lang = if i % 2 == 0 { "en" } else { "es" };
-            c += &format!(
-                "C{cluster}{i:03},+{prefix}{i:04},{email},{},{lang},mobile,60.00,65.00,USD\n",
-                pcs[i % 2]
-            );
+            c += &format!("C{cluster}{i:03},+{prefix}{i:04},{email},{},{lang},mobile,60.00,65.00,USD\n", pcs[i % 2]);
         }
     }
     std::fs::write(dir.join("customers.csv"), c).unwrap();
@@ -331,7 +328,11 @@ impl Run {
         while !ok(self) {
             let d = self.daemon.as_mut().unwrap();
             if let Ok(Some(status)) = d.try_wait() {
-                panic!("{}: outaged exited ({status}) while waiting for {what}:\n{}", self.fault.name(), tail(&self.log));
+                panic!(
+                    "{}: outaged exited ({status}) while waiting for {what}:\n{}",
+                    self.fault.name(),
+                    tail(&self.log)
+                );
             }
             assert!(t.elapsed() < LIMIT, "{}: timed out waiting for {what}:\n{}", self.fault.name(), tail(&self.log));
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -502,7 +503,12 @@ fn read_outcome(run: &Run, gateways: &Path) -> Outcome {
     }
     o.dup_mail = mail.len().saturating_sub(journalled.len());
     let records = jsonl::<DeliveryRecord>(&run.out.join("deliveries.jsonl"));
-    o.parked = records.iter().filter(|r| r.outcome == DeliveryOutcome::Parked).map(|r| &r.action_id).collect::<BTreeSet<_>>().len();
+    o.parked = records
+        .iter()
+        .filter(|r| r.outcome == DeliveryOutcome::Parked)
+        .map(|r| &r.action_id)
+        .collect::<BTreeSet<_>>()
+        .len();
     o.retried = records.iter().filter(|r| r.outcome == DeliveryOutcome::Retry).count();
     o.gave_up = records
         .iter()
@@ -525,22 +531,22 @@ fn read_outcome(run: &Run, gateways: &Path) -> Outcome {
 async fn storm(fault: Fault, t0: DateTime<Utc>, gateways: &Path) -> (Run, Outcome) {
     let mut run = Run::new(fault, gateways).await;
     let raise = |sites: &[&str], k0: i64| -> Vec<(String, String)> {
-        sites.iter().enumerate().map(|(i, s)| alarm(s, AlarmState::Raised, t0 + Cd::seconds((k0 + i as i64) * 10))).collect()
+        sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| alarm(s, AlarmState::Raised, t0 + Cd::seconds((k0 + i as i64) * 10)))
+            .collect()
     };
     if fault == Fault::BrokerDownAtStart {
         script("tansu.sh", &["stop-broker", &broker_port()], &[]);
         run.start();
-        // Waits, not exits: it is still there once it has said so.
-        run.wait("the daemon to say the broker is down", |r| {
-            r.log_lines(&["WARN"]) > 0 || r.log_lines(&["broker"]) > 0
-        })
-        .await;
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        assert!(
-            run.daemon.as_mut().unwrap().try_wait().unwrap().is_none(),
-            "outaged exited while the broker was down:\n{}",
-            tail(&run.log)
-        );
+        // It waits for the brokers, not exits.
+        let t = Instant::now();
+        while t.elapsed() < OUTAGE {
+            let exited = run.daemon.as_mut().unwrap().try_wait().unwrap();
+            assert!(exited.is_none(), "outaged exited while the broker was down:\n{}", tail(&run.log));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         script("tansu.sh", &["start-broker", &broker_port()], &[]);
         run.faults += 1;
         run.fault_ended = Some(Instant::now());
@@ -597,7 +603,8 @@ async fn storm(fault: Fault, t0: DateTime<Utc>, gateways: &Path) -> (Run, Outcom
             run.wait("the e-mail fan-out to be under way", |r| count(&r.out, "email.jsonl", ActionKind::Down) >= 10)
                 .await;
             let dir = gateways.to_str().unwrap();
-            run.outage(&[("smtp.sh", &["stop", dir], &[])], &[("smtp.sh", &["start", dir], &[("SMTP_KEEP", "1")])]).await;
+            run.outage(&[("smtp.sh", &["stop", dir], &[])], &[("smtp.sh", &["start", dir], &[("SMTP_KEEP", "1")])])
+                .await;
         }
         _ => {}
     }
@@ -709,14 +716,20 @@ fn check(run: &Run, o: &Outcome, base: &Outcome) -> Vec<String> {
         bad.push(format!("{name}: unparseable journal lines {:?}", o.unparseable));
     }
     if !o.missing_at_gateway.is_empty() {
-        bad.push(format!("{name}: journalled but never received: {:?}", &o.missing_at_gateway[..o.missing_at_gateway.len().min(5)]));
+        bad.push(format!(
+            "{name}: journalled but never received: {:?}",
+            &o.missing_at_gateway[..o.missing_at_gateway.len().min(5)]
+        ));
     }
     if !o.gave_up.is_empty() {
         bad.push(format!("{name}: given up: {:?}", &o.gave_up[..o.gave_up.len().min(5)]));
     }
     let window = CONCURRENCY * run.faults.max(1);
     if o.dup_sms + o.dup_mail > window {
-        bad.push(format!("{name}: {} SMS and {} mails sent twice: over the in-flight window {window}", o.dup_sms, o.dup_mail));
+        bad.push(format!(
+            "{name}: {} SMS and {} mails sent twice: over the in-flight window {window}",
+            o.dup_sms, o.dup_mail
+        ));
     }
     if run.fault.is_kill() && o.folded.iter().skip(1).any(|n| *n == 0) {
         bad.push(format!("{name}: a restart folded no incident-log records: {:?}", o.folded));
@@ -742,8 +755,10 @@ async fn every_fault_leaves_every_customer_with_the_fault_free_story() {
     let gateways = PathBuf::from(std::env::var("OUTAGE_TEST_GATEWAYS").expect("OUTAGE_TEST_GATEWAYS (make e2e)"));
     assert!(std::env::var("OUTAGE_TEST_BOOTSTRAP").is_ok(), "OUTAGE_TEST_BOOTSTRAP (make e2e)");
     let only = std::env::var("OUTAGE_FAULTS").unwrap_or_default();
-    let faults: Vec<Fault> =
-        Fault::ALL.into_iter().filter(|f| only.is_empty() || only.split(',').any(|n| f.name().starts_with(n))).collect();
+    let faults: Vec<Fault> = Fault::ALL
+        .into_iter()
+        .filter(|f| only.is_empty() || only.split(',').any(|n| f.name().starts_with(n)))
+        .collect();
     assert!(!faults.is_empty(), "OUTAGE_FAULTS={only} names no fault");
     // One storm for every run: the same alarm times, so the same incident
     // ids and credit ids.
@@ -780,12 +795,20 @@ async fn every_fault_leaves_every_customer_with_the_fault_free_story() {
             if folded.is_empty() { "-".into() } else { folded.join(", ") },
             if bad.is_empty() { "ok".to_string() } else { format!("{} problems", bad.len()) }
         );
-        eprintln!("{}: {:.0} s, {}", fault.name(), t.elapsed().as_secs_f64(), if bad.is_empty() { "ok" } else { "FAILED" });
+        eprintln!(
+            "{}: {:.0} s, {}",
+            fault.name(),
+            t.elapsed().as_secs_f64(),
+            if bad.is_empty() { "ok" } else { "FAILED" }
+        );
         for b in &bad {
             eprintln!("  {b}");
         }
         problems.extend(bad);
     }
-    eprintln!("\nfault-injection suite ({:.0} s in all; in-flight window {CONCURRENCY} per fault):\n{table}", started.elapsed().as_secs_f64());
+    eprintln!(
+        "\nfault-injection suite ({:.0} s in all; in-flight window {CONCURRENCY} per fault):\n{table}",
+        started.elapsed().as_secs_f64()
+    );
     assert!(problems.is_empty(), "{problems:#?}");
 }

@@ -34,8 +34,10 @@
 
 mod common;
 
-use common::gw::{free_port, jsonl, kannel, received_mail, received_sms, start_daemon, starttls, wait_for, Mail, Received};
 use chrono::{Duration as Cd, Utc};
+use common::gw::{
+    free_port, jsonl, kannel, received_mail, received_sms, start_daemon, starttls, wait_for, Mail, Received,
+};
 use outage::config::{Config, SmsProviderConfig, SmtpConfig, SmtpTls};
 use outage::kafka::{read_to_end, Broker};
 use outage::model::{Action, ActionKind, AlarmState, Channel};

@@ -14,7 +14,6 @@ pub fn env_or(k: &str, d: &str) -> String {
     std::env::var(k).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| d.into())
 }
 
-
 /// Kannel's sendsms (HTTPS under `make e2e`), by address: its certificate
 /// names 127.0.0.1.
 pub fn kannel() -> SmsProviderConfig {
@@ -55,7 +54,6 @@ pub fn start_daemon(config_path: &Path, log: &Path) -> Child {
         .spawn()
         .unwrap()
 }
-
 
 pub fn jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
     std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
@@ -167,4 +165,3 @@ pub fn received_mail(path: &Path) -> Vec<Mail> {
         })
         .collect()
 }
-
