@@ -83,7 +83,7 @@ s3_port() { echo "${TANSU_S3_PORT:-$(($1 + 1000))}"; }
 stores_on() {
   local d
   for d in /proc/[0-9]*; do
-    if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -qF "$S3_VENV/bin/moto_server -H 127.0.0.1 -p $1 "; then
+    if { tr '\0' ' ' <"$d/cmdline"; } 2>/dev/null | grep -qF "$S3_VENV/bin/moto_server -H 127.0.0.1 -p $1 "; then
       alive "${d#/proc/}" && echo "${d#/proc/}"
     fi
   done

@@ -191,7 +191,7 @@ fn alarm(site: &str, state: AlarmState, at: DateTime<Utc>) -> (String, String) {
 fn ves_batch(t0: DateTime<Utc>, bad: bool) -> String {
     let ev = |site: &str, k: i64| {
         let a = outage::model::Alarm {
-            alarm_id: format!("A-{site}").into(),
+            alarm_id: format!("A-{site}"),
             site_id: site.into(),
             state: AlarmState::Raised,
             severity: Severity::Critical,
@@ -266,6 +266,13 @@ fn ivr_last(out: &Path) -> BTreeMap<(String, String), bool> {
     }
     last
 }
+
+/// A script to run: name, arguments, environment.
+type Step<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
+/// An incident's sites, declared at, restored at, and how it ended otherwise.
+type Story = (BTreeSet<String>, Option<DateTime<Utc>>, Option<DateTime<Utc>>, String);
+/// A dead letter's original size and reason.
+type DeadLetter = (Option<u64>, String);
 
 /// One run: its daemon, outbox and log, and where the fault hit.
 struct Run {
@@ -371,7 +378,7 @@ impl Run {
     }
 
     /// Take a part down for `OUTAGE`, then back.
-    async fn outage(&mut self, down: &[(&str, &[&str], &[(&str, &str)])], up: &[(&str, &[&str], &[(&str, &str)])]) {
+    async fn outage(&mut self, down: &[Step<'_>], up: &[Step<'_>]) {
         for (s, a, e) in down {
             script(s, a, e);
         }
@@ -405,7 +412,7 @@ struct Outcome {
     credit_lines: usize,
     ivr: BTreeMap<(String, String), bool>,
     unparseable: Vec<String>,
-    dlq: Vec<(Option<u64>, String)>,
+    dlq: Vec<DeadLetter>,
     dup_sms: usize,
     dup_mail: usize,
     missing_at_gateway: Vec<String>,
@@ -422,8 +429,7 @@ fn read_outcome(run: &Run, gateways: &Path) -> Outcome {
         events.push(serde_json::from_slice(b).expect("an incident event"))
     })
     .unwrap();
-    let mut stories: BTreeMap<String, (BTreeSet<String>, Option<DateTime<Utc>>, Option<DateTime<Utc>>, String)> =
-        BTreeMap::new();
+    let mut stories: BTreeMap<String, Story> = BTreeMap::new();
     for e in &events {
         if e.actor != "correlator" {
             continue;
@@ -735,7 +741,7 @@ fn check(run: &Run, o: &Outcome, base: &Outcome) -> Vec<String> {
         bad.push(format!("{name}: a restart folded no incident-log records: {:?}", o.folded));
     }
     if run.fault == Fault::Poison {
-        let has = |f: &dyn Fn(&(Option<u64>, String)) -> bool| o.dlq.iter().any(f);
+        let has = |f: &dyn Fn(&DeadLetter) -> bool| o.dlq.iter().any(f);
         if o.dlq.len() != 3
             || !has(&|d| d.0 == Some(2_000_015) && d.1.contains("over"))
             || !has(&|d| d.0 == Some(200_000))
