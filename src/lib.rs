@@ -24,6 +24,7 @@ pub mod model;
 pub mod redact;
 pub mod refdata;
 pub mod replay;
+pub mod runtime;
 pub mod simulate;
 pub mod sinks;
 pub mod sources;

@@ -1,4 +1,4 @@
-//! The one metric type the plain counters of `topology::Stats` cannot be: a
+//! The one metric type the plain counters of `runtime::Stats` cannot be: a
 //! Prometheus histogram with fixed buckets, lock-free to observe and
 //! rendered in the text exposition format by `/metrics`.
 

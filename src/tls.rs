@@ -18,8 +18,20 @@
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// The roots outbound TLS trusts (`crate::tls`): the built-in Mozilla
+/// roots, plus a CA file's.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// A PEM bundle of CA certificates trusted besides the built-in roots
+    /// (an operator's private CA). Read at start-up; an unreadable file or
+    /// one without a certificate is an error. Default: none.
+    pub ca_file: Option<PathBuf>,
+}
 
 /// A CA file that could not be used; names the setting it came from.
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +43,9 @@ pub struct CaFileError {
     pub message: String,
 }
 
-impl From<CaFileError> for crate::config::ConfigError {
+impl From<CaFileError> for crate::runtime::InvalidSetting {
     fn from(e: CaFileError) -> Self {
-        crate::config::ConfigError::Invalid { key: e.key, message: format!("{}: {}", e.path.display(), e.message) }
+        crate::runtime::InvalidSetting { key: e.key, message: format!("{}: {}", e.path.display(), e.message) }
     }
 }
 

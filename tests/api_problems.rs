@@ -8,7 +8,7 @@
 
 use outage::api::{channels, router, ApiState, ApiToken, Role};
 use outage::refdata::RefData;
-use outage::topology::Stats;
+use outage::runtime::Stats;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -25,8 +25,15 @@ async fn serve() -> String {
         ApiToken { name: "agent".into(), role: Role::Viewer, token: VIEWER.into() },
     ];
     let rd = Arc::new(RefData::build(vec![], vec![], vec![]).unwrap());
-    let state =
-        ApiState::new(&cfg, rd, commands, snapshots, Arc::new(Stats::default()), Box::new(chrono::Utc::now)).unwrap();
+    let state = ApiState::new(
+        cfg.api_settings(),
+        rd,
+        commands,
+        snapshots,
+        Arc::new(Stats::default()),
+        Box::new(chrono::Utc::now),
+    )
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

@@ -743,9 +743,9 @@ fn rust_dead_letters_conform() {
 /// published contracts, on every channel and kind.
 #[test]
 fn planned_actions_conform() {
-    use outage::config::PlanConfig;
     use outage::model::{Customer, Incident, Postcode, Services, Site};
     use outage::refdata::RefData;
+    use outage::transforms::plan::PlanConfig;
     use outage::transforms::plan::Planner;
     let usd = |minor| Money::new(minor, Currency::parse("USD").unwrap());
     let rd = RefData::build(

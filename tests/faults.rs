@@ -37,10 +37,12 @@ mod common;
 
 use chrono::{DateTime, Duration as Cd, DurationRound, Utc};
 use common::gw::{free_port, jsonl, kannel, received_mail, received_sms, start_daemon, starttls, tail};
-use outage::config::{Config, SmsProviderConfig, SmtpConfig};
+use outage::config::Config;
 use outage::kafka::{read_to_end, Broker};
 use outage::model::{Action, ActionKind, AlarmState, EventKind, IncidentEvent, Severity};
 use outage::sinks::deliveries::{DeliveryOutcome, DeliveryRecord};
+use outage::sinks::email::SmtpConfig;
+use outage::sinks::sms::SmsProviderConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

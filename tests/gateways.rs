@@ -38,10 +38,12 @@ use chrono::{Duration as Cd, Utc};
 use common::gw::{
     free_port, jsonl, kannel, received_mail, received_sms, start_daemon, starttls, wait_for, Mail, Received,
 };
-use outage::config::{Config, SmsProviderConfig, SmtpConfig, SmtpTls};
+use outage::config::Config;
 use outage::kafka::{read_to_end, Broker};
 use outage::model::{Action, ActionKind, AlarmState, Channel};
 use outage::sinks::deliveries::{DeliveryOutcome, DeliveryRecord};
+use outage::sinks::email::{SmtpConfig, SmtpTls};
+use outage::sinks::sms::SmsProviderConfig;
 use rdkafka::producer::FutureRecord;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

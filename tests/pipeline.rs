@@ -13,8 +13,9 @@ use outage::model::{
     Action, ActionKind, AlarmState, Channel, Customer, EventKind, IncidentEvent, Money, Postcode, Services, Site,
 };
 use outage::refdata::RefData;
+use outage::runtime::{Clock, Shutdown, ShutdownTrigger, Stats, SystemClock};
 use outage::sources::decode::DlqRecord;
-use outage::topology::{self, Clock, Shutdown, ShutdownTrigger, Stats, SystemClock};
+use outage::topology;
 use rdkafka::producer::FutureRecord;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -1073,4 +1074,291 @@ async fn the_daemon_outlives_the_broker_and_resumes_where_it_was() {
         (inc, notices)
     };
     assert_eq!(strip(&got), strip(&expected), "the same incident and notices as without the fault");
+}
+
+/// Issue 22 item 1: one daemon split into its roles on one broker, each
+/// with its own listener (and the dispatcher its own state directory): the
+/// correlator declares and its API applies commands, the dispatcher sends,
+/// the api process shows what the correlator's API shows and refuses
+/// commands naming the correlator, the dispatcher serves only the probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_roles_split_one_daemon_across_processes() {
+    use topology::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let dispatch_dir = tempfile::tempdir().unwrap();
+    let (mut cfg, corr_addr) = api_config("roles", dir.path(), "noc-alice");
+    cfg.kafka.partitions = 1; // the correlator role's fence orders a one-partition log
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    let t0 = Utc::now() - Cd::hours(1);
+    publish(
+        &broker,
+        &cfg.kafka.topics.alarms,
+        &[
+            ("S1", alarm("A1", "S1", AlarmState::Raised, t0)),
+            ("S2", alarm("A2", "S2", AlarmState::Raised, t0)),
+            ("S3", alarm("A3", "S3", AlarmState::Raised, t0)),
+        ],
+    )
+    .await;
+    let start = |role: Role, cfg: Config| {
+        let stats = Arc::new(Stats::default());
+        let (trigger, shutdown) = Shutdown::new();
+        let (broker, s) = (broker.clone(), stats.clone());
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let task =
+            tokio::spawn(async move { topology::run_role(role, &cfg, &broker, refdata(), clock, s, shutdown).await });
+        Daemon { stats, trigger, task }
+    };
+    let mut dcfg = cfg.clone();
+    dcfg.sinks.outbox_dir = dispatch_dir.path().to_path_buf();
+    let disp_addr = free_port();
+    dcfg.api.listen = Some(disp_addr);
+    let mut acfg = cfg.clone();
+    let api_addr = free_port();
+    acfg.api.listen = Some(api_addr);
+    let correlator = start(Role::Correlator, cfg.clone());
+    let dispatcher = start(Role::Dispatcher, dcfg);
+    let api = start(Role::Api, acfg);
+
+    wait_for("the dispatcher to send the SMS", Duration::from_secs(90), || {
+        lines(dispatch_dir.path(), "sms.jsonl").len() >= 2
+    })
+    .await;
+    assert!(lines(dir.path(), "sms.jsonl").is_empty(), "the correlator sent notices itself");
+    assert!(lines(dispatch_dir.path(), "ivr.jsonl").is_empty(), "the dispatcher touched the IVR");
+    assert!(lines(dir.path(), "ivr.jsonl").iter().any(|u| u["active"] == true), "the correlator announces");
+    assert_eq!(correlator.stats.actions_dispatched.load(Relaxed), 0);
+    assert!(dispatcher.stats.actions_dispatched.load(Relaxed) > 0);
+
+    let http = outage::tls::http_client(&Default::default()).build().unwrap();
+    let get = |addr: std::net::SocketAddr, path: &str| {
+        http.get(format!("http://{addr}{path}")).bearer_auth("o-secret").send()
+    };
+    let list = |addr| async move {
+        let r = get(addr, "/v1/incidents").await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Vec<serde_json::Value>>().await.unwrap()
+    };
+    let from_correlator = list(corr_addr).await;
+    assert_eq!(from_correlator.len(), 1, "{from_correlator:?}");
+    let id = from_correlator[0]["id"].as_str().unwrap().to_string();
+    let mut from_api = list(api_addr).await;
+    for _ in 0..100 {
+        if from_api.first().map(|i| &i["postcodes"]) == Some(&from_correlator[0]["postcodes"]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        from_api = list(api_addr).await;
+    }
+    assert_eq!(from_api.len(), 1, "{from_api:?}");
+    assert_eq!(
+        (&from_api[0]["id"], &from_api[0]["state"], &from_api[0]["postcodes"]),
+        (&from_correlator[0]["id"], &from_correlator[0]["state"], &from_correlator[0]["postcodes"]),
+        "the api process folds the same incident from the log"
+    );
+    assert_eq!(get(api_addr, "/readyz").await.unwrap().status(), 200);
+    // A command on the api process goes to the leader through
+    // outage.commands, with the leader's validation and answer.
+    let unknown = http
+        .post(format!("http://{api_addr}/v1/incidents/INC-nope/update"))
+        .bearer_auth("o-secret")
+        .json(&serde_json::json!({ "message": "Crews are on site" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404, "the leader's answer for an unknown incident");
+    let applied = http
+        .post(format!("http://{api_addr}/v1/incidents/{id}/update"))
+        .bearer_auth("o-secret")
+        .json(&serde_json::json!({ "message": "Crews are on site" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(applied.status(), 200, "{:?}", applied.text().await);
+    let view: serde_json::Value = applied.json().await.unwrap();
+    assert_eq!(view["message"], "Crews are on site", "the answer is the leader's view after the command");
+    let mut seen = false;
+    for _ in 0..100 {
+        let shown = list(api_addr).await;
+        if shown[0]["message"] == "Crews are on site" {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the api process shows the update the correlator applied");
+    let on_correlator = list(corr_addr).await;
+    assert_eq!(on_correlator[0]["message"], "Crews are on site");
+    // The dispatcher: probes and metrics only.
+    assert_eq!(get(disp_addr, "/readyz").await.unwrap().status(), 200);
+    assert_eq!(get(disp_addr, "/metrics").await.unwrap().status(), 200);
+    assert_eq!(get(disp_addr, "/v1/incidents").await.unwrap().status(), 404);
+
+    api.stop().await;
+    dispatcher.stop().await;
+    correlator.stop().await;
+}
+
+/// Issue 22 item 2: two `--role correlator` processes; one is elected and
+/// correlates, the other follows the log as a standby (reads served,
+/// commands refused); when the leader stops, the standby takes over,
+/// resolves the incident the first one declared, and the log reads as one
+/// history: the leaders' marks, every event stamped by the leader of its
+/// time, no `seq` twice. A late write stamped by the deposed leader is
+/// ignored by every reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_correlator_takes_over_and_the_log_fences_the_deposed_one() {
+    use topology::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cfg, a_addr) = api_config("leader", dir.path(), "noc-alice");
+    cfg.kafka.partitions = 1;
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    let start = |cfg: Config| {
+        let stats = Arc::new(Stats::default());
+        let (trigger, shutdown) = Shutdown::new();
+        let (broker, s) = (broker.clone(), stats.clone());
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let task = tokio::spawn(async move {
+            topology::run_role(Role::Correlator, &cfg, &broker, refdata(), clock, s, shutdown).await
+        });
+        Daemon { stats, trigger, task }
+    };
+    let a = start(cfg.clone());
+    let t0 = Utc::now() - Cd::hours(2);
+    publish(
+        &broker,
+        &cfg.kafka.topics.alarms,
+        &[
+            ("S1", alarm("A1", "S1", AlarmState::Raised, t0)),
+            ("S2", alarm("A2", "S2", AlarmState::Raised, t0)),
+            ("S3", alarm("A3", "S3", AlarmState::Raised, t0)),
+        ],
+    )
+    .await;
+    wait_for("the first correlator to lead and declare", Duration::from_secs(60), || {
+        a.stats.incidents_declared.load(Relaxed) == 1
+    })
+    .await;
+    let mut bcfg = cfg.clone();
+    let b_addr = free_port();
+    bcfg.api.listen = Some(b_addr);
+    bcfg.sinks.outbox_dir = dir.path().join("b");
+    let b = start(bcfg);
+    let http = outage::tls::http_client(&Default::default()).build().unwrap();
+    let list = |addr: std::net::SocketAddr| {
+        let http = http.clone();
+        async move {
+            // Not listening yet (a process starting): nothing shown.
+            match http.get(format!("http://{addr}/v1/incidents")).bearer_auth("o-secret").send().await {
+                Ok(r) => (r.status().as_u16(), r.json::<Vec<serde_json::Value>>().await.unwrap_or_default()),
+                Err(_) => (0, vec![]),
+            }
+        }
+    };
+    let mut shown = (0, vec![]);
+    for _ in 0..200 {
+        shown = list(b_addr).await;
+        if shown.1.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(shown.1.len(), 1, "the standby shows the leader's incident: {shown:?}");
+    let id = shown.1[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(list(a_addr).await.1[0]["id"], id.as_str());
+    assert_eq!(b.stats.alarms_read.load(Relaxed), 0, "the standby read alarms");
+    let update = |addr: std::net::SocketAddr| {
+        http.post(format!("http://{addr}/v1/incidents/{id}/update"))
+            .bearer_auth("o-secret")
+            .json(&serde_json::json!({ "message": "Crews are on site" }))
+            .send()
+    };
+    // A command on the standby goes to the leader (outage.commands).
+    let forwarded = update(b_addr).await.unwrap();
+    assert_eq!(forwarded.status(), 200, "{:?}", forwarded.text().await);
+
+    // The leader stops (leaves the group): the standby is elected, folds
+    // the log, and takes the alarms from the committed offsets on.
+    a.stop().await;
+    let stopped = Instant::now();
+    publish(
+        &broker,
+        &cfg.kafka.topics.alarms,
+        &[
+            ("S1", alarm("A1", "S1", AlarmState::Cleared, t0 + Cd::hours(1))),
+            ("S2", alarm("A2", "S2", AlarmState::Cleared, t0 + Cd::hours(1))),
+            ("S3", alarm("A3", "S3", AlarmState::Cleared, t0 + Cd::hours(1))),
+        ],
+    )
+    .await;
+    wait_for("the standby to take over", Duration::from_secs(60), || b.stats.alarms_read.load(Relaxed) >= 3).await;
+    println!("takeover (leader stopped → the standby reads alarms): {:.1} s", stopped.elapsed().as_secs_f64());
+    wait_for("the new leader to resolve", Duration::from_secs(60), || b.stats.incidents_open.load(Relaxed) == 0).await;
+    // The new leader answers commands itself, with its own validation: the
+    // incident is over, so an update is a conflict (not a 503).
+    let answered = update(b_addr).await.unwrap();
+    assert_eq!(answered.status(), 409, "{:?}", answered.text().await);
+
+    // The log: two marks (epochs 1 and 2), each event stamped by the
+    // leader of its time, the incident's seq gap-free.
+    let records: Vec<serde_json::Value> = topic_records(&broker, &cfg.kafka.topics.incidents)
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect();
+    let marks: Vec<u64> =
+        records.iter().filter(|r| r["mark"] == true).map(|r| r["leader"]["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(marks, vec![1, 2]);
+    let mut epoch = 0;
+    let mut seqs = vec![];
+    for r in &records {
+        if r["mark"] == true {
+            epoch = r["leader"]["epoch"].as_u64().unwrap();
+            continue;
+        }
+        assert_eq!(r["leader"]["epoch"].as_u64(), Some(epoch), "an event stamped by another leader: {r}");
+        seqs.push(r["seq"].as_u64().unwrap());
+    }
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "one gap-free history");
+    let of_type = |t: &str| records.iter().filter(|r| r["type"] == t).count();
+    assert_eq!(of_type("declared"), 1, "the successor declared the incident again");
+    assert!(
+        records.iter().any(|r| r["leader"]["epoch"] == 2 && r["type"] != "declared" && r["mark"] != true),
+        "the successor wrote the incident's end"
+    );
+
+    // The deposed leader wakes and writes: a "resolved" stamped epoch 1.
+    let late = {
+        let mut r = records.iter().rfind(|r| r["mark"] != true).unwrap().clone();
+        r["seq"] = serde_json::json!(seqs.len() as u64 + 1);
+        r["leader"] = records.iter().find(|r| r["mark"] == true).unwrap()["leader"].clone();
+        r["message"] = serde_json::json!("written by a deposed leader");
+        r.to_string()
+    };
+    publish(&broker, &cfg.kafka.topics.incidents, &[(id.as_str(), late)]).await;
+    let mut ccfg = cfg.clone();
+    let c_addr = free_port();
+    ccfg.api.listen = Some(c_addr);
+    let c = {
+        let stats = Arc::new(Stats::default());
+        let (trigger, shutdown) = Shutdown::new();
+        let (broker, s) = (broker.clone(), stats.clone());
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let task =
+            tokio::spawn(
+                async move { topology::run_role(Role::Api, &ccfg, &broker, refdata(), clock, s, shutdown).await },
+            );
+        Daemon { stats, trigger, task }
+    };
+    let mut from_api = (0, vec![]);
+    for _ in 0..200 {
+        from_api = list(c_addr).await;
+        if from_api.1.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(from_api.1.len(), 1, "{from_api:?}");
+    assert_ne!(from_api.1[0]["message"], "written by a deposed leader", "a fenced write was applied");
+    c.stop().await;
+    b.stop().await;
 }

@@ -22,7 +22,7 @@ mod unsubscribe;
 
 use crate::model::{Incident, IncidentId, IncidentState};
 use crate::refdata::RefData;
-use crate::topology::{Shutdown, Stats};
+use crate::runtime::{Shutdown, Stats};
 use crate::transforms::classify::CauseClass;
 use crate::transforms::plan::Planner;
 use axum::extract::State;
@@ -146,7 +146,10 @@ pub struct Snapshot {
 }
 
 /// A NOC command for the pipeline, answered with the incident after it.
-#[derive(Debug)]
+/// Serialized when it travels through `outage.commands` to the leading
+/// correlator (`topology::commands`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Command {
     /// Open and declare an incident over an area, with the postcodes it
     /// resolved to (indexes into the reference data; resolved once, by the
@@ -157,7 +160,8 @@ pub enum Command {
 }
 
 /// What a command does to an existing incident.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Change {
     Update(UpdateRequest),
     Resolve,
@@ -168,7 +172,8 @@ pub enum Change {
     Link(IncidentId),
 }
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CommandError {
     #[error("no incident {0}")]
     NotFound(IncidentId),
@@ -234,9 +239,25 @@ pub fn channels() -> (PipelineSide, mpsc::Sender<Envelope>, watch::Receiver<Arc<
     (PipelineSide { commands: crx, snapshots: stx }, ctx, srx)
 }
 
+/// What the API takes of the daemon's configuration (composed by
+/// `Config::api_settings`, so the API does not import the configuration
+/// that imports it).
+pub struct ApiSettings {
+    /// `api.tokens`.
+    pub tokens: Vec<ApiToken>,
+    /// `plan`: the API previews and renders notices as the planner does.
+    pub plan: crate::transforms::plan::PlanConfig,
+    /// `causes`, compiled: the same words for causes as the notices.
+    pub classifier: Arc<crate::transforms::classify::Classifier>,
+    /// `refdata.default_country`.
+    pub default_country: Option<String>,
+    /// `sinks.email.unsubscribe_secret`.
+    pub unsubscribe_secret: Option<String>,
+}
+
 impl ApiState {
     pub fn new(
-        cfg: &crate::config::Config,
+        cfg: ApiSettings,
         refdata: Arc<RefData>,
         commands: mpsc::Sender<Envelope>,
         snapshots: watch::Receiver<Arc<Snapshot>>,
@@ -252,25 +273,17 @@ impl ApiState {
             by_id.insert(c.customer_id.clone(), i as u32);
         }
         Ok(ApiState {
-            tokens: cfg.api.tokens.clone(),
+            tokens: cfg.tokens,
             snapshots,
             commands,
-            // The configuration is validated before the API starts, so its
-            // rules compile; the table alone is the fallback.
-            planner: Planner::new(cfg.plan.clone(), refdata.clone())?
-                .with_classifier(cfg.classifier().unwrap_or_default()),
+            planner: Planner::new(cfg.plan, refdata.clone())?.with_classifier(cfg.classifier),
             refdata,
             stats,
             by_msisdn,
             by_id,
-            default_country: cfg.refdata.default_country.clone(),
+            default_country: cfg.default_country,
             now,
-            unsubscribe: cfg
-                .sinks
-                .email
-                .as_ref()
-                .and_then(|e| e.unsubscribe_secret.as_deref())
-                .map(crate::unsubscribe::Signer::new),
+            unsubscribe: cfg.unsubscribe_secret.as_deref().map(crate::unsubscribe::Signer::new),
         })
     }
 }
@@ -370,13 +383,30 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-/// Serve until shutdown.
-pub async fn serve(
+/// The probes and metrics alone, for a process with no incidents to show
+/// (`outaged --role dispatcher`).
+pub fn ops_router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(problem::not_found)
+        .method_not_allowed_fallback(problem::method_not_allowed)
+        .with_state(state)
+}
+
+/// Serve the NOC API until shutdown.
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>, shutdown: Shutdown) -> std::io::Result<()> {
+    serve_router(listener, router(state), shutdown).await
+}
+
+/// Serve `router` until shutdown.
+pub async fn serve_router(
     listener: tokio::net::TcpListener,
-    state: Arc<ApiState>,
+    router: Router,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(async move { shutdown.requested().await }).await
+    axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.requested().await }).await
 }
 
 /// Ready: the reference data is loaded (the daemon does not start without
@@ -826,7 +856,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let rd = Arc::new(RefData::build(vec![], vec![], vec![]).unwrap());
         let state = ApiState::new(
-            &crate::config::Config::default(),
+            crate::config::Config::default().api_settings(),
             rd,
             commands,
             snapshots,

@@ -673,11 +673,11 @@ mod tests {
     async fn the_router_serves_the_page_without_a_token() {
         let (side, commands, snapshots) = crate::api::channels();
         let state = ApiState::new(
-            &crate::config::Config::default(),
+            crate::config::Config::default().api_settings(),
             Arc::new(refdata()),
             commands,
             snapshots,
-            Arc::new(crate::topology::Stats::default()),
+            Arc::new(crate::runtime::Stats::default()),
             Box::new(|| t(10)),
         )
         .unwrap();

@@ -121,14 +121,15 @@ mod tests {
         rd.opt_outs = Arc::new(OptOuts::open(&journal).unwrap());
         let rd = Arc::new(rd);
         let mut cfg = crate::config::Config::default();
-        cfg.sinks.email = Some(crate::config::SmtpConfig {
+        cfg.sinks.email = Some(crate::sinks::email::SmtpConfig {
             unsubscribe_url: Some("https://example.net/unsubscribe".into()),
             unsubscribe_secret: Some(SECRET.into()),
             ..Default::default()
         });
         let (_side, commands, snapshots) = channels();
         let state =
-            ApiState::new(&cfg, rd.clone(), commands, snapshots, Default::default(), Box::new(|| t(0))).unwrap();
+            ApiState::new(cfg.api_settings(), rd.clone(), commands, snapshots, Default::default(), Box::new(|| t(0)))
+                .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move { axum::serve(listener, router(Arc::new(state))).await });

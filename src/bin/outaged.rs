@@ -5,7 +5,8 @@ use clap::{Parser, Subcommand};
 use outage::config::Config;
 use outage::kafka::Broker;
 use outage::refdata::RefData;
-use outage::topology::{self, Shutdown, Stats, SystemClock};
+use outage::runtime::{Shutdown, Stats, SystemClock};
+use outage::topology;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +20,13 @@ struct Cli {
     /// overridden by OUTAGE_<SECTION>__<KEY> environment variables.
     #[arg(long, short, global = true, env = "OUTAGE_CONFIG")]
     config: Option<PathBuf>,
+    /// What this process runs: `all` (one process), `correlator` (alarms →
+    /// incidents → actions, the IVR and the NOC API's commands; run one),
+    /// `dispatcher` (actions → gateways; run any number) or `api` (the NOC
+    /// API's reads and /status from the incident log; any number). See
+    /// README, "Running in production".
+    #[arg(long, env = "OUTAGE_ROLE", default_value = "all", value_name = "ROLE")]
+    role: topology::Role,
     /// Check the configuration and reference data, then exit.
     #[arg(long)]
     check: bool,
@@ -51,6 +59,23 @@ enum Command {
         #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
         grace: std::time::Duration,
     },
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM (what Kubernetes and systemd send to stop a
+/// process): either drains and stops. Returns which.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    "SIGINT"
 }
 
 fn init_tracing(default: &str) {
@@ -178,12 +203,12 @@ async fn run() -> anyhow::Result<()> {
             let broker = Broker::connect(&cfg.kafka).await?;
             tracing::info!(bootstrap = broker.bootstrap(), embedded = broker.is_embedded(), "kafka ready");
             tokio::spawn(async move {
-                let _ = tokio::signal::ctrl_c().await;
-                tracing::info!("shutting down");
+                let signal = stop_signal().await;
+                tracing::info!(signal, "shutting down");
                 trigger.trigger();
             });
             let stats = Arc::new(Stats::default());
-            topology::run(&cfg, &broker, refdata, Arc::new(SystemClock), stats, shutdown).await?;
+            topology::run_role(cli.role, &cfg, &broker, refdata, Arc::new(SystemClock), stats, shutdown).await?;
             Ok(())
         }
     }

@@ -7,7 +7,6 @@
 //! `List-Unsubscribe-Post` (RFC 8058 one-click) headers.
 
 use super::sms::Outcome;
-use crate::config::{SmtpConfig, SmtpTls};
 use crate::model::Action;
 use crate::tls::Trust;
 use lettre::address::Envelope;
@@ -18,8 +17,76 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, Tls
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
 use lettre::Message;
+use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain SMTP (a relay on loopback or a trusted network).
+    #[default]
+    None,
+    /// STARTTLS on the submission port.
+    Starttls,
+    /// Implicit TLS (port 465).
+    Tls,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Default `127.0.0.1`.
+    pub host: String,
+    /// Default 25.
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    /// Never logged.
+    pub password: Option<String>,
+    /// `From:`. Default `Example Telecom <noreply@example.net>`.
+    pub from: String,
+    /// Pooled SMTP connections. Default 8.
+    pub pool_size: u32,
+    /// Messages per second. Default 50.
+    pub rate_per_second: u32,
+    #[serde(with = "humantime_serde")]
+    /// Default 30s.
+    pub timeout: Duration,
+    /// One-click unsubscribe endpoint (RFC 8058); adds `List-Unsubscribe-Post`.
+    /// The daemon serves it at `GET/POST /unsubscribe` (the API's
+    /// listener): point this at that, through the TLS proxy.
+    pub unsubscribe_url: Option<String>,
+    pub unsubscribe_mailto: Option<String>,
+    /// The HMAC-SHA256 key signing each link's token (customer, channel,
+    /// expiry): required, at least 32 characters, when either link is set.
+    /// Never logged; keep it out of the file:
+    /// `OUTAGE_SINKS__EMAIL='{unsubscribe_secret="…"}'`.
+    pub unsubscribe_secret: Option<String>,
+    /// How long a link works after its mail was planned. Default 60 days.
+    #[serde(with = "humantime_serde")]
+    pub unsubscribe_valid_for: Duration,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            host: "127.0.0.1".into(),
+            port: 25,
+            tls: SmtpTls::None,
+            username: None,
+            password: None,
+            from: "Example Telecom <noreply@example.net>".into(),
+            pool_size: 8,
+            rate_per_second: 50,
+            timeout: Duration::from_secs(30),
+            unsubscribe_url: None,
+            unsubscribe_mailto: None,
+            unsubscribe_secret: None,
+            unsubscribe_valid_for: Duration::from_secs(60 * 24 * 3600),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmailError {

@@ -9,9 +9,10 @@
 
 use super::notify::backoff;
 use super::{Delivery, IvrSink, SinkError};
-use crate::config::{ConfigError, RetryConfig};
 use crate::model::IvrUpsert;
-use crate::topology::Shutdown;
+use crate::runtime::InvalidSetting;
+use crate::runtime::Shutdown;
+use crate::sinks::RetryConfig;
 use chrono::{DateTime, Utc};
 use reqwest::{header, Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
@@ -69,12 +70,12 @@ impl fmt::Debug for IvrApiConfig {
 
 impl IvrApiConfig {
     /// Checks serde cannot express (keys under `sinks.ivr`).
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         self.base_url().map(drop)
     }
 
-    fn base_url(&self) -> Result<Url, ConfigError> {
-        let bad = |key: &'static str, message: &str| ConfigError::Invalid { key: key.into(), message: message.into() };
+    fn base_url(&self) -> Result<Url, InvalidSetting> {
+        let bad = |key: &'static str, message: &str| InvalidSetting { key: key.into(), message: message.into() };
         let url = Url::parse(&self.url).map_err(|e| bad("sinks.ivr.url", &e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
             return Err(bad("sinks.ivr.url", "must be an http(s) URL with a host"));
@@ -177,12 +178,12 @@ pub struct HttpIvr {
 
 impl HttpIvr {
     /// `trust`: the roots HTTPS to the platform trusts (`sinks.tls`).
-    pub fn new(cfg: IvrApiConfig, trust: &crate::tls::Trust) -> Result<Self, ConfigError> {
+    pub fn new(cfg: IvrApiConfig, trust: &crate::tls::Trust) -> Result<Self, InvalidSetting> {
         let base = cfg.base_url()?;
         let http = crate::tls::http_client(trust)
             .timeout(cfg.timeout)
             .build()
-            .map_err(|e| ConfigError::Invalid { key: "sinks.ivr".into(), message: e.to_string() })?;
+            .map_err(|e| InvalidSetting { key: "sinks.ivr".into(), message: e.to_string() })?;
         let retry = RetryConfig { base: Duration::from_millis(200), max: BACKOFF_MAX, ..RetryConfig::default() };
         Ok(HttpIvr { cfg, base, http, retry, desired: BTreeMap::new(), last_flip_latency: None })
     }

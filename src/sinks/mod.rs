@@ -26,7 +26,120 @@ pub mod route;
 pub mod sms;
 
 use crate::model::{Action, IvrUpsert};
+use crate::sinks::email::SmtpConfig;
+use crate::sinks::sms::SmsProviderConfig;
+use crate::tls::TlsConfig;
+use serde::{Deserialize, Serialize};
 use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where actions go. Without `sms` providers or `email`, notices go to the
+/// JSONL outboxes only (the demo).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinksConfig {
+    /// Directory of the JSONL outboxes (sms, email, ivr, data_grant,
+    /// credits) and of `deliveries.jsonl`, the record of every send.
+    /// Sent notices are journalled here too: it is what makes a restart
+    /// re-send nothing. Default `out`.
+    pub outbox_dir: PathBuf,
+    /// SMS providers, tried in order: the next takes over while one keeps
+    /// failing. Default none.
+    pub sms: Vec<SmsProviderConfig>,
+    /// The SMTP relay. Default none.
+    pub email: Option<SmtpConfig>,
+    /// Retries of retriable failures.
+    pub retry: RetryConfig,
+    /// Notices the dispatcher has in flight at once, in lanes by customer
+    /// (one customer's notices stay in order). Also the most a crash can
+    /// re-send: each lane has at most one notice sent and not yet
+    /// journalled. Default 64.
+    pub concurrency: usize,
+    /// Where to listen for Kannel's delivery reports (`GET /dlr`); the
+    /// providers' `dlr_url` should point here. Default none (no reports).
+    pub dlr_listen: Option<std::net::SocketAddr>,
+    /// The IVR platform's HTTP API (`schemas/ivr-api.v1.openapi.json`).
+    /// Default none: IVR upserts go to `ivr.jsonl`.
+    pub ivr: Option<crate::sinks::ivr::IvrApiConfig>,
+    /// The data-grant provisioning API
+    /// (`schemas/provisioning-api.v1.openapi.json`). Default none: grants
+    /// and revokes go to `data_grant.jsonl`.
+    pub provisioning: Option<crate::sinks::provision::ProvisioningConfig>,
+    /// What outbound TLS (HTTPS to the SMS gateways, the IVR platform and
+    /// the provisioning API; SMTP with STARTTLS or TLS) trusts.
+    pub tls: TlsConfig,
+}
+
+impl Default for SinksConfig {
+    fn default() -> Self {
+        SinksConfig {
+            outbox_dir: "out".into(),
+            sms: vec![],
+            email: None,
+            retry: RetryConfig::default(),
+            concurrency: 64,
+            dlr_listen: None,
+            ivr: None,
+            provisioning: None,
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+/// Retriable failures (timeouts, refused connections, 5xx, 429, SMTP 4xx):
+/// a few attempts in line, then the notice is parked (`parked_*.jsonl`) and
+/// retried with capped exponential backoff until a gateway takes it, its
+/// incident ends or `park_horizon` passes. Permanent refusals are final.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts in line (across providers) before a notice is parked for
+    /// the retry loop. Default 2.
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    /// First backoff. Default 200ms.
+    pub base: Duration,
+    #[serde(with = "humantime_serde")]
+    /// Longest backoff (in line and parked). Default 30s.
+    pub max: Duration,
+    /// Consecutive retriable failures after which a provider is down:
+    /// passed over while another is up, and its channel's notices parked
+    /// while none is. Default 5.
+    pub failover_after: u32,
+    #[serde(with = "humantime_serde")]
+    /// A down provider is tried again this long after its last failure
+    /// while another one carries its traffic (failback). Default 30s.
+    pub cooldown: Duration,
+    #[serde(with = "humantime_serde")]
+    /// How long a parked notice is retried before it is given up
+    /// (`gave_up`, reason `park_horizon`). Default 6h.
+    pub park_horizon: Duration,
+    #[serde(with = "humantime_serde")]
+    /// A notice that cannot get a sending slot on its channel within this
+    /// is parked, so a slow channel never holds the action consumer (and
+    /// with it the other channels). Default 1s.
+    pub queue_after: Duration,
+}
+
+impl RetryConfig {
+    /// `park_horizon`'s default.
+    pub const PARK_HORIZON: Duration = Duration::from_secs(6 * 3600);
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 2,
+            base: Duration::from_millis(200),
+            max: Duration::from_secs(30),
+            failover_after: 5,
+            cooldown: Duration::from_secs(30),
+            park_horizon: Self::PARK_HORIZON,
+            queue_after: Duration::from_secs(1),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -39,7 +152,7 @@ pub enum SinkError {
     #[error(transparent)]
     Produce(#[from] crate::kafka::ProduceError),
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::runtime::InvalidSetting),
 }
 
 /// What a sink did with a record.

@@ -47,10 +47,10 @@ use super::outbox::Outbox;
 use super::park::{self, Entry, ParkQueue};
 use super::sms::{Outcome, Provider, Sms, SmsGateway};
 use super::{ActionSink, Delivery, SinkError};
-use crate::config::{RetryConfig, SinksConfig};
 use crate::model::{Action, ActionKind, Channel};
+use crate::runtime::Shutdown;
+use crate::sinks::{RetryConfig, SinksConfig};
 use crate::tls::Trust;
-use crate::topology::Shutdown;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
@@ -796,8 +796,8 @@ impl ActionSink for Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{SmsGatewayKind, SmsProviderConfig};
     use crate::model::{IncidentId, Message};
+    use crate::sinks::sms::{SmsGatewayKind, SmsProviderConfig};
     use rand::SeedableRng;
 
     /// An in-process JSON gateway: answers each request with `status(to)`
@@ -920,7 +920,7 @@ mod tests {
         dir: &std::path::Path,
         sms: Vec<SmsProviderConfig>,
         clock: Arc<Mutex<DateTime<Utc>>>,
-    ) -> (Notifier, crate::topology::ShutdownTrigger, SettledLog) {
+    ) -> (Notifier, crate::runtime::ShutdownTrigger, SettledLog) {
         let cfg = SinksConfig {
             outbox_dir: dir.into(),
             sms,
@@ -1149,7 +1149,7 @@ mod tests {
         let cfg = SinksConfig {
             outbox_dir: d.path().into(),
             sms: vec![provider("k1", &url, 4)],
-            email: Some(crate::config::SmtpConfig {
+            email: Some(crate::sinks::email::SmtpConfig {
                 port,
                 pool_size: 1,
                 timeout: Duration::from_millis(500),

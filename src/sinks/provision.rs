@@ -48,7 +48,7 @@ use super::deliveries::{DeliveryLog, DeliveryOutcome, DeliveryRecord};
 use super::notify::is_e164;
 use super::{ActionSink, Delivery, SinkError};
 use crate::model::{Action, ActionKind, Channel, IncidentId};
-use crate::topology::Clock;
+use crate::runtime::Clock;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -354,10 +354,7 @@ impl Provisioner {
     pub fn open(dir: &Path, cfg: ProvisioningConfig, trust: &crate::tls::Trust) -> Result<Self, SinkError> {
         let journal = Journal::open(dir)?;
         let http = crate::tls::http_client(trust).timeout(cfg.timeout).build().map_err(|e| {
-            crate::config::ConfigError::Invalid {
-                key: "sinks.provisioning".into(),
-                message: e.without_url().to_string(),
-            }
+            crate::runtime::InvalidSetting { key: "sinks.provisioning".into(), message: e.without_url().to_string() }
         })?;
         let base = cfg.url.trim_end_matches('/');
         let batch_size = cfg.batch_size.clamp(1, MAX_BATCH);

@@ -6,10 +6,63 @@
 
 use super::super::transforms::sms_text::{self, Coding};
 use super::SinkError;
-use crate::config::{ConfigError, SmsGatewayKind, SmsProviderConfig};
+use crate::runtime::InvalidSetting;
 use crate::tls::{http_client, Trust};
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmsGatewayKind {
+    /// Kannel smsbox `sendsms` (GET with username/password).
+    #[default]
+    Kannel,
+    /// `POST` JSON `{to, from, text, reference}` with a bearer token
+    /// (`password`).
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsProviderConfig {
+    /// Name in records and metrics. Default `kannel`.
+    pub name: String,
+    pub kind: SmsGatewayKind,
+    /// e.g. `http://127.0.0.1:13013/cgi-bin/sendsms`.
+    pub url: String,
+    pub username: Option<String>,
+    /// Kannel password, or the JSON gateway's bearer token. Never logged.
+    pub password: Option<String>,
+    /// Sender id. Default `ExampleTel`.
+    pub from: String,
+    /// Our delivery-report endpoint, handed to Kannel as `dlr-url`.
+    pub dlr_url: Option<String>,
+    /// Messages per second this provider may be sent. Default 100.
+    pub rate_per_second: u32,
+    /// Requests open at once against this provider. Default 32.
+    pub max_in_flight: u32,
+    #[serde(with = "humantime_serde")]
+    /// Per-request timeout. Default 10s.
+    pub timeout: Duration,
+}
+
+impl Default for SmsProviderConfig {
+    fn default() -> Self {
+        SmsProviderConfig {
+            name: "kannel".into(),
+            kind: SmsGatewayKind::Kannel,
+            url: "http://127.0.0.1:13013/cgi-bin/sendsms".into(),
+            username: None,
+            password: None,
+            from: "ExampleTel".into(),
+            dlr_url: None,
+            rate_per_second: 100,
+            max_in_flight: 32,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// What a gateway said about one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +118,7 @@ fn client(timeout: Duration, trust: &Trust) -> Result<reqwest::Client, SinkError
         .timeout(timeout)
         .pool_max_idle_per_host(256)
         .build()
-        .map_err(|e| ConfigError::Invalid { key: "sinks.sms".into(), message: e.without_url().to_string() }.into())
+        .map_err(|e| InvalidSetting { key: "sinks.sms".into(), message: e.without_url().to_string() }.into())
 }
 
 /// Kannel's `sendsms` HTTP interface (smsbox).

@@ -4,8 +4,8 @@
 //! [`DeliveryLog`] (file and deliveries topic), so a notice's record runs
 //! from the first attempt to the handset.
 
+use crate::runtime::Shutdown;
 use crate::sinks::deliveries::{DeliveryLog, DeliveryOutcome, DeliveryRecord};
-use crate::topology::Shutdown;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;

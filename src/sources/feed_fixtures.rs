@@ -6,11 +6,11 @@
 
 use super::decode::{decode_formats, Format};
 use super::elements::{ElementRule, Elements};
-use crate::config::CorrelatorConfig;
 use crate::model::{Alarm, AlarmState, EventKind, Severity};
 use crate::refdata::{load_elements, load_sites, RefData};
 use crate::transforms::classify::CauseClass;
 use crate::transforms::correlate::Correlator;
+use crate::transforms::correlate::CorrelatorConfig;
 use std::path::{Path, PathBuf};
 
 fn dir() -> PathBuf {

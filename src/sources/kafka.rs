@@ -46,7 +46,7 @@ pub struct LagContext {
     /// Where each report also goes at once (the daemon's `/readyz` and
     /// `outage_brokers_up`), so they follow the brokers even while the
     /// pipeline waits on a write the outage holds up.
-    report: std::sync::OnceLock<std::sync::Arc<crate::topology::Stats>>,
+    report: std::sync::OnceLock<std::sync::Arc<crate::runtime::Stats>>,
     /// The partitions assigned to us, as the last rebalance left them
     /// (eager protocol: an assignment replaces the last, a revocation
     /// empties it).
@@ -114,6 +114,33 @@ impl KafkaSource {
         Ok(KafkaSource { consumer, positions: Positions::default(), taken: Vec::new(), stage: "consume" })
     }
 
+    /// Every partition of `topic`, each from the offset after `after`'s
+    /// (the beginning where `after` has none), outside any consumer group
+    /// and never committed: a reader that follows a whole topic (the NOC
+    /// API's read model on an `--role api` process) rather than sharing it.
+    pub fn tail(broker: &Broker, topic: &str, after: &HashMap<i32, i64>) -> Result<Self, SourceError> {
+        use rdkafka::{Offset, TopicPartitionList};
+        let context = LagContext {
+            lag: AtomicI64::new(-1),
+            brokers_up: AtomicI64::new(-1),
+            report: std::sync::OnceLock::new(),
+            assigned: Default::default(),
+        };
+        let consumer: StreamConsumer<LagContext> = broker
+            .consumer_config("outage-follow")
+            .set("enable.auto.commit", "false")
+            .set("statistics.interval.ms", STATS_EVERY_MS)
+            .create_with_context(context)?;
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let mut tpl = TopicPartitionList::new();
+        for p in md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())) {
+            let from = after.get(&p).map_or(Offset::Beginning, |&o| Offset::Offset(o + 1));
+            tpl.add_partition_offset(topic, p, from)?;
+        }
+        consumer.assign(&tpl)?;
+        Ok(KafkaSource { consumer, positions: Positions::default(), taken: Vec::new(), stage: "follow" })
+    }
+
     /// Count retries as `stage` (`alarms`, `actions`).
     pub fn with_stage(mut self, stage: &'static str) -> Self {
         self.stage = stage;
@@ -122,7 +149,7 @@ impl KafkaSource {
 
     /// Publish the health to `stats.source` whenever librdkafka reports it
     /// (every 2 s), not only when the pipeline steps.
-    pub fn reporting_to(self, stats: std::sync::Arc<crate::topology::Stats>) -> Self {
+    pub fn reporting_to(self, stats: std::sync::Arc<crate::runtime::Stats>) -> Self {
         let _ = self.consumer.context().report.set(stats);
         self
     }
@@ -283,7 +310,7 @@ impl AlarmSource for KafkaSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::KafkaConfig;
+    use crate::kafka::KafkaConfig;
     use std::collections::BTreeSet;
 
     /// `next_batch` dropped again and again mid-batch (as the pipeline's

@@ -13,8 +13,69 @@ pub mod kafka;
 pub mod tmf642;
 pub mod ves;
 
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::time::Duration;
+
+/// What the alarm source refuses before correlation (to the dead-letter
+/// topic, with the reason).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Larger records are dead-lettered unread. Default 1 MiB.
+    pub max_record_bytes: usize,
+    /// Alarms whose event time is further ahead of the clock are
+    /// dead-lettered. Default 5m.
+    #[serde(with = "humantime_serde")]
+    pub max_future: Duration,
+    /// `[[ingest.elements]]`: rules that find the site in a network
+    /// element's name, per input format, tried in order after the element
+    /// table (`sources::elements`). Default none.
+    pub elements: Vec<crate::sources::elements::ElementRule>,
+    /// How far out of event-time order alarms may arrive and still be
+    /// applied in order (`transforms::order`): an alarm is applied once
+    /// every assigned partition has shown an alarm this much later, so
+    /// the incidents do not depend on batching or partition interleaving.
+    /// Later arrivals are applied at once, in arrival order, and counted
+    /// (`outage_alarms_late_total`). It delays declarations and
+    /// resolutions by as much (wall clock; event-time latencies are unchanged).
+    /// Default 30s ([`IngestConfig::DEFAULT_LATENESS`]): above the delivery
+    /// jitter of NMS feeds (the simulator's is 20 s).
+    #[serde(with = "humantime_serde")]
+    pub lateness: Duration,
+    /// A partition that delivered nothing for this long (wall clock) no
+    /// longer holds the watermark back; when every partition is that idle,
+    /// the watermark follows the wall clock minus `lateness`, so timers
+    /// still run on an idle feed. Default 10s ([`IngestConfig::DEFAULT_IDLE_AFTER`]).
+    #[serde(with = "humantime_serde")]
+    pub idle_after: Duration,
+}
+
+impl IngestConfig {
+    pub const DEFAULT_LATENESS: Duration = Duration::from_secs(30);
+    pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(10);
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_record_bytes: 1 << 20,
+            max_future: Duration::from_secs(300),
+            elements: Vec::new(),
+            lateness: Self::DEFAULT_LATENESS,
+            idle_after: Self::DEFAULT_IDLE_AFTER,
+        }
+    }
+}
+
+impl IngestConfig {
+    pub fn limits(&self) -> crate::sources::decode::Limits {
+        crate::sources::decode::Limits {
+            max_bytes: self.max_record_bytes,
+            max_future: chrono::Duration::from_std(self.max_future).unwrap_or(chrono::Duration::MAX),
+        }
+    }
+}
 
 /// One raw record as the feed delivered it, with its position so it can be
 /// acknowledged, and dead-lettered by reference.
@@ -67,11 +128,5 @@ pub trait AlarmSource: Send {
     }
 }
 
-/// A source's view of its feed; `None`: not known (yet).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Health {
-    /// Records waiting on the feed (the consumer lag).
-    pub lag: Option<u64>,
-    /// Brokers the client is connected to.
-    pub brokers_up: Option<u64>,
-}
+/// A source's view of its feed (published on [`crate::runtime::Stats`]).
+pub use crate::runtime::stats::Health;

@@ -512,13 +512,8 @@ impl CauseTally {
     }
 }
 
-/// A [`CauseTally`] as published: small enough to copy every step.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct TallySummary {
-    pub by_class: [u64; 8],
-    pub top: Vec<(String, u64)>,
-    pub unclassified: u64,
-}
+/// A [`CauseTally`] as published (on [`crate::runtime::Stats`]).
+pub use crate::runtime::stats::TallySummary;
 
 #[cfg(test)]
 mod tests {

@@ -120,14 +120,7 @@ impl Default for CompensationConfig {
     }
 }
 
-/// A setting [`CompensationConfig::validate`] rejects: the full key (e.g.
-/// `compensation.rules[1].window_end`) and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{key}`: {message}")]
-pub struct InvalidSetting {
-    pub key: String,
-    pub message: String,
-}
+pub use crate::runtime::InvalidSetting;
 
 impl CompensationConfig {
     /// Checks serde cannot express, with keys under `compensation`.

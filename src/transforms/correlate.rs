@@ -71,9 +71,9 @@
 //! correlator's own state, so its state equals the fold of the log
 //! (`dropped`, `confirmed` and `declared.pending` included).
 
-use crate::config::CorrelatorConfig;
 use crate::geodesy::GeoPoint;
 use crate::model::incident::ApplyError;
+use crate::model::Severity;
 use crate::model::{Alarm, AlarmRef, EventKind, Incident, IncidentEvent, IncidentId, IncidentState};
 use crate::refdata::{Indexed, RefData};
 use crate::transforms::classify::{normalize, CauseClass, CauseTally, Classifier};
@@ -81,8 +81,109 @@ use chrono::{DateTime, Duration, Utc};
 use compact_str::CompactString;
 use foldhash::{HashMap, HashSet};
 use rstar::RTree;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
+
+/// When sites down together become an incident, and when it ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorrelatorConfig {
+    /// Two down sites join one incident when their coverage circles are at
+    /// most this far apart. Default 10 km.
+    pub neighbour_gap_km: f64,
+    /// Sites down together before an incident may be declared. Default 3.
+    pub min_sites: usize,
+    /// ...and for how long, so a blip is not announced. Default 2m.
+    #[serde(with = "humantime_serde")]
+    pub min_duration: std::time::Duration,
+    /// Declare at once when this many sites are down. Default 10.
+    pub declare_sites: usize,
+    /// ... or when at least `min_sites` are down and their coverage holds
+    /// this many customers (billing postcodes). Default 1000.
+    pub declare_customers: u64,
+    /// All sites must stay up this long before "restored". Default 10m.
+    #[serde(with = "humantime_serde")]
+    pub hold_down: std::time::Duration,
+    /// Alarms below this severity are not service-affecting: X.733 defines
+    /// critical and major as the service-affecting severities. Default major.
+    pub min_severity: Severity,
+    /// Cause classes (`transforms::classify`) that never take service down,
+    /// whatever the severity. Default `["environment", "security"]`:
+    /// temperature, humidity, an open door, an intrusion attempt.
+    pub not_service_affecting_classes: Vec<CauseClass>,
+    /// Whether a cause neither the standards' table nor `[causes]` rules
+    /// know counts (by its severity, as X.733 says). Either way it is
+    /// counted by value on `/metrics` and in the log. Default true.
+    pub unclassified_service_affecting: bool,
+    /// If not empty, only these probable causes (any spelling: case and
+    /// separators are ignored) are service-affecting. Default: empty (every
+    /// cause not excluded by its class).
+    pub service_affecting_causes: Vec<String>,
+    /// Radius for sites the inventory lacks but the alarm locates. Default 2 km.
+    pub default_radius_km: f64,
+    /// How far out of event-time order a raise may arrive after its own
+    /// clear and still be known as stale (not applied): feeds re-send
+    /// active alarms, and a re-send crossing the clear would leave the site
+    /// down. Clears are remembered this long of feed time. `0s` turns it
+    /// off. Default 5m.
+    #[serde(with = "humantime_serde")]
+    pub reorder_window: std::time::Duration,
+    /// Temporal coherence: a down site joins an open incident only if its
+    /// failure starts within this of the failure start of a member site
+    /// within reach (`neighbour_gap_km`), or of the incident's onset. A site
+    /// failing later than that opens (or joins) a separate incident, so
+    /// unrelated failures hours apart never chain. Default 30m
+    /// ([`CorrelatorConfig::DEFAULT_JOIN_WINDOW`]).
+    #[serde(with = "humantime_serde")]
+    pub join_window: std::time::Duration,
+    /// The same for a member of the site's power/backhaul group
+    /// (`group_id`), at any distance: shared infrastructure is strong
+    /// evidence. Default 1h ([`CorrelatorConfig::DEFAULT_GROUP_JOIN_WINDOW`]).
+    #[serde(with = "humantime_serde")]
+    pub group_join_window: std::time::Duration,
+    /// A site failure shorter than this is a blip and never widens the
+    /// audience: cleared within it, the site is dropped from a probable
+    /// incident; a site enters a declared incident's footprint (its
+    /// customers are told) only once it has been down this long — the
+    /// declaration itself is not delayed. `0s` turns it off.
+    /// Default 5m ([`CorrelatorConfig::DEFAULT_BLIP_WINDOW`]).
+    #[serde(with = "humantime_serde")]
+    pub blip_window: std::time::Duration,
+}
+
+impl CorrelatorConfig {
+    /// Storms cross 10-15 km (a site's reach) in about 15-20 minutes at
+    /// 40-70 km/h; a power failure's sites go down within minutes.
+    pub const DEFAULT_JOIN_WINDOW: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+    /// A group's sites may report a shared failure late (batteries), but a
+    /// storm takes single members of many groups: an hour, not the day.
+    pub const DEFAULT_GROUP_JOIN_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+    /// Link flaps last seconds to a few minutes.
+    pub const DEFAULT_BLIP_WINDOW: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+}
+
+impl Default for CorrelatorConfig {
+    fn default() -> Self {
+        CorrelatorConfig {
+            neighbour_gap_km: 10.0,
+            min_sites: 3,
+            min_duration: std::time::Duration::from_secs(120),
+            declare_sites: 10,
+            declare_customers: 1000,
+            hold_down: std::time::Duration::from_secs(600),
+            min_severity: Severity::Major,
+            not_service_affecting_classes: vec![CauseClass::Environment, CauseClass::Security],
+            unclassified_service_affecting: true,
+            service_affecting_causes: Vec::new(),
+            default_radius_km: 2.0,
+            reorder_window: std::time::Duration::from_secs(300),
+            join_window: Self::DEFAULT_JOIN_WINDOW,
+            group_join_window: Self::DEFAULT_GROUP_JOIN_WINDOW,
+            blip_window: Self::DEFAULT_BLIP_WINDOW,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum CorrelateError {
@@ -96,33 +197,9 @@ pub enum CorrelateError {
 
 const ACTOR: &str = "correlator";
 
-/// What the correlator saw but did not turn into events.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Counts {
-    /// Raises of an alarm already active (feeds re-send).
-    pub repeated_raises: u64,
-    /// Clears of an alarm no open incident holds.
-    pub clears_without_raise: u64,
-    /// Raises below the severity or outside the causes that count.
-    pub not_service_affecting: u64,
-    /// Raises that arrived after their own clear (a re-sent raise crossing
-    /// the clear, or a short condition delivered in reverse): the condition
-    /// is over, so they are not applied.
-    pub stale_raises: u64,
-}
-
-impl Counts {
-    /// Each count with the reason it is published under (`/metrics`,
-    /// the replay report).
-    pub fn by_reason(&self) -> [(&'static str, u64); 4] {
-        [
-            ("repeated_raise", self.repeated_raises),
-            ("clear_without_raise", self.clears_without_raise),
-            ("not_service_affecting", self.not_service_affecting),
-            ("stale_raise", self.stale_raises),
-        ]
-    }
-}
+/// What the correlator saw but did not turn into events (published on
+/// [`crate::runtime::Stats`], so it lives on the ground floor).
+pub use crate::runtime::stats::Counts;
 
 /// One clear seen lately on a site, so a raise that arrives after its own
 /// clear is known as stale: feeds deliver slightly out of event-time order,

@@ -14,13 +14,122 @@
 
 use super::compensate;
 use super::templates::{TemplateError, Templates, Vars};
-use crate::config::{PlanConfig, QuietHoursConfig};
 use crate::model::{Action, ActionKind, Channel, Credit, Customer, Incident, IncidentState, IvrUpsert, Message, Money};
 use crate::refdata::RefData;
+use crate::transforms::compensate::CompensationConfig;
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
+
+/// Who is told what, and what they are given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlanConfig {
+    /// IVR regions are postcode prefixes of this length (3: US SCF). Default 3.
+    pub ivr_region_prefix: usize,
+    /// Language of IVR prompts and of customers whose language has no
+    /// template. Default `en`.
+    pub default_language: String,
+    /// Unlimited data lasts until restoration plus this grace. Default 24h.
+    #[serde(with = "humantime_serde")]
+    pub data_grant_grace: std::time::Duration,
+    /// With no ETR, a grant is provisioned until now plus this (the revoke
+    /// at restoration ends it, a grace later); no end is quoted to the
+    /// customer. With an ETR it lasts until the ETR plus the grace, and is
+    /// extended whenever the ETR moves. Default 7d.
+    #[serde(with = "humantime_serde")]
+    pub data_grant_horizon: std::time::Duration,
+    /// Outages shorter than this earn no credit. Default 1h.
+    #[serde(with = "humantime_serde")]
+    pub credit_min_outage: std::time::Duration,
+    /// Operator name used in messages. Default `Example Telecom`.
+    pub operator_name: String,
+    /// Where customers read updates, quoted in messages.
+    pub status_url: String,
+    /// Notice templates replacing the built-in `templates/notices.toml`.
+    /// Default: none (the built-in set).
+    pub templates: Option<PathBuf>,
+    /// Most SMS segments a notice may take; every template is checked at
+    /// start-up with the longest values. Default 2.
+    pub sms_max_segments: usize,
+    /// IANA zone of the IVR's fallback and of a postcode whose row names
+    /// no zone and whose centroid lies in none (a postcode's own zone, or
+    /// its centroid's, comes first). Default `UTC`.
+    pub default_timezone: String,
+    /// Notices promise automatic compensation. Default true.
+    pub compensation_promise: bool,
+    /// Hold SMS notices planned at night until the customer's local
+    /// morning. Default: none (send at once).
+    pub quiet_hours: Option<QuietHoursConfig>,
+    /// Which credits customers get, per jurisdiction and service
+    /// (`[[plan.compensation.rules]]`; see `transforms::compensate`).
+    /// Default: the monthly fee prorated by the outage, for everyone.
+    pub compensation: CompensationConfig,
+    /// Incidents whose cause contains one of these (any case) are force
+    /// majeure, which the regulated rules treat differently (e.g. Spain's
+    /// art. 15 pays only the prorated fee). Default: none.
+    pub force_majeure_causes: Vec<String>,
+    /// A "down" fan-out to more customers than this waits for a NOC
+    /// operator's approval (`POST /v1/incidents/{id}/approve`, after a look
+    /// at `…/preview`); the IVR announcement does not wait. Default: none
+    /// (never wait).
+    pub approve_above_customers: Option<u64>,
+    /// An approved incident whose audience grows past this many times the
+    /// audience approved asks again (`approval_required` anew; what was
+    /// told stays told, the rest waits). Default 2.
+    pub reapprove_growth: u64,
+}
+
+/// When SMS notices must not wake customers, in each customer's local time
+/// (their postcode's zone). E-mail is not held: it wakes nobody.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuietHoursConfig {
+    /// Local time quiet hours begin, `HH:MM`. Default `21:00`.
+    pub start: chrono::NaiveTime,
+    /// Local time they end (the next day's when earlier than `start`),
+    /// `HH:MM`. Default `08:00`.
+    pub end: chrono::NaiveTime,
+    /// A severe incident is told at once, night or not: one whose told
+    /// postcodes hold at least this many customers. Default 100000.
+    pub severe_customers: u64,
+}
+
+impl Default for QuietHoursConfig {
+    fn default() -> Self {
+        QuietHoursConfig {
+            start: chrono::NaiveTime::from_hms_opt(21, 0, 0).unwrap_or_default(),
+            end: chrono::NaiveTime::from_hms_opt(8, 0, 0).unwrap_or_default(),
+            severe_customers: 100_000,
+        }
+    }
+}
+
+impl Default for PlanConfig {
+    fn default() -> Self {
+        PlanConfig {
+            ivr_region_prefix: 3,
+            default_language: "en".into(),
+            data_grant_grace: std::time::Duration::from_secs(24 * 3600),
+            data_grant_horizon: std::time::Duration::from_secs(7 * 24 * 3600),
+            credit_min_outage: std::time::Duration::from_secs(3600),
+            operator_name: "Example Telecom".into(),
+            status_url: "https://status.example.net".into(),
+            templates: None,
+            sms_max_segments: 2,
+            default_timezone: "UTC".into(),
+            compensation_promise: true,
+            quiet_hours: None,
+            compensation: CompensationConfig::default(),
+            force_majeure_causes: Vec::new(),
+            approve_above_customers: None,
+            reapprove_growth: 2,
+        }
+    }
+}
 
 /// What a plan gives each customer of its postcodes.
 #[derive(Debug, Clone, PartialEq)]
@@ -796,7 +905,6 @@ impl Planner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::QuietHoursConfig;
     use crate::model::money::Currency;
     use crate::model::{AlarmRef, EventKind, IncidentEvent, IncidentId, Money, Phase, Postcode, Services, Site};
     use chrono::TimeZone;

@@ -4,7 +4,8 @@
 //! waiting for conditions, and what Kannel's fake SMSC and the SMTP sink
 //! received.
 
-use outage::config::{SmsProviderConfig, SmtpConfig, SmtpTls};
+use outage::sinks::email::{SmtpConfig, SmtpTls};
+use outage::sinks::sms::SmsProviderConfig;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -16,7 +16,16 @@ pub fn config(tag: &str) -> Config {
     cfg.kafka.partitions = 3;
     let run = format!("{tag}-{}-{}", std::process::id(), Utc::now().timestamp_micros());
     let t = &mut cfg.kafka.topics;
-    for name in [&mut t.alarms, &mut t.dlq, &mut t.incidents, &mut t.actions, &mut t.credits, &mut t.deliveries] {
+    for name in [
+        &mut t.alarms,
+        &mut t.dlq,
+        &mut t.incidents,
+        &mut t.actions,
+        &mut t.credits,
+        &mut t.deliveries,
+        &mut t.control,
+        &mut t.commands,
+    ] {
         *name = format!("{name}.{run}");
     }
     cfg.kafka.group_id = format!("outaged-{run}");

@@ -1,36 +1,18 @@
-//! Wires the stages into running tasks (Vector's "topology"):
-//!
-//! ```text
-//! noc.alarms ─► [pipeline: decode → correlate → log → plan] ─► outage.incidents
-//!                    │ bad records                 │ actions (keyed by customer)
-//!                    ▼                             ▼
-//!              noc.alarms.dlq               outage.actions ─► [dispatcher] ─► ActionSink
-//!                                      IVR desired state ─► IvrSink
-//! ```
-//!
-//! Owns the ordering rules that make restarts safe:
-//! 1. incident events are acknowledged by the broker before the alarms that
-//!    caused them are acknowledged (offsets committed only after the effect
-//!    is in the incident log);
-//! 2. a plan's actions are acknowledged on `outage.actions` before the
-//!    `planned` event that records them is appended, so a crash in between
-//!    re-plans the same deterministic action ids and the sinks drop them;
-//! 3. on start, incidents are rebuilt by folding the incident log, and every
-//!    incident whose effects may be unfinished is re-planned.
-//!
-//! Time and shutdown are parameters ([`Clock`], [`Shutdown`]).
+//! The pipeline: alarms → decode → order → correlate → incident log →
+//! plan → actions and IVR, with the NOC API's commands applied in line.
+
+use super::leadership::{Admit, Fence, LeaderId, Stamped};
+use super::TopologyError;
+use crate::runtime::{Clock, Shutdown, Stats};
 
 use crate::config::Config;
-use crate::kafka::{read_to_end, Broker, BrokerError};
-use crate::model::{Action, ActionKind, Channel, EventKind, IncidentEvent, IncidentId, IncidentState, Phase};
+use crate::kafka::{read_to_end, Broker};
+use crate::model::{EventKind, IncidentEvent, IncidentId, IncidentState, Phase};
 use crate::refdata::RefData;
-use crate::sinks::deliveries::DeliveryLog;
-use crate::sinks::held::HeldNotices;
-use crate::sinks::{ActionSink, Delivery, IvrSink, SinkError};
+use crate::sinks::{Delivery, IvrSink};
 use crate::sources::decode::{decode_record, DlqRecord, Limits};
 use crate::sources::elements::Elements;
-use crate::sources::kafka::KafkaSource;
-use crate::sources::{AlarmSource, SourceError, SourceRecord};
+use crate::sources::{AlarmSource, SourceRecord};
 use crate::transforms::correlate::{CorrelateError, Correlator};
 use crate::transforms::order::Reorder;
 use crate::transforms::plan::{Plan, Planner};
@@ -38,158 +20,9 @@ use crate::transforms::restore::Restorations;
 use chrono::{DateTime, Utc};
 use rdkafka::producer::FutureProducer;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
-
-/// The wall clock, injectable so tests control time.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> DateTime<Utc>;
-}
-
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// Resolves when shutdown is requested; cloned into every task.
-#[derive(Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-/// Requests shutdown of every [`Shutdown`] cloned from its pair.
-#[derive(Clone)]
-pub struct ShutdownTrigger(Arc<watch::Sender<bool>>);
-
-impl Shutdown {
-    pub fn new() -> (ShutdownTrigger, Shutdown) {
-        let (tx, rx) = watch::channel(false);
-        (ShutdownTrigger(Arc::new(tx)), Shutdown(rx))
-    }
-
-    pub fn is_requested(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    pub async fn requested(&mut self) {
-        let _ = self.0.wait_for(|v| *v).await;
-    }
-}
-
-impl ShutdownTrigger {
-    pub fn trigger(&self) {
-        let _ = self.0.send(true);
-    }
-}
-
-/// Counters the demo, the tests and (later) the metrics endpoint read.
-#[derive(Default)]
-pub struct Stats {
-    pub alarms_read: AtomicU64,
-    /// Alarms whose effects are acknowledged by the broker and whose
-    /// offsets are stored for commit.
-    pub alarms_acked: AtomicU64,
-    pub alarms_dead_lettered: AtomicU64,
-    /// Alarms that arrived after the watermark had passed their event time
-    /// (`ingest.lateness`): applied in arrival order, the one way arrival
-    /// order reaches the incidents.
-    pub alarms_late: AtomicU64,
-    /// Alarms read again after a restart that the incident log already
-    /// accounts for (at or below its watermark).
-    pub alarms_replayed: AtomicU64,
-    /// Alarms waiting for the watermark, as of the last step.
-    pub alarms_buffered: AtomicU64,
-    /// Dead letters by class (`not_json`, `unknown_site`, …).
-    pub dead_letters: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
-    /// Alarms the correlator took but did not apply (repeated raises,
-    /// clears without a raise, not service-affecting, stale raises), as of
-    /// the last step.
-    pub alarms_ignored: std::sync::Mutex<crate::transforms::correlate::Counts>,
-    /// Raises by cause class and the most frequent unclassified causes, as
-    /// of the last step.
-    pub causes: std::sync::Mutex<crate::transforms::classify::TallySummary>,
-    pub events_appended: AtomicU64,
-    pub actions_planned: AtomicU64,
-    /// Actions the dispatcher took off the topic (delivered or duplicate).
-    pub actions_dispatched: AtomicU64,
-    /// Delivered per channel, in [`Channel::ALL`] order.
-    pub delivered: [AtomicU64; 4],
-    pub duplicates: AtomicU64,
-    pub ivr_upserts: AtomicU64,
-    /// Notices a gateway refused for good or that ran out of retries.
-    pub notices_failed: AtomicU64,
-    /// Notices not sent for a bad or missing contact, by reason.
-    pub notices_skipped: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
-    /// Postcodes told "restored" while their incident was still declared.
-    pub postcodes_restored_early: AtomicU64,
-    /// Actions held until their `not_before` (SMS in quiet hours, data
-    /// revokes until restoration + grace), each counted once, when held.
-    pub actions_held: AtomicU64,
-    /// Held actions waiting right now.
-    pub actions_waiting: AtomicU64,
-    pub incidents_open: AtomicU64,
-    pub incidents_declared: AtomicU64,
-    pub incidents_total: AtomicU64,
-    pub first_ivr_flip: OnceLock<Instant>,
-    /// Wall time from the start of the step that declared an incident to
-    /// its IVR announcement being set, the longest seen (ms).
-    pub declare_to_ivr_max_ms: AtomicU64,
-    /// Incidents whose declaration → IVR flip was measured.
-    pub declare_to_ivr_count: AtomicU64,
-    /// From an incident's first alarm (event time; a NOC incident's
-    /// `since`) to its declaration.
-    pub first_alarm_to_declared: crate::metrics::Histogram,
-    /// From an incident's first alarm to the first "down" notice a gateway
-    /// took (wall time).
-    pub first_alarm_to_first_notice: crate::metrics::Histogram,
-    /// Declared incidents whose first notice has not gone yet: their first
-    /// alarm's time.
-    pub awaiting_first_notice: std::sync::Mutex<HashMap<IncidentId, DateTime<Utc>>>,
-    /// The alarm source's consumer lag and broker connections, as it last
-    /// knew them.
-    pub source: std::sync::Mutex<crate::sources::Health>,
-    /// Event time of the earliest `declared` event appended.
-    pub first_declared_at: std::sync::Mutex<Option<DateTime<Utc>>>,
-    pub first_sms: OnceLock<Instant>,
-}
-
-impl Stats {
-    pub fn delivered(&self, c: Channel) -> u64 {
-        let i = Channel::ALL.iter().position(|x| *x == c).unwrap_or(0);
-        self.delivered[i].load(Relaxed)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TopologyError {
-    #[error(transparent)]
-    Broker(#[from] BrokerError),
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    #[error(transparent)]
-    Sink(#[from] SinkError),
-    #[error(transparent)]
-    Produce(#[from] crate::kafka::ProduceError),
-    #[error("incident log: {0}")]
-    Log(#[from] CorrelateError),
-    #[error(transparent)]
-    Templates(#[from] crate::transforms::templates::TemplateError),
-    #[error("incident log record at {partition}/{offset} is not an incident event: {message}")]
-    BadLogRecord { partition: i32, offset: i64, message: String },
-    #[error("delivery-report endpoint: {0}")]
-    Dlr(std::io::Error),
-    #[error("task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
-    #[error("the incident-log writer stopped")]
-    LogWriterStopped,
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    #[error("NOC API on {0}: {1}")]
-    Api(std::net::SocketAddr, std::io::Error),
-}
 
 async fn produce_all(
     producer: &FutureProducer,
@@ -290,6 +123,11 @@ pub struct Pipeline<S: AlarmSource, I: IvrSink> {
     /// The cause tally as of the last "unclassified causes" log line, and
     /// when that was (wall clock): the line names what is new since.
     causes_logged: (crate::transforms::classify::CauseTally, Option<DateTime<Utc>>),
+    /// The leader this process writes the log as (`--role correlator`;
+    /// none for `--role all`): every record is stamped with it.
+    leader: Option<LeaderId>,
+    /// Which log records count (`topology::leadership`), as of the fold.
+    fence: Fence,
 }
 
 /// A step's incident-log records, produced in the order jobs are sent.
@@ -331,13 +169,18 @@ const MAX_IN_FLIGHT: usize = 2;
 async fn log_writer(
     producer: crate::kafka::BatchProducer,
     topic: String,
+    leader: Option<LeaderId>,
     stats: Arc<Stats>,
     mut jobs: tokio::sync::mpsc::Receiver<LogJob>,
 ) {
     while let Some(LogJob { events, done }) = jobs.recv().await {
         let write = |e: &IncidentEvent, buf: &mut Vec<u8>| {
             // Our own model types always serialize.
-            if serde_json::to_writer(&mut *buf, e).is_err() {
+            let written = match &leader {
+                Some(l) => serde_json::to_writer(&mut *buf, &Stamped { event: e, leader: l }),
+                None => serde_json::to_writer(&mut *buf, e),
+            };
+            if written.is_err() {
                 buf.clear();
             }
         };
@@ -405,7 +248,16 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             log_producer: Some(broker.batch_producer()?),
             in_flight: Default::default(),
             causes_logged: Default::default(),
+            leader: None,
+            fence: Fence::default(),
         })
+    }
+
+    /// Write the log as `leader` (its mark is in the log already): every
+    /// record stamped, and the fold must find the log naming it.
+    pub fn leading(mut self, leader: LeaderId) -> Self {
+        self.leader = Some(leader);
+        self
     }
 
     /// Serve the NOC API's commands and publish its read model.
@@ -420,7 +272,11 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         let mut events = Vec::new();
         let mut bad = None;
         let topic = self.cfg.kafka.topics.incidents.clone();
+        let fence = &mut self.fence;
         let n = read_to_end(broker, &topic, Duration::from_millis(300), |partition, offset, bytes| {
+            if fence.admit(bytes) != Admit::Event {
+                return;
+            }
             match serde_json::from_slice::<IncidentEvent>(bytes) {
                 Ok(ev) => events.push(ev),
                 Err(e) => {
@@ -430,6 +286,18 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         })?;
         if let Some(e) = bad {
             return Err(e);
+        }
+        if let Some(me) = &self.leader {
+            if self.fence.current() != Some(me) {
+                let named = self.fence.current().map_or("nobody".to_string(), ToString::to_string);
+                return Err(TopologyError::Deposed(format!("the incident log names {named} as its writer, not {me}")));
+            }
+        }
+        if self.fence.ignored > 0 {
+            tracing::warn!(
+                ignored = self.fence.ignored,
+                "incident log: records of a deposed correlator ignored (written after its successor's mark)"
+            );
         }
         let out = self.fold(&events)?;
         tracing::info!(
@@ -1215,6 +1083,7 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
                 tokio::spawn(log_writer(
                     self.log_producer.take().ok_or(TopologyError::LogWriterStopped)?,
                     topic,
+                    self.leader.clone(),
                     self.stats.clone(),
                     rx,
                 ));
@@ -1271,287 +1140,125 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
     }
 }
 
-/// The actions topic → sinks stage. Any number of these may run in one
-/// consumer group; actions are keyed by customer.
-///
-/// A batch is split into `concurrency` lanes by customer; the lanes run at
-/// once, each delivering its actions in topic order (so one customer's
-/// "down" is settled before their "restored"). The batch is acknowledged
-/// when every lane is done and the sink is flushed.
-///
-/// Held actions (SMS in quiet hours, data revokes until restoration +
-/// grace): an action whose `not_before` is still ahead is parked in
-/// [`HeldNotices`] (recorded as `held`) and released through the same lanes
-/// when due, ahead of the batch it is released with; a "restored" or
-/// "cancelled" for a thread still held withdraws it (`withdrawn_while_held`).
-pub struct Dispatcher<A: ActionSink> {
-    source: KafkaSource,
-    sink: A,
-    lanes: usize,
-    held: HeldNotices,
-    log: Arc<DeliveryLog>,
-    clock: Arc<dyn Clock>,
-    stats: Arc<Stats>,
+/// The alarm source of a process that does not correlate (`--role api`,
+/// which never runs the alarm loop) and of the tests: never an alarm.
+pub(crate) struct NoSource;
+
+impl AlarmSource for NoSource {
+    async fn next_batch(&mut self, _: usize, _: Duration) -> Result<Vec<SourceRecord>, crate::sources::SourceError> {
+        Ok(Vec::new())
+    }
+    fn ack(&mut self, _: &[SourceRecord]) -> Result<(), crate::sources::SourceError> {
+        Ok(())
+    }
+    fn commit(&mut self) -> Result<(), crate::sources::SourceError> {
+        Ok(())
+    }
 }
 
-/// Held notices released per round, so a morning's backlog does not make
-/// one batch wait for all of it.
-const RELEASE_PER_ROUND: usize = 2000;
+/// The IVR of a process that does not correlate: the correlator process
+/// owns the announcements.
+pub(crate) struct NoIvr;
 
-impl<A: ActionSink> Dispatcher<A> {
-    pub fn new(
+impl IvrSink for NoIvr {
+    async fn upsert(&mut self, _: &crate::model::IvrUpsert) -> Result<Delivery, crate::sinks::SinkError> {
+        Ok(Delivery::Done)
+    }
+}
+
+impl Pipeline<NoSource, NoIvr> {
+    /// Follow the incident log without correlating (a standby correlator,
+    /// `outaged --role api`) until `until` resolves or shutdown: fold it as
+    /// it grows, through the fence, and publish the NOC API's read model;
+    /// commands go to the leader through `forward`. Writes nothing. Ready
+    /// once the log is folded to the end it had at start. Returns the
+    /// API's channels and the fence as of the last record read when
+    /// `until` resolved (none on shutdown), for the process to lead.
+    pub async fn follow_until(
+        mut self,
         broker: &Broker,
-        cfg: &Config,
-        sink: A,
-        log: Arc<DeliveryLog>,
-        clock: Arc<dyn Clock>,
-        stats: Arc<Stats>,
-    ) -> Result<Self, TopologyError> {
-        let group = format!("{}-dispatch", cfg.kafka.group_id);
-        let source = KafkaSource::subscribe(broker, &group, &cfg.kafka.topics.actions)?.with_stage("actions");
-        let held = HeldNotices::open(&cfg.sinks.outbox_dir)?;
-        stats.actions_waiting.store(held.len() as u64, Relaxed);
-        Ok(Dispatcher { source, sink, lanes: cfg.sinks.concurrency.max(1), held, log, clock, stats })
-    }
-
-    pub async fn run(mut self, mut shutdown: Shutdown) -> Result<(), TopologyError> {
-        use std::hash::BuildHasher;
-        let hasher = foldhash::fast::FixedState::with_seed(0);
-        loop {
-            let batch = tokio::select! {
-                _ = shutdown.requested() => return Ok(self.source.commit()?),
-                b = self.source.next_batch(2000, Duration::from_millis(200)) => b?,
-            };
-            let now = self.clock.now();
-            let mut lanes: Vec<Vec<Action>> = (0..self.lanes).map(|_| Vec::new()).collect();
-            let n = self.lanes as u64;
-            let lane_of = |a: &Action| (hasher.hash_one(&a.customer_id) % n) as usize;
-            // Due held notices first: they are older than anything in the batch.
-            let released = self.held.take_due(now, RELEASE_PER_ROUND);
-            for a in &released {
-                lanes[lane_of(a)].push(a.clone());
+        mut shutdown: Shutdown,
+        until: impl std::future::Future<Output = ()>,
+        forward: super::commands::Forwarder,
+    ) -> Result<Option<(Option<crate::api::PipelineSide>, Fence)>, TopologyError> {
+        let topic = self.cfg.kafka.topics.incidents.clone();
+        let mut last = HashMap::new();
+        let mut events = Vec::new();
+        let mut bad = None;
+        let fence = &mut self.fence;
+        let n = read_to_end(broker, &topic, Duration::from_millis(300), |partition, offset, bytes| {
+            last.insert(partition, offset);
+            if fence.admit(bytes) != Admit::Event {
+                return;
             }
-            for rec in &batch {
-                match serde_json::from_slice::<Action>(&rec.payload) {
-                    Ok(a) => {
-                        if self.park(&a, now)? {
-                            continue;
-                        }
-                        lanes[lane_of(&a)].push(a)
-                    }
-                    // The payload holds contacts: log the position, not the bytes.
-                    Err(e) => {
-                        tracing::error!(partition = rec.partition, offset = rec.offset, error = %e, "undecodable action skipped")
-                    }
+            match serde_json::from_slice::<IncidentEvent>(bytes) {
+                Ok(ev) => events.push(ev),
+                Err(e) => {
+                    bad.get_or_insert(TopologyError::BadLogRecord { partition, offset, message: e.to_string() });
                 }
             }
-            let (sink, stats, clock) = (&self.sink, &*self.stats, &*self.clock);
-            let work = lanes.into_iter().filter(|l| !l.is_empty()).map(|lane| async move {
-                for a in &lane {
-                    let done = sink.deliver(a).await;
-                    count(stats, a, done, clock.now())?;
-                }
-                Ok::<_, TopologyError>(())
-            });
-            futures::future::try_join_all(work).await?;
-            self.sink.flush().await?;
-            self.log.flush().await?;
-            self.held.done(released.iter().map(|a| a.action_id.as_str()))?;
-            self.held.flush()?;
-            self.source.ack(&batch)?;
-            self.stats.actions_waiting.store(self.held.len() as u64, Relaxed);
-            self.stats.actions_dispatched.fetch_add(batch.len() as u64, Relaxed);
-        }
-    }
-
-    /// Hold `a` for quiet hours, or withdraw the held notices it makes
-    /// moot. True when `a` is settled here (held, or skipped with them).
-    fn park(&mut self, a: &Action, now: DateTime<Utc>) -> Result<bool, TopologyError> {
-        use crate::sinks::deliveries::{DeliveryOutcome, DeliveryRecord};
-        if matches!(a.kind, ActionKind::Restored | ActionKind::Cancelled) {
-            let withdrawn = self.held.withdraw(&a.incident_id.0, &a.customer_id, a.channel)?;
-            for w in &withdrawn {
-                self.log
-                    .record(&DeliveryRecord::of(w, "", 0, DeliveryOutcome::Skipped).because("withdrawn_while_held"))?;
-                count(&self.stats, w, Ok(Delivery::Skipped("withdrawn_while_held")), now)?;
-            }
-            if withdrawn.iter().any(|w| w.kind == ActionKind::Down) {
-                // Nobody woke them for the "down": no follow-up either.
-                self.log.record(&DeliveryRecord::of(a, "", 0, DeliveryOutcome::Skipped).because("not_told_down"))?;
-                count(&self.stats, a, Ok(Delivery::Skipped("not_told_down")), now)?;
-                return Ok(true);
-            }
-        }
-        if !self.held.must_wait(a, now) {
-            return Ok(false);
-        }
-        if let Some(until) = self.held.hold(a)? {
-            self.log
-                .record(&DeliveryRecord::of(a, "", 0, DeliveryOutcome::Held).because(format!("held until {until}")))?;
-            self.stats.actions_held.fetch_add(1, Relaxed);
-        }
-        Ok(true)
-    }
-}
-
-/// Count what the sink did with one action; an invalid action is logged
-/// and skipped, any other sink error stops the dispatcher.
-fn count(stats: &Stats, a: &Action, d: Result<Delivery, SinkError>, now: DateTime<Utc>) -> Result<(), TopologyError> {
-    match d {
-        Ok(Delivery::Done) => {
-            let i = Channel::ALL.iter().position(|c| *c == a.channel).unwrap_or(0);
-            stats.delivered[i].fetch_add(1, Relaxed);
-            if a.channel == Channel::Sms {
-                let _ = stats.first_sms.set(Instant::now());
-            }
-            if a.kind == ActionKind::Down && matches!(a.channel, Channel::Sms | Channel::Email) {
-                let first =
-                    stats.awaiting_first_notice.lock().unwrap_or_else(|p| p.into_inner()).remove(&a.incident_id);
-                if let Some(opened) = first {
-                    stats.first_alarm_to_first_notice.observe(now - opened);
-                }
-            }
-        }
-        Ok(Delivery::Duplicate) => {
-            stats.duplicates.fetch_add(1, Relaxed);
-        }
-        // Counted by the park queue's gauges; settled later.
-        Ok(Delivery::Parked) => {}
-        Ok(Delivery::Failed) => {
-            stats.notices_failed.fetch_add(1, Relaxed);
-        }
-        Ok(Delivery::Skipped(reason)) => {
-            *stats.notices_skipped.lock().unwrap_or_else(|p| p.into_inner()).entry(reason).or_default() += 1;
-        }
-        Err(SinkError::Invalid { action_id, message }) => {
-            tracing::error!(%action_id, %message, "invalid action skipped");
-        }
-        Err(e) => return Err(e.into()),
-    }
-    Ok(())
-}
-
-/// Start the whole daemon on `broker` with local outbox sinks, and run until
-/// shutdown or the first task error.
-pub async fn run(
-    cfg: &Config,
-    broker: &Broker,
-    refdata: Arc<RefData>,
-    clock: Arc<dyn Clock>,
-    stats: Arc<Stats>,
-    shutdown: Shutdown,
-) -> Result<(), TopologyError> {
-    use crate::sinks::billing::BillingCredits;
-    use crate::sinks::ivr::{reconcile_loop, HttpIvr};
-    use crate::sinks::notify::Notifier;
-    use crate::sinks::outbox::{IvrOutbox, Outbox};
-    use crate::sinks::provision::Provisioner;
-    use crate::sinks::route::Routes;
-    // What outbound TLS trusts, read once for every HTTP and SMTP client.
-    let trust = crate::tls::Trust::load(cfg.sinks.tls.ca_file.as_deref(), "sinks.tls.ca_file")
-        .map_err(crate::config::ConfigError::from)?;
-    if trust.extra_roots() > 0 {
-        tracing::info!(
-            extra_roots = trust.extra_roots(),
-            "outbound TLS trusts sinks.tls.ca_file besides the built-in roots"
-        );
-    }
-    let source = KafkaSource::subscribe(broker, &cfg.kafka.group_id, &cfg.kafka.topics.alarms)?
-        .with_stage("alarms")
-        .reporting_to(stats.clone());
-    let mut tasks = tokio::task::JoinSet::new();
-    // The NOC API: bound first, so a taken port fails the start, not later.
-    let mut api_side = None;
-    if let Some(addr) = cfg.api.listen {
-        let (side, commands, snapshots) = crate::api::channels();
-        let now_clock = clock.clone();
-        let state = crate::api::ApiState::new(
-            cfg,
-            refdata.clone(),
-            commands,
-            snapshots,
-            stats.clone(),
-            Box::new(move || now_clock.now()),
-        )?;
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| TopologyError::Api(addr, e))?;
-        tracing::info!(%addr, tokens = cfg.api.tokens.len(), "NOC API listening");
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            crate::api::serve(listener, Arc::new(state), shutdown).await.map_err(|e| TopologyError::Api(addr, e))
-        });
-        api_side = Some(side);
-    }
-    // The IVR platform's API (re-asserted by a reconcile loop), or the outbox.
-    match &cfg.sinks.ivr {
-        Some(api) => {
-            let ivr = Arc::new(tokio::sync::Mutex::new(HttpIvr::new(api.clone(), &trust)?));
-            let mut pipeline = Pipeline::new(cfg, broker, refdata, source, ivr.clone(), clock.clone(), stats.clone())?;
-            if let Some(side) = api_side.take() {
-                pipeline = pipeline.with_api(side);
-            }
-            pipeline.restore(broker).await?;
-            tasks.spawn(pipeline.run(shutdown.clone()));
-            let (every, clock, shutdown) = (api.reconcile_every, clock.clone(), shutdown.clone());
-            tasks.spawn(async move {
-                reconcile_loop(ivr, every, move || clock.now(), shutdown).await;
-                Ok(())
-            });
-        }
-        None => {
-            let ivr = IvrOutbox::open(&cfg.sinks.outbox_dir)?;
-            let mut pipeline = Pipeline::new(cfg, broker, refdata, source, ivr, clock.clone(), stats.clone())?;
-            if let Some(side) = api_side.take() {
-                pipeline = pipeline.with_api(side);
-            }
-            pipeline.restore(broker).await?;
-            tasks.spawn(pipeline.run(shutdown.clone()));
-        }
-    }
-    let topic = (broker.producer()?, cfg.kafka.topics.deliveries.clone());
-    let log = Arc::new(DeliveryLog::open(&cfg.sinks.outbox_dir, Some(topic))?);
-    if let Some(addr) = cfg.sinks.dlr_listen {
-        use crate::sources::dlr;
-        let listener = dlr::bind(addr).await.map_err(TopologyError::Dlr)?;
-        let (log, shutdown) = (log.clone(), shutdown.clone());
-        tasks.spawn(async move { dlr::serve(listener, log, shutdown).await.map_err(TopologyError::Dlr) });
-    }
-    // Data grants to the provisioning API when configured. A dispatcher
-    // lane waits for its grant's batch, so a batch never holds more than
-    // `concurrency` grants: that is the batch size that goes at once.
-    let grants = match &cfg.sinks.provisioning {
-        Some(p) => {
-            let p = crate::sinks::provision::ProvisioningConfig {
-                batch_size: p.batch_size.min(cfg.sinks.concurrency.max(1)),
-                ..p.clone()
-            };
-            Some(Provisioner::open(&cfg.sinks.outbox_dir, p, &trust)?.with_log(log.clone()).with_clock(clock.clone()))
-        }
-        None => None,
-    };
-    let credits = BillingCredits::open(&cfg.sinks.outbox_dir, broker.producer()?, cfg.kafka.topics.credits.clone())?;
-    // Notices through the configured gateways, or all to the outboxes.
-    match Notifier::from_config(&cfg.sinks, &trust, log.clone())? {
-        Some(notices) => {
-            // Parked notices are settled by the notifier's retry loops.
-            let (st, ck, now) = (stats.clone(), clock.clone(), clock.clone());
-            let settled = move |a: &Action, d| drop(count(&st, a, Ok(d), ck.now()));
-            notices.start(move || now.now(), settled, shutdown.clone());
-            let sink = Routes { notices, grants, credits };
-            tasks.spawn(Dispatcher::new(broker, cfg, sink, log, clock, stats)?.run(shutdown))
-        }
-        None => {
-            let sink = Routes { notices: Outbox::open(&cfg.sinks.outbox_dir)?, grants, credits };
-            tasks.spawn(Dispatcher::new(broker, cfg, sink, log, clock, stats)?.run(shutdown))
-        }
-    };
-    // Both end on shutdown; the first error ends the daemon.
-    while let Some(r) = tasks.join_next().await {
-        if let Err(e) = r.map_err(TopologyError::from).and_then(|r| r) {
-            tasks.abort_all();
+        })?;
+        if let Some(e) = bad {
             return Err(e);
         }
+        for ev in &events {
+            self.correlator.restore(ev)?;
+            self.note(ev);
+        }
+        tracing::info!(
+            records = n,
+            incidents = self.correlator.incidents().count(),
+            "incident log folded; following it"
+        );
+        self.publish_snapshot(true);
+        let mut tail = crate::sources::kafka::KafkaSource::tail(broker, &topic, &last)?
+            .with_stage("follow")
+            .reporting_to(self.stats.clone());
+        let mut commands = self.commands.take();
+        tokio::pin!(until);
+        loop {
+            let command = async {
+                match commands.as_mut() {
+                    Some(c) => c.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let batch = tokio::select! {
+                _ = shutdown.requested() => return Ok(None),
+                _ = &mut until => break,
+                Some(envelope) = command => {
+                    forward.forward(envelope, self.clock.now());
+                    continue;
+                }
+                b = tail.next_batch(ALARM_BATCH, Duration::from_millis(200)) => b?,
+            };
+            for rec in &batch {
+                if self.fence.admit(&rec.payload) != Admit::Event {
+                    continue;
+                }
+                match serde_json::from_slice::<IncidentEvent>(&rec.payload) {
+                    Ok(ev) => {
+                        self.correlator.restore(&ev)?;
+                        self.note(&ev);
+                    }
+                    // The writer checks every event; a record that is not
+                    // one is someone else's, named and passed over.
+                    Err(e) => tracing::error!(
+                        partition = rec.partition,
+                        offset = rec.offset,
+                        error = %e,
+                        "incident log record is not an incident event; not shown"
+                    ),
+                }
+            }
+            self.publish_snapshot(false);
+        }
+        let side = match (commands, self.snapshots.take()) {
+            (Some(commands), Some(snapshots)) => Some(crate::api::PipelineSide { commands, snapshots }),
+            _ => None,
+        };
+        Ok(Some((side, self.fence)))
     }
-    Ok(())
 }
 
 /// Issue 20's invariant, as a property: the incident log a set of alarms
@@ -1561,32 +1268,13 @@ pub async fn run(
 mod determinism {
     use super::*;
     use crate::model::money::Currency;
+    use crate::model::Action;
     use crate::model::{Alarm, AlarmState, Customer, Money, Postcode, Services, Severity, Site};
+    use crate::sinks::SinkError;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
     use std::sync::Mutex;
-
-    struct NoSource;
-
-    impl AlarmSource for NoSource {
-        async fn next_batch(&mut self, _: usize, _: Duration) -> Result<Vec<SourceRecord>, SourceError> {
-            Ok(Vec::new())
-        }
-        fn ack(&mut self, _: &[SourceRecord]) -> Result<(), SourceError> {
-            Ok(())
-        }
-        fn commit(&mut self) -> Result<(), SourceError> {
-            Ok(())
-        }
-    }
-
-    struct NoIvr;
-
-    impl IvrSink for NoIvr {
-        async fn upsert(&mut self, _: &crate::model::IvrUpsert) -> Result<Delivery, SinkError> {
-            Ok(Delivery::Done)
-        }
-    }
+    use std::sync::OnceLock;
 
     struct Manual(Mutex<DateTime<Utc>>);
 
@@ -1636,7 +1324,7 @@ mod determinism {
             // On a thread of its own: callers may be inside a runtime.
             std::thread::spawn(|| {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                rt.block_on(Broker::connect(&crate::config::KafkaConfig::default())).unwrap()
+                rt.block_on(Broker::connect(&crate::kafka::KafkaConfig::default())).unwrap()
             })
             .join()
             .unwrap()

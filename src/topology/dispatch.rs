@@ -1,0 +1,181 @@
+//! The dispatcher: `outage.actions` → the sinks, in lanes by customer,
+//! with quiet-hours holds; any number run in one consumer group.
+
+use super::TopologyError;
+use crate::config::Config;
+use crate::kafka::Broker;
+use crate::model::{Action, ActionKind, Channel};
+use crate::runtime::{Clock, Shutdown, Stats};
+use crate::sinks::deliveries::DeliveryLog;
+use crate::sinks::held::HeldNotices;
+use crate::sinks::{ActionSink, Delivery, SinkError};
+use crate::sources::kafka::KafkaSource;
+use chrono::{DateTime, Utc};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The actions topic → sinks stage. Any number of these may run in one
+/// consumer group; actions are keyed by customer.
+///
+/// A batch is split into `concurrency` lanes by customer; the lanes run at
+/// once, each delivering its actions in topic order (so one customer's
+/// "down" is settled before their "restored"). The batch is acknowledged
+/// when every lane is done and the sink is flushed.
+///
+/// Held actions (SMS in quiet hours, data revokes until restoration +
+/// grace): an action whose `not_before` is still ahead is parked in
+/// [`HeldNotices`] (recorded as `held`) and released through the same lanes
+/// when due, ahead of the batch it is released with; a "restored" or
+/// "cancelled" for a thread still held withdraws it (`withdrawn_while_held`).
+pub struct Dispatcher<A: ActionSink> {
+    source: KafkaSource,
+    sink: A,
+    lanes: usize,
+    held: HeldNotices,
+    log: Arc<DeliveryLog>,
+    clock: Arc<dyn Clock>,
+    stats: Arc<Stats>,
+}
+
+/// Held notices released per round, so a morning's backlog does not make
+/// one batch wait for all of it.
+const RELEASE_PER_ROUND: usize = 2000;
+
+impl<A: ActionSink> Dispatcher<A> {
+    pub fn new(
+        broker: &Broker,
+        cfg: &Config,
+        sink: A,
+        log: Arc<DeliveryLog>,
+        clock: Arc<dyn Clock>,
+        stats: Arc<Stats>,
+    ) -> Result<Self, TopologyError> {
+        let group = format!("{}-dispatch", cfg.kafka.group_id);
+        let source = KafkaSource::subscribe(broker, &group, &cfg.kafka.topics.actions)?.with_stage("actions");
+        let held = HeldNotices::open(&cfg.sinks.outbox_dir)?;
+        stats.actions_waiting.store(held.len() as u64, Relaxed);
+        Ok(Dispatcher { source, sink, lanes: cfg.sinks.concurrency.max(1), held, log, clock, stats })
+    }
+
+    pub async fn run(mut self, mut shutdown: Shutdown) -> Result<(), TopologyError> {
+        use std::hash::BuildHasher;
+        let hasher = foldhash::fast::FixedState::with_seed(0);
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.requested() => return Ok(self.source.commit()?),
+                b = self.source.next_batch(2000, Duration::from_millis(200)) => b?,
+            };
+            let now = self.clock.now();
+            let mut lanes: Vec<Vec<Action>> = (0..self.lanes).map(|_| Vec::new()).collect();
+            let n = self.lanes as u64;
+            let lane_of = |a: &Action| (hasher.hash_one(&a.customer_id) % n) as usize;
+            // Due held notices first: they are older than anything in the batch.
+            let released = self.held.take_due(now, RELEASE_PER_ROUND);
+            for a in &released {
+                lanes[lane_of(a)].push(a.clone());
+            }
+            for rec in &batch {
+                match serde_json::from_slice::<Action>(&rec.payload) {
+                    Ok(a) => {
+                        if self.park(&a, now)? {
+                            continue;
+                        }
+                        lanes[lane_of(&a)].push(a)
+                    }
+                    // The payload holds contacts: log the position, not the bytes.
+                    Err(e) => {
+                        tracing::error!(partition = rec.partition, offset = rec.offset, error = %e, "undecodable action skipped")
+                    }
+                }
+            }
+            let (sink, stats, clock) = (&self.sink, &*self.stats, &*self.clock);
+            let work = lanes.into_iter().filter(|l| !l.is_empty()).map(|lane| async move {
+                for a in &lane {
+                    let done = sink.deliver(a).await;
+                    count(stats, a, done, clock.now())?;
+                }
+                Ok::<_, TopologyError>(())
+            });
+            futures::future::try_join_all(work).await?;
+            self.sink.flush().await?;
+            self.log.flush().await?;
+            self.held.done(released.iter().map(|a| a.action_id.as_str()))?;
+            self.held.flush()?;
+            self.source.ack(&batch)?;
+            self.stats.actions_waiting.store(self.held.len() as u64, Relaxed);
+            self.stats.actions_dispatched.fetch_add(batch.len() as u64, Relaxed);
+        }
+    }
+
+    /// Hold `a` for quiet hours, or withdraw the held notices it makes
+    /// moot. True when `a` is settled here (held, or skipped with them).
+    fn park(&mut self, a: &Action, now: DateTime<Utc>) -> Result<bool, TopologyError> {
+        use crate::sinks::deliveries::{DeliveryOutcome, DeliveryRecord};
+        if matches!(a.kind, ActionKind::Restored | ActionKind::Cancelled) {
+            let withdrawn = self.held.withdraw(&a.incident_id.0, &a.customer_id, a.channel)?;
+            for w in &withdrawn {
+                self.log
+                    .record(&DeliveryRecord::of(w, "", 0, DeliveryOutcome::Skipped).because("withdrawn_while_held"))?;
+                count(&self.stats, w, Ok(Delivery::Skipped("withdrawn_while_held")), now)?;
+            }
+            if withdrawn.iter().any(|w| w.kind == ActionKind::Down) {
+                // Nobody woke them for the "down": no follow-up either.
+                self.log.record(&DeliveryRecord::of(a, "", 0, DeliveryOutcome::Skipped).because("not_told_down"))?;
+                count(&self.stats, a, Ok(Delivery::Skipped("not_told_down")), now)?;
+                return Ok(true);
+            }
+        }
+        if !self.held.must_wait(a, now) {
+            return Ok(false);
+        }
+        if let Some(until) = self.held.hold(a)? {
+            self.log
+                .record(&DeliveryRecord::of(a, "", 0, DeliveryOutcome::Held).because(format!("held until {until}")))?;
+            self.stats.actions_held.fetch_add(1, Relaxed);
+        }
+        Ok(true)
+    }
+}
+
+/// Count what the sink did with one action; an invalid action is logged
+/// and skipped, any other sink error stops the dispatcher.
+pub(super) fn count(
+    stats: &Stats,
+    a: &Action,
+    d: Result<Delivery, SinkError>,
+    now: DateTime<Utc>,
+) -> Result<(), TopologyError> {
+    match d {
+        Ok(Delivery::Done) => {
+            let i = Channel::ALL.iter().position(|c| *c == a.channel).unwrap_or(0);
+            stats.delivered[i].fetch_add(1, Relaxed);
+            if a.channel == Channel::Sms {
+                let _ = stats.first_sms.set(Instant::now());
+            }
+            if a.kind == ActionKind::Down && matches!(a.channel, Channel::Sms | Channel::Email) {
+                let first =
+                    stats.awaiting_first_notice.lock().unwrap_or_else(|p| p.into_inner()).remove(&a.incident_id);
+                if let Some(opened) = first {
+                    stats.first_alarm_to_first_notice.observe(now - opened);
+                }
+            }
+        }
+        Ok(Delivery::Duplicate) => {
+            stats.duplicates.fetch_add(1, Relaxed);
+        }
+        // Counted by the park queue's gauges; settled later.
+        Ok(Delivery::Parked) => {}
+        Ok(Delivery::Failed) => {
+            stats.notices_failed.fetch_add(1, Relaxed);
+        }
+        Ok(Delivery::Skipped(reason)) => {
+            *stats.notices_skipped.lock().unwrap_or_else(|p| p.into_inner()).entry(reason).or_default() += 1;
+        }
+        Err(SinkError::Invalid { action_id, message }) => {
+            tracing::error!(%action_id, %message, "invalid action skipped");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! One active correlator among the `--role correlator` processes: chosen
+//! through Kafka, fenced in the incident log.
+//!
+//! **Election.** Every correlator-capable process joins the consumer group
+//! `<kafka.group_id>-leader` on `outage.control` (a topic that holds no
+//! records). The member the group assigns partition 0 leads; the group
+//! protocol gives a partition to one member per generation. A member that
+//! leaves (shutdown) hands over at once; one that dies or stalls is taken
+//! out after `session.timeout.ms` (6 s), and the next member is assigned
+//! partition 0. An assignment without partition 0 (it moved: the session
+//! expired, or the group rebalanced it elsewhere) deposes the leader, which stops (exits with [`super::TopologyError::Deposed`];
+//! its supervisor restarts it as a standby).
+//!
+//! **Fencing.** Election alone cannot stop a leader that was paused (a GC
+//! stall, SIGSTOP, a partitioned network) from writing once it wakes,
+//! before it learns it was deposed. So the incident log (one partition:
+//! one total order) carries who wrote what. A new leader first appends a
+//! mark, `{"leader":{"epoch":N,"member":"…"},"mark":true}`, with N one
+//! above every mark in the log; then folds the log to its end (its mark
+//! included); then stamps every event it writes with the same `leader`.
+//! Every reader of the log — the leader's own fold, the standbys, the `api`
+//! processes — applies one rule in log order ([`Fence`]): the current
+//! leader is the first mark of the highest epoch seen; an event stamped by
+//! anyone else is ignored; an unstamped event (`--role all`) counts only
+//! before the first mark. A deposed leader's late events land after its
+//! successor's mark and are ignored by every reader, the successor
+//! included; everything before the mark the successor folded itself. Two
+//! claimants of one epoch: the first mark wins, and the other finds after
+//! its fold that the log names someone else, and stops.
+//!
+//! What fencing does not cover: a paused leader that wakes mid-step may
+//! produce the actions of the step it was in before it learns it was
+//! deposed (their causes are in the log but ignored). Correlation is a
+//! function of the alarms, so the successor plans the same action ids for
+//! the same alarms and the sinks drop the repeats; what differs is within
+//! that one step.
+
+use crate::kafka::{Broker, BrokerError};
+use crate::runtime::Shutdown;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::ClientContext;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// Who writes the incident log: an epoch (one above the previous leader's)
+/// and the member that claimed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderId {
+    pub epoch: u64,
+    pub member: String,
+}
+
+impl std::fmt::Display for LeaderId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (epoch {})", self.member, self.epoch)
+    }
+}
+
+/// The fields of a log record the fence reads (besides the event itself).
+#[derive(Deserialize)]
+struct Stamp {
+    #[serde(default)]
+    leader: Option<LeaderId>,
+    #[serde(default)]
+    mark: bool,
+}
+
+/// An incident-log record as a leader writes it: the event with its stamp.
+#[derive(Serialize)]
+pub struct Stamped<'a, T: Serialize> {
+    #[serde(flatten)]
+    pub event: &'a T,
+    pub leader: &'a LeaderId,
+}
+
+/// A leader's mark, the first thing it writes.
+pub fn mark(leader: &LeaderId, at: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
+    // Our own types always serialize.
+    serde_json::to_vec(&serde_json::json!({ "leader": leader, "mark": true, "at": at })).unwrap_or_default()
+}
+
+/// What the fence makes of one log record.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// An event to apply.
+    Event,
+    /// A leader's mark (the current leader may have changed).
+    Mark,
+    /// An event by someone who does not lead (any more): not applied.
+    Ignore,
+}
+
+/// The readers' rule, in log order: see the module docs.
+#[derive(Debug, Default, Clone)]
+pub struct Fence {
+    current: Option<LeaderId>,
+    /// Events ignored so far (a deposed leader's late writes).
+    pub ignored: u64,
+}
+
+impl Fence {
+    pub fn admit(&mut self, record: &[u8]) -> Admit {
+        // Only records a leader wrote carry the key; the rest need no parse.
+        let stamp = if record.windows(8).any(|w| w == b"\"leader\"") {
+            serde_json::from_slice::<Stamp>(record).ok()
+        } else {
+            None
+        };
+        let (leader, mark) = stamp.map_or((None, false), |s| (s.leader, s.mark));
+        match (leader, mark) {
+            (Some(l), true) => {
+                if self.current.as_ref().is_none_or(|c| l.epoch > c.epoch) {
+                    self.current = Some(l);
+                }
+                Admit::Mark
+            }
+            (leader, _) => {
+                if leader == self.current {
+                    Admit::Event
+                } else {
+                    self.ignored += 1;
+                    Admit::Ignore
+                }
+            }
+        }
+    }
+
+    /// The leader the log names now.
+    pub fn current(&self) -> Option<&LeaderId> {
+        self.current.as_ref()
+    }
+
+    /// The epoch a new leader claims: one above every mark seen.
+    pub fn next_epoch(&self) -> u64 {
+        self.current.as_ref().map_or(1, |c| c.epoch + 1)
+    }
+}
+
+/// Sets the leading flag from the group's assignments.
+struct ElectionContext {
+    topic: String,
+    leading: watch::Sender<bool>,
+}
+
+impl ClientContext for ElectionContext {}
+
+impl ConsumerContext for ElectionContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let lead = tpl.elements_for_topic(&self.topic).iter().any(|e| e.partition() == 0);
+                self.leading.send_replace(lead);
+            }
+            // An eager rebalance revokes everything before it assigns anew,
+            // whenever a member joins: the leader keeps leading unless the
+            // assignment that follows moves partition 0 (and if it does, the
+            // successor's mark fences what was written meanwhile).
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::warn!(error = %e, "correlator election: rebalance error"),
+        }
+    }
+}
+
+/// This process's membership in the correlators' election.
+pub struct Election {
+    member: String,
+    leading: watch::Receiver<bool>,
+}
+
+impl Election {
+    /// Join the election; a task keeps the membership (heartbeats,
+    /// rebalances) until `shutdown`, when it leaves the group so a standby
+    /// takes over at once.
+    pub fn join(broker: &Broker, group: &str, topic: &str, mut shutdown: Shutdown) -> Result<Self, BrokerError> {
+        let (tx, leading) = watch::channel(false);
+        let context = ElectionContext { topic: topic.to_string(), leading: tx };
+        let consumer: StreamConsumer<ElectionContext> = broker
+            .consumer_config(&format!("{group}-leader"))
+            .set("enable.auto.commit", "false")
+            .create_with_context(context)
+            .map_err(|e| BrokerError::Kafka { context: "joining the correlator election".into(), source: e })?;
+        consumer
+            .subscribe(&[topic])
+            .map_err(|e| BrokerError::Kafka { context: "joining the correlator election".into(), source: e })?;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.requested() => break,
+                    // No records: polling serves the group's rebalances.
+                    r = consumer.recv() => if let Err(e) = r {
+                        if crate::kafka::is_transient(&e) {
+                            crate::kafka::note_retry("election", &e);
+                        } else {
+                            tracing::error!(error = %e, "correlator election");
+                        }
+                    }
+                }
+            }
+            consumer.unsubscribe();
+            drop(consumer);
+        });
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+        let member = format!("{host}-{}-{}", std::process::id(), chrono::Utc::now().timestamp_micros());
+        Ok(Election { member, leading })
+    }
+
+    /// This process's name in marks and logs.
+    pub fn member(&self) -> &str {
+        &self.member
+    }
+
+    /// Resolves once this process is assigned the leadership.
+    pub async fn elected(&self) {
+        let mut rx = self.leading.clone();
+        let _ = rx.wait_for(|l| *l).await;
+    }
+
+    /// Resolves once this process is no longer the leader.
+    pub async fn deposed(&self) {
+        let mut rx = self.leading.clone();
+        let _ = rx.wait_for(|l| !*l).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leader(epoch: u64, member: &str) -> LeaderId {
+        LeaderId { epoch, member: member.into() }
+    }
+
+    fn event(by: Option<&LeaderId>) -> Vec<u8> {
+        let ev = serde_json::json!({ "incident_id": "INC-1", "seq": 1, "message": "\"leader\"" });
+        match by {
+            Some(l) => serde_json::to_vec(&Stamped { event: &ev, leader: l }).unwrap(),
+            None => serde_json::to_vec(&ev).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_log_names_one_writer_and_late_writes_of_a_deposed_one_are_ignored() {
+        let (a, b) = (leader(1, "a"), leader(2, "b"));
+        let at = chrono::Utc::now();
+        let mut f = Fence::default();
+        assert_eq!(f.admit(&event(None)), Admit::Event, "before any mark, an unstamped (--role all) event counts");
+        assert_eq!(f.admit(&mark(&a, at)), Admit::Mark);
+        assert_eq!(f.current(), Some(&a));
+        assert_eq!(f.admit(&event(Some(&a))), Admit::Event);
+        assert_eq!(f.admit(&event(None)), Admit::Ignore, "after a mark, an unstamped event is nobody's");
+        assert_eq!(f.next_epoch(), 2);
+        assert_eq!(f.admit(&mark(&b, at)), Admit::Mark);
+        assert_eq!(f.admit(&event(Some(&a))), Admit::Ignore, "the deposed leader woke and wrote");
+        assert_eq!(f.admit(&event(Some(&b))), Admit::Event);
+        // A second claimant of epoch 2 lost: its mark changes nothing.
+        let c = leader(2, "c");
+        assert_eq!(f.admit(&mark(&c, at)), Admit::Mark);
+        assert_eq!(f.current(), Some(&b));
+        assert_eq!(f.admit(&event(Some(&c))), Admit::Ignore);
+        // An old epoch's mark arriving late changes nothing either.
+        assert_eq!(f.admit(&mark(&a, at)), Admit::Mark);
+        assert_eq!(f.current(), Some(&b));
+        assert_eq!(f.ignored, 3);
+    }
+
+    #[test]
+    fn a_stamped_record_is_still_the_event_it_stamps() {
+        let l = leader(3, "m");
+        let ev = serde_json::json!({ "incident_id": "INC-1", "seq": 4 });
+        let bytes = serde_json::to_vec(&Stamped { event: &ev, leader: &l }).unwrap();
+        let back: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!((back["incident_id"].as_str(), back["seq"].as_u64()), (Some("INC-1"), Some(4)));
+        assert_eq!(back["leader"]["epoch"], 3);
+    }
+}
