@@ -6,6 +6,12 @@
 #   - the Kafka integration tests (tests/pipeline.rs) against Tansu;
 #   - the gateway test (tests/gateways.rs): the outaged binary through Kannel
 #     and SMTP, killed and restarted mid fan-out;
+#   - the fault-injection suite (tests/faults.rs): one storm fault-free,
+#     then under kill -9 at five points, the broker stopped 30 s (Tansu's
+#     storage is durable: scripts/tansu.sh keeps it on an S3 store), the
+#     daemon started with the broker down, smsbox and SMTP down 30 s, and
+#     poison records, each compared with the fault-free run (a figures
+#     table at the end);
 #   - the status-page test (tests/status_page.rs): `outaged demo` left
 #     running, its public GET /status loaded by a real browser (Debian's
 #     chromium, headless, installed by scripts/chromium.sh): a screenshot
@@ -35,4 +41,5 @@ bash scripts/smtp.sh start "$DIR" | tail -n1
 export OUTAGE_TEST_BOOTSTRAP="$bootstrap" OUTAGE_TEST_GATEWAYS="$DIR" KANNEL_SENDSMS_URL="$sendsms"
 cargo test --test pipeline -- --test-threads=1
 cargo test --test gateways -- --ignored --nocapture --test-threads=1
+KANNEL_TLS_DIR="$DIR/tls" cargo test --test faults -- --ignored --nocapture --test-threads=1
 cargo test --test status_page -- --ignored --nocapture

@@ -5,12 +5,17 @@
 # is deploy/kannel/kannel.conf with its @...@ placeholders filled in.
 #
 # Usage: scripts/kannel.sh start DIR | stop DIR | status DIR
+#                          | stop-box DIR NAME | start-box DIR NAME
 #   start installs kannel + kannel-extras with apt-get if missing, writes
 #   DIR/kannel.conf, starts the three processes (pids in DIR/{bearerbox,
 #   smsbox,fakesmsc}.pid, logs in DIR/*.log, DIR/*.out), waits until the fake
 #   SMSC is online and smsbox is connected, and prints the sendsms URL as the
 #   last line of stdout. stop kills what the pid files name (only if it is
-#   still that Kannel process) and waits for it to exit.
+#   still that Kannel process) and waits for it to exit. stop-box/start-box
+#   stop and start one box (NAME smsbox or bearerbox) of a running Kannel,
+#   the others left alone (a gateway outage, tests/faults.rs); start-box
+#   waits until smsbox is connected again (for bearerbox: the fake SMSC too),
+#   starting a stopped smsbox when bearerbox comes back.
 # Env: KANNEL_ADMIN_PORT (13000), KANNEL_SMSBOX_PORT (13001),
 #   KANNEL_SENDSMS_PORT (13013), KANNEL_FAKE_PORT (10000, bearerbox listens,
 #   fakesmsc connects), KANNEL_PASSWORD (outage-e2e: sendsms user `outage`,
@@ -225,6 +230,43 @@ cmd_start() { # dir
   echo "$scheme://127.0.0.1:$SENDSMS_PORT/cgi-bin/sendsms"
 }
 
+cmd_stop_box() { # dir name
+  local dir="$1" name="$2" pid i
+  case "$name" in smsbox | bearerbox) ;; *) die "stop-box: NAME is smsbox or bearerbox, not $name" ;; esac
+  if pid="$(our_pid "$dir" "$name")"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 150; i++)); do alive "$pid" || break; sleep 0.1; done
+    if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
+    say "stopped $name (pid $pid)"
+  fi
+  rm -f "$dir/$name.pid"
+}
+
+cmd_start_box() { # dir name
+  local dir="$1" name="$2" pid
+  START_DIR="$dir"
+  DEADLINE=$((SECONDS + ${KANNEL_START_TIMEOUT:-30}))
+  case "$name" in
+    bearerbox)
+      our_pid "$dir" bearerbox >/dev/null && die "bearerbox is running"
+      "$BEARERBOX" -v 1 "$dir/kannel.conf" </dev/null >>"$dir/bearerbox.out" 2>&1 &
+      pid=$!; echo "$pid" >"$dir/bearerbox.pid"
+      wait_for bearerbox "$pid" "bearerbox on ports $ADMIN_PORT and $FAKE_PORT" bearerbox_listening
+      # fakesmsc reconnects by itself; smsbox exits when bearerbox goes.
+      wait_for bearerbox "$pid" "the fake SMSC to be online again" smsc_online
+      our_pid "$dir" smsbox >/dev/null || cmd_start_box "$dir" smsbox
+      ;;
+    smsbox)
+      our_pid "$dir" smsbox >/dev/null && die "smsbox is running"
+      "$SMSBOX" -v 1 "$dir/kannel.conf" </dev/null >>"$dir/smsbox.out" 2>&1 &
+      pid=$!; echo "$pid" >"$dir/smsbox.pid"
+      wait_for smsbox "$pid" "smsbox on port $SENDSMS_PORT, connected to bearerbox" smsbox_connected
+      ;;
+    *) die "start-box: NAME is smsbox or bearerbox, not $name" ;;
+  esac
+  say "$name running again"
+}
+
 dir_arg() {
   [[ -n "${1:-}" ]] || die "usage: $0 start DIR | stop DIR | status DIR"
   realpath -m -- "$1"
@@ -234,5 +276,7 @@ case "${1:-}" in
   start) cmd_start "$(dir_arg "${2:-}")" ;;
   stop) cmd_stop "$(dir_arg "${2:-}")" ;;
   status) cmd_status "$(dir_arg "${2:-}")" ;;
-  *) die "usage: $0 start DIR | stop DIR | status DIR" ;;
+  stop-box) cmd_stop_box "$(dir_arg "${2:-}")" "${3:-}" ;;
+  start-box) cmd_start_box "$(dir_arg "${2:-}")" "${3:-}" ;;
+  *) die "usage: $0 start DIR | stop DIR | status DIR | stop-box DIR NAME | start-box DIR NAME" ;;
 esac

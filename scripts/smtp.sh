@@ -9,7 +9,7 @@
 # in DIR/tls (ca.pem is what a client must trust; kept across starts).
 #
 # Usage: scripts/smtp.sh install | start DIR | stop DIR | status DIR
-#   start empties DIR/smtp.jsonl, prints 127.0.0.1:PORT as the last line of
+#   start empties DIR/smtp.jsonl (SMTP_KEEP=1: appends to it, for a restart), prints 127.0.0.1:PORT as the last line of
 #   stdout; pid in DIR/smtp.pid, log in DIR/smtp.log.
 # Env: SMTP_PORT (default 2525), SMTP_TLS_PORT (default 2526),
 #   E2E_VENV (default <repo>/.venv-e2e),
@@ -86,7 +86,7 @@ cmd_start() { # dir
   port_open "$PORT" && die "127.0.0.1:$PORT is already in use (set SMTP_PORT)"
   port_open "$TLS_PORT" && die "127.0.0.1:$TLS_PORT is already in use (set SMTP_TLS_PORT)"
   bash "$REPO/scripts/tls_ca.sh" "$dir/tls"
-  : >"$dir/smtp.jsonl"
+  [[ "${SMTP_KEEP:-}" == 1 ]] || : >"$dir/smtp.jsonl"
   "$VENV/bin/python" "$SINK" --out "$dir/smtp.jsonl" --host 127.0.0.1 --port "$PORT" \
     --tls-port "$TLS_PORT" --tls-cert "$dir/tls/server.pem" --tls-key "$dir/tls/server.key" \
     </dev/null >"$dir/smtp.log" 2>&1 &

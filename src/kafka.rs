@@ -519,7 +519,10 @@ impl Broker {
     }
 
     /// Create the topics that do not exist yet; existing ones are kept as
-    /// they are (partitions included).
+    /// they are (partitions included). While the brokers cannot be reached
+    /// (a transient error, [`is_transient`]) it waits and tries again with
+    /// [`Backoff`], saying so at most every 10 s: a daemon started while
+    /// the brokers are down comes up when they do.
     pub async fn ensure_topics(&self, topics: &[&str], partitions: i32, replication: i32) -> Result<(), BrokerError> {
         if let Some(e) = &self.embedded {
             for t in topics {
@@ -527,6 +530,26 @@ impl Broker {
             }
             return Ok(());
         }
+        let mut backoff = Backoff::default();
+        let mut said: Option<std::time::Instant> = None;
+        loop {
+            match self.create_topics(topics, partitions, replication).await {
+                // An admin operation's code is not `rdkafka_error_code`'s.
+                Err(BrokerError::Kafka { context, source })
+                    if is_transient(&source) || matches!(source, KafkaError::AdminOp(c) if code_is_transient(c)) =>
+                {
+                    if said.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        tracing::warn!(error = %source, context, "the brokers cannot create the topics yet; retrying");
+                        said = Some(std::time::Instant::now());
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn create_topics(&self, topics: &[&str], partitions: i32, replication: i32) -> Result<(), BrokerError> {
         let admin: AdminClient<DefaultClientContext> =
             self.base_config().create().map_err(ctx("creating the admin client"))?;
         let new: Vec<NewTopic> =
@@ -536,6 +559,12 @@ impl Broker {
             match r {
                 Ok(t) => tracing::info!(topic = t, partitions, "created topic"),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, e)) if code_is_transient(e) => {
+                    return Err(BrokerError::Kafka {
+                        context: format!("creating topic {t}"),
+                        source: KafkaError::AdminOp(e),
+                    })
+                }
                 Err((t, e)) => return Err(BrokerError::CreateTopic { topic: t, message: e.to_string() }),
             }
         }

@@ -35,6 +35,9 @@
 mod common;
 
 use chrono::{Duration as Cd, Utc};
+use common::gw::{
+    free_port, jsonl, kannel, received_mail, received_sms, start_daemon, starttls, wait_for, Mail, Received,
+};
 use outage::config::Config;
 use outage::kafka::{read_to_end, Broker};
 use outage::model::{Action, ActionKind, AlarmState, Channel};
@@ -44,17 +47,12 @@ use outage::sinks::sms::SmsProviderConfig;
 use rdkafka::producer::FutureRecord;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Notices in flight at once: the most a SIGKILL can re-send.
 const CONCURRENCY: usize = 8;
 const CUSTOMERS: usize = 120;
 const LANGS: [&str; 4] = ["en", "es", "ru", "nl"];
-
-fn env_or(k: &str, d: &str) -> String {
-    std::env::var(k).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| d.into())
-}
 
 /// The reference data: sites S1–S4 a kilometre apart in Providence, postcodes
 /// under them and one far away; customers in the zone with both contacts,
@@ -108,164 +106,12 @@ fn config(dir: &Path, gateways: &Path, dlr_port: u16) -> Config {
     cfg
 }
 
-/// Kannel's sendsms (HTTPS under `make e2e`), by address: its certificate
-/// names 127.0.0.1.
-fn kannel() -> SmsProviderConfig {
-    SmsProviderConfig {
-        url: env_or("KANNEL_SENDSMS_URL", "https://127.0.0.1:13013/cgi-bin/sendsms"),
-        username: Some("outage".into()),
-        password: Some(env_or("KANNEL_PASSWORD", "outage-e2e")),
-        ..Default::default()
-    }
-}
-
-/// The relay's STARTTLS-only listener, by address: its certificate names
-/// 127.0.0.1.
-fn starttls() -> SmtpConfig {
-    SmtpConfig {
-        host: "127.0.0.1".into(),
-        port: env_or("SMTP_TLS_PORT", "2526").parse().unwrap(),
-        tls: SmtpTls::Starttls,
-        ..Default::default()
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn start_daemon(config_path: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_outaged"))
-        .arg("--config")
-        .arg(config_path)
-        .env("RUST_LOG", "info")
-        // Every OUTAGE_ variable is configuration to outaged.
-        .env_remove("OUTAGE_TEST_BOOTSTRAP")
-        .env_remove("OUTAGE_TEST_GATEWAYS")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
-}
-
 async fn publish(broker: &Broker, topic: &str, state: AlarmState, at: chrono::DateTime<Utc>) {
     let p = broker.producer().unwrap();
     for (i, site) in ["S1", "S2", "S3", "S4"].iter().enumerate() {
         let v = common::alarm(&format!("A-{site}"), site, state, at + Cd::seconds(i as i64 * 10));
         p.send(FutureRecord::to(topic).key(*site).payload(&v), Duration::from_secs(10)).await.unwrap();
     }
-}
-
-fn jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
-async fn wait_for(what: &str, limit: Duration, daemon: &mut Child, log: &Path, mut ok: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !ok() {
-        if let Ok(Some(status)) = daemon.try_wait() {
-            panic!("outaged exited ({status}) while waiting for {what}:\n{}", tail(log));
-        }
-        assert!(t.elapsed() < limit, "timed out waiting for {what}:\n{}", tail(log));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn tail(log: &Path) -> String {
-    let s = std::fs::read_to_string(log).unwrap_or_default();
-    s.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
-}
-
-/// One whole SMS as the SMSC got it.
-#[derive(Debug)]
-struct Received {
-    to: String,
-    parts: usize,
-    text: String,
-}
-
-fn unquote(s: &str) -> Vec<u8> {
-    percent_encoding::percent_decode_str(&s.replace('+', " ")).collect()
-}
-
-fn decode(bytes: &[u8]) -> String {
-    // 7-bit text is UTF-8 and holds no NUL; UCS-2 of Latin/Cyrillic does.
-    if bytes.contains(&0) {
-        let units: Vec<u16> = bytes.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])).collect();
-        String::from_utf16_lossy(&units)
-    } else {
-        String::from_utf8_lossy(bytes).into_owned()
-    }
-}
-
-/// `fakesmsc.log` → whole messages, concatenated parts joined (line format:
-/// scripts/kannel.sh).
-fn received_sms(path: &Path) -> Vec<Received> {
-    let body = std::fs::read(path).unwrap_or_default();
-    let body = String::from_utf8_lossy(&body);
-    let mut out = vec![];
-    let mut groups: BTreeMap<(String, u8, u8), BTreeMap<u8, Vec<u8>>> = BTreeMap::new();
-    for line in body.lines() {
-        let Some(i) = line.find("Got message ") else { continue };
-        let Some(lt) = line[i..].find('<') else { continue };
-        let wire = line[i + lt + 1..].trim_end_matches('>');
-        let f: Vec<&str> = wire.splitn(4, ' ').collect();
-        if f.len() < 4 {
-            continue;
-        }
-        let (to, kind, rest) = (f[1].trim_start_matches('+').to_string(), f[2], f[3]);
-        match kind {
-            "text" => out.push(Received { to, parts: 1, text: rest.into() }),
-            "ucs-2" | "data" => out.push(Received { to, parts: 1, text: decode(&unquote(rest)) }),
-            "udh" => {
-                let mut p = rest.splitn(3, ' ');
-                let (udh, _, payload) = (unquote(p.next().unwrap()), p.next(), p.next().unwrap_or_default());
-                assert_eq!(&udh[..3], b"\x05\x00\x03", "concatenation UDH: {line}");
-                let (reference, total, seq) = (udh[3], udh[4], udh[5]);
-                let g = groups.entry((to.clone(), reference, total)).or_default();
-                g.insert(seq, unquote(payload));
-                if g.len() == total as usize {
-                    let whole: Vec<u8> = g.values().flatten().copied().collect();
-                    out.push(Received { to, parts: total as usize, text: decode(&whole) });
-                    groups.remove(&(f[1].trim_start_matches('+').to_string(), reference, total));
-                }
-            }
-            other => panic!("unexpected fakesmsc type {other}: {line}"),
-        }
-    }
-    out
-}
-
-/// One mail as the SMTP server got it.
-#[derive(Debug)]
-struct Mail {
-    to: String,
-    message_id: String,
-    subject: String,
-    text: String,
-    /// The TLS version, when it came over STARTTLS.
-    tls: Option<String>,
-}
-
-fn received_mail(path: &Path) -> Vec<Mail> {
-    jsonl::<serde_json::Value>(path)
-        .iter()
-        .map(|r| {
-            let raw = r["data"].as_str().unwrap();
-            let m = mailparse::parse_mail(raw.as_bytes()).unwrap();
-            let header =
-                |k: &str| m.headers.iter().find(|h| h.get_key().eq_ignore_ascii_case(k)).map(|h| h.get_value());
-            let plain = m.subparts.iter().find(|p| p.ctype.mimetype == "text/plain").expect("a text/plain part");
-            Mail {
-                to: r["rcpt_tos"][0].as_str().unwrap().into(),
-                message_id: header("Message-ID").unwrap_or_default(),
-                subject: header("Subject").unwrap_or_default(),
-                text: plain.get_body().unwrap(),
-                tls: r["tls"]["version"].as_str().map(String::from),
-            }
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,3 +57,7 @@ pub fn alarm(id: &str, site: &str, state: AlarmState, at: DateTime<Utc>) -> Stri
     };
     serde_json::to_string(&a).expect("an alarm serializes")
 }
+
+/// The real gateways' side (`make e2e` only).
+#[allow(dead_code)]
+pub mod gw;
