@@ -105,6 +105,9 @@ pub struct SnapshotIncident {
     pub postcodes: Vec<String>,
     pub customers: u64,
     pub timeline: Vec<TimelineEntry>,
+    /// The zone customers read this incident's times in: its first
+    /// postcode's (the status page shows times in it, named).
+    pub zone: chrono_tz::Tz,
 }
 
 impl SnapshotIncident {

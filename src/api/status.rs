@@ -131,8 +131,9 @@ impl fmt::Display for Esc<'_> {
     }
 }
 
-/// A time as the page shows it, in a `<time>` element.
-struct Time(DateTime<Utc>);
+/// A time as the page shows it, in a `<time>` element: the machine's
+/// UTC in `datetime`, the reader's local time with its zone in the text.
+struct Time(DateTime<Utc>, chrono_tz::Tz);
 
 impl fmt::Display for Time {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -140,7 +141,7 @@ impl fmt::Display for Time {
             f,
             "<time datetime=\"{}\">{}</time>",
             self.0.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            self.0.format("%Y-%m-%d %H:%M UTC")
+            self.0.with_timezone(&self.1).format("%Y-%m-%d %H:%M %Z")
         )
     }
 }
@@ -165,7 +166,7 @@ fn wrap(now: DateTime<Utc>, main: &str) -> String {
          <title>Service status</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
          <h1>Service status</h1>\n\
          <p class=\"generated\">Generated {} (refreshes every {REFRESH_SECONDS} s)</p>\n{main}</body>\n</html>\n",
-        Time(now)
+        Time(now, chrono_tz::UTC)
     )
 }
 
@@ -230,16 +231,16 @@ fn incident(out: &mut String, s: &SnapshotIncident, rd: &RefData) {
     // language), as every other channel says it; the feed's code if none.
     let cause = if s.cause_text.is_empty() { &i.cause } else { &s.cause_text };
     let _ = writeln!(out, "<dl>\n<dt>Cause</dt><dd class=\"cause\">{}</dd>", Esc(cause));
-    let _ = writeln!(out, "<dt>Opened</dt><dd>{}</dd>", Time(i.opened_at));
+    let _ = writeln!(out, "<dt>Opened</dt><dd>{}</dd>", Time(i.opened_at, s.zone));
     if let Some(t) = i.declared_at {
-        let _ = writeln!(out, "<dt>Declared</dt><dd>{}</dd>", Time(t));
+        let _ = writeln!(out, "<dt>Declared</dt><dd>{}</dd>", Time(t, s.zone));
     }
     match (i.etr, i.restored_at) {
         (_, Some(t)) => {
-            let _ = writeln!(out, "<dt>Restored</dt><dd>{}</dd>", Time(t));
+            let _ = writeln!(out, "<dt>Restored</dt><dd>{}</dd>", Time(t, s.zone));
         }
         (Some(t), None) if i.state == IncidentState::Declared => {
-            let _ = writeln!(out, "<dt>Expected restoration</dt><dd class=\"etr\">{}</dd>", Time(t));
+            let _ = writeln!(out, "<dt>Expected restoration</dt><dd class=\"etr\">{}</dd>", Time(t, s.zone));
         }
         (None, None) if i.state == IncidentState::Declared => {
             out.push_str("<dt>Expected restoration</dt><dd class=\"etr\">not known yet</dd>\n");
@@ -247,7 +248,7 @@ fn incident(out: &mut String, s: &SnapshotIncident, rd: &RefData) {
         _ => {}
     }
     if let Some(t) = i.closed_at.filter(|_| i.state == IncidentState::Cancelled) {
-        let _ = writeln!(out, "<dt>Cancelled</dt><dd>{}</dd>", Time(t));
+        let _ = writeln!(out, "<dt>Cancelled</dt><dd>{}</dd>", Time(t, s.zone));
     }
     let _ = writeln!(
         out,
@@ -288,7 +289,7 @@ fn incident(out: &mut String, s: &SnapshotIncident, rd: &RefData) {
     if updates.peek().is_some() {
         out.push_str("<h3>Updates</h3>\n<ol class=\"timeline\">\n");
         for e in updates {
-            let _ = writeln!(out, "<li>{} <b>{}</b> {}</li>", Time(e.at), Esc(&e.kind), Esc(&e.detail));
+            let _ = writeln!(out, "<li>{} <b>{}</b> {}</li>", Time(e.at, s.zone), Esc(&e.kind), Esc(&e.detail));
         }
         out.push_str("</ol>\n");
     }
@@ -510,6 +511,7 @@ mod tests {
 
     fn with_sites() -> SnapshotIncident {
         SnapshotIncident {
+            zone: chrono_tz::UTC,
             cause_text: String::new(),
             inc: incident("INC-20261123-0000aaaa", &["SITE-SECRET-1", "SITE-SECRET-2"], vec![declared()]),
             postcodes: vec!["02901".into(), "02903".into()],
@@ -567,6 +569,17 @@ mod tests {
     }
 
     #[test]
+    fn an_incidents_times_are_its_readers_local_time_named_with_utc_for_machines() {
+        let mut s = with_sites();
+        s.inc.etr = Some(t(120));
+        s.zone = chrono_tz::Europe::Madrid;
+        let html = render(&snapshot(vec![s]), &refdata(), t(10));
+        // 20:00 UTC on 23 November is 21:00 in Madrid (CET).
+        assert!(html.contains("<time datetime=\"2026-11-23T20:00:00Z\">2026-11-23 21:00 CET</time>"), "{html}");
+        assert!(html.contains("Generated <time datetime=\"2026-11-23T18:10:00Z\">2026-11-23 18:10 UTC</time>"));
+    }
+
+    #[test]
     fn strings_from_outside_are_escaped() {
         let mut s = with_sites();
         s.inc.message = Some("<script>alert('x')</script> & \"more\"".into());
@@ -584,6 +597,7 @@ mod tests {
     #[test]
     fn an_incident_without_sites_gets_circles_around_its_postcodes() {
         let s = SnapshotIncident {
+            zone: chrono_tz::UTC,
             cause_text: String::new(),
             inc: incident("INC-20261123-0000bbbb", &[], vec![declared()]),
             postcodes: vec!["02901".into(), "06001".into(), "99999".into()],
@@ -603,6 +617,7 @@ mod tests {
     #[test]
     fn only_public_incidents_are_shown_active_first() {
         let probable = SnapshotIncident {
+            zone: chrono_tz::UTC,
             cause_text: String::new(),
             inc: incident("INC-20261123-0000cccc", &["SITE-SECRET-1"], vec![]),
             postcodes: vec![],
@@ -639,6 +654,7 @@ mod tests {
             RefData::build(vec![], pcs, vec![]).unwrap()
         };
         let s = SnapshotIncident {
+            zone: chrono_tz::UTC,
             cause_text: String::new(),
             inc: incident("INC-20261123-0000eeee", &[], vec![declared()]),
             postcodes: (0..400).map(|n| format!("P{n:04}")).collect(),

@@ -561,7 +561,8 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
         let customers = postcodes.iter().map(|p| rd.customers_in(p).len() as u64).sum();
         let timeline = self.timelines.get(id).cloned().unwrap_or_default();
         let cause_text = self.planner.cause_words(&inc.cause);
-        Some(crate::api::SnapshotIncident { inc: inc.clone(), cause_text, postcodes, customers, timeline })
+        let zone = postcodes.first().map_or(chrono_tz::UTC, |p| self.planner.timezone(p));
+        Some(crate::api::SnapshotIncident { inc: inc.clone(), cause_text, postcodes, customers, timeline, zone })
     }
 
     /// Publish the read model (open incidents, and those closed in the last
