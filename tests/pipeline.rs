@@ -444,6 +444,9 @@ async fn at_night_sms_waits_for_the_morning_across_a_restart_and_a_repair_withdr
 async fn two_small_outages_of_one_billing_period_are_credited_once_across_a_restart() {
     use chrono::TimeZone;
     use outage::transforms::compensate::{EsRd899Voice, RuleConfig};
+    if let Ok(f) = std::env::var("TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(f).with_test_writer().try_init();
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config("ledger", dir.path());
     let usd = outage::model::money::Currency::parse("USD").unwrap();
@@ -1370,6 +1373,9 @@ async fn the_roles_split_one_daemon_across_processes() {
 /// ignored by every reader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_correlator_takes_over_and_the_log_fences_the_deposed_one() {
+    if let Ok(f) = std::env::var("TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(f).with_test_writer().try_init();
+    }
     use topology::Role;
     let dir = tempfile::tempdir().unwrap();
     let (mut cfg, a_addr) = api_config("leader", dir.path(), "noc-alice");
