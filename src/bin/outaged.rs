@@ -21,9 +21,10 @@ struct Cli {
     #[arg(long, short, global = true, env = "OUTAGE_CONFIG")]
     config: Option<PathBuf>,
     /// What this process runs: `all` (one process), `correlator` (alarms →
-    /// incidents → actions, the IVR and the NOC API's commands; run one),
-    /// `dispatcher` (actions → gateways; run any number) or `api` (the NOC
-    /// API's reads and /status from the incident log; any number). See
+    /// incidents → actions, the IVR and every API's commands while elected;
+    /// run two: one leads, one stands by), `dispatcher` (actions →
+    /// gateways; run any number) or `api` (the NOC API and /status from the
+    /// incident log, commands forwarded to the leader; any number). See
     /// README, "Running in production".
     #[arg(long, env = "OUTAGE_ROLE", default_value = "all", value_name = "ROLE")]
     role: topology::Role,
