@@ -142,7 +142,17 @@ pub async fn relay(
             b = requests.next_batch(100, Duration::from_millis(500)) => b?,
         };
         for rec in &batch {
-            let Ok(Record::Request(r)) = serde_json::from_slice::<Record>(&rec.payload) else { continue };
+            let r = match serde_json::from_slice::<Record>(&rec.payload) {
+                Ok(Record::Request(r)) => r,
+                // Our own answers share the topic.
+                Ok(Record::Answer(_)) => continue,
+                // Someone else's record: named, passed over (it holds an actor
+                // name and a command, nothing personal; the bytes are not logged).
+                Err(e) => {
+                    tracing::warn!(partition = rec.partition, offset = rec.offset, error = %e, "not a NOC command; skipped");
+                    continue;
+                }
+            };
             let result = if r.deadline < now() {
                 Err(CommandError::Failed("the command waited past its deadline for a leader; not applied".into()))
             } else {
