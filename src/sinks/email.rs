@@ -33,7 +33,7 @@ pub enum SmtpTls {
     Tls,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpConfig {
     /// Default `127.0.0.1`.
@@ -66,6 +66,28 @@ pub struct SmtpConfig {
     /// How long a link works after its mail was planned. Default 60 days.
     #[serde(with = "humantime_serde")]
     pub unsubscribe_valid_for: Duration,
+}
+
+/// The password and the unsubscribe key never reach a log line.
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("from", &self.from)
+            .field("pool_size", &self.pool_size)
+            .field("rate_per_second", &self.rate_per_second)
+            .field("timeout", &self.timeout)
+            .field("unsubscribe_url", &self.unsubscribe_url)
+            .field("unsubscribe_mailto", &self.unsubscribe_mailto)
+            .field("unsubscribe_secret", &redacted(&self.unsubscribe_secret))
+            .field("unsubscribe_valid_for", &self.unsubscribe_valid_for)
+            .finish()
+    }
 }
 
 impl Default for SmtpConfig {

@@ -23,7 +23,7 @@ pub enum SmsGatewayKind {
     Json,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmsProviderConfig {
     /// Name in records and metrics. Default `kannel`.
@@ -45,6 +45,24 @@ pub struct SmsProviderConfig {
     #[serde(with = "humantime_serde")]
     /// Per-request timeout. Default 10s.
     pub timeout: Duration,
+}
+
+/// The password (or bearer token) never reaches a log line.
+impl std::fmt::Debug for SmsProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmsProviderConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("from", &self.from)
+            .field("dlr_url", &self.dlr_url)
+            .field("rate_per_second", &self.rate_per_second)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl Default for SmsProviderConfig {
@@ -272,6 +290,19 @@ impl SmsGateway for Provider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_never_reach_a_debug_line() {
+        let sms = SmsProviderConfig { password: Some("s3cret-sms".into()), ..Default::default() };
+        let smtp = crate::sinks::email::SmtpConfig {
+            password: Some("s3cret-smtp".into()),
+            unsubscribe_secret: Some("s3cret-hmac-key-of-at-least-32-chars".into()),
+            ..Default::default()
+        };
+        let shown = format!("{sms:?} {smtp:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("<redacted>") && shown.contains("kannel"), "{shown}");
+    }
 
     fn kannel(dlr: Option<&str>) -> Kannel {
         Kannel::new(

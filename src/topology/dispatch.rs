@@ -61,6 +61,17 @@ impl<A: ActionSink> Dispatcher<A> {
         Ok(Dispatcher { source, sink, lanes: cfg.sinks.concurrency.max(1), held, log, clock, stats, assigned: None })
     }
 
+    /// Report the actions consumer's broker connections on `Stats` (what
+    /// `/readyz` reads): for a process whose only consumer this is
+    /// (`--role dispatcher`); `on` false leaves it as it is.
+    pub fn reporting_health(self, on: bool) -> Self {
+        if !on {
+            return self;
+        }
+        let stats = self.stats.clone();
+        Dispatcher { source: self.source.reporting_to(stats), ..self }
+    }
+
     pub async fn run(mut self, mut shutdown: Shutdown) -> Result<(), TopologyError> {
         use std::hash::BuildHasher;
         let hasher = foldhash::fast::FixedState::with_seed(0);

@@ -287,6 +287,8 @@ pub async fn run_role(
         let parts = Parts { cfg, broker, trust: &trust, clock: &clock, stats: &stats, shutdown: &shutdown };
         start_pipeline(parts, refdata.clone(), api_side.take(), None, &mut tasks).await?;
     }
+    // A dispatcher alone reports its consumer's connections (`/readyz`).
+    let alone = role == Role::Dispatcher;
     if role.dispatches() {
         let topic = (broker.producer()?, cfg.kafka.topics.deliveries.clone());
         let log = Arc::new(DeliveryLog::open(&cfg.sinks.outbox_dir, Some(topic))?);
@@ -329,11 +331,13 @@ pub async fn run_role(
                 let settled = move |a: &Action, d| drop(count(&st, a, Ok(d), ck.now()));
                 notices.start(move || now.now(), settled, shutdown.clone());
                 let sink = Routes { notices, grants, credits };
-                tasks.spawn(Dispatcher::new(broker, cfg, sink, log, clock, stats)?.run(shutdown))
+                tasks
+                    .spawn(Dispatcher::new(broker, cfg, sink, log, clock, stats)?.reporting_health(alone).run(shutdown))
             }
             None => {
                 let sink = Routes { notices: Outbox::open(&cfg.sinks.outbox_dir)?, grants, credits };
-                tasks.spawn(Dispatcher::new(broker, cfg, sink, log, clock, stats)?.run(shutdown))
+                tasks
+                    .spawn(Dispatcher::new(broker, cfg, sink, log, clock, stats)?.reporting_health(alone).run(shutdown))
             }
         };
     }
