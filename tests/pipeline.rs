@@ -1380,6 +1380,10 @@ async fn a_standby_correlator_takes_over_and_the_log_fences_the_deposed_one() {
     let dir = tempfile::tempdir().unwrap();
     let (mut cfg, a_addr) = api_config("leader", dir.path(), "noc-alice");
     cfg.kafka.partitions = 1;
+    // `TEST_KAFKA_DEBUG=cgrp TEST_LOG=librdkafka=debug`: the group protocol's log.
+    if let Ok(d) = std::env::var("TEST_KAFKA_DEBUG") {
+        cfg.kafka.client.insert("debug".into(), d);
+    }
     let broker = Broker::connect(&cfg.kafka).await.unwrap();
     let start = |cfg: Config| {
         let stats = Arc::new(Stats::default());
