@@ -633,6 +633,9 @@ impl Broker {
         // Ours, whatever `kafka.client` says: every record is checked
         // against it before producing (`check_record`).
         c.set("message.max.bytes", MESSAGE_MAX_BYTES.to_string());
+        // Ours too: a dispatcher tells which customers a partition holds
+        // with [`partition_of`], which must be this partitioner.
+        c.set("partitioner", "consistent_random");
         c
     }
 
@@ -656,6 +659,14 @@ impl Broker {
     }
 }
 
+/// The partition a record keyed `key` goes to among `partitions`, as our
+/// producers place it (librdkafka's `consistent_random`, which every
+/// producer here is set to: CRC-32 of the key modulo the count). What lets
+/// a dispatcher tell the customers of its partitions from the others'.
+pub fn partition_of(key: &[u8], partitions: usize) -> i32 {
+    (crc32fast::hash(key) as u64 % partitions.max(1) as u64) as i32
+}
+
 /// Read every record of `topic` from the beginning, without a consumer
 /// group, and return the payloads in per-partition order (partitions in
 /// order). Stops once every partition has answered a fetch at its end
@@ -673,8 +684,24 @@ pub fn read_to_end(
     broker: &Broker,
     topic: &str,
     settle: Duration,
+    f: impl FnMut(i32, i64, &[u8]),
+) -> Result<u64, BrokerError> {
+    read_from(broker, topic, None, settle, f)
+}
+
+/// [`read_to_end`] of some partitions only, each from the offset given
+/// (`from`: partition → first offset; `None`: every partition from its
+/// beginning).
+pub fn read_from(
+    broker: &Broker,
+    topic: &str,
+    from: Option<&std::collections::BTreeMap<i32, i64>>,
+    settle: Duration,
     mut f: impl FnMut(i32, i64, &[u8]),
 ) -> Result<u64, BrokerError> {
+    if from.is_some_and(|m| m.is_empty()) {
+        return Ok(0);
+    }
     let consumer: BaseConsumer<ReaderContext> = broker
         .base_config()
         .set("group.id", "outage-reader")
@@ -684,16 +711,23 @@ pub fn read_to_end(
         .create_with_context(ReaderContext)
         .map_err(ctx("creating a reader"))?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(ctx("metadata"))?;
-    let parts: Vec<i32> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    let parts: Vec<i32> = md
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .filter(|p| from.is_none_or(|m| m.contains_key(p)))
+        .collect();
+    let start = |p: i32| from.and_then(|m| m.get(&p)).copied().unwrap_or(0);
     let mut tpl = TopicPartitionList::new();
     let mut high = std::collections::HashMap::new();
     for &p in &parts {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).map_err(ctx("assign"))?;
+        let at = if start(p) > 0 { Offset::Offset(start(p)) } else { Offset::Beginning };
+        tpl.add_partition_offset(topic, p, at).map_err(ctx("assign"))?;
         let (_, h) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).map_err(ctx("watermarks"))?;
         high.insert(p, h);
     }
     consumer.assign(&tpl).map_err(ctx("assign"))?;
-    let mut pos: std::collections::HashMap<i32, i64> = parts.iter().map(|&p| (p, 0)).collect();
+    let mut pos: std::collections::HashMap<i32, i64> = parts.iter().map(|&p| (p, start(p))).collect();
     let mut at_end: std::collections::HashSet<i32> = std::collections::HashSet::new();
     let mut n = 0;
     let mut last = Instant::now();
@@ -920,6 +954,27 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(e.contains("ssl.ca.location"), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn partition_of_is_where_our_producers_put_a_key_whatever_kafka_client_says() {
+        let mut cfg = with_client(&[("partitioner", "murmur2")]);
+        cfg.bootstrap = None;
+        let broker = Broker::connect(&cfg).await.unwrap();
+        broker.ensure_topics(&["keys"], 5, 1).await.unwrap();
+        let records: Vec<(String, String)> = (0..60).map(|i| (format!("C{i}"), format!("{i}"))).collect();
+        produce_all(&broker.producer().unwrap(), "keys", &records).await.unwrap();
+        let mut seen = Vec::new();
+        read_to_end(&broker, "keys", Duration::from_millis(300), |p, _, v| {
+            seen.push((String::from_utf8_lossy(v).into_owned(), p))
+        })
+        .unwrap();
+        assert_eq!(seen.len(), 60);
+        let spread: std::collections::BTreeSet<i32> = seen.iter().map(|(_, p)| *p).collect();
+        assert_eq!(spread.len(), 5, "keys land on every partition");
+        for (i, p) in seen {
+            assert_eq!(partition_of(format!("C{i}").as_bytes(), 5), p, "key C{i}");
+        }
     }
 
     #[test]

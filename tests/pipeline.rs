@@ -1534,3 +1534,283 @@ async fn a_standby_correlator_takes_over_and_the_log_fences_the_deposed_one() {
     c.stop().await;
     b.stop().await;
 }
+
+/// A clock `ahead` of the wall clock.
+struct Ahead(Cd);
+
+impl Clock for Ahead {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.0
+    }
+}
+
+/// An in-process JSON SMS gateway: `503` while `down`, else accepts and
+/// counts each message by its reference (the action id).
+#[derive(Default)]
+struct SmsGateway {
+    down: std::sync::atomic::AtomicBool,
+    taken: std::sync::Mutex<BTreeMap<String, usize>>,
+}
+
+impl SmsGateway {
+    async fn start() -> (String, Arc<Self>) {
+        use axum::extract::State;
+        use axum::http::StatusCode;
+        let gw = Arc::new(SmsGateway::default());
+        let handler = |State(g): State<Arc<SmsGateway>>, axum::Json(v): axum::Json<serde_json::Value>| async move {
+            if g.down.load(Relaxed) {
+                return (StatusCode::SERVICE_UNAVAILABLE, "down");
+            }
+            let id = v["reference"].as_str().unwrap_or_default().to_string();
+            *g.taken.lock().unwrap().entry(id).or_default() += 1;
+            (StatusCode::ACCEPTED, r#"{"id":"m"}"#)
+        };
+        let app = axum::Router::new().route("/send", axum::routing::post(handler)).with_state(gw.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/send", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, gw)
+    }
+
+    fn taken(&self) -> BTreeMap<String, usize> {
+        self.taken.lock().unwrap().clone()
+    }
+}
+
+/// Issue 22 item 3: a partition's once-only state moves with it. One
+/// dispatcher sends some notices, holds others for the morning and parks
+/// others while the gateway is down, and goes; another, with an outbox
+/// directory of its own, is given its partitions: it repeats nothing the
+/// first sent, sends the follow-ups of what the first sent, and sends what
+/// the first held and parked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatcher_given_anothers_partitions_sends_what_waited_and_repeats_nothing() {
+    use outage::model::{IncidentId, Message};
+    use outage::sinks::sms::{SmsGatewayKind, SmsProviderConfig};
+    use topology::Role;
+    let (url, gw) = SmsGateway::start().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut cfg = config("handover", dir_a.path());
+    cfg.kafka.partitions = 4;
+    cfg.sinks.sms = vec![SmsProviderConfig {
+        name: "gw".into(),
+        kind: SmsGatewayKind::Json,
+        url,
+        rate_per_second: 1000,
+        max_in_flight: 8,
+        timeout: Duration::from_secs(2),
+        ..Default::default()
+    }];
+    cfg.sinks.retry.max_attempts = 1;
+    cfg.sinks.retry.base = Duration::from_millis(20);
+    cfg.sinks.retry.max = Duration::from_millis(200);
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    let inc = IncidentId("INC-20261204-00000001".into());
+    let now = Utc::now();
+    let action = |c: usize, kind: ActionKind, not_before: Option<DateTime<Utc>>| {
+        let customer = format!("C{c:02}");
+        let a = Action {
+            action_id: Action::key(&inc, &customer, Channel::Sms, kind),
+            incident_id: inc.clone(),
+            customer_id: customer.clone(),
+            channel: Channel::Sms,
+            kind,
+            to: Some(format!("+140155501{c:02}")),
+            language: "en".into(),
+            message: Some(Message { subject: None, text: format!("{} for {customer}", kind.as_str()) }),
+            until: None,
+            credit: None,
+            planned_at: now,
+            not_before,
+            follows: None,
+            skip: None,
+        };
+        (customer, serde_json::to_string(&a).unwrap())
+    };
+    let send = |records: Vec<(String, String)>| {
+        let broker = broker.clone();
+        let topic = cfg.kafka.topics.actions.clone();
+        async move {
+            let r: Vec<(&str, String)> = records.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            publish(&broker, &topic, &r).await;
+        }
+    };
+    let start = |cfg: Config, clock: Arc<dyn Clock>| {
+        let stats = Arc::new(Stats::default());
+        let (trigger, shutdown) = Shutdown::new();
+        let (broker, s) = (broker.clone(), stats.clone());
+        let task = tokio::spawn(async move {
+            topology::run_role(Role::Dispatcher, &cfg, &broker, refdata(), clock, s, shutdown).await
+        });
+        Daemon { stats, trigger, task }
+    };
+    let down_ids = |range: std::ops::Range<usize>| -> Vec<String> {
+        range.map(|c| Action::key(&inc, &format!("C{c:02}"), Channel::Sms, ActionKind::Down)).collect()
+    };
+
+    // The first dispatcher: C00–C09 told at once, C10–C19 held for an hour
+    // (their morning), then the gateway goes down and C20–C29 are parked.
+    let a = start(cfg.clone(), Arc::new(SystemClock));
+    let morning = Some(now + Cd::hours(1));
+    send(
+        (0..10)
+            .map(|c| action(c, ActionKind::Down, None))
+            .chain((10..20).map(|c| action(c, ActionKind::Down, morning)))
+            .collect(),
+    )
+    .await;
+    wait_for("the first to send ten and hold ten", Duration::from_secs(60), || {
+        gw.taken().len() == 10 && a.stats.actions_held.load(Relaxed) == 10
+    })
+    .await;
+    gw.down.store(true, Relaxed);
+    send((20..30).map(|c| action(c, ActionKind::Down, None)).collect()).await;
+    let parked = |dir: &Path| {
+        let ids: BTreeSet<String> = lines(dir, "deliveries.jsonl")
+            .into_iter()
+            .filter(|r| r["outcome"] == "parked")
+            .map(|r| r["action_id"].as_str().unwrap().to_string())
+            .collect();
+        ids
+    };
+    wait_for("the first to park ten", Duration::from_secs(60), || parked(dir_a.path()).len() == 10).await;
+    a.stop().await;
+    assert_eq!(gw.taken().len(), 10, "nothing was sent while the gateway was down");
+
+    // The gateway is back; a repeat of five "down"s and the "restored" of
+    // the ten told come; a second dispatcher, two hours on (past the
+    // morning), with a directory of its own, is given every partition.
+    gw.down.store(false, Relaxed);
+    send(
+        (0..5)
+            .map(|c| action(c, ActionKind::Down, None))
+            .chain((0..10).map(|c| action(c, ActionKind::Restored, None)))
+            .collect(),
+    )
+    .await;
+    let mut cfg_b = cfg.clone();
+    cfg_b.sinks.outbox_dir = dir_b.path().to_path_buf();
+    let b = start(cfg_b, Arc::new(Ahead(Cd::hours(2))));
+    let want: BTreeSet<String> = down_ids(0..30)
+        .into_iter()
+        .chain((0..10).map(|c| Action::key(&inc, &format!("C{c:02}"), Channel::Sms, ActionKind::Restored)))
+        .collect();
+    wait_for("the second to send what waited and the follow-ups", Duration::from_secs(90), || {
+        gw.taken().len() >= want.len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let taken = gw.taken();
+    assert_eq!(taken.keys().cloned().collect::<BTreeSet<_>>(), want);
+    let twice: Vec<_> = taken.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "sent twice: {twice:?}");
+    let stats = b.stop().await;
+    assert_eq!(stats.duplicates.load(Relaxed), 5, "the repeated downs are repeats to the second too");
+    let sent_b: BTreeSet<String> =
+        lines(dir_b.path(), "sms.jsonl").iter().map(|a| a["action_id"].as_str().unwrap().to_string()).collect();
+    assert!(down_ids(0..10).iter().all(|id| !sent_b.contains(id)), "the second sent none of the first's downs");
+    assert!(down_ids(10..30).iter().all(|id| sent_b.contains(id)), "the second sent every held and parked one");
+}
+
+/// Issue 22 item 3 with both running: a dispatcher holding notices for the
+/// morning is joined by a second (whose clock is past that morning): the
+/// partitions split, the first lets go of the held notices of the
+/// customers now the second's, which sends them; when the second goes, the
+/// first takes its partitions back and holds none of what the second sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatcher_joining_takes_the_held_notices_of_its_partitions_and_leaving_gives_back_none_sent() {
+    use outage::kafka::partition_of;
+    use outage::model::{IncidentId, Message};
+    use outage::sinks::sms::{SmsGatewayKind, SmsProviderConfig};
+    use topology::Role;
+    let (url, gw) = SmsGateway::start().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut cfg = config("rebalance", dir_a.path());
+    cfg.kafka.partitions = 4;
+    cfg.sinks.sms = vec![SmsProviderConfig {
+        name: "gw".into(),
+        kind: SmsGatewayKind::Json,
+        url,
+        rate_per_second: 1000,
+        max_in_flight: 8,
+        timeout: Duration::from_secs(2),
+        ..Default::default()
+    }];
+    let broker = Broker::connect(&cfg.kafka).await.unwrap();
+    let inc = IncidentId("INC-20261204-00000002".into());
+    let now = Utc::now();
+    let customers: Vec<String> = (0..40).map(|c| format!("C{c:02}")).collect();
+    let records: Vec<(String, String)> = customers
+        .iter()
+        .enumerate()
+        .map(|(i, customer)| {
+            let a = Action {
+                action_id: Action::key(&inc, customer, Channel::Sms, ActionKind::Down),
+                incident_id: inc.clone(),
+                customer_id: customer.clone(),
+                channel: Channel::Sms,
+                kind: ActionKind::Down,
+                to: Some(format!("+140155502{i:02}")),
+                language: "en".into(),
+                message: Some(Message { subject: None, text: "down".into() }),
+                until: None,
+                credit: None,
+                planned_at: now,
+                not_before: Some(now + Cd::hours(1)),
+                follows: None,
+                skip: None,
+            };
+            (customer.clone(), serde_json::to_string(&a).unwrap())
+        })
+        .collect();
+    let r: Vec<(&str, String)> = records.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    publish(&broker, &cfg.kafka.topics.actions, &r).await;
+    let start = |cfg: Config, clock: Arc<dyn Clock>| {
+        let stats = Arc::new(Stats::default());
+        let (trigger, shutdown) = Shutdown::new();
+        let (broker, s) = (broker.clone(), stats.clone());
+        let task = tokio::spawn(async move {
+            topology::run_role(Role::Dispatcher, &cfg, &broker, refdata(), clock, s, shutdown).await
+        });
+        Daemon { stats, trigger, task }
+    };
+    let a = start(cfg.clone(), Arc::new(SystemClock));
+    wait_for("the first to hold all forty", Duration::from_secs(60), || a.stats.actions_waiting.load(Relaxed) == 40)
+        .await;
+
+    let mut cfg_b = cfg.clone();
+    cfg_b.sinks.outbox_dir = dir_b.path().to_path_buf();
+    let b = start(cfg_b, Arc::new(Ahead(Cd::hours(2))));
+    // The split: the first keeps some partitions' customers held, the
+    // second sends the others'.
+    wait_for("the partitions to split and the second to send its share", Duration::from_secs(90), || {
+        let (held, sent) = (a.stats.actions_waiting.load(Relaxed) as usize, gw.taken().len());
+        held > 0 && sent > 0 && held + sent == 40
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent: BTreeSet<String> = gw.taken().keys().map(|id| id.split('/').nth(1).unwrap().to_string()).collect();
+    let partitions_of =
+        |cs: &BTreeSet<String>| -> BTreeSet<i32> { cs.iter().map(|c| partition_of(c.as_bytes(), 4)).collect() };
+    let kept: BTreeSet<String> = customers.iter().filter(|c| !sent.contains(*c)).cloned().collect();
+    assert!(
+        partitions_of(&sent).is_disjoint(&partitions_of(&kept)),
+        "whole partitions moved: sent {:?}, kept {:?}",
+        partitions_of(&sent),
+        partitions_of(&kept)
+    );
+    assert!(gw.taken().values().all(|n| *n == 1), "{:?}", gw.taken());
+
+    // The second goes; the first takes its partitions back: what the
+    // second sent is not held again.
+    b.stop().await;
+    wait_for("the first to take every partition back", Duration::from_secs(60), || {
+        std::fs::read_to_string(dir_a.path().join("held.jsonl")).is_ok()
+            && a.stats.actions_waiting.load(Relaxed) as usize == kept.len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(8)).await; // past a rebalance's takeover
+    assert_eq!(a.stats.actions_waiting.load(Relaxed) as usize, kept.len(), "nothing the second sent is held again");
+    assert_eq!(gw.taken().len(), sent.len(), "and the first sent nothing");
+    a.stop().await;
+}

@@ -150,8 +150,9 @@ impl ActionSink for BillingCredits {
     }
 
     /// Rebuild the ledger from its topic, for the partitions now ours.
-    async fn assigned(&self, partitions: &[i32]) -> Result<(), SinkError> {
+    async fn assigned(&self, handover: &super::handover::Handover) -> Result<(), SinkError> {
         let Some(read) = &self.ledger.reader else { return Ok(()) };
+        let partitions = &handover.partitions;
         let records = read(partitions)?;
         let mut ledger = Ledger::new();
         for r in &records {

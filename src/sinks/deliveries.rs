@@ -81,6 +81,16 @@ pub struct DeliveryRecord {
     /// The gateway's id for the message, when it gives one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
+    /// Where the action is on the actions topic (its offset there; the
+    /// partition is this record's own, both keyed by customer), on `held`
+    /// and `parked` records: what lets the dispatcher that takes the
+    /// partition over read a waiting action back ([`super::handover`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+    /// A data grant's end, on its records: the grant counts across
+    /// incidents are rebuilt from it ([`super::handover`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
 }
 
 impl DeliveryRecord {
@@ -98,6 +108,8 @@ impl DeliveryRecord {
             outcome,
             reason: None,
             reference: None,
+            offset: None,
+            until: a.until.filter(|_| a.kind == ActionKind::Grant),
         }
     }
 
@@ -122,6 +134,8 @@ impl DeliveryRecord {
             outcome,
             reason: Some(answer.chars().take(200).collect()).filter(|s: &String| !s.is_empty()),
             reference: None,
+            offset: None,
+            until: None,
         })
     }
 }
@@ -132,6 +146,10 @@ pub struct DeliveryLog {
     topic: Option<(FutureProducer, String)>,
     /// `(customer_id, json)` not yet produced.
     pending: Mutex<Vec<(String, String)>>,
+    /// action id → its offset on the actions topic, for the actions of
+    /// the batch in hand ([`DeliveryLog::positions`]): stamped on their
+    /// `held` and `parked` records.
+    positions: Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl DeliveryLog {
@@ -140,10 +158,28 @@ impl DeliveryLog {
         let path = dir.join("deliveries.jsonl");
         std::fs::create_dir_all(dir).map_err(|source| SinkError::Io { path: dir.into(), source })?;
         let (file, _) = Journal::open(path)?;
-        Ok(DeliveryLog { file: Mutex::new(file), topic, pending: Mutex::default() })
+        Ok(DeliveryLog { file: Mutex::new(file), topic, pending: Mutex::default(), positions: Mutex::default() })
+    }
+
+    /// The actions of the batch in hand and their offsets on the actions
+    /// topic (replacing the last batch's): a `held` or `parked` record of
+    /// one of them carries its offset.
+    pub fn positions(&self, of: impl IntoIterator<Item = (String, i64)>) {
+        let mut p = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+        p.clear();
+        p.extend(of);
     }
 
     pub fn record(&self, r: &DeliveryRecord) -> Result<(), SinkError> {
+        let stamped;
+        let r = match r.outcome {
+            DeliveryOutcome::Held | DeliveryOutcome::Parked if r.offset.is_none() => {
+                let at = self.positions.lock().unwrap_or_else(|p| p.into_inner()).get(&r.action_id).copied();
+                stamped = DeliveryRecord { offset: at, ..r.clone() };
+                &stamped
+            }
+            _ => r,
+        };
         let line = serde_json::to_string(r).unwrap_or_default();
         {
             self.file.lock().unwrap_or_else(|p| p.into_inner()).append_raw(&line)?;

@@ -185,6 +185,19 @@ impl HeldNotices {
         Ok(())
     }
 
+    /// Let go of the notices of customers for whom `keep` says no (their
+    /// partition went to another dispatcher, which reads them back from
+    /// the topics). How many went.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) -> Result<usize, SinkError> {
+        let gone: Vec<Slot> = self.queue.iter().filter(|(_, a)| !keep(&a.customer_id)).map(|(s, _)| *s).collect();
+        for slot in &gone {
+            if let Some(a) = self.remove(*slot) {
+                self.append(&Line::Done(a.action_id))?;
+            }
+        }
+        Ok(gone.len())
+    }
+
     /// Make every change so far durable (before the batch is acknowledged).
     pub fn flush(&mut self) -> Result<(), SinkError> {
         self.out.sync()
@@ -270,6 +283,21 @@ mod tests {
         assert_eq!(ids(&h.take_due(at(9, 0), 10)), [etr.action_id.as_str()], "released ones stay released");
         let body = std::fs::read_to_string(d.path().join("held.jsonl")).unwrap();
         assert_eq!(body.lines().count(), 1, "opening compacts the file to what is still held: {body}");
+    }
+
+    #[test]
+    fn a_partition_let_go_takes_its_customers_held_notices_for_good() {
+        let d = tempfile::tempdir().unwrap();
+        let mut h = HeldNotices::open(d.path()).unwrap();
+        let morning = Some(at(7, 0));
+        for c in ["C1", "C2", "C3"] {
+            h.hold(&sms(c, ActionKind::Down, morning)).unwrap();
+        }
+        assert_eq!(h.retain(|c| c == "C2").unwrap(), 2);
+        h.flush().unwrap();
+        drop(h);
+        let mut h = HeldNotices::open(d.path()).unwrap();
+        assert_eq!(ids(&h.take_due(at(8, 0), 10)), ["INC-1/C2/sms/down"]);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! batches); [`billing`] (credits to `billing.credits`); [`ivr`] (the IVR
 //! platform's HTTP API, with a reconcile loop); [`route`] puts them behind
 //! one `ActionSink`; [`held`] holds actions until their `not_before`;
-//! [`park`] keeps notices whose gateway is down until it answers.
+//! [`park`] keeps notices whose gateway is down until it answers;
+//! [`handover`] is what a dispatcher takes over with a partition.
 //!
 //! Invariant: a sink is idempotent by the record's key (`action_id`,
 //! `credit_id`, IVR region/incident/state); delivering twice is a no-op.
@@ -15,6 +16,7 @@
 pub mod billing;
 pub mod deliveries;
 pub mod email;
+pub mod handover;
 pub mod held;
 pub mod ivr;
 pub mod journal;
@@ -177,11 +179,13 @@ pub trait ActionSink: Send + Sync {
     fn deliver(&self, action: &Action) -> impl Future<Output = Result<Delivery, SinkError>> + Send;
     /// Make every delivery so far durable (and recorded).
     fn flush(&self) -> impl Future<Output = Result<(), SinkError>> + Send;
-    /// The dispatcher's partitions of the actions topic are now
-    /// `partitions` (on start and after every rebalance): rebuild state
-    /// kept per customer (the compensation ledger). Default: nothing.
-    fn assigned(&self, partitions: &[i32]) -> impl Future<Output = Result<(), SinkError>> + Send {
-        let _ = partitions;
+    /// The dispatcher's partitions of the actions topic changed (on start
+    /// and after every rebalance): let go of the customers no longer ours
+    /// ([`handover::Handover::owns`]) and take what the partitions just
+    /// taken left (what went out, parked notices, grant counts), or
+    /// rebuild from the topics (the compensation ledger). Default: nothing.
+    fn assigned(&self, handover: &handover::Handover) -> impl Future<Output = Result<(), SinkError>> + Send {
+        let _ = handover;
         async { Ok(()) }
     }
 }

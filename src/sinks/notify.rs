@@ -811,6 +811,35 @@ impl ActionSink for Notifier {
         s.send(eng, a).await
     }
 
+    /// What went out from the partitions just taken is a repeat here; the
+    /// notices they had parked join the queues (behind nothing: their
+    /// threads were the other dispatcher's); the notices of customers no
+    /// longer ours leave them (their new dispatcher reads them back).
+    async fn assigned(&self, handover: &super::handover::Handover) -> Result<(), SinkError> {
+        let s = &*self.shared;
+        s.outbox.remember(handover);
+        for eng in [&s.sms, &s.email].into_iter().flatten() {
+            let (gone, taken) = {
+                let mut q = lock(&eng.parked);
+                let gone = q.retain(|c| handover.owns(c))?;
+                let mut taken = 0u64;
+                for (a, at) in handover.parked.iter().filter(|(a, _)| a.channel == eng.channel) {
+                    if !s.outbox.contains(a) && q.park(a, *at, 0)? {
+                        taken += 1;
+                    }
+                }
+                q.sync()?;
+                park::set_parked(eng.channel, q.len(), taken);
+                (gone, taken)
+            };
+            if gone > 0 || taken > 0 {
+                tracing::info!(channel = eng.channel.as_str(), let_go = gone, taken, "parked notices handed over");
+                eng.wake.notify_one();
+            }
+        }
+        Ok(())
+    }
+
     async fn flush(&self) -> Result<(), SinkError> {
         let s = &*self.shared;
         s.outbox.flush_now()?;

@@ -168,6 +168,18 @@ impl Outbox {
         self.files().of(channel).keys.contains(key)
     }
 
+    /// Take what another dispatcher sent from the partitions just taken as
+    /// sent here (in memory: it is read again from the deliveries topic at
+    /// every start), so it is a repeat here too.
+    pub(crate) fn remember(&self, handover: &super::handover::Handover) {
+        let mut files = self.files();
+        for (id, channel) in &handover.sent {
+            if *channel != Channel::Credit {
+                files.of(*channel).keys.insert(id.clone());
+            }
+        }
+    }
+
     pub(crate) fn deliver_now(&self, a: &Action) -> Result<Delivery, SinkError> {
         let key = Self::key(a).ok_or_else(|| SinkError::Invalid {
             action_id: a.action_id.clone(),
@@ -203,6 +215,11 @@ impl ActionSink for Outbox {
 
     async fn flush(&self) -> Result<(), SinkError> {
         self.flush_now()
+    }
+
+    async fn assigned(&self, handover: &super::handover::Handover) -> Result<(), SinkError> {
+        self.remember(handover);
+        Ok(())
     }
 }
 

@@ -315,6 +315,34 @@ impl ParkQueue {
         Ok(gone)
     }
 
+    /// Let go of the notices of customers for whom `keep` says no (their
+    /// partition went to another dispatcher, which reads them back from
+    /// the topics), except a head being sent right now, which settles
+    /// here. How many went.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) -> Result<usize, SinkError> {
+        let customers: Vec<String> = self.threads.keys().filter(|c| !keep(c)).cloned().collect();
+        let mut gone = Vec::new();
+        for c in customers {
+            let busy = self.busy.contains(&c);
+            let Some(thread) = self.threads.get_mut(&c) else { continue };
+            let head = if busy { thread.pop_front() } else { None };
+            gone.extend(std::mem::take(thread).into_iter().map(|e| e.action.action_id));
+            match head {
+                Some(h) => thread.push_back(h),
+                None => {
+                    self.threads.remove(&c);
+                    self.unschedule(&c);
+                }
+            }
+        }
+        for id in &gone {
+            self.ids.remove(id);
+            self.out.append(&Line::Done(id.clone()))?;
+        }
+        self.len -= gone.len();
+        Ok(gone.len())
+    }
+
     /// Make every change so far durable.
     pub fn sync(&mut self) -> Result<(), SinkError> {
         self.out.sync()
@@ -460,6 +488,29 @@ mod tests {
         assert!(q.withdraw("I1", "C2").unwrap().is_empty(), "a notice being sent is not withdrawn");
         q.sync().unwrap();
         assert_eq!(ParkQueue::open(d.path(), Channel::Sms).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_partition_let_go_takes_its_customers_notices_but_not_one_in_flight() {
+        let d = tempfile::tempdir().unwrap();
+        let mut q = ParkQueue::open(d.path(), Channel::Sms).unwrap();
+        let at = Utc::now();
+        for c in ["C1", "C2"] {
+            q.park(&sms("I-1", c, ActionKind::Down), at, 1).unwrap();
+            q.park(&sms("I-1", c, ActionKind::EtrUpdate), at, 0).unwrap();
+        }
+        q.park(&sms("I-1", "C3", ActionKind::Down), at, 1).unwrap();
+        let head = q.take(Instant::now()).unwrap(); // being sent
+        let sending = head.action.customer_id.clone();
+        let gone = q.retain(|c| c == "C3").unwrap();
+        assert_eq!(gone, if sending == "C3" { 4 } else { 3 }, "all of the others' but the one in flight");
+        assert_eq!(q.len(), 5 - gone);
+        q.settle(&sending).unwrap();
+        q.sync().unwrap();
+        drop(q);
+        let q = ParkQueue::open(d.path(), Channel::Sms).unwrap();
+        assert_eq!(q.len(), if sending == "C3" { 0 } else { 1 }, "only C3's notice is left");
+        assert!(q.holds("C3") || sending == "C3");
     }
 
     #[test]

@@ -787,6 +787,39 @@ impl ActionSink for Provisioner {
         })
     }
 
+    /// The grants and revokes settled from the partitions just taken are
+    /// done here too, and their claims count (in memory: read again from
+    /// the deliveries topic at every start).
+    async fn assigned(&self, handover: &super::handover::Handover) -> Result<(), SinkError> {
+        let mut j = self.inner.journal();
+        for r in &handover.grants {
+            let (action_id, customer_id, incident_id, at) =
+                (r.action_id.clone(), r.customer_id.clone(), r.incident_id.clone(), r.at);
+            let line = match (r.kind, r.outcome, r.reason.as_deref()) {
+                (ActionKind::Grant, DeliveryOutcome::Accepted, _) => {
+                    Line::Grant { action_id, customer_id, incident_id, until: r.until.unwrap_or(at), at }
+                }
+                (ActionKind::Revoke, DeliveryOutcome::Accepted, _) => {
+                    Line::Revoke { action_id, customer_id, incident_id, sent: true, at }
+                }
+                (ActionKind::Revoke, DeliveryOutcome::Skipped, Some("still_in_incident")) => {
+                    Line::Revoke { action_id, customer_id, incident_id, sent: false, at }
+                }
+                (kind, DeliveryOutcome::Permanent | DeliveryOutcome::GaveUp, reason) => Line::Failed {
+                    action_id,
+                    customer_id,
+                    incident_id,
+                    kind,
+                    reason: reason.unwrap_or_default().into(),
+                    at,
+                },
+                _ => continue,
+            };
+            j.apply(&line);
+        }
+        Ok(())
+    }
+
     async fn flush(&self) -> Result<(), SinkError> {
         let inner = &self.inner;
         let taken = {

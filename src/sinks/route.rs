@@ -4,6 +4,7 @@
 //! outbox), credits to billing. One [`ActionSink`] for the dispatcher, so
 //! its lanes, ordering and acknowledgement rules hold for every channel.
 
+use super::handover::Handover;
 use super::provision::Provisioner;
 use super::{ActionSink, Delivery, SinkError};
 use crate::model::{Action, Channel};
@@ -32,7 +33,11 @@ impl<N: ActionSink, C: ActionSink> ActionSink for Routes<N, C> {
         self.credits.flush().await
     }
 
-    async fn assigned(&self, partitions: &[i32]) -> Result<(), SinkError> {
-        self.credits.assigned(partitions).await
+    async fn assigned(&self, handover: &Handover) -> Result<(), SinkError> {
+        self.notices.assigned(handover).await?;
+        if let Some(g) = &self.grants {
+            g.assigned(handover).await?;
+        }
+        self.credits.assigned(handover).await
     }
 }

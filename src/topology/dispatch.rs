@@ -1,5 +1,6 @@
 //! The dispatcher: `outage.actions` → the sinks, in lanes by customer,
-//! with quiet-hours holds; any number run in one consumer group.
+//! with quiet-hours holds; any number run in one consumer group, and the
+//! once-only state moves with the partitions (`sinks::handover`).
 
 use super::TopologyError;
 use crate::config::Config;
@@ -7,6 +8,7 @@ use crate::kafka::Broker;
 use crate::model::{Action, ActionKind, Channel};
 use crate::runtime::{Clock, Shutdown, Stats};
 use crate::sinks::deliveries::DeliveryLog;
+use crate::sinks::handover::{Handover, Taken};
 use crate::sinks::held::HeldNotices;
 use crate::sinks::{ActionSink, Delivery, SinkError};
 use crate::sources::kafka::KafkaSource;
@@ -29,8 +31,22 @@ use std::time::{Duration, Instant};
 /// [`HeldNotices`] (recorded as `held`) and released through the same lanes
 /// when due, ahead of the batch it is released with; a "restored" or
 /// "cancelled" for a thread still held withdraws it (`withdrawn_while_held`).
+///
+/// Partitions move between dispatchers (a rebalance, a crash, scaling out
+/// or in): when its partitions change, a dispatcher lets go of the held
+/// and parked notices of customers no longer its own, and for each
+/// partition it is given reads that partition of the deliveries topic from
+/// the start: what went out there is a repeat here, and what was waiting
+/// (held, parked) is read back from the actions topic at the offsets its
+/// records carry and waits here ([`Dispatcher::take_over`]).
 pub struct Dispatcher<A: ActionSink> {
     source: KafkaSource,
+    /// For reading the deliveries and actions topics on a takeover.
+    broker: Broker,
+    actions_topic: String,
+    deliveries_topic: String,
+    /// The actions topic's partitions (which customer is whose).
+    partition_count: usize,
     sink: A,
     lanes: usize,
     held: HeldNotices,
@@ -58,7 +74,35 @@ impl<A: ActionSink> Dispatcher<A> {
         let source = KafkaSource::subscribe(broker, &group, &cfg.kafka.topics.actions)?.with_stage("actions");
         let held = HeldNotices::open(&cfg.sinks.outbox_dir)?;
         stats.actions_waiting.store(held.len() as u64, Relaxed);
-        Ok(Dispatcher { source, sink, lanes: cfg.sinks.concurrency.max(1), held, log, clock, stats, assigned: None })
+        let topics = &cfg.kafka.topics;
+        let partition_count = broker.partitions(&topics.actions)?;
+        let deliveries = broker.partitions(&topics.deliveries)?;
+        if deliveries != partition_count {
+            // Partition p of one must hold the customers of partition p of
+            // the other, or a takeover reads the wrong records.
+            return Err(crate::runtime::InvalidSetting {
+                key: "kafka.topics.deliveries".into(),
+                message: format!(
+                    "topic {} has {deliveries} partitions and {} has {partition_count}: they must have as many (both keyed by customer)",
+                    topics.deliveries, topics.actions
+                ),
+            }
+            .into());
+        }
+        Ok(Dispatcher {
+            source,
+            broker: broker.clone(),
+            actions_topic: topics.actions.clone(),
+            deliveries_topic: topics.deliveries.clone(),
+            partition_count,
+            sink,
+            lanes: cfg.sinks.concurrency.max(1),
+            held,
+            log,
+            clock,
+            stats,
+            assigned: None,
+        })
     }
 
     /// Report the actions consumer's broker connections on `Stats` (what
@@ -85,7 +129,7 @@ impl<A: ActionSink> Dispatcher<A> {
             let mut parts: Vec<i32> = self.source.assigned().into_iter().map(|(_, p)| p).collect();
             parts.sort_unstable();
             if self.assigned.as_ref() != Some(&parts) && (!parts.is_empty() || !batch.is_empty()) {
-                self.sink.assigned(&parts).await?;
+                self.take_over(&parts).await?;
                 self.assigned = Some(parts);
             }
             let now = self.clock.now();
@@ -97,8 +141,14 @@ impl<A: ActionSink> Dispatcher<A> {
             for a in &released {
                 lanes[lane_of(a)].push(a.clone());
             }
-            for rec in &batch {
-                match serde_json::from_slice::<Action>(&rec.payload) {
+            let actions: Vec<_> =
+                batch.iter().map(|rec| (rec, serde_json::from_slice::<Action>(&rec.payload))).collect();
+            // A held or parked record carries its action's offset.
+            self.log.positions(
+                actions.iter().filter_map(|(rec, a)| Some((a.as_ref().ok()?.action_id.clone(), rec.offset))),
+            );
+            for (rec, a) in actions {
+                match a {
                     Ok(a) => {
                         if let Some(reason) = crate::sinks::notify::planned_skip(&a) {
                             self.skipped(&a, reason, now)?;
@@ -132,6 +182,63 @@ impl<A: ActionSink> Dispatcher<A> {
             self.stats.actions_waiting.store(self.held.len() as u64, Relaxed);
             self.stats.actions_dispatched.fetch_add(batch.len() as u64, Relaxed);
         }
+    }
+
+    /// The partitions are now `parts`: let go of the customers of the
+    /// others, and take over those just given (all of them at the start):
+    /// read their deliveries from the start ([`Taken`]), read what was
+    /// waiting back from the actions topic, hold what was held, and give
+    /// the sinks the rest ([`ActionSink::assigned`]).
+    async fn take_over(&mut self, parts: &[i32]) -> Result<(), TopologyError> {
+        let started = Instant::now();
+        let given: Vec<i32> = match &self.assigned {
+            Some(before) => parts.iter().copied().filter(|p| !before.contains(p)).collect(),
+            None => parts.to_vec(),
+        };
+        let mut h = Handover::of(parts.to_vec(), self.partition_count);
+        let let_go = self.held.retain(|c| h.owns(c))?;
+        let (mut held, mut lost, mut records) = (0, 0, 0);
+        if !given.is_empty() {
+            let (broker, deliveries, actions) =
+                (self.broker.clone(), self.deliveries_topic.clone(), self.actions_topic.clone());
+            let read = given.clone();
+            let (taken, waiting) =
+                tokio::task::spawn_blocking(move || read_back(&broker, &deliveries, &actions, &read)).await??;
+            records = taken.records;
+            lost = taken.waiting.len().saturating_sub(waiting.len());
+            for a in waiting {
+                match taken.waiting.get(&a.action_id).map(|w| w.parked_at) {
+                    Some(Some(parked_at)) => h.parked.push((a, parked_at)),
+                    Some(None) => held += usize::from(self.held.hold(&a)?.is_some()),
+                    None => {}
+                }
+            }
+            h.sent = taken.sent;
+            h.grants = taken.grants;
+        }
+        self.held.flush()?;
+        self.stats.actions_waiting.store(self.held.len() as u64, Relaxed);
+        let parked = h.parked.len();
+        self.sink.assigned(&h).await?;
+        tracing::info!(
+            partitions = ?parts,
+            given = ?given,
+            records,
+            sent = h.sent.len(),
+            held,
+            parked,
+            let_go,
+            ms = started.elapsed().as_millis() as u64,
+            "took over the partitions' delivery state"
+        );
+        if lost > 0 {
+            tracing::error!(
+                lost,
+                partitions = ?given,
+                "actions waiting on the partitions taken over could not be read back from the actions topic (gone by retention, or recorded by a version that did not note offsets): unless this dispatcher's own journals still hold them, they are not sent"
+            );
+        }
+        Ok(())
     }
 
     /// Hold `a` for quiet hours, or withdraw the held notices it makes
@@ -178,6 +285,41 @@ impl<A: ActionSink> Dispatcher<A> {
         self.log.record(&DeliveryRecord::of(a, "", 0, DeliveryOutcome::Skipped).because(reason))?;
         count(&self.stats, a, Ok(Delivery::Skipped(reason)), now)
     }
+}
+
+/// What partitions `parts` of the deliveries topic say (folded), and the
+/// waiting actions read back from the actions topic.
+fn read_back(
+    broker: &Broker,
+    deliveries: &str,
+    actions: &str,
+    parts: &[i32],
+) -> Result<(Taken, Vec<Action>), crate::kafka::BrokerError> {
+    use crate::sinks::deliveries::DeliveryRecord;
+    use std::collections::{BTreeMap, HashSet};
+    let settle = Duration::from_millis(300);
+    let mut taken = Taken::default();
+    let from: BTreeMap<i32, i64> = parts.iter().map(|&p| (p, 0)).collect();
+    crate::kafka::read_from(broker, deliveries, Some(&from), settle, |partition, offset, bytes| {
+        match serde_json::from_slice::<DeliveryRecord>(bytes) {
+            Ok(r) => taken.apply(partition, r),
+            Err(e) => tracing::error!(partition, offset, error = %e, "undecodable delivery record skipped"),
+        }
+    })?;
+    let taken = taken.finish();
+    let wanted: HashSet<(i32, i64)> = taken.waiting.values().filter_map(|w| Some((w.partition, w.offset?))).collect();
+    let from: BTreeMap<i32, i64> = taken.to_read().into_iter().map(|(p, (first, _))| (p, first)).collect();
+    let mut waiting = Vec::new();
+    crate::kafka::read_from(broker, actions, Some(&from), settle, |partition, offset, bytes| {
+        if wanted.contains(&(partition, offset)) {
+            match serde_json::from_slice::<Action>(bytes) {
+                Ok(a) if taken.waiting.contains_key(&a.action_id) => waiting.push(a),
+                Ok(_) => tracing::error!(partition, offset, "the action at a waiting record's offset is another one"),
+                Err(e) => tracing::error!(partition, offset, error = %e, "undecodable action skipped"),
+            }
+        }
+    })?;
+    Ok((taken, waiting))
 }
 
 /// Count what the sink did with one action; an invalid action is logged
