@@ -136,11 +136,18 @@ impl Fence {
     }
 }
 
-/// Sets the leading flag from the group's assignments.
+/// Sets the leading flag from the group's assignments, and whether the
+/// group is settled (an assignment received since the last revoke).
 struct ElectionContext {
     topic: String,
     leading: watch::Sender<bool>,
+    settled: watch::Sender<bool>,
 }
+
+/// How long a stopping member waits for a rebalance in progress to finish
+/// before it leaves the group anyway: the session timeout (6 s) and a
+/// join's round trips.
+const SETTLE_BEFORE_LEAVING: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl ClientContext for ElectionContext {}
 
@@ -150,12 +157,15 @@ impl ConsumerContext for ElectionContext {
             Rebalance::Assign(tpl) => {
                 let lead = tpl.elements_for_topic(&self.topic).iter().any(|e| e.partition() == 0);
                 self.leading.send_replace(lead);
+                self.settled.send_replace(true);
             }
             // An eager rebalance revokes everything before it assigns anew,
             // whenever a member joins: the leader keeps leading unless the
             // assignment that follows moves partition 0 (and if it does, the
             // successor's mark fences what was written meanwhile).
-            Rebalance::Revoke(_) => {}
+            Rebalance::Revoke(_) => {
+                self.settled.send_replace(false);
+            }
             Rebalance::Error(e) => tracing::warn!(error = %e, "correlator election: rebalance error"),
         }
     }
@@ -173,7 +183,8 @@ impl Election {
     /// takes over at once.
     pub fn join(broker: &Broker, group: &str, topic: &str, mut shutdown: Shutdown) -> Result<Self, BrokerError> {
         let (tx, leading) = watch::channel(false);
-        let context = ElectionContext { topic: topic.to_string(), leading: tx };
+        let (settled_tx, mut settled) = watch::channel(false);
+        let context = ElectionContext { topic: topic.to_string(), leading: tx, settled: settled_tx };
         let consumer: StreamConsumer<ElectionContext> = broker
             .consumer_config(&format!("{group}-leader"))
             .set("enable.auto.commit", "false")
@@ -194,6 +205,31 @@ impl Election {
                             tracing::error!(error = %e, "correlator election");
                         }
                     }
+                }
+            }
+            // Leave only a settled group. Tansu 0.6 keeps a departed
+            // member as the group's leader if it leaves (LeaveGroup) while
+            // the group is forming: the others' SyncGroup then gets
+            // "rebalance in progress" for good (see the module docs). So a
+            // member that stops mid-rebalance keeps serving the group
+            // protocol until it has its assignment, then leaves.
+            if !*settled.borrow() {
+                tracing::info!("correlator election: waiting for the rebalance in progress before leaving the group");
+                let settle = async {
+                    loop {
+                        tokio::select! {
+                            r = settled.wait_for(|s| *s) => { let _ = r; break; }
+                            r = consumer.recv() => if let Err(e) = r {
+                                crate::kafka::note_retry("election", &e);
+                            }
+                        }
+                    }
+                };
+                if tokio::time::timeout(SETTLE_BEFORE_LEAVING, settle).await.is_err() {
+                    tracing::warn!(
+                        waited_s = SETTLE_BEFORE_LEAVING.as_secs(),
+                        "correlator election: leaving the group mid-rebalance"
+                    );
                 }
             }
             consumer.unsubscribe();
