@@ -7,7 +7,11 @@
 //! protocol gives a partition to one member per generation. A member that
 //! leaves (shutdown) hands over at once; one that dies or stalls is taken
 //! out after `session.timeout.ms` (6 s), and the next member is assigned
-//! partition 0. An assignment without partition 0 (it moved: the session
+//! partition 0. A member stops only in a settled group: if it is between
+//! a revoke and the next assignment, it keeps polling until assigned (at
+//! most 10 s) and then leaves, because Tansu 0.6 keeps a member that
+//! leaves a forming group as that group's leader and the others then wait
+//! for its assignments for good (BENCHMARKS.md has the experiment). An assignment without partition 0 (it moved: the session
 //! expired, or the group rebalanced it elsewhere) deposes the leader, which stops (exits with [`super::TopologyError::Deposed`];
 //! its supervisor restarts it as a standby).
 //!
