@@ -108,8 +108,9 @@ fn check_clients(cfg: &Config) -> anyhow::Result<()> {
 }
 
 /// A mistake in what the operator gave us (configuration, reference data,
-/// a CA file, a Kafka property): its message says what to fix, and a
-/// backtrace of our code would only bury it.
+/// a CA file, a Kafka property, a port already taken) or an expected stop
+/// (deposed): its message says what to fix, and a backtrace of our code
+/// would only bury it.
 fn is_user_error(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.is::<outage::config::ConfigError>()
@@ -117,6 +118,18 @@ fn is_user_error(e: &anyhow::Error) -> bool {
             || c.is::<outage::tls::CaFileError>()
             || c.is::<outage::sinks::email::EmailError>()
             || c.is::<std::io::Error>()
+            // A setting the topology checks (`kafka.topics.*` partitions),
+            // a port taken, or a leader deposed (expected: its supervisor
+            // restarts it as a standby).
+            || matches!(
+                c.downcast_ref::<outage::topology::TopologyError>(),
+                Some(
+                    outage::topology::TopologyError::Config(_)
+                        | outage::topology::TopologyError::Api(..)
+                        | outage::topology::TopologyError::Dlr(_)
+                        | outage::topology::TopologyError::Deposed(_)
+                )
+            )
             || matches!(
                 c.downcast_ref::<outage::kafka::BrokerError>(),
                 Some(outage::kafka::BrokerError::Property { .. } | outage::kafka::BrokerError::Client { .. })

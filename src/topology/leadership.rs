@@ -4,7 +4,13 @@
 //! **Election.** Every correlator-capable process joins the consumer group
 //! `<kafka.group_id>-leader` on `outage.control` (a topic that holds no
 //! records). The member the group assigns partition 0 leads; the group
-//! protocol gives a partition to one member per generation. A member that
+//! protocol gives a partition to one member per generation. Which one:
+//! brokers name a member `<client.id>-<uuid>`, the range assignor gives
+//! partition 0 to the member whose name sorts first, and a member's
+//! client id carries its join time (fixed width), so the oldest member
+//! leads and a standby that joins does not move the leadership (hosts'
+//! clocks apart by more than the members' age difference could move it
+//! once; librdkafka's mock cluster names members otherwise). A member that
 //! leaves (shutdown) hands over at once; one that dies or stalls is taken
 //! out after `session.timeout.ms` (6 s), and the next member is assigned
 //! partition 0. A member stops only in a settled group: if it is between
@@ -189,8 +195,15 @@ impl Election {
         let (tx, leading) = watch::channel(false);
         let (settled_tx, mut settled) = watch::channel(false);
         let context = ElectionContext { topic: topic.to_string(), leading: tx, settled: settled_tx };
-        let consumer: StreamConsumer<ElectionContext> = broker
-            .consumer_config(&format!("{group}-leader"))
+        let joined = chrono::Utc::now().timestamp_micros();
+        let mut config = broker.consumer_config(&format!("{group}-leader"));
+        // The range assignor gives partition 0 to the member whose id sorts
+        // first, and brokers make a member id `<client.id>-<uuid>`: with
+        // the join time (fixed width) in the client id, the oldest member
+        // leads, so a standby that joins never deposes the leader.
+        let base = config.get("client.id").unwrap_or("outaged").to_string();
+        config.set("client.id", format!("{base}-leader-{joined:020}"));
+        let consumer: StreamConsumer<ElectionContext> = config
             .set("enable.auto.commit", "false")
             .create_with_context(context)
             .map_err(|e| BrokerError::Kafka { context: "joining the correlator election".into(), source: e })?;
@@ -240,7 +253,7 @@ impl Election {
             drop(consumer);
         });
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
-        let member = format!("{host}-{}-{}", std::process::id(), chrono::Utc::now().timestamp_micros());
+        let member = format!("{host}-{}-{joined}", std::process::id());
         Ok(Election { member, leading })
     }
 

@@ -42,10 +42,17 @@ pub fn free_port() -> u16 {
 }
 
 pub fn start_daemon(config_path: &Path, log: &Path) -> Child {
+    start_role(config_path, log, "all")
+}
+
+/// `outaged --role ROLE` with that config, its log appended to `log`.
+pub fn start_role(config_path: &Path, log: &Path, role: &str) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     Command::new(env!("CARGO_BIN_EXE_outaged"))
         .arg("--config")
         .arg(config_path)
+        .arg("--role")
+        .arg(role)
         .env("RUST_LOG", "info")
         // Every OUTAGE_ variable is configuration to outaged.
         .env_remove("OUTAGE_TEST_BOOTSTRAP")
@@ -73,7 +80,12 @@ pub async fn wait_for(what: &str, limit: Duration, daemon: &mut Child, log: &Pat
 
 pub fn tail(log: &Path) -> String {
     let s = std::fs::read_to_string(log).unwrap_or_default();
-    s.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    // A backtrace's frames would push the error itself out of the tail.
+    let frame = |l: &&str| {
+        let t = l.trim_start();
+        t.starts_with("at ") || t.split_once(": ").is_some_and(|(n, _)| n.chars().all(|c| c.is_ascii_digit()))
+    };
+    s.lines().filter(|l| !frame(l)).rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
 /// One whole SMS as the SMSC got it.
