@@ -349,6 +349,9 @@ struct Run {
     others: Vec<Proc>,
     /// Under `Fault::Ha`: from the leader's kill to the standby's election.
     takeover: Option<Duration>,
+    /// Deposed correlators started again (`supervise`): all, and the first's.
+    restarts: usize,
+    daemon_restarts: usize,
     _dir: tempfile::TempDir,
 }
 
@@ -418,6 +421,8 @@ impl Run {
             faults: 0,
             others,
             takeover: None,
+            restarts: 0,
+            daemon_restarts: 0,
             _dir: dir,
         }
     }
@@ -460,31 +465,19 @@ impl Run {
     /// stop (its supervisor, here the test, starts it again as a standby);
     /// whatever it wrote on waking is fenced.
     async fn pause(&mut self) {
-        let mut d = self.daemon.take().unwrap();
-        let signal = |sig: &str, pid: u32| {
-            let ok = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
+        let pid = self.daemon.as_ref().unwrap().id().to_string();
+        let signal = |sig: &str| {
+            let ok = Command::new("kill").args([sig, &pid]).status().unwrap().success();
             assert!(ok, "kill {sig} {pid}");
         };
-        signal("-STOP", d.id());
+        signal("-STOP");
         let paused = Instant::now();
         let standby = self.others[0].log.clone();
         self.wait("the standby to take over", |r| r.lines_in(&standby, &["elected"]) >= 1).await;
         self.takeover = Some(paused.elapsed());
-        signal("-CONT", d.id());
-        let woke = Instant::now();
-        let status = loop {
-            if let Some(status) = d.try_wait().unwrap() {
-                break status;
-            }
-            assert!(woke.elapsed() < LIMIT, "the paused leader went on after waking:\n{}", tail(&self.log));
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        assert!(
-            !status.success() && self.lines_in(&self.log, &["no longer the leading correlator"]) >= 1,
-            "the woken leader stopped ({status}) without saying it was deposed:\n{}",
-            tail(&self.log)
-        );
-        self.daemon = Some(start_role(&self.config_path, &self.log, "correlator"));
+        signal("-CONT");
+        // It stops, deposed, and `supervise` starts it again.
+        self.wait("the woken leader to stop, deposed", |r| r.daemon_restarts >= 1).await;
         self.faults += 1;
         self.fault_ended = Some(Instant::now());
     }
@@ -504,16 +497,41 @@ impl Run {
         let t = Instant::now();
         while !ok(self) {
             let name = self.fault.name();
-            let mut procs: Vec<(&mut Child, &Path)> =
-                self.daemon.as_mut().map(|d| (d, self.log.as_path())).into_iter().collect();
-            procs.extend(self.others.iter_mut().filter_map(|p| Some((p.child.as_mut()?, p.log.as_path()))));
-            for (d, log) in procs {
-                if let Ok(Some(status)) = d.try_wait() {
-                    panic!("{name}: outaged exited ({status}) while waiting for {what}:\n{}", tail(log));
-                }
-            }
+            self.supervise(what);
             assert!(t.elapsed() < LIMIT, "{name}: timed out waiting for {what}:\n{}", self.tails());
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// What a supervisor (systemd, Kubernetes) does: under the HA faults
+    /// a correlator that stopped because it was deposed is started again
+    /// (as a standby); any other exit fails the run.
+    fn supervise(&mut self, what: &str) {
+        let name = self.fault.name();
+        let ha = self.fault.is_ha();
+        let deposed =
+            |log: &Path| tail(log).lines().last().is_some_and(|l| l.contains("no longer the leading correlator"));
+        if let Some(Ok(Some(status))) = self.daemon.as_mut().map(|d| d.try_wait()) {
+            assert!(
+                ha && deposed(&self.log),
+                "{name}: outaged exited ({status}) while waiting for {what}:\n{}",
+                tail(&self.log)
+            );
+            self.daemon = Some(start_role(&self.config_path, &self.log, "correlator"));
+            self.daemon_restarts += 1;
+            self.restarts += 1;
+        }
+        for p in &mut self.others {
+            if let Some(Ok(Some(status))) = p.child.as_mut().map(|c| c.try_wait()) {
+                assert!(
+                    p.role == "correlator" && deposed(&p.log),
+                    "{name}: outaged --role {} exited ({status}) while waiting for {what}:\n{}",
+                    p.role,
+                    tail(&p.log)
+                );
+                p.start();
+                self.restarts += 1;
+            }
         }
     }
 
@@ -1045,7 +1063,11 @@ async fn every_fault_leaves_every_customer_with_the_fault_free_story() {
         let bad = check(&run, &o, &base);
         let mut rec = run.recovered_after.map_or("-".into(), |d| format!("{:.1} s", d.as_secs_f64()));
         if let Some(t) = run.takeover {
-            rec = format!("{rec} (standby leading {:.1} s after the kill)", t.as_secs_f64());
+            rec = format!(
+                "{rec} (standby leading {:.1} s after the kill or pause; {} deposed correlators restarted)",
+                t.as_secs_f64(),
+                run.restarts
+            );
         }
         let folded: Vec<String> = o.folded.iter().skip(1).map(|n| n.to_string()).collect();
         let _ = writeln!(

@@ -17,9 +17,16 @@
 //! a revoke and the next assignment, it keeps polling until assigned (at
 //! most 10 s) and then leaves, because Tansu 0.6 keeps a member that
 //! leaves a forming group as that group's leader and the others then wait
-//! for its assignments for good (BENCHMARKS.md has the experiment). An assignment without partition 0 (it moved: the session
-//! expired, or the group rebalanced it elsewhere) deposes the leader, which stops (exits with [`super::TopologyError::Deposed`];
-//! its supervisor restarts it as a standby).
+//! for its assignments for good (BENCHMARKS.md has the experiment).
+//!
+//! **Deposed.** An assignment without partition 0 (it moved: the session
+//! expired, or the group rebalanced it elsewhere) deposes the leader,
+//! which stops (exits with [`super::TopologyError::Deposed`]; its
+//! supervisor restarts it as a standby). So does a revoke that says the
+//! assignment was lost (`assignment_lost`: the session expired under a
+//! pause or a cut-off network), even if the group then hands partition 0
+//! back: its successor may have marked the log meanwhile, and a leader
+//! that went on would write only fenced events.
 //!
 //! **Fencing.** Election alone cannot stop a leader that was paused (a GC
 //! stall, SIGSTOP, a partitioned network) from writing once it wakes,
@@ -34,7 +41,10 @@
 //! anyone else is ignored; an unstamped event (`--role all`) counts only
 //! before the first mark. A deposed leader's late events land after its
 //! successor's mark and are ignored by every reader, the successor
-//! included; everything before the mark the successor folded itself. Two
+//! included; everything before the mark the successor folded itself. The
+//! leader reads the log too ([`superseded`]): a mark that supersedes its
+//! own stops it, whatever the group says (a paused leader that wakes may
+//! be handed partition 0 again as the oldest member). Two
 //! claimants of one epoch: the first mark wins, and the other finds after
 //! its fold that the log names someone else, and stops.
 //!
@@ -47,9 +57,13 @@
 
 use crate::kafka::{Broker, BrokerError};
 use crate::runtime::Shutdown;
+use crate::sources::kafka::KafkaSource;
+use crate::sources::SourceError;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::ClientContext;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Who writes the incident log: an epoch (one above the previous leader's)
@@ -146,12 +160,43 @@ impl Fence {
     }
 }
 
+/// Whether the log's marks so far (folded into `fence`) name a leader
+/// other than `me` with an epoch at least `me`'s: a later epoch, or a rival
+/// whose mark of the same epoch came first.
+pub fn supersedes<'f>(fence: &'f Fence, me: &LeaderId) -> Option<&'f LeaderId> {
+    fence.current().filter(|c| *c != me && c.epoch >= me.epoch)
+}
+
+/// Follows the incident log (from its start) for as long as this process
+/// leads, and returns the leader of the first mark that supersedes `me`.
+/// The group alone cannot depose a paused leader that wakes and rejoins
+/// (it may even be handed partition 0 again); the log's marks can.
+pub async fn superseded(mut log: KafkaSource, me: LeaderId) -> Result<LeaderId, SourceError> {
+    let mut fence = Fence::default();
+    loop {
+        for rec in log.next_batch(1024, std::time::Duration::from_secs(1)).await? {
+            // Marks are rare and small; events need no parse here.
+            if !rec.payload.windows(11).any(|w| w == b"\"mark\":true") || fence.admit(&rec.payload) != Admit::Mark {
+                continue;
+            }
+            if let Some(by) = supersedes(&fence, &me) {
+                return Ok(by.clone());
+            }
+        }
+    }
+}
+
 /// Sets the leading flag from the group's assignments, and whether the
 /// group is settled (an assignment received since the last revoke).
 struct ElectionContext {
     topic: String,
     leading: watch::Sender<bool>,
     settled: watch::Sender<bool>,
+    /// Set when this member led and the group took its assignment away
+    /// without a rebalance it took part in (its session expired: a pause,
+    /// a cut-off network). It never leads again: it rejoins with its old
+    /// place in the election, and the process stops.
+    lost: Arc<AtomicBool>,
 }
 
 /// How long a stopping member waits for a rebalance in progress to finish
@@ -162,11 +207,23 @@ const SETTLE_BEFORE_LEAVING: std::time::Duration = std::time::Duration::from_sec
 impl ClientContext for ElectionContext {}
 
 impl ConsumerContext for ElectionContext {
+    // Before the revoke is applied: `assignment_lost` says why it came.
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let led = tpl.elements_for_topic(&self.topic).iter().any(|e| e.partition() == 0);
+            if led && consumer.assignment_lost() {
+                tracing::warn!("correlator election: the session expired while leading (paused or cut off)");
+                self.lost.store(true, Ordering::SeqCst);
+                self.leading.send_replace(false);
+            }
+        }
+    }
+
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let lead = tpl.elements_for_topic(&self.topic).iter().any(|e| e.partition() == 0);
-                self.leading.send_replace(lead);
+                self.leading.send_replace(lead && !self.lost.load(Ordering::SeqCst));
                 self.settled.send_replace(true);
             }
             // An eager rebalance revokes everything before it assigns anew,
@@ -181,10 +238,17 @@ impl ConsumerContext for ElectionContext {
     }
 }
 
+/// An election member's client id: `base` and the join time (microseconds,
+/// fixed width), so that member ids (`<client.id>-<uuid>`) sort by age.
+fn election_client_id(base: &str, joined_micros: i64) -> String {
+    format!("{base}-leader-{:020}", joined_micros.max(0))
+}
+
 /// This process's membership in the correlators' election.
 pub struct Election {
     member: String,
     leading: watch::Receiver<bool>,
+    lost: Arc<AtomicBool>,
 }
 
 impl Election {
@@ -194,7 +258,9 @@ impl Election {
     pub fn join(broker: &Broker, group: &str, topic: &str, mut shutdown: Shutdown) -> Result<Self, BrokerError> {
         let (tx, leading) = watch::channel(false);
         let (settled_tx, mut settled) = watch::channel(false);
-        let context = ElectionContext { topic: topic.to_string(), leading: tx, settled: settled_tx };
+        let lost = Arc::new(AtomicBool::new(false));
+        let context =
+            ElectionContext { topic: topic.to_string(), leading: tx, settled: settled_tx, lost: lost.clone() };
         let joined = chrono::Utc::now().timestamp_micros();
         let mut config = broker.consumer_config(&format!("{group}-leader"));
         // The range assignor gives partition 0 to the member whose id sorts
@@ -202,7 +268,7 @@ impl Election {
         // the join time (fixed width) in the client id, the oldest member
         // leads, so a standby that joins never deposes the leader.
         let base = config.get("client.id").unwrap_or("outaged").to_string();
-        config.set("client.id", format!("{base}-leader-{joined:020}"));
+        config.set("client.id", election_client_id(&base, joined));
         let consumer: StreamConsumer<ElectionContext> = config
             .set("enable.auto.commit", "false")
             .create_with_context(context)
@@ -254,7 +320,7 @@ impl Election {
         });
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
         let member = format!("{host}-{}-{joined}", std::process::id());
-        Ok(Election { member, leading })
+        Ok(Election { member, leading, lost })
     }
 
     /// This process's name in marks and logs.
@@ -268,6 +334,12 @@ impl Election {
         let _ = rx.wait_for(|l| *l).await;
     }
 
+    /// Whether this process lost the leadership with its session (paused
+    /// or cut off) rather than to a rebalance.
+    pub fn session_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
     /// Resolves once this process is no longer the leader.
     pub async fn deposed(&self) {
         let mut rx = self.leading.clone();
@@ -279,8 +351,35 @@ impl Election {
 mod tests {
     use super::*;
 
+    #[test]
+    fn election_member_ids_sort_by_join_time_whatever_their_uuid() {
+        // One second and one day apart, across a power of ten.
+        let older = format!("{}-ffffffff", election_client_id("outaged", 999_999_999));
+        let newer = format!("{}-00000000", election_client_id("outaged", 1_000_000_000));
+        let newest = format!("{}-00000000", election_client_id("outaged", 1_000_086_400_000_000));
+        assert!(older < newer && newer < newest, "{older} {newer} {newest}");
+    }
+
     fn leader(epoch: u64, member: &str) -> LeaderId {
         LeaderId { epoch, member: member.into() }
+    }
+
+    #[test]
+    fn a_leader_is_superseded_by_a_later_epoch_or_a_rival_first_at_its_own() {
+        let (me, them) = (leader(2, "me"), leader(2, "them"));
+        let mut f = Fence::default();
+        f.admit(&mark(&leader(1, "old"), chrono::Utc::now()));
+        assert_eq!(supersedes(&f, &me), None, "an older leader's mark");
+        f.admit(&mark(&me, chrono::Utc::now()));
+        assert_eq!(supersedes(&f, &me), None, "its own");
+        f.admit(&mark(&them, chrono::Utc::now()));
+        assert_eq!(supersedes(&f, &me), None, "a rival of the same epoch after it: the first mark wins");
+        f.admit(&mark(&leader(3, "next"), chrono::Utc::now()));
+        assert_eq!(supersedes(&f, &me), Some(&leader(3, "next")), "a successor");
+        let mut f = Fence::default();
+        f.admit(&mark(&them, chrono::Utc::now()));
+        f.admit(&mark(&me, chrono::Utc::now()));
+        assert_eq!(supersedes(&f, &me), Some(&them), "a rival of the same epoch before it");
     }
 
     fn event(by: Option<&LeaderId>) -> Vec<u8> {

@@ -269,16 +269,27 @@ pub async fn run_role(
             }
         };
         let parts = Parts { cfg, broker, trust: &trust, clock: &clock, stats: &stats, shutdown: &shutdown };
-        start_pipeline(parts, refdata, Some(side), Some(me), &mut tasks).await?;
+        start_pipeline(parts, refdata, Some(side), Some(me.clone()), &mut tasks).await?;
         let (b, group, topic, now) =
             (broker.clone(), cfg.kafka.group_id.clone(), cfg.kafka.topics.commands.clone(), clock.clone());
         tasks.spawn(commands::relay(b, group, topic, into_pipeline, move || now.now(), shutdown.clone()));
         let mut joined = std::pin::pin!(join(tasks));
+        let log = KafkaSource::tail(broker, &cfg.kafka.topics.incidents, &Default::default())?.with_stage("fence");
+        let superseded = leadership::superseded(log, me.clone());
         return tokio::select! {
             r = &mut joined => r,
+            // A successor's mark: whatever the group says, this process
+            // no longer writes anything anyone reads.
+            r = superseded => match r {
+                Ok(by) => Err(TopologyError::Deposed(format!("the incident log names {by} as its writer"))),
+                Err(e) => Err(e.into()),
+            },
             // Leaving the group on shutdown takes the leadership too.
             _ = election.deposed() => match shutdown.is_requested() {
                 true => joined.await,
+                false if election.session_lost() => Err(TopologyError::Deposed(
+                    "its election session expired (paused or cut off); what it wrote since is fenced".into(),
+                )),
                 false => Err(TopologyError::Deposed("the group assigned the leadership elsewhere".into())),
             },
         };
