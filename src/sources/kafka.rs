@@ -48,9 +48,9 @@ pub struct LagContext {
     /// pipeline waits on a write the outage holds up.
     report: std::sync::OnceLock<std::sync::Arc<crate::runtime::Stats>>,
     /// The partitions assigned to us, as the last rebalance left them
-    /// (eager protocol: an assignment replaces the last, a revocation
-    /// empties it).
-    assigned: std::sync::Mutex<Vec<(String, i32)>>,
+    /// (eager protocol: an assignment replaces the last); `None` while a
+    /// group member waits for one (before the first, after a revocation).
+    assigned: std::sync::Mutex<Option<Vec<(String, i32)>>>,
 }
 
 /// How often librdkafka reports statistics (the lag's freshness).
@@ -84,9 +84,9 @@ impl ConsumerContext for LagContext {
         let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
         match rebalance {
             Rebalance::Assign(tpl) => {
-                *assigned = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                *assigned = Some(tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect());
             }
-            Rebalance::Revoke(_) => assigned.clear(),
+            Rebalance::Revoke(_) => *assigned = None,
             Rebalance::Error(_) => {}
         }
     }
@@ -124,7 +124,8 @@ impl KafkaSource {
             lag: AtomicI64::new(-1),
             brokers_up: AtomicI64::new(-1),
             report: std::sync::OnceLock::new(),
-            assigned: Default::default(),
+            // No group: never waits for an assignment (none comes).
+            assigned: std::sync::Mutex::new(Some(Vec::new())),
         };
         let consumer: StreamConsumer<LagContext> = broker
             .consumer_config("outage-follow")
@@ -303,7 +304,11 @@ impl AlarmSource for KafkaSource {
     fn assigned(&self) -> Vec<(String, i32)> {
         // From the rebalance callback: asking librdkafka (`assignment`)
         // is a blocking round trip through its group thread.
-        self.consumer.context().assigned.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.consumer.context().assigned.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()
+    }
+
+    fn awaiting_assignment(&self) -> bool {
+        self.consumer.context().assigned.lock().unwrap_or_else(|p| p.into_inner()).is_none()
     }
 }
 

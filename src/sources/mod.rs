@@ -122,6 +122,14 @@ pub trait AlarmSource: Send {
         Vec::new()
     }
 
+    /// Whether the reader waits for its partitions: a group consumer before
+    /// its first assignment, or between a revocation and the next. Which
+    /// partitions it will read, and how old their backlog is, is unknown
+    /// then, so the watermark stays where it is (`transforms::order`).
+    fn awaiting_assignment(&self) -> bool {
+        false
+    }
+
     /// What the source knows of its feed (`/metrics`, `/readyz`).
     fn health(&self) -> Health {
         Health::default()

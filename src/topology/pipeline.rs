@@ -712,8 +712,11 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
     pub async fn step(&mut self, batch: Vec<SourceRecord>) -> Result<(), TopologyError> {
         let now = self.clock.now();
         let mono = self.born.elapsed();
-        let assigned = self.source.assigned();
-        self.reorder.assign(&assigned, mono);
+        if self.source.awaiting_assignment() {
+            self.reorder.awaiting();
+        } else {
+            self.reorder.assign(&self.source.assigned(), mono);
+        }
         let records = batch.len() as u64;
         let (out, marks) = self.prepare(batch.into_iter().map(Arc::new).collect(), now, mono)?;
         self.stats.alarms_read.fetch_add(records, Relaxed);

@@ -11,7 +11,12 @@
 //! When every partition has been silent for `idle_after` (or none is known
 //! and the reorderer is that old), the watermark follows the wall clock
 //! minus `lateness`, so an idle feed still lets timers run. It never goes
-//! back.
+//! back. While the source waits for its partitions (a group consumer
+//! joining or rebalancing, [`Reorder::awaiting`]) the watermark stays: the
+//! partitions, and how old their backlog is, are unknown, and taking the
+//! wall clock then would make the whole backlog late (on Tansu a group
+//! join takes seconds, far above a short `idle_after`). Each partition of
+//! the assignment that follows has `idle_after` from then to deliver.
 //!
 //! An alarm at or below the watermark on arrival is *late*: it is handed
 //! back to be applied at once, in arrival order, and counted — the one way
@@ -70,6 +75,8 @@ pub struct Reorder {
     idle: Mono,
     /// When the reorderer was first used.
     born: Option<Mono>,
+    /// The source waits for its partitions (see [`Reorder::awaiting`]).
+    awaiting: bool,
     parts: BTreeMap<i32, Part>,
     buf: BTreeMap<Key, Held>,
     /// Alarms up to here are released; timers may run up to here.
@@ -92,6 +99,7 @@ impl Reorder {
             lateness: dur(lateness),
             idle: idle_after,
             born: None,
+            awaiting: false,
             parts: BTreeMap::new(),
             buf: BTreeMap::new(),
             frontier: DateTime::UNIX_EPOCH,
@@ -120,15 +128,28 @@ impl Reorder {
 
     /// The partitions the source has assigned now (`(topic, partition)`);
     /// one not heard from holds the watermark back for `idle_after`.
+    /// After [`Reorder::awaiting`], each of them counts as heard from now.
     pub fn assign(&mut self, partitions: &[(String, i32)], mono: Mono) {
         self.born.get_or_insert(mono);
+        let fresh = std::mem::take(&mut self.awaiting);
         for (topic, p) in partitions {
             let part = self.parts.entry(*p).or_insert_with(|| Part { read: -1, marked: -1, ..Part::default() });
             if part.topic.is_empty() {
                 part.topic.clone_from(topic);
             }
-            part.heard.get_or_insert(mono);
+            if fresh {
+                part.heard = Some(mono);
+            } else {
+                part.heard.get_or_insert(mono);
+            }
         }
+    }
+
+    /// The source waits for its partitions (a group consumer before its
+    /// first assignment, or between a revocation and the next): the
+    /// watermark stays where it is until the next [`Reorder::assign`].
+    pub fn awaiting(&mut self) {
+        self.awaiting = true;
     }
 
     fn part(&mut self, rec: &SourceRecord, mono: Mono) -> &mut Part {
@@ -184,6 +205,9 @@ impl Reorder {
 
     /// Where the watermark may go at `wall` (never back: see [`Reorder::release`]).
     fn candidate(&self, wall: DateTime<Utc>, mono: Mono) -> Option<DateTime<Utc>> {
+        if self.awaiting {
+            return None;
+        }
         let back = |t: DateTime<Utc>| t.checked_sub_signed(self.lateness).unwrap_or(DateTime::<Utc>::MIN_UTC);
         let awake = |heard: Option<Mono>| heard.is_some_and(|h| mono.saturating_sub(h) < self.idle);
         let (mut any, mut least) = (false, None::<DateTime<Utc>>);
@@ -319,6 +343,36 @@ mod tests {
         assert_eq!(r.watermark(), wall - Duration::seconds(10));
         let marks: Vec<_> = r.marks().iter().map(|m| (m.partition, m.offset)).collect();
         assert_eq!(marks, [(0, 2), (1, 2)]);
+    }
+
+    #[test]
+    fn a_source_waiting_for_its_partitions_holds_the_watermark() {
+        let mut r = Reorder::new(Std::ZERO, Std::from_secs(1));
+        let wall = t(1000);
+        // A group consumer joining for longer than idle_after: no partition
+        // is known, yet the wall clock must not be taken.
+        r.awaiting();
+        assert!(r.release(wall, Std::ZERO).is_empty());
+        assert!(r.release(wall, Std::from_secs(5)).is_empty());
+        assert_eq!(r.watermark(), DateTime::UNIX_EPOCH);
+        // Assigned at 5 s: partition 1's backlog arrives first, partition
+        // 0's (older) within idle_after of the assignment, not of the start.
+        r.assign(&[("a".into(), 0), ("a".into(), 1)], Std::from_secs(5));
+        let m = Std::from_millis(5500);
+        assert!(r.push(&rec(1, 0), 0, alarm("b", "S2", t(200)), m).is_none());
+        assert!(r.release(wall, m).is_empty());
+        assert!(r.push(&rec(0, 0), 0, alarm("a", "S1", t(100)), m).is_none());
+        assert_eq!(ids(&r.release(wall, m)), ["a"]);
+        assert_eq!(r.late, 0);
+        // A revocation: held again, and a partition assigned anew (here the
+        // same one) has idle_after again from its new assignment.
+        r.awaiting();
+        assert!(r.release(wall, Std::from_secs(60)).is_empty());
+        r.assign(&[("a".into(), 0), ("a".into(), 1)], Std::from_secs(60));
+        assert!(r.release(wall, Std::from_millis(60_500)).is_empty());
+        // Then everything is idle: the wall clock.
+        assert_eq!(ids(&r.release(wall, Std::from_secs(62))), ["b"]);
+        assert_eq!(r.watermark(), wall);
     }
 
     #[test]
