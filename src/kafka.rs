@@ -773,7 +773,12 @@ struct ReaderContext;
 
 impl ClientContext for ReaderContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(error, KafkaError::PartitionEOF(_)) {
+        // The end of a partition is what a reader waits for, not an error;
+        // librdkafka reports it as a global error too.
+        if matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        ) {
             return;
         }
         DefaultClientContext.error(error, reason)
