@@ -53,6 +53,11 @@ pub struct LagContext {
     assigned: std::sync::Mutex<Option<Vec<(String, i32)>>>,
 }
 
+/// How long a group member stopping mid-rebalance waits for its
+/// assignment before it leaves anyway: the session timeout (6 s) and a
+/// join's round trips.
+pub const SETTLE_BEFORE_LEAVING: Duration = Duration::from_secs(10);
+
 /// How often librdkafka reports statistics (the lag's freshness).
 const STATS_EVERY_MS: &str = "2000";
 
@@ -268,6 +273,31 @@ impl KafkaSource {
 impl KafkaSource {
     /// Commit the stored offsets synchronously (shutdown); nothing stored
     /// since the last commit is not an error.
+    /// Keep serving the group protocol until this member has an
+    /// assignment (at most `SETTLE_BEFORE_LEAVING`), then return; the
+    /// consumer leaves the group when dropped. Tansu 0.6 keeps a member
+    /// that leaves a forming group as its leader, and the others then wait
+    /// for its assignments for good (BENCHMARKS.md): a dispatcher scaled
+    /// in, or a correlator handing over, mid-rebalance would stall the
+    /// group. Records received meanwhile are dropped unacknowledged: their
+    /// offsets are not stored, so the partition's next owner reads them.
+    pub async fn leave(&mut self) {
+        let awaiting =
+            |c: &StreamConsumer<LagContext>| c.context().assigned.lock().unwrap_or_else(|p| p.into_inner()).is_none();
+        if !awaiting(&self.consumer) || self.consumer.subscription().map_or(true, |s| s.count() == 0) {
+            return;
+        }
+        tracing::info!(stage = self.stage, "waiting for the rebalance in progress before leaving the group");
+        let t = std::time::Instant::now();
+        while awaiting(&self.consumer) {
+            if t.elapsed() >= SETTLE_BEFORE_LEAVING {
+                tracing::warn!(stage = self.stage, waited_s = t.elapsed().as_secs(), "leaving the group mid-rebalance");
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), self.consumer.recv()).await;
+        }
+    }
+
     pub fn commit(&mut self) -> Result<(), SourceError> {
         match self.consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
             Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) | Ok(()) => {
@@ -287,6 +317,10 @@ impl KafkaSource {
 impl AlarmSource for KafkaSource {
     fn commit(&mut self) -> Result<(), SourceError> {
         KafkaSource::commit(self)
+    }
+
+    fn leave(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        KafkaSource::leave(self)
     }
 
     async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<SourceRecord>, SourceError> {

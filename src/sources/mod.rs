@@ -115,6 +115,13 @@ pub trait AlarmSource: Send {
     /// Commit what was acknowledged now (on shutdown).
     fn commit(&mut self) -> Result<(), SourceError>;
 
+    /// Before the reader is dropped on shutdown (after `commit`): a group
+    /// consumer mid-rebalance first waits, boundedly, for its assignment,
+    /// so that it leaves a settled group (see `KafkaSource::leave`).
+    fn leave(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// The `(topic, partition)`s assigned to this reader now: one that has
     /// delivered nothing yet holds the watermark back for a while
     /// (`transforms::order`). Empty when not known.

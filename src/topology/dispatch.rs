@@ -121,7 +121,11 @@ impl<A: ActionSink> Dispatcher<A> {
         let hasher = foldhash::fast::FixedState::with_seed(0);
         loop {
             let batch = tokio::select! {
-                _ = shutdown.requested() => return Ok(self.source.commit()?),
+                _ = shutdown.requested() => {
+                    self.source.commit()?;
+                    self.source.leave().await;
+                    return Ok(());
+                }
                 b = self.source.next_batch(2000, Duration::from_millis(200)) => b?,
             };
             // A new assignment (start, rebalance): per-customer state is

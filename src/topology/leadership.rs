@@ -57,7 +57,7 @@
 
 use crate::kafka::{Broker, BrokerError};
 use crate::runtime::Shutdown;
-use crate::sources::kafka::KafkaSource;
+use crate::sources::kafka::{KafkaSource, SETTLE_BEFORE_LEAVING};
 use crate::sources::SourceError;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::ClientContext;
@@ -198,11 +198,6 @@ struct ElectionContext {
     /// place in the election, and the process stops.
     lost: Arc<AtomicBool>,
 }
-
-/// How long a stopping member waits for a rebalance in progress to finish
-/// before it leaves the group anyway: the session timeout (6 s) and a
-/// join's round trips.
-const SETTLE_BEFORE_LEAVING: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl ClientContext for ElectionContext {}
 

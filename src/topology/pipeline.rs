@@ -358,7 +358,9 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             tokio::select! {
                 _ = shutdown.requested() => {
                     self.settle_all().await?;
-                    return Ok(self.source.commit()?);
+                    self.source.commit()?;
+                    self.source.leave().await;
+                    return Ok(());
                 }
                 r = written => self.settle_oldest(r).await?,
                 Some(envelope) = command => self.command(envelope).await?,
