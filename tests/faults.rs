@@ -319,6 +319,13 @@ impl Drop for Run {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // A failed run's logs, configs and journals are kept to read.
+        if std::thread::panicking() {
+            self.others.clear();
+            if let Some(dir) = self._dir.take() {
+                eprintln!("{}: the run's files are kept in {}", self.fault.name(), dir.keep().display());
+            }
+        }
     }
 }
 
@@ -352,7 +359,7 @@ struct Run {
     /// Deposed correlators started again (`supervise`): all, and the first's.
     restarts: usize,
     daemon_restarts: usize,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// Create `topic` with one partition.
@@ -423,7 +430,7 @@ impl Run {
             takeover: None,
             restarts: 0,
             daemon_restarts: 0,
-            _dir: dir,
+            _dir: Some(dir),
         }
     }
 

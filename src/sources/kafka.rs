@@ -271,8 +271,6 @@ impl KafkaSource {
 }
 
 impl KafkaSource {
-    /// Commit the stored offsets synchronously (shutdown); nothing stored
-    /// since the last commit is not an error.
     /// Keep serving the group protocol until this member has an
     /// assignment (at most `SETTLE_BEFORE_LEAVING`), then return; the
     /// consumer leaves the group when dropped. Tansu 0.6 keeps a member
@@ -282,14 +280,12 @@ impl KafkaSource {
     /// group. Records received meanwhile are dropped unacknowledged: their
     /// offsets are not stored, so the partition's next owner reads them.
     pub async fn leave(&mut self) {
-        let awaiting =
-            |c: &StreamConsumer<LagContext>| c.context().assigned.lock().unwrap_or_else(|p| p.into_inner()).is_none();
-        if !awaiting(&self.consumer) || self.consumer.subscription().map_or(true, |s| s.count() == 0) {
+        if !self.awaiting_assignment() || self.consumer.subscription().map_or(true, |s| s.count() == 0) {
             return;
         }
         tracing::info!(stage = self.stage, "waiting for the rebalance in progress before leaving the group");
         let t = std::time::Instant::now();
-        while awaiting(&self.consumer) {
+        while self.awaiting_assignment() {
             if t.elapsed() >= SETTLE_BEFORE_LEAVING {
                 tracing::warn!(stage = self.stage, waited_s = t.elapsed().as_secs(), "leaving the group mid-rebalance");
                 return;
@@ -298,6 +294,8 @@ impl KafkaSource {
         }
     }
 
+    /// Commit the stored offsets synchronously (shutdown); nothing stored
+    /// since the last commit is not an error.
     pub fn commit(&mut self) -> Result<(), SourceError> {
         match self.consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
             Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) | Ok(()) => {

@@ -348,7 +348,7 @@ mod tests {
 
     #[test]
     fn election_member_ids_sort_by_join_time_whatever_their_uuid() {
-        // One second and one day apart, across a power of ten.
+        // A microsecond apart across a power of ten, then a day later.
         let older = format!("{}-ffffffff", election_client_id("outaged", 999_999_999));
         let newer = format!("{}-00000000", election_client_id("outaged", 1_000_000_000));
         let newest = format!("{}-00000000", election_client_id("outaged", 1_000_086_400_000_000));

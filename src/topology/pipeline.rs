@@ -324,9 +324,9 @@ impl<S: AlarmSource, I: IvrSink> Pipeline<S, I> {
             }
             self.note(ev);
         }
-        // Alarms at or below the log's watermark were applied before the
-        // restart: their re-reads are replays, not late.
-        self.reorder.restart(self.correlator.watermark());
+        // A site's alarms at or below the last time the log records for it
+        // were applied before the restart: their re-reads are replays.
+        self.reorder.restart(self.correlator.watermark(), self.correlator.restored_sites());
         let ids: BTreeSet<IncidentId> = self.correlator.incidents().map(|i| i.id.clone()).collect();
         let mut out = Pending::default();
         for id in &ids {

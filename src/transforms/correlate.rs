@@ -685,6 +685,12 @@ pub struct Correlator {
     adhoc_cleared: HashMap<String, RecentClears>,
     /// Latest event time seen.
     watermark: Option<DateTime<Utc>>,
+    /// Per site, the latest raise or clear time the restored log records
+    /// (`restore`): after a restart, a re-read alarm of that site at or
+    /// before it was applied already (`transforms::order`). Per site, not
+    /// one time for all: a partition that lagged behind the others may
+    /// still hold older alarms the log never saw.
+    restored_sites: HashMap<CompactString, DateTime<Utc>>,
     pub counts: Counts,
     /// Raises by cause class, and the unclassified by cause.
     pub tally: CauseTally,
@@ -744,6 +750,7 @@ impl Correlator {
             blip_ms,
             adhoc_cleared: HashMap::default(),
             watermark: None,
+            restored_sites: HashMap::default(),
             counts: Counts::default(),
             tally: CauseTally::default(),
         }
@@ -773,6 +780,11 @@ impl Correlator {
     }
 
     /// The latest alarm event time seen; the epoch before any.
+    /// Per site, the latest alarm time the restored log records.
+    pub fn restored_sites(&self) -> &HashMap<CompactString, DateTime<Utc>> {
+        &self.restored_sites
+    }
+
     pub fn watermark(&self) -> DateTime<Utc> {
         self.watermark.unwrap_or(DateTime::UNIX_EPOCH)
     }
@@ -816,6 +828,12 @@ impl Correlator {
             if let EventKind::AlarmsCleared { alarms } = &ev.kind {
                 for a in alarms {
                     self.record_clear(&a.site_id, self.refdata.site_index(&a.site_id), &a.alarm_id, a.at);
+                }
+            }
+            if let EventKind::AlarmsRaised { alarms } | EventKind::AlarmsCleared { alarms } = &ev.kind {
+                for a in alarms {
+                    let at = self.restored_sites.entry(a.site_id.clone()).or_insert(a.at);
+                    *at = (*at).max(a.at);
                 }
             }
         }

@@ -20,11 +20,14 @@
 //!
 //! An alarm at or below the watermark on arrival is *late*: it is handed
 //! back to be applied at once, in arrival order, and counted — the one way
-//! arrival order still reaches the incidents. After a restart, alarms at or
-//! below the restored incident log's watermark (the `floor`) are re-reads
-//! of alarms already applied: skipped and counted as replayed, not
-//! applied again (a raise the feed repeated, applied after its clear,
-//! would open a phantom incident).
+//! arrival order still reaches the incidents. After a restart, a site's
+//! alarms at or below the latest raise or clear the restored incident log
+//! records for that site (its `floor`) are re-reads of alarms already
+//! applied: skipped and counted as replayed, not applied again (a raise
+//! the feed repeated, applied after its clear, would open a phantom
+//! incident). Per site, not the log's watermark: a partition whose records
+//! were read after the others' (idle, or slower) may hold older alarms
+//! the log never saw when the process died, and they must still apply.
 //!
 //! Offsets: a record may be acknowledged only when none of its alarms is
 //! still buffered; [`Reorder::marks`] gives, per partition, the last offset
@@ -81,8 +84,9 @@ pub struct Reorder {
     buf: BTreeMap<Key, Held>,
     /// Alarms up to here are released; timers may run up to here.
     frontier: DateTime<Utc>,
-    /// The restored log's watermark: below it, a re-read.
-    floor: DateTime<Utc>,
+    /// Per site, the latest alarm time the restored log records: at or
+    /// below it, a re-read of that site's alarm.
+    floors: foldhash::HashMap<CompactString, DateTime<Utc>>,
     /// Alarms applied out of order (arrived at or below the watermark).
     pub late: u64,
     /// Alarms re-read after a restart, at or below the log's watermark.
@@ -103,17 +107,25 @@ impl Reorder {
             parts: BTreeMap::new(),
             buf: BTreeMap::new(),
             frontier: DateTime::UNIX_EPOCH,
-            floor: DateTime::UNIX_EPOCH,
+            floors: Default::default(),
             late: 0,
             replayed: 0,
         }
     }
 
-    /// After folding the incident log: everything at or below `floor` was
-    /// applied before the restart.
-    pub fn restart(&mut self, floor: DateTime<Utc>) {
-        self.floor = self.floor.max(floor);
-        self.frontier = self.frontier.max(floor);
+    /// After folding the incident log: the watermark starts at its
+    /// `watermark`, and a site's alarms at or below the time the log last
+    /// records for that site (`sites`) were applied before the restart.
+    pub fn restart<'a>(
+        &mut self,
+        watermark: DateTime<Utc>,
+        sites: impl IntoIterator<Item = (&'a CompactString, &'a DateTime<Utc>)>,
+    ) {
+        self.frontier = self.frontier.max(watermark);
+        for (site, &at) in sites {
+            let floor = self.floors.entry(site.clone()).or_insert(at);
+            *floor = (*floor).max(at);
+        }
     }
 
     /// The watermark: alarms up to it are released, timers run up to it.
@@ -175,10 +187,11 @@ impl Reorder {
     pub fn push(&mut self, rec: &Arc<SourceRecord>, n: u32, alarm: Alarm, mono: Mono) -> Option<Alarm> {
         self.born.get_or_insert(mono);
         let t = alarm.event_time;
-        let (frontier, floor) = (self.frontier, self.floor);
+        let frontier = self.frontier;
+        let floor = self.floors.get(alarm.site_id.as_str()).copied();
         let part = self.part(rec, mono);
         part.max_t = Some(part.max_t.map_or(t, |m| m.max(t)));
-        if t <= floor {
+        if floor.is_some_and(|f| t <= f) {
             // Applied before the restart (a raise repeated since, or a
             // clear, would not be idempotent if applied again).
             self.replayed += 1;
@@ -378,7 +391,8 @@ mod tests {
     #[test]
     fn after_a_restart_re_reads_are_replays_not_late() {
         let mut r = Reorder::new(Std::from_secs(10), Std::from_secs(30));
-        r.restart(t(500));
+        let sites = [(CompactString::from("S1"), t(500))];
+        r.restart(t(500), sites.iter().map(|(s, t)| (s, t)));
         let (wall, m) = (t(1000), Std::ZERO);
         assert!(r.push(&rec(0, 0), 0, alarm("a", "S1", t(400)), m).is_none());
         assert!(r.push(&rec(0, 1), 0, alarm("b", "S1", t(600)), m).is_none());
@@ -390,6 +404,22 @@ mod tests {
         assert_eq!(r.buffered(), 1);
         // The replay holds no offset back.
         assert_eq!(r.marks().iter().map(|m| m.offset).collect::<Vec<_>>(), [0]);
+    }
+
+    #[test]
+    fn after_a_restart_an_older_alarm_of_a_site_the_log_never_saw_applies() {
+        // The log's watermark reached 500 through S1; S2's alarms, on a
+        // partition read later, never reached the log before the crash.
+        let mut r = Reorder::new(Std::from_secs(10), Std::from_secs(30));
+        let sites = [(CompactString::from("S1"), t(500)), (CompactString::from("S2"), t(100))];
+        r.restart(t(500), sites.iter().map(|(s, t)| (s, t)));
+        let m = Std::ZERO;
+        assert!(r.push(&rec(1, 0), 0, alarm("old", "S2", t(100)), m).is_none(), "S2's alarm the log has");
+        let late = r.push(&rec(1, 1), 0, alarm("new", "S2", t(300)), m);
+        assert_eq!(late.map(|a| a.alarm_id), Some("new".into()), "after S2's last in the log: applied, late");
+        let late = r.push(&rec(2, 0), 0, alarm("s3", "S3", t(200)), m);
+        assert_eq!(late.map(|a| a.alarm_id), Some("s3".into()), "a site the log never saw: applied, late");
+        assert_eq!((r.replayed, r.late), (1, 2));
     }
 
     #[test]
