@@ -779,12 +779,12 @@ impl Correlator {
         self.slot_of(id).and_then(|s| s.coverage.as_ref()).map_or(0, |c| c.1)
     }
 
-    /// The latest alarm event time seen; the epoch before any.
     /// Per site, the latest alarm time the restored log records.
     pub fn restored_sites(&self) -> &HashMap<CompactString, DateTime<Utc>> {
         &self.restored_sites
     }
 
+    /// The latest alarm event time seen; the epoch before any.
     pub fn watermark(&self) -> DateTime<Utc> {
         self.watermark.unwrap_or(DateTime::UNIX_EPOCH)
     }
