@@ -58,6 +58,31 @@ pub struct LagContext {
 /// join's round trips.
 pub const SETTLE_BEFORE_LEAVING: Duration = Duration::from_secs(10);
 
+/// Keep serving `consumer`'s group protocol (polling; what it delivers is
+/// dropped, its offsets never stored) until `settled` says the member has
+/// its assignment, for at most [`SETTLE_BEFORE_LEAVING`]. Every group
+/// member calls it before it leaves: Tansu 0.6 keeps a member that leaves
+/// a forming group as the group's leader, and the others then wait for
+/// its assignments for good (BENCHMARKS.md).
+pub async fn settle_before_leaving<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    settled: impl Fn() -> bool,
+    stage: &str,
+) {
+    if settled() {
+        return;
+    }
+    tracing::info!(stage, "waiting for the rebalance in progress before leaving the group");
+    let t = std::time::Instant::now();
+    while !settled() {
+        if t.elapsed() >= SETTLE_BEFORE_LEAVING {
+            tracing::warn!(stage, waited_s = t.elapsed().as_secs(), "leaving the group mid-rebalance");
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await;
+    }
+}
+
 /// How often librdkafka reports statistics (the lag's freshness).
 const STATS_EVERY_MS: &str = "2000";
 
@@ -271,27 +296,16 @@ impl KafkaSource {
 }
 
 impl KafkaSource {
-    /// Keep serving the group protocol until this member has an
-    /// assignment (at most `SETTLE_BEFORE_LEAVING`), then return; the
-    /// consumer leaves the group when dropped. Tansu 0.6 keeps a member
-    /// that leaves a forming group as its leader, and the others then wait
-    /// for its assignments for good (BENCHMARKS.md): a dispatcher scaled
-    /// in, or a correlator handing over, mid-rebalance would stall the
-    /// group. Records received meanwhile are dropped unacknowledged: their
-    /// offsets are not stored, so the partition's next owner reads them.
+    /// A group member's last step before it is dropped (and leaves the
+    /// group): [`settle_before_leaving`], so that a dispatcher scaled in, or
+    /// a correlator handing over, mid-rebalance does not stall the group.
+    /// Records received meanwhile are dropped unacknowledged: their offsets
+    /// are not stored, so the partition's next owner reads them.
     pub async fn leave(&mut self) {
-        if !self.awaiting_assignment() || self.consumer.subscription().map_or(true, |s| s.count() == 0) {
+        if self.consumer.subscription().map_or(true, |s| s.count() == 0) {
             return;
         }
-        tracing::info!(stage = self.stage, "waiting for the rebalance in progress before leaving the group");
-        let t = std::time::Instant::now();
-        while self.awaiting_assignment() {
-            if t.elapsed() >= SETTLE_BEFORE_LEAVING {
-                tracing::warn!(stage = self.stage, waited_s = t.elapsed().as_secs(), "leaving the group mid-rebalance");
-                return;
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(200), self.consumer.recv()).await;
-        }
+        settle_before_leaving(&self.consumer, || !self.awaiting_assignment(), self.stage).await;
     }
 
     /// Commit the stored offsets synchronously (shutdown); nothing stored

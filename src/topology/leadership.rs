@@ -57,7 +57,7 @@
 
 use crate::kafka::{Broker, BrokerError};
 use crate::runtime::Shutdown;
-use crate::sources::kafka::{KafkaSource, SETTLE_BEFORE_LEAVING};
+use crate::sources::kafka::{settle_before_leaving, KafkaSource};
 use crate::sources::SourceError;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::ClientContext;
@@ -167,12 +167,12 @@ pub fn supersedes<'f>(fence: &'f Fence, me: &LeaderId) -> Option<&'f LeaderId> {
     fence.current().filter(|c| *c != me && c.epoch >= me.epoch)
 }
 
-/// Follows the incident log (from its start) for as long as this process
-/// leads, and returns the leader of the first mark that supersedes `me`.
-/// The group alone cannot depose a paused leader that wakes and rejoins
-/// (it may even be handed partition 0 again); the log's marks can.
-pub async fn superseded(mut log: KafkaSource, me: LeaderId) -> Result<LeaderId, SourceError> {
-    let mut fence = Fence::default();
+/// Follows the incident log for as long as this process leads (`log`
+/// reads on from where `fence` was folded to) and returns the leader of
+/// the first mark that supersedes `me`. The group alone cannot depose a
+/// paused leader that wakes and rejoins (it may even be handed partition 0
+/// again); the log's marks can.
+pub async fn superseded(mut log: KafkaSource, mut fence: Fence, me: LeaderId) -> Result<LeaderId, SourceError> {
     loop {
         for rec in log.next_batch(1024, std::time::Duration::from_secs(1)).await? {
             // Marks are rare and small; events need no parse here.
@@ -252,7 +252,7 @@ impl Election {
     /// takes over at once.
     pub fn join(broker: &Broker, group: &str, topic: &str, mut shutdown: Shutdown) -> Result<Self, BrokerError> {
         let (tx, leading) = watch::channel(false);
-        let (settled_tx, mut settled) = watch::channel(false);
+        let (settled_tx, settled) = watch::channel(false);
         let lost = Arc::new(AtomicBool::new(false));
         let context =
             ElectionContext { topic: topic.to_string(), leading: tx, settled: settled_tx, lost: lost.clone() };
@@ -285,31 +285,8 @@ impl Election {
                     }
                 }
             }
-            // Leave only a settled group. Tansu 0.6 keeps a departed
-            // member as the group's leader if it leaves (LeaveGroup) while
-            // the group is forming: the others' SyncGroup then gets
-            // "rebalance in progress" for good (see the module docs). So a
-            // member that stops mid-rebalance keeps serving the group
-            // protocol until it has its assignment, then leaves.
-            if !*settled.borrow() {
-                tracing::info!("correlator election: waiting for the rebalance in progress before leaving the group");
-                let settle = async {
-                    loop {
-                        tokio::select! {
-                            r = settled.wait_for(|s| *s) => { let _ = r; break; }
-                            r = consumer.recv() => if let Err(e) = r {
-                                crate::kafka::note_retry("election", &e);
-                            }
-                        }
-                    }
-                };
-                if tokio::time::timeout(SETTLE_BEFORE_LEAVING, settle).await.is_err() {
-                    tracing::warn!(
-                        waited_s = SETTLE_BEFORE_LEAVING.as_secs(),
-                        "correlator election: leaving the group mid-rebalance"
-                    );
-                }
-            }
+            // Leave only a settled group (see the module docs).
+            settle_before_leaving(&consumer, || *settled.borrow(), "election").await;
             consumer.unsubscribe();
             drop(consumer);
         });

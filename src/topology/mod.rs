@@ -239,7 +239,8 @@ pub async fn run_role(
         let election =
             leadership::Election::join(broker, &cfg.kafka.group_id, &cfg.kafka.topics.control, shutdown.clone())?;
         tracing::info!(member = election.member(), "correlator standing by for election");
-        let Some((side, fence)) = follower.follow_until(broker, shutdown.clone(), election.elected(), forward).await?
+        let Some(pipeline::Followed { side, fence, read }) =
+            follower.follow_until(broker, shutdown.clone(), election.elected(), forward).await?
         else {
             return Ok(());
         };
@@ -274,8 +275,10 @@ pub async fn run_role(
             (broker.clone(), cfg.kafka.group_id.clone(), cfg.kafka.topics.commands.clone(), clock.clone());
         tasks.spawn(commands::relay(b, group, topic, into_pipeline, move || now.now(), shutdown.clone()));
         let mut joined = std::pin::pin!(join(tasks));
-        let log = KafkaSource::tail(broker, &cfg.kafka.topics.incidents, &Default::default())?.with_stage("fence");
-        let superseded = leadership::superseded(log, me.clone());
+        // The log's marks from where the standby's fold stopped (its own
+        // mark, then any successor's), not the whole log again.
+        let log = KafkaSource::tail(broker, &cfg.kafka.topics.incidents, &read)?.with_stage("fence");
+        let superseded = leadership::superseded(log, fence, me.clone());
         return tokio::select! {
             r = &mut joined => r,
             // A successor's mark: whatever the group says, this process

@@ -1259,15 +1259,15 @@ impl Pipeline<NoSource, NoIvr> {
     /// it grows, through the fence, and publish the NOC API's read model;
     /// commands go to the leader through `forward`. Writes nothing. Ready
     /// once the log is folded to the end it had at start. Returns the
-    /// API's channels and the fence as of the last record read when
-    /// `until` resolved (none on shutdown), for the process to lead.
+    /// API's channels, the fence and the offsets as of the last record read
+    /// when `until` resolved (none on shutdown), for the process to lead.
     pub async fn follow_until(
         mut self,
         broker: &Broker,
         mut shutdown: Shutdown,
         until: impl std::future::Future<Output = ()>,
         forward: super::commands::Forwarder,
-    ) -> Result<Option<(Option<crate::api::PipelineSide>, Fence)>, TopologyError> {
+    ) -> Result<Option<Followed>, TopologyError> {
         let topic = self.cfg.kafka.topics.incidents.clone();
         let mut last = HashMap::new();
         let mut events = Vec::new();
@@ -1325,6 +1325,7 @@ impl Pipeline<NoSource, NoIvr> {
                 b = tail.next_batch(ALARM_BATCH, Duration::from_millis(200)) => b?,
             };
             for rec in &batch {
+                last.insert(rec.partition, rec.offset);
                 if self.fence.admit(&rec.payload) != Admit::Event {
                     continue;
                 }
@@ -1352,8 +1353,18 @@ impl Pipeline<NoSource, NoIvr> {
             (Some(commands), Some(snapshots)) => Some(crate::api::PipelineSide { commands, snapshots }),
             _ => None,
         };
-        Ok(Some((side, self.fence)))
+        Ok(Some(Followed { side, fence: self.fence, read: last }))
     }
+}
+
+/// Where a standby's fold of the incident log stood when it was elected.
+pub struct Followed {
+    /// The API's channels, for the leader's pipeline.
+    pub side: Option<crate::api::PipelineSide>,
+    /// The readers' rule as of the last record read.
+    pub fence: Fence,
+    /// Per partition, the offset of the last record read.
+    pub read: HashMap<i32, i64>,
 }
 
 /// Issue 20's invariant, as a property: the incident log a set of alarms

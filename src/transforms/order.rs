@@ -89,7 +89,7 @@ pub struct Reorder {
     floors: foldhash::HashMap<CompactString, DateTime<Utc>>,
     /// Alarms applied out of order (arrived at or below the watermark).
     pub late: u64,
-    /// Alarms re-read after a restart, at or below the log's watermark.
+    /// Alarms re-read after a restart, at or below their site's floor.
     pub replayed: u64,
 }
 
